@@ -1,0 +1,155 @@
+"""Runtime configuration: one table of settings, read from the environment, overridden by flags.
+
+`SETTINGS` is the single source of truth for every setting's name. The README's configuration
+table and the Terraform module's environment variables are checked against it by tests, so a
+setting renamed here fails those tests instead of silently drifting.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration setting: its attribute on `Settings`, its environment variable and flag."""
+
+    attr: str
+    env: str
+    flag: str
+    description: str
+    default: str | None = None
+    secret: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("project", "SCION_SCHEDULER_PROJECT", "--project",
+            "Google Cloud project ID that holds the jobs, topic, subscription and database."),
+    Setting("location", "SCION_SCHEDULER_LOCATION", "--location",
+            "Cloud Scheduler region for the jobs (e.g. europe-west1).", "us-central1"),
+    Setting("topic", "SCION_SCHEDULER_TOPIC", "--topic",
+            "Pub/Sub topic ID that the jobs publish fires to.", "scion-fires"),
+    Setting("subscription", "SCION_SCHEDULER_SUBSCRIPTION", "--subscription",
+            "Pub/Sub pull subscription ID the workers read fires from.", "scion-fires-workers"),
+    Setting("job_prefix", "SCION_SCHEDULER_JOB_PREFIX", "--job-prefix",
+            "Prefix of the Cloud Scheduler job IDs this deployment owns; other jobs are never touched.",
+            "scion-"),
+    Setting("collection_prefix", "SCION_SCHEDULER_COLLECTION_PREFIX", "--collection-prefix",
+            "Prefix of the Firestore collections for executions and schedule state.", "scion_"),
+    Setting("database", "SCION_SCHEDULER_DATABASE", "--database",
+            "Firestore database ID.", "(default)"),
+    Setting("signing_key", "SCION_SCHEDULER_SIGNING_KEY", "--signing-key",
+            "HMAC key that signs fire messages; workers reject unsigned or forged messages when set.",
+            secret=True),
+    Setting("log_format", "SCION_SCHEDULER_LOG_FORMAT", "--log-format",
+            "Log output: `json` (Cloud Logging), `console` (key=value), or `auto` (json unless a TTY).",
+            "auto"),
+    Setting("pubsub_emulator_host", "PUBSUB_EMULATOR_HOST", "--pubsub-emulator-host",
+            "host:port of a Pub/Sub emulator; when set, no credentials are used."),
+    Setting("firestore_emulator_host", "FIRESTORE_EMULATOR_HOST", "--firestore-emulator-host",
+            "host:port of a Firestore emulator; when set, no credentials are used."),
+    Setting("cloud_scheduler_emulator_host", "CLOUD_SCHEDULER_EMULATOR_HOST",
+            "--cloud-scheduler-emulator-host",
+            "host:port of this project's Cloud Scheduler emulator (`scion-scheduler emulator`)."),
+)
+
+SETTINGS_BY_ATTR: Mapping[str, Setting] = {s.attr: s for s in SETTINGS}
+
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration. Build it with `Settings.from_env()` (which fills the defaults of
+    `SETTINGS`); flags override through `with_overrides`."""
+
+    project: str | None = None
+    location: str | None = None
+    topic: str | None = None
+    subscription: str | None = None
+    job_prefix: str | None = None
+    collection_prefix: str | None = None
+    database: str | None = None
+    signing_key: str | None = None
+    log_format: str | None = None
+    pubsub_emulator_host: str | None = None
+    firestore_emulator_host: str | None = None
+    cloud_scheduler_emulator_host: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read every setting from `environ` (default `os.environ`); non-None `overrides` win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, str | None] = {}
+        for setting in SETTINGS:
+            raw = env.get(setting.env)
+            values[setting.attr] = raw if raw not in (None, "") else setting.default
+        settings = cls(**values)
+        return settings.with_overrides(**overrides)
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """Return a copy with every non-None override applied (flags given on the command line)."""
+        known = {f.name for f in fields(self)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        result = replace(self, **given)
+        result.validate()
+        return result
+
+    def validate(self) -> None:
+        """Check the format of the settings that are set (not whether required ones are present)."""
+        if self.job_prefix is not None and not _ID_RE.match(self.job_prefix):
+            raise ConfigError(
+                "SCION_SCHEDULER_JOB_PREFIX must be a non-empty string of letters, digits, '-' and '_' "
+                f"(got {self.job_prefix!r}); an empty prefix would claim every job in the location"
+            )
+        if self.job_prefix is not None and len(self.job_prefix) > 100:
+            raise ConfigError("SCION_SCHEDULER_JOB_PREFIX must be at most 100 characters")
+        if self.collection_prefix is not None and not re.match(r"^[A-Za-z0-9_-]*$", self.collection_prefix):
+            raise ConfigError(
+                "SCION_SCHEDULER_COLLECTION_PREFIX may hold only letters, digits, '-' and '_' "
+                f"(got {self.collection_prefix!r})"
+            )
+        if self.log_format not in (None, "auto", "json", "console"):
+            raise ConfigError(
+                f"SCION_SCHEDULER_LOG_FORMAT must be auto, json or console (got {self.log_format!r})"
+            )
+
+    def require(self, *attrs: str) -> None:
+        """Fail with a message naming every missing setting (its variable and its flag)."""
+        missing = [SETTINGS_BY_ATTR[a] for a in attrs if getattr(self, a) in (None, "")]
+        if missing:
+            names = ", ".join(f"{s.env} (or {s.flag})" for s in missing)
+            raise ConfigError(f"missing required setting: {names}")
+
+    def value(self, attr: str) -> str:
+        """Return a setting that `require` has established is present."""
+        raw = getattr(self, attr)
+        if raw in (None, ""):
+            self.require(attr)
+        return str(raw)
+
+    @property
+    def location_path(self) -> str:
+        """`projects/P/locations/L`, the parent of every job."""
+        return f"projects/{self.value('project')}/locations/{self.value('location')}"
+
+    @property
+    def topic_path(self) -> str:
+        """`projects/P/topics/T`, the target of every job."""
+        return f"projects/{self.value('project')}/topics/{self.value('topic')}"
+
+    @property
+    def subscription_path(self) -> str:
+        """`projects/P/subscriptions/S`, the workers' pull subscription."""
+        return f"projects/{self.value('project')}/subscriptions/{self.value('subscription')}"
