@@ -1,0 +1,71 @@
+"""What both command-line tools share: settings flags, logging, version, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from scheduler import logs
+from scheduler.config import SETTINGS, Settings
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+def package_version() -> str:
+    """The installed distribution's version."""
+    try:
+        return version("scion-scheduler")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per entry of `SETTINGS`; a flag overrides its environment variable."""
+    group = parser.add_argument_group("configuration (flags override environment variables)")
+    for setting in SETTINGS:
+        default = f" Default: {setting.default}." if setting.default else ""
+        group.add_argument(
+            setting.flag, dest=f"setting_{setting.attr}", metavar="VALUE",
+            help=f"{setting.description} [{setting.env}]{default}",
+        )
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Environment first, then every flag given."""
+    overrides = {s.attr: getattr(args, f"setting_{s.attr}", None) for s in SETTINGS}
+    return Settings.from_env(**overrides)
+
+
+def new_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A root parser with `--version` and the settings flags."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    add_settings_flags(parser)
+    return parser
+
+
+def setup_logging(settings: Settings, level: str = "INFO") -> None:
+    """Configure logs from the resolved settings."""
+    logs.configure(settings.log_format, level)
+
+
+def emit(payload: Any, output: str, text: str) -> None:
+    """Print `payload` as JSON for `--output json`, else the human `text`."""
+    if output == "json":
+        json.dump(payload, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    elif text:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
+    """Report an error on stderr and return the exit code to use."""
+    sys.stderr.write(f"error: {message}\n")
+    return code

@@ -1,0 +1,273 @@
+"""The fire contract: the Pub/Sub message a Cloud Scheduler job publishes and a worker decodes.
+
+Cloud Scheduler publishes the same data and attributes at every slot and puts no fire time in
+them, so the message carries what the worker needs to derive the fire time without a lookup
+(cron and time zone) and to act without a lookup (the action and its policies).
+
+Attributes (all strings):
+    scion-format   format version, "1"
+    schedule-id    the hub's schedule ID, verbatim
+    fingerprint    `Schedule.fingerprint()` of the definition the message was built from
+    cron, timezone the effective cron and time zone (a one-shot's are its minute, in UTC)
+    at             for a one-shot, its fire time (RFC 3339)
+    trigger        "scheduled", or "manual" for a run-now
+    fire-time      for a manual run only: its exact fire time
+    signature      optional, "v1=" + hex HMAC-SHA256 over the other attributes and the data
+
+Data: JSON `{"action": {...}, "overlap", "catchup", "catchup_window" (seconds),
+"max_attempts", "labels"}`.
+
+A manual run carries an exact, sub-second fire time and its execution ID includes the trigger,
+so it is never deduplicated against a scheduled slot. The execution ID of a scheduled fire is
+derived from (schedule ID, fire time) alone, so every redelivery of a fire maps to one ID.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from scheduler.cron import DEFAULT_SKEW, CronError, fire_time_for, is_valid_timezone, validate_cron
+from scheduler.model import (
+    CATCHUP_POLICIES,
+    OVERLAP_POLICIES,
+    Action,
+    Catchup,
+    Overlap,
+    Schedule,
+    format_instant,
+    parse_instant,
+)
+
+FORMAT_VERSION = "1"
+Trigger = Literal["scheduled", "manual"]
+TRIGGERS: tuple[str, ...] = ("scheduled", "manual")
+
+# Cloud Scheduler stores at most 1 MB per job including about 1 KB of request overhead
+# (https://cloud.google.com/scheduler/quotas); the fire message is the bulk of a job.
+MAX_MESSAGE_BYTES = 1_000_000 - 4_096
+
+ATTR_FORMAT = "scion-format"
+ATTR_SCHEDULE_ID = "schedule-id"
+ATTR_FINGERPRINT = "fingerprint"
+ATTR_CRON = "cron"
+ATTR_TIMEZONE = "timezone"
+ATTR_AT = "at"
+ATTR_TRIGGER = "trigger"
+ATTR_FIRE_TIME = "fire-time"
+ATTR_SIGNATURE = "signature"
+_SIGNATURE_SCHEME = "v1="
+
+
+class ContractError(ValueError):
+    """A message that is not a valid fire: malformed, of an unknown format, or not verifiable."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """A Pub/Sub message's payload: what a job publishes, or what a worker received."""
+
+    data: bytes
+    attributes: Mapping[str, str]
+
+    @property
+    def size(self) -> int:
+        """Bytes counted against the job size limit."""
+        return len(self.data) + sum(len(k.encode()) + len(v.encode()) for k, v in self.attributes.items())
+
+
+@dataclass(frozen=True)
+class Fire:
+    """A decoded fire message: the schedule's runtime definition plus the trigger."""
+
+    schedule_id: str
+    fingerprint: str
+    cron: str
+    timezone: str
+    action: Action
+    trigger: Trigger = "scheduled"
+    at: datetime | None = None
+    fire_time: datetime | None = None
+    overlap: Overlap = "skip"
+    catchup: Catchup = "all"
+    catchup_window: timedelta = timedelta(minutes=15)
+    max_attempts: int = 5
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def effective_cron(self) -> str:
+        """The cron the job runs on (makes a `Fire` a `scheduler.cron.CronSpec`)."""
+        return self.cron
+
+    @property
+    def effective_timezone(self) -> str:
+        """The time zone the cron is evaluated in."""
+        return self.timezone
+
+    @property
+    def one_shot(self) -> bool:
+        """True when the schedule fires once, at `at`."""
+        return self.at is not None
+
+    def derive_fire_time(self, published_at: datetime, skew: timedelta = DEFAULT_SKEW) -> datetime:
+        """The fire time this delivery is for: exact for a manual run, else the cron slot that
+        the publish time belongs to (see `scheduler.cron.fire_time_for`)."""
+        if self.fire_time is not None:
+            return self.fire_time
+        return fire_time_for(self, published_at, skew)
+
+
+def execution_id(schedule_id: str, fire_time: datetime, trigger: str = "scheduled") -> str:
+    """Stable ID of one execution: the same for every delivery of the same fire."""
+    parts = [schedule_id, format_instant(fire_time)]
+    if trigger != "scheduled":
+        parts.append(trigger)
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:32]
+
+
+def _payload(schedule: Schedule) -> dict[str, Any]:
+    return {
+        "action": schedule.action.to_dict(),
+        "overlap": schedule.overlap,
+        "catchup": schedule.catchup,
+        "catchup_window": schedule.catchup_window.total_seconds(),
+        "max_attempts": schedule.max_attempts,
+        "labels": dict(schedule.labels),
+    }
+
+
+def _canonical(data: bytes, attributes: Mapping[str, str]) -> bytes:
+    lines = [f"{k}={v}" for k, v in sorted(attributes.items()) if k != ATTR_SIGNATURE]
+    return "\n".join(lines).encode("utf-8") + b"\n\n" + data
+
+
+def sign(data: bytes, attributes: Mapping[str, str], key: str) -> str:
+    """The signature attribute value for a message."""
+    mac = hmac.new(key.encode("utf-8"), _canonical(data, attributes), hashlib.sha256)
+    return _SIGNATURE_SCHEME + mac.hexdigest()
+
+
+def build_message(
+    schedule: Schedule,
+    *,
+    signing_key: str | None = None,
+    trigger: Trigger = "scheduled",
+    fire_time: datetime | None = None,
+) -> Message:
+    """The message a schedule's job publishes (or, with `trigger="manual"` and a `fire_time`,
+    the message of a run-now)."""
+    if (trigger == "manual") != (fire_time is not None):
+        raise ValueError("a manual trigger needs an exact fire_time, and only a manual one has it")
+    data = json.dumps(_payload(schedule), sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode("utf-8")
+    attributes = {
+        ATTR_FORMAT: FORMAT_VERSION,
+        ATTR_SCHEDULE_ID: schedule.id,
+        ATTR_FINGERPRINT: schedule.fingerprint(),
+        ATTR_CRON: schedule.effective_cron,
+        ATTR_TIMEZONE: schedule.effective_timezone,
+        ATTR_TRIGGER: trigger,
+    }
+    if schedule.fire_at is not None:
+        attributes[ATTR_AT] = format_instant(schedule.fire_at)
+    if fire_time is not None:
+        attributes[ATTR_FIRE_TIME] = format_instant(fire_time)
+    if signing_key:
+        attributes[ATTR_SIGNATURE] = sign(data, attributes, signing_key)
+    return Message(data, attributes)
+
+
+def message_size(schedule: Schedule) -> int:
+    """Size in bytes of the schedule's fire message, signature included."""
+    return build_message(schedule, signing_key="size").size
+
+
+def _required(attributes: Mapping[str, str], name: str) -> str:
+    value = attributes.get(name)
+    if not value:
+        raise ContractError(f"missing attribute {name!r}")
+    return value
+
+
+def _instant(attributes: Mapping[str, str], name: str) -> datetime | None:
+    raw = attributes.get(name)
+    if raw is None:
+        return None
+    try:
+        return parse_instant(raw)
+    except ValueError as exc:
+        raise ContractError(f"attribute {name!r}: {exc}") from exc
+
+
+def decode_message(
+    data: bytes, attributes: Mapping[str, str], *, signing_key: str | None = None
+) -> Fire:
+    """Decode and verify a received message. With a `signing_key`, an unsigned message or one
+    whose signature does not match is rejected: it did not come from this deployment."""
+    version = attributes.get(ATTR_FORMAT)
+    if version != FORMAT_VERSION:
+        raise ContractError(f"unknown or missing format version {version!r} (expected {FORMAT_VERSION!r})")
+    if signing_key:
+        signature = attributes.get(ATTR_SIGNATURE)
+        if not signature:
+            raise ContractError("unsigned message, but a signing key is configured")
+        if not hmac.compare_digest(signature, sign(data, attributes, signing_key)):
+            raise ContractError("bad signature: the message was not signed with this deployment's key")
+    trigger = _required(attributes, ATTR_TRIGGER)
+    if trigger not in TRIGGERS:
+        raise ContractError(f"unknown trigger {trigger!r}")
+    fire_time = _instant(attributes, ATTR_FIRE_TIME)
+    if (trigger == "manual") != (fire_time is not None):
+        raise ContractError("a manual trigger must carry fire-time, and only a manual one may")
+    try:
+        payload = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ContractError(f"data is not JSON: {exc}") from exc
+    if not isinstance(payload, dict) or not isinstance(payload.get("action"), dict):
+        raise ContractError("data must be a JSON object with an `action` object")
+    action_raw = dict(payload["action"])
+    action_type = action_raw.pop("type", None)
+    if not isinstance(action_type, str) or not action_type:
+        raise ContractError("action has no type")
+    overlap = payload.get("overlap", "skip")
+    catchup = payload.get("catchup", "all")
+    max_attempts = payload.get("max_attempts", 5)
+    window = payload.get("catchup_window", 900)
+    labels = payload.get("labels", {})
+    if overlap not in OVERLAP_POLICIES or catchup not in CATCHUP_POLICIES:
+        raise ContractError(f"bad policy: overlap={overlap!r} catchup={catchup!r}")
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise ContractError(f"bad max_attempts {max_attempts!r}")
+    if isinstance(window, bool) or not isinstance(window, int | float) or window < 0:
+        raise ContractError(f"bad catchup_window {window!r}")
+    if not isinstance(labels, dict):
+        raise ContractError("labels must be an object")
+    cron = _required(attributes, ATTR_CRON)
+    timezone = _required(attributes, ATTR_TIMEZONE)
+    try:
+        validate_cron(cron)
+    except CronError as exc:
+        raise ContractError(f"attribute 'cron': {exc}") from exc
+    if not is_valid_timezone(timezone):
+        raise ContractError(f"attribute 'timezone': unknown time zone {timezone!r}")
+    return Fire(
+        schedule_id=_required(attributes, ATTR_SCHEDULE_ID),
+        fingerprint=_required(attributes, ATTR_FINGERPRINT),
+        cron=cron,
+        timezone=timezone,
+        action=Action(action_type, action_raw),
+        trigger=trigger,  # type: ignore[arg-type]  # checked against TRIGGERS above
+        at=_instant(attributes, ATTR_AT),
+        fire_time=fire_time,
+        overlap=overlap,
+        catchup=catchup,
+        catchup_window=timedelta(seconds=window),
+        max_attempts=max_attempts,
+        labels={str(k): str(v) for k, v in labels.items()},
+    )
+

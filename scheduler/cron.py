@@ -1,0 +1,220 @@
+"""Cron semantics: Cloud Scheduler's unix-cron, evaluated on wall-clock time in a time zone.
+
+Cloud Scheduler "runs on wall clock time" (https://cloud.google.com/scheduler/docs/configuring/
+cron-job-schedules, section *Time zone*). Taken literally, and modelled exactly here:
+
+* a slot whose wall-clock time does not exist (the hour skipped when clocks go forward) does
+  not fire that day;
+* a slot whose wall-clock time occurs twice (the hour repeated when clocks go back) fires at
+  both instants; they are distinct fire times and so distinct executions.
+
+Slots are produced by croniter over *naive* wall-clock times and mapped to instants with
+`zoneinfo`, so the DST rule above is ours and explicit rather than a side effect of how a
+library handles aware datetimes. Every instant returned is an aware UTC datetime.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Protocol
+from zoneinfo import ZoneInfo, available_timezones
+
+from croniter import croniter
+
+DEFAULT_SKEW = timedelta(seconds=5)
+
+# Largest clock shift the start point is moved back for. Present-day zones shift by at most an
+# hour (Lord Howe by 30 minutes); historic double summer time shifted by two.
+_MAX_SHIFT = timedelta(hours=3)
+
+
+class CronError(ValueError):
+    """A cron expression Cloud Scheduler would not accept, with the reason."""
+
+
+class CronSpec(Protocol):
+    """Anything that knows its cron and time zone: a `Schedule` or a decoded fire message."""
+
+    @property
+    def effective_cron(self) -> str: ...
+
+    @property
+    def effective_timezone(self) -> str: ...
+
+
+_MONTHS = {m: i for i, m in enumerate(
+    ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"], 1)}
+_DAYS = {d: i for i, d in enumerate(["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"])}
+# (name, low, high, names)
+_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day of month", 1, 31, {}),
+    ("month", 1, 12, _MONTHS),
+    ("day of week", 0, 7, _DAYS),
+)
+_ITEM_RE = re.compile(r"^(?:(\*)|([A-Za-z0-9]+)(?:-([A-Za-z0-9]+))?)(?:/(\d+))?$")
+
+
+def _value(token: str, name: str, low: int, high: int, names: dict[str, int]) -> int:
+    if token.isdigit():
+        number = int(token)
+    elif token.upper() in names:
+        number = names[token.upper()]
+    else:
+        raise CronError(f"{name} field: {token!r} is not a number{' or name' if names else ''}")
+    if not low <= number <= high:
+        raise CronError(f"{name} field: {number} is outside {low}-{high}")
+    return number
+
+
+def _check_field(text: str, name: str, low: int, high: int, names: dict[str, int]) -> None:
+    for item in text.split(","):
+        match = _ITEM_RE.match(item)
+        if not match:
+            raise CronError(f"{name} field: {item!r} is not a value, range, step or '*'")
+        star, start, end, step = match.groups()
+        if step is not None:
+            if not star and end is None:
+                raise CronError(f"{name} field: a step (/{step}) must follow '*' or a range, not {start!r}")
+            if not 1 <= int(step) <= high:
+                raise CronError(f"{name} field: step {step} must be from 1 to {high}")
+        if star:
+            continue
+        first = _value(start, name, low, high, names)
+        if end is not None and _value(end, name, low, high, names) < first:
+            raise CronError(f"{name} field: range {item!r} ends before it starts")
+
+
+def validate_cron(expr: str) -> None:
+    """Accept exactly Cloud Scheduler's unix-cron: five fields of values, ranges, steps, lists,
+    and month or weekday names. Six-field (seconds) and extended syntax (L, W, #, ?) are refused,
+    as is an expression that can never fire (e.g. 30 February)."""
+    fields = expr.split()
+    if len(fields) != 5:
+        hint = " (a sixth field for seconds is not supported by Cloud Scheduler)" if len(fields) == 6 else ""
+        raise CronError(f"must have 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}{hint}")
+    for text, (name, low, high, names) in zip(fields, _FIELDS, strict=True):
+        _check_field(text, name, low, high, names)
+    try:
+        croniter(expr, datetime(2000, 1, 1)).get_next(datetime)
+    except Exception as exc:  # croniter signals an impossible date with its own exception types
+        raise CronError(f"{expr!r} never fires ({exc})") from exc
+
+
+@lru_cache(maxsize=1)
+def _known_zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def is_valid_timezone(name: str) -> bool:
+    """An IANA zone name in the tz database (the `tzdata` package backs it where the system
+    has none)."""
+    return name in _known_zones()
+
+
+@lru_cache(maxsize=4096)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo("UTC" if name in ("UTC", "Etc/UTC") else name)
+
+
+def _is_utc(tz: ZoneInfo) -> bool:
+    return tz.key in ("UTC", "Etc/UTC")
+
+
+def _shift_near(tz: ZoneInfo, instant: datetime) -> timedelta:
+    """How far the start point must move so that the other occurrence of a repeated hour near
+    `instant` is not missed; zero when the zone's offset is steady around it."""
+    offsets = {(instant + timedelta(hours=h)).astimezone(tz).utcoffset() for h in (-26, 0, 26)}
+    return _MAX_SHIFT if len(offsets) > 1 else timedelta(0)
+
+
+def _occurrences(wall: datetime, tz: ZoneInfo) -> list[datetime]:
+    """The instants at which a naive wall-clock time occurs in `tz`: none (a gap), one, or two."""
+    found: list[datetime] = []
+    for fold in (0, 1):
+        instant = wall.replace(tzinfo=tz, fold=fold).astimezone(UTC)
+        if instant.astimezone(tz).replace(tzinfo=None) == wall and instant not in found:
+            found.append(instant)
+    return found
+
+
+def iter_fires(spec: CronSpec, after: datetime, *, reverse: bool = False) -> Iterator[datetime]:
+    """Every fire instant strictly after `after` (or strictly before it, newest first, with
+    `reverse`), in order, without end."""
+    expr, tz = spec.effective_cron, _zone(spec.effective_timezone)
+    after = after.astimezone(UTC)
+    if _is_utc(tz):
+        walls = croniter(expr, after.replace(tzinfo=None))
+        step = walls.get_prev if reverse else walls.get_next
+        while True:
+            yield step(datetime).replace(tzinfo=UTC)
+    shift = _shift_near(tz, after)
+    local = after.astimezone(tz).replace(tzinfo=None)
+    walls = croniter(expr, local + shift if reverse else local - shift)
+    step = walls.get_prev if reverse else walls.get_next
+    # Instants of later walls never precede the first occurrence of the current wall (and, in
+    # reverse, never follow its last), so a small heap restores order across a repeated hour.
+    pending: list[tuple[float, datetime]] = []
+    sign = -1 if reverse else 1
+    while True:
+        found = _occurrences(step(datetime), tz)
+        for instant in found:
+            heapq.heappush(pending, (sign * instant.timestamp(), instant))
+        if not found:
+            continue
+        frontier = sign * (found[-1] if reverse else found[0]).timestamp()
+        while pending and pending[0][0] <= frontier:
+            instant = heapq.heappop(pending)[1]
+            if (instant < after) if reverse else (instant > after):
+                yield instant
+
+
+def next_fires(spec: CronSpec, after: datetime, n: int) -> list[datetime]:
+    """The next `n` fire instants strictly after `after` (UTC, ascending)."""
+    fires: list[datetime] = []
+    for instant in iter_fires(spec, after):
+        if len(fires) >= n:
+            break
+        fires.append(instant)
+    return fires
+
+
+def latest_fire_at_or_before(spec: CronSpec, instant: datetime) -> datetime:
+    """The newest fire instant that is `<= instant`."""
+    return next(iter_fires(spec, instant.astimezone(UTC) + timedelta(microseconds=1), reverse=True))
+
+
+@lru_cache(maxsize=4096)
+def shortest_interval(expr: str) -> timedelta:
+    """The shortest gap between two consecutive slots of `expr` (on a steady UTC clock, sampled
+    over up to 400 slots; every cron's shortest possible gap is one minute, where it stops)."""
+    walls = croniter(expr, datetime(2001, 1, 1))
+    previous = walls.get_next(datetime)
+    shortest = timedelta.max
+    for _ in range(400):
+        current = walls.get_next(datetime)
+        shortest = min(shortest, current - previous)
+        if shortest <= timedelta(minutes=1):
+            break
+        previous = current
+    return shortest
+
+
+def fire_time_for(spec: CronSpec, published_at: datetime, skew: timedelta = DEFAULT_SKEW) -> datetime:
+    """Derive the slot a Cloud Scheduler publish belongs to: the latest slot at or before
+    `published_at + tolerance`, where the tolerance is `skew` but never more than half the
+    schedule's shortest interval (so a slightly early publish from a skewed clock still lands on
+    its own slot, and a late one, after retries, on the slot it was for)."""
+    published_at = published_at.astimezone(UTC)
+    tolerance = min(skew, shortest_interval(spec.effective_cron) / 2)
+    return latest_fire_at_or_before(spec, published_at + tolerance)
+
+
+def is_slot(spec: CronSpec, instant: datetime) -> bool:
+    """Whether `instant` is exactly one of the schedule's fire instants."""
+    return latest_fire_at_or_before(spec, instant) == instant.astimezone(UTC)

@@ -1,0 +1,190 @@
+"""The schedule model: what the hub hands over, validated once, immutable afterwards.
+
+The types here are plain frozen values; `scheduler.validation` is the only way in from
+untrusted documents, and it reports every problem at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+Overlap = Literal["skip", "allow"]
+Catchup = Literal["all", "latest", "none"]
+OVERLAP_POLICIES: tuple[str, ...] = ("skip", "allow")
+CATCHUP_POLICIES: tuple[str, ...] = ("all", "latest", "none")
+
+DEFAULT_CATCHUP_WINDOW = timedelta(minutes=15)
+DEFAULT_MAX_ATTEMPTS = 5
+
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One validation problem: which schedule, which field, and why."""
+
+    schedule_id: str
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"schedule {self.schedule_id!r}: {self.field}: {self.reason}"
+
+
+class ValidationError(ValueError):
+    """Raised with every problem found; nothing is applied when it is raised."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors: tuple[FieldError, ...] = tuple(errors)
+        lines = "\n".join(f"  - {e}" for e in self.errors)
+        super().__init__(f"{len(self.errors)} validation error(s):\n{lines}")
+
+
+@dataclass(frozen=True)
+class Action:
+    """What a fire does: a registered action type and its parameters (JSON-compatible)."""
+
+    type: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The action as the JSON object of a schedule file (`{"type": ..., **params}`)."""
+        return {"type": self.type, **self.params}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One validated schedule. Build it with `parse_schedule` / `load_schedules`, not directly."""
+
+    id: str
+    action: Action
+    cron: str | None = None
+    at: datetime | None = None
+    timezone: str = "UTC"
+    paused: bool = False
+    overlap: Overlap = "skip"
+    catchup: Catchup = "all"
+    catchup_window: timedelta = DEFAULT_CATCHUP_WINDOW
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    labels: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def one_shot(self) -> bool:
+        """True for an `at` schedule, which fires once."""
+        return self.at is not None
+
+    @property
+    def fire_at(self) -> datetime | None:
+        """The one-shot's fire time: `at` rounded up to a whole minute, because Cloud Scheduler
+        fires on minute boundaries and firing late is safer than firing before the asked time."""
+        if self.at is None:
+            return None
+        floor = self.at.replace(second=0, microsecond=0)
+        return floor if floor == self.at else floor + timedelta(minutes=1)
+
+    @property
+    def effective_cron(self) -> str:
+        """The cron Cloud Scheduler runs: the schedule's own, or the one-shot's minute of its day."""
+        if self.cron is not None:
+            return self.cron
+        fire_at = self.fire_at
+        assert fire_at is not None
+        return f"{fire_at.minute} {fire_at.hour} {fire_at.day} {fire_at.month} *"
+
+    @property
+    def effective_timezone(self) -> str:
+        """One-shots are expressed in UTC so that no DST rule can move or repeat them."""
+        return "UTC" if self.at is not None else self.timezone
+
+    def to_dict(self) -> dict[str, Any]:
+        """The schedule in schedule-file form; `parse_schedule(s.to_dict()) == s`."""
+        out: dict[str, Any] = {"id": self.id}
+        if self.cron is not None:
+            out["cron"] = self.cron
+        if self.at is not None:
+            out["at"] = format_instant(self.at)
+        out.update({
+            "timezone": self.timezone,
+            "paused": self.paused,
+            "action": self.action.to_dict(),
+            "overlap": self.overlap,
+            "catchup": self.catchup,
+            "catchup_window": format_duration(self.catchup_window),
+            "max_attempts": self.max_attempts,
+            "labels": dict(self.labels),
+            "description": self.description,
+        })
+        return out
+
+    def fingerprint(self) -> str:
+        """A hash of everything a fire depends on. `paused` and `description` are left out: they
+        change the job, not what a fire does, so pausing does not rewrite the fire message."""
+        material = self.to_dict()
+        material.pop("paused")
+        material.pop("description")
+        canonical = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def format_instant(value: datetime) -> str:
+    """RFC 3339 in UTC with a `Z`, microseconds only when present."""
+    value = value.astimezone(UTC)
+    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    if value.microsecond:
+        text += f".{value.microsecond:06d}"
+    return text + "Z"
+
+
+def parse_instant(value: str) -> datetime:
+    """Parse an RFC 3339 instant; an offset is required (a bare local time is ambiguous)."""
+    text = value.strip()
+    if not re.match(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})$", text):
+        raise ValueError(f"{value!r} is not an RFC 3339 instant with an offset (e.g. 2026-01-31T09:00:00Z)")
+    parsed = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
+    return parsed.astimezone(UTC)
+
+
+_DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
+_ISO_DURATION_RE = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Accept seconds (number), `1h30m`/`90s`/`2d` forms, or ISO 8601 (`PT15M`)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration, not a boolean")
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"must be a non-negative number of seconds (got {value!r})")
+        return timedelta(seconds=value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"must be a duration such as '15m', '1h30m', '90s' or 'PT15M' (got {value!r})")
+    text = value.strip()
+    match = _DURATION_RE.match(text) or _ISO_DURATION_RE.match(text.upper())
+    if not match or not any(match.groups()):
+        raise ValueError(f"must be a duration such as '15m', '1h30m', '90s' or 'PT15M' (got {value!r})")
+    days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest `XdYhZmWs` form; `parse_duration(format_duration(d)) == d`."""
+    total = value.total_seconds()
+    if total == 0:
+        return "0s"
+    whole = int(total)
+    frac = total - whole
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if whole >= size:
+            parts.append(f"{whole // size}{unit}")
+            whole %= size
+    if whole or frac:
+        parts.append(f"{whole + frac:g}s")
+    return "".join(parts)

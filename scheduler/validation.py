@@ -1,0 +1,273 @@
+"""Validation: untrusted schedule documents (YAML, JSON, Python objects) in, `Schedule`s out.
+
+Loading is all-or-nothing: either every schedule is returned, or `ValidationError` lists every
+problem, each naming the schedule ID, the field and the reason, so nothing is ever half-applied
+from a partly broken file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from scheduler.contract import MAX_MESSAGE_BYTES, message_size
+from scheduler.cron import CronError, is_valid_timezone, validate_cron
+from scheduler.model import (
+    CATCHUP_POLICIES,
+    DEFAULT_CATCHUP_WINDOW,
+    DEFAULT_MAX_ATTEMPTS,
+    OVERLAP_POLICIES,
+    Action,
+    FieldError,
+    Schedule,
+    ValidationError,
+    parse_duration,
+    parse_instant,
+)
+
+ACTION_ENTRY_POINT_GROUP = "scion_scheduler.actions"
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+MAX_ID_LENGTH = 256
+
+_SCHEDULE_FIELDS = frozenset({
+    "id", "cron", "at", "timezone", "paused", "action", "overlap", "catchup", "catchup_window",
+    "max_attempts", "labels", "description",
+})
+_HTTP_FIELDS = frozenset({"type", "url", "method", "headers", "body", "timeout"})
+
+
+def registered_action_types() -> frozenset[str]:
+    """Action types available here: the entry-point group, read by name only. Schedule data can
+    only pick a registered name, never a module to import."""
+    return frozenset(ep.name for ep in entry_points(group=ACTION_ENTRY_POINT_GROUP))
+
+
+class _Collector:
+    def __init__(self, schedule_id: str) -> None:
+        self.schedule_id = schedule_id
+        self.errors: list[FieldError] = []
+
+    def add(self, field_name: str, reason: str) -> None:
+        self.errors.append(FieldError(self.schedule_id, field_name, reason))
+
+
+def _check_http_action(raw: Mapping[str, Any], c: _Collector) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for key in sorted(set(raw) - _HTTP_FIELDS):
+        c.add(f"action.{key}", "unknown field for an http action")
+    url = raw.get("url")
+    if not isinstance(url, str) or not url:
+        c.add("action.url", "required: the URL to call")
+    else:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            c.add("action.url", f"must be an absolute http(s) URL (got {url!r})")
+        params["url"] = url
+    method = raw.get("method", "POST")
+    if not isinstance(method, str) or method.upper() not in HTTP_METHODS:
+        c.add("action.method", f"must be one of {', '.join(HTTP_METHODS)} (got {method!r})")
+    else:
+        params["method"] = method.upper()
+    headers = raw.get("headers", {})
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        c.add("action.headers", "must be a map of header names to string values")
+    else:
+        params["headers"] = dict(headers)
+    if "body" in raw:
+        params["body"] = raw["body"]
+    timeout = raw.get("timeout", 30)
+    try:
+        seconds = parse_duration(timeout).total_seconds()
+        if not 0 < seconds <= 1800:
+            raise ValueError("must be more than 0 and at most 30 minutes")
+        params["timeout"] = seconds
+    except ValueError as exc:
+        c.add("action.timeout", str(exc))
+    return params
+
+
+def _check_action(raw: Any, c: _Collector, known_types: frozenset[str]) -> Action | None:
+    if not isinstance(raw, Mapping):
+        c.add("action", "required: an object with a `type`")
+        return None
+    action_type = raw.get("type")
+    if not isinstance(action_type, str) or not action_type:
+        c.add("action.type", "required: the action type (e.g. http)")
+        return None
+    if action_type not in known_types and action_type != "http":
+        listed = ", ".join(sorted(known_types | {"http"}))
+        c.add("action.type", f"unknown action type {action_type!r} (registered: {listed})")
+        return None
+    if action_type == "http":
+        params = _check_http_action(raw, c)
+    else:
+        params = {k: v for k, v in raw.items() if k != "type"}
+    try:
+        json.dumps(params, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        c.add("action", f"parameters must be JSON-compatible ({exc})")
+    return Action(action_type, params)
+
+
+def parse_schedule(raw: Any, *, known_action_types: frozenset[str] | None = None) -> Schedule:
+    """Validate one schedule document; raises `ValidationError` listing every problem in it."""
+    errors, schedule = _parse(raw, 0, known_action_types or registered_action_types())
+    if errors or schedule is None:
+        raise ValidationError(errors)
+    return schedule
+
+
+def _parse(
+    raw: Any, index: int, known_types: frozenset[str]
+) -> tuple[list[FieldError], Schedule | None]:
+    if not isinstance(raw, Mapping):
+        return [FieldError(f"#{index}", "(schedule)", "must be an object")], None
+    sid = raw.get("id")
+    c = _Collector(sid if isinstance(sid, str) and sid else f"#{index}")
+    if not isinstance(sid, str) or not sid:
+        c.add("id", "required: a non-empty string")
+    elif len(sid) > MAX_ID_LENGTH:
+        c.add("id", f"must be at most {MAX_ID_LENGTH} characters (got {len(sid)})")
+    elif not sid.isprintable():
+        c.add("id", "must be printable text (no control characters or line breaks)")
+    for key in sorted(set(raw) - _SCHEDULE_FIELDS, key=str):
+        c.add(str(key), "unknown field")
+
+    timezone = raw.get("timezone", "UTC")
+    if not isinstance(timezone, str) or not is_valid_timezone(timezone):
+        c.add("timezone", f"unknown IANA time zone {timezone!r}")
+        timezone = "UTC"
+
+    cron, at = raw.get("cron"), raw.get("at")
+    at_value: datetime | None = None
+    if (cron is None) == (at is None):
+        c.add("cron", "exactly one of `cron` (recurring) or `at` (one-shot) is required")
+    elif cron is not None:
+        if not isinstance(cron, str):
+            c.add("cron", "must be a string such as '*/5 * * * *'")
+        else:
+            try:
+                validate_cron(cron)
+            except CronError as exc:
+                c.add("cron", str(exc))
+    else:
+        if isinstance(at, datetime):
+            if at.tzinfo is None:
+                c.add("at", "must carry a UTC offset")
+            else:
+                at_value = at.astimezone(UTC)
+        elif isinstance(at, str):
+            try:
+                at_value = parse_instant(at)
+            except ValueError as exc:
+                c.add("at", str(exc))
+        else:
+            c.add("at", "must be an RFC 3339 instant such as 2026-01-31T09:00:00Z")
+
+    paused = raw.get("paused", False)
+    if not isinstance(paused, bool):
+        c.add("paused", "must be true or false")
+
+    overlap = raw.get("overlap", "skip")
+    if overlap not in OVERLAP_POLICIES:
+        c.add("overlap", f"must be one of {', '.join(OVERLAP_POLICIES)} (got {overlap!r})")
+    catchup = raw.get("catchup", "all")
+    if catchup not in CATCHUP_POLICIES:
+        c.add("catchup", f"must be one of {', '.join(CATCHUP_POLICIES)} (got {catchup!r})")
+
+    catchup_window = DEFAULT_CATCHUP_WINDOW
+    if "catchup_window" in raw:
+        try:
+            catchup_window = parse_duration(raw["catchup_window"])
+        except ValueError as exc:
+            c.add("catchup_window", str(exc))
+
+    max_attempts = raw.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or not 1 <= max_attempts <= 100:
+        c.add("max_attempts", f"must be a whole number from 1 to 100 (got {max_attempts!r})")
+
+    labels = raw.get("labels", {})
+    if not isinstance(labels, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+    ):
+        c.add("labels", "must be a map of strings to strings")
+        labels = {}
+
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        c.add("description", "must be a string")
+    elif len(description) > 500:
+        c.add("description", "must be at most 500 characters (Cloud Scheduler's limit)")
+
+    action = _check_action(raw.get("action"), c, known_types)
+    if c.errors or action is None:
+        return c.errors, None
+    assert isinstance(sid, str)  # no errors means the id check passed
+    schedule = Schedule(
+        id=sid, action=action, cron=cron, at=at_value, timezone=timezone, paused=paused,
+        overlap=overlap, catchup=catchup, catchup_window=catchup_window, max_attempts=max_attempts,
+        labels=dict(labels), description=description,
+    )
+    size = message_size(schedule)
+    if size > MAX_MESSAGE_BYTES:
+        c.add("action", f"the fire message built from it is {size} bytes; the limit is {MAX_MESSAGE_BYTES}")
+        return c.errors, None
+    return [], schedule
+
+
+def validate_schedules(
+    raws: Iterable[Any], *, known_action_types: frozenset[str] | None = None
+) -> list[Schedule]:
+    """Validate many documents at once: every error of every schedule, and duplicate IDs."""
+    known = known_action_types or registered_action_types()
+    errors: list[FieldError] = []
+    schedules: list[Schedule] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raws):
+        found, schedule = _parse(raw, index, known)
+        errors.extend(found)
+        if schedule is not None:
+            if schedule.id in seen:
+                errors.append(FieldError(schedule.id, "id", "duplicate schedule ID in this set"))
+            seen.add(schedule.id)
+            schedules.append(schedule)
+    if errors:
+        raise ValidationError(errors)
+    return schedules
+
+
+def documents_from_data(data: Any) -> list[Any]:
+    """Accept a list of schedules or `{"schedules": [...]}`."""
+    if isinstance(data, Mapping) and set(data) == {"schedules"}:
+        data = data["schedules"]
+    if not isinstance(data, list):
+        raise ValidationError([FieldError("(file)", "schedules", "expected a list of schedules or {\"schedules\": [...]}")])
+    return data
+
+
+def parse_document_text(text: str, *, source: str = "(input)") -> Any:
+    """Parse YAML or JSON text (JSON is YAML, but is tried first for exact error messages)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValidationError([FieldError("(file)", source, f"not valid YAML or JSON: {exc}")]) from exc
+
+
+def load_schedules(path: str | Path, *, known_action_types: frozenset[str] | None = None) -> list[Schedule]:
+    """Load and validate a schedule file; all or nothing."""
+    text = Path(path).read_text(encoding="utf-8")
+    data = parse_document_text(text, source=str(path))
+    return validate_schedules(documents_from_data(data), known_action_types=known_action_types)

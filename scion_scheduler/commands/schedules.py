@@ -1,0 +1,51 @@
+"""`validate` and `next`: offline checks of a schedule file (no cloud needed)."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from typing import Any
+
+from scheduler.cli_base import EXIT_OK, emit
+from scheduler.config import Settings
+from scheduler.cron import next_fires
+from scheduler.model import format_instant
+from scheduler.validation import load_schedules
+
+
+def register(sub: Any) -> None:
+    """Add `validate` and `next`."""
+    p = sub.add_parser("validate", help="check a schedule file; list every error (exit 2) or none")
+    p.add_argument("--file", required=True, help="YAML or JSON schedule file")
+    p.add_argument("--output", choices=("text", "json"), default="text")
+    p.set_defaults(handler=validate)
+
+    p = sub.add_parser("next", help="show the next fire times of every schedule in a file")
+    p.add_argument("--file", required=True, help="YAML or JSON schedule file")
+    p.add_argument("-n", type=int, default=3, help="how many fire times per schedule (default 3)")
+    p.add_argument("--output", choices=("text", "json"), default="text")
+    p.set_defaults(handler=show_next)
+
+
+def validate(args: argparse.Namespace, settings: Settings) -> int:
+    """Validate the file; errors surface as `ValidationError` (exit 2) in `main`."""
+    schedules = load_schedules(args.file)
+    emit({"valid": True, "schedules": len(schedules)}, args.output,
+         f"{args.file}: {len(schedules)} schedule(s), all valid")
+    return EXIT_OK
+
+
+def show_next(args: argparse.Namespace, settings: Settings) -> int:
+    """Print upcoming fire times, in UTC and in each schedule's zone."""
+    now = datetime.now(UTC)
+    result: dict[str, list[str]] = {}
+    lines = []
+    for schedule in load_schedules(args.file):
+        fires = [] if schedule.paused else next_fires(schedule, now, args.n)
+        if schedule.fire_at is not None:
+            fires = [f for f in fires if f == schedule.fire_at]
+        result[schedule.id] = [format_instant(f) for f in fires]
+        shown = ", ".join(result[schedule.id]) or ("(paused)" if schedule.paused else "(none)")
+        lines.append(f"{schedule.id}: {shown}")
+    emit(result, args.output, "\n".join(lines))
+    return EXIT_OK

@@ -1,0 +1,48 @@
+"""Shared fixtures: the real Google emulators, started here when their variable is unset.
+
+`.ci/run` starts them once and exports the variables; a bare `pytest` on a developer machine
+gets them started (and stopped) by these session fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from scion_scheduler.emulators import Emulator
+
+
+def _emulator(kind: str) -> Iterator[str]:
+    var = Emulator(kind).env_var
+    existing = os.environ.get(var)
+    if existing:
+        yield existing
+        return
+    emulator = Emulator(kind).start()
+    os.environ[var] = emulator.host
+    try:
+        yield emulator.host
+    finally:
+        os.environ.pop(var, None)
+        emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator() -> Iterator[str]:
+    """host:port of a running Pub/Sub emulator (PUBSUB_EMULATOR_HOST is set)."""
+    yield from _emulator("pubsub")
+
+
+@pytest.fixture(scope="session")
+def firestore_emulator() -> Iterator[str]:
+    """host:port of a running Firestore emulator (FIRESTORE_EMULATOR_HOST is set)."""
+    yield from _emulator("firestore")
+
+
+@pytest.fixture
+def project_id() -> str:
+    """A fresh project ID per test, so tests never see each other's topics or documents."""
+    return f"test-{uuid.uuid4().hex[:12]}"

@@ -1,0 +1,4 @@
+"""What happens when a fire arrives: decode, claim, act, record.
+
+Depends on `scheduler` (the model and the fire contract); `scheduler` never imports this.
+"""
