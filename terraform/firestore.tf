@@ -1,0 +1,55 @@
+resource "google_firestore_database" "this" {
+  count = var.create_database ? 1 : 0
+
+  project     = var.project_id
+  name        = var.database_id
+  location_id = coalesce(var.database_location, var.region)
+  type        = "FIRESTORE_NATIVE"
+
+  # Fires are claimed in transactions; optimistic concurrency fails a losing
+  # replica's commit instead of making it wait on a lock.
+  concurrency_mode            = "OPTIMISTIC"
+  app_engine_integration_mode = "DISABLED"
+
+  delete_protection_state = var.database_delete_protection ? "DELETE_PROTECTION_ENABLED" : "DELETE_PROTECTION_DISABLED"
+  deletion_policy         = var.database_deletion_policy
+
+  depends_on = [google_project_service.this]
+}
+
+# Firestore deletes an execution document once its expire_at (a timestamp the
+# worker writes) is in the past, so history does not grow without bound.
+# expire_at keeps Firestore's default single-field indexes, so a query on it
+# still works; fires are written far too slowly for index hot-spotting.
+resource "google_firestore_field" "executions_ttl" {
+  project    = var.project_id
+  database   = local.database
+  collection = local.executions_collection
+  field      = "expire_at"
+
+  ttl_config {}
+
+  depends_on = [google_project_service.this]
+}
+
+# The history query, `where schedule_id == X order by fire_time desc`, filters
+# on one field and orders by another, which Firestore can only serve from a
+# composite index.
+resource "google_firestore_index" "executions_history" {
+  project     = var.project_id
+  database    = local.database
+  collection  = local.executions_collection
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "schedule_id"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "fire_time"
+    order      = "DESCENDING"
+  }
+
+  depends_on = [google_project_service.this]
+}
