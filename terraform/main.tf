@@ -39,21 +39,21 @@ locals {
   }
 
   # Environment of the hub's control module: where to put jobs and what they
-  # publish to, plus Firestore for the history view.
-  hub_env = merge(
-    {
-      SCION_SCHEDULER_PROJECT           = var.project_id
-      SCION_SCHEDULER_LOCATION          = var.region
-      SCION_SCHEDULER_TOPIC             = google_pubsub_topic.fires.name
-      SCION_SCHEDULER_JOB_PREFIX        = local.job_prefix
-      SCION_SCHEDULER_DATABASE          = local.database
-      SCION_SCHEDULER_COLLECTION_PREFIX = local.collection_prefix
-      SCION_SCHEDULER_LOG_FORMAT        = var.log_format
-    },
-    var.hub_runs_worker ? {
-      SCION_SCHEDULER_SUBSCRIPTION = google_pubsub_subscription.workers.name
-    } : {},
-  )
+  # publish to, plus Firestore for the history view...
+  hub_env_control = {
+    SCION_SCHEDULER_PROJECT           = var.project_id
+    SCION_SCHEDULER_LOCATION          = var.region
+    SCION_SCHEDULER_TOPIC             = google_pubsub_topic.fires.name
+    SCION_SCHEDULER_JOB_PREFIX        = local.job_prefix
+    SCION_SCHEDULER_DATABASE          = local.database
+    SCION_SCHEDULER_COLLECTION_PREFIX = local.collection_prefix
+    SCION_SCHEDULER_LOG_FORMAT        = var.log_format
+  }
+  # ...and, when the hub replicas also run the worker loop, its subscription.
+  hub_env_worker_loop = {
+    SCION_SCHEDULER_SUBSCRIPTION = google_pubsub_subscription.workers.name
+  }
+  hub_env = merge(local.hub_env_control, var.hub_runs_worker ? local.hub_env_worker_loop : {})
 }
 
 data "google_project" "this" {
