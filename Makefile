@@ -1,0 +1,35 @@
+# The two commands a newcomer needs: `make run` (the whole HA stack locally, emulators included)
+# and `make test`. Both create .venv and install the project on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install test lint run local bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	terraform fmt -check -recursive terraform
+
+run: install
+	$(BIN)/scion-scheduler up --file examples/schedules.yaml
+
+local: install
+	$(BIN)/scion-scheduler local --file examples/schedules.yaml
+
+bench: install
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
