@@ -15,7 +15,8 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 test: install
-	$(BIN)/pytest
+	@# pytest exits 5 when it collected no tests: that must fail, not pass quietly.
+	$(BIN)/pytest; status=$$?; if [ $$status -eq 5 ]; then echo 'pytest collected no tests'; exit 1; fi; exit $$status
 
 lint: install
 	$(BIN)/ruff check .
