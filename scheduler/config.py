@@ -11,7 +11,10 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from datetime import timedelta
 from typing import Any
+
+from scheduler.model import parse_duration
 
 
 class ConfigError(ValueError):
@@ -59,9 +62,49 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cloud_scheduler_emulator_host", "CLOUD_SCHEDULER_EMULATOR_HOST",
             "--cloud-scheduler-emulator-host",
             "host:port of this project's Cloud Scheduler emulator (`scion-scheduler emulator`)."),
+    Setting("job_retry_count", "SCION_SCHEDULER_JOB_RETRY_COUNT", "--job-retry-count",
+            "Cloud Scheduler `retry_config.retry_count` of every job (0-5): how often a failed "
+            "publish is retried, never past the next slot.", "3"),
+    Setting("job_min_backoff", "SCION_SCHEDULER_JOB_MIN_BACKOFF", "--job-min-backoff",
+            "Cloud Scheduler `retry_config.min_backoff_duration` of every job (e.g. 5s).", "5s"),
+    Setting("job_max_backoff", "SCION_SCHEDULER_JOB_MAX_BACKOFF", "--job-max-backoff",
+            "Cloud Scheduler `retry_config.max_backoff_duration` of every job (e.g. 1m).", "1m"),
+    Setting("job_max_doublings", "SCION_SCHEDULER_JOB_MAX_DOUBLINGS", "--job-max-doublings",
+            "Cloud Scheduler `retry_config.max_doublings` of every job.", "3"),
+    Setting("job_max_retry_duration", "SCION_SCHEDULER_JOB_MAX_RETRY_DURATION",
+            "--job-max-retry-duration",
+            "Cloud Scheduler `retry_config.max_retry_duration` of every job; 0s means limited only "
+            "by the retry count.", "0s"),
+    Setting("write_rate", "SCION_SCHEDULER_WRITE_RATE", "--write-rate",
+            "Client-side limit on Cloud Scheduler writes per second during a sync (the service's "
+            "quota is 500 writes per minute per project).", "5"),
+    Setting("sync_concurrency", "SCION_SCHEDULER_SYNC_CONCURRENCY", "--sync-concurrency",
+            "How many Cloud Scheduler calls a sync runs at once.", "8"),
+    Setting("api_retry_initial", "SCION_SCHEDULER_API_RETRY_INITIAL", "--api-retry-initial",
+            "First backoff after a retryable Cloud Scheduler API error (UNAVAILABLE, "
+            "DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED); it doubles up to the maximum.", "1s"),
+    Setting("api_retry_maximum", "SCION_SCHEDULER_API_RETRY_MAXIMUM", "--api-retry-maximum",
+            "Longest backoff between two attempts of one Cloud Scheduler API call.", "30s"),
+    Setting("api_retry_timeout", "SCION_SCHEDULER_API_RETRY_TIMEOUT", "--api-retry-timeout",
+            "Total time one Cloud Scheduler API call may take, retries included.", "2m"),
+    Setting("one_shot_grace", "SCION_SCHEDULER_ONE_SHOT_GRACE", "--one-shot-grace",
+            "How long a one-shot (`at`) schedule's job is kept after its fire time, so that the "
+            "fire can still be delivered, before a sync deletes it.", "10m"),
 )
 
 SETTINGS_BY_ATTR: Mapping[str, Setting] = {s.attr: s for s in SETTINGS}
+
+# Ranges of the numeric settings. Cloud Scheduler refuses a retry_count above 5, and replaces a
+# zero min/max backoff with its own default, which a sync would then see as drift forever.
+_INTEGERS: Mapping[str, tuple[int, int]] = {
+    "job_retry_count": (0, 5), "job_max_doublings": (0, 16), "sync_concurrency": (1, 64),
+}
+_NUMBERS: tuple[str, ...] = ("write_rate",)
+_DURATIONS: tuple[str, ...] = (
+    "job_min_backoff", "job_max_backoff", "job_max_retry_duration", "api_retry_initial",
+    "api_retry_maximum", "api_retry_timeout", "one_shot_grace",
+)
+_ZERO_DURATIONS = frozenset({"job_max_retry_duration", "one_shot_grace"})
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -83,6 +126,17 @@ class Settings:
     pubsub_emulator_host: str | None = None
     firestore_emulator_host: str | None = None
     cloud_scheduler_emulator_host: str | None = None
+    job_retry_count: str | None = None
+    job_min_backoff: str | None = None
+    job_max_backoff: str | None = None
+    job_max_doublings: str | None = None
+    job_max_retry_duration: str | None = None
+    write_rate: str | None = None
+    sync_concurrency: str | None = None
+    api_retry_initial: str | None = None
+    api_retry_maximum: str | None = None
+    api_retry_timeout: str | None = None
+    one_shot_grace: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -124,6 +178,58 @@ class Settings:
             raise ConfigError(
                 f"SCION_SCHEDULER_LOG_FORMAT must be auto, json or console (got {self.log_format!r})"
             )
+        for attr in _INTEGERS:
+            if getattr(self, attr) is not None:
+                self.integer(attr)
+        for attr in _NUMBERS:
+            if getattr(self, attr) is not None:
+                self.number(attr)
+        for attr in _DURATIONS:
+            if getattr(self, attr) is not None:
+                self.duration(attr)
+
+    def _raw(self, attr: str) -> str:
+        raw = getattr(self, attr)
+        if raw in (None, ""):
+            raw = SETTINGS_BY_ATTR[attr].default
+        return str(raw)
+
+    def integer(self, attr: str) -> int:
+        """A whole-number setting (its default when unset), checked against its allowed range."""
+        low, high = _INTEGERS[attr]
+        raw = self._raw(attr)
+        try:
+            value = int(raw)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise ConfigError(
+                f"{SETTINGS_BY_ATTR[attr].env} must be a whole number from {low} to {high} (got {raw!r})"
+            )
+        return value
+
+    def number(self, attr: str) -> float:
+        """A positive numeric setting (its default when unset)."""
+        raw = self._raw(attr)
+        try:
+            value = float(raw)
+        except ValueError:
+            value = 0.0
+        if not 0 < value < float("inf"):
+            raise ConfigError(f"{SETTINGS_BY_ATTR[attr].env} must be a positive number (got {raw!r})")
+        return value
+
+    def duration(self, attr: str) -> timedelta:
+        """A duration setting (its default when unset), e.g. `5s`, `1m30s`, `PT10M` or seconds."""
+        raw = self._raw(attr)
+        allow_zero = attr in _ZERO_DURATIONS
+        try:
+            value = parse_duration(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{SETTINGS_BY_ATTR[attr].env}: {exc}") from exc
+        if not allow_zero and value <= timedelta(0):
+            raise ConfigError(f"{SETTINGS_BY_ATTR[attr].env} must be longer than zero (got {raw!r})")
+        return value
 
     def require(self, *attrs: str) -> None:
         """Fail with a message naming every missing setting (its variable and its flag)."""
