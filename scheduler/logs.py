@@ -69,4 +69,4 @@ def configure(fmt: str | None = "auto", level: str = "INFO", stream: Any = None)
 
 def get_logger(name: str) -> Any:
     """A structlog logger named after its module."""
-    return structlog.get_logger(logger=name)
+    return structlog.get_logger(logger_name=name)
