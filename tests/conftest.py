@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -46,3 +47,17 @@ def firestore_emulator() -> Iterator[str]:
 def project_id() -> str:
     """A fresh project ID per test, so tests never see each other's topics or documents."""
     return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def cloud_scheduler_emulator(pubsub_emulator: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A running in-process Cloud Scheduler emulator (a `CloudSchedulerEmulator`) on a free port,
+    publishing to the Pub/Sub emulator; CLOUD_SCHEDULER_EMULATOR_HOST points at it."""
+    from scheduler.emulator import CloudSchedulerEmulator
+
+    emulator = CloudSchedulerEmulator(port=0, pubsub_host=pubsub_emulator).start()
+    monkeypatch.setenv("CLOUD_SCHEDULER_EMULATOR_HOST", emulator.host)
+    try:
+        yield emulator
+    finally:
+        emulator.stop()

@@ -1,0 +1,554 @@
+"""The emulator's job store: validation as Cloud Scheduler does it, the jobs, their output-only
+fields, the bookkeeping of executions and retries, and the JSON form of the state file.
+
+Jobs are held as raw protobuf `google.cloud.scheduler.v1.Job` messages (not proto-plus
+wrappers) so that `FieldMask` merging and `json_format` work on them directly.
+
+Semantics follow the v1 API reference (https://cloud.google.com/scheduler/docs/reference/rpc/
+google.cloud.scheduler.v1):
+
+* `name` is `projects/PROJECT_ID/locations/LOCATION_ID/jobs/JOB_ID`; JOB_ID holds letters,
+  digits, `-` and `_`, at most 500 characters; a CreateJob without a name gets a generated one.
+* `state` is ENABLED on creation; PauseJob needs ENABLED, ResumeJob needs PAUSED (otherwise
+  FAILED_PRECONDITION, the AIP-216 code for a state transition from the wrong state).
+* `schedule_time` is "the next time the job is scheduled", which "may be a retry of a
+  previously failed attempt"; a paused job is not scheduled, so it has none.
+* `user_update_time` moves on every user change (create, update, pause, resume).
+* `last_attempt_time` is when the last attempt started; `status` is that attempt's result.
+* `retry_config` gets the documented defaults filled in (min backoff 5 s, max backoff 1 h,
+  max doublings 5); `retry_count` must be 0 to 5.
+* UpdateJob with an update mask applies only the named paths; without one it replaces every
+  updatable field. Output-only fields and `name` in a mask are refused with INVALID_ARGUMENT
+  ("Invalid mask for Job: ..." as the real service says).
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+from google.cloud import scheduler_v1
+from google.protobuf import field_mask_pb2, json_format
+
+from scheduler.cron import CronError, is_valid_timezone, iter_fires, validate_cron
+
+JobPb: Any = scheduler_v1.Job.pb()
+_STATE = scheduler_v1.Job.State
+ENABLED = int(_STATE.ENABLED)
+PAUSED = int(_STATE.PAUSED)
+
+MAX_PAGE_SIZE = 500
+MAX_JOB_BYTES = 1_000_000
+MAX_DESCRIPTION = 500
+MAX_RETRY_COUNT = 5
+DEFAULT_MIN_BACKOFF = timedelta(seconds=5)
+DEFAULT_MAX_BACKOFF = timedelta(hours=1)
+DEFAULT_MAX_DOUBLINGS = 5
+# A job with a long max_retry_duration would otherwise retry without end; the real service is
+# bounded by the next scheduled start, and so is this one, plus this cap for slow schedules.
+MAX_ATTEMPTS = 50
+
+_PROJECT = r"[A-Za-z0-9:.-]+"
+_LOCATION = r"[A-Za-z0-9_-]+"
+_JOB_ID = r"[A-Za-z0-9_-]{1,500}"
+PARENT_RE = re.compile(rf"^projects/({_PROJECT})/locations/({_LOCATION})$")
+NAME_RE = re.compile(rf"^(projects/{_PROJECT}/locations/{_LOCATION})/jobs/({_JOB_ID})$")
+TOPIC_RE = re.compile(r"^projects/([^/]+)/topics/([^/]+)$")
+
+TARGETS = ("pubsub_target", "app_engine_http_target", "http_target")
+UPDATABLE = ("description", *TARGETS, "schedule", "time_zone", "retry_config", "attempt_deadline")
+OUTPUT_ONLY = ("user_update_time", "state", "status", "schedule_time", "last_attempt_time")
+
+
+class ApiError(Exception):
+    """A request the service refuses, with the gRPC status code to answer."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _invalid(message: str) -> ApiError:
+    return ApiError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def utcnow() -> datetime:
+    """The current instant, aware UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class CronSpecOf:
+    """A job's schedule and time zone in the shape `scheduler.cron` takes."""
+
+    effective_cron: str
+    effective_timezone: str
+
+
+def zone_of(time_zone: str) -> str:
+    """The tz database key for a job's `time_zone`: empty (the default) and "utc" in any case
+    mean UTC, as the API reference says."""
+    return "UTC" if time_zone == "" or time_zone.lower() == "utc" else time_zone
+
+
+def spec_of(job: Any) -> CronSpecOf:
+    """The cron spec of a job message."""
+    return CronSpecOf(job.schedule, zone_of(job.time_zone))
+
+
+def check_parent(parent: str, what: str = "parent") -> tuple[str, str]:
+    """Validate `projects/P/locations/L`; returns (project, location)."""
+    match = PARENT_RE.match(parent)
+    if not match:
+        raise _invalid(f"{what}: {parent!r} is not of the form projects/PROJECT_ID/locations/LOCATION_ID")
+    return match.group(1), match.group(2)
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """Validate a full job name; returns its parent."""
+    match = NAME_RE.match(name)
+    if not match:
+        raise _invalid(
+            f"{what}: {name!r} is not of the form projects/PROJECT_ID/locations/LOCATION_ID/jobs/JOB_ID "
+            "(JOB_ID: letters, digits, '-' or '_', at most 500 characters)"
+        )
+    return match.group(1)
+
+
+def _seconds(duration: Any) -> float:
+    return float(duration.seconds) + float(duration.nanos) / 1e9
+
+
+def _check_duration(duration: Any, what: str) -> None:
+    if duration.seconds < 0 or duration.nanos < 0:
+        raise _invalid(f"job.retry_config.{what}: must not be negative")
+
+
+def fill_defaults(job: Any) -> None:
+    """Fill `retry_config` with the documented defaults, as the service reports them."""
+    retry = job.retry_config
+    if retry.min_backoff_duration.seconds == 0 and retry.min_backoff_duration.nanos == 0:
+        retry.min_backoff_duration.FromTimedelta(DEFAULT_MIN_BACKOFF)
+    if retry.max_backoff_duration.seconds == 0 and retry.max_backoff_duration.nanos == 0:
+        retry.max_backoff_duration.FromTimedelta(DEFAULT_MAX_BACKOFF)
+    if retry.max_doublings == 0:
+        retry.max_doublings = DEFAULT_MAX_DOUBLINGS
+    # The service shows a zero max_retry_duration as present ("0s": unlimited).
+    retry.max_retry_duration.SetInParent()
+
+
+def validate_job(job: Any, parent: str) -> None:
+    """Check every user-settable field of a complete job (after create defaults or an update
+    merge); raises `ApiError(INVALID_ARGUMENT)` naming the field."""
+    project = parent.split("/")[1]
+    if len(job.description) > MAX_DESCRIPTION:
+        raise _invalid(f"job.description: must not be longer than {MAX_DESCRIPTION} characters")
+    if not job.schedule:
+        raise _invalid("job.schedule: is required")
+    try:
+        validate_cron(job.schedule)
+    except CronError as exc:
+        raise _invalid(f"job.schedule: Schedule or time zone is invalid: {exc}") from exc
+    if not (job.time_zone == "" or job.time_zone.lower() == "utc" or is_valid_timezone(job.time_zone)):
+        raise _invalid(
+            f"job.time_zone: Schedule or time zone is invalid: {job.time_zone!r} is not a tz database name"
+        )
+    target = job.WhichOneof("target")
+    if target is None:
+        raise _invalid("job.target: exactly one of pubsub_target, app_engine_http_target, http_target is required")
+    if target == "pubsub_target":
+        _validate_pubsub(job.pubsub_target, project)
+    elif target == "http_target" and not job.http_target.uri:
+        raise _invalid("job.http_target.uri: is required")
+    _validate_retry(job.retry_config)
+    if job.ByteSize() > MAX_JOB_BYTES:
+        raise _invalid(f"job: is {job.ByteSize()} bytes; the maximum size of a job is 1MB")
+
+
+def _validate_pubsub(target: Any, project: str) -> None:
+    match = TOPIC_RE.match(target.topic_name)
+    if not match:
+        raise _invalid(
+            f"job.pubsub_target.topic_name: {target.topic_name!r} is not of the form projects/PROJECT_ID/topics/TOPIC_ID"
+        )
+    if match.group(1) != project:
+        raise _invalid(
+            f"job.pubsub_target.topic_name: the topic must be in the job's project {project!r}"
+        )
+    if not target.data and not target.attributes:
+        raise _invalid(
+            "job.pubsub_target: the message must contain either non-empty data or at least one attribute"
+        )
+
+
+def _validate_retry(retry: Any) -> None:
+    if not 0 <= retry.retry_count <= MAX_RETRY_COUNT:
+        raise _invalid(f"job.retry_config.retry_count: must be from 0 to {MAX_RETRY_COUNT}, got {retry.retry_count}")
+    if retry.max_doublings < 0:
+        raise _invalid("job.retry_config.max_doublings: must not be negative")
+    for what in ("max_retry_duration", "min_backoff_duration", "max_backoff_duration"):
+        _check_duration(getattr(retry, what), what)
+    if _seconds(retry.min_backoff_duration) > _seconds(retry.max_backoff_duration) > 0:
+        raise _invalid("job.retry_config.min_backoff_duration: must not exceed max_backoff_duration")
+
+
+def check_mask(paths: Iterable[str]) -> list[str]:
+    """Validate an UpdateJob mask; returns its paths, or every updatable field when empty."""
+    given = list(paths)
+    if not given:
+        return list(UPDATABLE)
+    for path in given:
+        top = path.split(".", 1)[0]
+        if top not in UPDATABLE or not field_mask_pb2.FieldMask(paths=[path]).IsValidForDescriptor(JobPb.DESCRIPTOR):
+            reason = "output only" if top in OUTPUT_ONLY else "cannot be updated" if top == "name" else "unknown field"
+            raise _invalid(f"update_mask: Invalid mask for Job: {path} ({reason})")
+    return given
+
+
+def backoff(retry: Any, failures: int) -> timedelta:
+    """Wait before the retry that follows `failures` failed attempts (1 after the first):
+    `min_backoff` doubled `max_doublings` times, then growing linearly by that last interval,
+    capped at `max_backoff` (RetryConfig.max_doublings in the API reference)."""
+    low = _seconds(retry.min_backoff_duration) or DEFAULT_MIN_BACKOFF.total_seconds()
+    high = _seconds(retry.max_backoff_duration) or DEFAULT_MAX_BACKOFF.total_seconds()
+    doublings = retry.max_doublings
+    k = failures - 1
+    interval = low * 2**k if k <= doublings else low * 2**doublings * (k - doublings + 1)
+    return timedelta(seconds=min(interval, high))
+
+
+@dataclass
+class Execution:
+    """One attempt at delivering a job: the message to publish and what retries need."""
+
+    name: str
+    slot: datetime
+    trigger: str
+    attempt: int
+    first_attempt: datetime
+    topic: str
+    data: bytes
+    attributes: dict[str, str]
+    token: int = 0
+
+
+@dataclass
+class _Runtime:
+    """What the store keeps beside a job message: its generation (bumped on every change of
+    when it is due, so stale timer entries are recognised) and the execution in progress."""
+
+    generation: int = 0
+    execution_token: int = 0
+    retry: Execution | None = None
+
+
+@dataclass
+class JobStore:
+    """Every job of every project and location, thread-safe. `listener` is told the name of
+    each job whose due time changed (the firing clock), outside the lock."""
+
+    now: Callable[[], datetime] = utcnow
+    listener: Callable[[str], None] | None = None
+    _jobs: dict[str, Any] = field(default_factory=dict)
+    _names: list[str] = field(default_factory=list)
+    _runtime: dict[str, _Runtime] = field(default_factory=dict)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+    _tokens: int = 0
+    version: int = 0
+
+    # -- API -------------------------------------------------------------------------------
+
+    def create(self, parent: str, job: Any) -> Any:
+        """CreateJob: validate, fill output-only fields, store; returns a copy."""
+        check_parent(parent)
+        new = JobPb()
+        new.CopyFrom(job)
+        if not new.name:
+            new.name = f"{parent}/jobs/{uuid.uuid4().hex}"
+        if check_name(new.name, "job.name") != parent:
+            raise _invalid(f"job.name: {new.name!r} is not in the parent {parent!r}")
+        for output in OUTPUT_ONLY:
+            new.ClearField(output)
+        fill_defaults(new)
+        validate_job(new, parent)
+        now = self.now()
+        new.state = ENABLED
+        new.user_update_time.FromDatetime(now)
+        with self._lock:
+            if new.name in self._jobs:
+                raise ApiError(grpc.StatusCode.ALREADY_EXISTS, f"Job {new.name} already exists")
+            self._set_next(new, now)
+            self._jobs[new.name] = new
+            bisect.insort(self._names, new.name)
+            self._runtime[new.name] = _Runtime()
+            result = self._copy(new)
+        self._changed(new.name)
+        return result
+
+    def get(self, name: str) -> Any:
+        """GetJob."""
+        with self._lock:
+            return self._copy(self._find(name))
+
+    def list_page(self, parent: str, page_size: int, page_token: str) -> tuple[list[Any], str]:
+        """ListJobs: jobs in name order after the token's name; returns (jobs, next token).
+        The token names the last job returned, so pages stay consistent under inserts and
+        deletes between calls."""
+        check_parent(parent)
+        if page_size < 0:
+            raise _invalid("page_size: must not be negative")
+        size = MAX_PAGE_SIZE if page_size == 0 else min(page_size, MAX_PAGE_SIZE)
+        prefix = f"{parent}/jobs/"
+        after = prefix
+        if page_token:
+            try:
+                after = base64.urlsafe_b64decode(page_token.encode()).decode()
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise _invalid(f"page_token: {page_token!r} is not a token this service returned") from exc
+            if not after.startswith(prefix):
+                raise _invalid(f"page_token: {page_token!r} does not belong to parent {parent!r}")
+        with self._lock:
+            start = bisect.bisect_right(self._names, after)
+            names = [n for n in self._names[start:start + size + 1] if n.startswith(prefix)]
+            page = [self._copy(self._jobs[n]) for n in names[:size]]
+        more = len(names) > size
+        token = base64.urlsafe_b64encode(page[-1].name.encode()).decode() if more else ""
+        return page, token
+
+    def update(self, job: Any, paths: Iterable[str]) -> Any:
+        """UpdateJob: merge the masked paths (all updatable fields without a mask), validate
+        the result, keep the state, recompute when it is next due."""
+        parent = check_name(job.name, "job.name")
+        mask_paths = check_mask(paths)
+        with self._lock:
+            current = self._find(job.name)
+            merged = JobPb()
+            merged.CopyFrom(current)
+            field_mask_pb2.FieldMask(paths=mask_paths).MergeMessage(
+                job, merged, replace_message_field=True, replace_repeated_field=True
+            )
+            fill_defaults(merged)
+            validate_job(merged, parent)
+            now = self.now()
+            merged.user_update_time.FromDatetime(now)
+            self._set_next(merged, now)
+            self._jobs[job.name] = merged
+            self._reset(job.name)
+            result = self._copy(merged)
+        self._changed(job.name)
+        return result
+
+    def delete(self, name: str) -> None:
+        """DeleteJob."""
+        with self._lock:
+            self._find(name)
+            del self._jobs[name]
+            del self._names[bisect.bisect_left(self._names, name)]
+            del self._runtime[name]
+        self._changed(name)
+
+    def pause(self, name: str) -> Any:
+        """PauseJob: ENABLED -> PAUSED; the job is no longer scheduled."""
+        return self._transition(name, ENABLED, PAUSED)
+
+    def resume(self, name: str) -> Any:
+        """ResumeJob: PAUSED -> ENABLED, scheduled from now on (missed slots are not made up)."""
+        return self._transition(name, PAUSED, ENABLED)
+
+    def _transition(self, name: str, source: int, target: int) -> Any:
+        with self._lock:
+            job = self._find(name)
+            if job.state != source:
+                verb = "paused" if target == PAUSED else "resumed"
+                raise ApiError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"Job {name} is {_STATE(job.state).name}; it must be {_STATE(source).name} to be {verb}",
+                )
+            now = self.now()
+            job.state = target
+            job.user_update_time.FromDatetime(now)
+            self._set_next(job, now)
+            self._reset(name)
+            result = self._copy(job)
+        self._changed(name)
+        return result
+
+    # -- firing ----------------------------------------------------------------------------
+
+    def due(self, name: str) -> tuple[datetime, int] | None:
+        """When an ENABLED Pub/Sub job is next due, with its generation; None otherwise."""
+        with self._lock:
+            job = self._jobs.get(name)
+            if job is None or job.state != ENABLED or not job.HasField("schedule_time"):
+                return None
+            if job.WhichOneof("target") != "pubsub_target":
+                return None
+            return job.schedule_time.ToDatetime(UTC), self._runtime[name].generation
+
+    def names(self) -> list[str]:
+        """Every job name, sorted."""
+        with self._lock:
+            return list(self._names)
+
+    def claim(self, name: str, generation: int) -> Execution | None:
+        """Start the attempt a timer entry stands for, if the entry is still current: records
+        `last_attempt_time` and moves `schedule_time` to the next slot (skipping slots that
+        are already past, so a late clock fires once rather than in a burst)."""
+        with self._lock:
+            job = self._jobs.get(name)
+            runtime = self._runtime.get(name)
+            if job is None or runtime is None or runtime.generation != generation or job.state != ENABLED:
+                return None
+            now = self.now()
+            due = job.schedule_time.ToDatetime(UTC)
+            retry, runtime.retry = runtime.retry, None
+            if retry is not None:
+                execution = retry
+                execution.attempt += 1
+            else:
+                execution = self._execution(job, due, "scheduled", now)
+            execution.token = runtime.execution_token = self._next_token()
+            job.last_attempt_time.FromDatetime(now)
+            self._set_next(job, max(execution.slot, now))
+            runtime.generation += 1
+        self._changed(name)
+        return execution
+
+    def claim_now(self, name: str) -> tuple[Any, Execution | None]:
+        """RunJob: start an attempt now, whatever the schedule; returns the job and the
+        execution (None for a job without a Pub/Sub target, which the emulator cannot deliver)."""
+        with self._lock:
+            job = self._find(name)
+            now = self.now()
+            job.last_attempt_time.FromDatetime(now)
+            execution: Execution | None = None
+            if job.WhichOneof("target") == "pubsub_target":
+                execution = self._execution(job, now, "manual", now)
+                execution.token = self._runtime[name].execution_token = self._next_token()
+            result = self._copy(job)
+        self._touch()
+        return result, execution
+
+    def record(self, execution: Execution, code: int, message: str) -> datetime | None:
+        """Record an attempt's result in `status`; after a failure, schedule a retry when the
+        job's retry_config allows one before its next slot. Returns the retry time, if any."""
+        retry_at: datetime | None = None
+        with self._lock:
+            job = self._jobs.get(execution.name)
+            runtime = self._runtime.get(execution.name)
+            if job is None or runtime is None:
+                return None
+            job.status.Clear()
+            job.status.code = code
+            job.status.message = message
+            current = runtime.execution_token == execution.token
+            if code != 0 and current and job.state == ENABLED:
+                retry_at = self._retry_time(job, execution)
+            if retry_at is not None:
+                runtime.retry = execution
+                job.schedule_time.FromDatetime(retry_at)
+                runtime.generation += 1
+        if retry_at is not None:
+            self._changed(execution.name)
+        else:
+            self._touch()
+        return retry_at
+
+    def _retry_time(self, job: Any, execution: Execution) -> datetime | None:
+        retry = job.retry_config
+        if retry.retry_count == 0 or execution.attempt >= MAX_ATTEMPTS:
+            return None
+        at = self.now() + backoff(retry, execution.attempt)
+        limit = _seconds(retry.max_retry_duration)
+        within_count = execution.attempt <= retry.retry_count
+        within_duration = limit > 0 and (at - execution.first_attempt).total_seconds() <= limit
+        # "retried until both limits are reached" and never past the next scheduled start.
+        if not (within_count or within_duration):
+            return None
+        if job.HasField("schedule_time") and at >= job.schedule_time.ToDatetime(UTC):
+            return None
+        return at
+
+    # -- state file ------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The JSON-able state: every job in its proto3 JSON form."""
+        with self._lock:
+            jobs = [json_format.MessageToDict(self._jobs[n]) for n in self._names]
+        return {"format": 1, "jobs": jobs}
+
+    def load(self, state: dict[str, Any]) -> int:
+        """Replace the jobs with those of a snapshot; ENABLED jobs are scheduled from now."""
+        loaded: dict[str, Any] = {}
+        for raw in state.get("jobs", []):
+            job = json_format.ParseDict(raw, JobPb())
+            check_name(job.name, "state file job.name")
+            loaded[job.name] = job
+        now = self.now()
+        with self._lock:
+            self._jobs = loaded
+            self._names = sorted(loaded)
+            self._runtime = {n: _Runtime() for n in loaded}
+            for job in loaded.values():
+                self._set_next(job, now)
+        for name in loaded:
+            self._changed(name)
+        return len(loaded)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _find(self, name: str) -> Any:
+        check_name(name)
+        job = self._jobs.get(name)
+        if job is None:
+            raise ApiError(grpc.StatusCode.NOT_FOUND, f"Job not found: {name}")
+        return job
+
+    @staticmethod
+    def _copy(job: Any) -> Any:
+        copy = JobPb()
+        copy.CopyFrom(job)
+        return copy
+
+    @staticmethod
+    def _set_next(job: Any, after: datetime) -> None:
+        if job.state != ENABLED:
+            job.ClearField("schedule_time")
+            return
+        job.schedule_time.FromDatetime(next(iter_fires(spec_of(job), after)))
+
+    def _reset(self, name: str) -> None:
+        runtime = self._runtime[name]
+        runtime.generation += 1
+        runtime.retry = None
+        runtime.execution_token = 0
+
+    def _next_token(self) -> int:
+        self._tokens += 1
+        return self._tokens
+
+    @staticmethod
+    def _execution(job: Any, slot: datetime, trigger: str, now: datetime) -> Execution:
+        target = job.pubsub_target
+        return Execution(
+            name=job.name, slot=slot, trigger=trigger, attempt=1, first_attempt=now,
+            topic=target.topic_name, data=bytes(target.data), attributes=dict(target.attributes),
+        )
+
+    def _touch(self) -> None:
+        with self._lock:
+            self.version += 1
+
+    def _changed(self, name: str) -> None:
+        self._touch()
+        if self.listener is not None:
+            self.listener(name)
