@@ -95,9 +95,10 @@ SETTINGS: tuple[Setting, ...] = (
 SETTINGS_BY_ATTR: Mapping[str, Setting] = {s.attr: s for s in SETTINGS}
 
 # Ranges of the numeric settings. Cloud Scheduler refuses a retry_count above 5, and replaces a
-# zero min/max backoff with its own default, which a sync would then see as drift forever.
+# zero min/max backoff or max_doublings with its own default, which a sync would then see as
+# drift forever.
 _INTEGERS: Mapping[str, tuple[int, int]] = {
-    "job_retry_count": (0, 5), "job_max_doublings": (0, 16), "sync_concurrency": (1, 64),
+    "job_retry_count": (0, 5), "job_max_doublings": (1, 16), "sync_concurrency": (1, 64),
 }
 _NUMBERS: tuple[str, ...] = ("write_rate",)
 _DURATIONS: tuple[str, ...] = (

@@ -1,0 +1,290 @@
+"""`SchedulerControl`: the one object the hub holds to keep Cloud Scheduler in line with its
+schedules, and the operations behind the `scion-scheduler` control commands.
+
+    control = SchedulerControl.from_env()           # or from_env(project=..., topic=...)
+    control.upsert(schedule)                         # a schedule was created or edited
+    control.remove(schedule_id)                      # a schedule was deleted
+    control.reconcile(all_schedules)                 # periodic drift repair (prunes by default)
+    control.run_now(schedule_id)                     # a manual fire, published at once
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from scheduler import gcp
+from scheduler.config import Settings
+from scheduler.contract import (
+    ATTR_AT,
+    ATTR_FINGERPRINT,
+    ATTR_FIRE_TIME,
+    ATTR_SIGNATURE,
+    ATTR_TRIGGER,
+    Message,
+    build_message,
+    decode_message,
+    execution_id,
+    sign,
+)
+from scheduler.cron import next_fires
+from scheduler.jobs import JobSpec, attributes_of, is_paused
+from scheduler.logs import get_logger
+from scheduler.model import Schedule, format_instant, parse_instant
+from scheduler.naming import job_id_of
+from scheduler.sync import ApplyResult, Plan, Step, StepKind, Syncer
+
+log = get_logger(__name__)
+
+PUBLISH_TIMEOUT_SECONDS = 60.0
+
+
+class JobNotFound(LookupError):
+    """The schedule has no job in Cloud Scheduler."""
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """What Cloud Scheduler holds for one of this deployment's jobs."""
+
+    job_id: str
+    schedule_id: str | None
+    state: str
+    schedule: str
+    time_zone: str
+    description: str
+    topic: str
+    fingerprint: str | None
+    at: datetime | None
+    next_fires: tuple[datetime, ...]
+    scheduled_time: datetime | None
+    last_attempt_time: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job as JSON-compatible data (instants in RFC 3339)."""
+        def instant(value: datetime | None) -> str | None:
+            return format_instant(value) if value is not None else None
+
+        return {
+            "job_id": self.job_id, "schedule_id": self.schedule_id, "state": self.state,
+            "schedule": self.schedule, "time_zone": self.time_zone,
+            "description": self.description, "topic": self.topic,
+            "fingerprint": self.fingerprint, "at": instant(self.at),
+            "next_fires": [format_instant(f) for f in self.next_fires],
+            "scheduled_time": instant(self.scheduled_time),
+            "last_attempt_time": instant(self.last_attempt_time),
+        }
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A manual fire that was published."""
+
+    schedule_id: str
+    job_id: str
+    fire_time: datetime
+    execution_id: str
+    message_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run as JSON-compatible data."""
+        return {
+            "schedule_id": self.schedule_id, "job_id": self.job_id,
+            "fire_time": format_instant(self.fire_time), "execution_id": self.execution_id,
+            "message_id": self.message_id,
+        }
+
+
+@dataclass(frozen=True)
+class _JobCron:
+    effective_cron: str
+    effective_timezone: str
+
+
+def _timestamp(value: Any) -> datetime | None:
+    # proto-plus gives DatetimeWithNanoseconds for a set Timestamp and the epoch for an unset one.
+    if not isinstance(value, datetime) or value.timestamp() <= 0:
+        return None
+    return value.astimezone(UTC)
+
+
+class SchedulerControl:
+    """Settings plus the Cloud Scheduler and Pub/Sub clients, behind the control operations.
+
+    Clients passed in are the caller's to close; clients this object creates are closed by
+    `close()` (or by leaving a `with` block)."""
+
+    def __init__(self, settings: Settings, *, scheduler_client: Any = None, publisher: Any = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        settings.require("project", "location", "topic")
+        self.settings = settings
+        self._owns_scheduler = scheduler_client is None
+        self._owns_publisher = publisher is None
+        self._publisher = publisher
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        client = scheduler_client if scheduler_client is not None else gcp.cloud_scheduler_client(settings)
+        self.syncer = Syncer.from_settings(client, settings, clock=self.clock)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> SchedulerControl:
+        """Settings from the environment (`SCION_SCHEDULER_*`), `overrides` winning; fails with
+        `ConfigError` naming every missing required setting (project, location, topic)."""
+        return cls(Settings.from_env(environ, **overrides))
+
+    @property
+    def spec(self) -> JobSpec:
+        """The `JobSpec` (location, topic, prefix, retry config) jobs are built from."""
+        return self.syncer.spec
+
+    # -- sync --------------------------------------------------------------------------------
+
+    def plan(self, schedules: Sequence[Schedule], *, prune: bool = True) -> Plan:
+        """What `reconcile` would change (one paged listing, no writes)."""
+        return self.syncer.plan(schedules, prune=prune)
+
+    def apply(self, plan: Plan) -> ApplyResult:
+        """Run a plan's steps; see `scheduler.sync.Syncer.apply`."""
+        return self.syncer.apply(plan)
+
+    def reconcile(self, schedules: Sequence[Schedule], *, prune: bool = True) -> ApplyResult:
+        """Plan and apply: jobs edited by hand are put back, missing ones created, and with
+        `prune` jobs whose schedule is gone are deleted. `result.plan` holds the plan."""
+        return self.apply(self.plan(schedules, prune=prune))
+
+    def upsert(self, schedule: Schedule) -> ApplyResult:
+        """Bring one schedule's job in line: one GetJob, then at most one create or update, plus
+        a pause or resume when needed (a past one-shot's job is deleted instead)."""
+        return self.apply(self.syncer.plan_one(schedule))
+
+    def remove(self, schedule_id: str) -> ApplyResult:
+        """Delete a schedule's job; a job that is already gone is success."""
+        return self._single("delete", schedule_id, "schedule removed")
+
+    def pause(self, schedule_id: str) -> ApplyResult:
+        """Pause a schedule's job (the next reconcile follows the schedule's own `paused`)."""
+        return self._single("pause", schedule_id, "paused on request")
+
+    def resume(self, schedule_id: str) -> ApplyResult:
+        """Resume a schedule's job."""
+        return self._single("resume", schedule_id, "resumed on request")
+
+    def _single(self, kind: StepKind, schedule_id: str, reason: str) -> ApplyResult:
+        step = Step(kind, self.spec.job_id(schedule_id), schedule_id, reason, paused=kind == "pause")
+        return self.apply(Plan((step,), prune=False))
+
+    # -- inspect and run ---------------------------------------------------------------------
+
+    def list_jobs(self) -> list[JobInfo]:
+        """Every job under the prefix (one paged listing), by job ID."""
+        now = self.clock()
+        return sorted((self._info(job, now, 0) for job in self.syncer.owned_jobs()),
+                      key=lambda info: info.job_id)
+
+    def describe(self, schedule_id: str, *, fires: int = 5) -> JobInfo:
+        """A schedule's job: its state, and its next `fires` fire times (none when paused)."""
+        job = self._get(schedule_id)
+        return self._info(job, self.clock(), fires)
+
+    def run_now(self, schedule_id: str, schedule: Schedule | None = None) -> RunResult:
+        """Fire once now: publish the job's message with `trigger=manual` and `fire-time=now`
+        straight to the topic. The job must exist. With `schedule`, the message is built from
+        it; otherwise from the job's own (verified) message."""
+        job = self._get(schedule_id)
+        job_id = job_id_of(job.name)
+        fire_time = self.clock()
+        if schedule is not None:
+            if schedule.id != schedule_id:
+                raise ValueError(f"schedule {schedule.id!r} given for run of {schedule_id!r}")
+            message = build_message(schedule, signing_key=self.settings.signing_key or None,
+                                    trigger="manual", fire_time=fire_time)
+        else:
+            message = self._manual_from_job(job, schedule_id, fire_time)
+        future = self._publisher_client().publish(
+            self.settings.topic_path, message.data, **dict(message.attributes))
+        message_id = str(future.result(timeout=PUBLISH_TIMEOUT_SECONDS))
+        run = RunResult(schedule_id, job_id, fire_time, execution_id(schedule_id, fire_time, "manual"),
+                        message_id)
+        log.info("manual fire published", schedule_id=schedule_id, fire_time=format_instant(fire_time),
+                 execution_id=run.execution_id, message_id=message_id)
+        return run
+
+    def _manual_from_job(self, job: Any, schedule_id: str, fire_time: datetime) -> Message:
+        key = self.settings.signing_key or None
+        data = bytes(job.pubsub_target.data) if "pubsub_target" in job else b""
+        attributes = dict(attributes_of(job))
+        # Decoding verifies the stored message (and its signature), so a hand-edited job cannot
+        # smuggle an action into a manual run.
+        fire = decode_message(data, attributes, signing_key=key)
+        if fire.schedule_id != schedule_id:
+            raise ValueError(f"job {job_id_of(job.name)} carries schedule {fire.schedule_id!r}, "
+                             f"not {schedule_id!r}")
+        attributes.pop(ATTR_SIGNATURE, None)
+        attributes[ATTR_TRIGGER] = "manual"
+        attributes[ATTR_FIRE_TIME] = format_instant(fire_time)
+        if key:
+            attributes[ATTR_SIGNATURE] = sign(data, attributes, key)
+        return Message(data, attributes)
+
+    def _get(self, schedule_id: str) -> Any:
+        job = self.syncer.get_job(self.spec.job_id(schedule_id))
+        if job is None:
+            raise JobNotFound(f"no job for schedule {schedule_id!r} "
+                              f"(looked for {self.spec.job_id(schedule_id)})")
+        return job
+
+    def _info(self, job: Any, now: datetime, fires: int) -> JobInfo:
+        attributes = attributes_of(job)
+        at: datetime | None = None
+        if ATTR_AT in attributes:
+            try:
+                at = parse_instant(attributes[ATTR_AT])
+            except ValueError:
+                at = None
+        upcoming: tuple[datetime, ...] = ()
+        if fires and not is_paused(job):
+            if at is not None:
+                upcoming = (at,) if at > now else ()
+            else:
+                try:
+                    upcoming = tuple(next_fires(_JobCron(job.schedule, job.time_zone or "UTC"), now, fires))
+                except (ValueError, KeyError):  # a hand-edited job may carry what cron cannot read
+                    upcoming = ()
+        return JobInfo(
+            job_id=job_id_of(job.name),
+            schedule_id=self.spec.owner_schedule_id(job),
+            state=job.state.name,
+            schedule=job.schedule,
+            time_zone=job.time_zone,
+            description=job.description,
+            topic=job.pubsub_target.topic_name if "pubsub_target" in job else "",
+            fingerprint=attributes.get(ATTR_FINGERPRINT),
+            at=at,
+            next_fires=upcoming,
+            scheduled_time=_timestamp(job.schedule_time),
+            last_attempt_time=_timestamp(job.last_attempt_time),
+        )
+
+    def _publisher_client(self) -> Any:
+        if self._publisher is None:
+            self._publisher = gcp.publisher_client(self.settings)
+        return self._publisher
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the clients this object created."""
+        if self._owns_publisher and self._publisher is not None:
+            self._publisher.stop()
+            self._publisher = None
+        if self._owns_scheduler:
+            self.syncer.client.transport.close()
+
+    def __enter__(self) -> SchedulerControl:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
