@@ -233,7 +233,7 @@ def test_invalid_update_masks(client: Any, parent: str, make_job: JobFactory, pa
 
 def test_update_that_leaves_no_target_is_refused(client: Any, parent: str, make_job: JobFactory) -> None:
     created = client.create_job(parent=parent, job=make_job())
-    with pytest.raises(gexc.InvalidArgument, match="job.target"):
+    with pytest.raises(gexc.InvalidArgument, match=r"job\.target"):
         client.update_job(job=scheduler_v1.Job(name=created.name),
                           update_mask=field_mask_pb2.FieldMask(paths=["pubsub_target"]))
     assert client.get_job(name=created.name) == created

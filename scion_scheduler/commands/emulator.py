@@ -1,0 +1,80 @@
+"""`emulator`: run the Cloud Scheduler emulator until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from scheduler.cli_base import EXIT_OK, fail
+from scheduler.config import Settings
+from scheduler.emulator import CloudSchedulerEmulator, EmulatorError
+from scheduler.emulator.service import FAULT_CODES, METHODS
+from scheduler.logs import configure, get_logger
+
+log = get_logger(__name__)
+
+
+def register(sub: Any) -> None:
+    """Add `emulator`."""
+    p = sub.add_parser(
+        "emulator",
+        help="run a local Cloud Scheduler emulator (gRPC) that publishes fires to Pub/Sub",
+        description="Serve google.cloud.scheduler.v1.CloudScheduler on 127.0.0.1 for the official "
+                    "client (point CLOUD_SCHEDULER_EMULATOR_HOST at it) and publish every ENABLED "
+                    "job's Pub/Sub message at each cron slot. Runs until SIGINT or SIGTERM.",
+    )
+    p.add_argument("--port", type=int, default=8086, help="port on 127.0.0.1 (0: any free port; default 8086)")
+    p.add_argument("--pubsub-host", metavar="HOST:PORT",
+                   help="Pub/Sub emulator to publish to (default: PUBSUB_EMULATOR_HOST)")
+    p.add_argument("--state-file", metavar="FILE", help="keep the jobs in this JSON file across restarts")
+    p.add_argument("--fail-rate", type=float, default=0.0, metavar="R",
+                   help="fail this share (0..1) of API calls, for testing clients' retries")
+    p.add_argument("--fail-code", action="append", choices=FAULT_CODES, metavar="CODE",
+                   help=f"status of injected failures: {' or '.join(FAULT_CODES)} (repeatable; default UNAVAILABLE)")
+    p.add_argument("--fail-method", action="append", choices=METHODS, metavar="METHOD",
+                   help="inject failures only into this RPC (repeatable; default all)")
+    p.add_argument("--fail-seed", type=int, help="seed of the failure draws, for repeatable runs")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   help="DEBUG also logs every API call (default INFO: fires and failures)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Start the emulator and serve until a signal asks to stop."""
+    configure(settings.log_format, args.log_level)
+    if not 0.0 <= args.fail_rate <= 1.0:
+        return fail(f"--fail-rate: must be from 0 to 1, got {args.fail_rate}")
+    if args.port < 0 or args.port > 65535:
+        return fail(f"--port: must be from 0 to 65535, got {args.port}")
+    stop = threading.Event()
+
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    started = time.monotonic()
+    emulator = CloudSchedulerEmulator(port=args.port, pubsub_host=args.pubsub_host or settings.pubsub_emulator_host,
+                                      state_file=args.state_file)
+    try:
+        emulator.start()
+    except EmulatorError as exc:
+        return fail(str(exc))
+    try:
+        if args.fail_rate > 0:
+            emulator.set_faults(args.fail_rate, tuple(args.fail_code or ("UNAVAILABLE",)),
+                                args.fail_method, args.fail_seed)
+            log.info("fault injection on", rate=args.fail_rate, codes=args.fail_code or ["UNAVAILABLE"],
+                     methods=args.fail_method or "all")
+        log.info("ready", host=emulator.host, startup_seconds=round(time.monotonic() - started, 3),
+                 hint=f"export CLOUD_SCHEDULER_EMULATOR_HOST={emulator.host}")
+        stop.wait()
+    finally:
+        emulator.stop()
+    return EXIT_OK
+
