@@ -24,6 +24,7 @@ from scheduler.contract import (
     ATTR_FIRE_TIME,
     ATTR_SIGNATURE,
     ATTR_TRIGGER,
+    ContractError,
     Message,
     build_message,
     decode_message,
@@ -219,8 +220,8 @@ class SchedulerControl:
         # smuggle an action into a manual run.
         fire = decode_message(data, attributes, signing_key=key)
         if fire.schedule_id != schedule_id:
-            raise ValueError(f"job {job_id_of(job.name)} carries schedule {fire.schedule_id!r}, "
-                             f"not {schedule_id!r}")
+            raise ContractError(f"job {job_id_of(job.name)} carries schedule {fire.schedule_id!r}, "
+                                f"not {schedule_id!r}")
         attributes.pop(ATTR_SIGNATURE, None)
         attributes[ATTR_TRIGGER] = "manual"
         attributes[ATTR_FIRE_TIME] = format_instant(fire_time)

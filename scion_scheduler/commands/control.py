@@ -1,0 +1,204 @@
+"""Control commands: `sync`, `plan`, `list`, `describe`, `pause`, `resume`, `delete`, `run`.
+
+Every command checks the required settings (project, location, topic) before anything else, and
+`sync`/`plan` validate the whole schedule file before the first API call, so bad input (exit 2)
+never applies anything. Exit 1 means some step or lookup failed; `--output json` prints the
+plan, each step's outcome, or the job, as machine-readable JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from google.api_core import exceptions as gexc
+
+from scheduler.cli_base import EXIT_FAILED, EXIT_OK, emit, fail
+from scheduler.config import Settings
+from scheduler.contract import ContractError
+from scheduler.control import JobInfo, JobNotFound, SchedulerControl
+from scheduler.model import format_instant
+from scheduler.sync import ApplyResult
+from scheduler.validation import load_schedules
+
+REQUIRED = ("project", "location", "topic")
+
+
+def _output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", choices=("text", "json"), default="text",
+                        help="text for people, json for scripts (default text)")
+
+
+def register(sub: Any) -> None:
+    """Add the control commands."""
+    p = sub.add_parser("sync", help="make Cloud Scheduler match a schedule file (apply only the difference)")
+    p.add_argument("--file", required=True, help="YAML or JSON schedule file")
+    p.add_argument("--prune", action="store_true",
+                   help="also delete jobs under the prefix whose schedule is not in the file")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    _output(p)
+    p.set_defaults(handler=sync)
+
+    p = sub.add_parser("plan", help="show what sync would change (no writes)")
+    p.add_argument("--file", required=True, help="YAML or JSON schedule file")
+    p.add_argument("--prune", action="store_true", help="plan deletes of jobs without a schedule")
+    _output(p)
+    p.set_defaults(handler=plan)
+
+    p = sub.add_parser("list", help="list the jobs under the prefix")
+    _output(p)
+    p.set_defaults(handler=list_jobs)
+
+    p = sub.add_parser("describe", help="show a schedule's job and its next fire times")
+    p.add_argument("id", metavar="ID", help="schedule ID")
+    p.add_argument("-n", type=int, default=5, help="how many next fire times (default 5)")
+    _output(p)
+    p.set_defaults(handler=describe)
+
+    for name, handler, text in (
+        ("pause", pause, "pause a schedule's job"),
+        ("resume", resume, "resume a schedule's job"),
+        ("delete", delete, "delete a schedule's job (a missing job is success)"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("id", metavar="ID", help="schedule ID")
+        _output(p)
+        p.set_defaults(handler=handler)
+
+    p = sub.add_parser("run", help="fire a schedule once now (publishes a manual fire message)")
+    p.add_argument("id", metavar="ID", help="schedule ID")
+    _output(p)
+    p.set_defaults(handler=run)
+
+
+def _control(settings: Settings) -> SchedulerControl:
+    return SchedulerControl(settings)
+
+
+def _guarded(args: argparse.Namespace, action: Callable[[], int]) -> int:
+    """Turn a failed lookup or API call into exit 1 with the reason (JSON too with --output json)."""
+    try:
+        return action()
+    except (JobNotFound, ContractError, gexc.GoogleAPIError) as exc:
+        message = str(exc.args[0]) if isinstance(exc, JobNotFound) and exc.args else str(exc)
+        if args.output == "json":
+            emit({"ok": False, "error": message}, "json", "")
+        return fail(message, EXIT_FAILED)
+
+
+def _result_code(result: ApplyResult) -> int:
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def sync(args: argparse.Namespace, settings: Settings) -> int:
+    """Plan, then (unless --dry-run) apply; exit 1 when any step failed."""
+    settings.require(*REQUIRED)
+    schedules = load_schedules(args.file)
+
+    def act() -> int:
+        with _control(settings) as control:
+            the_plan = control.plan(schedules, prune=args.prune)
+            if args.dry_run:
+                emit({"dry_run": True, "ok": True, "plan": the_plan.to_dict(), "result": None},
+                     args.output, the_plan.describe())
+                return EXIT_OK
+            result = control.apply(the_plan)
+        emit({"dry_run": False, "ok": result.ok, "plan": the_plan.to_dict(), "result": result.to_dict()},
+             args.output, the_plan.describe() + "\n" + result.describe())
+        return _result_code(result)
+
+    return _guarded(args, act)
+
+
+def plan(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the plan for a schedule file."""
+    settings.require(*REQUIRED)
+    schedules = load_schedules(args.file)
+
+    def act() -> int:
+        with _control(settings) as control:
+            the_plan = control.plan(schedules, prune=args.prune)
+        emit(the_plan.to_dict(), args.output, the_plan.describe())
+        return EXIT_OK
+
+    return _guarded(args, act)
+
+
+def _info_line(info: JobInfo) -> str:
+    upcoming = ", ".join(format_instant(f) for f in info.next_fires)
+    owner = info.schedule_id if info.schedule_id is not None else "(unknown schedule)"
+    line = f"{owner}  {info.job_id}  {info.state}  {info.schedule!r} {info.time_zone}"
+    return f"{line}  next: {upcoming}" if upcoming else line
+
+
+def list_jobs(args: argparse.Namespace, settings: Settings) -> int:
+    """Print every job under the prefix."""
+    settings.require(*REQUIRED)
+
+    def act() -> int:
+        with _control(settings) as control:
+            jobs = control.list_jobs()
+        emit({"jobs": [j.to_dict() for j in jobs]}, args.output,
+             "\n".join([_info_line(j) for j in jobs] + [f"{len(jobs)} job(s)"]))
+        return EXIT_OK
+
+    return _guarded(args, act)
+
+
+def describe(args: argparse.Namespace, settings: Settings) -> int:
+    """Print one schedule's job with its next fire times."""
+    settings.require(*REQUIRED)
+
+    def act() -> int:
+        with _control(settings) as control:
+            info = control.describe(args.id, fires=max(args.n, 0))
+        data = info.to_dict()
+        text = "\n".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in data.items())
+        emit(data, args.output, text)
+        return EXIT_OK
+
+    return _guarded(args, act)
+
+
+def _single(args: argparse.Namespace, settings: Settings,
+            op: Callable[[SchedulerControl, str], ApplyResult]) -> int:
+    settings.require(*REQUIRED)
+
+    def act() -> int:
+        with _control(settings) as control:
+            result = op(control, args.id)
+        emit(result.to_dict(), args.output, result.describe())
+        return _result_code(result)
+
+    return _guarded(args, act)
+
+
+def pause(args: argparse.Namespace, settings: Settings) -> int:
+    """Pause a schedule's job."""
+    return _single(args, settings, SchedulerControl.pause)
+
+
+def resume(args: argparse.Namespace, settings: Settings) -> int:
+    """Resume a schedule's job."""
+    return _single(args, settings, SchedulerControl.resume)
+
+
+def delete(args: argparse.Namespace, settings: Settings) -> int:
+    """Delete a schedule's job."""
+    return _single(args, settings, SchedulerControl.remove)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Publish one manual fire of a schedule now."""
+    settings.require(*REQUIRED)
+
+    def act() -> int:
+        with _control(settings) as control:
+            result = control.run_now(args.id)
+        emit({"ok": True, **result.to_dict()}, args.output,
+             f"fired {result.schedule_id} at {format_instant(result.fire_time)} "
+             f"(execution {result.execution_id}, message {result.message_id})")
+        return EXIT_OK
+
+    return _guarded(args, act)
