@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo, available_timezones
 
 from croniter import croniter
@@ -90,6 +90,46 @@ def _check_field(text: str, name: str, low: int, high: int, names: dict[str, int
             raise CronError(f"{name} field: range {item!r} ends before it starts")
 
 
+def _token(token: str, names: dict[str, int]) -> int | None:
+    if token.isdigit():
+        return int(token)
+    return names.get(token.upper())
+
+
+@lru_cache(maxsize=4096)
+def _for_croniter(expr: str) -> str:
+    """`expr` with every range whose two ends are the same value (`5-5`, `MON-MON`, `3-3/2`)
+    written as that one value, which is what standard cron reads it as; croniter deliberately
+    widens such a range to the whole field (so `0 9-9 * * *` would fire every hour)."""
+    fields = expr.split()
+    if len(fields) != 5:
+        return expr
+    out = []
+    for text, (_, _, _, names) in zip(fields, _FIELDS, strict=True):
+        items = []
+        for item in text.split(","):
+            match = _ITEM_RE.match(item)
+            if match and match.group(3) is not None:
+                first = _token(match.group(2), names)
+                if first is not None and first == _token(match.group(3), names):
+                    item = str(first)
+            items.append(item)
+        out.append(",".join(items))
+    return " ".join(out)
+
+
+def _walls(expr: str, start: datetime) -> Any:
+    """A croniter over naive wall-clock times, with standard (Vixie) cron semantics.
+
+    The day fields combine as in Vixie cron's `cron.c`: when either starts with `*` both must
+    match, otherwise either may. croniter's own rule looks at the expanded values instead, so
+    it reads `*/1` as a wildcard next to one weekday field and as a restriction next to another.
+    """
+    fields = expr.split()
+    day_or = len(fields) == 5 and not (fields[2].startswith("*") or fields[4].startswith("*"))
+    return croniter(_for_croniter(expr), start, day_or=day_or)
+
+
 def validate_cron(expr: str) -> None:
     """Accept exactly Cloud Scheduler's unix-cron: five fields of values, ranges, steps, lists,
     and month or weekday names. Six-field (seconds) and extended syntax (L, W, #, ?) are refused,
@@ -101,7 +141,7 @@ def validate_cron(expr: str) -> None:
     for text, (name, low, high, names) in zip(fields, _FIELDS, strict=True):
         _check_field(text, name, low, high, names)
     try:
-        croniter(expr, datetime(2000, 1, 1)).get_next(datetime)
+        _walls(expr, datetime(2000, 1, 1)).get_next(datetime)
     except Exception as exc:  # croniter signals an impossible date with its own exception types
         raise CronError(f"{expr!r} never fires ({exc})") from exc
 
@@ -149,13 +189,13 @@ def iter_fires(spec: CronSpec, after: datetime, *, reverse: bool = False) -> Ite
     expr, tz = spec.effective_cron, _zone(spec.effective_timezone)
     after = after.astimezone(UTC)
     if _is_utc(tz):
-        walls = croniter(expr, after.replace(tzinfo=None))
+        walls = _walls(expr, after.replace(tzinfo=None))
         step = walls.get_prev if reverse else walls.get_next
         while True:
             yield step(datetime).replace(tzinfo=UTC)
     shift = _shift_near(tz, after)
     local = after.astimezone(tz).replace(tzinfo=None)
-    walls = croniter(expr, local + shift if reverse else local - shift)
+    walls = _walls(expr, local + shift if reverse else local - shift)
     step = walls.get_prev if reverse else walls.get_next
     # Instants of later walls never precede the first occurrence of the current wall (and, in
     # reverse, never follow its last), so a small heap restores order across a repeated hour.
@@ -193,7 +233,7 @@ def latest_fire_at_or_before(spec: CronSpec, instant: datetime) -> datetime:
 def shortest_interval(expr: str) -> timedelta:
     """The shortest gap between two consecutive slots of `expr` (on a steady UTC clock, sampled
     over up to 400 slots; every cron's shortest possible gap is one minute, where it stops)."""
-    walls = croniter(expr, datetime(2001, 1, 1))
+    walls = _walls(expr, datetime(2001, 1, 1))
     previous = walls.get_next(datetime)
     shortest = timedelta.max
     for _ in range(400):
