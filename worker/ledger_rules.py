@@ -1,0 +1,249 @@
+"""The ledger's decisions as pure functions, shared by every adapter.
+
+An adapter reads the execution record and the schedule's state record, asks these functions
+what the outcome is and what to write, and writes it atomically (a Firestore transaction or
+precondition batch, a SQLite `BEGIN IMMEDIATE` transaction). Keeping the rules here is what
+makes the Firestore and SQLite ledgers behave identically; the contract suite checks both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from scheduler.model import OVERLAP_POLICIES, format_instant
+from worker.ledger import (
+    FINAL_STATES,
+    MAX_ERROR_LENGTH,
+    ClaimRequest,
+    ClaimResult,
+    Execution,
+    ScheduleState,
+    State,
+)
+
+
+def require_aware(value: datetime, name: str) -> datetime:
+    """`value` itself, or a ValueError naming the field when it has no time zone (a naive time
+    would be read differently by each store)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name}: must be a timezone-aware datetime (got naive {value.isoformat()})")
+    return value
+
+
+def truncate_error(error: str | None) -> str | None:
+    """The error as stored: at most MAX_ERROR_LENGTH characters."""
+    if error is None or len(error) <= MAX_ERROR_LENGTH:
+        return error
+    return error[:MAX_ERROR_LENGTH]
+
+
+def validate_request(request: ClaimRequest) -> None:
+    """Reject a claim request the ledger cannot honour, naming the field and the reason."""
+    for name in ("execution_id", "schedule_id", "worker_id", "trigger"):
+        if not getattr(request, name):
+            raise ValueError(f"{name}: must not be empty")
+    if request.overlap not in OVERLAP_POLICIES:
+        raise ValueError(f"overlap: must be one of {', '.join(OVERLAP_POLICIES)} (got {request.overlap!r})")
+    if request.lease <= timedelta(0):
+        raise ValueError(f"lease: must be positive (got {request.lease})")
+    if request.retention <= timedelta(0):
+        raise ValueError(f"retention: must be positive (got {request.retention})")
+    require_aware(request.fire_time, "fire_time")
+    require_aware(request.now, "now")
+
+
+def validate_final_state(state: State) -> State:
+    """`state` as a State, or a ValueError naming the field when it is not a final state."""
+    if state not in FINAL_STATES:
+        allowed = ", ".join(sorted(FINAL_STATES))
+        raise ValueError(f"state: must be a final state ({allowed}), got {state!r}")
+    return State(state)
+
+
+@dataclass(frozen=True)
+class ClaimPlan:
+    """What a claim decided: the outcome, the record after it, and what to write.
+
+    `write` is False when the record stays as it is (BUSY, DONE); `schedule_state` is the new
+    per-schedule record, or None when it does not change."""
+
+    result: ClaimResult
+    execution: Execution
+    write: bool
+    schedule_state: ScheduleState | None
+
+
+@dataclass(frozen=True)
+class Change:
+    """The records to write after finish, renew or release."""
+
+    execution: Execution
+    schedule_state: ScheduleState | None
+
+
+def blocker(state: ScheduleState | None, execution_id: str, now: datetime) -> ScheduleState | None:
+    """The schedule state when another fire of the schedule runs with a live lease (so an
+    overlap-skip fire must be skipped), else None."""
+    if state is None or state.running_execution_id in (None, execution_id):
+        return None
+    if state.running_lease_until is None or state.running_lease_until <= now:
+        return None
+    return state
+
+
+def _with_running(state: ScheduleState | None, schedule_id: str, execution: Execution) -> ScheduleState:
+    base = state or ScheduleState(schedule_id=schedule_id)
+    return replace(
+        base,
+        running_execution_id=execution.execution_id,
+        running_fire_time=execution.fire_time,
+        running_lease_until=execution.lease_until,
+    )
+
+
+def _skip_detail(running: ScheduleState) -> str:
+    assert running.running_lease_until is not None
+    fire = format_instant(running.running_fire_time) if running.running_fire_time else "?"
+    return (
+        f"skipped by overlap policy: execution {running.running_execution_id} (fire time {fire}) "
+        f"is running with a lease until {format_instant(running.running_lease_until)}"
+    )
+
+
+def new_claim(request: ClaimRequest) -> Execution:
+    """The record a fresh claim creates: running, attempt 1, held by the claimer."""
+    return Execution(
+        execution_id=request.execution_id,
+        schedule_id=request.schedule_id,
+        fire_time=request.fire_time,
+        trigger=request.trigger,
+        state=State.RUNNING,
+        attempt=1,
+        created_at=request.now,
+        expire_at=request.fire_time + request.retention,
+        worker_id=request.worker_id,
+        lease_until=request.now + request.lease,
+        started_at=request.now,
+    )
+
+
+def new_skip(request: ClaimRequest, running: ScheduleState) -> Execution:
+    """The record of a fire skipped because `running` holds the schedule: never attempted."""
+    return Execution(
+        execution_id=request.execution_id,
+        schedule_id=request.schedule_id,
+        fire_time=request.fire_time,
+        trigger=request.trigger,
+        state=State.SKIPPED,
+        attempt=0,
+        created_at=request.now,
+        expire_at=request.fire_time + request.retention,
+        finished_at=request.now,
+        detail=_skip_detail(running),
+    )
+
+
+def decide_existing(request: ClaimRequest, existing: Execution) -> ClaimResult | None:
+    """The outcome that an existing record settles on its own (DONE, BUSY), or None when its
+    lease has lapsed and a takeover must be decided together with the schedule state."""
+    if existing.state != State.RUNNING:
+        return ClaimResult.DONE
+    if existing.lease_until is not None and existing.lease_until > request.now:
+        return ClaimResult.BUSY
+    return None
+
+
+def plan_claim(request: ClaimRequest, existing: Execution | None, state: ScheduleState | None) -> ClaimPlan:
+    """Decide a claim from the execution record and the schedule state as they stand."""
+    skip = request.overlap == "skip"
+    if existing is None:
+        running = blocker(state, request.execution_id, request.now) if skip else None
+        if running is not None:
+            return ClaimPlan(ClaimResult.OVERLAP, new_skip(request, running), True, None)
+        claimed = new_claim(request)
+        return ClaimPlan(ClaimResult.CLAIMED, claimed, True, _with_running(state, request.schedule_id, claimed))
+    settled = decide_existing(request, existing)
+    if settled is not None:
+        return ClaimPlan(settled, existing, False, None)
+    running = blocker(state, request.execution_id, request.now) if skip else None
+    if running is not None:
+        skipped = replace(existing, state=State.SKIPPED, lease_until=None, finished_at=request.now,
+                          detail=_skip_detail(running))
+        return ClaimPlan(ClaimResult.OVERLAP, skipped, True, None)
+    taken = replace(
+        existing,
+        attempt=existing.attempt + 1,
+        worker_id=request.worker_id,
+        lease_until=request.now + request.lease,
+        started_at=request.now,
+    )
+    return ClaimPlan(ClaimResult.TAKEN_OVER, taken, True, _with_running(state, existing.schedule_id, taken))
+
+
+def _held(existing: Execution | None, worker_id: str) -> bool:
+    return existing is not None and existing.state == State.RUNNING and existing.worker_id == worker_id
+
+
+def _is_running(state: ScheduleState | None, execution_id: str) -> bool:
+    return state is not None and state.running_execution_id == execution_id
+
+
+def plan_finish(
+    existing: Execution | None, state: ScheduleState | None, worker_id: str, final: State, *,
+    now: datetime, error: str | None, detail: str | None,
+) -> Change | None:
+    """The finished record and schedule state, or None when `worker_id` does not hold it."""
+    if existing is None or not _held(existing, worker_id):
+        return None
+    started = existing.started_at or existing.created_at
+    done = replace(
+        existing,
+        state=final,
+        lease_until=None,
+        finished_at=now,
+        duration_s=max(0.0, (now - started).total_seconds()),
+        error=truncate_error(error),
+        detail=detail,
+    )
+    base = state or ScheduleState(schedule_id=existing.schedule_id)
+    if _is_running(base, existing.execution_id):
+        base = replace(base, running_execution_id=None, running_fire_time=None, running_lease_until=None)
+    summary = replace(
+        base,
+        last_execution_id=done.execution_id,
+        last_fire_time=done.fire_time,
+        last_state=final,
+        last_finished_at=now,
+    )
+    return Change(done, summary)
+
+
+def _with_lease(existing: Execution, state: ScheduleState | None, lease_until: datetime,
+                error: str | None) -> Change:
+    updated = replace(existing, lease_until=lease_until, error=error)
+    summary = None
+    if state is not None and _is_running(state, existing.execution_id):
+        summary = replace(state, running_lease_until=lease_until)
+    return Change(updated, summary)
+
+
+def plan_renew(
+    existing: Execution | None, state: ScheduleState | None, worker_id: str, lease_until: datetime,
+) -> Change | None:
+    """The execution with its lease extended (mirrored in the schedule state when it is the
+    schedule's running fire), or None when `worker_id` does not hold it."""
+    if existing is None or not _held(existing, worker_id):
+        return None
+    return _with_lease(existing, state, lease_until, existing.error)
+
+
+def plan_release(
+    existing: Execution | None, state: ScheduleState | None, worker_id: str, *, now: datetime,
+    error: str | None,
+) -> Change | None:
+    """The execution still running but with its lease ended at `now` and the error kept, so the
+    next delivery takes it over; None when `worker_id` does not hold it."""
+    if existing is None or not _held(existing, worker_id):
+        return None
+    return _with_lease(existing, state, now, truncate_error(error))

@@ -1,0 +1,346 @@
+"""The ledger on SQLite, for the single-instance fallback (`scion-scheduler local`, no cloud).
+
+Same semantics as the Firestore ledger (the rules live in `worker.ledger_rules`; the contract
+suite runs against both). Every claim, finish, renew and release is one `BEGIN IMMEDIATE`
+transaction: it takes SQLite's write lock before reading, so two threads or two processes on
+the same file are serialised and cannot both claim a fire. WAL mode lets readers (history) run
+while a claim writes. Each thread gets its own connection (a connection must not be shared
+across threads mid-transaction).
+
+SQLite has no TTL: `purge_expired(now)` deletes records past their `expire_at`, and `claim` calls
+it at most once per `purge_interval` of its clock.
+
+Times are stored as fixed-width ISO 8601 text in UTC (`2026-01-31T09:00:00.000000+00:00`), which
+sorts in time order and stays readable with the sqlite3 shell.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from scheduler.logs import get_logger
+from scheduler.model import format_instant
+from worker.ledger import (
+    Claim,
+    ClaimRequest,
+    Execution,
+    ScheduleState,
+    State,
+)
+from worker.ledger_rules import (
+    Change,
+    plan_claim,
+    plan_finish,
+    plan_release,
+    plan_renew,
+    require_aware,
+    truncate_error,
+    validate_final_state,
+    validate_request,
+)
+
+log = get_logger(__name__)
+
+_Decide = Callable[[Execution, ScheduleState | None], Change | None]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS executions (
+    execution_id TEXT PRIMARY KEY,
+    schedule_id  TEXT NOT NULL,
+    fire_time    TEXT NOT NULL,
+    trigger      TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    attempt      INTEGER NOT NULL,
+    worker_id    TEXT,
+    lease_until  TEXT,
+    created_at   TEXT NOT NULL,
+    started_at   TEXT,
+    finished_at  TEXT,
+    duration_s   REAL,
+    error        TEXT,
+    detail       TEXT,
+    expire_at    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS executions_history ON executions (schedule_id, fire_time DESC);
+CREATE INDEX IF NOT EXISTS executions_expiry ON executions (expire_at);
+CREATE TABLE IF NOT EXISTS schedule_state (
+    schedule_id          TEXT PRIMARY KEY,
+    running_execution_id TEXT,
+    running_fire_time    TEXT,
+    running_lease_until  TEXT,
+    last_execution_id    TEXT,
+    last_fire_time       TEXT,
+    last_state           TEXT,
+    last_finished_at     TEXT
+);
+"""
+
+_EXECUTION_COLUMNS = (
+    "execution_id", "schedule_id", "fire_time", "trigger", "state", "attempt", "worker_id",
+    "lease_until", "created_at", "started_at", "finished_at", "duration_s", "error", "detail",
+    "expire_at",
+)
+_STATE_COLUMNS = (
+    "schedule_id", "running_execution_id", "running_fire_time", "running_lease_until",
+    "last_execution_id", "last_fire_time", "last_state", "last_finished_at",
+)
+_UPSERT_EXECUTION = (
+    f"INSERT OR REPLACE INTO executions ({', '.join(_EXECUTION_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_EXECUTION_COLUMNS))})"
+)
+_INSERT_EXECUTION = _UPSERT_EXECUTION.replace("INSERT OR REPLACE", "INSERT OR IGNORE")
+_UPSERT_STATE = (
+    f"INSERT OR REPLACE INTO schedule_state ({', '.join(_STATE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_STATE_COLUMNS))})"
+)
+
+
+def _text(value: datetime | None, name: str) -> str | None:
+    if value is None:
+        return None
+    return require_aware(value, name).astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value).astimezone(UTC)
+
+
+def _required_time(value: str) -> datetime:
+    return datetime.fromisoformat(value).astimezone(UTC)
+
+
+def _execution_row(execution: Execution) -> tuple[Any, ...]:
+    return (
+        execution.execution_id, execution.schedule_id, _text(execution.fire_time, "fire_time"),
+        execution.trigger, str(execution.state), execution.attempt, execution.worker_id,
+        _text(execution.lease_until, "lease_until"), _text(execution.created_at, "created_at"),
+        _text(execution.started_at, "started_at"), _text(execution.finished_at, "finished_at"),
+        execution.duration_s, truncate_error(execution.error), execution.detail,
+        _text(execution.expire_at, "expire_at"),
+    )
+
+
+def _state_row(state: ScheduleState) -> tuple[Any, ...]:
+    return (
+        state.schedule_id, state.running_execution_id,
+        _text(state.running_fire_time, "running_fire_time"),
+        _text(state.running_lease_until, "running_lease_until"), state.last_execution_id,
+        _text(state.last_fire_time, "last_fire_time"),
+        None if state.last_state is None else str(state.last_state),
+        _text(state.last_finished_at, "last_finished_at"),
+    )
+
+
+def _execution(row: sqlite3.Row | None) -> Execution | None:
+    if row is None:
+        return None
+    return Execution(
+        execution_id=row["execution_id"],
+        schedule_id=row["schedule_id"],
+        fire_time=_required_time(row["fire_time"]),
+        trigger=row["trigger"],
+        state=State(row["state"]),
+        attempt=row["attempt"],
+        created_at=_required_time(row["created_at"]),
+        expire_at=_required_time(row["expire_at"]),
+        worker_id=row["worker_id"],
+        lease_until=_time(row["lease_until"]),
+        started_at=_time(row["started_at"]),
+        finished_at=_time(row["finished_at"]),
+        duration_s=row["duration_s"],
+        error=row["error"],
+        detail=row["detail"],
+    )
+
+
+def _schedule_state(row: sqlite3.Row | None) -> ScheduleState | None:
+    if row is None:
+        return None
+    return ScheduleState(
+        schedule_id=row["schedule_id"],
+        running_execution_id=row["running_execution_id"],
+        running_fire_time=_time(row["running_fire_time"]),
+        running_lease_until=_time(row["running_lease_until"]),
+        last_execution_id=row["last_execution_id"],
+        last_fire_time=_time(row["last_fire_time"]),
+        last_state=None if row["last_state"] is None else State(row["last_state"]),
+        last_finished_at=_time(row["last_finished_at"]),
+    )
+
+
+class SqliteLedger:
+    """The ledger in one SQLite file; safe for many threads and for processes on one machine."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 30.0,
+        purge_interval: timedelta = timedelta(hours=1),
+    ) -> None:
+        self._path = os.fspath(path)
+        self._busy_timeout = busy_timeout
+        self._purge_interval = purge_interval
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._last_purge: datetime | None = None
+        with self._immediate() as conn:
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                conn.execute(statement)
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            # Autocommit mode: transactions are opened explicitly with BEGIN IMMEDIATE.
+            conn = sqlite3.connect(self._path, timeout=self._busy_timeout, isolation_level=None,
+                                   check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _immediate(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that holds the database's write lock from its first read."""
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close every connection this ledger opened (on any thread)."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
+        self._local = threading.local()
+
+    @staticmethod
+    def _read_execution(conn: sqlite3.Connection, execution_id: str) -> Execution | None:
+        row = conn.execute("SELECT * FROM executions WHERE execution_id = ?", (execution_id,)).fetchone()
+        return _execution(row)
+
+    @staticmethod
+    def _read_state(conn: sqlite3.Connection, schedule_id: str) -> ScheduleState | None:
+        row = conn.execute("SELECT * FROM schedule_state WHERE schedule_id = ?", (schedule_id,)).fetchone()
+        return _schedule_state(row)
+
+    def claim(self, request: ClaimRequest) -> Claim:
+        """Claim a fire; see `worker.ledger` for the outcomes."""
+        validate_request(request)
+        with self._immediate() as conn:
+            plan = plan_claim(request, self._read_execution(conn, request.execution_id),
+                              self._read_state(conn, request.schedule_id))
+            if plan.write:
+                conn.execute(_UPSERT_EXECUTION, _execution_row(plan.execution))
+            if plan.schedule_state is not None:
+                conn.execute(_UPSERT_STATE, _state_row(plan.schedule_state))
+        log.debug("ledger claim", result=str(plan.result), schedule_id=request.schedule_id,
+                  fire_time=format_instant(request.fire_time), execution_id=request.execution_id,
+                  attempt=plan.execution.attempt)
+        self._maybe_purge(request.now)
+        return Claim(plan.result, plan.execution)
+
+    def _change(self, execution_id: str, decide: _Decide) -> bool:
+        with self._immediate() as conn:
+            existing = self._read_execution(conn, execution_id)
+            if existing is None:
+                return False
+            change = decide(existing, self._read_state(conn, existing.schedule_id))
+            if change is None:
+                return False
+            conn.execute(_UPSERT_EXECUTION, _execution_row(change.execution))
+            if change.schedule_state is not None:
+                conn.execute(_UPSERT_STATE, _state_row(change.schedule_state))
+        return True
+
+    def renew(self, execution_id: str, worker_id: str, lease_until: datetime) -> bool:
+        """Extend the lease; False when this worker no longer holds the execution."""
+        require_aware(lease_until, "lease_until")
+        return self._change(
+            execution_id, lambda existing, state: plan_renew(existing, state, worker_id, lease_until)
+        )
+
+    def finish(
+        self, execution_id: str, worker_id: str, state: State, *, now: datetime,
+        error: str | None = None, detail: str | None = None,
+    ) -> bool:
+        """Record a final state and clear the schedule's running fire; False when not held."""
+        final = validate_final_state(state)
+        require_aware(now, "now")
+        return self._change(
+            execution_id,
+            lambda existing, summary: plan_finish(existing, summary, worker_id, final, now=now,
+                                                  error=error, detail=detail),
+        )
+
+    def release(self, execution_id: str, worker_id: str, *, now: datetime, error: str | None = None) -> bool:
+        """End the lease now, keeping the execution running, so the next delivery takes it over."""
+        require_aware(now, "now")
+        return self._change(
+            execution_id,
+            lambda existing, summary: plan_release(existing, summary, worker_id, now=now, error=error),
+        )
+
+    def record(self, execution: Execution) -> bool:
+        """Write a final record unless one exists for that execution; True when written."""
+        validate_final_state(execution.state)
+        row = _execution_row(execution)
+        with self._immediate() as conn:
+            written = conn.execute(_INSERT_EXECUTION, row).rowcount == 1
+        return written
+
+    def get(self, execution_id: str) -> Execution | None:
+        """One record, or None."""
+        return self._read_execution(self._connection(), execution_id)
+
+    def history(self, schedule_id: str, *, limit: int = 20, before: datetime | None = None) -> list[Execution]:
+        """A schedule's executions, newest fire time first; `before` pages (fire_time < before)."""
+        if limit < 1:
+            raise ValueError(f"limit: must be at least 1 (got {limit})")
+        sql = "SELECT * FROM executions WHERE schedule_id = ?"
+        params: list[Any] = [schedule_id]
+        if before is not None:
+            sql += " AND fire_time < ?"
+            params.append(_text(before, "before"))
+        sql += " ORDER BY fire_time DESC LIMIT ?"
+        params.append(limit)
+        rows = self._connection().execute(sql, params).fetchall()
+        return [execution for execution in map(_execution, rows) if execution is not None]
+
+    def schedule_state(self, schedule_id: str) -> ScheduleState | None:
+        """The per-schedule summary, or None if the schedule never fired."""
+        return self._read_state(self._connection(), schedule_id)
+
+    def purge_expired(self, now: datetime) -> int:
+        """Delete the records whose `expire_at` has passed (SQLite has no TTL); the number deleted."""
+        cutoff = _text(now, "now")
+        with self._immediate() as conn:
+            deleted = conn.execute("DELETE FROM executions WHERE expire_at <= ?", (cutoff,)).rowcount
+        with self._lock:
+            self._last_purge = now
+        if deleted:
+            log.info("ledger purged expired executions", deleted=deleted, before=cutoff)
+        return int(deleted)
+
+    def _maybe_purge(self, now: datetime) -> None:
+        with self._lock:
+            due = self._last_purge is None or now - self._last_purge >= self._purge_interval
+            if due:
+                self._last_purge = now
+        if due:
+            self.purge_expired(now)
