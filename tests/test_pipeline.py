@@ -1,0 +1,495 @@
+"""The pipeline's policies, on the in-memory ledger with a fake clock.
+
+Fire messages are built with the real contract (`scheduler.contract.build_message`); actions
+are plain functions registered through `ActionRegistry`, as a third-party type would be.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import structlog
+from memory_ledger import MemoryLedger
+from structlog.testing import capture_logs
+
+from scheduler.contract import build_message, execution_id, sign
+from scheduler.model import Action, Schedule
+from worker.action import ActionContext, ActionError, ActionRegistry, ActionResult
+from worker.ledger import ClaimRequest, State
+from worker.metrics import WorkerMetrics
+from worker.pipeline import Delivery, Disposition, Pipeline, make_worker_id
+
+KEY = "test-signing-key"
+SLOT = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a slot of */5 * * * *
+WAIT_S = 10.0  # upper bound for a thread to reach a point; tests never depend on its size
+
+
+class FakeClock:
+    """A settable clock shared by the pipeline and the test."""
+
+    def __init__(self, now: datetime) -> None:
+        self._now = now
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self._now
+
+    def set(self, now: datetime) -> None:
+        with self._lock:
+            self._now = now
+
+    def advance(self, delta: timedelta) -> None:
+        with self._lock:
+            self._now += delta
+
+
+class Recorder:
+    """An action handler that records its calls and does what the test tells it."""
+
+    def __init__(self, behaviour: Callable[[ActionContext], ActionResult | None] | None = None) -> None:
+        self.calls: list[ActionContext] = []
+        self.behaviour = behaviour
+        self._lock = threading.Lock()
+
+    def __call__(self, context: ActionContext) -> ActionResult | None:
+        with self._lock:
+            self.calls.append(context)
+        return self.behaviour(context) if self.behaviour else None
+
+
+_message_ids = itertools.count(1)
+
+
+def schedule(**overrides: Any) -> Schedule:
+    """A five-minute schedule of the `custom` action type."""
+    fields: dict[str, Any] = {
+        "id": "team/report", "action": Action("custom", {"to": "ops"}), "cron": "*/5 * * * *",
+        "labels": {"team": "ops"},
+    }
+    fields.update(overrides)
+    return Schedule(**fields)
+
+
+def delivery(
+    sched: Schedule, published_at: datetime = SLOT + timedelta(seconds=1), *, key: str | None = KEY,
+    delivery_attempt: int | None = None, **build: Any,
+) -> Delivery:
+    """A delivery of the schedule's fire message, as a transport would hand it over."""
+    message = build_message(sched, signing_key=key, **build)
+    return Delivery(f"m{next(_message_ids)}", message.data, message.attributes, published_at,
+                    delivery_attempt)
+
+
+class Harness:
+    """A pipeline, its ledger, clock, metrics and the `custom` handler."""
+
+    def __init__(self, *, lease: timedelta = timedelta(minutes=10), now: datetime = SLOT + timedelta(seconds=2)) -> None:
+        self.ledger = MemoryLedger()
+        self.clock = FakeClock(now)
+        self.action = Recorder()
+        self.metrics = WorkerMetrics()
+        self.pipeline = Pipeline(
+            self.ledger, ActionRegistry({"custom": self.action}), worker_id="w1",
+            signing_key=KEY, lease=lease, metrics=self.metrics, clock=self.clock,
+        )
+
+    def handle(self, item: Delivery, stopping: threading.Event | None = None) -> Disposition:
+        return self.pipeline.handle(item, stopping)
+
+    def outcomes(self, outcome: str) -> float:
+        return self.metrics.registry.get_sample_value(
+            "scion_worker_executions_total", {"outcome": outcome}) or 0.0
+
+    def claim_as(self, worker_id: str, sched: Schedule, fire_time: datetime, lease: timedelta) -> None:
+        """Another worker claims the fire (and, in the test, never finishes it)."""
+        result = self.ledger.claim(ClaimRequest(
+            execution_id=execution_id(sched.id, fire_time), schedule_id=sched.id,
+            fire_time=fire_time, trigger="scheduled", worker_id=worker_id, lease=lease,
+            overlap=sched.overlap, now=self.clock()))
+        assert result.result.run
+
+
+@pytest.fixture
+def h() -> Harness:
+    return Harness()
+
+
+def wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+def in_thread(fn: Callable[[], Disposition]) -> tuple[threading.Thread, list[Disposition]]:
+    out: list[Disposition] = []
+    thread = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    thread.start()
+    return thread, out
+
+
+# Success, duplicates, registered action types.
+
+def test_runs_registered_action_once_and_records_success(h: Harness) -> None:
+    sched = schedule()
+    assert h.handle(delivery(sched)) == Disposition(ack=True, outcome="succeeded")
+    [context] = h.action.calls
+    eid = execution_id(sched.id, SLOT)
+    assert context == ActionContext(schedule_id=sched.id, fire_time=SLOT, execution_id=eid,
+                                    trigger="scheduled", attempt=1, params={"to": "ops"},
+                                    labels={"team": "ops"})
+    record = h.ledger.get(eid)
+    assert record is not None and record.state is State.SUCCEEDED and record.worker_id == "w1"
+    assert h.outcomes("succeeded") == 1
+    assert h.metrics.registry.get_sample_value("scion_worker_fires_received_total", {"trigger": "scheduled"}) == 1
+    assert h.metrics.registry.get_sample_value("scion_worker_fire_to_start_lag_seconds_count") == 1
+
+
+def test_duplicate_delivery_is_acked_without_running(h: Harness) -> None:
+    sched = schedule()
+    h.handle(delivery(sched))
+    # A duplicate publish of the same slot: new message ID, publish time a little later.
+    again = h.handle(delivery(sched, SLOT + timedelta(seconds=3)))
+    assert again == Disposition(ack=True, outcome="duplicate")
+    assert len(h.action.calls) == 1
+    assert h.metrics.registry.get_sample_value("scion_worker_duplicates_suppressed_total") == 1
+
+
+def test_action_result_state_and_detail_are_recorded(h: Harness) -> None:
+    h.action.behaviour = lambda _: ActionResult(State.CANCELLED, "target gone")
+    sched = schedule()
+    assert h.handle(delivery(sched)).outcome == "cancelled"
+    record = h.ledger.get(execution_id(sched.id, SLOT))
+    assert record is not None and record.state is State.CANCELLED and record.detail == "target gone"
+
+
+def test_manual_trigger_is_never_deduplicated_against_its_slot(h: Harness) -> None:
+    sched = schedule()
+    assert h.handle(delivery(sched)).outcome == "succeeded"
+    manual = delivery(sched, SLOT + timedelta(seconds=5), trigger="manual", fire_time=SLOT)
+    assert h.handle(manual).outcome == "succeeded"
+    assert [c.trigger for c in h.action.calls] == ["scheduled", "manual"]
+    assert h.action.calls[0].execution_id != h.action.calls[1].execution_id
+
+
+def test_manual_fire_is_never_missed(h: Harness) -> None:
+    h.clock.set(SLOT + timedelta(days=2))
+    manual = delivery(schedule(catchup="none"), SLOT, trigger="manual", fire_time=SLOT)
+    assert h.handle(manual).outcome == "succeeded"
+
+
+# Claims held elsewhere, overlap.
+
+def test_busy_fire_is_nacked_until_the_holders_lease_ends(h: Harness) -> None:
+    sched = schedule()
+    h.claim_as("w2", sched, SLOT, timedelta(seconds=60))
+    h.clock.advance(timedelta(seconds=20))
+    result = h.handle(delivery(sched))
+    assert result == Disposition(ack=False, outcome="busy", delay=timedelta(seconds=40))
+    assert h.action.calls == []
+
+
+def test_fire_of_a_dead_holder_is_taken_over_after_its_lease(h: Harness) -> None:
+    sched = schedule()
+    h.claim_as("w2", sched, SLOT, timedelta(seconds=60))
+    h.clock.advance(timedelta(seconds=61))
+    assert h.handle(delivery(sched)).outcome == "succeeded"
+    assert [c.attempt for c in h.action.calls] == [2]
+
+
+@pytest.mark.parametrize(("overlap", "second"), [("skip", "skipped"), ("allow", "succeeded")])
+def test_overlap_policy(h: Harness, overlap: str, second: str) -> None:
+    sched = schedule(overlap=overlap)
+    first_started, release_first = threading.Event(), threading.Event()
+
+    def behaviour(context: ActionContext) -> None:
+        if context.fire_time == SLOT:
+            first_started.set()
+            assert release_first.wait(WAIT_S)
+
+    h.action.behaviour = behaviour
+    thread, first = in_thread(lambda: h.handle(delivery(sched)))
+    assert first_started.wait(WAIT_S)
+    next_slot = SLOT + timedelta(minutes=5)
+    h.clock.set(next_slot + timedelta(seconds=2))
+    assert h.handle(delivery(sched, next_slot + timedelta(seconds=1))).outcome == second
+    release_first.set()
+    thread.join(WAIT_S)
+    assert first == [Disposition(ack=True, outcome="succeeded")]
+    record = h.ledger.get(execution_id(sched.id, next_slot))
+    assert record is not None and record.state is State(second)
+
+
+# Lateness: catch-up window and policies; the one-shot rule.
+
+@pytest.mark.parametrize(("late", "outcome"), [(timedelta(minutes=4), "succeeded"),
+                                               (timedelta(minutes=6), "missed")])
+def test_catchup_window(h: Harness, late: timedelta, outcome: str) -> None:
+    sched = schedule(catchup_window=timedelta(minutes=5))
+    h.clock.set(SLOT + late)
+    assert h.handle(delivery(sched)).outcome == outcome
+    record = h.ledger.get(execution_id(sched.id, SLOT))
+    assert record is not None and record.state is State(outcome)
+    assert len(h.action.calls) == (outcome == "succeeded")
+
+
+def test_missed_fire_redelivered_is_a_duplicate(h: Harness) -> None:
+    sched = schedule(catchup_window=timedelta(minutes=5))
+    h.clock.set(SLOT + timedelta(hours=1))
+    assert h.handle(delivery(sched)).outcome == "missed"
+    assert h.handle(delivery(sched)).outcome == "duplicate"
+    assert h.action.calls == []
+
+
+@pytest.mark.parametrize(("late", "outcome"), [(timedelta(minutes=4), "succeeded"),
+                                               (timedelta(minutes=5), "missed")])
+def test_catchup_latest_misses_a_superseded_fire(h: Harness, late: timedelta, outcome: str) -> None:
+    h.clock.set(SLOT + late)  # the next slot is SLOT + 5 min
+    assert h.handle(delivery(schedule(catchup="latest"))).outcome == outcome
+
+
+@pytest.mark.parametrize(("late", "outcome"), [(timedelta(seconds=30), "succeeded"),
+                                               (timedelta(seconds=61), "missed")])
+def test_catchup_none_misses_a_fire_a_minute_late(h: Harness, late: timedelta, outcome: str) -> None:
+    h.clock.set(SLOT + late)
+    assert h.handle(delivery(schedule(catchup="none"))).outcome == outcome
+
+
+def test_retry_delivered_after_the_window_is_still_taken_over(h: Harness) -> None:
+    """The window is about starting late; a fire that started in time keeps its retries."""
+    sched = schedule(catchup_window=timedelta(minutes=5))
+    h.action.behaviour = lambda _: (_ for _ in ()).throw(ActionError("503", retryable=True))
+    assert h.handle(delivery(sched)).outcome == "retry"
+    h.action.behaviour = None
+    h.clock.set(SLOT + timedelta(minutes=30))
+    assert h.handle(delivery(sched)).outcome == "succeeded"
+    assert [c.attempt for c in h.action.calls] == [1, 2]
+
+
+def test_one_shot_runs_only_at_its_own_time(h: Harness) -> None:
+    at = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    sched = schedule(cron=None, at=at)
+    # The job's cron repeats every year: a year later the same slot comes round.
+    next_year = at.replace(year=2027)
+    h.clock.set(next_year + timedelta(seconds=2))
+    assert h.handle(delivery(sched, next_year + timedelta(seconds=1))) == Disposition(ack=True, outcome="not_due")
+    assert h.ledger.history(sched.id) == []
+    h.clock.set(at + timedelta(seconds=2))
+    assert h.handle(delivery(sched, at + timedelta(seconds=1))).outcome == "succeeded"
+    assert [c.fire_time for c in h.action.calls] == [at]
+
+
+# Failures and attempts.
+
+def fail_with(exc: Exception) -> Callable[[ActionContext], ActionResult | None]:
+    def behaviour(_: ActionContext) -> ActionResult | None:
+        raise exc
+    return behaviour
+
+
+def test_retryable_failure_is_retried_then_failed_at_max_attempts(h: Harness) -> None:
+    sched = schedule(max_attempts=2)
+    h.action.behaviour = fail_with(ActionError("HTTP 503", retryable=True))
+    assert h.handle(delivery(sched)) == Disposition(ack=False, outcome="retry")
+    eid = execution_id(sched.id, SLOT)
+    record = h.ledger.get(eid)
+    assert record is not None and record.state is State.RUNNING and record.error == "HTTP 503"
+    # The redelivery (same message, Pub/Sub backoff later) takes the released fire over at once.
+    h.clock.advance(timedelta(seconds=10))
+    assert h.handle(delivery(sched)) == Disposition(ack=True, outcome="failed")
+    record = h.ledger.get(eid)
+    assert record is not None and record.state is State.FAILED and record.attempt == 2
+    assert [c.attempt for c in h.action.calls] == [1, 2]
+
+
+def test_unexpected_exception_is_retryable(h: Harness) -> None:
+    h.action.behaviour = fail_with(RuntimeError("boom"))
+    assert h.handle(delivery(schedule())).outcome == "retry"
+    record = h.ledger.get(execution_id("team/report", SLOT))
+    assert record is not None and record.error == "RuntimeError: boom"
+
+
+def test_non_retryable_failure_fails_at_once(h: Harness) -> None:
+    h.action.behaviour = fail_with(ActionError("HTTP 404: not found", retryable=False))
+    assert h.handle(delivery(schedule())) == Disposition(ack=True, outcome="failed")
+    record = h.ledger.get(execution_id("team/report", SLOT))
+    assert record is not None and record.state is State.FAILED and record.error == "HTTP 404: not found"
+    assert len(h.action.calls) == 1
+
+
+def test_takeover_beyond_max_attempts_fails_without_running(h: Harness) -> None:
+    sched = schedule(max_attempts=1)
+    h.claim_as("crashed", sched, SLOT, timedelta(seconds=60))
+    h.clock.advance(timedelta(minutes=2))
+    assert h.handle(delivery(sched)) == Disposition(ack=True, outcome="failed")
+    record = h.ledger.get(execution_id(sched.id, SLOT))
+    assert record is not None and record.error == "max attempts exhausted" and record.attempt == 2
+    assert h.action.calls == []
+
+
+# Messages that can never run.
+
+@pytest.mark.parametrize(("delivery_attempt", "ack"), [(None, True), (3, False)])
+def test_malformed_message_is_acked_or_dead_lettered(h: Harness, delivery_attempt: int | None, ack: bool) -> None:
+    attributes = {"scion-format": "1", "trigger": "scheduled"}
+    attributes["signature"] = sign(b"not json", attributes, KEY)
+    poison = Delivery("m-poison", b"not json", attributes, SLOT, delivery_attempt)
+    with capture_logs() as logs:
+        assert h.handle(poison) == Disposition(ack=ack, outcome="rejected")
+    assert any(e["event"] == "message rejected" and "not JSON" in e["reason"] for e in logs)
+    assert h.metrics.registry.get_sample_value("scion_worker_fires_received_total", {"trigger": "scheduled"}) == 1
+
+
+@pytest.mark.parametrize("key", ["another-deployments-key", None])
+def test_forged_or_unsigned_message_is_rejected(h: Harness, key: str | None) -> None:
+    sched = schedule()
+    assert h.handle(delivery(sched, key=key)) == Disposition(ack=True, outcome="rejected")
+    assert h.action.calls == [] and h.ledger.history(sched.id) == []
+
+
+def test_tampered_message_is_rejected(h: Harness) -> None:
+    genuine = delivery(schedule())
+    tampered = replace(genuine, data=genuine.data.replace(b'"ops"', b'"evil"', 1))
+    assert h.handle(tampered).outcome == "rejected"
+
+
+def test_unknown_action_type_is_rejected_like_a_malformed_message(h: Harness) -> None:
+    sched = schedule(action=Action("not-registered-anywhere", {}))
+    assert h.handle(delivery(sched, delivery_attempt=1)) == Disposition(ack=False, outcome="rejected")
+    assert h.ledger.history(sched.id) == []
+
+
+# The lease: heartbeat, loss, shutdown.
+
+def test_heartbeat_renews_the_lease_during_a_long_action() -> None:
+    h = Harness(lease=timedelta(seconds=0.3))
+    eid = execution_id("team/report", SLOT)
+
+    def long_action(_: ActionContext) -> None:
+        wait_for(lambda: sum(1 for e, _, ok in h.ledger.renewals if e == eid and ok) >= 2)
+
+    h.action.behaviour = long_action
+    assert h.handle(delivery(schedule())).outcome == "succeeded"
+
+
+def test_lost_lease_leaves_the_outcome_to_the_new_holder() -> None:
+    h = Harness(lease=timedelta(seconds=0.3))
+    eid = execution_id("team/report", SLOT)
+
+    def taken_over_meanwhile(_: ActionContext) -> None:
+        h.ledger.steal(eid, "w2")
+        wait_for(lambda: any(e == eid and not ok for e, _, ok in h.ledger.renewals))
+
+    h.action.behaviour = taken_over_meanwhile
+    with capture_logs() as logs:
+        assert h.handle(delivery(schedule())) == Disposition(ack=True, outcome="lost")
+    record = h.ledger.get(eid)
+    assert record is not None and record.state is State.RUNNING and record.worker_id == "w2"
+    assert any(e["event"].startswith("lease lost") for e in logs)
+
+
+def test_stopping_before_the_claim_returns_the_delivery_unclaimed(h: Harness) -> None:
+    stopping = threading.Event()
+    stopping.set()
+    sched = schedule()
+    assert h.handle(delivery(sched), stopping) == Disposition(ack=False, outcome="interrupted")
+    assert h.action.calls == [] and h.ledger.history(sched.id) == []
+
+
+def test_release_running_hands_the_fire_to_another_worker(h: Harness) -> None:
+    sched = schedule()
+    eid = execution_id(sched.id, SLOT)
+    started, finish = threading.Event(), threading.Event()
+
+    def stuck(_: ActionContext) -> None:
+        started.set()
+        assert finish.wait(WAIT_S)
+
+    h.action.behaviour = stuck
+    thread, out = in_thread(lambda: h.handle(delivery(sched)))
+    assert started.wait(WAIT_S)
+    assert h.pipeline.release_running("shutdown grace period over") == [eid]
+    # No lease to wait for: another replica takes the fire over at once.
+    h.claim_as("w2", sched, SLOT, timedelta(seconds=60))
+    finish.set()
+    thread.join(WAIT_S)
+    assert out == [Disposition(ack=True, outcome="lost")]
+
+
+# Infrastructure failures, logs, ids.
+
+class BrokenLedger(MemoryLedger):
+    def claim(self, request: ClaimRequest) -> Any:
+        raise ConnectionError("store unavailable")
+
+
+def test_store_failure_nacks_for_a_later_retry() -> None:
+    pipeline = Pipeline(BrokenLedger(), ActionRegistry({"custom": Recorder()}), worker_id="w1",
+                        signing_key=KEY, clock=lambda: SLOT + timedelta(seconds=2))
+    result = pipeline.handle(delivery(schedule()))
+    assert not result.ack and result.outcome == "error" and result.delay is not None
+
+
+@pytest.fixture
+def logs() -> Iterator[list[dict[str, Any]]]:
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as entries:
+        yield entries
+
+
+def test_every_log_line_about_a_fire_carries_its_context(h: Harness, logs: list[dict[str, Any]]) -> None:
+    h.action.behaviour = fail_with(ActionError("HTTP 503", retryable=True))
+    h.handle(delivery(schedule()))
+    assert logs
+    for entry in logs:
+        for key in ("schedule_id", "fire_time", "execution_id", "attempt", "worker_id"):
+            assert key in entry, (key, entry)
+    assert {e["attempt"] for e in logs if e["event"].startswith("action")} == {1}
+    assert logs[0]["fire_time"] == "2026-03-02T10:00:00Z"
+    assert logs[0]["execution_id"] == execution_id("team/report", SLOT)
+
+
+def test_a_propagated_trace_is_bound_to_the_fires_log_lines(logs: list[dict[str, Any]]) -> None:
+    # Unsigned: the Pub/Sub client adds its trace attribute after the publisher signed.
+    pipeline = Pipeline(MemoryLedger(), ActionRegistry({"custom": Recorder()}), worker_id="w1",
+                        clock=lambda: SLOT + timedelta(seconds=2), trace_project="proj")
+    item = delivery(schedule(), key=None)
+    trace_id = "ab" * 16
+    traced = replace(item, attributes={**item.attributes,
+                                       "googclient_traceparent": f"00-{trace_id}-{'cd' * 8}-01"})
+    assert pipeline.handle(traced).outcome == "succeeded"
+    assert logs and all(e["trace"] == f"projects/proj/traces/{trace_id}" for e in logs)
+
+
+def test_make_worker_id_is_unique_per_call() -> None:
+    first, second = make_worker_id(), make_worker_id()
+    assert first != second and first.rsplit("-", 2)[0] == second.rsplit("-", 2)[0]
+
+
+def test_concurrent_deliveries_of_one_fire_run_it_once(h: Harness) -> None:
+    sched = schedule()
+    results: list[Disposition] = []
+    lock = threading.Lock()
+    go = threading.Barrier(8)
+
+    def deliver() -> None:
+        go.wait(WAIT_S)
+        outcome = h.handle(delivery(sched))
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=deliver) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT_S)
+    assert len(h.action.calls) == 1 and len(results) == 8
+    assert [r.outcome for r in results].count("succeeded") == 1
+    assert {r.outcome for r in results} <= {"succeeded", "busy", "duplicate"}

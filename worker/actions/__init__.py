@@ -1,0 +1,22 @@
+"""Built-in action types, and how any action type is registered.
+
+An action type is a name in the entry-point group `scion_scheduler.actions`; the built-in `http`
+is registered the same way, in this project's pyproject.toml:
+
+    [project.entry-points."scion_scheduler.actions"]
+    http = "worker.actions.http:HttpAction"
+
+A third-party package registers its own type in its own packaging metadata, e.g.
+`notify = "my_package.actions:NotifyAction"`, and is installed beside this one. The entry point
+names a class (or factory) callable without arguments; each worker calls it once and then
+calls the resulting handler with a `worker.action.ActionContext` for every fire it runs. The
+handler returns None (success) or a `worker.action.ActionResult`, or raises
+`worker.action.ActionError` (`retryable=` decides between redelivery and failure); any other
+exception is a retryable failure. Handlers run on several threads at once and must be
+thread-safe.
+
+Schedules are validated against the registered names (`scheduler.validation
+.registered_action_types`), and a fire message only ever names a type: it can never name code
+to import. Tests and embedders can bypass the entry points with
+`worker.action.ActionRegistry({"name": handler})`.
+"""

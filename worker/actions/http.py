@@ -1,0 +1,142 @@
+"""The built-in `http` action: one HTTP request per fire.
+
+The request carries `Idempotency-Key: <execution ID>`, so a target that honours it does the
+work once even when a fire is retried or taken over after a worker died mid-request, and the
+`X-Scion-*` headers name the schedule, fire time (RFC 3339), trigger and attempt. Header values
+are ASCII, so `X-Scion-Schedule-Id` is the schedule ID percent-encoded (RFC 3986): unchanged for
+a printable-ASCII ID without `%`, exactly reversible with `urllib.parse.unquote` for any other.
+
+Classification: 2xx succeeds; 429, 5xx, timeouts and connection errors are retryable; any other
+status (3xx, which is not followed, and the other 4xx) fails without retry.
+
+With `oidc_audience`, a Google-signed ID token for that audience is sent as a bearer token
+(what Cloud Run and IAP expect). It comes from the environment's credentials (the metadata
+server on GCP), is cached until shortly before it expires, and is never logged.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from scheduler.model import format_instant
+from worker.action import ActionContext, ActionError, ActionResult
+
+DEFAULT_TIMEOUT_S = 30.0
+# Google ID tokens live an hour; one this close to expiry could lapse in flight.
+TOKEN_REFRESH_MARGIN = timedelta(minutes=5)
+BODY_EXCERPT_CHARS = 200
+_PRINTABLE_ASCII_BUT_PERCENT = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+IdTokenFetcher = Callable[[str], tuple[str, datetime]]
+"""Fetch an ID token for an audience: the token and its (aware) expiry."""
+
+
+def fetch_google_id_token(audience: str) -> tuple[str, datetime]:
+    """An ID token for `audience` from the environment's Google credentials, and its expiry
+    (read from the token's own `exp` claim; the token is ours, so it is not verified)."""
+    import google.auth.jwt
+    import google.auth.transport.requests
+    import google.oauth2.id_token
+
+    token: str = google.oauth2.id_token.fetch_id_token(
+        google.auth.transport.requests.Request(), audience)
+    claims = google.auth.jwt.decode(token, verify=False)
+    return token, datetime.fromtimestamp(int(claims["exp"]), UTC)
+
+
+class IdTokenCache:
+    """ID tokens by audience, fetched when missing or about to expire. Thread-safe."""
+
+    def __init__(
+        self, fetch: IdTokenFetcher = fetch_google_id_token,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._fetch = fetch
+        self._clock = clock
+        self._tokens: dict[str, tuple[str, datetime]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, audience: str) -> str:
+        """A token for `audience` valid for at least `TOKEN_REFRESH_MARGIN`."""
+        with self._lock:
+            cached = self._tokens.get(audience)
+            if cached is None or cached[1] - self._clock() < TOKEN_REFRESH_MARGIN:
+                cached = self._fetch(audience)
+                self._tokens[audience] = cached
+            return cached[0]
+
+
+def _id_token_error(exc: Exception) -> ActionError:
+    """Missing credentials are a configuration error; any other failure may pass."""
+    import google.auth.exceptions
+
+    if isinstance(exc, google.auth.exceptions.DefaultCredentialsError):
+        return ActionError(f"no credentials for an OIDC token: {exc}", retryable=False)
+    return ActionError(f"could not fetch an OIDC token: {type(exc).__name__}: {exc}", retryable=True)
+
+
+def _excerpt(response: httpx.Response) -> str:
+    text = " ".join(response.text.split())
+    return text if len(text) <= BODY_EXCERPT_CHARS else text[:BODY_EXCERPT_CHARS] + "..."
+
+
+class HttpAction:
+    """The `http` action handler; one instance per worker, sharing one connection pool."""
+
+    def __init__(self, client: httpx.Client | None = None, *, id_tokens: IdTokenCache | None = None) -> None:
+        self._client = client if client is not None else httpx.Client(follow_redirects=False)
+        self._id_tokens = id_tokens if id_tokens is not None else IdTokenCache()
+
+    def __call__(self, context: ActionContext) -> ActionResult | None:
+        """Send the request; see the module docstring for how the response is classified."""
+        params = context.params
+        url = params.get("url")
+        if not isinstance(url, str) or not url:
+            raise ActionError("http action: params.url is required", retryable=False)
+        method = str(params.get("method", "POST")).upper()
+        headers = self._headers(context)
+        request: dict[str, Any] = {"headers": headers,
+                                   "timeout": float(params.get("timeout", DEFAULT_TIMEOUT_S))}
+        if "body" in params:
+            request["json"] = params["body"]
+        try:
+            response = self._client.request(method, url, **request)
+        except httpx.TimeoutException as exc:
+            raise ActionError(f"{method} {url}: timed out ({type(exc).__name__})", retryable=True) from exc
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL, UnicodeEncodeError) as exc:
+            raise ActionError(f"{method} {url}: cannot send: {exc}", retryable=False) from exc
+        except httpx.TransportError as exc:
+            raise ActionError(f"{method} {url}: {type(exc).__name__}: {exc}", retryable=True) from exc
+        status = response.status_code
+        if 200 <= status < 300:
+            return ActionResult(detail=f"HTTP {status}")
+        retryable = status == 429 or status >= 500
+        raise ActionError(f"{method} {url}: HTTP {status}: {_excerpt(response)}", retryable=retryable)
+
+    def _headers(self, context: ActionContext) -> dict[str, str]:
+        configured: Mapping[str, str] = context.params.get("headers") or {}
+        headers = {str(k): str(v) for k, v in configured.items()}
+        headers.update({
+            "Idempotency-Key": context.execution_id,
+            "X-Scion-Schedule-Id": quote(context.schedule_id, safe=_PRINTABLE_ASCII_BUT_PERCENT),
+            "X-Scion-Fire-Time": format_instant(context.fire_time),
+            "X-Scion-Trigger": context.trigger,
+            "X-Scion-Attempt": str(context.attempt),
+        })
+        audience = context.params.get("oidc_audience")
+        if audience:
+            try:
+                headers["Authorization"] = f"Bearer {self._id_tokens.get(str(audience))}"
+            except Exception as exc:
+                raise _id_token_error(exc) from exc
+        return headers
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._client.close()

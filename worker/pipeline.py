@@ -1,0 +1,432 @@
+"""The pipeline: what happens to one delivery, whatever transport brought it and whatever store
+keeps the ledger.
+
+    receive -> decode and verify -> derive the fire time -> policy checks -> claim -> run the
+    action (the lease renewed by a heartbeat) -> record the outcome -> a `Disposition`
+
+Every step is a small method; `Pipeline.handle` reads top to bottom as the policy. The
+transport turns the `Disposition` into an ack or a nack (with a delay where it can), and never
+has to know why. `handle` never raises: a message that cannot be handled is logged with its
+reason and disposed of (see `Pipeline._reject`), and a store that fails is retried through
+redelivery.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+
+from scheduler.contract import (
+    ATTR_SCHEDULE_ID,
+    ATTR_TRIGGER,
+    TRIGGERS,
+    ContractError,
+    Fire,
+    decode_message,
+    execution_id,
+)
+from scheduler.cron import DEFAULT_SKEW, next_fires
+from scheduler.logs import get_logger
+from scheduler.model import format_instant
+from worker.action import ActionContext, ActionError, ActionHandler, ActionRegistry, ActionResult
+from worker.ledger import (
+    DEFAULT_RETENTION,
+    FINAL_STATES,
+    Claim,
+    ClaimRequest,
+    ClaimResult,
+    Execution,
+    Ledger,
+    State,
+)
+from worker.metrics import WorkerMetrics
+
+log = get_logger(__name__)
+
+# `catchup: none` still tolerates ordinary delivery delay; beyond this a fire counts as missed.
+NONE_CATCHUP_GRACE = timedelta(seconds=60)
+# A delivery that finds the ledger unavailable comes back after this long.
+STORE_RETRY_DELAY = timedelta(seconds=10)
+# Never ask for a redelivery sooner than this: a lease about to lapse is still live for a moment.
+MIN_BUSY_DELAY = timedelta(seconds=1)
+# Pub/Sub's OpenTelemetry propagation stores the W3C `traceparent` under this attribute.
+TRACEPARENT_ATTRIBUTE = "googclient_traceparent"
+
+
+def utc_now() -> datetime:
+    """The current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def make_worker_id() -> str:
+    """A worker ID unique across replicas and restarts: `{hostname}-{pid}-{4 random hex}`."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message as the transport received it. `delivery_attempt` is set only by a
+    subscription with a dead-letter policy (Pub/Sub counts attempts only then)."""
+
+    message_id: str
+    data: bytes
+    attributes: Mapping[str, str]
+    published_at: datetime
+    delivery_attempt: int | None = None
+
+
+@dataclass(frozen=True)
+class Disposition:
+    """What the transport does with a delivery: ack it, or nack it (after `delay` if set, else
+    with the subscription's backoff). `outcome` names why, for logs and metrics: succeeded,
+    failed, cancelled, duplicate, busy, skipped, missed, not_due, retry, rejected, interrupted,
+    lost (another worker took the fire over), error (the ledger was unavailable)."""
+
+    ack: bool
+    outcome: str
+    delay: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class _Held:
+    """An execution this worker holds while its action runs, with its log context."""
+
+    execution_id: str
+    log_context: Mapping[str, Any]
+    stop_heartbeat: threading.Event
+
+
+class Pipeline:
+    """Handles deliveries; thread-safe, one instance per worker process."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        actions: ActionRegistry,
+        *,
+        worker_id: str,
+        signing_key: str | None = None,
+        lease: timedelta = timedelta(seconds=60),
+        skew: timedelta = DEFAULT_SKEW,
+        retention: timedelta = DEFAULT_RETENTION,
+        metrics: WorkerMetrics | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        trace_project: str | None = None,
+    ) -> None:
+        if lease <= timedelta(0):
+            raise ValueError(f"lease must be positive (got {lease})")
+        self.ledger = ledger
+        self.actions = actions
+        self.worker_id = worker_id
+        self.lease = lease
+        self.skew = skew
+        self.retention = retention
+        self.metrics = metrics if metrics is not None else WorkerMetrics()
+        self.clock = clock
+        self._signing_key = signing_key
+        self._trace_project = trace_project
+        self._held: dict[str, _Held] = {}
+        self._held_lock = threading.Lock()
+
+    # The policy, top to bottom.
+
+    def handle(self, delivery: Delivery, stopping: threading.Event | None = None) -> Disposition:
+        """Take one delivery through the pipeline and say how to dispose of it. Never raises."""
+        trigger = delivery.attributes.get(ATTR_TRIGGER, "")
+        self.metrics.fires_received.labels(trigger if trigger in TRIGGERS else "unknown").inc()
+        with structlog.contextvars.bound_contextvars(
+            message_id=delivery.message_id, worker_id=self.worker_id, **self._trace(delivery),
+        ):
+            disposition = self._handle(delivery, stopping)
+        self.metrics.executions.labels(disposition.outcome).inc()
+        return disposition
+
+    def _handle(self, delivery: Delivery, stopping: threading.Event | None) -> Disposition:
+        if stopping is not None and stopping.is_set():
+            return self._interrupted()
+        try:
+            fire = decode_message(delivery.data, delivery.attributes, signing_key=self._signing_key)
+            handler = self.actions.get(fire.action.type)
+            fire_time = fire.derive_fire_time(delivery.published_at, self.skew)
+        except ContractError as exc:
+            return self._reject(delivery, f"malformed or unverifiable message: {exc}")
+        except KeyError as exc:
+            return self._reject(delivery, f"unknown action type: {exc.args[0]}")
+        except Exception as exc:  # a broken plugin or an impossible slot: this message can't run here
+            return self._reject(delivery, f"cannot handle message: {type(exc).__name__}: {exc}")
+        eid = execution_id(fire.schedule_id, fire_time, fire.trigger)
+        with structlog.contextvars.bound_contextvars(
+            schedule_id=fire.schedule_id, fire_time=format_instant(fire_time), execution_id=eid,
+            trigger=fire.trigger, attempt=0,
+        ):
+            return self._handle_fire(fire, fire_time, eid, handler, stopping)
+
+    def _handle_fire(
+        self, fire: Fire, fire_time: datetime, eid: str, handler: ActionHandler,
+        stopping: threading.Event | None,
+    ) -> Disposition:
+        if not self._due(fire, fire_time):
+            log.info("fire not due: a one-shot runs only at its own time",
+                     at=format_instant(fire.at) if fire.at else None)
+            return Disposition(ack=True, outcome="not_due")
+        now = self.clock()
+        missed_reason = self._missed_reason(fire, fire_time, now)
+        if missed_reason is not None and self._record_missed(fire, fire_time, eid, now, missed_reason):
+            return Disposition(ack=True, outcome="missed")
+        # A record exists already (an earlier attempt started in time): the claim decides.
+        if stopping is not None and stopping.is_set():
+            return self._interrupted()
+        claim = self._claim(fire, fire_time, eid)
+        if claim is None:
+            return Disposition(ack=False, outcome="error", delay=STORE_RETRY_DELAY)
+        with structlog.contextvars.bound_contextvars(attempt=claim.execution.attempt):
+            return self._after_claim(fire, fire_time, eid, handler, claim)
+
+    def _after_claim(
+        self, fire: Fire, fire_time: datetime, eid: str, handler: ActionHandler, claim: Claim,
+    ) -> Disposition:
+        execution = claim.execution
+        if claim.result is ClaimResult.DONE:
+            self.metrics.duplicates_suppressed.inc()
+            log.info("duplicate delivery of a finished fire", state=str(execution.state))
+            return Disposition(ack=True, outcome="duplicate")
+        if claim.result is ClaimResult.BUSY:
+            delay = self._busy_delay(execution)
+            log.info("fire is running on another worker; redelivery later",
+                     holder=execution.worker_id, delay_s=delay.total_seconds())
+            return Disposition(ack=False, outcome="busy", delay=delay)
+        if claim.result is ClaimResult.OVERLAP:
+            log.info("fire skipped: another fire of the schedule is running (overlap: skip)")
+            return Disposition(ack=True, outcome="skipped")
+        if execution.attempt > fire.max_attempts:
+            log.warning("max attempts exhausted before this attempt", max_attempts=fire.max_attempts)
+            return self._finish(eid, State.FAILED, error="max attempts exhausted", outcome="failed")
+        return self._run(fire, fire_time, eid, handler, claim)
+
+    def _run(
+        self, fire: Fire, fire_time: datetime, eid: str, handler: ActionHandler, claim: Claim,
+    ) -> Disposition:
+        attempt = claim.execution.attempt
+        if claim.result is ClaimResult.CLAIMED:
+            self.metrics.fire_to_start_lag.observe(max(0.0, (self.clock() - fire_time).total_seconds()))
+        context = ActionContext(
+            schedule_id=fire.schedule_id, fire_time=fire_time, execution_id=eid,
+            trigger=fire.trigger, attempt=attempt, params=fire.action.params, labels=fire.labels,
+        )
+        log.info("action starting", action_type=fire.action.type,
+                 taken_over=claim.result is ClaimResult.TAKEN_OVER)
+        result: ActionResult | None = None
+        error: Exception | None = None
+        started = time.monotonic()
+        with self._holding(eid):
+            try:
+                result = handler(context)
+            except Exception as exc:  # ActionError says whether to retry; anything else is retryable
+                error = exc
+        self.metrics.action_duration.observe(time.monotonic() - started)
+        if error is not None:
+            return self._failed(fire, eid, attempt, error)
+        return self._succeeded(eid, result if isinstance(result, ActionResult) else None)
+
+    # Steps.
+
+    def _due(self, fire: Fire, fire_time: datetime) -> bool:
+        """The one-shot rule: its job's cron repeats every year, only the `at` slot is real.
+        A manual run of a one-shot carries its own fire time and is always due."""
+        return fire.at is None or fire.trigger != "scheduled" or fire_time == fire.at
+
+    def _missed_reason(self, fire: Fire, fire_time: datetime, now: datetime) -> str | None:
+        """Why a scheduled fire is too late to start (None when it may run). Manual fires are
+        never missed: someone asked for them now."""
+        if fire.trigger != "scheduled":
+            return None
+        late = now - fire_time
+        if late > fire.catchup_window:
+            return f"late by {late.total_seconds():.0f}s, beyond the catch-up window of " \
+                   f"{fire.catchup_window.total_seconds():.0f}s"
+        if fire.catchup == "none" and late > NONE_CATCHUP_GRACE:
+            return f"late by {late.total_seconds():.0f}s and catchup is none"
+        if fire.catchup == "latest":
+            newer = next_fires(fire, fire_time, 1)
+            if newer and newer[0] <= now:
+                return f"superseded by the slot at {format_instant(newer[0])} (catchup: latest)"
+        return None
+
+    def _record_missed(
+        self, fire: Fire, fire_time: datetime, eid: str, now: datetime, reason: str,
+    ) -> bool:
+        """Record a missed fire; False when a record exists already (then the claim decides)."""
+        execution = Execution(
+            execution_id=eid, schedule_id=fire.schedule_id, fire_time=fire_time,
+            trigger=fire.trigger, state=State.MISSED, attempt=0, created_at=now,
+            expire_at=now + self.retention, worker_id=self.worker_id, finished_at=now,
+            error=reason,
+        )
+        try:
+            written = self.ledger.record(execution)
+        except Exception:
+            log.exception("could not record a missed fire; it is claimed as usual instead")
+            return False
+        if written:
+            log.warning("fire missed", reason=reason)
+        return written
+
+    def _claim(self, fire: Fire, fire_time: datetime, eid: str) -> Claim | None:
+        request = ClaimRequest(
+            execution_id=eid, schedule_id=fire.schedule_id, fire_time=fire_time,
+            trigger=fire.trigger, worker_id=self.worker_id, lease=self.lease,
+            overlap=fire.overlap, now=self.clock(), retention=self.retention,
+        )
+        started = time.monotonic()
+        try:
+            claim = self.ledger.claim(request)
+        except Exception:
+            log.exception("claim failed; the delivery will be retried")
+            return None
+        self.metrics.claim_latency.observe(time.monotonic() - started)
+        return claim
+
+    def _busy_delay(self, execution: Execution) -> timedelta:
+        """Until the holder's lease lapses: by then it has finished, or the fire can be taken over."""
+        if execution.lease_until is None:
+            return self.lease
+        return max(execution.lease_until - self.clock(), MIN_BUSY_DELAY)
+
+    def _succeeded(self, eid: str, result: ActionResult | None) -> Disposition:
+        state = result.state if result is not None else State.SUCCEEDED
+        detail = result.detail if result is not None else None
+        if state not in FINAL_STATES:
+            return self._finish(eid, State.FAILED, outcome="failed",
+                                error=f"the action returned the non-final state {state!s}")
+        log.info("action finished", state=str(state), detail=detail)
+        return self._finish(eid, state, detail=detail, outcome=str(state))
+
+    def _failed(self, fire: Fire, eid: str, attempt: int, exc: Exception) -> Disposition:
+        retryable = exc.retryable if isinstance(exc, ActionError) else True
+        error = str(exc) if isinstance(exc, ActionError) else f"{type(exc).__name__}: {exc}"
+        if not retryable:
+            log.warning("action failed, not retryable", error=error)
+            return self._finish(eid, State.FAILED, error=error, outcome="failed")
+        if attempt >= fire.max_attempts:
+            log.warning("action failed on its last attempt", error=error,
+                        max_attempts=fire.max_attempts, exc_info=not isinstance(exc, ActionError))
+            return self._finish(eid, State.FAILED, error=error, outcome="failed")
+        log.warning("action failed; redelivery will retry it", error=error,
+                    max_attempts=fire.max_attempts, exc_info=not isinstance(exc, ActionError))
+        try:
+            released = self.ledger.release(eid, self.worker_id, now=self.clock(), error=error)
+        except Exception:
+            # The lease lapses on its own; the redelivery takes the fire over then.
+            log.exception("could not release the execution")
+            released = True
+        if not released:
+            log.warning("another worker holds the fire now; leaving it to that worker")
+            return Disposition(ack=True, outcome="lost")
+        return Disposition(ack=False, outcome="retry")
+
+    def _finish(
+        self, eid: str, state: State, *, outcome: str, error: str | None = None,
+        detail: str | None = None,
+    ) -> Disposition:
+        try:
+            finished = self.ledger.finish(eid, self.worker_id, state, now=self.clock(),
+                                          error=error, detail=detail)
+        except Exception:
+            # Nacked: the redelivery finds the lease lapsed, takes over and tries again.
+            log.exception("could not record the outcome; the delivery will be retried")
+            return Disposition(ack=False, outcome="error", delay=STORE_RETRY_DELAY)
+        if not finished:
+            log.warning("outcome not recorded: another worker took the fire over", state=str(state))
+            return Disposition(ack=True, outcome="lost")
+        return Disposition(ack=True, outcome=outcome)
+
+    def _reject(self, delivery: Delivery, reason: str) -> Disposition:
+        """A message that can never run here. With a dead-letter policy (Pub/Sub then counts
+        delivery attempts) it is nacked until it reaches the dead-letter topic; without one it
+        is acked, so that it cannot loop forever."""
+        dead_letter = delivery.delivery_attempt is not None
+        log.error("message rejected", reason=reason,
+                  claimed_schedule_id=delivery.attributes.get(ATTR_SCHEDULE_ID),
+                  delivery_attempt=delivery.delivery_attempt,
+                  disposition="nack toward the dead-letter topic" if dead_letter else "ack (no dead-letter policy)")
+        return Disposition(ack=not dead_letter, outcome="rejected")
+
+    def _interrupted(self) -> Disposition:
+        log.info("worker stopping; delivery returned unclaimed")
+        return Disposition(ack=False, outcome="interrupted")
+
+    def _trace(self, delivery: Delivery) -> dict[str, Any]:
+        """The `trace` log field (Cloud Logging's trace link) from a propagated W3C traceparent."""
+        parts = delivery.attributes.get(TRACEPARENT_ATTRIBUTE, "").split("-")
+        if len(parts) != 4 or len(parts[1]) != 32:
+            return {}
+        trace_id = parts[1]
+        if self._trace_project:
+            return {"trace": f"projects/{self._trace_project}/traces/{trace_id}"}
+        return {"trace": trace_id}
+
+    # Holding executions: the heartbeat and the shutdown release.
+
+    @contextmanager
+    def _holding(self, eid: str) -> Iterator[None]:
+        """Hold an execution while its action runs: a heartbeat thread renews the lease every
+        third of it, so a live worker never loses a long action to a takeover."""
+        held = _Held(eid, structlog.contextvars.get_contextvars(), threading.Event())
+        with self._held_lock:
+            self._held[eid] = held
+        heartbeat = threading.Thread(
+            target=self._heartbeat, args=(held,), name=f"heartbeat-{eid[:8]}", daemon=True,
+        )
+        heartbeat.start()
+        try:
+            yield
+        finally:
+            held.stop_heartbeat.set()
+            with self._held_lock:
+                self._held.pop(eid, None)
+            heartbeat.join()
+
+    def _heartbeat(self, held: _Held) -> None:
+        interval = self.lease.total_seconds() / 3
+        with structlog.contextvars.bound_contextvars(**held.log_context):
+            while not held.stop_heartbeat.wait(interval):
+                try:
+                    renewed = self.ledger.renew(held.execution_id, self.worker_id,
+                                                self.clock() + self.lease)
+                except Exception:
+                    log.exception("lease renewal failed; trying again")
+                    continue
+                if not renewed:
+                    # The action runs on; its outcome is then not recorded (finish says False).
+                    log.warning("lease lost: another worker took the fire over")
+                    return
+
+    def release_running(self, reason: str) -> list[str]:
+        """Release every execution this worker still holds (the transport calls this when the
+        shutdown grace period ends), so another replica takes them over at once instead of
+        waiting for the lease to lapse. Returns the released execution IDs."""
+        with self._held_lock:
+            held = list(self._held.values())
+        released: list[str] = []
+        for item in held:
+            # Stop the heartbeat first, or it would renew the lease just released.
+            item.stop_heartbeat.set()
+            with structlog.contextvars.bound_contextvars(**item.log_context):
+                try:
+                    if self.ledger.release(item.execution_id, self.worker_id, now=self.clock(),
+                                           error=reason):
+                        released.append(item.execution_id)
+                        log.warning("execution released for another worker", reason=reason)
+                except Exception:
+                    log.exception("could not release the execution; its lease will lapse")
+        return released
