@@ -40,7 +40,7 @@ _SCHEDULE_FIELDS = frozenset({
     "id", "cron", "at", "timezone", "paused", "action", "overlap", "catchup", "catchup_window",
     "max_attempts", "labels", "description",
 })
-_HTTP_FIELDS = frozenset({"type", "url", "method", "headers", "body", "timeout"})
+_HTTP_FIELDS = frozenset({"type", "url", "method", "headers", "body", "timeout", "oidc_audience"})
 
 
 def registered_action_types() -> frozenset[str]:
@@ -84,6 +84,12 @@ def _check_http_action(raw: Mapping[str, Any], c: _Collector) -> dict[str, Any]:
         params["headers"] = dict(headers)
     if "body" in raw:
         params["body"] = raw["body"]
+    if "oidc_audience" in raw:
+        audience = raw["oidc_audience"]
+        if not isinstance(audience, str) or not audience:
+            c.add("action.oidc_audience", "must be the non-empty audience of the OIDC ID token (e.g. the target's URL)")
+        else:
+            params["oidc_audience"] = audience
     timeout = raw.get("timeout", 30)
     try:
         seconds = parse_duration(timeout).total_seconds()
