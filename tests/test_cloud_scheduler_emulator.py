@@ -3,18 +3,27 @@ by `scheduler.gcp.cloud_scheduler_client`) exactly as production code drives the
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import grpc
 import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import scheduler_v1
 from google.protobuf import field_mask_pb2
 
 from scheduler.config import Settings
+from scheduler.emulator import CloudSchedulerEmulator, EmulatorError
+from scheduler.emulator.store import backoff
 from scheduler.gcp import cloud_scheduler_client
+from scion_scheduler.emulators import free_port
 
 pytestmark = [pytest.mark.emulator, pytest.mark.timeout(120)]
 
@@ -244,3 +253,313 @@ def test_list_refuses_bad_parent_and_token(client: Any, parent: str) -> None:
         list(client.list_jobs(parent="projects/p", retry=None))
     with pytest.raises(gexc.InvalidArgument):
         list(client.list_jobs(request={"parent": parent, "page_token": "!!"}, retry=None))
+
+
+# -- firing -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pubsub(pubsub_emulator: str, project_id: str) -> Any:
+    """Make topics with a subscription each, and pull from them."""
+    import google.cloud.pubsub_v1 as pubsub_v1
+
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+
+    class PubSub:
+        def topic(self, topic_id: str) -> tuple[str, str]:
+            topic = publisher.create_topic(name=f"projects/{project_id}/topics/{topic_id}").name
+            sub = subscriber.create_subscription(
+                name=f"projects/{project_id}/subscriptions/{topic_id}", topic=topic).name
+            return topic, sub
+
+        def pull(self, subscription: str, wait: float, want: int = 1) -> list[Any]:
+            """Messages received within `wait` seconds (returns early once `want` arrived)."""
+            received: list[Any] = []
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and len(received) < want:
+                try:
+                    response = subscriber.pull(subscription=subscription, max_messages=10,
+                                               timeout=2, retry=None)
+                except gexc.DeadlineExceeded:
+                    continue
+                if response.received_messages:
+                    subscriber.acknowledge(subscription=subscription,
+                                           ack_ids=[m.ack_id for m in response.received_messages])
+                    received.extend(m.message for m in response.received_messages)
+                else:
+                    time.sleep(0.2)
+            return received
+
+    yield PubSub()
+    publisher.stop()
+    subscriber.close()
+
+
+def _eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.1)
+
+
+def test_run_job_delivers_one_message_at_once(client: Any, parent: str, make_job: JobFactory,
+                                              pubsub: Any) -> None:
+    topic, sub = pubsub.topic("run-now")
+    job = make_job(schedule="0 0 1 1 *", pubsub_target={
+        "topic_name": topic, "data": b'{"action": 1}', "attributes": {"schedule-id": "s1", "cron": "x"}})
+    created = client.create_job(parent=parent, job=job)
+    before = datetime.now(UTC) - timedelta(seconds=1)
+
+    returned = client.run_job(name=created.name)
+
+    assert returned.name == created.name
+    assert _when(returned.last_attempt_time) >= before
+    assert returned.schedule_time == created.schedule_time  # a forced run leaves the schedule alone
+    messages = pubsub.pull(sub, wait=20)
+    assert len(messages) == 1
+    assert messages[0].data == b'{"action": 1}'
+    assert dict(messages[0].attributes) == {"schedule-id": "s1", "cron": "x"}
+    assert pubsub.pull(sub, wait=1.5) == []
+    done = _eventually(lambda: scheduler_v1.Job.pb(client.get_job(name=created.name)).HasField("status"))
+    assert done and client.get_job(name=created.name).status.code == 0
+
+
+def test_publish_failure_is_recorded_in_status(client: Any, parent: str, make_job: JobFactory,
+                                               project_id: str, pubsub: Any) -> None:
+    job = make_job(pubsub_target={"topic_name": f"projects/{project_id}/topics/missing", "data": b"x"})
+    created = client.create_job(parent=parent, job=job)
+    client.run_job(name=created.name)
+    status = _eventually(lambda: client.get_job(name=created.name).status.code)
+    assert status == grpc.StatusCode.NOT_FOUND.value[0]
+
+
+@pytest.mark.slow
+def test_enabled_job_fires_at_the_minute_and_paused_one_does_not(client: Any, parent: str,
+                                                                  make_job: JobFactory, pubsub: Any) -> None:
+    """The one test that waits for a real cron slot (up to a minute)."""
+    topic, sub = pubsub.topic("every-minute")
+    paused_topic, paused_sub = pubsub.topic("paused")
+    enabled = client.create_job(parent=parent, job=make_job(
+        "enabled", schedule="* * * * *", time_zone="America/New_York",
+        pubsub_target={"topic_name": topic, "data": b"tick", "attributes": {"a": "1"}}))
+    paused = client.create_job(parent=parent, job=make_job(
+        "paused", schedule="* * * * *", pubsub_target={"topic_name": paused_topic, "data": b"no"}))
+    client.pause_job(name=paused.name)
+    slot = _when(enabled.schedule_time)
+    assert slot.second == 0 and slot.microsecond == 0
+
+    messages = pubsub.pull(sub, wait=(slot - datetime.now(UTC)).total_seconds() + 15)
+
+    assert len(messages) == 1
+    assert (messages[0].data, dict(messages[0].attributes)) == (b"tick", {"a": "1"})
+    published = datetime.fromtimestamp(messages[0].publish_time.timestamp(), UTC)
+    assert slot <= published < slot + timedelta(seconds=15)
+    after = _eventually(lambda: (j := client.get_job(name=enabled.name)).status.code == 0
+                        and scheduler_v1.Job.pb(j).HasField("status") and j)
+    assert _when(after.last_attempt_time) >= slot
+    assert _when(after.schedule_time) == slot + timedelta(minutes=1)
+    assert pubsub.pull(paused_sub, wait=1) == []
+
+
+# -- retries (a scripted publisher, so failures are exact) ---------------------------------------
+
+
+class ScriptedPublisher:
+    """Fails the first `failures` publishes with UNAVAILABLE, then succeeds."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.attempts: list[datetime] = []
+
+    def publish(self, topic: str, data: bytes, attributes: Any, done: Any) -> None:
+        self.attempts.append(datetime.now(UTC))
+        if len(self.attempts) <= self.failures:
+            done(None, gexc.ServiceUnavailable("pubsub down"))
+        else:
+            done(str(len(self.attempts)), None)
+
+    def close(self) -> None:
+        pass
+
+
+def _scripted(failures: int, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, ScriptedPublisher]:
+    publisher = ScriptedPublisher(failures)
+    emulator = CloudSchedulerEmulator(publisher=publisher).start()
+    monkeypatch.setenv("CLOUD_SCHEDULER_EMULATOR_HOST", emulator.host)
+    return emulator, publisher
+
+
+FAST_RETRY = {"min_backoff_duration": timedelta(milliseconds=100),
+              "max_backoff_duration": timedelta(milliseconds=400), "max_doublings": 2}
+
+
+def test_failed_publish_is_retried_until_it_succeeds(monkeypatch: pytest.MonkeyPatch, parent: str,
+                                                     make_job: JobFactory) -> None:
+    emulator, publisher = _scripted(2, monkeypatch)
+    try:
+        client = cloud_scheduler_client(Settings.from_env())
+        created = client.create_job(parent=parent, job=make_job(retry_config={"retry_count": 3, **FAST_RETRY}))
+        client.run_job(name=created.name)
+        assert _eventually(lambda: len(publisher.attempts) == 3)
+        job = _eventually(lambda: (j := client.get_job(name=created.name)).schedule_time == created.schedule_time
+                          and j)
+        assert job.status.code == 0
+        gaps = [b - a for a, b in zip(publisher.attempts, publisher.attempts[1:], strict=False)]
+        assert all(gap >= timedelta(milliseconds=90) for gap in gaps)
+        time.sleep(0.5)
+        assert len(publisher.attempts) == 3
+    finally:
+        emulator.stop()
+
+
+def test_retries_stop_at_retry_count(monkeypatch: pytest.MonkeyPatch, parent: str, make_job: JobFactory) -> None:
+    emulator, publisher = _scripted(100, monkeypatch)
+    try:
+        client = cloud_scheduler_client(Settings.from_env())
+        created = client.create_job(parent=parent, job=make_job(retry_config={"retry_count": 2, **FAST_RETRY}))
+        client.run_job(name=created.name)
+        assert _eventually(lambda: len(publisher.attempts) >= 3)
+        time.sleep(1.0)
+        assert len(publisher.attempts) == 3  # the attempt and retry_count retries
+        job = client.get_job(name=created.name)
+        assert job.status.code == grpc.StatusCode.UNAVAILABLE.value[0]
+        assert job.schedule_time == created.schedule_time
+    finally:
+        emulator.stop()
+
+
+def test_no_retry_when_retry_count_is_zero(monkeypatch: pytest.MonkeyPatch, parent: str,
+                                           make_job: JobFactory) -> None:
+    emulator, publisher = _scripted(100, monkeypatch)
+    try:
+        client = cloud_scheduler_client(Settings.from_env())
+        created = client.create_job(parent=parent, job=make_job())
+        client.run_job(name=created.name)
+        assert _eventually(lambda: client.get_job(name=created.name).status.code != 0)
+        time.sleep(0.5)
+        assert len(publisher.attempts) == 1
+    finally:
+        emulator.stop()
+
+
+def test_backoff_follows_the_documented_example() -> None:
+    retry = scheduler_v1.RetryConfig.pb()(max_doublings=3)
+    retry.min_backoff_duration.FromTimedelta(timedelta(seconds=10))
+    retry.max_backoff_duration.FromTimedelta(timedelta(seconds=300))
+    waits = [backoff(retry, n).total_seconds() for n in range(1, 9)]
+    assert waits == [10, 20, 40, 80, 160, 240, 300, 300]
+
+
+# -- state file ---------------------------------------------------------------------------------
+
+
+def test_state_file_survives_restart(tmp_path: Any, parent: str, make_job: JobFactory,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    state = tmp_path / "state" / "jobs.json"
+    with CloudSchedulerEmulator(state_file=state) as first:
+        monkeypatch.setenv("CLOUD_SCHEDULER_EMULATOR_HOST", first.host)
+        client = cloud_scheduler_client(Settings.from_env())
+        kept = client.create_job(parent=parent, job=make_job("kept", description="d"))
+        paused = client.pause_job(name=client.create_job(parent=parent, job=make_job("paused")).name)
+        gone = client.create_job(parent=parent, job=make_job("gone"))
+        client.delete_job(name=gone.name)
+    assert json.loads(state.read_text())["jobs"]
+    assert [p.name for p in state.parent.iterdir()] == ["jobs.json"]  # no temporary file left
+
+    with CloudSchedulerEmulator(state_file=state) as second:
+        monkeypatch.setenv("CLOUD_SCHEDULER_EMULATOR_HOST", second.host)
+        client = cloud_scheduler_client(Settings.from_env())
+        jobs = {job.name: job for job in client.list_jobs(parent=parent)}
+    assert set(jobs) == {kept.name, paused.name}
+    assert jobs[kept.name] == kept
+    assert jobs[paused.name].state == scheduler_v1.Job.State.PAUSED
+    assert jobs[paused.name].user_update_time == paused.user_update_time
+
+
+def test_unreadable_state_file_is_an_error(tmp_path: Any) -> None:
+    state = tmp_path / "jobs.json"
+    state.write_text("{not json")
+    with pytest.raises(EmulatorError, match="state file"):
+        CloudSchedulerEmulator(state_file=state).start()
+
+
+# -- fault injection ----------------------------------------------------------------------------
+
+
+def test_faults_fail_a_share_of_calls_with_the_chosen_code(cloud_scheduler_emulator: Any, client: Any,
+                                                           parent: str, make_job: JobFactory) -> None:
+    created = client.create_job(parent=parent, job=make_job())
+    cloud_scheduler_emulator.set_faults(rate=0.5, codes=("RESOURCE_EXHAUSTED",), methods=["GetJob"], seed=7)
+    before = cloud_scheduler_emulator.call_counts["GetJob"]
+    outcomes = []
+    for _ in range(40):
+        try:
+            client.get_job(name=created.name, retry=None)
+            outcomes.append("ok")
+        except gexc.ResourceExhausted:
+            outcomes.append("exhausted")
+    assert 5 < outcomes.count("exhausted") < 35
+    assert cloud_scheduler_emulator.call_counts["GetJob"] - before == 40
+    assert list(client.list_jobs(parent=parent, retry=None))  # other methods are untouched
+
+    cloud_scheduler_emulator.set_faults(rate=1.0, codes=("UNAVAILABLE",))
+    writes = cloud_scheduler_emulator.call_counts["CreateJob"]
+    with pytest.raises(gexc.ServiceUnavailable):
+        client.create_job(parent=parent, job=make_job("other"))
+    assert cloud_scheduler_emulator.call_counts["CreateJob"] == writes + 1
+    cloud_scheduler_emulator.clear_faults()
+    client.create_job(parent=parent, job=make_job("other"))
+
+
+def test_client_default_retry_rides_over_unavailable(cloud_scheduler_emulator: Any, client: Any,
+                                                      parent: str, make_job: JobFactory) -> None:
+    created = client.create_job(parent=parent, job=make_job())
+    cloud_scheduler_emulator.set_faults(rate=0.5, methods=["GetJob"], seed=3)
+    for _ in range(5):
+        assert client.get_job(name=created.name).name == created.name
+    assert cloud_scheduler_emulator.call_counts["GetJob"] > 5
+
+
+def test_fault_settings_are_validated(cloud_scheduler_emulator: Any) -> None:
+    for bad in ({"rate": 1.5}, {"rate": 0.1, "codes": ("INTERNAL",)}, {"rate": 0.1, "methods": ["Nope"]}):
+        with pytest.raises(ValueError):
+            cloud_scheduler_emulator.set_faults(**bad)
+
+
+# -- the command --------------------------------------------------------------------------------
+
+
+def test_command_serves_and_stops_on_sigterm(tmp_path: Any, parent: str, make_job: JobFactory,
+                                             pubsub_emulator: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "scion_scheduler.cli", "--log-format", "json", "emulator",
+               "--port", str(port), "--pubsub-host", pubsub_emulator,
+               "--state-file", str(tmp_path / "jobs.json"), "--log-level", "DEBUG"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        monkeypatch.setenv("CLOUD_SCHEDULER_EMULATOR_HOST", f"127.0.0.1:{port}")
+        client = cloud_scheduler_client(Settings.from_env())
+        # ListJobs retries UNAVAILABLE by default, so it also waits for the server to come up.
+        assert list(client.list_jobs(parent=parent, timeout=30)) == []
+        created = client.create_job(parent=parent, job=make_job())
+        assert client.get_job(name=created.name) == created
+        assert [j.name for j in client.list_jobs(parent=parent)] == [created.name]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr.decode()
+    events = [json.loads(line)["message"] for line in stderr.decode().splitlines() if line.startswith("{")]
+    assert "ready" in events and "api call" in events and "stopping" in events
+    assert json.loads((tmp_path / "jobs.json").read_text())["jobs"][0]["name"] == created.name
+
+
+def test_command_refuses_a_taken_port(tmp_path: Any) -> None:
+    with CloudSchedulerEmulator() as running:
+        result = subprocess.run(
+            [sys.executable, "-m", "scion_scheduler.cli", "emulator", "--port", str(running.port)],
+            capture_output=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert b"cannot listen" in result.stderr
