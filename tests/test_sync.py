@@ -1,0 +1,513 @@
+"""The control module's sync: planning in isolation, then every behaviour against the Cloud
+Scheduler emulator through the official client (and the Pub/Sub emulator for fires)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from google.api_core import exceptions as gexc
+from google.cloud import scheduler_v1
+from google.protobuf import field_mask_pb2
+
+from scheduler.config import ConfigError, Settings
+from scheduler.contract import ATTR_SCHEDULE_ID, Fire, decode_message
+from scheduler.control import JobNotFound, SchedulerControl
+from scheduler.gcp import publisher_client, subscriber_client
+from scheduler.jobs import ALL_FIELDS, JobRetry, JobSpec, diff_mask
+from scheduler.model import Schedule
+from scheduler.naming import job_id_for, schedule_id_for
+from scheduler.sync import WRITE_METHODS, RateLimiter, compute_plan
+from scheduler.validation import parse_schedule, validate_schedules
+
+ACTION = {"type": "http", "url": "https://hub.example/run"}
+KEY = "test-signing-key"
+NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+GRACE = timedelta(minutes=10)
+FAST = {
+    "write_rate": "1000", "api_retry_initial": "0.01s", "api_retry_maximum": "0.05s",
+    "api_retry_timeout": "30s", "sync_concurrency": "8",
+}
+
+
+def make(n: int, start: int = 0, **fields: Any) -> list[Schedule]:
+    """`n` daily schedules (they never fire while a test runs)."""
+    return validate_schedules([
+        {"id": f"sched-{i:03d}", "cron": f"{i % 60} 3 * * *", "action": ACTION, **fields}
+        for i in range(start, start + n)
+    ])
+
+
+def edit(schedule: Schedule, **changes: Any) -> Schedule:
+    return parse_schedule({**schedule.to_dict(), **changes})
+
+
+def spec(prefix: str = "scion-") -> JobSpec:
+    retry = JobRetry(3, timedelta(seconds=5), timedelta(minutes=1), 3, timedelta(0))
+    return JobSpec("projects/p/locations/l", "projects/p/topics/fires", prefix, retry, KEY)
+
+
+def existing(job_spec: JobSpec, schedule: Schedule, *, state: Any = scheduler_v1.Job.State.ENABLED,
+             **fields: Any) -> scheduler_v1.Job:
+    """The job as the service would return it, optionally changed."""
+    job = job_spec.desired_job(schedule)
+    job.state = state
+    for name, value in fields.items():
+        setattr(job, name, value)
+    return job
+
+
+# -- planning without any service ----------------------------------------------------------------
+
+
+def test_plan_creates_missing_jobs_and_pauses_a_paused_schedules_job() -> None:
+    s = spec()
+    schedules = make(2) + make(1, start=2, paused=True)
+    plan = compute_plan([], schedules, s, now=NOW, grace=GRACE)
+    assert [(st.kind, st.job_id) for st in plan.steps] == [
+        ("create", "scion-sched-000"), ("create", "scion-sched-001"),
+        ("create", "scion-sched-002"), ("pause", "scion-sched-002"),
+    ]
+    created = plan.steps[0].job
+    assert created is not None
+    assert created.pubsub_target.topic_name == "projects/p/topics/fires"
+    assert created.schedule == "0 3 * * *" and created.time_zone == "UTC"
+    fire = decode_message(bytes(created.pubsub_target.data), dict(created.pubsub_target.attributes),
+                          signing_key=KEY)
+    assert fire.schedule_id == "sched-000" and fire.action.params["url"] == ACTION["url"]
+    assert created.retry_config.retry_count == 3
+    assert created.retry_config.min_backoff_duration == timedelta(seconds=5)
+
+
+def test_a_matching_job_gives_a_noop_plan() -> None:
+    s = spec()
+    schedules = make(3) + make(1, start=3, paused=True)
+    jobs = [existing(s, x) for x in schedules[:3]]
+    jobs.append(existing(s, schedules[3], state=scheduler_v1.Job.State.PAUSED))
+    plan = compute_plan(jobs, schedules, s, now=NOW, grace=GRACE)
+    assert plan.is_noop and plan.unchanged == 4 and plan.to_dict()["steps"] == []
+
+
+@pytest.mark.parametrize(("changes", "mask"), [
+    ({"cron": "5 4 * * *"}, ("schedule", "pubsub_target.attributes")),
+    ({"timezone": "Europe/Paris"}, ("time_zone", "pubsub_target.attributes")),
+    ({"description": "nightly"}, ("description",)),
+    ({"action": {**ACTION, "url": "https://hub.example/other"}},
+     ("pubsub_target.attributes", "pubsub_target.data")),
+    ({"max_attempts": 9}, ("pubsub_target.attributes", "pubsub_target.data")),
+])
+def test_a_changed_schedule_gives_one_update_with_the_exact_mask(changes: dict[str, Any],
+                                                                   mask: tuple[str, ...]) -> None:
+    s = spec()
+    [old] = make(1)
+    plan = compute_plan([existing(s, old)], [edit(old, **changes)], s, now=NOW, grace=GRACE)
+    assert [(st.kind, st.update_mask) for st in plan.steps] == [("update", mask)]
+
+
+def test_hand_edited_fields_each_show_in_the_mask() -> None:
+    s = spec()
+    [schedule] = make(1)
+    desired = s.desired_job(schedule)
+    job = existing(s, schedule)
+    job.pubsub_target.topic_name = "projects/p/topics/elsewhere"
+    job.retry_config = scheduler_v1.RetryConfig(retry_count=0)
+    assert diff_mask(job, desired) == ("pubsub_target.topic_name", "retry_config")
+    http = existing(s, schedule)
+    http.http_target = scheduler_v1.HttpTarget(uri="https://elsewhere.example/")
+    assert diff_mask(http, desired) == ("pubsub_target",)
+
+
+def test_pause_and_resume_follow_the_schedule() -> None:
+    s = spec()
+    [a] = make(1)
+    paused = edit(a, paused=True)
+    assert [st.kind for st in compute_plan([existing(s, a)], [paused], s, now=NOW, grace=GRACE).steps] == ["pause"]
+    was_paused = existing(s, a, state=scheduler_v1.Job.State.PAUSED)
+    assert [st.kind for st in compute_plan([was_paused], [a], s, now=NOW, grace=GRACE).steps] == ["resume"]
+
+
+def test_update_failed_state_is_updated_again_in_full() -> None:
+    s = spec()
+    [a] = make(1)
+    job = existing(s, a, state=scheduler_v1.Job.State.UPDATE_FAILED)
+    [step] = compute_plan([job], [a], s, now=NOW, grace=GRACE).steps
+    assert step.kind == "update" and step.update_mask == ALL_FIELDS
+
+
+def test_foreign_jobs_are_never_steps_and_orphans_need_prune() -> None:
+    s = spec()
+    [kept] = make(1)
+    [gone] = make(1, start=1)
+    foreign = [existing(spec("other-"), kept), existing(spec("scion_"), kept)]
+    bare = scheduler_v1.Job(name="projects/p/locations/l/jobs/scion-")  # the prefix alone is not ours
+    jobs = [*foreign, bare, existing(s, kept), existing(s, gone)]
+    without = compute_plan(jobs, [kept], s, now=NOW, grace=GRACE, prune=False)
+    assert without.is_noop and without.kept == ("scion-sched-001",) and without.foreign == 3
+    pruned = compute_plan(jobs, [kept], s, now=NOW, grace=GRACE, prune=True)
+    assert [(st.kind, st.job_id, st.schedule_id) for st in pruned.steps] == [
+        ("delete", "scion-sched-001", "sched-001"),
+    ]
+    assert compute_plan(jobs, [], s, now=NOW, grace=GRACE).counts()["delete"] == 2
+
+
+def test_digest_named_jobs_are_matched_through_their_schedule_id_attribute() -> None:
+    s = spec()
+    long_id = "é" * 200  # its readable job ID would be far over 500 characters
+    schedule = parse_schedule({"id": long_id, "cron": "0 3 * * *", "action": ACTION})
+    job_id = job_id_for(long_id, "scion-")
+    assert job_id.startswith("scion-__") and schedule_id_for(job_id, "scion-") is None
+    job = existing(s, schedule)
+    assert s.owner_schedule_id(job) == long_id
+    assert compute_plan([job], [schedule], s, now=NOW, grace=GRACE).is_noop
+    [orphan] = compute_plan([job], [], s, now=NOW, grace=GRACE).steps
+    assert (orphan.kind, orphan.job_id, orphan.schedule_id) == ("delete", job_id, long_id)
+    # An attribute naming a schedule whose digest is another job does not claim this one.
+    forged = existing(s, schedule)
+    forged.pubsub_target.attributes[ATTR_SCHEDULE_ID] = "someone-else"
+    assert s.owner_schedule_id(forged) is None
+    [step] = compute_plan([forged], [schedule], s, now=NOW, grace=GRACE).steps
+    assert step.kind == "update" and step.update_mask == ("pubsub_target.attributes",)
+
+
+def test_one_shots_are_created_before_and_deleted_after_their_time_plus_grace() -> None:
+    s = spec()
+    one = parse_schedule({"id": "once", "at": "2030-01-01T12:30:00Z", "action": ACTION})
+    assert [st.kind for st in compute_plan([], [one], s, now=NOW, grace=GRACE).steps] == ["create"]
+    job = existing(s, one)
+    assert job.schedule == "30 12 1 1 *" and job.time_zone == "UTC"
+    within = NOW + timedelta(minutes=35)
+    assert compute_plan([job], [one], s, now=within, grace=GRACE).is_noop
+    later = NOW + timedelta(minutes=41)
+    [step] = compute_plan([job], [one], s, now=later, grace=GRACE).steps
+    assert (step.kind, step.schedule_id) == ("delete", "once")
+    gone = compute_plan([], [one], s, now=later, grace=GRACE)
+    assert gone.is_noop and gone.expired == ("once",)
+
+
+def test_duplicate_schedule_ids_are_refused() -> None:
+    from scheduler.model import ValidationError
+
+    [a] = make(1)
+    with pytest.raises(ValidationError, match="duplicate"):
+        compute_plan([], [a, a], spec(), now=NOW, grace=GRACE)
+
+
+def test_rate_limiter_spaces_calls_evenly() -> None:
+    clock = [100.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(round(seconds, 6))
+
+    limiter = RateLimiter(5, clock=lambda: clock[0], sleep=sleep)
+    for _ in range(4):
+        limiter.acquire()
+    assert slept == [0.2, 0.4, 0.6]
+
+
+def test_settings_for_sync_are_validated_and_named() -> None:
+    with pytest.raises(ConfigError, match="SCION_SCHEDULER_WRITE_RATE"):
+        Settings.from_env({}, write_rate="0")
+    with pytest.raises(ConfigError, match="SCION_SCHEDULER_JOB_RETRY_COUNT"):
+        Settings.from_env({}, job_retry_count="6")
+    with pytest.raises(ConfigError, match=r"SCION_SCHEDULER_PROJECT \(or --project\)"):
+        SchedulerControl.from_env({})
+
+
+# -- against the emulators ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings(cloud_scheduler_emulator: Any, pubsub_emulator: str, project_id: str) -> Settings:
+    return Settings.from_env(
+        {}, project=project_id, location="us-central1", topic="fires", subscription="workers",
+        signing_key=KEY, cloud_scheduler_emulator_host=cloud_scheduler_emulator.host,
+        pubsub_emulator_host=pubsub_emulator, **FAST,
+    )
+
+
+@pytest.fixture
+def control(settings: Settings) -> Iterator[SchedulerControl]:
+    with SchedulerControl(settings) as c:
+        yield c
+
+
+def writes(emu: Any) -> int:
+    return sum(emu.call_counts[m] for m in WRITE_METHODS)
+
+
+def foreign_job(control: SchedulerControl, job_id: str) -> scheduler_v1.Job:
+    """A job another deployment owns, created straight through the client."""
+    return control.syncer.client.create_job(
+        parent=control.settings.location_path,
+        job=scheduler_v1.Job(
+            name=f"{control.settings.location_path}/jobs/{job_id}", schedule="0 5 * * *",
+            time_zone="UTC",
+            pubsub_target=scheduler_v1.PubsubTarget(topic_name=control.settings.topic_path, data=b"theirs"),
+        ),
+    )
+
+
+
+@pytest.mark.emulator
+def test_200_schedules_sync_then_noop_then_one_update_then_one_delete(
+    control: SchedulerControl, cloud_scheduler_emulator: Any
+) -> None:
+    emu = cloud_scheduler_emulator
+    theirs = [foreign_job(control, "other-report"), foreign_job(control, "scion_lookalike")]
+    emu.call_counts.clear()  # count this module's calls only
+    schedules = make(200)
+
+    first = control.reconcile(schedules, prune=True)
+    assert first.ok, first.describe()
+    assert first.plan.counts()["create"] == 200 and len(first.plan.steps) == 200
+    assert emu.call_counts["CreateJob"] == 200 and writes(emu) == 200
+    assert len(control.list_jobs()) == 200
+
+    before = Counter(emu.call_counts)
+    again = control.reconcile(schedules, prune=True)
+    assert again.plan.is_noop and again.plan.unchanged == 200 and again.plan.foreign == 2
+    assert again.outcomes == ()
+    assert writes(emu) == 200  # not one write call
+    assert emu.call_counts["ListJobs"] - before["ListJobs"] == 1  # one page of up to 500
+
+    changed = list(schedules)
+    changed[7] = edit(schedules[7], cron="15 4 * * *")
+    plan = control.plan(changed)
+    assert [(s.kind, s.job_id, s.update_mask) for s in plan.steps] == [
+        ("update", "scion-sched-007", ("schedule", "pubsub_target.attributes")),
+    ]
+    assert control.apply(plan).ok
+    assert emu.call_counts["UpdateJob"] == 1 and writes(emu) == 201
+    assert control.describe("sched-007").schedule == "15 4 * * *"
+
+    remaining = changed[:-1]
+    kept = control.plan(remaining, prune=False)
+    assert kept.is_noop and kept.kept == ("scion-sched-199",)
+    pruned = control.reconcile(remaining, prune=True)
+    assert [(s.kind, s.schedule_id) for s in pruned.plan.steps] == [("delete", "sched-199")]
+    assert pruned.ok and emu.call_counts["DeleteJob"] == 1 and writes(emu) == 202
+
+    for job in theirs:  # survived every sync, unchanged
+        assert control.syncer.client.get_job(name=job.name).pubsub_target.data == b"theirs"
+    assert control.plan(remaining, prune=True).is_noop
+
+
+@pytest.mark.emulator
+def test_reconcile_puts_hand_edited_jobs_back(control: SchedulerControl) -> None:
+    client = control.syncer.client
+    schedules = make(5)
+    assert control.reconcile(schedules).ok
+    name = control.spec.job_name
+    client.update_job(job=scheduler_v1.Job(name=name("sched-000"), schedule="*/5 * * * *"),
+                      update_mask=field_mask_pb2.FieldMask(paths=["schedule"]))
+    client.update_job(job=scheduler_v1.Job(name=name("sched-001"),
+                                           retry_config=scheduler_v1.RetryConfig(retry_count=0)),
+                      update_mask=field_mask_pb2.FieldMask(paths=["retry_config"]))
+    client.pause_job(name=name("sched-002"))
+    client.delete_job(name=name("sched-003"))
+    tampered = client.get_job(name=name("sched-004"))
+    tampered.pubsub_target.data = b'{"action":{"type":"http","url":"https://evil.example/"}}'
+    client.update_job(job=tampered, update_mask=field_mask_pb2.FieldMask(paths=["pubsub_target.data"]))
+
+    result = control.reconcile(schedules)
+    assert result.ok, result.describe()
+    assert sorted((s.job_id, s.kind, s.update_mask) for s in result.plan.steps) == [
+        ("scion-sched-000", "update", ("schedule",)),
+        ("scion-sched-001", "update", ("retry_config",)),
+        ("scion-sched-002", "resume", ()),
+        ("scion-sched-003", "create", ()),
+        ("scion-sched-004", "update", ("pubsub_target.data",)),
+    ]
+    assert control.plan(schedules).is_noop
+    for schedule in schedules:
+        job = client.get_job(name=name(schedule.id))
+        assert diff_mask(job, control.spec.desired_job(schedule)) == ()
+        assert job.state == scheduler_v1.Job.State.ENABLED
+
+
+@pytest.mark.emulator
+def test_sync_converges_under_injected_faults_and_reports_retries(
+    control: SchedulerControl, cloud_scheduler_emulator: Any
+) -> None:
+    emu = cloud_scheduler_emulator
+    schedules = make(30) + make(10, start=30, paused=True)
+    emu.set_faults(0.3, codes=("UNAVAILABLE", "RESOURCE_EXHAUSTED"), seed=7)
+    result = control.reconcile(schedules)
+    assert result.ok, result.describe()
+    retried = [code for o in result.outcomes for code in o.retries] + list(result.plan.list_retries)
+    assert retried and set(retried) <= {"UNAVAILABLE", "RESOURCE_EXHAUSTED"}
+    assert result.retries == len(retried) == result.to_dict()["retries"]
+    assert any(o["retries"] for o in result.to_dict()["outcomes"])
+
+    changed = [edit(s, description="edited") for s in schedules[:10]] + schedules[10:]
+    assert control.reconcile(changed).ok
+    emu.clear_faults()
+    final = control.plan(changed)
+    assert final.is_noop and final.unchanged == 40
+    paused = [j for j in control.list_jobs() if j.state == "PAUSED"]
+    assert len(paused) == 10
+
+
+@pytest.mark.emulator
+def test_applying_the_same_plan_twice_is_safe(control: SchedulerControl) -> None:
+    client = control.syncer.client
+    enabled, paused = make(1)[0], make(1, start=1, paused=True)[0]
+    orphan = make(1, start=2)[0]
+    assert control.upsert(orphan).ok
+    plan = control.plan([enabled, paused], prune=True)
+    assert sorted(s.kind for s in plan.steps) == ["create", "create", "delete", "pause"]
+    assert control.apply(plan).ok
+    # Someone edits the job in between: the repeated create converges it by update.
+    client.update_job(job=scheduler_v1.Job(name=control.spec.job_name(enabled.id), schedule="1 1 * * *"),
+                      update_mask=field_mask_pb2.FieldMask(paths=["schedule"]))
+    second = control.apply(plan)
+    assert second.ok, second.describe()
+    notes = {(o.step.kind, o.step.job_id): o.note for o in second.outcomes}
+    assert notes[("create", "scion-sched-000")] == "already existed; converged by update [schedule]"
+    assert notes[("create", "scion-sched-001")] == "already existed; already up to date"
+    assert notes[("pause", "scion-sched-001")] == "already paused"
+    assert notes[("delete", "scion-sched-002")] == "already gone"
+    assert control.plan([enabled, paused], prune=True).is_noop
+
+
+@pytest.mark.emulator
+def test_upsert_and_remove_touch_one_job_without_listing(
+    control: SchedulerControl, cloud_scheduler_emulator: Any
+) -> None:
+    emu = cloud_scheduler_emulator
+    [s] = make(1)
+
+    def calls(action: Callable[[], Any]) -> Counter[str]:
+        before = Counter(emu.call_counts)
+        action()
+        return Counter(emu.call_counts) - before
+
+    assert calls(lambda: control.upsert(s)) == Counter({"GetJob": 1, "CreateJob": 1})
+    assert calls(lambda: control.upsert(s)) == Counter({"GetJob": 1})
+    described = edit(s, description="now described")
+    result = control.upsert(described)
+    assert [(x.kind, x.update_mask) for x in result.plan.steps] == [("update", ("description",))]
+    assert calls(lambda: control.upsert(edit(described, paused=True))) == Counter({"GetJob": 1, "PauseJob": 1})
+    moved = edit(described, cron="7 7 * * *")
+    assert calls(lambda: control.upsert(moved)) == Counter({"GetJob": 1, "UpdateJob": 1, "ResumeJob": 1})
+    assert calls(lambda: control.remove(s.id)) == Counter({"DeleteJob": 1})
+    again = control.remove(s.id)
+    assert again.ok and again.outcomes[0].note == "already gone"
+    assert emu.call_counts["ListJobs"] == 0
+
+
+@pytest.mark.emulator
+def test_one_shot_job_is_deleted_once_its_time_and_grace_have_passed(settings: Settings) -> None:
+    clock = [datetime.now(UTC)]
+    at = (clock[0] + timedelta(hours=2)).replace(second=0, microsecond=0)
+    once = parse_schedule({"id": "once", "at": at.isoformat(), "action": ACTION})
+    with SchedulerControl(settings, clock=lambda: clock[0]) as control:
+        assert [s.kind for s in control.reconcile([once]).plan.steps] == ["create"]
+        assert control.describe("once").next_fires == (at,)
+        clock[0] = at + timedelta(minutes=5)
+        assert control.plan([once]).is_noop  # still within the grace
+        clock[0] = at + timedelta(minutes=11)
+        result = control.reconcile([once])
+        assert [(s.kind, s.schedule_id) for s in result.plan.steps] == [("delete", "once")]
+        assert result.ok
+        assert control.plan([once]).expired == ("once",)
+        assert control.upsert(once).plan.is_noop
+        with pytest.raises(JobNotFound):
+            control.describe("once")
+
+
+@pytest.mark.emulator
+def test_digest_named_job_round_trip(control: SchedulerControl) -> None:
+    long_id = "ü" * 256
+    schedule = parse_schedule({"id": long_id, "cron": "0 3 * * *", "action": ACTION})
+    assert control.reconcile([schedule]).ok
+    [info] = control.list_jobs()
+    assert info.job_id.startswith("scion-__") and info.schedule_id == long_id
+    assert control.plan([schedule]).is_noop
+    [step] = control.plan([]).steps
+    assert (step.kind, step.schedule_id) == ("delete", long_id)
+
+
+@pytest.mark.emulator
+def test_a_step_that_keeps_failing_is_reported_and_does_not_stop_the_others(
+    settings: Settings, cloud_scheduler_emulator: Any
+) -> None:
+    quick = settings.with_overrides(api_retry_timeout="0.3s")
+    with SchedulerControl(quick) as control:
+        assert control.reconcile(make(2)).ok
+        cloud_scheduler_emulator.set_faults(1.0, codes=("UNAVAILABLE",), methods=["CreateJob"])
+        result = control.reconcile(make(4, paused=True))
+        cloud_scheduler_emulator.clear_faults()
+    by_step = {(o.step.kind, o.step.job_id): o for o in result.outcomes}
+    assert not result.ok
+    assert by_step[("pause", "scion-sched-000")].ok and by_step[("pause", "scion-sched-001")].ok
+    create = by_step[("create", "scion-sched-002")]
+    assert create.status == "failed" and "UNAVAILABLE" in create.retries and create.error
+    assert by_step[("pause", "scion-sched-002")].status == "skipped"
+
+
+def _pull_all(subscriber: Any, subscription: str, until: Callable[[list[Any]], bool],
+              timeout: float) -> list[Any]:
+    received: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not until(received):
+        try:
+            response = subscriber.pull(subscription=subscription, max_messages=50, timeout=5)
+        except gexc.DeadlineExceeded:
+            continue
+        if response.received_messages:
+            subscriber.acknowledge(subscription=subscription,
+                                   ack_ids=[m.ack_id for m in response.received_messages])
+            received.extend(m.message for m in response.received_messages)
+    return received
+
+
+@pytest.mark.emulator
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_end_to_end_fires_once_per_slot_runs_now_and_paused_stays_silent(
+    control: SchedulerControl, settings: Settings
+) -> None:
+    publisher, subscriber = publisher_client(settings), subscriber_client(settings)
+    publisher.create_topic(name=settings.topic_path)
+    subscriber.create_subscription(name=settings.subscription_path, topic=settings.topic_path)
+    schedules = validate_schedules([
+        {"id": "every-minute", "cron": "* * * * *", "action": ACTION},
+        {"id": "paused-minute", "cron": "* * * * *", "action": ACTION, "paused": True},
+        {"id": "manual", "cron": "0 3 1 1 *", "action": ACTION},
+    ])
+    # Keep the create-then-pause of the paused job clear of a minute boundary.
+    while datetime.now(UTC).second >= 55:
+        time.sleep(0.5)
+    assert control.reconcile(schedules).ok
+    synced = datetime.now(UTC)
+    first_slot = synced.replace(second=0, microsecond=0) + timedelta(minutes=1)
+
+    run = control.run_now("manual")
+
+    def decoded(messages: list[Any]) -> list[tuple[Fire, datetime]]:
+        return [(decode_message(m.data, dict(m.attributes), signing_key=KEY), m.publish_time)
+                for m in messages]
+
+    messages = _pull_all(subscriber, settings.subscription_path,
+                         lambda got: any(f.trigger == "manual" for f, _ in decoded(got)), timeout=30)
+    manual = [f for f, _ in decoded(messages) if f.trigger == "manual"]
+    assert len(manual) == 1 and manual[0].schedule_id == "manual"
+    assert manual[0].fire_time == run.fire_time
+
+    wait = (first_slot + timedelta(seconds=15) - datetime.now(UTC)).total_seconds()
+    messages += _pull_all(subscriber, settings.subscription_path, lambda got: False, timeout=max(wait, 0))
+    fires = decoded(messages)
+    scheduled = [(f, published) for f, published in fires if f.trigger == "scheduled"]
+    assert {f.schedule_id for f, _ in scheduled} == {"every-minute"}
+    slots = Counter(f.derive_fire_time(published) for f, published in scheduled)
+    assert first_slot in slots
+    assert all(count == 1 for count in slots.values()), slots
+    assert len([f for f, _ in fires if f.trigger == "manual"]) == 1
+    publisher.stop()
+    subscriber.close()
