@@ -1,0 +1,219 @@
+"""The control commands through `scion_scheduler.cli.main`, against the emulators, with
+`--output json` parsed back."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+import yaml
+from google.api_core import exceptions as gexc
+
+from scheduler.config import SETTINGS, Settings
+from scheduler.contract import decode_message
+from scheduler.gcp import publisher_client, subscriber_client
+from scion_scheduler.cli import main
+
+pytestmark = pytest.mark.emulator
+
+KEY = "cli-signing-key"
+ACTION = {"type": "http", "url": "https://hub.example/run"}
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, cloud_scheduler_emulator: Any, pubsub_emulator: str,
+        project_id: str) -> Iterator[Any]:
+    """Configuration through the environment only, as an operator would run the tool."""
+    for setting in SETTINGS:
+        if not setting.attr.endswith("_emulator_host"):
+            monkeypatch.delenv(setting.env, raising=False)
+    values = {
+        "SCION_SCHEDULER_PROJECT": project_id, "SCION_SCHEDULER_LOCATION": "europe-west1",
+        "SCION_SCHEDULER_TOPIC": "fires", "SCION_SCHEDULER_SUBSCRIPTION": "workers",
+        "SCION_SCHEDULER_SIGNING_KEY": KEY, "SCION_SCHEDULER_WRITE_RATE": "1000",
+        "SCION_SCHEDULER_API_RETRY_INITIAL": "0.01s", "SCION_SCHEDULER_API_RETRY_MAXIMUM": "0.05s",
+        "SCION_SCHEDULER_API_RETRY_TIMEOUT": "20s", "SCION_SCHEDULER_LOG_FORMAT": "json",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    yield cloud_scheduler_emulator
+    # `main` pointed structlog at pytest's captured stderr, which is closed by now.
+    structlog.reset_defaults()
+
+
+def write(path: Path, schedules: list[dict[str, Any]]) -> str:
+    path.write_text(yaml.safe_dump({"schedules": schedules}), encoding="utf-8")
+    return str(path)
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
+    capsys.readouterr()
+    code = main([*argv, "--output", "json"])
+    out = capsys.readouterr().out
+    return code, json.loads(out) if out.strip() else None
+
+
+SCHEDULES = [
+    {"id": "nightly", "cron": "0 3 * * *", "timezone": "Europe/Berlin", "action": ACTION},
+    {"id": "hourly", "cron": "0 * * * *", "action": ACTION, "description": "every hour"},
+    {"id": "resting", "cron": "30 6 * * MON", "action": ACTION, "paused": True},
+]
+
+
+def test_sync_plan_dry_run_prune_list_and_describe(env: Any, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    emu = env
+    file = write(tmp_path / "s.yaml", SCHEDULES)
+
+    code, out = run_json(capsys, "sync", "--file", file)
+    assert code == 0 and out["ok"] and not out["dry_run"]
+    assert out["plan"]["counts"] == {"delete": 0, "create": 3, "update": 0, "pause": 1, "resume": 0}
+    assert {o["status"] for o in out["result"]["outcomes"]} == {"ok"}
+    assert len(out["result"]["outcomes"]) == 4
+
+    code, out = run_json(capsys, "plan", "--file", file)
+    assert code == 0 and out["steps"] == [] and out["unchanged"] == 3
+
+    edited = [dict(SCHEDULES[0], cron="0 4 * * *"), SCHEDULES[1]]  # "resting" left out
+    file2 = write(tmp_path / "s2.yaml", edited)
+    code, out = run_json(capsys, "sync", "--file", file2, "--dry-run", "--prune")
+    assert code == 0 and out["dry_run"] and out["result"] is None
+    assert [(s["kind"], s["schedule_id"], s.get("update_mask")) for s in out["plan"]["steps"]] == [
+        ("update", "nightly", ["schedule", "pubsub_target.attributes"]),
+        ("delete", "resting", None),
+    ]
+    assert emu.call_counts["UpdateJob"] == 0 and emu.call_counts["DeleteJob"] == 0
+
+    code, out = run_json(capsys, "sync", "--file", file2)  # without --prune: keeps "resting"
+    assert code == 0 and out["plan"]["kept_without_schedule"] == ["scion-resting"]
+    assert [o["kind"] for o in out["result"]["outcomes"]] == ["update"]
+
+    code, out = run_json(capsys, "list")
+    assert code == 0
+    jobs = {j["schedule_id"]: j for j in out["jobs"]}
+    assert set(jobs) == {"nightly", "hourly", "resting"}
+    assert jobs["resting"]["state"] == "PAUSED" and jobs["nightly"]["schedule"] == "0 4 * * *"
+
+    code, out = run_json(capsys, "describe", "hourly")
+    assert code == 0 and out["state"] == "ENABLED" and len(out["next_fires"]) == 5
+    assert all(f.endswith(":00:00Z") for f in out["next_fires"])
+    assert out["description"] == "every hour" and out["topic"].endswith("/topics/fires")
+    code, out = run_json(capsys, "describe", "resting")
+    assert code == 0 and out["state"] == "PAUSED" and out["next_fires"] == []
+
+    code, out = run_json(capsys, "sync", "--file", file2, "--prune")
+    assert code == 0 and [(o["kind"], o["schedule_id"]) for o in out["result"]["outcomes"]] == [
+        ("delete", "resting")]
+
+    code, out = run_json(capsys, "describe", "resting")
+    assert code == 1 and out["ok"] is False and "resting" in out["error"]
+
+    assert main(["plan", "--file", file2]) == 0
+    assert "no changes" in capsys.readouterr().out
+
+
+def test_pause_resume_delete(env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    file = write(tmp_path / "s.yaml", SCHEDULES[:1])
+    assert main(["sync", "--file", file]) == 0
+
+    code, out = run_json(capsys, "pause", "nightly")
+    assert code == 0 and out["ok"] and out["outcomes"][0]["kind"] == "pause"
+    code, out = run_json(capsys, "pause", "nightly")
+    assert code == 0 and out["outcomes"][0]["note"] == "already paused"
+    code, out = run_json(capsys, "describe", "nightly")
+    assert out["state"] == "PAUSED"
+    code, out = run_json(capsys, "resume", "nightly")
+    assert code == 0 and out["outcomes"][0]["status"] == "ok"
+
+    code, out = run_json(capsys, "delete", "nightly")
+    assert code == 0 and out["outcomes"][0]["status"] == "ok"
+    code, out = run_json(capsys, "delete", "nightly")
+    assert code == 0 and out["outcomes"][0]["note"] == "already gone"
+
+    code, out = run_json(capsys, "pause", "nightly")
+    assert code == 1 and not out["ok"]
+    [outcome] = out["outcomes"]
+    assert outcome["status"] == "failed" and "not found" in outcome["error"].lower()
+
+
+def test_run_publishes_one_manual_fire(env: Any, tmp_path: Path, project_id: str,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    settings = Settings.from_env({}, project=project_id, topic="fires", subscription="workers")
+    publisher, subscriber = publisher_client(settings), subscriber_client(settings)
+    publisher.create_topic(name=settings.topic_path)
+    subscriber.create_subscription(name=settings.subscription_path, topic=settings.topic_path)
+    file = write(tmp_path / "s.yaml", SCHEDULES[:1])
+    assert main(["sync", "--file", file]) == 0
+
+    code, out = run_json(capsys, "run", "nightly")
+    assert code == 0 and out["ok"] and out["message_id"]
+
+    received: list[Any] = []
+    deadline = time.monotonic() + 30
+    while not received and time.monotonic() < deadline:
+        try:
+            response = subscriber.pull(subscription=settings.subscription_path, max_messages=10, timeout=5)
+        except gexc.DeadlineExceeded:
+            continue
+        received.extend(m.message for m in response.received_messages)
+    [message] = received
+    fire = decode_message(message.data, dict(message.attributes), signing_key=KEY)
+    assert fire.trigger == "manual" and fire.schedule_id == "nightly"
+    assert fire.fire_time is not None and fire.fire_time.isoformat().startswith(out["fire_time"][:19])
+    assert fire.timezone == "Europe/Berlin" and fire.action.params["url"] == ACTION["url"]
+
+    code, out = run_json(capsys, "run", "missing")
+    assert code == 1 and "missing" in out["error"]
+    publisher.stop()
+    subscriber.close()
+
+
+def test_bad_schedule_file_lists_every_error_and_applies_nothing(
+    env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emu = env
+    file = write(tmp_path / "bad.yaml", [
+        SCHEDULES[0],
+        {"id": "broken-cron", "cron": "61 * * * *", "action": ACTION},
+        {"id": "no-action", "cron": "0 * * * *"},
+        {"id": "bad-zone", "cron": "0 * * * *", "timezone": "Mars/Olympus", "action": ACTION},
+    ])
+    for command in (["sync", "--file", file, "--prune"], ["plan", "--file", file]):
+        capsys.readouterr()
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        for schedule_id, field in (("broken-cron", "cron"), ("no-action", "action"), ("bad-zone", "timezone")):
+            assert f"schedule {schedule_id!r}: {field}" in err
+    assert sum(emu.call_counts.values()) == 0
+
+
+def test_missing_settings_are_named_and_exit_2(env: Any, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("SCION_SCHEDULER_PROJECT")
+    for argv in (["list"], ["describe", "x"], ["run", "x"], ["sync", "--file", "does-not-matter.yaml"]):
+        capsys.readouterr()
+        assert main(argv) == 2
+        assert "SCION_SCHEDULER_PROJECT (or --project)" in capsys.readouterr().err
+    assert sum(env.call_counts.values()) == 0
+
+
+def test_a_failed_step_exits_1_with_its_error_and_retries(env: Any, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SCION_SCHEDULER_API_RETRY_TIMEOUT", "0.3s")
+    env.set_faults(1.0, codes=("RESOURCE_EXHAUSTED",), methods=["CreateJob"])
+    file = write(tmp_path / "s.yaml", SCHEDULES[:2])
+    code, out = run_json(capsys, "sync", "--file", file)
+    assert code == 1 and out["ok"] is False
+    assert out["result"]["failed"] == 2
+    for outcome in out["result"]["outcomes"]:
+        assert outcome["status"] == "failed" and outcome["error"]
+        assert outcome["retries"] and set(outcome["retries"]) == {"RESOURCE_EXHAUSTED"}
+    env.clear_faults()
+    code, out = run_json(capsys, "sync", "--file", file)
+    assert code == 0 and out["result"]["applied"] == 2
