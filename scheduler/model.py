@@ -162,7 +162,10 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, int | float):
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"must be a non-negative number of seconds (got {value!r})")
-        return timedelta(seconds=value)
+        try:
+            return timedelta(seconds=value)
+        except OverflowError:
+            raise ValueError(f"is too long (got {value!r})") from None
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"must be a duration such as '15m', '1h30m', '90s' or 'PT15M' (got {value!r})")
     text = value.strip()
@@ -170,21 +173,25 @@ def parse_duration(value: Any) -> timedelta:
     if not match or not any(match.groups()):
         raise ValueError(f"must be a duration such as '15m', '1h30m', '90s' or 'PT15M' (got {value!r})")
     days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
-    return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    try:
+        return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"is too long (got {value!r})") from None
 
 
 def format_duration(value: timedelta) -> str:
     """The shortest `XdYhZmWs` form; `parse_duration(format_duration(d)) == d`."""
-    total = value.total_seconds()
-    if total == 0:
+    # Whole microseconds, not float seconds: a float loses them and `:g` writes `1e-06`.
+    whole, micros = divmod(value // timedelta(microseconds=1), 1_000_000)
+    if whole == 0 and micros == 0:
         return "0s"
-    whole = int(total)
-    frac = total - whole
     parts = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if whole >= size:
             parts.append(f"{whole // size}{unit}")
             whole %= size
-    if whole or frac:
-        parts.append(f"{whole + frac:g}s")
+    if micros:
+        parts.append(f"{whole}.{micros:06d}".rstrip("0") + "s")
+    elif whole:
+        parts.append(f"{whole}s")
     return "".join(parts)
