@@ -493,3 +493,32 @@ def test_concurrent_deliveries_of_one_fire_run_it_once(h: Harness) -> None:
     assert len(h.action.calls) == 1 and len(results) == 8
     assert [r.outcome for r in results].count("succeeded") == 1
     assert {r.outcome for r in results} <= {"succeeded", "busy", "duplicate"}
+
+
+class BrokenRecordLedger(MemoryLedger):
+    def record(self, execution: Any) -> bool:
+        raise ConnectionError("store unavailable")
+
+
+def test_a_missed_fire_that_cannot_be_recorded_is_retried_not_run() -> None:
+    recorder = Recorder()
+    pipeline = Pipeline(BrokenRecordLedger(), ActionRegistry({"custom": recorder}), worker_id="w1",
+                        signing_key=KEY, clock=lambda: SLOT + timedelta(hours=1))
+    result = pipeline.handle(delivery(schedule()))
+    assert not result.ack and result.outcome == "error" and recorder.calls == []
+
+
+def test_an_action_returning_a_non_final_state_fails(h: Harness) -> None:
+    h.action.behaviour = lambda _: ActionResult(State.RUNNING)
+    assert h.handle(delivery(schedule())).outcome == "failed"
+
+
+class BrokenPluginRegistry(ActionRegistry):
+    def get(self, action_type: str) -> Any:
+        raise ImportError("plugin module missing")
+
+
+def test_a_broken_plugin_rejects_the_message_without_crashing() -> None:
+    pipeline = Pipeline(MemoryLedger(), BrokenPluginRegistry(), worker_id="w1", signing_key=KEY,
+                        clock=lambda: SLOT + timedelta(seconds=2))
+    assert pipeline.handle(delivery(schedule())) == Disposition(ack=True, outcome="rejected")

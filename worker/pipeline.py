@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -97,13 +97,15 @@ class Disposition:
     delay: timedelta | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Held:
-    """An execution this worker holds while its action runs, with its log context."""
+    """An execution this worker holds while its action runs, with its log context. `active`
+    turns False, under `lock`, when the action ends, the lease is lost or it is released."""
 
     execution_id: str
     log_context: Mapping[str, Any]
-    stop_heartbeat: threading.Event
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    active: bool = True
 
 
 class Pipeline:
@@ -137,6 +139,7 @@ class Pipeline:
         self._trace_project = trace_project
         self._held: dict[str, _Held] = {}
         self._held_lock = threading.Lock()
+        self._heartbeat_thread: threading.Thread | None = None
 
     # The policy, top to bottom.
 
@@ -147,7 +150,13 @@ class Pipeline:
         with structlog.contextvars.bound_contextvars(
             message_id=delivery.message_id, worker_id=self.worker_id, **self._trace(delivery),
         ):
-            disposition = self._handle(delivery, stopping)
+            try:
+                disposition = self._handle(delivery, stopping)
+            except Exception:
+                # Every step handles its own failures; this only keeps a bug from killing
+                # the transport's executor. The redelivery tries again.
+                log.exception("unexpected error while handling a delivery")
+                disposition = Disposition(ack=False, outcome="error", delay=STORE_RETRY_DELAY)
         self.metrics.executions.labels(disposition.outcome).inc()
         return disposition
 
@@ -181,9 +190,13 @@ class Pipeline:
             return Disposition(ack=True, outcome="not_due")
         now = self.clock()
         missed_reason = self._missed_reason(fire, fire_time, now)
-        if missed_reason is not None and self._record_missed(fire, fire_time, eid, now, missed_reason):
-            return Disposition(ack=True, outcome="missed")
-        # A record exists already (an earlier attempt started in time): the claim decides.
+        if missed_reason is not None:
+            written = self._record_missed(fire, fire_time, eid, now, missed_reason)
+            if written is None:
+                return Disposition(ack=False, outcome="error", delay=STORE_RETRY_DELAY)
+            if written:
+                return Disposition(ack=True, outcome="missed")
+            # A record exists already (an earlier attempt started in time): the claim decides.
         if stopping is not None and stopping.is_set():
             return self._interrupted()
         claim = self._claim(fire, fire_time, eid)
@@ -264,8 +277,9 @@ class Pipeline:
 
     def _record_missed(
         self, fire: Fire, fire_time: datetime, eid: str, now: datetime, reason: str,
-    ) -> bool:
-        """Record a missed fire; False when a record exists already (then the claim decides)."""
+    ) -> bool | None:
+        """Record a missed fire: True when recorded, False when a record exists already, None
+        when the ledger failed."""
         execution = Execution(
             execution_id=eid, schedule_id=fire.schedule_id, fire_time=fire_time,
             trigger=fire.trigger, state=State.MISSED, attempt=0, created_at=now,
@@ -275,8 +289,8 @@ class Pipeline:
         try:
             written = self.ledger.record(execution)
         except Exception:
-            log.exception("could not record a missed fire; it is claimed as usual instead")
-            return False
+            log.exception("could not record a missed fire; the delivery will be retried")
+            return None
         if written:
             log.warning("fire missed", reason=reason)
         return written
@@ -379,37 +393,51 @@ class Pipeline:
 
     @contextmanager
     def _holding(self, eid: str) -> Iterator[None]:
-        """Hold an execution while its action runs: a heartbeat thread renews the lease every
-        third of it, so a live worker never loses a long action to a takeover."""
-        held = _Held(eid, structlog.contextvars.get_contextvars(), threading.Event())
+        """Hold an execution while its action runs; the heartbeat renews its lease meanwhile."""
+        held = _Held(eid, structlog.contextvars.get_contextvars())
         with self._held_lock:
             self._held[eid] = held
-        heartbeat = threading.Thread(
-            target=self._heartbeat, args=(held,), name=f"heartbeat-{eid[:8]}", daemon=True,
-        )
-        heartbeat.start()
+            if self._heartbeat_thread is None:
+                self._heartbeat_thread = threading.Thread(
+                    target=self._heartbeat, name=f"lease-heartbeat-{self.worker_id}", daemon=True)
+                self._heartbeat_thread.start()
         try:
             yield
         finally:
-            held.stop_heartbeat.set()
+            # Under the execution's lock: a renewal in flight completes first, none follows.
+            with held.lock:
+                held.active = False
             with self._held_lock:
                 self._held.pop(eid, None)
-            heartbeat.join()
 
-    def _heartbeat(self, held: _Held) -> None:
+    def _heartbeat(self) -> None:
+        """One thread per pipeline renews every held lease each third of the lease, so a live
+        worker never loses a long action to a takeover. A thread per action would cost a
+        thread start for every fire; this one exits when nothing is held."""
         interval = self.lease.total_seconds() / 3
-        with structlog.contextvars.bound_contextvars(**held.log_context):
-            while not held.stop_heartbeat.wait(interval):
-                try:
-                    renewed = self.ledger.renew(held.execution_id, self.worker_id,
-                                                self.clock() + self.lease)
-                except Exception:
-                    log.exception("lease renewal failed; trying again")
-                    continue
-                if not renewed:
-                    # The action runs on; its outcome is then not recorded (finish says False).
-                    log.warning("lease lost: another worker took the fire over")
+        while True:
+            time.sleep(interval)
+            with self._held_lock:
+                if not self._held:
+                    self._heartbeat_thread = None
                     return
+                held = list(self._held.values())
+            for item in held:
+                self._renew(item)
+
+    def _renew(self, held: _Held) -> None:
+        with held.lock, structlog.contextvars.bound_contextvars(**held.log_context):
+            if not held.active:
+                return
+            try:
+                renewed = self.ledger.renew(held.execution_id, self.worker_id, self.clock() + self.lease)
+            except Exception:
+                log.exception("lease renewal failed; trying again at the next beat")
+                return
+            if not renewed:
+                # The action runs on; its outcome is then not recorded (finish says False).
+                held.active = False
+                log.warning("lease lost: another worker took the fire over")
 
     def release_running(self, reason: str) -> list[str]:
         """Release every execution this worker still holds (the transport calls this when the
@@ -419,9 +447,11 @@ class Pipeline:
             held = list(self._held.values())
         released: list[str] = []
         for item in held:
-            # Stop the heartbeat first, or it would renew the lease just released.
-            item.stop_heartbeat.set()
-            with structlog.contextvars.bound_contextvars(**item.log_context):
+            with item.lock, structlog.contextvars.bound_contextvars(**item.log_context):
+                if not item.active:
+                    continue
+                # Inactive first, so that no heartbeat renews the lease just released.
+                item.active = False
                 try:
                     if self.ledger.release(item.execution_id, self.worker_id, now=self.clock(),
                                            error=reason):
