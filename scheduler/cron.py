@@ -146,9 +146,14 @@ def validate_cron(expr: str) -> None:
         raise CronError(f"{expr!r} never fires ({exc})") from exc
 
 
+# Names a system zoneinfo directory holds that are not tz database zones: `localtime` is the
+# host's own zone, which would make a schedule fire at different instants on different hosts.
+_NOT_ZONES = frozenset({"localtime", "posixrules"})
+
+
 @lru_cache(maxsize=1)
 def _known_zones() -> frozenset[str]:
-    return frozenset(available_timezones())
+    return frozenset(available_timezones()) - _NOT_ZONES
 
 
 def is_valid_timezone(name: str) -> bool:
