@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from scheduler.model import parse_duration
 
@@ -90,6 +91,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("one_shot_grace", "SCION_SCHEDULER_ONE_SHOT_GRACE", "--one-shot-grace",
             "How long a one-shot (`at`) schedule's job is kept after its fire time, so that the "
             "fire can still be delivered, before a sync deletes it.", "10m"),
+    Setting("hub_url", "SCION_HUB_URL", "--hub-url",
+            "Base URL of the Scion hub whose fire endpoint the `scion` action calls (e.g. "
+            "https://hub.example.com); workers need it for schedules taken from the hub."),
+    Setting("hub_token", "SCION_HUB_TOKEN", "--hub-token",
+            "Bearer token the `scion` action presents to the hub; without it, a Google-signed OIDC "
+            "ID token is used (on GCP).", secret=True),
+    Setting("hub_audience", "SCION_HUB_AUDIENCE", "--hub-audience",
+            "Audience of the OIDC ID token the `scion` action presents to the hub. Default: "
+            "SCION_HUB_URL."),
 )
 
 SETTINGS_BY_ATTR: Mapping[str, Setting] = {s.attr: s for s in SETTINGS}
@@ -138,6 +148,9 @@ class Settings:
     api_retry_maximum: str | None = None
     api_retry_timeout: str | None = None
     one_shot_grace: str | None = None
+    hub_url: str | None = None
+    hub_token: str | None = None
+    hub_audience: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -188,6 +201,16 @@ class Settings:
         for attr in _DURATIONS:
             if getattr(self, attr) is not None:
                 self.duration(attr)
+        self._validate_hub_url()
+
+    def _validate_hub_url(self) -> None:
+        if self.hub_url is None:
+            return
+        parts = urlsplit(self.hub_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ConfigError(
+                f"SCION_HUB_URL must be the hub's absolute http(s) base URL (got {self.hub_url!r})"
+            )
 
     def _raw(self, attr: str) -> str:
         raw = getattr(self, attr)

@@ -10,7 +10,15 @@ from scheduler.cli_base import EXIT_OK, emit
 from scheduler.config import Settings
 from scheduler.cron import next_fires
 from scheduler.model import format_instant
-from scheduler.validation import load_schedules
+from scheduler.scion_format import FORMATS
+from scheduler.validation import load_schedule_set, load_schedules
+
+
+def add_format_flag(parser: argparse.ArgumentParser) -> None:
+    """`--format`: this project's schedule files, the Scion hub's JSON, or detect which."""
+    parser.add_argument("--format", choices=FORMATS, default="auto",
+                        help="native (this project's schedule file), scion (the hub's JSON, as its "
+                             "REST API returns it), or auto: detect (default)")
 
 
 def register(sub: Any) -> None:
@@ -18,20 +26,24 @@ def register(sub: Any) -> None:
     p = sub.add_parser("validate", help="check a schedule file; list every error (exit 2) or none")
     p.add_argument("--file", required=True, help="YAML or JSON schedule file")
     p.add_argument("--output", choices=("text", "json"), default="text")
+    add_format_flag(p)
     p.set_defaults(handler=validate)
 
     p = sub.add_parser("next", help="show the next fire times of every schedule in a file")
     p.add_argument("--file", required=True, help="YAML or JSON schedule file")
     p.add_argument("-n", type=int, default=3, help="how many fire times per schedule (default 3)")
     p.add_argument("--output", choices=("text", "json"), default="text")
+    add_format_flag(p)
     p.set_defaults(handler=show_next)
 
 
 def validate(args: argparse.Namespace, settings: Settings) -> int:
     """Validate the file; errors surface as `ValidationError` (exit 2) in `main`."""
-    schedules = load_schedules(args.file)
-    emit({"valid": True, "schedules": len(schedules)}, args.output,
-         f"{args.file}: {len(schedules)} schedule(s), all valid")
+    loaded = load_schedule_set(args.file, format=args.format)
+    gone = f"; {len(loaded.absent)} gone at the hub" if loaded.absent else ""
+    emit({"valid": True, "schedules": len(loaded.schedules), "format": loaded.format,
+          "absent": list(loaded.absent)}, args.output,
+         f"{args.file}: {len(loaded.schedules)} schedule(s), all valid ({loaded.format} format){gone}")
     return EXIT_OK
 
 
@@ -40,7 +52,7 @@ def show_next(args: argparse.Namespace, settings: Settings) -> int:
     now = datetime.now(UTC)
     result: dict[str, list[str]] = {}
     lines = []
-    for schedule in load_schedules(args.file):
+    for schedule in load_schedules(args.file, format=args.format):
         fires = [] if schedule.paused else next_fires(schedule, now, args.n)
         if schedule.fire_at is not None:
             fires = [f for f in fires if f == schedule.fire_at]

@@ -1,0 +1,468 @@
+"""The Scion hub's own schedule JSON, accepted as the hub's REST API returns it.
+
+Two kinds of item, as in the hub's `pkg/store/models.go`:
+
+* recurring schedules (`GET /api/v1/projects/{projectId}/schedules`): `id`, `projectId` (older
+  hubs send `groveId`), `name`, `cronExpr` (5 fields, UTC), `eventType`, `payload` (JSON text),
+  `status` (`active`, `paused`, `deleted`);
+* one-shot scheduled events (`GET /api/v1/projects/{projectId}/scheduled-events`): `id`,
+  `projectId`, `eventType`, `fireAt` (RFC 3339), `payload`, `status` (`pending`, `fired`,
+  `cancelled`, `expired`, `failed`), optional `scheduleId`.
+
+A document is a list of items, the hub's paged envelope (`{"schedules": [...], "nextCursor",
+"totalCount", "serverTime"}` or `{"events": [...], ...}`), `{"schedules": [...], "events":
+[...]}`, or a list of such envelopes (every page of a listing, e.g. `jq -s .` over the pages).
+Read-only fields the hub adds, and fields a newer hub may add, are ignored: the hub's JSON is
+taken as it is, so a hub upgrade does not break a handover.
+
+What becomes what:
+
+* an `active` or `paused` schedule becomes a recurring schedule with the built-in `scion`
+  action and `catchup: latest` (the hub's own scheduler never replays missed occurrences);
+* a `pending` event becomes a one-shot (`at: fireAt`) with the `scion` action;
+* a `deleted` schedule and an event in any other state is *absent*: its job must not exist. So is
+  a `pending` event that carries a `scheduleId`: the hub's own evaluator writes one for each
+  occurrence of a recurring schedule as it runs it, so it is a record of that schedule's fire,
+  which the schedule's own job covers; scheduling it again would fire that occurrence twice.
+
+Items that are going away are not validated beyond their ID: garbage in a deleted record must
+not block the sync that removes it.
+
+This module only converts; `scheduler.validation` turns the result into `Schedule`s (and is the
+only caller), so every native rule (cron, size limit, ...) applies to hub schedules too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from scheduler.cron import CronError, validate_cron
+from scheduler.model import FieldError, format_instant, parse_duration, parse_instant
+
+Format = Literal["native", "scion"]
+FORMATS: tuple[str, ...] = ("auto", "native", "scion")
+
+ACTION_TYPE = "scion"
+KIND_SCHEDULE = "schedule"
+KIND_EVENT = "event"
+KINDS: tuple[str, ...] = (KIND_SCHEDULE, KIND_EVENT)
+EVENT_TYPES: tuple[str, ...] = ("message", "dispatch_agent")
+SCHEDULE_STATUSES: tuple[str, ...] = ("active", "paused", "deleted")
+EVENT_STATUSES: tuple[str, ...] = ("pending", "fired", "cancelled", "expired", "failed")
+
+# The hub's handlers give each event handler 30 s; the fire call waits a little longer so that
+# a slow but successful dispatch is not cut off and retried.
+DEFAULT_TIMEOUT_S = 60.0
+MAX_TIMEOUT_S = 1800.0
+MAX_DESCRIPTION = 500
+# The hub fires a late occurrence however late it is (a recurring schedule once, a one-shot event
+# on the next start). Here the newest missed fire runs if it is at most a day late: a message to
+# an agent that is days late does more harm than good, and Pub/Sub keeps undelivered fires for
+# days, so without a bound a long outage would end in a burst of stale work.
+HUB_CATCHUP_WINDOW = "1d"
+
+ACTION_FIELDS = frozenset({"type", "kind", "project_id", "name", "event_type", "payload", "timeout"})
+
+# Keys only the hub's JSON has; the native format refuses every one of them as unknown, so their
+# presence cannot be a native file.
+_HUB_ITEM_KEYS = frozenset({"cronExpr", "eventType", "fireAt", "projectId", "groveId", "scheduleId"})
+_ENVELOPE_KEYS = frozenset({"nextCursor", "totalCount", "serverTime"})
+_ENVELOPE_LISTS = {"schedules": KIND_SCHEDULE, "events": KIND_EVENT}
+
+
+@dataclass
+class Conversion:
+    """Hub items turned into native schedule documents.
+
+    `documents` are the wanted schedules in this project's schedule-file form; `absent` the hub
+    IDs whose jobs must not exist; `labels` how to name each ID in an error (ID and hub name);
+    `errors` every problem found, each naming the item by hub ID and name."""
+
+    documents: list[dict[str, Any]] = field(default_factory=list)
+    absent: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    errors: list[FieldError] = field(default_factory=list)
+
+
+def _is_envelope(value: Any) -> bool:
+    return isinstance(value, Mapping) and "id" not in value and (
+        bool(set(value) & set(_ENVELOPE_LISTS))
+    )
+
+
+def _looks_like_hub_item(value: Any) -> bool:
+    return isinstance(value, Mapping) and bool(set(value) & _HUB_ITEM_KEYS)
+
+
+def detect_format(data: Any) -> Format:
+    """`scion` when the document is the hub's JSON (an envelope or hub items), else `native`.
+
+    Only keys the native format refuses count as evidence, so a native file never reads as the
+    hub's: a native `{"schedules": [...]}` has neither `events`, nor `nextCursor`/`totalCount`/
+    `serverTime`, nor an item with `cronExpr`, `eventType`, `fireAt`, `projectId`, `groveId`."""
+    if isinstance(data, Mapping):
+        if "events" in data or set(data) & _ENVELOPE_KEYS:
+            return "scion"
+        items = data.get("schedules")
+        return "scion" if isinstance(items, list) and any(map(_looks_like_hub_item, items)) else "native"
+    if isinstance(data, list):
+        for item in data:
+            if _looks_like_hub_item(item) or (_is_envelope(item) and detect_format(item) == "scion"):
+                return "scion"
+    return "native"
+
+
+def resolve_format(data: Any, fmt: str) -> Format:
+    """The format to read `data` in: `fmt` itself, or the detected one for `auto`."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
+    if fmt == "auto":
+        return detect_format(data)
+    return "scion" if fmt == "scion" else "native"
+
+
+# --------------------------------------------------------------------------- event payloads
+
+
+def parse_payload(raw: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """The hub stores `payload` as JSON text; an already-decoded object is accepted too. The
+    hub requires a JSON object at the top level (`validateScheduledPayloadShape`)."""
+    value = raw
+    if isinstance(raw, str):
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            return None, f"is not valid JSON ({exc.msg} at position {exc.pos})"
+    if not isinstance(value, dict):
+        return None, f"must be a JSON object (got {type(value).__name__})"
+    return value, None
+
+
+def _text(payload: Mapping[str, Any], key: str) -> str | None:
+    value = payload.get(key)
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def check_event_payload(event_type: str, payload: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The hub's rules for an event's payload, as (payload field, reason) pairs.
+
+    `message` (MessageEventPayload) needs `message` and `agentId` or `agentName`; `interrupt` and
+    `plain` are booleans; a `raw` key is refused, as the hub's authoring path does, because
+    scheduled delivery does not forward it. `dispatch_agent` (DispatchAgentEventPayload) needs
+    `agentName`; `template`, `task` and `branch` are strings."""
+    problems: list[tuple[str, str]] = []
+    if event_type == "message":
+        if _text(payload, "message") is None:
+            problems.append(("message", "required for a message event: the text to send"))
+        if _text(payload, "agentId") is None and _text(payload, "agentName") is None:
+            problems.append(("agentName", "a message event needs agentId or agentName"))
+        for key in ("agentId", "agentName", "message"):
+            if key in payload and not isinstance(payload[key], str):
+                problems.append((key, "must be a string"))
+        for key in ("interrupt", "plain"):
+            if key in payload and not isinstance(payload[key], bool):
+                problems.append((key, "must be true or false"))
+        if "raw" in payload:
+            problems.append(("raw", "raw delivery is not supported for scheduled messages"))
+    elif event_type == "dispatch_agent":
+        if _text(payload, "agentName") is None:
+            problems.append(("agentName", "required for a dispatch_agent event: the agent to create"))
+        for key in ("template", "task", "branch"):
+            if key in payload and not isinstance(payload[key], str):
+                problems.append((key, "must be a string"))
+    return problems
+
+
+def _check_event_type(value: Any) -> str | None:
+    if value in EVENT_TYPES:
+        return None
+    return f"unsupported event type {value!r} (supported: {', '.join(EVENT_TYPES)})"
+
+
+def _check_path_segment(value: Any, what: str) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        return f"required: the {what}"
+    if not value.isprintable() or "/" in value or len(value) > 256:
+        return f"must be printable text without '/', at most 256 characters (got {value!r})"
+    return None
+
+
+def check_action_params(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Validate the parameters of a `scion` action (native form), as (field, reason) pairs
+    relative to the action; used by `scheduler.validation` for the `scion` action type."""
+    problems: list[tuple[str, str]] = []
+    params: dict[str, Any] = {}
+    for key in sorted(set(raw) - ACTION_FIELDS):
+        problems.append((key, "unknown field for a scion action"))
+    kind = raw.get("kind", KIND_SCHEDULE)
+    if kind not in KINDS:
+        problems.append(("kind", f"must be {KIND_SCHEDULE!r} (a recurring schedule) or {KIND_EVENT!r} "
+                                 f"(a one-shot scheduled event) (got {kind!r})"))
+    params["kind"] = kind
+    reason = _check_path_segment(raw.get("project_id"), "hub project ID the schedule belongs to")
+    if reason:
+        problems.append(("project_id", reason))
+    params["project_id"] = raw.get("project_id")
+    name = raw.get("name")
+    if name is not None:
+        if not isinstance(name, str):
+            problems.append(("name", "must be a string"))
+        params["name"] = name
+    event_type = raw.get("event_type")
+    reason = _check_event_type(event_type)
+    if reason:
+        problems.append(("event_type", reason))
+    params["event_type"] = event_type
+    payload, reason = parse_payload(raw.get("payload"))
+    if payload is None:
+        problems.append(("payload", reason or "required"))
+    else:
+        if event_type in EVENT_TYPES:
+            problems.extend((f"payload.{key}", why) for key, why in check_event_payload(event_type, payload))
+        params["payload"] = payload
+    if "timeout" in raw:
+        try:
+            seconds = parse_duration(raw["timeout"]).total_seconds()
+            if not 0 < seconds <= MAX_TIMEOUT_S:
+                raise ValueError("must be more than 0 and at most 30 minutes")
+            params["timeout"] = seconds
+        except ValueError as exc:
+            problems.append(("timeout", str(exc)))
+    return params, problems
+
+
+# --------------------------------------------------------------------------- hub documents
+
+
+@dataclass(frozen=True)
+class _Item:
+    raw: Any
+    kind: str | None  # from the envelope it came in, when it came in one
+    where: str        # position, for items without a usable ID
+
+
+def _pages(data: Any) -> Iterator[tuple[Mapping[str, Any] | None, str, str | None, Any, str]]:
+    """(envelope or None, list key, kind or None, items, where) for every list of items in the
+    document; `items` is whatever the document holds there (checked to be a list by the caller)."""
+    if isinstance(data, Mapping):
+        envelopes: list[Any] = [data]
+    elif isinstance(data, list) and data and all(map(_is_envelope, data)):
+        envelopes = data
+    else:
+        yield None, "items", None, data, "items"
+        return
+    for page, envelope in enumerate(envelopes):
+        for key, kind in _ENVELOPE_LISTS.items():
+            if key in envelope:
+                where = key if len(envelopes) == 1 else f"[{page}].{key}"
+                yield envelope, key, kind, envelope[key], where
+
+
+def _shape_errors(data: Any) -> list[FieldError]:
+    if not isinstance(data, list) and not (isinstance(data, Mapping) and set(data) & set(_ENVELOPE_LISTS)):
+        return [FieldError("(file)", "(document)",
+                           "expected the hub's JSON: a list of schedules or scheduled events, or the "
+                           "hub's response envelope {\"schedules\": [...]} / {\"events\": [...]}")]
+    return [FieldError("(file)", where, "must be a list")
+            for _, _, _, items, where in _pages(data) if not isinstance(items, list)]
+
+
+def _completeness_errors(data: Any) -> list[FieldError]:
+    """A listing that stops before its last page would, under prune, delete the jobs of every
+    schedule on the pages left out; so an incomplete listing is refused."""
+    errors: list[FieldError] = []
+    pages: dict[str, list[Mapping[str, Any]]] = {}
+    counts: dict[str, int] = {}
+    for envelope, key, _, items, _ in _pages(data):
+        if envelope is not None:
+            pages.setdefault(key, []).append(envelope)
+            counts[key] = counts.get(key, 0) + len(items)
+    for key, envelopes in pages.items():
+        if all(isinstance(e.get("nextCursor"), str) and e["nextCursor"] for e in envelopes):
+            errors.append(FieldError(
+                "(file)", f"{key}.nextCursor",
+                "the listing has more pages than given (every page carries a nextCursor); fetch "
+                "every page, or a sync with prune would delete the jobs of the schedules left out"))
+        totals = [e["totalCount"] for e in envelopes
+                  if isinstance(e.get("totalCount"), int) and not isinstance(e["totalCount"], bool)]
+        if totals and max(totals) > counts[key]:
+            errors.append(FieldError(
+                "(file)", f"{key}.totalCount",
+                f"the hub reported {max(totals)} {key} but the document holds {counts[key]}; fetch "
+                "every page"))
+    return errors
+
+
+def _label(item_id: str, name: Any) -> str:
+    return f'{item_id} "{name}"' if isinstance(name, str) and name else item_id
+
+
+def _project(raw: Mapping[str, Any], add: Any) -> str | None:
+    project, grove = raw.get("projectId"), raw.get("groveId")
+    if project and grove and project != grove:
+        add("projectId", f"projectId {project!r} and groveId {grove!r} disagree")
+        return None
+    value = project or grove
+    reason = _check_path_segment(value, "project ID (projectId, or groveId from older hubs)")
+    if reason:
+        add("projectId", reason)
+        return None
+    assert isinstance(value, str)
+    return value
+
+
+def _checked_payload(raw: Mapping[str, Any], event_type: Any, add: Any) -> dict[str, Any] | None:
+    payload, reason = parse_payload(raw.get("payload"))
+    if payload is None:
+        add("payload", reason or "required")
+        return None
+    if event_type in EVENT_TYPES:
+        for key, why in check_event_payload(event_type, payload):
+            add(f"payload.{key}", why)
+    return payload
+
+
+def _convert_schedule(raw: Mapping[str, Any], item_id: str, add: Any) -> dict[str, Any] | None:
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        add("name", "required: the schedule's name (unique in its project)")
+    project = _project(raw, add)
+    cron = raw.get("cronExpr")
+    if not isinstance(cron, str) or not cron.strip():
+        add("cronExpr", "required: a 5-field cron expression (UTC)")
+    else:
+        try:
+            validate_cron(cron)
+        except CronError as exc:
+            add("cronExpr", str(exc))
+    event_type = raw.get("eventType")
+    reason = _check_event_type(event_type)
+    if reason:
+        add("eventType", reason)
+    payload = _checked_payload(raw, event_type, add)
+    if project is None or payload is None or not isinstance(name, str):
+        return None
+    return {
+        "id": item_id,
+        "cron": cron,
+        "timezone": "UTC",
+        "paused": raw.get("status") == "paused",
+        "action": {"type": ACTION_TYPE, "kind": KIND_SCHEDULE, "project_id": project, "name": name,
+                   "event_type": event_type, "payload": payload},
+        "catchup": "latest",
+        "catchup_window": HUB_CATCHUP_WINDOW,
+        "labels": {"scion-kind": KIND_SCHEDULE, "scion-project": project},
+        "description": name[:MAX_DESCRIPTION],
+    }
+
+
+def _convert_event(raw: Mapping[str, Any], item_id: str, add: Any) -> dict[str, Any] | None:
+    project = _project(raw, add)
+    fire_at: datetime | None = None
+    value = raw.get("fireAt")
+    if not isinstance(value, str):
+        add("fireAt", "required: an RFC 3339 instant such as 2026-01-31T09:00:00Z")
+    else:
+        try:
+            fire_at = parse_instant(value)
+        except ValueError as exc:
+            add("fireAt", str(exc))
+    event_type = raw.get("eventType")
+    reason = _check_event_type(event_type)
+    if reason:
+        add("eventType", reason)
+    payload = _checked_payload(raw, event_type, add)
+    if project is None or payload is None or fire_at is None:
+        return None
+    return {
+        "id": item_id,
+        "at": format_instant(fire_at),
+        "action": {"type": ACTION_TYPE, "kind": KIND_EVENT, "project_id": project,
+                   "event_type": event_type, "payload": payload},
+        "catchup": "latest",
+        "catchup_window": HUB_CATCHUP_WINDOW,
+        "labels": {"scion-kind": KIND_EVENT, "scion-project": project},
+        "description": f"Scion one-shot {event_type} event",
+    }
+
+
+def _kind_of(item: _Item, add: Any) -> str | None:
+    raw = item.raw
+    if item.kind is not None:
+        return item.kind
+    if "cronExpr" in raw:
+        return KIND_SCHEDULE
+    if "fireAt" in raw:
+        return KIND_EVENT
+    add("(item)", "neither cronExpr (a recurring schedule) nor fireAt (a one-shot scheduled event)")
+    return None
+
+
+def convert(data: Any) -> Conversion:
+    """Convert the hub's JSON into native schedule documents plus the absent IDs; every
+    problem is collected in `errors` rather than raised."""
+    out = Conversion()
+    out.errors.extend(_shape_errors(data))
+    if out.errors:
+        return out
+    out.errors.extend(_completeness_errors(data))
+    if out.errors:
+        return out
+    seen: dict[str, str] = {}
+    names: dict[tuple[str, str], str] = {}
+    for _, _, kind, items, where in _pages(data):
+        for index, raw in enumerate(items):
+            item = _Item(raw, kind, f"{where}[{index}]")
+            if not isinstance(raw, Mapping):
+                out.errors.append(FieldError(item.where, "(item)", "must be an object"))
+                continue
+            raw_id = raw.get("id")
+            id_ok = isinstance(raw_id, str) and bool(raw_id.strip())
+            item_id = raw_id if isinstance(raw_id, str) and id_ok else item.where
+            label = _label(item_id, raw.get("name"))
+            out.labels[item_id] = label
+
+            def add(field_name: str, reason: str, label: str = label) -> None:
+                out.errors.append(FieldError(label, field_name, reason))
+
+            if not id_ok:
+                add("id", "required: the hub's ID of the item")
+                continue
+            reason = _check_path_segment(raw_id, "hub ID")
+            if reason:
+                add("id", reason)
+                continue
+            item_kind = _kind_of(item, add)
+            if item_kind is None:
+                continue
+            if item_id in seen:
+                add("id", f"listed twice (also at {seen[item_id]})")
+                continue
+            seen[item_id] = item.where
+            status = raw.get("status", "active" if item_kind == KIND_SCHEDULE else "pending")
+            allowed = SCHEDULE_STATUSES if item_kind == KIND_SCHEDULE else EVENT_STATUSES
+            if status not in allowed:
+                add("status", f"must be one of {', '.join(allowed)} (got {status!r})")
+                continue
+            if status == "deleted" or (item_kind == KIND_EVENT and (status != "pending" or raw.get("scheduleId"))):
+                out.absent.append(item_id)
+                continue
+            before = len(out.errors)
+            if item_kind == KIND_SCHEDULE:
+                document = _convert_schedule(raw, item_id, add)
+                name = raw.get("name")
+                project = document["action"]["project_id"] if document else None
+                if document and isinstance(name, str) and project:
+                    previous = names.setdefault((project, name), item_id)
+                    if previous != item_id:
+                        add("name", f"another schedule of project {project!r} has this name ({previous})")
+                        continue
+            else:
+                document = _convert_event(raw, item_id, add)
+            if document is not None and len(out.errors) == before:
+                out.documents.append(document)
+    return out
