@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from scheduler import scion_format
 from scheduler.contract import MAX_MESSAGE_BYTES, message_size
 from scheduler.cron import CronError, is_valid_timezone, validate_cron
 from scheduler.model import (
@@ -33,6 +35,9 @@ from scheduler.model import (
 )
 
 ACTION_ENTRY_POINT_GROUP = "scion_scheduler.actions"
+# Built in (their handlers ship with the worker), so a schedule naming them validates even where
+# the entry points are not installed (e.g. the control module run from a source tree).
+BUILTIN_ACTION_TYPES = frozenset({"http", scion_format.ACTION_TYPE})
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 MAX_ID_LENGTH = 256
 
@@ -114,6 +119,13 @@ def _check_http_action(raw: Mapping[str, Any], c: _Collector) -> dict[str, Any]:
     return params
 
 
+def _check_scion_action(raw: Mapping[str, Any], c: _Collector) -> dict[str, Any]:
+    params, problems = scion_format.check_action_params(raw)
+    for field_name, reason in problems:
+        c.add(f"action.{field_name}", reason)
+    return params
+
+
 def _check_action(raw: Any, c: _Collector, known_types: frozenset[str]) -> Action | None:
     if not isinstance(raw, Mapping):
         c.add("action", "required: an object with a `type`")
@@ -122,12 +134,14 @@ def _check_action(raw: Any, c: _Collector, known_types: frozenset[str]) -> Actio
     if not isinstance(action_type, str) or not action_type:
         c.add("action.type", "required: the action type (e.g. http)")
         return None
-    if action_type not in known_types and action_type != "http":
-        listed = ", ".join(sorted(known_types | {"http"}))
+    if action_type not in known_types | BUILTIN_ACTION_TYPES:
+        listed = ", ".join(sorted(known_types | BUILTIN_ACTION_TYPES))
         c.add("action.type", f"unknown action type {action_type!r} (registered: {listed})")
         return None
     if action_type == "http":
         params = _check_http_action(raw, c)
+    elif action_type == scion_format.ACTION_TYPE:
+        params = _check_scion_action(raw, c)
     else:
         params = {k: v for k, v in raw.items() if k != "type"}
     try:
@@ -295,8 +309,56 @@ def parse_document_text(text: str, *, source: str = "(input)") -> Any:
         raise ValidationError([FieldError("(file)", source, f"not valid YAML or JSON: {exc}")]) from exc
 
 
-def load_schedules(path: str | Path, *, known_action_types: frozenset[str] | None = None) -> list[Schedule]:
-    """Load and validate a schedule file; all or nothing."""
+@dataclass(frozen=True)
+class ScheduleSet:
+    """A validated schedule document: the schedules wanted, and the IDs whose jobs must not exist
+    (from the hub's format: deleted schedules and events no longer pending; see
+    `scheduler.scion_format`). `format` is the format the document was read in."""
+
+    schedules: list[Schedule]
+    absent: tuple[str, ...] = ()
+    format: str = "native"
+
+
+def schedules_from_data(
+    data: Any, *, format: str = "auto", known_action_types: frozenset[str] | None = None
+) -> ScheduleSet:
+    """Validate a parsed document in this project's format (`native`), the Scion hub's JSON
+    (`scion`), or whichever it is (`auto`); all or nothing. Hub items are named in errors by
+    their hub ID and name."""
+    try:
+        fmt = scion_format.resolve_format(data, format)
+    except ValueError as exc:
+        raise ValidationError([FieldError("(file)", "format", str(exc))]) from exc
+    if fmt == "native":
+        schedules = validate_schedules(documents_from_data(data), known_action_types=known_action_types)
+        return ScheduleSet(schedules, (), fmt)
+    conversion = scion_format.convert(data)
+    errors = list(conversion.errors)
+    schedules = []
+    try:
+        schedules = validate_schedules(conversion.documents, known_action_types=known_action_types)
+    except ValidationError as exc:
+        errors.extend(FieldError(conversion.labels.get(e.schedule_id, e.schedule_id), e.field, e.reason)
+                      for e in exc.errors)
+    if errors:
+        raise ValidationError(errors)
+    return ScheduleSet(schedules, tuple(conversion.absent), fmt)
+
+
+def load_schedule_set(
+    path: str | Path, *, format: str = "auto", known_action_types: frozenset[str] | None = None
+) -> ScheduleSet:
+    """Load and validate a schedule file in either format (see `schedules_from_data`)."""
     text = _read_text(path)
     data = parse_document_text(text, source=str(path))
-    return validate_schedules(documents_from_data(data), known_action_types=known_action_types)
+    return schedules_from_data(data, format=format, known_action_types=known_action_types)
+
+
+def load_schedules(
+    path: str | Path, *, known_action_types: frozenset[str] | None = None, format: str = "auto"
+) -> list[Schedule]:
+    """Load and validate a schedule file; all or nothing. The Scion hub's JSON is detected
+    (`format="auto"`) or asked for (`format="scion"`); see `load_schedule_set` for the IDs that
+    such a document marks as gone."""
+    return load_schedule_set(path, format=format, known_action_types=known_action_types).schedules
