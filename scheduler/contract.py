@@ -62,6 +62,10 @@ ATTR_TRIGGER = "trigger"
 ATTR_FIRE_TIME = "fire-time"
 ATTR_SIGNATURE = "signature"
 _SIGNATURE_SCHEME = "v1="
+_SIGNED_ATTRIBUTES = frozenset({
+    ATTR_FORMAT, ATTR_SCHEDULE_ID, ATTR_FINGERPRINT, ATTR_CRON, ATTR_TIMEZONE, ATTR_AT,
+    ATTR_TRIGGER, ATTR_FIRE_TIME,
+})
 
 
 class ContractError(ValueError):
@@ -142,7 +146,9 @@ def _payload(schedule: Schedule) -> dict[str, Any]:
 
 
 def _canonical(data: bytes, attributes: Mapping[str, str]) -> bytes:
-    lines = [f"{k}={v}" for k, v in sorted(attributes.items()) if k != ATTR_SIGNATURE]
+    # Only the contract's own attributes are signed, and only they are ever read: publishers may
+    # add others (the Pub/Sub client's `googclient_*` trace context) after signing.
+    lines = [f"{k}={v}" for k, v in sorted(attributes.items()) if k in _SIGNED_ATTRIBUTES]
     return "\n".join(lines).encode("utf-8") + b"\n\n" + data
 
 

@@ -130,10 +130,12 @@ def _walls(expr: str, start: datetime) -> Any:
     return croniter(_for_croniter(expr), start, day_or=day_or)
 
 
+@lru_cache(maxsize=4096)
 def validate_cron(expr: str) -> None:
     """Accept exactly Cloud Scheduler's unix-cron: five fields of values, ranges, steps, lists,
     and month or weekday names. Six-field (seconds) and extended syntax (L, W, #, ?) are refused,
-    as is an expression that can never fire (e.g. 30 February)."""
+    as is an expression that can never fire (e.g. 30 February). Successful checks are cached:
+    the worker validates the cron of every message it receives."""
     fields = expr.split()
     if len(fields) != 5:
         hint = " (a sixth field for seconds is not supported by Cloud Scheduler)" if len(fields) == 6 else ""
