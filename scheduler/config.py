@@ -91,6 +91,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("one_shot_grace", "SCION_SCHEDULER_ONE_SHOT_GRACE", "--one-shot-grace",
             "How long a one-shot (`at`) schedule's job is kept after its fire time, so that the "
             "fire can still be delivered, before a sync deletes it.", "10m"),
+    Setting("api_token", "SCION_SCHEDULER_API_TOKEN", "--api-token",
+            "Bearer token that callers of the HTTP API (`serve`) must present.", secret=True),
+    Setting("api_audience", "SCION_SCHEDULER_API_AUDIENCE", "--api-audience",
+            "Audience(s), comma-separated, that Google-signed OIDC ID tokens presented to the HTTP "
+            "API must be issued for (set together with SCION_SCHEDULER_API_ALLOWED_SA)."),
+    Setting("api_allowed_sa", "SCION_SCHEDULER_API_ALLOWED_SA", "--api-allowed-sa",
+            "Service-account emails, comma-separated, whose ID tokens the HTTP API accepts."),
     Setting("hub_url", "SCION_HUB_URL", "--hub-url",
             "Base URL of the Scion hub whose fire endpoint the `scion` action calls (e.g. "
             "https://hub.example.com); workers need it for schedules taken from the hub."),
@@ -148,6 +155,9 @@ class Settings:
     api_retry_maximum: str | None = None
     api_retry_timeout: str | None = None
     one_shot_grace: str | None = None
+    api_token: str | None = None
+    api_audience: str | None = None
+    api_allowed_sa: str | None = None
     hub_url: str | None = None
     hub_token: str | None = None
     hub_audience: str | None = None
