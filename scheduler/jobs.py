@@ -143,21 +143,19 @@ def is_paused(job: scheduler_v1.Job) -> bool:
     return bool(job.state == JobState.PAUSED)
 
 
-def _retry_tuple(config: Any) -> tuple[Any, ...]:
+def _retry_tuple(config: Any) -> tuple[int, float, float, int, float]:
     return (
-        int(config.retry_count),
+        config.retry_count,
         _seconds(config.min_backoff_duration),
         _seconds(config.max_backoff_duration),
-        int(config.max_doublings),
+        config.max_doublings,
         _seconds(config.max_retry_duration),
     )
 
 
-def _seconds(value: Any) -> float:
-    # proto-plus marshals Duration to timedelta; an unset one reads back as zero.
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    return float(getattr(value, "seconds", 0)) + float(getattr(value, "nanos", 0)) / 1e9
+def _seconds(duration: Any) -> float:
+    # A raw protobuf Duration; an unset one reads as zero, which is what the service means by it.
+    return float(duration.seconds) + float(duration.nanos) / 1e9
 
 
 def diff_mask(actual: scheduler_v1.Job, desired: scheduler_v1.Job) -> tuple[str, ...]:
@@ -165,23 +163,25 @@ def diff_mask(actual: scheduler_v1.Job, desired: scheduler_v1.Job) -> tuple[str,
 
     A job that lost its Pub/Sub target (edited by hand to another target type) gets the whole
     `pubsub_target`, which replaces the other member of the target oneof."""
+    # The raw protobuf messages: reading them is many times faster than through proto-plus,
+    # which matters when a sync compares thousands of jobs.
+    have, want = scheduler_v1.Job.pb(actual), scheduler_v1.Job.pb(desired)
     mask: list[str] = []
-    if actual.schedule != desired.schedule:
+    if have.schedule != want.schedule:
         mask.append(MASK_SCHEDULE)
-    if actual.time_zone != desired.time_zone:
+    if have.time_zone != want.time_zone:
         mask.append(MASK_TIME_ZONE)
-    if "pubsub_target" not in actual:
+    if have.WhichOneof("target") != "pubsub_target":
         mask.append(MASK_TARGET)
     else:
-        have, want = actual.pubsub_target, desired.pubsub_target
-        if have.topic_name != want.topic_name:
+        if have.pubsub_target.topic_name != want.pubsub_target.topic_name:
             mask.append(MASK_TOPIC)
-        if dict(have.attributes) != dict(want.attributes):
+        if dict(have.pubsub_target.attributes) != dict(want.pubsub_target.attributes):
             mask.append(MASK_ATTRIBUTES)
-        if bytes(have.data) != bytes(want.data):
+        if have.pubsub_target.data != want.pubsub_target.data:
             mask.append(MASK_DATA)
-    if actual.description != desired.description:
+    if have.description != want.description:
         mask.append(MASK_DESCRIPTION)
-    if _retry_tuple(actual.retry_config) != _retry_tuple(desired.retry_config):
+    if _retry_tuple(have.retry_config) != _retry_tuple(want.retry_config):
         mask.append(MASK_RETRY)
     return tuple(mask)
