@@ -1,0 +1,544 @@
+"""The HTTP control API: FastAPI routes over `SchedulerControl` and the execution ledger.
+
+Cloud Scheduler jobs are the only store of schedules (see `scheduler.jobs_decode`): a PUT writes
+the job, a GET reads it back, and a `:sync` reconciles the whole set, so there is no second copy
+to drift. Every write is validated whole before the first Cloud Scheduler call, so a refused
+request changes nothing.
+
+Routes follow Google's AIP style (`/v1/schedules/{id}:pause`). A schedule ID may hold any
+printable character: clients percent-encode it as one path segment (`/` as `%2F`), and the app
+routes on the raw path (`RawPathMiddleware`) and decodes the captured ID itself.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any, Protocol
+from urllib.parse import unquote_to_bytes
+
+from fastapi import Depends, FastAPI, Header, Path, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPBearer
+from google.api_core import exceptions as gexc
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic.json_schema import models_json_schema
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from scheduler.cli_base import package_version
+from scheduler.contract import ContractError
+from scheduler.control import JobNotFound, SchedulerControl
+from scheduler.logs import get_logger
+from scheduler.model import FieldError, Schedule, ValidationError, format_instant, parse_instant
+from scheduler.sync import ApplyResult
+from scheduler.validation import MAX_ID_LENGTH, parse_schedule, validate_schedules
+from scion_scheduler.api.auth import Authenticator, AuthError
+from scion_scheduler.api.middleware import (
+    ApiMetrics,
+    BodyLimitMiddleware,
+    MetricsMiddleware,
+    RawPathMiddleware,
+)
+from scion_scheduler.api.schemas import (
+    ErrorOut,
+    ExecutionPageOut,
+    FieldErrorOut,
+    HealthOut,
+    RunOut,
+    ScheduleDocument,
+    ScheduleListOut,
+    ScheduleOut,
+    SyncOut,
+    SyncRequest,
+    WriteOut,
+)
+from scion_scheduler.api.views import execution_out, plan_out, schedule_out, step_outcomes
+from worker.ledger import Execution
+
+log = get_logger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+REQUEST = "(request)"
+_SYNC_FIELDS = frozenset({"schedules", "prune", "dry_run"})
+_HTTP_CODE = re.compile(r"^(?:gave up after retrying: )?(\d{3}) ")
+
+
+class HistoryStore(Protocol):
+    """The part of the ledger the API reads (`worker.ledger.Ledger.history`)."""
+
+    def history(self, schedule_id: str, *, limit: int = 20,
+                before: datetime | None = None) -> list[Execution]: ...
+
+
+class ApiError(Exception):
+    """An error response: status, code, message, field errors, and step outcomes of a write."""
+
+    def __init__(self, status: int, code: str, message: str, errors: Sequence[FieldError] = (),
+                 result: ApplyResult | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.errors = tuple(errors)
+        self.result = result
+
+    def response(self) -> JSONResponse:
+        """The JSON error document."""
+        body = ErrorOut(
+            code=self.code, message=self.message,
+            errors=[FieldErrorOut(schedule_id=e.schedule_id, field=e.field, reason=e.reason)
+                    for e in self.errors],
+            outcomes=step_outcomes(self.result.outcomes) if self.result is not None else None,
+        )
+        return JSONResponse(body.model_dump(exclude_none=True), status_code=self.status)
+
+
+def _invalid(errors: Sequence[FieldError]) -> ApiError:
+    return ApiError(422, "invalid_argument", f"{len(errors)} validation error(s)", errors)
+
+
+def _bad_request(field_name: str, reason: str) -> ApiError:
+    return ApiError(400, "bad_request", reason, [FieldError(REQUEST, field_name, reason)])
+
+
+def _not_found(schedule_id: str) -> ApiError:
+    return ApiError(404, "not_found", f"no schedule {schedule_id!r}",
+                    [FieldError(schedule_id, "id", "no such schedule")])
+
+
+@dataclass
+class ApiContext:
+    """What the routes work with; built once by `create_app`."""
+
+    control: SchedulerControl
+    history: HistoryStore | None
+    authenticator: Authenticator
+    metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+
+# -- request helpers ---------------------------------------------------------------------------
+
+def decode_id(raw: str) -> str | None:
+    """The schedule ID a percent-encoded path segment stands for; None when it cannot be one
+    (not UTF-8, empty, too long, or not printable)."""
+    try:
+        value = unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not value or len(value) > MAX_ID_LENGTH or not value.isprintable():
+        return None
+    return value
+
+
+def _existing_id(raw: str) -> str:
+    schedule_id = decode_id(raw)
+    if schedule_id is None:
+        raise _not_found(raw)
+    return schedule_id
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def read_json(request: Request) -> Any:
+    """The request body as JSON (the body size limit is enforced by `BodyLimitMiddleware`)."""
+    raw = await request.body()
+    if not raw.strip():
+        raise _bad_request("(body)", "a JSON body is required")
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _bad_request("(body)", f"not valid JSON: {exc}") from exc
+
+
+JsonBody = Annotated[Any, Depends(read_json)]
+_bearer = HTTPBearer(auto_error=False, description="SCION_SCHEDULER_API_TOKEN, or a Google-signed "
+                     "ID token of an allowed service account.")
+
+
+def _caller(request: Request, _: Annotated[Any, Security(_bearer)]) -> str:
+    """The authenticated caller; the `Security` parameter only documents the scheme."""
+    context: ApiContext = request.app.state.context
+    return context.authenticator.authenticate(request.headers.get("authorization"))
+
+
+Caller = Annotated[str, Depends(_caller)]
+RawId = Annotated[str, Path(description="The schedule ID, percent-encoded as one segment.")]
+IfMatch = Annotated[str | None, Header(alias="If-Match", description="A `fingerprint` (ETag) "
+                                       "read earlier: refuse with 409 if it changed since.")]
+
+
+def _etags(header: str | None) -> list[str] | None:
+    if header is None:
+        return None
+    tags = []
+    for part in header.split(","):
+        tag = part.strip()
+        tag = tag.removeprefix("W/")
+        tags.append(tag.strip('"'))
+    return tags
+
+
+def _write_status(result: ApplyResult) -> ApiError:
+    """The error for a write that Cloud Scheduler refused: 409 for a conflicting concurrent
+    change (ABORTED, ALREADY_EXISTS, a job gone meanwhile), 503 when it kept being unavailable,
+    else 502."""
+    failed = result.failed[0]
+    match = _HTTP_CODE.match(failed.error)
+    code = int(match.group(1)) if match else 0
+    if code in (404, 409):
+        return ApiError(409, "conflict", f"a concurrent change interfered: {failed.error}",
+                        result=result)
+    if code in (429, 503, 504) or failed.error.startswith("gave up after retrying"):
+        return ApiError(503, "unavailable", f"Cloud Scheduler is unavailable: {failed.error}",
+                        result=result)
+    return ApiError(502, "upstream_error", f"Cloud Scheduler refused the change: {failed.error}",
+                    result=result)
+
+
+# -- the app -----------------------------------------------------------------------------------
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": text} for status, text in (
+        (401, "Missing or invalid credentials."), (403, "The caller is not allowed."),
+        (404, "No such schedule."), (409, "A concurrent change conflicts."),
+        (413, "The body is too large."), (422, "The document is not valid."),
+        (400, "The body is not JSON."),
+        (502, "Cloud Scheduler refused the change."), (503, "Cloud Scheduler is unavailable."),
+    )
+}
+
+
+def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {s: _ERRORS[s] for s in (401, 403, 503, *statuses)}
+
+
+def _body(model: str) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{model}"}}}}}
+
+
+def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+    """The ASGI app. Routes run blocking Cloud Scheduler and Firestore calls in the threadpool."""
+    app = FastAPI(
+        title="scion-scheduler control API", version=package_version(),
+        description="Create, change, pause, run and delete Scion schedules (one Cloud Scheduler "
+                    "job each) and read their execution history.",
+        docs_url=None, redoc_url=None,
+    )
+    app.state.context = context
+    control = context.control
+    spec = control.spec
+
+    def get_job(schedule_id: str) -> Any:
+        return control.syncer.get_job(spec.job_id(schedule_id))
+
+    def view(job: Any, schedule_id: str) -> ScheduleOut:
+        out = schedule_out(job, spec, context.clock())
+        if out is None:
+            raise _not_found(schedule_id)
+        return out
+
+    def check_if_match(schedule_id: str, if_match: str | None, job: Any) -> None:
+        tags = _etags(if_match)
+        if tags is None:
+            return
+        if job is None:
+            raise ApiError(409, "conflict", f"schedule {schedule_id!r} does not exist (If-Match)",
+                           [FieldError(schedule_id, "If-Match", "the schedule does not exist")])
+        current = view(job, schedule_id).fingerprint
+        if "*" not in tags and current not in tags:
+            raise ApiError(409, "conflict", f"schedule {schedule_id!r} changed meanwhile",
+                           [FieldError(schedule_id, "If-Match",
+                                       f"the current fingerprint is {current!r}")])
+
+    def etag(response: Response, out: ScheduleOut | None) -> None:
+        if out is not None and out.fingerprint:
+            response.headers["ETag"] = f'"{out.fingerprint}"'
+
+    # -- errors --------------------------------------------------------------------------------
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(AuthError)
+    async def _auth_error(_: Request, exc: AuthError) -> JSONResponse:
+        code = "permission_denied" if exc.status == 403 else "unauthenticated"
+        response = ApiError(exc.status, code, exc.message).response()
+        response.headers["WWW-Authenticate"] = exc.www_authenticate
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [FieldError(REQUEST, ".".join(str(p) for p in e.get("loc", ())), str(e.get("msg")))
+                  for e in exc.errors()]
+        return _invalid(errors).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+        response = ApiError(exc.status_code, code, str(exc.detail)).response()
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    @app.exception_handler(JobNotFound)
+    async def _job_not_found(_: Request, exc: JobNotFound) -> JSONResponse:
+        return ApiError(404, "not_found", str(exc)).response()
+
+    @app.exception_handler(gexc.GoogleAPIError)
+    async def _google_error(_: Request, exc: gexc.GoogleAPIError) -> JSONResponse:
+        log.warning("google api call failed", error=str(exc))
+        if isinstance(exc, gexc.Conflict):
+            return ApiError(409, "conflict", str(exc)).response()
+        if isinstance(exc, gexc.RetryError | gexc.ServiceUnavailable | gexc.DeadlineExceeded
+                      | gexc.TooManyRequests):
+            return ApiError(503, "unavailable", str(exc)).response()
+        return ApiError(502, "upstream_error", str(exc)).response()
+
+    # -- routes --------------------------------------------------------------------------------
+
+    @app.get("/healthz", response_model=HealthOut, tags=["operations"])
+    def healthz() -> HealthOut:
+        """Liveness; needs no credentials."""
+        return HealthOut()
+
+    @app.get("/metrics", tags=["operations"], responses=_responses(),
+             response_class=Response)
+    def metrics(_: Caller) -> Response:
+        """Prometheus metrics: request counts and latency by route and status."""
+        return Response(generate_latest(context.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/schedules", response_model=ScheduleListOut, tags=["schedules"],
+             responses=_responses(422))
+    def list_schedules(
+        who: Caller,
+        page_size: Annotated[int, Query(ge=1, le=1000)] = 100,
+        page_token: Annotated[str | None, Query(description="`next_page_token` of the previous "
+                                                "page.")] = None,
+    ) -> ScheduleListOut:
+        """Every schedule (one Cloud Scheduler listing), by ID, with job state and next fires."""
+        now = context.clock()
+        views = [v for v in (schedule_out(j, spec, now) for j in control.syncer.owned_jobs())
+                 if v is not None]
+        views.sort(key=lambda v: v.id)
+        if page_token is not None:
+            views = [v for v in views if v.id > page_token]
+        page = views[:page_size]
+        more = len(views) > page_size
+        return ScheduleListOut(schedules=page, next_page_token=page[-1].id if more else None)
+
+    @app.get("/v1/schedules/{schedule_id}", response_model=ScheduleOut, tags=["schedules"],
+             responses=_responses(404))
+    def get_schedule(schedule_id: RawId, who: Caller, response: Response) -> ScheduleOut:
+        """One schedule, read back from its job, with job state and next fire times."""
+        sid = _existing_id(schedule_id)
+        job = get_job(sid)
+        if job is None:
+            raise _not_found(sid)
+        out = view(job, sid)
+        etag(response, out)
+        return out
+
+    @app.put("/v1/schedules/{schedule_id}", response_model=WriteOut, tags=["schedules"],
+             responses=_responses(400, 404, 409, 413, 422, 502),
+             openapi_extra=_body("ScheduleDocument"), status_code=200)
+    async def put_schedule(schedule_id: RawId, who: Caller, response: Response,
+                           body: JsonBody, if_match: IfMatch = None) -> WriteOut:
+        """Create or replace a schedule: one GetJob, then at most one create or update (plus a
+        pause or resume when `paused` changed). 201 when the job was created."""
+        sid = decode_id(schedule_id)
+        if sid is None:
+            raise _invalid([FieldError(REQUEST, "id", "the path segment is not a valid schedule "
+                                                      "ID (printable text, at most "
+                                                      f"{MAX_ID_LENGTH} characters)")])
+        schedule = _schedule_for_put(sid, body)
+        return await run_in_threadpool(_put, sid, schedule, if_match, response, who)
+
+    def _put(sid: str, schedule: Schedule, if_match: str | None, response: Response,
+             who: str) -> WriteOut:
+        if if_match is not None:
+            check_if_match(sid, if_match, get_job(sid))
+        result = control.upsert(schedule)
+        if not result.ok:
+            raise _write_status(result)
+        created = any(o.step.kind == "create" for o in result.outcomes)
+        job = get_job(sid)
+        out = view(job, sid) if job is not None else None
+        log.info("schedule upserted", schedule_id=sid, caller=who, created=created,
+                 steps=[o.step.kind for o in result.outcomes])
+        response.status_code = 201 if created else 200
+        etag(response, out)
+        return WriteOut(schedule=out, outcomes=step_outcomes(result.outcomes))
+
+    @app.delete("/v1/schedules/{schedule_id}", response_model=WriteOut, tags=["schedules"],
+                responses=_responses(404, 409, 502))
+    def delete_schedule(schedule_id: RawId, who: Caller, if_match: IfMatch = None) -> WriteOut:
+        """Delete a schedule's job. 404 when it has none."""
+        sid = _existing_id(schedule_id)
+        job = get_job(sid)
+        if job is None:
+            raise _not_found(sid)
+        check_if_match(sid, if_match, job)
+        result = control.remove(sid)
+        if not result.ok:
+            raise _write_status(result)
+        log.info("schedule deleted", schedule_id=sid, caller=who)
+        return WriteOut(schedule=None, outcomes=step_outcomes(result.outcomes))
+
+    def _state_change(sid: str, if_match: str | None, pause: bool, response: Response,
+                      who: str) -> WriteOut:
+        job = get_job(sid)
+        if job is None:
+            raise _not_found(sid)
+        check_if_match(sid, if_match, job)
+        result = control.pause(sid) if pause else control.resume(sid)
+        if not result.ok:
+            raise _write_status(result)
+        after = get_job(sid)
+        out = view(after, sid) if after is not None else None
+        etag(response, out)
+        log.info("schedule paused" if pause else "schedule resumed", schedule_id=sid, caller=who)
+        return WriteOut(schedule=out, outcomes=step_outcomes(result.outcomes))
+
+    @app.post("/v1/schedules/{schedule_id}:pause", response_model=WriteOut, tags=["schedules"],
+              responses=_responses(404, 409, 502))
+    def pause_schedule(schedule_id: RawId, who: Caller, response: Response,
+                       if_match: IfMatch = None) -> WriteOut:
+        """Pause a schedule's job (pausing a paused one is success)."""
+        return _state_change(_existing_id(schedule_id), if_match, True, response, who)
+
+    @app.post("/v1/schedules/{schedule_id}:resume", response_model=WriteOut, tags=["schedules"],
+              responses=_responses(404, 409, 502))
+    def resume_schedule(schedule_id: RawId, who: Caller, response: Response,
+                       if_match: IfMatch = None) -> WriteOut:
+        """Resume a schedule's job (resuming an enabled one is success)."""
+        return _state_change(_existing_id(schedule_id), if_match, False, response, who)
+
+    @app.post("/v1/schedules/{schedule_id}:run", response_model=RunOut, tags=["schedules"],
+              responses=_responses(404, 409))
+    def run_schedule(schedule_id: RawId, who: Caller) -> RunOut:
+        """Fire once now (a manual run, its own execution, never deduplicated against a slot):
+        the job's message is published to the topic with `trigger=manual`."""
+        sid = _existing_id(schedule_id)
+        try:
+            run = control.run_now(sid)
+            log.info("manual run requested", schedule_id=sid, caller=who,
+                     fire_time=format_instant(run.fire_time), execution_id=run.execution_id)
+        except (ContractError, ValueError) as exc:
+            raise ApiError(409, "conflict", f"the job's message cannot be fired: {exc}",
+                           [FieldError(sid, "job", str(exc))]) from exc
+        return RunOut.model_validate(run.to_dict())
+
+    @app.post("/v1/schedules:sync", response_model=SyncOut, tags=["schedules"],
+              responses=_responses(400, 413, 422), openapi_extra=_body("SyncRequest"))
+    async def sync_schedules(who: Caller, body: JsonBody) -> SyncOut:
+        """Make Cloud Scheduler match a full desired set: the plan (create, update, pause,
+        resume, and with `prune` delete) and, unless `dry_run`, each step's outcome. The whole
+        set is validated first; one invalid schedule means nothing is applied."""
+        schedules, prune, dry_run = _sync_request(body)
+        return await run_in_threadpool(_sync, schedules, prune, dry_run)
+
+    def _sync(schedules: list[Schedule], prune: bool, dry_run: bool) -> SyncOut:
+        try:
+            plan = control.plan(schedules, prune=prune)
+        except ValidationError as exc:  # two IDs that map to one job
+            raise _invalid(exc.errors) from exc
+        if dry_run:
+            return SyncOut(dry_run=True, ok=True, plan=plan_out(plan), outcomes=[])
+        result = control.apply(plan)
+        log.info("schedules synced", steps=len(plan.steps), failed=len(result.failed))
+        return SyncOut(dry_run=False, ok=result.ok, plan=plan_out(plan),
+                       outcomes=step_outcomes(result.outcomes))
+
+    @app.get("/v1/schedules/{schedule_id}/executions", response_model=ExecutionPageOut,
+             tags=["history"], responses=_responses(404, 422))
+    def list_executions(
+        schedule_id: RawId, who: Caller,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        page_token: Annotated[str | None, Query(description="`next_page_token` of the previous "
+                                                "page (the last fire time shown).")] = None,
+    ) -> ExecutionPageOut:
+        """A schedule's executions, newest fire time first, `limit` at a time. History outlives
+        the schedule; 404 only when there is neither a job nor any execution."""
+        sid = _existing_id(schedule_id)
+        if context.history is None:
+            raise ApiError(503, "unavailable", "no execution store is configured")
+        before = None
+        if page_token is not None:
+            try:
+                before = parse_instant(page_token)
+            except ValueError as exc:
+                raise _invalid([FieldError(REQUEST, "query.page_token", str(exc))]) from exc
+        found = context.history.history(sid, limit=limit, before=before)
+        if not found and before is None and get_job(sid) is None:
+            raise _not_found(sid)
+        token = format_instant(found[-1].fire_time) if len(found) == limit else None
+        return ExecutionPageOut(executions=[execution_out(e) for e in found], next_page_token=token)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version,
+                                   description=app.description, routes=app.routes)
+            _, extra = models_json_schema(
+                [(ScheduleDocument, "validation"), (SyncRequest, "validation")],
+                ref_template="#/components/schemas/{model}")
+            document.setdefault("components", {}).setdefault("schemas", {}).update(
+                extra.get("$defs", {}))
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
+    # Last added runs first: raw-path routing, then metrics (which reads the matched route),
+    # then the body limit.
+    app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=context.metrics)
+    app.add_middleware(RawPathMiddleware)
+    return app
+
+
+def _schedule_for_put(schedule_id: str, body: Any) -> Schedule:
+    if not isinstance(body, Mapping):
+        raise _invalid([FieldError(schedule_id, "(schedule)", "must be a JSON object")])
+    document = dict(body)
+    given = document.setdefault("id", schedule_id)
+    if given != schedule_id:
+        raise _invalid([FieldError(schedule_id, "id",
+                                   f"must match the ID in the path (got {given!r})")])
+    try:
+        return parse_schedule(document)
+    except ValidationError as exc:
+        raise _invalid(exc.errors) from exc
+
+
+def _sync_request(body: Any) -> tuple[list[Schedule], bool, bool]:
+    if not isinstance(body, Mapping):
+        raise _invalid([FieldError(REQUEST, "(body)", "must be a JSON object with `schedules`")])
+    errors = [FieldError(REQUEST, str(k), "unknown field") for k in sorted(set(body) - _SYNC_FIELDS)]
+    flags = {}
+    for name in ("prune", "dry_run"):
+        value = body.get(name, False)
+        if not isinstance(value, bool):
+            errors.append(FieldError(REQUEST, name, "must be true or false"))
+        flags[name] = value is True
+    raws = body.get("schedules")
+    schedules: list[Schedule] = []
+    if not isinstance(raws, list):
+        errors.append(FieldError(REQUEST, "schedules", "required: a list of schedules"))
+    else:
+        try:
+            schedules = validate_schedules(raws)
+        except ValidationError as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise _invalid(errors)
+    return schedules, flags["prune"], flags["dry_run"]

@@ -1,0 +1,91 @@
+"""Domain objects to API documents: jobs to `ScheduleOut`, sync results to their outcomes,
+ledger records to `ExecutionOut`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from scheduler.cron import next_fires
+from scheduler.jobs import JobSpec, is_paused
+from scheduler.jobs_decode import JobDecodeError, job_fingerprint, schedule_from_job
+from scheduler.model import format_instant
+from scheduler.naming import job_id_of
+from scheduler.sync import Plan, StepOutcome
+from scion_scheduler.api.schemas import (
+    ExecutionOut,
+    JobOut,
+    PlanOut,
+    ScheduleOut,
+    StepOut,
+    StepOutcomeOut,
+)
+from worker.ledger import Execution
+
+
+def _timestamp(value: Any) -> str | None:
+    # proto-plus gives a datetime for a set Timestamp and the epoch for an unset one.
+    if not isinstance(value, datetime) or value.timestamp() <= 0:
+        return None
+    return format_instant(value.astimezone(UTC))
+
+
+def _instant(value: datetime | None) -> str | None:
+    return format_instant(value) if value is not None else None
+
+
+def schedule_out(job: Any, spec: JobSpec, now: datetime, fires: int = 5) -> ScheduleOut | None:
+    """The schedule a job holds, with the job's state and the next `fires` fire times. None for a
+    job under the prefix that names no schedule (not one of the hub's)."""
+    owner = spec.owner_schedule_id(job)
+    if owner is None:
+        return None
+    job_out = JobOut(
+        job_id=job_id_of(job.name), state=job.state.name, schedule=job.schedule,
+        time_zone=job.time_zone, scheduled_time=_timestamp(job.schedule_time),
+        last_attempt_time=_timestamp(job.last_attempt_time),
+    )
+    try:
+        schedule = schedule_from_job(job)
+    except JobDecodeError as exc:
+        return ScheduleOut(id=owner, schedule=None, fingerprint=job_fingerprint(job), job=job_out,
+                           next_fires=[], problem=str(exc))
+    upcoming: list[datetime] = []
+    if not is_paused(job) and fires > 0:
+        if schedule.fire_at is not None:
+            upcoming = [schedule.fire_at] if schedule.fire_at > now else []
+        else:
+            upcoming = next_fires(schedule, now, fires)
+    problem = None
+    if schedule.id != owner:
+        problem = f"the job's message names schedule {schedule.id!r}; a sync will rewrite it"
+    return ScheduleOut(
+        id=owner, schedule=schedule.to_dict(), fingerprint=job_fingerprint(job), job=job_out,
+        next_fires=[format_instant(f) for f in upcoming], problem=problem,
+    )
+
+
+def step_outcomes(outcomes: Iterable[StepOutcome]) -> list[StepOutcomeOut]:
+    """Each step's outcome."""
+    return [StepOutcomeOut.model_validate(o.to_dict()) for o in outcomes]
+
+
+def plan_out(plan: Plan) -> PlanOut:
+    """The plan document."""
+    data = plan.to_dict()
+    data["steps"] = [StepOut.model_validate(s) for s in data["steps"]]
+    return PlanOut.model_validate(data)
+
+
+def execution_out(execution: Execution) -> ExecutionOut:
+    """One history entry."""
+    return ExecutionOut(
+        execution_id=execution.execution_id, schedule_id=execution.schedule_id,
+        fire_time=format_instant(execution.fire_time), trigger=execution.trigger,
+        state=str(execution.state), attempt=execution.attempt,
+        created_at=format_instant(execution.created_at),
+        started_at=_instant(execution.started_at), finished_at=_instant(execution.finished_at),
+        duration_s=execution.duration_s, worker_id=execution.worker_id, error=execution.error,
+        detail=execution.detail,
+    )

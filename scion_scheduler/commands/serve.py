@@ -1,0 +1,79 @@
+"""`serve`: the HTTP control API the Scion hub calls instead of spawning this CLI."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from scheduler.cli_base import EXIT_OK
+from scheduler.config import ConfigError, Settings
+from scheduler.logs import get_logger
+from scion_scheduler.api.app import DEFAULT_MAX_BODY_BYTES, ApiContext, HistoryStore, create_app
+from scion_scheduler.api.auth import Authenticator, check_exposure
+
+log = get_logger(__name__)
+
+
+def register(sub: Any) -> None:
+    """Add `serve`."""
+    p = sub.add_parser(
+        "serve", help="serve the HTTP control API (schedules, runs, history) with uvicorn",
+        description="Serve the HTTP control API. Callers authenticate with SCION_SCHEDULER_API_TOKEN "
+                    "or Google ID tokens (SCION_SCHEDULER_API_AUDIENCE + _API_ALLOWED_SA); without "
+                    "either it serves only on a loopback address.")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port to bind (default 8080)")
+    p.add_argument("--store", default="firestore", metavar="firestore|sqlite:PATH",
+                   help="where execution history is read: the Firestore ledger (default) or the "
+                        "SQLite ledger of the single-instance fallback")
+    p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                   help=f"largest request body accepted (default {DEFAULT_MAX_BODY_BYTES})")
+    p.set_defaults(handler=serve)
+
+
+def history_store(spec: str, settings: Settings) -> HistoryStore:
+    """The ledger named by `--store`."""
+    if spec == "firestore":
+        from scheduler import gcp
+        from worker.firestore_ledger import FirestoreLedger
+
+        settings.require("project")
+        return FirestoreLedger(gcp.firestore_client(settings), settings.value("collection_prefix"))
+    if spec.startswith("sqlite:") and len(spec) > len("sqlite:"):
+        from worker.sqlite_ledger import SqliteLedger
+
+        return SqliteLedger(spec[len("sqlite:"):])
+    raise ConfigError(f"--store must be `firestore` or `sqlite:PATH` (got {spec!r})")
+
+
+def build_context(settings: Settings, store: str, authenticator: Authenticator) -> ApiContext:
+    """Everything the app needs; fails with `ConfigError` before anything listens."""
+    from scheduler.control import SchedulerControl
+
+    return ApiContext(control=SchedulerControl(settings), history=history_store(store, settings),
+                      authenticator=authenticator)
+
+
+def serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Run uvicorn until interrupted (SIGINT/SIGTERM end it gracefully)."""
+    import uvicorn
+
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port must be from 1 to 65535 (got {args.port})")
+    if args.max_body_bytes < 1:
+        raise ConfigError("--max-body-bytes must be positive")
+    authenticator = Authenticator.from_settings(settings)
+    check_exposure(authenticator, args.host)
+    context = build_context(settings, args.store, authenticator)
+    if not authenticator.enabled:
+        log.warning("serving without authentication on loopback", host=args.host, port=args.port)
+    app = create_app(context, max_body_bytes=args.max_body_bytes)
+    log.info("serving the HTTP API", host=args.host, port=args.port, store=args.store,
+             token=bool(authenticator.token), oidc=authenticator.oidc is not None)
+    try:
+        # Our own structlog setup stays in charge of logging; uvicorn's access log would repeat
+        # what the metrics already count.
+        uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    finally:
+        context.control.close()
+    return EXIT_OK
