@@ -364,6 +364,33 @@ def test_enabled_job_fires_at_the_minute_and_paused_one_does_not(client: Any, pa
     assert pubsub.pull(paused_sub, wait=1) == []
 
 
+def test_http_target_jobs_are_kept_but_not_delivered(client: Any, parent: str, make_job: JobFactory) -> None:
+    job = make_job(pubsub_target=None)
+    job = scheduler_v1.Job(name=job.name, schedule=job.schedule, http_target={"uri": "https://example.com/"})
+    created = client.create_job(parent=parent, job=job)
+    assert created.state == scheduler_v1.Job.State.ENABLED
+    client.run_job(name=created.name)
+    code = _eventually(lambda: client.get_job(name=created.name).status.code)
+    assert code == grpc.StatusCode.UNIMPLEMENTED.value[0]
+
+
+def test_clock_holds_one_entry_per_job_under_churn(parent: str, make_job: JobFactory) -> None:
+    """Thousands of jobs, each changed repeatedly: one live timer entry each, stale ones compacted."""
+    emulator = CloudSchedulerEmulator(publisher=ScriptedPublisher(0)).start()
+    try:
+        store = emulator.store
+        names = [store.create(parent, scheduler_v1.Job.pb(make_job(f"j{i}"))).name for i in range(2000)]
+        for name in names[:1000]:
+            store.pause(name)
+            store.resume(name)
+        for name in names[1000:1500]:
+            store.delete(name)
+        assert emulator.clock.pending() == 1500
+        assert len(emulator.clock._heap) <= 2 * 1500 + 1024
+    finally:
+        emulator.stop()
+
+
 # -- retries (a scripted publisher, so failures are exact) ---------------------------------------
 
 

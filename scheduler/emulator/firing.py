@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import grpc
+from google.api_core.exceptions import MethodNotImplemented
 
 from scheduler.contract import ATTR_SCHEDULE_ID, execution_id
 from scheduler.emulator.store import Execution, JobStore
@@ -222,6 +223,9 @@ class FiringClock:
         def done(message_id: str | None, error: BaseException | None) -> None:
             self._finished(execution, message_id, error)
 
+        if not execution.topic:
+            done(None, MethodNotImplemented("the emulator delivers Pub/Sub targets only"))
+            return
         self.publisher.publish(execution.topic, execution.data, execution.attributes, done)
 
     def _finished(self, execution: Execution, message_id: str | None, error: BaseException | None) -> None:

@@ -120,8 +120,10 @@ class CloudSchedulerEmulator:
         self._stopping.set()
         if self._saver is not None:
             self._saver.join(timeout=5)
-        self.save()
+        # Close the publisher first: it flushes what is batched, and those results belong in
+        # the state file.
         self.publisher.close()
+        self.save()
         log.info("cloud scheduler emulator stopped", host=self.host)
 
     def save(self) -> None:

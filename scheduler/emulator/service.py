@@ -145,8 +145,7 @@ class CloudSchedulerService:
 
     def _run_job(self, request: Any) -> Any:
         job, execution = self.store.claim_now(request.name)
-        if execution is not None:
-            self.dispatch(execution)
+        self.dispatch(execution)
         return job
 
     def _list_locations(self, request: Any) -> Any:

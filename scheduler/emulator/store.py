@@ -385,12 +385,10 @@ class JobStore:
     # -- firing ----------------------------------------------------------------------------
 
     def due(self, name: str) -> tuple[datetime, int] | None:
-        """When an ENABLED Pub/Sub job is next due, with its generation; None otherwise."""
+        """When an ENABLED job is next due, with its generation; None otherwise."""
         with self._lock:
             job = self._jobs.get(name)
             if job is None or job.state != ENABLED or not job.HasField("schedule_time"):
-                return None
-            if job.WhichOneof("target") != "pubsub_target":
                 return None
             return job.schedule_time.ToDatetime(UTC), self._runtime[name].generation
 
@@ -423,17 +421,15 @@ class JobStore:
         self._changed(name)
         return execution
 
-    def claim_now(self, name: str) -> tuple[Any, Execution | None]:
-        """RunJob: start an attempt now, whatever the schedule; returns the job and the
-        execution (None for a job without a Pub/Sub target, which the emulator cannot deliver)."""
+    def claim_now(self, name: str) -> tuple[Any, Execution]:
+        """RunJob: start an attempt now, whatever the schedule or state; returns the job and
+        the execution."""
         with self._lock:
             job = self._find(name)
             now = self.now()
             job.last_attempt_time.FromDatetime(now)
-            execution: Execution | None = None
-            if job.WhichOneof("target") == "pubsub_target":
-                execution = self._execution(job, now, "manual", now)
-                execution.token = self._runtime[name].execution_token = self._next_token()
+            execution = self._execution(job, now, "manual", now)
+            execution.token = self._runtime[name].execution_token = self._next_token()
             result = self._copy(job)
         self._touch()
         return result, execution
@@ -483,8 +479,8 @@ class JobStore:
     def snapshot(self) -> dict[str, Any]:
         """The JSON-able state: every job in its proto3 JSON form."""
         with self._lock:
-            jobs = [json_format.MessageToDict(self._jobs[n]) for n in self._names]
-        return {"format": 1, "jobs": jobs}
+            copies = [self._copy(self._jobs[n]) for n in self._names]
+        return {"format": 1, "jobs": [json_format.MessageToDict(job) for job in copies]}
 
     def load(self, state: dict[str, Any]) -> int:
         """Replace the jobs with those of a snapshot; ENABLED jobs are scheduled from now."""
@@ -538,6 +534,8 @@ class JobStore:
 
     @staticmethod
     def _execution(job: Any, slot: datetime, trigger: str, now: datetime) -> Execution:
+        # Only Pub/Sub targets are delivered; an HTTP or App Engine job gets an empty topic,
+        # which the clock records as an UNIMPLEMENTED attempt.
         target = job.pubsub_target
         return Execution(
             name=job.name, slot=slot, trigger=trigger, attempt=1, first_attempt=now,
