@@ -10,6 +10,7 @@ schedules, and the operations behind the `scion-scheduler` control commands.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -125,6 +126,7 @@ class SchedulerControl:
         self._owns_scheduler = scheduler_client is None
         self._owns_publisher = publisher is None
         self._publisher = publisher
+        self._publisher_lock = threading.Lock()
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         client = scheduler_client if scheduler_client is not None else gcp.cloud_scheduler_client(settings)
         self.syncer = Syncer.from_settings(client, settings, clock=self.clock)
@@ -179,9 +181,9 @@ class SchedulerControl:
     # -- inspect and run ---------------------------------------------------------------------
 
     def list_jobs(self) -> list[JobInfo]:
-        """Every job under the prefix (one paged listing), by job ID."""
+        """Every job under the prefix (one paged listing), by job ID, each with its next fire."""
         now = self.clock()
-        return sorted((self._info(job, now, 0) for job in self.syncer.owned_jobs()),
+        return sorted((self._info(job, now, 1) for job in self.syncer.owned_jobs()),
                       key=lambda info: info.job_id)
 
     def describe(self, schedule_id: str, *, fires: int = 5) -> JobInfo:
@@ -269,9 +271,11 @@ class SchedulerControl:
         )
 
     def _publisher_client(self) -> Any:
-        if self._publisher is None:
-            self._publisher = gcp.publisher_client(self.settings)
-        return self._publisher
+        # The hub may run manual fires from several threads; one publisher serves them all.
+        with self._publisher_lock:
+            if self._publisher is None:
+                self._publisher = gcp.publisher_client(self.settings)
+            return self._publisher
 
     # -- lifetime ----------------------------------------------------------------------------
 
