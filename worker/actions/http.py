@@ -86,6 +86,20 @@ def _excerpt(response: httpx.Response) -> str:
     return text if len(text) <= BODY_EXCERPT_CHARS else text[:BODY_EXCERPT_CHARS] + "..."
 
 
+def send(client: httpx.Client, method: str, url: str, **request: Any) -> httpx.Response:
+    """Send one request (shared with the `scion` action). A response of any status is returned;
+    a failure to get one raises `ActionError`: retryable for timeouts and connection errors,
+    not for a request that cannot be sent at all (bad URL or header)."""
+    try:
+        return client.request(method, url, **request)
+    except httpx.TimeoutException as exc:
+        raise ActionError(f"{method} {url}: timed out ({type(exc).__name__})", retryable=True) from exc
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL, UnicodeEncodeError) as exc:
+        raise ActionError(f"{method} {url}: cannot send: {exc}", retryable=False) from exc
+    except httpx.TransportError as exc:
+        raise ActionError(f"{method} {url}: {type(exc).__name__}: {exc}", retryable=True) from exc
+
+
 class HttpAction:
     """The `http` action handler; one instance per worker, sharing one connection pool."""
 
@@ -105,14 +119,7 @@ class HttpAction:
                                    "timeout": float(params.get("timeout", DEFAULT_TIMEOUT_S))}
         if "body" in params:
             request["json"] = params["body"]
-        try:
-            response = self._client.request(method, url, **request)
-        except httpx.TimeoutException as exc:
-            raise ActionError(f"{method} {url}: timed out ({type(exc).__name__})", retryable=True) from exc
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL, UnicodeEncodeError) as exc:
-            raise ActionError(f"{method} {url}: cannot send: {exc}", retryable=False) from exc
-        except httpx.TransportError as exc:
-            raise ActionError(f"{method} {url}: {type(exc).__name__}: {exc}", retryable=True) from exc
+        response = send(self._client, method, url, **request)
         status = response.status_code
         if 200 <= status < 300:
             return ActionResult(detail=f"HTTP {status}")

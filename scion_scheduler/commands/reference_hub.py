@@ -1,0 +1,57 @@
+"""`reference-hub`: run the reference Scion hub (the fire endpoints) until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from scheduler.cli_base import EXIT_OK, fail
+from scheduler.config import Settings
+from scheduler.logs import get_logger
+from scion_scheduler.reference_hub import ReferenceHub
+
+log = get_logger(__name__)
+
+
+def register(sub: Any) -> None:
+    """Add `reference-hub`."""
+    p = sub.add_parser(
+        "reference-hub",
+        help="run a reference Scion hub that implements the fire endpoints and records each call",
+        description="Serve POST /api/v1/projects/{projectId}/schedules/{id}/fire and "
+                    ".../scheduled-events/{id}/fire as docs/hub-fire-endpoint.md specifies, for "
+                    "the local demo and tests (point SCION_HUB_URL at it). Calls are logged and "
+                    "listed at GET /_reference/calls; POST /_reference/behaviour switches answers "
+                    "(409, 404, 500, slow). Runs until SIGINT or SIGTERM.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8087, help="port (0: any free port; default 8087)")
+    p.add_argument("--token", help="require this bearer token (default: none; SCION_HUB_TOKEN if set)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve until a signal asks to stop."""
+    if not 0 <= args.port <= 65535:
+        return fail(f"--port: must be from 0 to 65535, got {args.port}")
+    stop = threading.Event()
+
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        hub = ReferenceHub(args.host, args.port, token=args.token or settings.hub_token).start()
+    except OSError as exc:
+        return fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+    try:
+        log.info("ready", url=hub.url, hint=f"export SCION_HUB_URL={hub.url}")
+        stop.wait()
+    finally:
+        hub.stop()
+    return EXIT_OK

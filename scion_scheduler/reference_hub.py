@@ -1,0 +1,313 @@
+"""A reference Scion hub: the fire endpoints of `docs/hub-fire-endpoint.md`, and nothing else.
+
+For tests and the local demo. It implements the contract the way the real hub must (one fire
+per execution ID, 409 for a repeat, 404 for an item that is gone, a one-shot event fires once)
+and records every call it receives. Switches make it answer 409, 404, 500, any other status, or
+slowly, for every item or one, always or for the next N calls.
+
+Run it with `scion-scheduler reference-hub --port N`; from another process, read the calls with
+`GET /_reference/calls`, set a switch with `POST /_reference/behaviour` (JSON `{"status": 500,
+"delay": 2.5, "item_id": "...", "times": 1}`), mark an item gone with `POST /_reference/gone`
+(`{"item_id": "..."}`) and start over with `POST /_reference/reset`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import unquote
+
+from scheduler.logs import get_logger
+
+log = get_logger(__name__)
+
+FIRE_PATH = re.compile(
+    r"^/api/v1/projects/(?P<project>[^/]+)/(?P<collection>schedules|scheduled-events)/(?P<item>[^/]+)/fire$"
+)
+KINDS = {"schedules": "schedule", "scheduled-events": "event"}
+MAX_BODY_BYTES = 1_000_000
+REQUIRED_BODY_FIELDS = ("scheduleId", "projectId", "eventType", "payload", "fireTime",
+                        "executionId", "trigger", "attempt")
+
+
+@dataclass(frozen=True)
+class FireCall:
+    """One request to a fire endpoint, as received, and the status the hub answered."""
+
+    kind: str
+    project_id: str
+    item_id: str
+    headers: Mapping[str, str]
+    body: Any
+    status: int
+    received_at: str
+
+    @property
+    def idempotency_key(self) -> str | None:
+        """The `Idempotency-Key` header."""
+        return self.headers.get("idempotency-key")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (for `GET /_reference/calls`)."""
+        return asdict(self) | {"headers": dict(self.headers)}
+
+
+@dataclass
+class Behaviour:
+    """A switch: answer `status` (None: answer as the contract says) after `delay` seconds, for
+    `item_id` (None: every item), for the next `times` calls (None: until changed)."""
+
+    status: int | None = None
+    delay: float = 0.0
+    item_id: str | None = None
+    times: int | None = None
+
+
+@dataclass
+class _State:
+    calls: list[FireCall] = field(default_factory=list)
+    executions: dict[str, str] = field(default_factory=dict)   # execution ID -> item ID
+    fired_events: set[str] = field(default_factory=set)
+    gone: set[str] = field(default_factory=set)
+    behaviours: list[Behaviour] = field(default_factory=list)
+
+
+class ReferenceHub:
+    """The server; `url` is its base URL once started. Thread-safe."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None,
+                 on_call: Callable[[FireCall], None] | None = None) -> None:
+        self._address = (host, port)
+        self._token = token
+        self._on_call = on_call
+        self._lock = threading.Condition()
+        self._state = _State()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> ReferenceHub:
+        """Listen and serve in a background thread."""
+        hub = self
+
+        class Handler(_Handler):
+            reference_hub = hub
+
+        self._server = ThreadingHTTPServer(self._address, Handler)
+        self._server.daemon_threads = True
+        # A short poll keeps stop() quick; the loop only checks its shutdown flag then.
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        name="reference-hub", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> ReferenceHub:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """`http://host:port`, the value for SCION_HUB_URL."""
+        if self._server is None:
+            raise RuntimeError("the reference hub is not started")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    # ----------------------------------------------------------------- switches and records
+
+    def set_behaviour(self, status: int | None = None, *, delay: float = 0.0,
+                      item_id: str | None = None, times: int | None = None) -> None:
+        """Add a switch; the newest matching switch wins. See `Behaviour`."""
+        with self._lock:
+            self._state.behaviours.append(Behaviour(status, delay, item_id, times))
+
+    def clear_behaviours(self) -> None:
+        """Answer as the contract says again."""
+        with self._lock:
+            self._state.behaviours.clear()
+
+    def mark_gone(self, item_id: str) -> None:
+        """The item was deleted (schedule) or cancelled (event): its fires get 404."""
+        with self._lock:
+            self._state.gone.add(item_id)
+
+    def reset(self) -> None:
+        """Forget every call, execution, switch and gone item."""
+        with self._lock:
+            self._state = _State()
+
+    @property
+    def calls(self) -> list[FireCall]:
+        """Every call received, in order."""
+        with self._lock:
+            return list(self._state.calls)
+
+    def fired(self, item_id: str | None = None) -> list[FireCall]:
+        """The calls that fired (answered 2xx), optionally of one item."""
+        return [c for c in self.calls if 200 <= c.status < 300 and item_id in (None, c.item_id)]
+
+    def wait_for(self, predicate: Callable[[list[FireCall]], bool], timeout: float) -> list[FireCall]:
+        """Block until `predicate(calls)` holds (returns the calls) or `timeout` passes
+        (raises `TimeoutError` with the calls seen)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not predicate(list(self._state.calls)):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"reference hub: condition not met in {timeout}s; calls: "
+                                       f"{[(c.item_id, c.status) for c in self._state.calls]}")
+                self._lock.wait(remaining)
+            return list(self._state.calls)
+
+    # ----------------------------------------------------------------- the contract
+
+    def _authorized(self, header: str | None) -> bool:
+        if self._token is None:
+            return True
+        expected = f"Bearer {self._token}"
+        return header is not None and hmac.compare_digest(header.encode(), expected.encode())
+
+    def _behaviour_for(self, item_id: str) -> Behaviour | None:
+        for behaviour in reversed(self._state.behaviours):
+            if behaviour.item_id in (None, item_id):
+                if behaviour.times is not None:
+                    behaviour.times -= 1
+                    if behaviour.times <= 0:
+                        self._state.behaviours.remove(behaviour)
+                return behaviour
+        return None
+
+    def handle_fire(self, kind: str, project_id: str, item_id: str, headers: Mapping[str, str],
+                    raw_body: bytes) -> tuple[int, dict[str, Any]]:
+        """Decide the answer to one fire request and record it (the handler's whole logic)."""
+        body: Any = None
+        status, answer = HTTPStatus.OK, {}
+        try:
+            body = json.loads(raw_body.decode("utf-8")) if raw_body else None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            status, answer = HTTPStatus.BAD_REQUEST, {"error": "body is not JSON"}
+        with self._lock:
+            behaviour = self._behaviour_for(item_id)
+        if behaviour is not None and behaviour.delay > 0:
+            time.sleep(behaviour.delay)
+        with self._lock:
+            # A switched answer changes nothing: after a switched 500 the retry still fires.
+            if behaviour is not None and behaviour.status is not None:
+                status, answer = HTTPStatus(behaviour.status), {"error": "answered by a switch"}
+            elif status == HTTPStatus.OK:
+                status, answer = self._decide(kind, project_id, item_id, headers, body)
+            call = FireCall(kind, project_id, item_id, dict(headers), body, int(status),
+                            datetime.now(UTC).isoformat())
+            self._state.calls.append(call)
+            self._lock.notify_all()
+        fire_time = body.get("fireTime") if isinstance(body, dict) else None
+        log.info("reference hub: fire", kind=kind, project_id=project_id, schedule_id=item_id,
+                 fire_time=fire_time, execution_id=call.idempotency_key, status=int(status))
+        if self._on_call is not None:
+            self._on_call(call)
+        return int(status), answer
+
+    def _decide(self, kind: str, project_id: str, item_id: str, headers: Mapping[str, str],
+                body: Any) -> tuple[HTTPStatus, dict[str, Any]]:
+        if not self._authorized(headers.get("authorization")):
+            return HTTPStatus.UNAUTHORIZED, {"error": "missing or wrong bearer token"}
+        key = headers.get("idempotency-key")
+        if not isinstance(body, dict) or any(f not in body for f in REQUIRED_BODY_FIELDS):
+            return HTTPStatus.BAD_REQUEST, {"error": f"body must be an object with {', '.join(REQUIRED_BODY_FIELDS)}"}
+        if not key or key != body.get("executionId"):
+            return HTTPStatus.BAD_REQUEST, {"error": "Idempotency-Key must equal executionId"}
+        if body.get("scheduleId") != item_id or body.get("projectId") != project_id:
+            return HTTPStatus.BAD_REQUEST, {"error": "scheduleId and projectId must match the path"}
+        if item_id in self._state.gone:
+            return HTTPStatus.NOT_FOUND, {"error": f"{kind} {item_id} not found"}
+        if key in self._state.executions:
+            return HTTPStatus.CONFLICT, {"error": "already handled", "executionId": key}
+        if kind == "event" and item_id in self._state.fired_events:
+            return HTTPStatus.CONFLICT, {"error": "event already fired"}
+        self._state.executions[key] = item_id
+        if kind == "event":
+            self._state.fired_events.add(item_id)
+        return HTTPStatus.OK, {"status": "fired", "executionId": key}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    reference_hub: ReferenceHub
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Calls are logged by the hub itself, as structured lines."""
+
+    def _read_body(self) -> bytes | None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"})
+            return None
+        return self.rfile.read(length) if length else b""
+
+    def _reply(self, status: int, payload: Any) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        """`GET /_reference/calls`: every call recorded, as JSON."""
+        if self.path == "/_reference/calls":
+            self._reply(HTTPStatus.OK, [c.to_dict() for c in self.reference_hub.calls])
+        else:
+            self._reply(HTTPStatus.NOT_FOUND, {"error": "not found"})
+
+    def do_POST(self) -> None:
+        """The fire endpoints, and the control endpoints under `/_reference/`."""
+        raw = self._read_body()
+        if raw is None:
+            return
+        match = FIRE_PATH.match(self.path)
+        if match:
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status, answer = self.reference_hub.handle_fire(
+                KINDS[match["collection"]], unquote(match["project"]), unquote(match["item"]), headers, raw)
+            self._reply(status, answer)
+            return
+        try:
+            control = json.loads(raw) if raw else {}
+        except json.JSONDecodeError:
+            self._reply(HTTPStatus.BAD_REQUEST, {"error": "body is not JSON"})
+            return
+        hub = self.reference_hub
+        if self.path == "/_reference/behaviour" and isinstance(control, dict):
+            hub.set_behaviour(control.get("status"), delay=float(control.get("delay", 0.0)),
+                              item_id=control.get("item_id"), times=control.get("times"))
+        elif self.path == "/_reference/gone" and isinstance(control, dict) and control.get("item_id"):
+            hub.mark_gone(str(control["item_id"]))
+        elif self.path == "/_reference/reset":
+            hub.reset()
+        else:
+            self._reply(HTTPStatus.NOT_FOUND, {"error": "not found"})
+            return
+        self._reply(HTTPStatus.OK, {"ok": True})

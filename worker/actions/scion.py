@@ -1,0 +1,157 @@
+"""The built-in `scion` action: fire a hub schedule back into the Scion hub.
+
+`POST {SCION_HUB_URL}/api/v1/projects/{projectId}/schedules/{id}/fire` for a recurring
+schedule, `.../scheduled-events/{id}/fire` for a one-shot event, with the JSON body and headers
+of `docs/hub-fire-endpoint.md`: `Idempotency-Key` is the execution ID, so the hub runs each fire
+once however often it is delivered, retried or taken over.
+
+Authentication, in this order: `SCION_HUB_TOKEN` as a bearer token; none for a hub on loopback
+(the reference hub of the local demo); else a Google-signed OIDC ID token for
+`SCION_HUB_AUDIENCE` (default: the hub URL), from the environment's credentials (the metadata
+server on GCP), cached until shortly before it expires and never logged.
+
+Outcomes: 2xx succeeded (`{"status": "skipped"}` in the answer records `skipped`: the hub
+chose not to run it, e.g. the schedule is paused there); 409 succeeded as a duplicate (the hub
+already handled this execution); 404 cancelled (the schedule is gone; the next reconcile
+removes its job); 429, 5xx, timeouts and connection errors are retried; every other status
+fails without retry.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from scheduler.config import Settings
+from scheduler.logs import get_logger
+from scheduler.model import format_instant
+from scheduler.scion_format import DEFAULT_TIMEOUT_S, KIND_EVENT, KIND_SCHEDULE
+from worker.action import ActionContext, ActionError, ActionResult
+from worker.actions.http import IdTokenCache, send
+from worker.ledger import State
+
+log = get_logger(__name__)
+
+COLLECTIONS = {KIND_SCHEDULE: "schedules", KIND_EVENT: "scheduled-events"}
+
+
+def fire_url(base_url: str, kind: str, project_id: str, item_id: str) -> str:
+    """The fire endpoint of one hub item; path segments are percent-encoded."""
+    collection = COLLECTIONS[kind]
+    return (f"{base_url.rstrip('/')}/api/v1/projects/{quote(project_id, safe='')}/{collection}/"
+            f"{quote(item_id, safe='')}/fire")
+
+
+def fire_body(context: ActionContext) -> dict[str, Any]:
+    """The request body of the fire endpoint (see docs/hub-fire-endpoint.md)."""
+    params = context.params
+    return {
+        "scheduleId": context.schedule_id,
+        "kind": params.get("kind", KIND_SCHEDULE),
+        "projectId": params.get("project_id"),
+        "name": params.get("name"),
+        "eventType": params.get("event_type"),
+        "payload": params.get("payload"),
+        "fireTime": format_instant(context.fire_time),
+        "executionId": context.execution_id,
+        "trigger": context.trigger,
+        "attempt": context.attempt,
+    }
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _hub_status(response: httpx.Response) -> tuple[str | None, str | None]:
+    """`status` and `reason` from a JSON answer, when there is one."""
+    try:
+        answer = response.json()
+    except ValueError:
+        return None, None
+    if not isinstance(answer, dict):
+        return None, None
+    status, reason = answer.get("status"), answer.get("reason")
+    return (status if isinstance(status, str) else None, reason if isinstance(reason, str) else None)
+
+
+class ScionAction:
+    """The `scion` action handler; one instance per worker, sharing one connection pool."""
+
+    def __init__(self, client: httpx.Client | None = None, *, settings: Settings | None = None,
+                 id_tokens: IdTokenCache | None = None) -> None:
+        settings = settings if settings is not None else Settings.from_env()
+        self._base_url = settings.hub_url
+        self._token = settings.hub_token
+        self._audience = settings.hub_audience or (settings.hub_url or "").rstrip("/")
+        self._client = client if client is not None else httpx.Client(follow_redirects=False)
+        self._id_tokens = id_tokens if id_tokens is not None else IdTokenCache()
+
+    def __call__(self, context: ActionContext) -> ActionResult | None:
+        """Call the hub's fire endpoint; see the module docstring for the outcomes."""
+        if not self._base_url:
+            raise ActionError("scion action: SCION_HUB_URL is not set on this worker", retryable=False)
+        params = context.params
+        kind, project_id = params.get("kind", KIND_SCHEDULE), params.get("project_id")
+        if kind not in COLLECTIONS or not isinstance(project_id, str) or not project_id:
+            raise ActionError(f"scion action: bad parameters kind={kind!r} project_id={project_id!r}",
+                              retryable=False)
+        url = fire_url(self._base_url, kind, project_id, context.schedule_id)
+        fire = {"schedule_id": context.schedule_id, "fire_time": format_instant(context.fire_time),
+                "execution_id": context.execution_id, "attempt": context.attempt}
+        response = send(self._client, "POST", url, headers=self._headers(context),
+                        json=fire_body(context),
+                        timeout=float(params.get("timeout", DEFAULT_TIMEOUT_S)))
+        status = response.status_code
+        log.info("scion action: hub answered", url=url, status=status, **fire)
+        if 200 <= status < 300:
+            hub_status, reason = _hub_status(response)
+            if hub_status == "skipped":
+                return ActionResult(State.SKIPPED, f"hub skipped it: {reason or 'no reason given'}")
+            return ActionResult(detail=f"HTTP {status}")
+        if status == 409:
+            return ActionResult(State.SUCCEEDED, "duplicate")
+        if status == 404:
+            return ActionResult(State.CANCELLED, "schedule gone")
+        retryable = status == 429 or status >= 500
+        raise ActionError(f"POST {url}: HTTP {status}: {response.text[:200]}", retryable=retryable)
+
+    def _headers(self, context: ActionContext) -> dict[str, str]:
+        headers = {
+            "Idempotency-Key": context.execution_id,
+            "X-Scion-Schedule-Id": quote(context.schedule_id, safe=""),
+            "X-Scion-Fire-Time": format_instant(context.fire_time),
+            "X-Scion-Trigger": context.trigger,
+            "X-Scion-Attempt": str(context.attempt),
+        }
+        assert self._base_url is not None
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        elif not _is_loopback(self._base_url):
+            headers["Authorization"] = f"Bearer {self._id_token()}"
+        return headers
+
+    def _id_token(self) -> str:
+        import google.auth.exceptions
+
+        try:
+            return self._id_tokens.get(self._audience)
+        except google.auth.exceptions.DefaultCredentialsError as exc:
+            raise ActionError(f"scion action: no credentials for an OIDC token and no SCION_HUB_TOKEN: {exc}",
+                              retryable=False) from exc
+        except Exception as exc:
+            raise ActionError(f"scion action: could not fetch an OIDC token: {type(exc).__name__}",
+                              retryable=True) from exc
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._client.close()
