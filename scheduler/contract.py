@@ -62,6 +62,9 @@ ATTR_TRIGGER = "trigger"
 ATTR_FIRE_TIME = "fire-time"
 ATTR_SIGNATURE = "signature"
 _SIGNATURE_SCHEME = "v1="
+# Longer than any real window and short of timedelta's limit (json.loads also yields NaN and
+# Infinity, which fail the range check).
+_MAX_SECONDS = 10**15
 _SIGNED_ATTRIBUTES = frozenset({
     ATTR_FORMAT, ATTR_SCHEDULE_ID, ATTR_FINGERPRINT, ATTR_CRON, ATTR_TIMEZONE, ATTR_AT,
     ATTR_TRIGGER, ATTR_FIRE_TIME,
@@ -147,9 +150,11 @@ def _payload(schedule: Schedule) -> dict[str, Any]:
 
 def _canonical(data: bytes, attributes: Mapping[str, str]) -> bytes:
     # Only the contract's own attributes are signed, and only they are ever read: publishers may
-    # add others (the Pub/Sub client's `googclient_*` trace context) after signing.
-    lines = [f"{k}={v}" for k, v in sorted(attributes.items()) if k in _SIGNED_ATTRIBUTES]
-    return "\n".join(lines).encode("utf-8") + b"\n\n" + data
+    # add others (the Pub/Sub client's `googclient_*` trace context) after signing. They are
+    # signed as one line of JSON, which escapes every line break, so that no text can move
+    # between two values, or between the values and the data, under the same signature.
+    signed = sorted((k, v) for k, v in attributes.items() if k in _SIGNED_ATTRIBUTES)
+    return json.dumps(signed, separators=(",", ":")).encode("ascii") + b"\n" + data
 
 
 def sign(data: bytes, attributes: Mapping[str, str], key: str) -> str:
@@ -222,7 +227,9 @@ def decode_message(
         signature = attributes.get(ATTR_SIGNATURE)
         if not signature:
             raise ContractError("unsigned message, but a signing key is configured")
-        if not hmac.compare_digest(signature, sign(data, attributes, signing_key)):
+        # As bytes: compare_digest raises TypeError for a str that is not ASCII.
+        expected = sign(data, attributes, signing_key).encode("utf-8")
+        if not hmac.compare_digest(signature.encode("utf-8"), expected):
             raise ContractError("bad signature: the message was not signed with this deployment's key")
     trigger = _required(attributes, ATTR_TRIGGER)
     if trigger not in TRIGGERS:
@@ -249,7 +256,7 @@ def decode_message(
         raise ContractError(f"bad policy: overlap={overlap!r} catchup={catchup!r}")
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         raise ContractError(f"bad max_attempts {max_attempts!r}")
-    if isinstance(window, bool) or not isinstance(window, int | float) or window < 0:
+    if isinstance(window, bool) or not isinstance(window, int | float) or not 0 <= window < _MAX_SECONDS:
         raise ContractError(f"bad catchup_window {window!r}")
     if not isinstance(labels, dict):
         raise ContractError("labels must be an object")
