@@ -64,7 +64,7 @@ ATTR_SIGNATURE = "signature"
 _SIGNATURE_SCHEME = "v1="
 # Longer than any real window and short of timedelta's limit (json.loads also yields NaN and
 # Infinity, which fail the range check).
-_MAX_SECONDS = 10**15
+_MAX_SECONDS = 10**12
 _SIGNED_ATTRIBUTES = frozenset({
     ATTR_FORMAT, ATTR_SCHEDULE_ID, ATTR_FINGERPRINT, ATTR_CRON, ATTR_TIMEZONE, ATTR_AT,
     ATTR_TRIGGER, ATTR_FIRE_TIME,
