@@ -1,0 +1,105 @@
+"""Assembles and runs one worker process: settings -> Firestore -> ledger -> actions -> pipeline
+-> Pub/Sub transport, with the health server beside it, until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from types import FrameType
+
+from scheduler import gcp
+from scheduler.config import Settings
+from scheduler.logs import get_logger
+from worker.action import ActionRegistry
+from worker.firestore_ledger import FirestoreLedger
+from worker.health import HealthServer
+from worker.metrics import WorkerMetrics
+from worker.pipeline import Pipeline, make_worker_id
+from worker.pubsub_transport import (
+    DEFAULT_EXECUTORS,
+    DEFAULT_GRACE_PERIOD,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_LEASE_DURATION,
+    DEFAULT_MAX_MESSAGES,
+    PubSubTransport,
+)
+
+log = get_logger(__name__)
+
+DEFAULT_HEALTH_PORT = 8080
+DEFAULT_LEASE = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The `scion-worker run` knobs that are not deployment settings."""
+
+    health_port: int = DEFAULT_HEALTH_PORT
+    max_messages: int = DEFAULT_MAX_MESSAGES
+    max_bytes: int = DEFAULT_MAX_BYTES
+    executors: int = DEFAULT_EXECUTORS
+    grace_period: timedelta = DEFAULT_GRACE_PERIOD
+    lease: timedelta = DEFAULT_LEASE
+    max_lease_duration: timedelta = DEFAULT_MAX_LEASE_DURATION
+
+
+def default_health_port(environ: dict[str, str] | None = None) -> int:
+    """`PORT` (the Cloud Run convention) when set, else 8080."""
+    raw = (os.environ if environ is None else environ).get("PORT", "")
+    if not raw:
+        return DEFAULT_HEALTH_PORT
+    if not raw.isdigit() or not 0 <= int(raw) <= 65535:
+        raise ValueError(f"PORT must be a TCP port number (got {raw!r})")
+    return int(raw)
+
+
+def run_worker(settings: Settings, options: RunOptions) -> int:
+    """Run the pool until SIGTERM/SIGINT; returns the exit code (0 after a graceful stop).
+
+    If actions are still running when the grace period ends, their claims are released and
+    their messages nacked, and the process exits at once rather than waiting for them."""
+    settings.require("project", "subscription")
+    worker_id = make_worker_id()
+    metrics = WorkerMetrics()
+    ledger = FirestoreLedger(gcp.firestore_client(settings),
+                             collection_prefix=settings.collection_prefix or "scion_")
+    pipeline = Pipeline(ledger, ActionRegistry(), worker_id=worker_id,
+                        signing_key=settings.signing_key or None, lease=options.lease,
+                        metrics=metrics, trace_project=settings.project)
+    transport = PubSubTransport(
+        gcp.subscriber_client(settings), settings.subscription_path,
+        max_messages=options.max_messages, max_bytes=options.max_bytes,
+        executors=options.executors, max_lease_duration=options.max_lease_duration,
+        grace_period=options.grace_period,
+        before_abandon=lambda: pipeline.release_running("worker stopped before the action finished"),
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal received; stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    health = HealthServer(options.health_port, ready=lambda: transport.ready,
+                          registry=metrics.registry).start()
+    log.info("worker starting", worker_id=worker_id, subscription=settings.subscription_path,
+             health_port=health.port, executors=options.executors,
+             max_messages=options.max_messages, lease_s=options.lease.total_seconds(),
+             grace_period_s=options.grace_period.total_seconds())
+    try:
+        transport.run(lambda delivery: pipeline.handle(delivery, stop), stop)
+    finally:
+        health.stop()
+    log.info("worker stopped", worker_id=worker_id, abandoned=transport.abandoned)
+    if transport.abandoned:
+        # The abandoned actions' threads would hold the interpreter open until they end; their
+        # claims are released and their messages handed back, so nothing is lost by leaving now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return 0
