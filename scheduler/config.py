@@ -186,14 +186,15 @@ class Settings:
 
     def validate(self) -> None:
         """Check the format of the settings that are set (not whether required ones are present)."""
-        if self.job_prefix is not None and not _ID_RE.match(self.job_prefix):
+        # fullmatch: with `match`, `$` also matches before a trailing line break.
+        if self.job_prefix is not None and not _ID_RE.fullmatch(self.job_prefix):
             raise ConfigError(
                 "SCION_SCHEDULER_JOB_PREFIX must be a non-empty string of letters, digits, '-' and '_' "
                 f"(got {self.job_prefix!r}); an empty prefix would claim every job in the location"
             )
         if self.job_prefix is not None and len(self.job_prefix) > 100:
             raise ConfigError("SCION_SCHEDULER_JOB_PREFIX must be at most 100 characters")
-        if self.collection_prefix is not None and not re.match(r"^[A-Za-z0-9_-]*$", self.collection_prefix):
+        if self.collection_prefix is not None and not re.fullmatch(r"[A-Za-z0-9_-]*", self.collection_prefix):
             raise ConfigError(
                 "SCION_SCHEDULER_COLLECTION_PREFIX may hold only letters, digits, '-' and '_' "
                 f"(got {self.collection_prefix!r})"
@@ -216,7 +217,10 @@ class Settings:
     def _validate_hub_url(self) -> None:
         if self.hub_url is None:
             return
-        parts = urlsplit(self.hub_url)
+        try:
+            parts = urlsplit(self.hub_url)
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            parts = urlsplit("")
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
             raise ConfigError(
                 f"SCION_HUB_URL must be the hub's absolute http(s) base URL (got {self.hub_url!r})"
