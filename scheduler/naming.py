@@ -29,7 +29,8 @@ _HASHED_MARK = "__"
 
 def is_valid_job_id(job_id: str) -> bool:
     """Whether Cloud Scheduler accepts `job_id`."""
-    return bool(_JOB_ID_RE.match(job_id))
+    # fullmatch: with `match`, `$` also matches before a trailing line break.
+    return bool(_JOB_ID_RE.fullmatch(job_id))
 
 
 def _readable(schedule_id: str) -> str:
