@@ -13,10 +13,15 @@ google.cloud.scheduler.v1):
   FAILED_PRECONDITION, the AIP-216 code for a state transition from the wrong state).
 * `schedule_time` is "the next time the job is scheduled", which "may be a retry of a
   previously failed attempt"; a paused job is not scheduled, so it has none.
-* `user_update_time` moves on every user change (create, update, pause, resume).
+* `user_update_time` moves on every user change (create, update, pause, resume): the reference
+  describes it as "the creation time of the job", but its name and UpdateJob say otherwise, and
+  a client comparing it across an update needs it to move.
 * `last_attempt_time` is when the last attempt started; `status` is that attempt's result.
 * `retry_config` gets the documented defaults filled in (min backoff 5 s, max backoff 1 h,
-  max doublings 5); `retry_count` must be 0 to 5.
+  max doublings 5); `retry_count` must be 0 to 5. A failed attempt is retried with that
+  backoff, never past the next scheduled start.
+* Only Pub/Sub targets are delivered; HTTP and App Engine jobs are stored, scheduled and
+  validated, and each of their attempts is recorded as UNIMPLEMENTED.
 * UpdateJob with an update mask applies only the named paths; without one it replaces every
   updatable field. Output-only fields and `name` in a mask are refused with INVALID_ARGUMENT
   ("Invalid mask for Job: ..." as the real service says).
