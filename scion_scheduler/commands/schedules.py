@@ -9,7 +9,7 @@ from typing import Any
 from scheduler.cli_base import EXIT_OK, emit
 from scheduler.config import Settings
 from scheduler.cron import next_fires
-from scheduler.model import format_instant
+from scheduler.model import format_instant, parse_instant
 from scheduler.scion_format import FORMATS
 from scheduler.validation import load_schedule_set, load_schedules
 
@@ -32,6 +32,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("next", help="show the next fire times of every schedule in a file")
     p.add_argument("--file", required=True, help="YAML or JSON schedule file")
     p.add_argument("-n", type=int, default=3, help="how many fire times per schedule (default 3)")
+    p.add_argument("--after", type=_instant, default=None, metavar="INSTANT",
+                   help="list fire times after this RFC 3339 instant (default: now)")
     p.add_argument("--output", choices=("text", "json"), default="text")
     add_format_flag(p)
     p.set_defaults(handler=show_next)
@@ -47,15 +49,26 @@ def validate(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _instant(text: str) -> datetime:
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def show_next(args: argparse.Namespace, settings: Settings) -> int:
-    """Print upcoming fire times, in UTC and in each schedule's zone."""
-    now = datetime.now(UTC)
+    """Print upcoming fire times (UTC)."""
+    after = args.after or datetime.now(UTC)
     result: dict[str, list[str]] = {}
     lines = []
     for schedule in load_schedules(args.file, format=args.format):
-        fires = [] if schedule.paused else next_fires(schedule, now, args.n)
-        if schedule.fire_at is not None:
-            fires = [f for f in fires if f == schedule.fire_at]
+        if schedule.paused:
+            fires = []
+        elif schedule.fire_at is not None:
+            # Its minute cron repeats yearly: the one fire is `fire_at`, however far ahead.
+            fires = [schedule.fire_at] if schedule.fire_at > after and args.n > 0 else []
+        else:
+            fires = next_fires(schedule, after, args.n)
         result[schedule.id] = [format_instant(f) for f in fires]
         shown = ", ".join(result[schedule.id]) or ("(paused)" if schedule.paused else "(none)")
         lines.append(f"{schedule.id}: {shown}")
