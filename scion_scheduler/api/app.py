@@ -171,7 +171,8 @@ def _caller(request: Request, _: Annotated[Any, Security(_bearer)]) -> str:
 
 
 Caller = Annotated[str, Depends(_caller)]
-RawId = Annotated[str, Path(description="The schedule ID, percent-encoded as one segment.")]
+RawId = Annotated[str, Path(description="The schedule ID, percent-encoded as one segment.",
+                            examples=["daily-report"])]
 IfMatch = Annotated[str | None, Header(alias="If-Match", description="A `fingerprint` (ETag) "
                                        "read earlier: refuse with 409 if it changed since.")]
 
@@ -218,7 +219,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {s: _ERRORS[s] for s in (401, 403, 503, *statuses)}
+    return {s: _ERRORS[s] for s in (401, 403, 422, 503, *statuses)}
 
 
 def _body(model: str) -> dict[str, Any]:
@@ -312,8 +313,7 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
         """Liveness; needs no credentials."""
         return HealthOut()
 
-    @app.get("/metrics", tags=["operations"], responses=_responses(),
-             response_class=Response)
+    @app.get("/metrics", tags=["operations"], responses=_responses(), response_model=None)
     def metrics(_: Caller) -> Response:
         """Prometheus metrics: request counts and latency by route and status."""
         return Response(generate_latest(context.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -350,7 +350,8 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
         return out
 
     @app.put("/v1/schedules/{schedule_id}", response_model=WriteOut, tags=["schedules"],
-             responses=_responses(400, 404, 409, 413, 422, 502),
+             responses={201: {"model": WriteOut, "description": "The job was created."},
+                        **_responses(400, 409, 413, 502)},
              openapi_extra=_body("ScheduleDocument"), status_code=200)
     async def put_schedule(schedule_id: RawId, who: Caller, response: Response,
                            body: JsonBody, if_match: IfMatch = None) -> WriteOut:
@@ -494,6 +495,9 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
                 ref_template="#/components/schemas/{model}")
             document.setdefault("components", {}).setdefault("schemas", {}).update(
                 extra.get("$defs", {}))
+            # The exposition format is text; FastAPI would document the default JSON.
+            document["paths"]["/metrics"]["get"]["responses"]["200"]["content"] = {
+                CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}
             app.openapi_schema = document
         return app.openapi_schema
 

@@ -41,10 +41,18 @@ class ActionDocument(BaseModel):
     type: str = Field(description="A registered action type, e.g. `http`.")
 
 
+EXAMPLE_SCHEDULE: dict[str, Any] = {
+    "cron": "0 9 * * MON-FRI", "timezone": "Europe/Paris",
+    "action": {"type": "http", "url": "https://hub.example.com/hooks/report", "method": "POST"},
+    "overlap": "skip", "catchup": "latest", "labels": {"team": "reports"},
+    "description": "weekday report",
+}
+
+
 class ScheduleDocument(BaseModel):
     """A schedule, as in a schedule file. Exactly one of `cron` and `at`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_SCHEDULE]})
 
     id: str | None = Field(default=None, description="Optional in a PUT; must match the path.")
     cron: str | None = Field(default=None, description="Five-field unix cron, e.g. `*/5 * * * *`.")
@@ -63,7 +71,9 @@ class ScheduleDocument(BaseModel):
 class SyncRequest(BaseModel):
     """A full desired set of schedules."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"schedules": [{"id": "daily-report", **EXAMPLE_SCHEDULE}], "prune": False, "dry_run": True},
+    ]})
 
     schedules: list[ScheduleDocument]
     prune: bool = Field(default=False, description="Delete owned jobs whose schedule is not in "
