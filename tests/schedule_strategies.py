@@ -1,0 +1,87 @@
+"""Hypothesis strategies for schedule documents, shared by the model and contract tests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import strategies as st
+
+# Everything `str.isprintable` accepts: no control, format, private-use, unassigned or
+# separator characters, except the plain space.
+PRINTABLE_CHARS = st.characters(
+    exclude_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs")) | st.just(" ")
+PRINTABLE = st.text(PRINTABLE_CHARS, min_size=1, max_size=40)
+SCHEDULE_IDS = st.text(PRINTABLE_CHARS, min_size=1, max_size=256)
+
+CRONS = st.sampled_from([
+    "* * * * *", "*/5 * * * *", "0 9 * * MON-FRI", "30 2 * * *", "0 0 1 JAN,JUL *",
+    "15,45 8-18/2 * * 1-5", "0 12 29 2 *", "0 0 31 * *", "0 0 * * 7",
+])
+ZONES = st.sampled_from([
+    "UTC", "Europe/Berlin", "America/New_York", "Australia/Sydney", "Asia/Kolkata",
+    "America/St_Johns",
+])
+INSTANTS = st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2099, 12, 30), timezones=st.just(UTC))
+DURATIONS = st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=30))
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+CUSTOM_ACTION_TYPE = "hub.message"
+KNOWN_TYPES = frozenset({CUSTOM_ACTION_TYPE})
+
+
+@st.composite
+def http_actions(draw: st.DrawFn) -> dict[str, Any]:
+    action: dict[str, Any] = {
+        "type": "http",
+        "url": draw(st.sampled_from([
+            "https://hub.example.com/api/fire", "http://localhost:8080/hook?x=1",
+            "https://[2001:db8::1]:8443/p"])),
+    }
+    if draw(st.booleans()):
+        action["method"] = draw(st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE"]))
+    if draw(st.booleans()):
+        action["headers"] = draw(st.dictionaries(PRINTABLE, st.text(max_size=20), max_size=3))
+    if draw(st.booleans()):
+        action["body"] = draw(JSON)
+    if draw(st.booleans()):
+        action["timeout"] = draw(st.integers(1, 1800))
+    return action
+
+
+@st.composite
+def custom_actions(draw: st.DrawFn) -> dict[str, Any]:
+    params = draw(st.dictionaries(st.text(max_size=10).filter(lambda k: k != "type"), JSON, max_size=4))
+    return {"type": CUSTOM_ACTION_TYPE, **params}
+
+
+@st.composite
+def schedule_documents(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid schedule document (parse it with `known_action_types=KNOWN_TYPES`)."""
+    doc: dict[str, Any] = {"id": draw(SCHEDULE_IDS)}
+    if draw(st.booleans()):
+        doc["cron"] = draw(CRONS)
+    else:
+        doc["at"] = draw(INSTANTS).isoformat().replace("+00:00", "Z")
+    doc["action"] = draw(http_actions() | custom_actions())
+    optional: dict[str, st.SearchStrategy[Any]] = {
+        "timezone": ZONES,
+        "paused": st.booleans(),
+        "overlap": st.sampled_from(["skip", "allow"]),
+        "catchup": st.sampled_from(["all", "latest", "none"]),
+        "catchup_window": DURATIONS.map(lambda d: d.total_seconds()) | st.sampled_from(
+            ["15m", "1h30m", "90s", "PT15M", "2d", "0.5s"]),
+        "max_attempts": st.integers(1, 100),
+        "labels": st.dictionaries(PRINTABLE, st.text(max_size=20), max_size=3),
+        "description": st.text(max_size=500),
+    }
+    for key, strategy in optional.items():
+        if draw(st.booleans()):
+            doc[key] = draw(strategy)
+    return doc

@@ -1,0 +1,219 @@
+"""Settings (environment, flags, required settings, formats) and structured logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import structlog
+
+from scheduler import logs
+from scheduler.cli_base import new_parser, settings_from_args
+from scheduler.config import SETTINGS, SETTINGS_BY_ATTR, ConfigError, Settings
+
+# --- settings ------------------------------------------------------------------------------------------
+
+def test_every_setting_has_one_field_one_variable_and_one_flag() -> None:
+    attrs = [s.attr for s in SETTINGS]
+    envs = [s.env for s in SETTINGS]
+    flags = [s.flag for s in SETTINGS]
+    assert len(set(attrs)) == len(set(envs)) == len(set(flags)) == len(SETTINGS)
+    assert set(attrs) == set(Settings.__dataclass_fields__)
+    assert all(f.startswith("--") for f in flags)
+    assert SETTINGS_BY_ATTR["signing_key"].env == "SCION_SCHEDULER_SIGNING_KEY"
+    assert SETTINGS_BY_ATTR["signing_key"].secret
+
+
+def test_environment_variables_are_read() -> None:
+    settings = Settings.from_env({
+        "SCION_SCHEDULER_PROJECT": "my-project",
+        "SCION_SCHEDULER_LOCATION": "europe-west1",
+        "SCION_SCHEDULER_JOB_PREFIX": "hub-prod-",
+        "SCION_SCHEDULER_SIGNING_KEY": "k",
+        "PUBSUB_EMULATOR_HOST": "localhost:8085",
+    })
+    assert settings.project == "my-project"
+    assert settings.location == "europe-west1"
+    assert settings.job_prefix == "hub-prod-"
+    assert settings.signing_key == "k"
+    assert settings.pubsub_emulator_host == "localhost:8085"
+    assert settings.location_path == "projects/my-project/locations/europe-west1"
+    assert settings.topic_path == "projects/my-project/topics/scion-fires"
+    assert settings.subscription_path == "projects/my-project/subscriptions/scion-fires-workers"
+
+
+def test_defaults_fill_unset_and_empty_variables() -> None:
+    settings = Settings.from_env({"SCION_SCHEDULER_LOCATION": ""})
+    for setting in SETTINGS:
+        assert getattr(settings, setting.attr) == setting.default, setting.attr
+    assert settings.project is None and settings.signing_key is None
+
+
+def test_flags_override_environment_variables() -> None:
+    env = {"SCION_SCHEDULER_PROJECT": "from-env", "SCION_SCHEDULER_TOPIC": "env-topic"}
+    settings = Settings.from_env(env, project="from-flag", topic=None)
+    assert settings.project == "from-flag"
+    assert settings.topic == "env-topic"  # a flag not given leaves the variable's value
+
+
+def test_command_line_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCION_SCHEDULER_PROJECT", "from-env")
+    monkeypatch.setenv("SCION_SCHEDULER_JOB_PREFIX", "env-")
+    parser = new_parser("prog", "test")
+    args = parser.parse_args(["--project", "from-flag", "--location", "asia-east1"])
+    settings = settings_from_args(args)
+    assert (settings.project, settings.location, settings.job_prefix) == ("from-flag", "asia-east1", "env-")
+    with pytest.raises(ConfigError, match="JOB_PREFIX"):
+        settings_from_args(parser.parse_args(["--job-prefix", "bad prefix"]))
+
+
+def test_unknown_override_is_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown setting"):
+        Settings.from_env({}, projekt="x")
+
+
+def test_require_names_every_missing_setting_with_variable_and_flag() -> None:
+    settings = Settings.from_env({})
+    with pytest.raises(ConfigError) as info:
+        settings.require("project", "location", "signing_key")
+    message = str(info.value)
+    assert "SCION_SCHEDULER_PROJECT (or --project)" in message
+    assert "SCION_SCHEDULER_SIGNING_KEY (or --signing-key)" in message
+    assert "LOCATION" not in message  # it has a default
+    Settings.from_env({"SCION_SCHEDULER_PROJECT": "p"}).require("project", "location")
+    with pytest.raises(ConfigError, match="SCION_SCHEDULER_PROJECT"):
+        _ = settings.location_path
+
+
+@pytest.mark.parametrize("prefix", [
+    "", "scion/", "scion ", "a b", "é-", "scion.", "x" * 101, "scion-\n", "\nscion-", "scion-\x00",
+])
+def test_bad_job_prefix_is_rejected(prefix: str) -> None:
+    with pytest.raises(ConfigError, match="SCION_SCHEDULER_JOB_PREFIX"):
+        Settings.from_env({}, job_prefix=prefix)
+
+
+@pytest.mark.parametrize("prefix", ["scion-", "a", "Hub_Prod-1_", "x" * 100])
+def test_good_job_prefixes(prefix: str) -> None:
+    assert Settings.from_env({"SCION_SCHEDULER_JOB_PREFIX": prefix}).job_prefix == prefix
+
+
+def test_bad_formats_of_other_settings_are_rejected() -> None:
+    with pytest.raises(ConfigError, match="COLLECTION_PREFIX"):
+        Settings.from_env({"SCION_SCHEDULER_COLLECTION_PREFIX": "a/b"})
+    with pytest.raises(ConfigError, match="COLLECTION_PREFIX"):
+        Settings.from_env({"SCION_SCHEDULER_COLLECTION_PREFIX": "scion_\n"})
+    with pytest.raises(ConfigError, match="LOG_FORMAT"):
+        Settings.from_env({"SCION_SCHEDULER_LOG_FORMAT": "xml"})
+
+
+@pytest.mark.parametrize("url", ["hub.example.com", "ftp://hub.example.com", "http://[::1", "https://"])
+def test_bad_hub_url_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError, match="SCION_HUB_URL"):
+        Settings.from_env({"SCION_HUB_URL": url})
+
+
+# --- logs ------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    yield
+    structlog.contextvars.clear_contextvars()
+    structlog.reset_defaults()
+
+
+def lines(buf: io.StringIO) -> list[dict[str, object]]:
+    text = buf.getvalue()
+    assert text.endswith("\n")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_json_logs_are_one_object_per_line_for_cloud_logging() -> None:
+    buf = io.StringIO()
+    logs.configure("json", stream=buf)
+    log = logs.get_logger("scheduler.test")
+    before = datetime.now(UTC)
+    log.info("fire claimed", schedule_id="daily-report", execution_id="e1",
+             fire_time="2026-06-01T12:00:00Z")
+    log.warning("late")
+    log.error("failed", attempt=2)
+    first, second, third = lines(buf)
+    assert first["severity"] == "INFO" and first["message"] == "fire claimed"
+    assert first["schedule_id"] == "daily-report" and first["execution_id"] == "e1"
+    assert first["fire_time"] == "2026-06-01T12:00:00Z"
+    stamp = datetime.fromisoformat(str(first["timestamp"]).replace("Z", "+00:00"))
+    assert stamp.utcoffset() == timedelta(0)
+    assert before - timedelta(seconds=5) <= stamp <= datetime.now(UTC) + timedelta(seconds=5)
+    assert "event" not in first and "logging.googleapis.com/trace" not in first
+    assert (second["severity"], third["severity"], third["attempt"]) == ("WARNING", "ERROR", 2)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_bound_trace_becomes_the_cloud_logging_trace_field() -> None:
+    buf = io.StringIO()
+    logs.configure("json", stream=buf)
+    trace = "projects/my-project/traces/0123456789abcdef0123456789abcdef"
+    with structlog.contextvars.bound_contextvars(trace=trace, schedule_id="s1"):
+        logs.get_logger("t").info("inside")
+    logs.get_logger("t").info("outside")
+    inside, outside = lines(buf)
+    assert inside["logging.googleapis.com/trace"] == trace and "trace" not in inside
+    assert inside["schedule_id"] == "s1"
+    assert "logging.googleapis.com/trace" not in outside and "schedule_id" not in outside
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_exceptions_and_unusual_values_still_give_one_json_line() -> None:
+    buf = io.StringIO()
+    logs.configure("json", stream=buf)
+    log = logs.get_logger("t")
+    try:
+        raise RuntimeError("boom\nsecond line")
+    except RuntimeError:
+        log.exception("action failed", when=datetime(2026, 1, 1, tzinfo=UTC), data={"k": b"x"})
+    (entry,) = lines(buf)
+    assert entry["severity"] == "ERROR" and entry["message"] == "action failed"
+    assert "RuntimeError" in str(entry["exception"]) and "boom" in str(entry["exception"])
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_level_filters_lower_severities() -> None:
+    buf = io.StringIO()
+    logs.configure("json", level="warning", stream=buf)
+    log = logs.get_logger("t")
+    log.debug("no")
+    log.info("no")
+    log.warning("yes")
+    assert [e["message"] for e in lines(buf)] == ["yes"]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_auto_is_json_when_not_a_terminal() -> None:
+    buf = io.StringIO()
+    logs.configure("auto", stream=buf)
+    logs.get_logger("t").info("hello", k=1)
+    assert lines(buf)[0]["message"] == "hello"
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_console_format_is_key_value() -> None:
+    buf = io.StringIO()
+    logs.configure("console", stream=buf)
+    logs.get_logger("t").info("fire claimed", schedule_id="daily-report", attempt=2)
+    text = buf.getvalue()
+    assert "fire claimed" in text
+    assert "schedule_id=daily-report" in text and "attempt=2" in text
+    assert not text.lstrip().startswith("{")
+    assert "\x1b[" not in text  # no colours when the stream is not a terminal
+
+
+def test_severity_names_cover_every_level() -> None:
+    for method, level in [("debug", "DEBUG"), ("info", "INFO"), ("warning", "WARNING"),
+                          ("error", "ERROR"), ("critical", "CRITICAL"), ("exception", "ERROR")]:
+        assert logs.add_severity(None, method, {})["severity"] == level
+        assert logging.getLevelName(level) != f"Level {level}"
