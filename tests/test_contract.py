@@ -124,6 +124,23 @@ def test_decode_of_build_reproduces_the_action_and_policies(raw: dict[str, Any])
         assert (fire.trigger, fire.fire_time) == ("scheduled", None)
 
 
+@PROPERTY
+@given(schedule_documents())
+def test_attributes_fit_pub_sub_limits(raw: dict[str, Any]) -> None:
+    # Pub/Sub: at most 100 attributes, keys up to 256 bytes, values up to 1024 bytes
+    # (https://cloud.google.com/pubsub/quotas#resource_limits). The longest schedule ID, 256
+    # characters of four UTF-8 bytes each, is exactly 1024 bytes.
+    s = parse_schedule(raw, known_action_types=KNOWN_TYPES)
+    attributes = build_message(s, signing_key=KEY).attributes
+    assert len(attributes) <= 100
+    assert all(len(k.encode()) <= 256 and len(v.encode()) <= 1024 for k, v in attributes.items())
+
+
+def test_the_longest_id_fits_an_attribute_value() -> None:
+    s = schedule(id="\U0001F600" * 256)
+    assert len(build_message(s).attributes[ATTR_SCHEDULE_ID].encode()) == 1024
+
+
 # --- signatures ---------------------------------------------------------------------------------------
 
 def test_signed_message_verifies_with_the_key_from_the_environment() -> None:
