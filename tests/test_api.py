@@ -452,12 +452,12 @@ def test_executions_are_paged_newest_first_and_outlive_the_schedule(api: Api) ->
 def test_executions_from_the_firestore_ledger(
     settings: Settings, cloud_scheduler_emulator: Any, firestore_emulator: str, ledger: SqliteLedger
 ) -> None:
-    from scion_scheduler.commands.serve import history_store
+    from scion_scheduler.commands.history import open_ledger
 
-    store = history_store("firestore", settings.with_overrides(firestore_emulator_host=firestore_emulator))
+    store = open_ledger("firestore", settings.with_overrides(firestore_emulator_host=firestore_emulator))
     base = datetime(2030, 1, 1, 3, 0, tzinfo=UTC)
     for minute in range(3):
-        assert store.record(_execution("fs", base + timedelta(minutes=minute)))  # type: ignore[attr-defined]
+        assert store.record(_execution("fs", base + timedelta(minutes=minute)))
     with SchedulerControl(settings) as control:
         app = create_app(ApiContext(control, store, Authenticator.from_settings(settings)))
         with TestClient(app, headers=AUTH) as client:

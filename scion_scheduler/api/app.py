@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 from urllib.parse import unquote_to_bytes
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request, Security
@@ -59,7 +59,8 @@ from scion_scheduler.api.schemas import (
     WriteOut,
 )
 from scion_scheduler.api.views import execution_out, plan_out, schedule_out, step_outcomes
-from worker.ledger import Execution
+from worker.history import list_runs
+from worker.ledger import Ledger
 
 log = get_logger(__name__)
 
@@ -67,13 +68,6 @@ DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 REQUEST = "(request)"
 _SYNC_FIELDS = frozenset({"schedules", "prune", "dry_run"})
 _HTTP_CODE = re.compile(r"^(?:gave up after retrying: )?(\d{3}) ")
-
-
-class HistoryStore(Protocol):
-    """The part of the ledger the API reads (`worker.ledger.Ledger.history`)."""
-
-    def history(self, schedule_id: str, *, limit: int = 20,
-                before: datetime | None = None) -> list[Execution]: ...
 
 
 class ApiError(Exception):
@@ -117,7 +111,7 @@ class ApiContext:
     """What the routes work with; built once by `create_app`."""
 
     control: SchedulerControl
-    history: HistoryStore | None
+    history: Ledger | None
     authenticator: Authenticator
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
@@ -480,7 +474,7 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
                 before = parse_instant(page_token)
             except ValueError as exc:
                 raise _invalid([FieldError(REQUEST, "query.page_token", str(exc))]) from exc
-        found = context.history.history(sid, limit=limit, before=before)
+        found = list_runs(context.history, sid, limit=limit, before=before)
         if not found and before is None and get_job(sid) is None:
             raise _not_found(sid)
         token = format_instant(found[-1].fire_time) if len(found) == limit else None

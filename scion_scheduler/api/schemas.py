@@ -188,6 +188,7 @@ class ExecutionOut(BaseModel):
     worker_id: str | None
     error: str | None
     detail: str | None
+    expire_at: str = Field(description="When the record is deleted (Firestore TTL).")
 
 
 class ExecutionPageOut(BaseModel):

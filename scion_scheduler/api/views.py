@@ -21,6 +21,7 @@ from scion_scheduler.api.schemas import (
     StepOut,
     StepOutcomeOut,
 )
+from worker.history import run_to_dict
 from worker.ledger import Execution
 
 
@@ -29,10 +30,6 @@ def _timestamp(value: Any) -> str | None:
     if not isinstance(value, datetime) or value.timestamp() <= 0:
         return None
     return format_instant(value.astimezone(UTC))
-
-
-def _instant(value: datetime | None) -> str | None:
-    return format_instant(value) if value is not None else None
 
 
 def schedule_out(job: Any, spec: JobSpec, now: datetime, fires: int = 5) -> ScheduleOut | None:
@@ -79,13 +76,5 @@ def plan_out(plan: Plan) -> PlanOut:
 
 
 def execution_out(execution: Execution) -> ExecutionOut:
-    """One history entry."""
-    return ExecutionOut(
-        execution_id=execution.execution_id, schedule_id=execution.schedule_id,
-        fire_time=format_instant(execution.fire_time), trigger=execution.trigger,
-        state=str(execution.state), attempt=execution.attempt,
-        created_at=format_instant(execution.created_at),
-        started_at=_instant(execution.started_at), finished_at=_instant(execution.finished_at),
-        duration_s=execution.duration_s, worker_id=execution.worker_id, error=execution.error,
-        detail=execution.detail,
-    )
+    """One history entry, in the form `scion-scheduler runs --output json` prints."""
+    return ExecutionOut.model_validate(run_to_dict(execution))

@@ -9,8 +9,9 @@ from typing import Any
 from scheduler.cli_base import EXIT_OK
 from scheduler.config import ConfigError, Settings
 from scheduler.logs import get_logger
-from scion_scheduler.api.app import DEFAULT_MAX_BODY_BYTES, ApiContext, HistoryStore, create_app
+from scion_scheduler.api.app import DEFAULT_MAX_BODY_BYTES, ApiContext, create_app
 from scion_scheduler.api.auth import Authenticator, check_exposure
+from scion_scheduler.commands.history import open_ledger
 
 log = get_logger(__name__)
 
@@ -26,32 +27,17 @@ def register(sub: Any) -> None:
     p.add_argument("--port", type=int, default=8080, help="port to bind (default 8080)")
     p.add_argument("--store", default="firestore", metavar="firestore|sqlite:PATH",
                    help="where execution history is read: the Firestore ledger (default) or the "
-                        "SQLite ledger of the single-instance fallback")
+                        "SQLite store of the single-instance fallback (as for `runs`)")
     p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
                    help=f"largest request body accepted (default {DEFAULT_MAX_BODY_BYTES})")
     p.set_defaults(handler=serve)
-
-
-def history_store(spec: str, settings: Settings) -> HistoryStore:
-    """The ledger named by `--store`."""
-    if spec == "firestore":
-        from scheduler import gcp
-        from worker.firestore_ledger import FirestoreLedger
-
-        settings.require("project")
-        return FirestoreLedger(gcp.firestore_client(settings), settings.value("collection_prefix"))
-    if spec.startswith("sqlite:") and len(spec) > len("sqlite:"):
-        from worker.sqlite_ledger import SqliteLedger
-
-        return SqliteLedger(spec[len("sqlite:"):])
-    raise ConfigError(f"--store must be `firestore` or `sqlite:PATH` (got {spec!r})")
 
 
 def build_context(settings: Settings, store: str, authenticator: Authenticator) -> ApiContext:
     """Everything the app needs; fails with `ConfigError` before anything listens."""
     from scheduler.control import SchedulerControl
 
-    return ApiContext(control=SchedulerControl(settings), history=history_store(store, settings),
+    return ApiContext(control=SchedulerControl(settings), history=open_ledger(store, settings),
                       authenticator=authenticator)
 
 
