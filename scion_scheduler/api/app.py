@@ -34,6 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from scheduler.cli_base import package_version
 from scheduler.contract import ContractError
 from scheduler.control import JobNotFound, SchedulerControl
+from scheduler.jobs_decode import job_fingerprint
 from scheduler.logs import get_logger
 from scheduler.model import FieldError, Schedule, ValidationError, format_instant, parse_instant
 from scheduler.sync import ApplyResult
@@ -249,7 +250,7 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
         if job is None:
             raise ApiError(409, "conflict", f"schedule {schedule_id!r} does not exist (If-Match)",
                            [FieldError(schedule_id, "If-Match", "the schedule does not exist")])
-        current = view(job, schedule_id).fingerprint
+        current = job_fingerprint(job)
         if "*" not in tags and current not in tags:
             raise ApiError(409, "conflict", f"schedule {schedule_id!r} changed meanwhile",
                            [FieldError(schedule_id, "If-Match",
