@@ -10,30 +10,39 @@ Collections (`{prefix}` is `collection_prefix`, "scion_" by default):
   schedule ID may hold characters a document ID may not), with the raw ID in `schedule_id`:
   the fire running now (and its lease) and the last finished one.
 
-The claim. A Firestore transaction costs a BeginTransaction, the reads and a Commit, and on the
-emulator it measured about a third of the rate of a plain create. So a claim first tries one
-atomic commit guarded by preconditions (an optimistic transaction without a transaction):
+How a change is made atomic: optimistic commits, not Firestore transactions. Every write goes
+into one batch whose preconditions pin what the decision was based on: a document read as
+absent is written with `create` (it must still not exist), a document read as present is
+written with `update` guarded by its `update_time` as read. A batch commit applies all of its
+writes or none and fails as a whole when a precondition does not hold, so a commit that
+succeeds is exactly the read-decide-write step run alone; one that fails lost a race and the
+step is re-read and decided again. Why not transactions: a read-write transaction costs a
+BeginTransaction, its reads and a Commit, measured at about a third of a plain create on the
+emulator (see `bench/bench_claim.py`), and under contention the emulator's locking transactions
+deadlock until a lock timeout (firebase-tools#6758, #8105), whereas a failed precondition
+answers at once.
 
-* overlap `allow`: one batch that creates the execution (precondition: it does not exist) and
-  marks it the schedule's running fire. That alone is the claim.
-* overlap `skip`: read the execution and the schedule state in one BatchGetDocuments, decide,
-  then one batch that creates the execution (must not exist) and writes the schedule state
-  guarded by its `update_time` as read (or by not existing), so the commit fails if another
-  claim or finish touched the schedule in between. A duplicate delivery is answered from the
-  read alone.
+The claim, fastest first:
 
-When a precondition fails, or the record exists with a lapsed lease (a takeover), the claim
-reads the record again (DONE and BUSY need no transaction) and otherwise runs the full
-decision in a `@firestore.transactional` function. Finish, renew and release are transactions
-too: they are rare (one per execution, or one per lease period) and must check the holder.
+* overlap `allow`: one commit that creates the execution (it must not exist) and marks it the
+  schedule's running fire (written blind: with overlap allowed that mark is informative only).
+  That is the whole claim; a duplicate delivery fails the create and goes on as below.
+* overlap `skip`, and every other case: read the execution and the schedule state in one
+  BatchGetDocuments. DONE and BUSY are answered from that read alone; otherwise decide
+  (`worker.ledger_rules.plan_claim`) and commit the execution and the schedule state under
+  preconditions.
 
-Every decision is made by `worker.ledger_rules`, which the SQLite ledger shares.
+Finish, renew and release read the execution, then its schedule state, and commit both the
+same way. Every decision is made by `worker.ledger_rules`, which the SQLite ledger shares.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,8 +54,6 @@ from scheduler.model import format_instant
 from worker.ledger import Claim, ClaimRequest, ClaimResult, Execution, ScheduleState, State
 from worker.ledger_rules import (
     Change,
-    ClaimPlan,
-    decide_existing,
     new_claim,
     plan_claim,
     plan_finish,
@@ -168,48 +175,92 @@ def _schedule_state(snapshot: Any) -> ScheduleState | None:
     )
 
 
+class LedgerContention(RuntimeError):
+    """A change lost the race for its documents too many times in a row; retry it later."""
+
+
+@dataclass(frozen=True)
+class _Write:
+    """One document write of an optimistic commit. `update_time` is the version the decision
+    read (None: the document was absent and must still be); `blind` merges without a guard."""
+
+    ref: Any
+    data: dict[str, Any]
+    update_time: Any = None
+    blind: bool = False
+
+
+def _guarded(ref: Any, data: dict[str, Any], read: Any) -> _Write:
+    """A write that holds only if the document is still as `read` (a snapshot, or None)."""
+    exists = read is not None and read.exists
+    return _Write(ref, data, read.update_time if exists else None)
+
+
 class FirestoreLedger:
     """The ledger in Firestore; safe for many threads, processes and machines at once."""
 
     def __init__(self, client: firestore.Client, collection_prefix: str = "scion_", *,
-                 transaction_attempts: int = 20) -> None:
+                 max_attempts: int = 30) -> None:
         self._client = client
         self._executions = client.collection(f"{collection_prefix}executions")
         self._states = client.collection(f"{collection_prefix}schedule_state")
-        # Contended claims retry: the client's default of 5 attempts gives up too early when
-        # several replicas race for the same schedule's state document.
-        self._transaction_attempts = transaction_attempts
+        self._max_attempts = max_attempts
 
     def _state_ref(self, schedule_id: str) -> Any:
         return self._states.document(state_document_id(schedule_id))
 
-    def _get_all(self, refs: Iterable[Any], transaction: Any = None) -> list[Any]:
+    def _get_all(self, refs: list[Any]) -> list[Any]:
         """Snapshots in the order of `refs` (the server returns them in any order)."""
-        refs = list(refs)
-        found = {snap.reference.path: snap for snap in self._client.get_all(refs, transaction=transaction)}
+        found = {snap.reference.path: snap for snap in self._client.get_all(refs)}
         return [found.get(ref.path) for ref in refs]
+
+    def _commit(self, writes: list[_Write]) -> bool:
+        """Commit the writes atomically under their preconditions; False when one failed."""
+        batch = self._client.batch()
+        for write in writes:
+            if write.blind:
+                batch.set(write.ref, write.data, merge=True)
+            elif write.update_time is not None:
+                option = self._client.write_option(last_update_time=write.update_time)
+                batch.update(write.ref, write.data, option=option)
+            else:
+                batch.create(write.ref, write.data)
+        try:
+            batch.commit()
+        except _LOST_RACE:
+            return False
+        return True
+
+    def _retry(self, attempt: int, what: str, **context: Any) -> None:
+        """Back off after a lost race, with jitter so that the racers spread out."""
+        if attempt + 1 >= self._max_attempts:
+            raise LedgerContention(f"{what}: lost the race for its documents {self._max_attempts} times")
+        log.debug("ledger race lost, retrying", operation=what, attempt=attempt + 1, **context)
+        time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))
 
     def claim(self, request: ClaimRequest) -> Claim:
         """Claim a fire; see `worker.ledger` for the outcomes and this module for the method."""
         validate_request(request)
         exec_ref = self._executions.document(request.execution_id)
         state_ref = self._state_ref(request.schedule_id)
-        if request.overlap == "allow":
-            claim = self._claim_allow(request, exec_ref, state_ref)
-        else:
-            claim = self._claim_skip(request, exec_ref, state_ref)
-        path = "fast"
-        if claim is None:
-            path = "transaction"
-            claim = self._claim_in_transaction(request, exec_ref, state_ref)
-        (log.info if claim.result in (ClaimResult.TAKEN_OVER, ClaimResult.OVERLAP) else log.debug)(
-            "ledger claim", result=str(claim.result), path=path, schedule_id=request.schedule_id,
-            fire_time=format_instant(request.fire_time), execution_id=request.execution_id,
-            attempt=claim.execution.attempt,
+        context = {"schedule_id": request.schedule_id, "fire_time": format_instant(request.fire_time),
+                   "execution_id": request.execution_id}
+        claim = self._create_allowed(request, exec_ref, state_ref) if request.overlap == "allow" else None
+        attempt = 0
+        while claim is None:
+            claim = self._claim_once(request, exec_ref, state_ref)
+            if claim is None:
+                self._retry(attempt, "claim", **context)
+                attempt += 1
+        notable = claim.result in (ClaimResult.TAKEN_OVER, ClaimResult.OVERLAP)
+        (log.info if notable else log.debug)(
+            "ledger claim", result=str(claim.result), attempt=claim.execution.attempt, retries=attempt,
+            **context,
         )
         return claim
 
-    def _claim_allow(self, request: ClaimRequest, exec_ref: Any, state_ref: Any) -> Claim | None:
+    def _create_allowed(self, request: ClaimRequest, exec_ref: Any, state_ref: Any) -> Claim | None:
+        """The one-commit claim of a new fire under overlap `allow`; None when it exists."""
         claimed = new_claim(request)
         running = state_document(ScheduleState(
             schedule_id=request.schedule_id,
@@ -217,89 +268,56 @@ class FirestoreLedger:
             running_fire_time=claimed.fire_time,
             running_lease_until=claimed.lease_until,
         ))
-        batch = self._client.batch()
-        batch.create(exec_ref, execution_document(claimed))
-        # With overlap allowed the schedule's running fire is informative only (the latest
-        # claim), so it is written blind and never contends.
-        batch.set(state_ref, {name: running[name] for name in _RUNNING_FIELDS}, merge=True)
-        try:
-            batch.commit()
-        except _LOST_RACE:
-            return self._settled(request, exec_ref)
-        return Claim(ClaimResult.CLAIMED, claimed)
+        writes = [_Write(exec_ref, execution_document(claimed)),
+                  _Write(state_ref, {name: running[name] for name in _RUNNING_FIELDS}, blind=True)]
+        return Claim(ClaimResult.CLAIMED, claimed) if self._commit(writes) else None
 
-    def _claim_skip(self, request: ClaimRequest, exec_ref: Any, state_ref: Any) -> Claim | None:
+    def _claim_once(self, request: ClaimRequest, exec_ref: Any, state_ref: Any) -> Claim | None:
+        """Read, decide and commit once; None when the commit lost a race."""
         exec_snap, state_snap = self._get_all([exec_ref, state_ref])
-        existing = _execution(exec_snap)
-        if existing is not None:
-            settled = decide_existing(request, existing)
-            return None if settled is None else Claim(settled, existing)
-        plan = plan_claim(request, None, _schedule_state(state_snap))
-        batch = self._client.batch()
-        batch.create(exec_ref, execution_document(plan.execution))
+        plan = plan_claim(request, _execution(exec_snap), _schedule_state(state_snap))
+        writes = []
+        if plan.write:
+            writes.append(_guarded(exec_ref, execution_document(plan.execution), exec_snap))
         if plan.schedule_state is not None:
             fields = state_document(plan.schedule_state)
-            if state_snap is not None and state_snap.exists:
-                option = self._client.write_option(last_update_time=state_snap.update_time)
-                batch.update(state_ref, fields, option=option)
+            if request.overlap == "allow":
+                writes.append(_Write(state_ref, {name: fields[name] for name in _RUNNING_FIELDS}, blind=True))
             else:
-                batch.create(state_ref, fields)
-        try:
-            batch.commit()
-        except _LOST_RACE:
-            return self._settled(request, exec_ref)
-        return Claim(plan.result, plan.execution)
-
-    def _settled(self, request: ClaimRequest, exec_ref: Any) -> Claim | None:
-        """After a lost race: the claim's outcome when the record settles it on its own (DONE,
-        BUSY, or our own write that landed), else None (a transaction must decide)."""
-        existing = _execution(exec_ref.get())
-        if existing is None:
+                writes.append(_guarded(state_ref, fields, state_snap))
+        if writes and not self._commit(writes):
             return None
-        settled = decide_existing(request, existing)
-        return None if settled is None else Claim(settled, existing)
-
-    def _claim_in_transaction(self, request: ClaimRequest, exec_ref: Any, state_ref: Any) -> Claim:
-        @firestore.transactional
-        def decide(transaction: Any) -> ClaimPlan:
-            exec_snap, state_snap = self._get_all([exec_ref, state_ref], transaction)
-            plan = plan_claim(request, _execution(exec_snap), _schedule_state(state_snap))
-            if plan.write:
-                transaction.set(exec_ref, execution_document(plan.execution))
-            if plan.schedule_state is not None:
-                transaction.set(state_ref, state_document(plan.schedule_state))
-            return plan
-
-        plan: ClaimPlan = decide(self._client.transaction(max_attempts=self._transaction_attempts))
         return Claim(plan.result, plan.execution)
 
-    def _change(self, execution_id: str, decide: _Decide) -> bool:
+    def _change(self, execution_id: str, decide: _Decide, what: str) -> bool:
+        """Read the execution and its schedule state, apply `decide`'s change under
+        preconditions, retrying lost races; False when `decide` refuses."""
         exec_ref = self._executions.document(execution_id)
-
-        @firestore.transactional
-        def apply(transaction: Any) -> bool:
-            (exec_snap,) = self._get_all([exec_ref], transaction)
+        attempt = 0
+        while True:
+            exec_snap = exec_ref.get()
             existing = _execution(exec_snap)
             if existing is None:
                 return False
             state_ref = self._state_ref(existing.schedule_id)
-            (state_snap,) = self._get_all([state_ref], transaction)
+            state_snap = state_ref.get()
             change = decide(existing, _schedule_state(state_snap))
             if change is None:
                 return False
-            transaction.set(exec_ref, execution_document(change.execution))
+            writes = [_guarded(exec_ref, execution_document(change.execution), exec_snap)]
             if change.schedule_state is not None:
-                transaction.set(state_ref, state_document(change.schedule_state))
-            return True
-
-        done: bool = apply(self._client.transaction(max_attempts=self._transaction_attempts))
-        return done
+                writes.append(_guarded(state_ref, state_document(change.schedule_state), state_snap))
+            if self._commit(writes):
+                return True
+            self._retry(attempt, what, schedule_id=existing.schedule_id,
+                        fire_time=format_instant(existing.fire_time), execution_id=execution_id)
+            attempt += 1
 
     def renew(self, execution_id: str, worker_id: str, lease_until: datetime) -> bool:
         """Extend the lease; False when this worker no longer holds the execution."""
         require_aware(lease_until, "lease_until")
         return self._change(
-            execution_id, lambda existing, state: plan_renew(existing, state, worker_id, lease_until)
+            execution_id, lambda existing, state: plan_renew(existing, state, worker_id, lease_until), "renew"
         )
 
     def finish(
@@ -313,6 +331,7 @@ class FirestoreLedger:
             execution_id,
             lambda existing, summary: plan_finish(existing, summary, worker_id, final, now=now,
                                                   error=error, detail=detail),
+            "finish",
         )
 
     def release(self, execution_id: str, worker_id: str, *, now: datetime, error: str | None = None) -> bool:
@@ -321,6 +340,7 @@ class FirestoreLedger:
         return self._change(
             execution_id,
             lambda existing, summary: plan_release(existing, summary, worker_id, now=now, error=error),
+            "release",
         )
 
     def record(self, execution: Execution) -> bool:

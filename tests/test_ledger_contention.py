@@ -1,0 +1,322 @@
+"""The ledger under contention: many threads, and several processes, racing for the same fires.
+
+Runs against SQLite and the Firestore emulator. The claims are checked for correctness only
+(speed is measured by `bench/bench_claim.py`): exactly one claimer wins each fire, a lapsed
+lease is taken over exactly once, and with overlap `skip` no two fires of a schedule ever run
+at the same time.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scheduler.contract import execution_id
+from worker.ledger import ClaimRequest, ClaimResult, Ledger, State
+from worker.sqlite_ledger import SqliteLedger
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+LEASE = timedelta(minutes=5)
+THREADS = 6
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def open_ledger(kind: str, where: str) -> tuple[Ledger, Callable[[], None]]:
+    """A ledger on `where` (a SQLite file, or a Firestore project on the emulator) and its closer."""
+    if kind == "sqlite":
+        sqlite_ledger = SqliteLedger(where)
+        return sqlite_ledger, sqlite_ledger.close
+    from google.cloud import firestore
+
+    from worker.firestore_ledger import FirestoreLedger
+
+    client = firestore.Client(project=where)
+    return FirestoreLedger(client), client.close
+
+
+@pytest.fixture(params=["sqlite", "firestore"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """(kind, where) of a fresh, empty ledger store."""
+    if request.param == "sqlite":
+        return "sqlite", str(tmp_path / "ledger.db")
+    request.getfixturevalue("firestore_emulator")
+    return "firestore", str(request.getfixturevalue("project_id"))
+
+
+@pytest.fixture
+def ledger(store: tuple[str, str]) -> Iterator[Ledger]:
+    """One ledger on the store, shared by the test's threads."""
+    opened, close = open_ledger(*store)
+    yield opened
+    close()
+
+
+def request_for(schedule_id: str, minute: int, worker: str, *, now: datetime, overlap: str,
+                lease: timedelta = LEASE, base: datetime = T0) -> ClaimRequest:
+    """A claim of the schedule's fire at `base` + `minute`."""
+    fire_time = base + timedelta(minutes=minute)
+    return ClaimRequest(execution_id(schedule_id, fire_time), schedule_id, fire_time, "scheduled",
+                        worker, lease, overlap, now)
+
+
+def race(work: Callable[[int], list[tuple[ClaimRequest, ClaimResult]]],
+         threads: int = THREADS) -> list[tuple[ClaimRequest, ClaimResult]]:
+    """Run `work(thread_index)` on `threads` threads released together; all their results."""
+    barrier = threading.Barrier(threads)
+
+    def start(index: int) -> list[tuple[ClaimRequest, ClaimResult]]:
+        barrier.wait(timeout=30)
+        return work(index)
+
+    with ThreadPoolExecutor(threads) as pool:
+        return [item for part in pool.map(start, range(threads)) for item in part]
+
+
+def winners(results: list[tuple[ClaimRequest, ClaimResult]]) -> Counter[str]:
+    """How many claims of each execution were told to run it."""
+    counts: Counter[str] = Counter()
+    for request, result in results:
+        counts[request.execution_id] += result.run
+    return counts
+
+
+def test_each_fire_is_claimed_exactly_once(ledger: Ledger) -> None:
+    fires = [(f"s{index}", index, "skip" if index % 2 else "allow") for index in range(20)]
+
+    def work(thread: int) -> list[tuple[ClaimRequest, ClaimResult]]:
+        order = random.Random(thread).sample(fires, len(fires))
+        out = []
+        for schedule_id, minute, overlap in order:
+            request = request_for(schedule_id, minute, f"w{thread}", now=T0, overlap=overlap)
+            out.append((request, ledger.claim(request).result))
+        return out
+
+    results = race(work)
+    assert set(winners(results).values()) == {1}
+    assert len(winners(results)) == len(fires)
+    for request, result in results:
+        stored = ledger.get(request.execution_id)
+        assert stored is not None and stored.state is State.RUNNING and stored.attempt == 1
+        assert result in (ClaimResult.CLAIMED, ClaimResult.BUSY)
+        assert (result is ClaimResult.CLAIMED) == (stored.worker_id == request.worker_id)
+
+
+def test_overlap_skip_never_runs_two_fires_of_a_schedule_at_once(ledger: Ledger) -> None:
+    schedules = ["alpha", "beta"]
+    fires = [(schedule_id, minute) for schedule_id in schedules for minute in range(12)]
+    running: Counter[str] = Counter()
+    peak: Counter[str] = Counter()
+    lock = threading.Lock()
+    # The real clock decides here, so the fires are recent (not past their retention).
+    base = datetime.now(UTC).replace(second=0, microsecond=0)
+
+    def work(thread: int) -> list[tuple[ClaimRequest, ClaimResult]]:
+        out = []
+        for schedule_id, minute in random.Random(thread).sample(fires, len(fires)):
+            request = request_for(schedule_id, minute, f"w{thread}", now=datetime.now(UTC), overlap="skip",
+                                  base=base)
+            claim = ledger.claim(request)
+            out.append((request, claim.result))
+            if not claim.result.run:
+                continue
+            with lock:
+                running[schedule_id] += 1
+                peak[schedule_id] = max(peak[schedule_id], running[schedule_id])
+            time.sleep(0.002)
+            with lock:
+                running[schedule_id] -= 1
+            assert ledger.finish(request.execution_id, request.worker_id, State.SUCCEEDED, now=datetime.now(UTC))
+        return out
+
+    results = race(work)
+    assert max(peak.values()) == 1
+    assert set(winners(results).values()) <= {0, 1}
+    outcomes = Counter(result for _, result in results)
+    assert outcomes[ClaimResult.CLAIMED] >= len(schedules)
+    for schedule_id, minute in fires:
+        stored = ledger.get(execution_id(schedule_id, base + timedelta(minutes=minute)))
+        assert stored is not None and stored.state in (State.SUCCEEDED, State.SKIPPED)
+    for schedule_id in schedules:
+        state = ledger.schedule_state(schedule_id)
+        assert state is not None and state.running_execution_id is None
+
+
+def test_lapsed_leases_are_taken_over_exactly_once(ledger: Ledger) -> None:
+    allow = [(f"a{index}", index) for index in range(8)]
+    skip = [("shared", index) for index in range(6)]
+    for schedule_id, minute in allow:
+        ledger.claim(request_for(schedule_id, minute, "dead", now=T0, overlap="allow", lease=timedelta(seconds=10)))
+    for schedule_id, minute in skip:
+        # Staggered so that each fire finds the previous one's lease lapsed and claims.
+        now = T0 + timedelta(minutes=minute)
+        assert ledger.claim(request_for(schedule_id, minute, "dead", now=now, overlap="skip",
+                                        lease=timedelta(seconds=10))).result is ClaimResult.CLAIMED
+    later = T0 + timedelta(hours=1)
+
+    def work(thread: int) -> list[tuple[ClaimRequest, ClaimResult]]:
+        out = []
+        order = random.Random(thread).sample(allow + skip, len(allow) + len(skip))
+        for schedule_id, minute in order:
+            overlap = "skip" if schedule_id == "shared" else "allow"
+            request = request_for(schedule_id, minute, f"w{thread}", now=later, overlap=overlap)
+            out.append((request, ledger.claim(request).result))
+        return out
+
+    results = race(work)
+    won = winners(results)
+    for schedule_id, minute in allow:
+        exec_id = execution_id(schedule_id, T0 + timedelta(minutes=minute))
+        assert won[exec_id] == 1
+        stored = ledger.get(exec_id)
+        assert stored is not None and stored.attempt == 2 and stored.worker_id != "dead"
+    shared = [execution_id(schedule_id, T0 + timedelta(minutes=minute)) for schedule_id, minute in skip]
+    assert sum(won[exec_id] for exec_id in shared) == 1
+    states = Counter(stored.state for stored in map(ledger.get, shared) if stored is not None)
+    assert states == Counter({State.RUNNING: 1, State.SKIPPED: len(skip) - 1})
+    assert {result for _, result in results if not result.run} <= {
+        ClaimResult.BUSY, ClaimResult.DONE, ClaimResult.OVERLAP}
+
+
+def _claim_in_process(kind: str, where: str, worker: str, barrier: Any, queue: Any) -> None:
+    """One process of the multi-process race: open its own ledger, wait for the others, claim
+    every fire, report (execution ID, schedule ID, result) for each."""
+    ledger, close = open_ledger(kind, where)
+    fires = [(f"p{index % 4}", index, "allow") for index in range(12)]
+    fires += [("pshared", index, "skip") for index in range(12, 20)]
+    barrier.wait(timeout=60)
+    out = []
+    for schedule_id, minute, overlap in random.Random(worker).sample(fires, len(fires)):
+        request = request_for(schedule_id, minute, worker, now=T0 + timedelta(minutes=30), overlap=overlap)
+        out.append((request.execution_id, schedule_id, str(ledger.claim(request).result)))
+    close()
+    queue.put(out)
+
+
+def test_three_processes_claim_each_fire_once(store: tuple[str, str]) -> None:
+    # Spawned processes inherit the environment, FIRESTORE_EMULATOR_HOST included.
+    kind, where = store
+    if kind == "sqlite":
+        # Create the schema before the race, as the one process of `local` would.
+        SqliteLedger(where).close()
+    context = multiprocessing.get_context("spawn")
+    barrier, queue = context.Barrier(3), context.Queue()
+    processes = [context.Process(target=_claim_in_process, args=(kind, where, f"proc{index}", barrier, queue))
+                 for index in range(3)]
+    for process in processes:
+        process.start()
+    reports = [queue.get(timeout=90) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+        assert process.exitcode == 0
+    by_fire: defaultdict[tuple[str, str], list[ClaimResult]] = defaultdict(list)
+    for report in reports:
+        for exec_id, schedule_id, result in report:
+            by_fire[(schedule_id, exec_id)].append(ClaimResult(result))
+    assert len(by_fire) == 20 and all(len(results) == 3 for results in by_fire.values())
+    for (schedule_id, _), results in by_fire.items():
+        if schedule_id != "pshared":
+            assert sorted(results) == [ClaimResult.BUSY, ClaimResult.BUSY, ClaimResult.CLAIMED]
+    # Nothing finishes in this race, so exactly one fire of the shared schedule ever runs.
+    shared = [result for (schedule_id, _), results in by_fire.items() if schedule_id == "pshared"
+              for result in results]
+    assert sum(result.run for result in shared) == 1
+
+
+@pytest.fixture
+def firestore_pair(firestore_emulator: str, project_id: str) -> Iterator[tuple[Any, Any]]:
+    """Two Firestore ledgers (a claimer and a rival) on one fresh project."""
+    from google.cloud import firestore
+
+    from worker.firestore_ledger import FirestoreLedger
+
+    client = firestore.Client(project=project_id)
+    yield FirestoreLedger(client), FirestoreLedger(client)
+    client.close()
+
+
+def _race_after_read(monkeypatch: pytest.MonkeyPatch, ledger: Any, rival_move: Callable[[], object]) -> list[object]:
+    """Make the rival's move once, right after `ledger` read its documents and before it
+    commits: the window an optimistic commit must detect."""
+    moves: list[object] = []
+    read = ledger._get_all
+
+    def read_then_race(refs: list[Any]) -> list[Any]:
+        snapshots = read(refs)
+        if not moves:
+            moves.append(rival_move())
+        return snapshots
+
+    monkeypatch.setattr(ledger, "_get_all", read_then_race)
+    return moves
+
+
+def test_firestore_claim_that_loses_the_race_for_the_schedule_re_decides(
+    firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ledger, rival = firestore_pair
+    moves = _race_after_read(monkeypatch, ledger, lambda: rival.claim(
+        request_for("s", 1, "rival", now=T0, overlap="skip")).result)
+    claim = ledger.claim(request_for("s", 0, "w1", now=T0, overlap="skip"))
+    assert moves == [ClaimResult.CLAIMED]
+    assert claim.result is ClaimResult.OVERLAP
+
+
+def test_firestore_claim_that_loses_the_race_for_the_fire_is_busy(
+    firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ledger, rival = firestore_pair
+    ledger.claim(request_for("s", 0, "dead", now=T0, overlap="skip", lease=timedelta(seconds=1)))
+    later = T0 + timedelta(minutes=1)
+    moves = _race_after_read(monkeypatch, ledger, lambda: rival.claim(
+        request_for("s", 0, "rival", now=later, overlap="skip")).result)
+    claim = ledger.claim(request_for("s", 0, "w1", now=later, overlap="skip"))
+    assert moves == [ClaimResult.TAKEN_OVER]
+    assert claim.result is ClaimResult.BUSY and claim.execution.worker_id == "rival"
+
+
+def test_firestore_finish_retries_after_a_concurrent_renew(
+    firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ledger, rival = firestore_pair
+    request = request_for("s", 0, "w1", now=T0, overlap="skip")
+    ledger.claim(request)
+    commits: list[bool] = []
+    commit = ledger._commit
+
+    def renew_first(writes: list[Any]) -> bool:
+        if not commits:
+            commits.append(rival.renew(request.execution_id, "w1", T0 + 2 * LEASE))
+        outcome: bool = commit(writes)
+        commits.append(outcome)
+        return outcome
+
+    monkeypatch.setattr(ledger, "_commit", renew_first)
+    assert ledger.finish(request.execution_id, "w1", State.SUCCEEDED, now=T0 + timedelta(seconds=5))
+    assert commits == [True, False, True]
+    state = ledger.schedule_state("s")
+    assert state is not None and state.running_execution_id is None and state.last_state is State.SUCCEEDED
+
+
+def test_firestore_gives_up_after_max_attempts(firestore_emulator: str, project_id: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from google.cloud import firestore
+
+    from worker.firestore_ledger import FirestoreLedger, LedgerContention
+
+    client = firestore.Client(project=project_id)
+    ledger = FirestoreLedger(client, max_attempts=2)
+    monkeypatch.setattr(ledger, "_commit", lambda writes: False)
+    with pytest.raises(LedgerContention, match="claim: lost the race"):
+        ledger.claim(request_for("s", 0, "w1", now=T0, overlap="skip"))
+    client.close()
