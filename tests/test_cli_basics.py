@@ -6,9 +6,11 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 import yaml
 
 from scheduler.cli_base import package_version
@@ -33,6 +35,14 @@ GOOD = [
     {"id": "past-one-shot", "at": "2020-01-01T00:00:00Z", "action": HTTP},
     {"id": "paused", "cron": "0 0 * * *", "paused": True, "action": HTTP},
 ]
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """`main` configures structlog to write to this test's captured stderr, which is closed
+    afterwards: put the defaults back so that later tests can still log."""
+    yield
+    structlog.reset_defaults()
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
