@@ -320,3 +320,19 @@ def test_firestore_gives_up_after_max_attempts(firestore_emulator: str, project_
     with pytest.raises(LedgerContention, match="claim: lost the race"):
         ledger.claim(request_for("s", 0, "w1", now=T0, overlap="skip"))
     client.close()
+
+
+@pytest.mark.parametrize("overlap", ["allow", "skip"])
+def test_firestore_commit_that_landed_but_reported_a_lost_race_is_recognised(
+    firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch, overlap: str,
+) -> None:
+    """A commit the client retried after a lost reply fails its own precondition; the ledger
+    must see that its write landed rather than report BUSY or a lost execution."""
+    ledger, _ = firestore_pair
+    commit = ledger._commit
+    monkeypatch.setattr(ledger, "_commit", lambda writes: commit(writes) and False)
+    request = request_for("s", 0, "w1", now=T0, overlap=overlap)
+    assert ledger.claim(request).result is ClaimResult.CLAIMED
+    assert ledger.finish(request.execution_id, "w1", State.SUCCEEDED, now=T0 + timedelta(seconds=1))
+    stored = ledger.get(request.execution_id)
+    assert stored is not None and stored.state is State.SUCCEEDED

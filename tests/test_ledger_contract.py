@@ -143,8 +143,13 @@ def test_overlap_allow_runs_both(ledger: Ledger) -> None:
     first = ledger.claim(req(0, overlap="allow"))
     second = ledger.claim(req(1, worker="w2", overlap="allow"))
     assert (first.result, second.result) == (ClaimResult.CLAIMED, ClaimResult.CLAIMED)
+    # Overlap allow tracks no running fire (several may run), only the last finished one.
+    assert ledger.schedule_state(SCHEDULE) is None
+    assert ledger.finish(second.execution.execution_id, "w2", State.SUCCEEDED, now=T0 + timedelta(minutes=2))
+    assert ledger.finish(first.execution.execution_id, "w1", State.FAILED, now=T0 + timedelta(minutes=3))
     state = ledger.schedule_state(SCHEDULE)
-    assert state is not None and state.running_execution_id == second.execution.execution_id
+    assert state is not None and state.running_execution_id is None
+    assert (state.last_execution_id, state.last_state) == (first.execution.execution_id, State.FAILED)
 
 
 def test_next_fire_claims_once_the_running_one_finished(ledger: Ledger) -> None:
@@ -285,6 +290,8 @@ def test_unknown_execution(ledger: Ledger) -> None:
         (lambda ledger: ledger.claim(req(lease=timedelta(0))), "lease: must be positive"),
         (lambda ledger: ledger.finish("x", "w1", State.RUNNING, now=T0), "state: must be a final state"),
         (lambda ledger: ledger.history(SCHEDULE, limit=0), "limit: must be at least 1"),
+        (lambda ledger: ledger.record(Execution(
+            "x", SCHEDULE, T0, "scheduled", State.RUNNING, 1, T0, T0 + DEFAULT_RETENTION)), "state: must be a final"),
     ],
 )
 def test_bad_input_names_the_field(ledger: Ledger, call: object, message: str) -> None:

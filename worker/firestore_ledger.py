@@ -24,13 +24,13 @@ answers at once.
 
 The claim, fastest first:
 
-* overlap `allow`: one commit that creates the execution (it must not exist) and marks it the
-  schedule's running fire (written blind: with overlap allowed that mark is informative only).
-  That is the whole claim; a duplicate delivery fails the create and goes on as below.
-* overlap `skip`, and every other case: read the execution and the schedule state in one
-  BatchGetDocuments. DONE and BUSY are answered from that read alone; otherwise decide
-  (`worker.ledger_rules.plan_claim`) and commit the execution and the schedule state under
-  preconditions.
+* overlap `allow`, a new fire: one `create()` of the execution (it must not exist). That is the
+  whole claim: with overlap allowed the claim needs no schedule state. A duplicate delivery
+  fails the create (AlreadyExists) and goes on as below.
+* overlap `skip`, and every other case: read the execution (and, for `skip`, the schedule
+  state) in one BatchGetDocuments. DONE and BUSY are answered from that read alone; otherwise
+  decide (`worker.ledger_rules.plan_claim`) and commit the execution and the schedule state
+  under preconditions.
 
 Finish, renew and release read the execution, then its schedule state, and commit both the
 same way. Every decision is made by `worker.ledger_rules`, which the SQLite ledger shares.
@@ -70,7 +70,6 @@ log = get_logger(__name__)
 # A failed create precondition is AlreadyExists (a Conflict), a stale update_time is
 # FailedPrecondition; either means another writer got there first.
 _LOST_RACE = (api_exceptions.Conflict, api_exceptions.FailedPrecondition, api_exceptions.NotFound)
-_RUNNING_FIELDS = ("schedule_id", "running_execution_id", "running_fire_time", "running_lease_until")
 
 _Decide = Callable[[Execution, ScheduleState | None], Change | None]
 
@@ -182,12 +181,11 @@ class LedgerContention(RuntimeError):
 @dataclass(frozen=True)
 class _Write:
     """One document write of an optimistic commit. `update_time` is the version the decision
-    read (None: the document was absent and must still be); `blind` merges without a guard."""
+    read (None: the document was absent and must still be)."""
 
     ref: Any
     data: dict[str, Any]
     update_time: Any = None
-    blind: bool = False
 
 
 def _guarded(ref: Any, data: dict[str, Any], read: Any) -> _Write:
@@ -218,9 +216,7 @@ class FirestoreLedger:
         """Commit the writes atomically under their preconditions; False when one failed."""
         batch = self._client.batch()
         for write in writes:
-            if write.blind:
-                batch.set(write.ref, write.data, merge=True)
-            elif write.update_time is not None:
+            if write.update_time is not None:
                 option = self._client.write_option(last_update_time=write.update_time)
                 batch.update(write.ref, write.data, option=option)
             else:
@@ -245,7 +241,7 @@ class FirestoreLedger:
         state_ref = self._state_ref(request.schedule_id)
         context = {"schedule_id": request.schedule_id, "fire_time": format_instant(request.fire_time),
                    "execution_id": request.execution_id}
-        claim = self._create_allowed(request, exec_ref, state_ref) if request.overlap == "allow" else None
+        claim = self._create_allowed(request, exec_ref) if request.overlap == "allow" else None
         attempt = 0
         while claim is None:
             claim = self._claim_once(request, exec_ref, state_ref)
@@ -259,32 +255,25 @@ class FirestoreLedger:
         )
         return claim
 
-    def _create_allowed(self, request: ClaimRequest, exec_ref: Any, state_ref: Any) -> Claim | None:
-        """The one-commit claim of a new fire under overlap `allow`; None when it exists."""
+    def _create_allowed(self, request: ClaimRequest, exec_ref: Any) -> Claim | None:
+        """The one-RPC claim of a new fire under overlap `allow`; None when it exists."""
         claimed = new_claim(request)
-        running = state_document(ScheduleState(
-            schedule_id=request.schedule_id,
-            running_execution_id=claimed.execution_id,
-            running_fire_time=claimed.fire_time,
-            running_lease_until=claimed.lease_until,
-        ))
-        writes = [_Write(exec_ref, execution_document(claimed)),
-                  _Write(state_ref, {name: running[name] for name in _RUNNING_FIELDS}, blind=True)]
-        return Claim(ClaimResult.CLAIMED, claimed) if self._commit(writes) else None
+        if not self._commit([_Write(exec_ref, execution_document(claimed))]):
+            return None
+        return Claim(ClaimResult.CLAIMED, claimed)
 
     def _claim_once(self, request: ClaimRequest, exec_ref: Any, state_ref: Any) -> Claim | None:
         """Read, decide and commit once; None when the commit lost a race."""
-        exec_snap, state_snap = self._get_all([exec_ref, state_ref])
+        # Only overlap skip decides on (and writes) the schedule state.
+        skip = request.overlap == "skip"
+        snapshots = self._get_all([exec_ref, state_ref] if skip else [exec_ref])
+        exec_snap, state_snap = snapshots[0], snapshots[1] if skip else None
         plan = plan_claim(request, _execution(exec_snap), _schedule_state(state_snap))
         writes = []
         if plan.write:
             writes.append(_guarded(exec_ref, execution_document(plan.execution), exec_snap))
         if plan.schedule_state is not None:
-            fields = state_document(plan.schedule_state)
-            if request.overlap == "allow":
-                writes.append(_Write(state_ref, {name: fields[name] for name in _RUNNING_FIELDS}, blind=True))
-            else:
-                writes.append(_guarded(state_ref, fields, state_snap))
+            writes.append(_guarded(state_ref, state_document(plan.schedule_state), state_snap))
         if writes and not self._commit(writes):
             return None
         return Claim(plan.result, plan.execution)
@@ -294,16 +283,22 @@ class FirestoreLedger:
         preconditions, retrying lost races; False when `decide` refuses."""
         exec_ref = self._executions.document(execution_id)
         attempt = 0
+        tried: Execution | None = None
         while True:
             exec_snap = exec_ref.get()
             existing = _execution(exec_snap)
             if existing is None:
                 return False
+            if existing == tried:
+                # The previous commit landed but its reply was lost (the client retried it and
+                # the retry failed the precondition that the landed commit had changed).
+                return True
             state_ref = self._state_ref(existing.schedule_id)
             state_snap = state_ref.get()
             change = decide(existing, _schedule_state(state_snap))
             if change is None:
                 return False
+            tried = change.execution
             writes = [_guarded(exec_ref, execution_document(change.execution), exec_snap)]
             if change.schedule_state is not None:
                 writes.append(_guarded(state_ref, state_document(change.schedule_state), state_snap))

@@ -92,8 +92,13 @@ def blocker(state: ScheduleState | None, execution_id: str, now: datetime) -> Sc
     return state
 
 
-def _with_running(state: ScheduleState | None, schedule_id: str, execution: Execution) -> ScheduleState:
-    base = state or ScheduleState(schedule_id=schedule_id)
+def _running_after(request: ClaimRequest, state: ScheduleState | None, execution: Execution) -> ScheduleState | None:
+    """The schedule state once `execution` runs. Only overlap `skip` tracks the running fire (it
+    is what the overlap check reads); with overlap `allow` several fires may run at once, the
+    claim does not touch the schedule state, and only the last finished fire is recorded."""
+    if request.overlap != "skip":
+        return None
+    base = state or ScheduleState(schedule_id=request.schedule_id)
     return replace(
         base,
         running_execution_id=execution.execution_id,
@@ -168,7 +173,7 @@ def plan_claim(request: ClaimRequest, existing: Execution | None, state: Schedul
         if running is not None:
             return ClaimPlan(ClaimResult.OVERLAP, new_skip(request, running), True, None)
         claimed = new_claim(request)
-        return ClaimPlan(ClaimResult.CLAIMED, claimed, True, _with_running(state, request.schedule_id, claimed))
+        return ClaimPlan(ClaimResult.CLAIMED, claimed, True, _running_after(request, state, claimed))
     settled = decide_existing(request, existing)
     if settled is not None:
         return ClaimPlan(settled, existing, False, None)
@@ -184,7 +189,7 @@ def plan_claim(request: ClaimRequest, existing: Execution | None, state: Schedul
         lease_until=request.now + request.lease,
         started_at=request.now,
     )
-    return ClaimPlan(ClaimResult.TAKEN_OVER, taken, True, _with_running(state, existing.schedule_id, taken))
+    return ClaimPlan(ClaimResult.TAKEN_OVER, taken, True, _running_after(request, state, taken))
 
 
 def _held(existing: Execution | None, worker_id: str) -> bool:
