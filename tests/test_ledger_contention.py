@@ -45,7 +45,7 @@ def open_ledger(kind: str, where: str) -> tuple[Ledger, Callable[[], None]]:
     return FirestoreLedger(client), client.close
 
 
-@pytest.fixture(params=["sqlite", "firestore"])
+@pytest.fixture(params=["sqlite", pytest.param("firestore", marks=pytest.mark.emulator)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
     """(kind, where) of a fresh, empty ledger store."""
     if request.param == "sqlite":
@@ -189,12 +189,13 @@ def test_lapsed_leases_are_taken_over_exactly_once(ledger: Ledger) -> None:
 
 
 def _claim_in_process(kind: str, where: str, worker: str, barrier: Any, queue: Any) -> None:
-    """One process of the multi-process race: open its own ledger, wait for the others, claim
-    every fire, report (execution ID, schedule ID, result) for each."""
-    ledger, close = open_ledger(kind, where)
+    """One process of the multi-process race: wait for the others, open its own ledger (on
+    SQLite the processes race to create the file too), claim every fire, report (execution ID,
+    schedule ID, result) for each."""
     fires = [(f"p{index % 4}", index, "allow") for index in range(12)]
     fires += [("pshared", index, "skip") for index in range(12, 20)]
     barrier.wait(timeout=60)
+    ledger, close = open_ledger(kind, where)
     out = []
     for schedule_id, minute, overlap in random.Random(worker).sample(fires, len(fires)):
         request = request_for(schedule_id, minute, worker, now=T0 + timedelta(minutes=30), overlap=overlap)
@@ -206,9 +207,6 @@ def _claim_in_process(kind: str, where: str, worker: str, barrier: Any, queue: A
 def test_three_processes_claim_each_fire_once(store: tuple[str, str]) -> None:
     # Spawned processes inherit the environment, FIRESTORE_EMULATOR_HOST included.
     kind, where = store
-    if kind == "sqlite":
-        # Create the schema before the race, as the one process of `local` would.
-        SqliteLedger(where).close()
     context = multiprocessing.get_context("spawn")
     barrier, queue = context.Barrier(3), context.Queue()
     processes = [context.Process(target=_claim_in_process, args=(kind, where, f"proc{index}", barrier, queue))
@@ -261,6 +259,7 @@ def _race_after_read(monkeypatch: pytest.MonkeyPatch, ledger: Any, rival_move: C
     return moves
 
 
+@pytest.mark.emulator
 def test_firestore_claim_that_loses_the_race_for_the_schedule_re_decides(
     firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -272,6 +271,7 @@ def test_firestore_claim_that_loses_the_race_for_the_schedule_re_decides(
     assert claim.result is ClaimResult.OVERLAP
 
 
+@pytest.mark.emulator
 def test_firestore_claim_that_loses_the_race_for_the_fire_is_busy(
     firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -285,6 +285,7 @@ def test_firestore_claim_that_loses_the_race_for_the_fire_is_busy(
     assert claim.result is ClaimResult.BUSY and claim.execution.worker_id == "rival"
 
 
+@pytest.mark.emulator
 def test_firestore_finish_retries_after_a_concurrent_renew(
     firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -308,6 +309,7 @@ def test_firestore_finish_retries_after_a_concurrent_renew(
     assert state is not None and state.running_execution_id is None and state.last_state is State.SUCCEEDED
 
 
+@pytest.mark.emulator
 def test_firestore_gives_up_after_max_attempts(firestore_emulator: str, project_id: str,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from google.cloud import firestore
@@ -322,6 +324,7 @@ def test_firestore_gives_up_after_max_attempts(firestore_emulator: str, project_
     client.close()
 
 
+@pytest.mark.emulator
 @pytest.mark.parametrize("overlap", ["allow", "skip"])
 def test_firestore_commit_that_landed_but_reported_a_lost_race_is_recognised(
     firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch, overlap: str,

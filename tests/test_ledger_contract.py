@@ -30,7 +30,7 @@ LEASE = timedelta(minutes=5)
 SCHEDULE = "team/nightly report"
 
 
-@pytest.fixture(params=["sqlite", "firestore"])
+@pytest.fixture(params=["sqlite", pytest.param("firestore", marks=pytest.mark.emulator)])
 def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
     """A fresh, empty ledger of each kind."""
     if request.param == "sqlite":
