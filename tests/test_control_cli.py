@@ -46,6 +46,12 @@ def env(monkeypatch: pytest.MonkeyPatch, cloud_scheduler_emulator: Any, pubsub_e
     structlog.reset_defaults()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> None:
+    """An earlier test may have pointed structlog at a captured stream that is closed by now."""
+    structlog.reset_defaults()
+
+
 def write(path: Path, schedules: list[dict[str, Any]]) -> str:
     path.write_text(yaml.safe_dump({"schedules": schedules}), encoding="utf-8")
     return str(path)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import structlog
 from google.api_core import exceptions as gexc
 from google.cloud import scheduler_v1
 from google.protobuf import field_mask_pb2
@@ -219,6 +220,13 @@ def test_settings_for_sync_are_validated_and_named() -> None:
 
 
 # -- against the emulators ---------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> None:
+    """An earlier test may have pointed structlog at a captured stream that is closed by now."""
+    structlog.reset_defaults()
+
 
 
 @pytest.fixture
