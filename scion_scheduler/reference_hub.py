@@ -76,6 +76,7 @@ class Behaviour:
 @dataclass
 class _State:
     calls: list[FireCall] = field(default_factory=list)
+    arrivals: list[str] = field(default_factory=list)          # item IDs, as requests arrive
     executions: dict[str, str] = field(default_factory=dict)   # execution ID -> item ID
     fired_events: set[str] = field(default_factory=set)
     gone: set[str] = field(default_factory=set)
@@ -169,6 +170,17 @@ class ReferenceHub:
         """The calls that fired (answered 2xx), optionally of one item."""
         return [c for c in self.calls if 200 <= c.status < 300 and item_id in (None, c.item_id)]
 
+    def wait_for_arrival(self, item_id: str, timeout: float) -> None:
+        """Block until a fire request for `item_id` has arrived (before any switched delay, so
+        a test can act while the hub is still answering slowly); `TimeoutError` otherwise."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while item_id not in self._state.arrivals:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"reference hub: no request for {item_id} in {timeout}s")
+                self._lock.wait(remaining)
+
     def wait_for(self, predicate: Callable[[list[FireCall]], bool], timeout: float) -> list[FireCall]:
         """Block until `predicate(calls)` holds (returns the calls) or `timeout` passes
         (raises `TimeoutError` with the calls seen)."""
@@ -210,6 +222,8 @@ class ReferenceHub:
         except (UnicodeDecodeError, json.JSONDecodeError):
             status, answer = HTTPStatus.BAD_REQUEST, {"error": "body is not JSON"}
         with self._lock:
+            self._state.arrivals.append(item_id)
+            self._lock.notify_all()
             behaviour = self._behaviour_for(item_id)
         if behaviour is not None and behaviour.delay > 0:
             time.sleep(behaviour.delay)
@@ -273,7 +287,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            # The caller gave up or died (a killed worker); the call is recorded all the same.
+            self.close_connection = True
 
     def do_GET(self) -> None:
         """`GET /_reference/calls`: every call recorded, as JSON."""

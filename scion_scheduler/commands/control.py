@@ -9,7 +9,8 @@ plan, each step's outcome, or the job, as machine-readable JSON.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -18,9 +19,11 @@ from scheduler.cli_base import EXIT_FAILED, EXIT_OK, emit, fail
 from scheduler.config import Settings
 from scheduler.contract import ContractError
 from scheduler.control import JobInfo, JobNotFound, SchedulerControl
+from scheduler.jobs import JobSpec
 from scheduler.model import format_instant
-from scheduler.sync import ApplyResult
-from scheduler.validation import load_schedules
+from scheduler.sync import ApplyResult, Plan, Step
+from scheduler.validation import load_schedule_set
+from scion_scheduler.commands.schedules import add_format_flag
 
 REQUIRED = ("project", "location", "topic")
 
@@ -37,12 +40,14 @@ def register(sub: Any) -> None:
     p.add_argument("--prune", action="store_true",
                    help="also delete jobs under the prefix whose schedule is not in the file")
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    add_format_flag(p)
     _output(p)
     p.set_defaults(handler=sync)
 
     p = sub.add_parser("plan", help="show what sync would change (no writes)")
     p.add_argument("--file", required=True, help="YAML or JSON schedule file")
     p.add_argument("--prune", action="store_true", help="plan deletes of jobs without a schedule")
+    add_format_flag(p)
     _output(p)
     p.set_defaults(handler=plan)
 
@@ -87,6 +92,19 @@ def _guarded(args: argparse.Namespace, action: Callable[[], int]) -> int:
         return fail(message, EXIT_FAILED)
 
 
+def _delete_absent(plan: Plan, absent: Sequence[str], spec: JobSpec) -> Plan:
+    """Without --prune, still delete the jobs of what the hub's document marks gone (deleted
+    schedules, events no longer pending): the document says they must not exist. With --prune
+    they are deleted anyway, as jobs without a schedule."""
+    gone = {spec.job_id(schedule_id): schedule_id for schedule_id in absent}
+    doomed = [job_id for job_id in plan.kept if job_id in gone]
+    if plan.prune or not doomed:
+        return plan
+    deletes = tuple(Step("delete", job_id, gone[job_id], "gone at the hub") for job_id in doomed)
+    return replace(plan, steps=tuple(sorted(plan.steps + deletes, key=lambda s: s.job_id)),
+                   kept=tuple(job_id for job_id in plan.kept if job_id not in gone))
+
+
 def _result_code(result: ApplyResult) -> int:
     return EXIT_OK if result.ok else EXIT_FAILED
 
@@ -94,11 +112,12 @@ def _result_code(result: ApplyResult) -> int:
 def sync(args: argparse.Namespace, settings: Settings) -> int:
     """Plan, then (unless --dry-run) apply; exit 1 when any step failed."""
     settings.require(*REQUIRED)
-    schedules = load_schedules(args.file)
+    loaded = load_schedule_set(args.file, format=args.format)
 
     def act() -> int:
         with _control(settings) as control:
-            the_plan = control.plan(schedules, prune=args.prune)
+            the_plan = _delete_absent(control.plan(loaded.schedules, prune=args.prune), loaded.absent,
+                                      control.spec)
             if args.dry_run:
                 emit({"dry_run": True, "ok": True, "plan": the_plan.to_dict(), "result": None},
                      args.output, the_plan.describe())
@@ -114,11 +133,12 @@ def sync(args: argparse.Namespace, settings: Settings) -> int:
 def plan(args: argparse.Namespace, settings: Settings) -> int:
     """Print the plan for a schedule file."""
     settings.require(*REQUIRED)
-    schedules = load_schedules(args.file)
+    loaded = load_schedule_set(args.file, format=args.format)
 
     def act() -> int:
         with _control(settings) as control:
-            the_plan = control.plan(schedules, prune=args.prune)
+            the_plan = _delete_absent(control.plan(loaded.schedules, prune=args.prune), loaded.absent,
+                                      control.spec)
         emit(the_plan.to_dict(), args.output, the_plan.describe())
         return EXIT_OK
 

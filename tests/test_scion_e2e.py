@@ -1,0 +1,281 @@
+"""The hub's JSON, end to end: `scion-scheduler sync --format scion` into the Cloud Scheduler
+emulator, which fires into the Pub/Sub emulator at the next minute; `scion-worker run` processes
+claim each fire in the Firestore emulator and fire it back into the reference hub.
+
+The round-trip test waits for a real cron minute (up to a minute and a half): Cloud Scheduler
+fires only at slots, and a one-shot only at its own minute."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from scion_hub_data import envelope, event, schedule
+
+from scheduler.config import SETTINGS, Settings
+from scheduler.contract import build_message, execution_id
+from scheduler.gcp import (
+    cloud_scheduler_client,
+    firestore_client,
+    publisher_client,
+    subscriber_client,
+)
+from scheduler.model import format_instant
+from scheduler.validation import schedules_from_data
+from scion_scheduler.cli import main
+from scion_scheduler.emulators import free_port
+from scion_scheduler.reference_hub import FireCall, ReferenceHub
+from worker.action import ActionRegistry
+from worker.actions.scion import ScionAction
+from worker.firestore_ledger import FirestoreLedger
+from worker.ledger import Execution, State
+from worker.pipeline import Delivery, Pipeline
+from worker.queue_transport import QueueTransport
+
+pytestmark = pytest.mark.emulator
+
+TOKEN = "hub-token-e2e"
+WORKER = str(Path(sys.executable).with_name("scion-worker"))
+
+
+@dataclass
+class Stack:
+    """The emulators, the settings that point at them, the reference hub and the workers."""
+
+    settings: Settings
+    env: dict[str, str]
+    hub: ReferenceHub
+    tmp: Path
+    capsys: pytest.CaptureFixture[str]
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def sync(self, data: Any, *flags: str) -> dict[str, Any]:
+        """`scion-scheduler sync --format scion` of a hub document; the JSON it printed."""
+        path = self.tmp / f"hub-{time.monotonic_ns()}.json"
+        path.write_text(json.dumps(data), encoding="utf-8")
+        self.capsys.readouterr()
+        code = main(["sync", "--file", str(path), "--format", "scion", "--output", "json", *flags])
+        out: dict[str, Any] = json.loads(self.capsys.readouterr().out)
+        assert code == 0, out
+        return out
+
+    def jobs(self) -> dict[str, Any]:
+        """Cloud Scheduler's jobs by ID."""
+        client = cloud_scheduler_client(self.settings)
+        return {j.name.rsplit("/", 1)[-1]: j for j in client.list_jobs(parent=self.settings.location_path)}
+
+    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
+        """A `scion-worker run` process (its log in the test's tmp dir)."""
+        log = (self.tmp / f"{name}.log").open("wb")
+        process = subprocess.Popen(
+            [WORKER, "run", "--health-port", str(free_port()), "--lease", "5", "--grace-period", "1"],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.workers.append(process)
+        return process
+
+    def redeliver(self, item_id: str) -> None:
+        """Publish a job's own message (data and attributes) again, as a redelivery would."""
+        job = self.jobs()[f"scion-{item_id}"]
+        publisher_client(self.settings).publish(
+            self.settings.topic_path, job.pubsub_target.data, **dict(job.pubsub_target.attributes)
+        ).result(timeout=30)
+
+    def ledger(self) -> FirestoreLedger:
+        """The execution history the workers wrote."""
+        return FirestoreLedger(firestore_client(self.settings), collection_prefix="scion_")
+
+
+@pytest.fixture
+def stack(monkeypatch: pytest.MonkeyPatch, cloud_scheduler_emulator: Any, pubsub_emulator: str,
+          firestore_emulator: str, project_id: str, tmp_path: Path,
+          capsys: pytest.CaptureFixture[str]) -> Iterator[Stack]:
+    for setting in SETTINGS:
+        if not setting.attr.endswith("_emulator_host"):
+            monkeypatch.delenv(setting.env, raising=False)
+    values = {
+        "SCION_SCHEDULER_PROJECT": project_id, "SCION_SCHEDULER_LOCATION": "europe-west1",
+        "SCION_SCHEDULER_TOPIC": "fires", "SCION_SCHEDULER_SUBSCRIPTION": "workers",
+        "SCION_SCHEDULER_WRITE_RATE": "1000", "SCION_SCHEDULER_LOG_FORMAT": "json",
+        "SCION_HUB_TOKEN": TOKEN,
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings.from_env()
+    publisher_client(settings).create_topic(name=settings.topic_path)
+    subscriber_client(settings).create_subscription(
+        name=settings.subscription_path, topic=settings.topic_path, ack_deadline_seconds=10)
+    with ReferenceHub(token=TOKEN) as hub:
+        env = dict(os.environ) | {"SCION_HUB_URL": hub.url}
+        running = Stack(settings, env, hub, tmp_path, capsys)
+        try:
+            yield running
+        finally:
+            for process in running.workers:
+                if process.poll() is None:
+                    process.kill()
+                process.wait(timeout=10)
+            structlog.reset_defaults()
+
+
+def _next_slot(margin: timedelta = timedelta(seconds=15)) -> datetime:
+    """The next minute boundary at least `margin` away (time to sync and start a worker)."""
+    now = datetime.now(UTC)
+    slot = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    return slot if slot - now >= margin else slot + timedelta(minutes=1)
+
+
+def _calls_for(calls: list[FireCall], item_id: str, fire_time: datetime) -> list[FireCall]:
+    stamp = format_instant(fire_time)
+    return [c for c in calls if c.item_id == item_id and c.body.get("fireTime") == stamp]
+
+
+def _wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def _record(ledger: FirestoreLedger, item_id: str, fire_time: datetime) -> Execution | None:
+    return ledger.get(execution_id(item_id, fire_time))
+
+
+# --------------------------------------------------------------------------- sync only
+
+
+def test_the_hubs_json_becomes_jobs_and_what_the_hub_marks_gone_is_removed(stack: Stack) -> None:
+    active, paused = schedule(name="daily summary"), schedule(name="weekly", status="paused")
+    deleted = schedule(name="old", status="deleted")
+    later = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2)
+    pending, cancelled = event(fire_at=later), event(fire_at=later, status="cancelled")
+    pages = [envelope("schedules", [active, paused], next_cursor="page-2", total=3),
+             envelope("schedules", [deleted], total=3),
+             envelope("events", [pending, cancelled], total=2)]
+    out = stack.sync(pages)
+    assert out["plan"]["counts"]["create"] == 3
+    jobs = stack.jobs()
+    assert set(jobs) == {f"scion-{i['id']}" for i in (active, paused, pending)}
+    assert jobs[f"scion-{paused['id']}"].state.name == "PAUSED"
+    assert jobs[f"scion-{pending['id']}"].time_zone == "UTC"
+
+    # The hub deleted the schedule and cancelled the event: without --prune, their jobs go all
+    # the same, because the document says they must not exist.
+    gone = [dict(active, status="deleted"), paused, deleted]
+    out = stack.sync({"schedules": gone, "events": [dict(pending, status="cancelled")]})
+    deletes = {s["schedule_id"] for s in out["plan"]["steps"] if s["kind"] == "delete"}
+    assert deletes == {active["id"], pending["id"]}
+    assert set(stack.jobs()) == {f"scion-{paused['id']}"}
+
+
+# --------------------------------------------------------------------------- the round trip
+
+
+def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorded(stack: Stack) -> None:
+    """One minute, every case: a plain fire, 409, 404, a 500 that is retried, a pending one-shot
+    whose worker is killed while the hub answers slowly, and a cancelled one-shot."""
+    hub = stack.hub
+    slot = _next_slot()
+    ok, dup, gone, flaky = (schedule(name=n, cron="* * * * *") for n in ("ok", "dup", "gone", "flaky"))
+    one_shot = event(fire_at=slot, event_type="dispatch_agent")
+    cancelled = event(fire_at=slot, status="cancelled")
+    stack.sync([ok, dup, gone, flaky, one_shot, cancelled])
+    hub.set_behaviour(409, item_id=dup["id"])
+    hub.mark_gone(gone["id"])
+    hub.set_behaviour(500, item_id=flaky["id"], times=1)
+    hub.set_behaviour(delay=8.0, item_id=one_shot["id"], times=1)
+    first = stack.start_worker("worker-a")
+
+    # The one-shot's request is in the hub, which answers slowly; the worker that sent it dies.
+    hub.wait_for_arrival(one_shot["id"], timeout=(slot - datetime.now(UTC)).total_seconds() + 45)
+    _wait_until(lambda: all(_calls_for(hub.calls, i["id"], slot) for i in (ok, dup, gone))
+                and any(c.status == 200 for c in _calls_for(hub.calls, flaky["id"], slot)),
+                30, "the other fires")
+    time.sleep(2)  # let the first worker record and ack those
+    first.kill()
+    first.wait(timeout=10)
+    stack.start_worker("worker-b")
+    # Pub/Sub hands the dead worker's message to another only when its ack deadline lapses,
+    # which on the emulator takes from seconds to minutes. A redelivery is the job's message
+    # again, so publishing that message once more is the same thing, without the wait.
+    stack.redeliver(one_shot["id"])
+    ledger = stack.ledger()
+    _wait_until(lambda: (r := _record(ledger, one_shot["id"], slot)) is not None
+                and r.state is not State.RUNNING, 60, "the one-shot to be taken over")
+
+    calls = hub.calls
+    (call,) = _calls_for(calls, ok["id"], slot)
+    assert call.status == 200 and call.idempotency_key == execution_id(ok["id"], slot)
+    assert call.body == {
+        "scheduleId": ok["id"], "kind": "schedule", "projectId": ok["projectId"], "name": "ok",
+        "eventType": "message", "payload": json.loads(ok["payload"]),
+        "fireTime": format_instant(slot), "executionId": execution_id(ok["id"], slot),
+        "trigger": "scheduled", "attempt": 1,
+    }
+    assert [c.status for c in _calls_for(calls, dup["id"], slot)] == [409]
+    assert [c.status for c in _calls_for(calls, gone["id"], slot)] == [404]
+    assert [c.status for c in _calls_for(calls, flaky["id"], slot)] == [500, 200]
+    one_shot_calls = _calls_for(calls, one_shot["id"], slot)
+    assert [c.status for c in one_shot_calls if 200 <= c.status < 300] == [200]  # fired once
+    assert {c.idempotency_key for c in one_shot_calls} == {execution_id(one_shot["id"], slot)}
+    assert not [c for c in calls if c.item_id == cancelled["id"]]
+
+    def outcome(item: dict[str, Any]) -> tuple[State, str | None, int]:
+        record = _record(ledger, item["id"], slot)
+        assert record is not None
+        return record.state, record.detail, record.attempt
+
+    assert outcome(ok) == (State.SUCCEEDED, "HTTP 200", 1)
+    assert outcome(dup) == (State.SUCCEEDED, "duplicate", 1)
+    assert outcome(gone)[:2] == (State.CANCELLED, "schedule gone")
+    assert outcome(flaky) == (State.SUCCEEDED, "HTTP 200", 2)
+    state, detail, attempt = outcome(one_shot)
+    assert state is State.SUCCEEDED and attempt == 2  # taken over from the killed worker
+    assert detail in ("duplicate", "HTTP 200")
+
+    # At the next reconcile the hub lists the gone schedule as deleted: its job is removed.
+    out = stack.sync([ok, dup, dict(gone, status="deleted"), flaky])
+    assert {s["schedule_id"] for s in out["plan"]["steps"] if s["kind"] == "delete"} >= {gone["id"]}
+    assert f"scion-{gone['id']}" not in stack.jobs()
+
+
+# --------------------------------------------------------------------------- catch-up after an outage
+
+
+def test_after_an_outage_latest_runs_one_fire_and_records_the_rest_missed(stack: Stack) -> None:
+    """Fires for three consecutive hourly slots were queued while no worker ran (delivered as
+    Cloud Scheduler published them: a few seconds after each slot); then a worker starts."""
+    (s,) = schedules_from_data([schedule(cron="0 * * * *")], format="scion").schedules
+    assert s.catchup == "latest"
+    now = datetime.now(UTC).replace(minute=20, second=0, microsecond=0)
+    slots = [now.replace(minute=0) - timedelta(hours=h) for h in (2, 1, 0)]
+    message = build_message(s)
+    transport = QueueTransport(executors=2)
+    for n, slot in enumerate(slots):
+        transport.put(Delivery(f"m{n}", message.data, message.attributes, slot + timedelta(seconds=3)))
+    ledger = stack.ledger()
+    action = ScionAction(settings=Settings(hub_url=stack.hub.url, hub_token=TOKEN))
+    pipeline = Pipeline(ledger, ActionRegistry({"scion": action}), worker_id="late-worker",
+                        clock=lambda: now)
+    stop = threading.Event()
+    runner = threading.Thread(target=transport.run, args=(pipeline.handle, stop), daemon=True)
+    runner.start()
+    try:
+        assert transport.wait_idle(30)
+    finally:
+        stop.set()
+        runner.join(timeout=30)
+    assert [c.body["fireTime"] for c in stack.hub.calls] == [format_instant(slots[-1])]
+    states = {r.fire_time: r.state for r in ledger.history(s.id)}
+    assert states == {slots[0]: State.MISSED, slots[1]: State.MISSED, slots[2]: State.SUCCEEDED}
