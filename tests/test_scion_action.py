@@ -180,10 +180,15 @@ def test_a_wrong_token_fails_without_retry(hub: ReferenceHub) -> None:
     assert not info.value.retryable and "HTTP 401" in str(info.value)
 
 
-def test_no_hub_url_fails_without_retry() -> None:
+def test_a_worker_without_hub_configuration_leaves_the_fire_to_a_retry(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ActionError) as info:
         ScionAction(settings=Settings())(context_for(hub_schedule()))
-    assert not info.value.retryable and "SCION_HUB_URL" in str(info.value)
+    assert info.value.retryable and "SCION_HUB_URL" in str(info.value)
+    monkeypatch.setenv("SCION_HUB_URL", "hub.example.com")  # no scheme: refused by the settings
+    with pytest.raises(ActionError) as info:
+        ScionAction()(context_for(hub_schedule()))
+    assert info.value.retryable and "absolute http(s) base URL" in str(info.value)
 
 
 # --------------------------------------------------------------------------- authentication
@@ -226,7 +231,7 @@ def test_the_audience_can_be_set_apart_from_the_url() -> None:
     assert audiences == ["https://hub.example.com"]
 
 
-def test_no_credentials_at_all_fails_without_retry() -> None:
+def test_no_credentials_at_all_is_a_retryable_failure_of_this_worker() -> None:
     def fetch(audience: str) -> tuple[str, datetime]:
         raise google.auth.exceptions.DefaultCredentialsError("no ADC")
 
@@ -235,7 +240,7 @@ def test_no_credentials_at_all_fails_without_retry() -> None:
                          id_tokens=IdTokenCache(fetch))
     with pytest.raises(ActionError) as info:
         action(context_for(hub_schedule()))
-    assert not info.value.retryable and "SCION_HUB_TOKEN" in str(info.value)
+    assert info.value.retryable and "SCION_HUB_TOKEN" in str(info.value)
     assert seen == []
 
 

@@ -10,6 +10,10 @@ Authentication, in this order: `SCION_HUB_TOKEN` as a bearer token; none for a h
 `SCION_HUB_AUDIENCE` (default: the hub URL), from the environment's credentials (the metadata
 server on GCP), cached until shortly before it expires and never logged.
 
+A worker that cannot call the hub (no SCION_HUB_URL, a malformed setting, no credentials) fails
+the fire *retryably*: the problem is this replica's configuration, and a redelivery may reach a
+replica that is configured; after `max_attempts` the fire is recorded failed with the reason.
+
 Outcomes: 2xx succeeded (`{"status": "skipped"}` in the answer records `skipped`: the hub
 chose not to run it, e.g. the schedule is paused there); 409 succeeded as a duplicate (the hub
 already handled this execution); 404 cancelled (the schedule is gone; the next reconcile
@@ -25,7 +29,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from scheduler.config import Settings
+from scheduler.config import ConfigError, Settings
 from scheduler.logs import get_logger
 from scheduler.model import format_instant
 from scheduler.scion_format import DEFAULT_TIMEOUT_S, KIND_EVENT, KIND_SCHEDULE
@@ -89,7 +93,13 @@ class ScionAction:
 
     def __init__(self, client: httpx.Client | None = None, *, settings: Settings | None = None,
                  id_tokens: IdTokenCache | None = None) -> None:
-        settings = settings if settings is not None else Settings.from_env()
+        self._config_error: str | None = None
+        if settings is None:
+            try:
+                settings = Settings.from_env()
+            except ConfigError as exc:
+                self._config_error = str(exc)
+                settings = Settings()
         self._base_url = settings.hub_url
         self._token = settings.hub_token
         self._audience = settings.hub_audience or (settings.hub_url or "").rstrip("/")
@@ -98,8 +108,10 @@ class ScionAction:
 
     def __call__(self, context: ActionContext) -> ActionResult | None:
         """Call the hub's fire endpoint; see the module docstring for the outcomes."""
+        if self._config_error is not None:
+            raise ActionError(f"scion action: {self._config_error}", retryable=True)
         if not self._base_url:
-            raise ActionError("scion action: SCION_HUB_URL is not set on this worker", retryable=False)
+            raise ActionError("scion action: SCION_HUB_URL is not set on this worker", retryable=True)
         params = context.params
         kind, project_id = params.get("kind", KIND_SCHEDULE), params.get("project_id")
         if kind not in COLLECTIONS or not isinstance(project_id, str) or not project_id:
@@ -147,7 +159,7 @@ class ScionAction:
             return self._id_tokens.get(self._audience)
         except google.auth.exceptions.DefaultCredentialsError as exc:
             raise ActionError(f"scion action: no credentials for an OIDC token and no SCION_HUB_TOKEN: {exc}",
-                              retryable=False) from exc
+                              retryable=True) from exc
         except Exception as exc:
             raise ActionError(f"scion action: could not fetch an OIDC token: {type(exc).__name__}",
                               retryable=True) from exc
