@@ -151,6 +151,13 @@ def _check_action(raw: Any, c: _Collector, known_types: frozenset[str]) -> Actio
     return Action(action_type, params)
 
 
+def _default_catchup(action: Any) -> str:
+    """The hub's own scheduler never replays missed occurrences, so its schedules (the `scion`
+    action) catch up with `latest` unless they say otherwise; everything else with `all`."""
+    is_scion = isinstance(action, Mapping) and action.get("type") == scion_format.ACTION_TYPE
+    return "latest" if is_scion else "all"
+
+
 def parse_schedule(raw: Any, *, known_action_types: frozenset[str] | None = None) -> Schedule:
     """Validate one schedule document; raises `ValidationError` listing every problem in it."""
     errors, schedule = _parse(raw, 0, known_action_types or registered_action_types())
@@ -213,7 +220,7 @@ def _parse(
     overlap = raw.get("overlap", "skip")
     if overlap not in OVERLAP_POLICIES:
         c.add("overlap", f"must be one of {', '.join(OVERLAP_POLICIES)} (got {overlap!r})")
-    catchup = raw.get("catchup", "all")
+    catchup = raw.get("catchup", _default_catchup(raw.get("action")))
     if catchup not in CATCHUP_POLICIES:
         c.add("catchup", f"must be one of {', '.join(CATCHUP_POLICIES)} (got {catchup!r})")
 

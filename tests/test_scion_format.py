@@ -280,3 +280,12 @@ def test_files_in_the_hub_format_load_and_validate_from_the_cli(tmp_path: Path, 
     path.write_text(json.dumps([schedule()]))
     assert main(["validate", "--file", str(path), "--format", "native"]) == 2
     assert "cronExpr: unknown field" in capsys.readouterr().err
+
+
+def test_a_hand_written_scion_schedule_catches_up_with_latest_unless_it_says_otherwise() -> None:
+    action = {"type": "scion", "project_id": "p", "event_type": "dispatch_agent",
+              "payload": {"agentName": "triage"}}
+    base = {"id": "x", "cron": "0 * * * *", "action": action}
+    assert parse_schedule(base, known_action_types=KNOWN).catchup == "latest"
+    assert parse_schedule(base | {"catchup": "all"}, known_action_types=KNOWN).catchup == "all"
+    assert parse_schedule(NATIVE[0], known_action_types=KNOWN).catchup == "all"
