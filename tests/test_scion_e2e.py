@@ -182,6 +182,7 @@ def test_the_hubs_json_becomes_jobs_and_what_the_hub_marks_gone_is_removed(stack
 # --------------------------------------------------------------------------- the round trip
 
 
+@pytest.mark.slow
 def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorded(stack: Stack) -> None:
     """One minute, every case: a plain fire, 409, 404, a 500 that is retried, a pending one-shot
     whose worker is killed while the hub answers slowly, and a cancelled one-shot."""
