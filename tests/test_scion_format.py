@@ -4,11 +4,13 @@ scheduler.validation)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from scion_hub_data import (
     PROJECT,
     envelope,
@@ -270,15 +272,26 @@ def test_a_scion_action_written_by_hand_is_validated_like_the_hub() -> None:
 # --------------------------------------------------------------------------- files and the CLI
 
 
-def test_files_in_the_hub_format_load_and_validate_from_the_cli(tmp_path: Path, capsys: Any) -> None:
+@pytest.fixture
+def cli() -> Iterator[Callable[[list[str]], int]]:
+    """`scion-scheduler` in-process; it points structlog at pytest's captured stderr, which is
+    closed after the test, so the default configuration is restored for the tests after it."""
+    try:
+        yield main
+    finally:
+        structlog.reset_defaults()
+
+
+def test_files_in_the_hub_format_load_and_validate_from_the_cli(
+        tmp_path: Path, capsys: Any, cli: Callable[[list[str]], int]) -> None:
     path = tmp_path / "hub.json"
     path.write_text(json.dumps(envelope("schedules", [schedule(), schedule(name="gone", status="deleted")])))
     assert len(load_schedules(path)) == 1
     assert len(load_schedule_set(path, format="scion").absent) == 1
-    assert main(["validate", "--file", str(path), "--format", "scion", "--output", "json"]) == 0
+    assert cli(["validate", "--file", str(path), "--format", "scion", "--output", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["schedules"] == 1
     path.write_text(json.dumps([schedule()]))
-    assert main(["validate", "--file", str(path), "--format", "native"]) == 2
+    assert cli(["validate", "--file", str(path), "--format", "native"]) == 2
     assert "cronExpr: unknown field" in capsys.readouterr().err
 
 
