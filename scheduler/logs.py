@@ -42,9 +42,16 @@ def move_trace(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMappi
     return event
 
 
+def _current_stderr(*_: Any) -> structlog.PrintLogger:
+    """A logger on `sys.stderr` as it is when the line is written, not when logging was
+    configured: a replaced and since closed stream (a test's captured stderr) is never kept."""
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure(fmt: str | None = "auto", level: str = "INFO", stream: Any = None) -> None:
     """Configure structlog once for the process: `json`, `console`, or `auto` (json unless the
-    stream is a terminal)."""
+    stream is a terminal). Without a `stream`, lines go to the current `sys.stderr`."""
+    factory: Any = structlog.PrintLoggerFactory(stream) if stream is not None else _current_stderr
     stream = stream or sys.stderr
     use_json = fmt == "json" or (fmt in (None, "auto") and not stream.isatty())
     shared: list[Any] = [
@@ -62,7 +69,7 @@ def configure(fmt: str | None = "auto", level: str = "INFO", stream: Any = None)
     structlog.configure(
         processors=[*shared, *renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=factory,
         cache_logger_on_first_use=False,
     )
 
