@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -210,6 +211,20 @@ def test_console_format_is_key_value() -> None:
     assert "schedule_id=daily-report" in text and "attempt=2" in text
     assert not text.lstrip().startswith("{")
     assert "\x1b[" not in text  # no colours when the stream is not a terminal
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_without_a_stream_lines_go_to_the_current_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    logs.configure("json")
+    logs.get_logger("t").info("one")
+    assert json.loads(first.getvalue())["message"] == "one"
+    # stderr replaced (and the old one closed), as pytest's capture does between tests.
+    monkeypatch.setattr(sys, "stderr", second)
+    first.close()
+    logs.get_logger("t").info("two")
+    assert lines(second)[0]["message"] == "two"
 
 
 def test_severity_names_cover_every_level() -> None:
