@@ -178,6 +178,7 @@ class Subscription:
     def transport(self, **overrides: Any) -> PubSubTransport:
         options: dict[str, Any] = {"max_messages": 10, "max_bytes": 1 << 20, "executors": 4,
                                    "max_lease_duration": timedelta(minutes=5),
+                                   "max_lease_extension": timedelta(seconds=10),
                                    "min_backoff": timedelta(seconds=0.2),
                                    "max_backoff": timedelta(seconds=1)}
         options.update(overrides)
@@ -407,6 +408,7 @@ def test_run_flags_after_the_command_and_port_default(monkeypatch: pytest.Monkey
     (["run", "--executors", "0"], {}, "--executors"),
     (["run", "--lease", "soon"], {}, "--lease"),
     (["run", "--health-port", "70000"], {}, "--health-port"),
+    (["run", "--max-lease-extension", "601"], {}, "--max-lease-extension"),
     (["run"], {"PORT": "http"}, "PORT"),
 ])
 def test_run_rejects_bad_flags_naming_them(

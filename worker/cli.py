@@ -40,14 +40,16 @@ def _port(raw: str) -> int:
     return int(raw)
 
 
-def _seconds(name: str, minimum: float) -> Callable[[str], float]:
+def _seconds(name: str, minimum: float, maximum: float = float("inf")) -> Callable[[str], float]:
     def parse(raw: str) -> float:
         try:
             value = float(raw)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be a number of seconds (got {raw!r})") from None
-        if not value >= minimum or value == float("inf"):
+        if not minimum <= value < float("inf"):
             raise argparse.ArgumentTypeError(f"{name} must be at least {minimum:g} seconds (got {raw!r})")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"{name} must be at most {maximum:g} seconds (got {raw!r})")
         return value
     return parse
 
@@ -86,6 +88,10 @@ def _register_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                        metavar="SECONDS", default=defaults.DEFAULT_MAX_LEASE_DURATION.total_seconds(),
                        help="longest the client extends a message's ack deadline while its action "
                             "runs (default %(default)s)")
+    group.add_argument("--max-lease-extension", type=_seconds("--max-lease-extension", 10, 600),
+                       metavar="SECONDS", default=defaults.DEFAULT_MAX_LEASE_EXTENSION.total_seconds(),
+                       help="longest single ack-deadline extension: the messages of a worker that "
+                            "died return to other replicas within it (10..600, default %(default)s)")
     p.set_defaults(handler=_run)
 
 
@@ -101,6 +107,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         executors=args.executors, grace_period=timedelta(seconds=args.grace_period),
         lease=timedelta(seconds=args.lease),
         max_lease_duration=timedelta(seconds=args.max_lease_duration),
+        max_lease_extension=timedelta(seconds=args.max_lease_extension),
     )
     return run_worker(settings, options)
 

@@ -47,6 +47,9 @@ DEFAULT_EXECUTORS = 16
 # The http action allows timeouts up to 30 minutes; leave room for the claim and the record.
 DEFAULT_MAX_LEASE_DURATION = timedelta(hours=1)
 DEFAULT_GRACE_PERIOD = timedelta(seconds=30)
+# Each ack-deadline extension (and the stream's deadline for messages not yet leased) is at most
+# this long: a message held by a worker that died returns to another replica within it.
+DEFAULT_MAX_LEASE_EXTENSION = timedelta(seconds=60)
 # Pub/Sub accepts ack deadlines of 0..600 s.
 MAX_ACK_DEADLINE_S = 600
 _POLL_S = 0.2
@@ -124,6 +127,7 @@ class PubSubTransport:
         max_bytes: int = DEFAULT_MAX_BYTES,
         executors: int = DEFAULT_EXECUTORS,
         max_lease_duration: timedelta = DEFAULT_MAX_LEASE_DURATION,
+        max_lease_extension: timedelta = DEFAULT_MAX_LEASE_EXTENSION,
         grace_period: timedelta = DEFAULT_GRACE_PERIOD,
         before_abandon: Callable[[], object] | None = None,
         min_backoff: timedelta = timedelta(seconds=0.5),
@@ -135,11 +139,16 @@ class PubSubTransport:
                 raise ValueError(f"{name} must be at least 1 (got {value})")
         if max_lease_duration <= timedelta(0) or grace_period < timedelta(0):
             raise ValueError("max_lease_duration must be positive and grace_period not negative")
+        if not timedelta(seconds=10) <= max_lease_extension <= timedelta(seconds=MAX_ACK_DEADLINE_S):
+            raise ValueError(f"max_lease_extension must be 10..{MAX_ACK_DEADLINE_S} s (got {max_lease_extension})")
         self._client = subscriber_client
         self._path = subscription_path
         self._flow_control = FlowControl(
             max_messages=max_messages, max_bytes=max_bytes,
             max_lease_duration=max_lease_duration.total_seconds(),
+            # Whole seconds: the client copies it into the stream's int32 ack deadline, and a
+            # float there makes every StreamingPull request fail without a word.
+            max_duration_per_lease_extension=math.ceil(max_lease_extension.total_seconds()),
         )
         self._executors = executors
         self._grace_s = grace_period.total_seconds()

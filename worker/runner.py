@@ -24,6 +24,7 @@ from worker.pubsub_transport import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_LEASE_DURATION,
+    DEFAULT_MAX_LEASE_EXTENSION,
     DEFAULT_MAX_MESSAGES,
     PubSubTransport,
 )
@@ -45,6 +46,7 @@ class RunOptions:
     grace_period: timedelta = DEFAULT_GRACE_PERIOD
     lease: timedelta = DEFAULT_LEASE
     max_lease_duration: timedelta = DEFAULT_MAX_LEASE_DURATION
+    max_lease_extension: timedelta = DEFAULT_MAX_LEASE_EXTENSION
 
 
 def default_health_port(environ: dict[str, str] | None = None) -> int:
@@ -74,6 +76,7 @@ def run_worker(settings: Settings, options: RunOptions) -> int:
         gcp.subscriber_client(settings), settings.subscription_path,
         max_messages=options.max_messages, max_bytes=options.max_bytes,
         executors=options.executors, max_lease_duration=options.max_lease_duration,
+        max_lease_extension=options.max_lease_extension,
         grace_period=options.grace_period,
         before_abandon=lambda: pipeline.release_running("worker stopped before the action finished"),
     )
