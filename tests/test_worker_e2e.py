@@ -1,0 +1,300 @@
+"""The worker end to end: `scion-worker run` processes on the Pub/Sub and Firestore emulators,
+actions landing on a real local HTTP server that counts them by Idempotency-Key.
+
+Every test gets its own project (topic, subscription, dead-letter topic, Firestore documents).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from worker_harness import SIGNING_KEY, VENV_BIN, WAIT_S, Stack, wait_for
+
+from scheduler.contract import Message, build_message, execution_id
+from scion_scheduler.emulators import Emulator, free_port
+from worker.ledger import State
+
+pytestmark = [pytest.mark.emulator, pytest.mark.slow]
+
+
+@pytest.fixture
+def stack(pubsub_emulator: str, firestore_emulator: str, project_id: str, tmp_path: Path) -> Iterator[Stack]:
+    stack = Stack(project_id, tmp_path, pubsub_emulator, firestore_emulator)
+    try:
+        yield stack
+    finally:
+        stack.close()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _eid(message: Message) -> str:
+    attrs = message.attributes
+    from scheduler.model import parse_instant
+
+    return execution_id(attrs["schedule-id"], parse_instant(attrs["fire-time"]), attrs["trigger"])
+
+
+def _log_events(lines: list[str]) -> list[dict[str, object]]:
+    events = []
+    for line in lines:
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return events
+
+
+def test_three_workers_run_every_fire_exactly_once(stack: Stack) -> None:
+    """1,000 fires; 300 of them published twice (new message IDs); about 10% of the messages
+    redelivered by Pub/Sub (nacked by a rogue consumer, or left to their ack deadline)."""
+    schedules = [stack.schedule(f"e2e-{i:03d}", "/ok") for i in range(200)]
+    base = _now() - timedelta(seconds=30)
+    fires = [stack.manual(schedules[i % 200], base + timedelta(milliseconds=i)) for i in range(1000)]
+    rng = random.Random(4)
+    duplicates = [stack.manual(schedules[i % 200], base + timedelta(milliseconds=i))
+                  for i in rng.sample(range(1000), 300)]
+    messages = fires + duplicates
+    rng.shuffle(messages)
+
+    # Pub/Sub redeliveries: a rogue consumer takes 10% of the messages before the workers run;
+    # it nacks half (redelivered at once) and leaves half to their 10 s ack deadline.
+    rogue, rest = messages[:130], messages[130:]
+    stack.publish_many(rogue)
+    ack_ids: list[str] = []
+    while len(ack_ids) < len(rogue):
+        received = stack.subscriber.pull(subscription=stack.subscription,
+                                         max_messages=len(rogue) - len(ack_ids), timeout=30)
+        ack_ids += [m.ack_id for m in received.received_messages]
+    stack.subscriber.modify_ack_deadline(subscription=stack.subscription, ack_ids=ack_ids[::2],
+                                         ack_deadline_seconds=0)
+
+    workers = [stack.start_worker("--executors", "8", "--max-messages", "100", "--lease", "10")
+               for _ in range(3)]
+    for worker in workers:
+        worker.wait_ready()
+    stack.publish_many(rest)
+    expected = {_eid(m) for m in fires}
+    assert len(expected) == 1000
+    wait_for(lambda: set(stack.target.counts()) >= expected, what="every fire's action")
+    # Every message ends acked as run or as a suppressed duplicate (busy ones come back first).
+    wait_for(lambda: sum(w.outcome("succeeded") + w.outcome("duplicate") for w in workers) >= 1300,
+             what="every duplicate to be settled")
+
+    counts = stack.target.counts()
+    assert set(counts) == expected
+    assert [k for k, n in counts.items() if n != 1] == []
+    per_worker = [w.outcome("succeeded") for w in workers]
+    assert sum(per_worker) == 1000 and all(n > 0 for n in per_worker), per_worker
+    assert sum(w.metrics()["scion_worker_duplicates_suppressed_total"] for w in workers) >= 300
+    for schedule in schedules[:5]:
+        history = stack.ledger.history(schedule.id, limit=10)
+        assert len(history) == 5 and all(e.state is State.SUCCEEDED and e.attempt == 1 for e in history)
+
+    # Every log line about a fire names it and the worker.
+    starts = [e for e in _log_events(workers[0].log_lines()) if e.get("message") == "action starting"]
+    assert starts
+    for event in starts:
+        assert {"schedule_id", "fire_time", "execution_id", "attempt", "worker_id"} <= set(event)
+
+
+def test_sigkill_mid_action_is_taken_over_after_the_lease(stack: Stack) -> None:
+    # Two survivors: the emulator keeps routing some messages to a killed subscriber's stream
+    # (redelivering them only after a while); more live streams make that rarer.
+    workers = [stack.start_worker("--lease", "3") for _ in range(3)]
+    for worker in workers:
+        worker.wait_ready()
+    fast = stack.schedule("fast", "/ok")
+    before = [stack.manual(fast, _now() - timedelta(seconds=1, milliseconds=i)) for i in range(10)]
+    stack.publish_many(before)
+    wait_for(lambda: all((e := stack.ledger.get(_eid(m))) is not None and e.state is State.SUCCEEDED
+                         for m in before), what="the first fires to be recorded")
+
+    slow = stack.manual(stack.schedule("slow", "/slow/3"), _now())
+    eid = _eid(slow)
+    stack.publish(slow)
+    wait_for(lambda: len(stack.target.for_key(eid)) == 1, what="the slow action to start")
+    holder = stack.ledger.get(eid)
+    assert holder is not None and holder.state is State.RUNNING and holder.worker_id
+    holder_pid = int(holder.worker_id.rsplit("-", 2)[1])
+    victim = next(w for w in workers if w.pid == holder_pid)
+    victim.process.send_signal(signal.SIGKILL)
+    victim.wait()
+
+    after = [stack.manual(fast, _now() + timedelta(milliseconds=i)) for i in range(10)]
+    stack.publish_many(after)
+    wait_for(lambda: (e := stack.ledger.get(eid)) is not None and e.state is State.SUCCEEDED,
+             what="the slow fire to be taken over and finish")
+    done = stack.ledger.get(eid)
+    assert done is not None and done.attempt == 2
+    assert done.worker_id is not None and int(done.worker_id.rsplit("-", 2)[1]) != victim.pid
+    assert [h.attempt for h in stack.target.for_key(eid)] == [1, 2], \
+        "the killed attempt, then exactly one takeover"
+    wait_for(lambda: all(len(stack.target.for_key(_eid(m))) == 1 for m in after),
+             what="the fires published after the kill")
+    assert all(len(stack.target.for_key(_eid(m))) == 1 for m in before + after)
+
+
+def test_workers_reconnect_after_the_pubsub_emulator_restarts(
+    firestore_emulator: str, project_id: str, tmp_path: Path,
+) -> None:
+    emulator = Emulator("pubsub", port=free_port()).start()
+    stack = Stack(project_id, tmp_path, emulator.host, firestore_emulator)
+    try:
+        workers = [stack.start_worker(), stack.start_worker()]
+        for worker in workers:
+            worker.wait_ready()
+        schedule = stack.schedule("through-restart", "/ok")
+        early = [stack.manual(schedule, _now() - timedelta(minutes=1, milliseconds=i)) for i in range(20)]
+        stack.publish_many(early)
+        wait_for(lambda: all(stack.target.for_key(_eid(m)) for m in early), what="fires before")
+
+        emulator.stop()
+        wait_for(lambda: not any(w.ready() for w in workers), what="workers to report not ready")
+        emulator = Emulator("pubsub", port=emulator.port).start()
+        stack.create_resources()  # the emulator keeps nothing across a restart
+        for worker in workers:
+            worker.wait_ready()
+        assert all(w.process.poll() is None for w in workers), "no worker restarted"
+
+        later = [stack.manual(schedule, _now() + timedelta(milliseconds=i)) for i in range(50)]
+        stack.publish_many(later)
+        wait_for(lambda: all(stack.target.for_key(_eid(m)) for m in later), what="fires after")
+        assert all(len(stack.target.for_key(_eid(m))) == 1 for m in later + early)
+    finally:
+        stack.close()
+        emulator.stop()
+
+
+def test_overlap_skip_and_allow(stack: Stack) -> None:
+    worker = stack.start_worker("--executors", "4")
+    worker.wait_ready()
+    skip = stack.schedule("skipper", "/block/skip", overlap="skip")
+    allow = stack.schedule("allower", "/block/allow", overlap="allow")
+    t0 = _now()
+    skip_first, skip_second = stack.manual(skip, t0), stack.manual(skip, t0 + timedelta(seconds=1))
+    allow_first, allow_second = stack.manual(allow, t0), stack.manual(allow, t0 + timedelta(seconds=1))
+
+    stack.publish(skip_first)
+    stack.publish(allow_first)
+    wait_for(lambda: stack.target.for_key(_eid(skip_first)) and stack.target.for_key(_eid(allow_first)),
+             what="the first fires to be running")
+    stack.publish(skip_second)
+    stack.publish(allow_second)
+    wait_for(lambda: (e := stack.ledger.get(_eid(skip_second))) is not None and e.state is State.SKIPPED,
+             what="the overlapping skip fire to be recorded skipped")
+    wait_for(lambda: bool(stack.target.for_key(_eid(allow_second))),
+             what="the overlapping allow fire to start while the first still runs")
+    stack.target.release("skip")
+    stack.target.release("allow")
+    for message in (skip_first, allow_first, allow_second):
+        wait_for(lambda m=message: (e := stack.ledger.get(_eid(m))) is not None  # type: ignore[misc]
+                 and e.state is State.SUCCEEDED, what="the running fires to succeed")
+    assert stack.target.for_key(_eid(skip_second)) == []
+    skipped = stack.ledger.get(_eid(skip_second))
+    assert skipped is not None and "overlap" in (skipped.error or skipped.detail or "")
+
+
+def test_catchup_window_max_attempts_and_runs_command(stack: Stack) -> None:
+    worker = stack.start_worker()
+    worker.wait_ready()
+    # Scheduled fires: the fire time is the slot their publish time belongs to. A yearly
+    # schedule's latest slot is months old, far beyond its 15-minute catch-up window.
+    yearly = stack.schedule("yearly", "/ok", cron="0 0 1 1 *")
+    minutely = stack.schedule("minutely", "/ok", cron="* * * * *")
+    failing = stack.schedule("failing", "/fail", max_attempts=3)
+    stack.publish(build_message(yearly, signing_key=SIGNING_KEY))
+    stack.publish(build_message(minutely, signing_key=SIGNING_KEY))
+    failing_fire = stack.manual(failing, _now())
+    stack.publish(failing_fire)
+
+    wait_for(lambda: bool(stack.ledger.history("yearly")) and bool(stack.ledger.history("minutely")),
+             what="the scheduled fires to be recorded")
+    wait_for(lambda: stack.ledger.history("minutely")[0].state is State.SUCCEEDED, what="minutely")
+    missed = stack.ledger.history("yearly")[0]
+    assert missed.state is State.MISSED and "catch-up window" in (missed.error or "")
+    assert missed.fire_time == datetime(datetime.now(UTC).year, 1, 1, tzinfo=UTC)
+    assert [h for h in stack.target.hits if h.schedule_id == "yearly"] == []
+
+    wait_for(lambda: (e := stack.ledger.get(_eid(failing_fire))) is not None and e.state is State.FAILED,
+             what="the failing fire to exhaust its attempts")
+    failed = stack.ledger.get(_eid(failing_fire))
+    assert failed is not None and failed.attempt == 3 and "500" in (failed.error or "")
+    assert [h.attempt for h in stack.target.for_key(_eid(failing_fire))] == [1, 2, 3]
+    # Acked after the last attempt: nothing is redelivered, nothing dead-lettered.
+    time.sleep(1)
+    assert len(stack.target.for_key(_eid(failing_fire))) == 3
+    assert stack.dead_letters() == []
+
+    result = subprocess.run(
+        [str(VENV_BIN / "scion-scheduler"), "runs", "failing", "--output", "json"],
+        env=stack.env(), capture_output=True, text=True, timeout=WAIT_S, check=False)
+    assert result.returncode == 0, result.stderr
+    runs = json.loads(result.stdout)["executions"]
+    assert len(runs) == 1
+    assert runs[0]["state"] == "failed" and runs[0]["attempt"] == 3 and "500" in runs[0]["error"]
+    assert runs[0]["execution_id"] == _eid(failing_fire) and runs[0]["finished_at"]
+
+
+def test_poison_message_is_dead_lettered_and_forged_message_rejected(stack: Stack) -> None:
+    worker = stack.start_worker()
+    worker.wait_ready()
+    schedule = stack.schedule("victim", "/ok")
+    genuine = stack.manual(schedule, _now())
+    forged = build_message(schedule, signing_key="not-the-deployment-key", trigger="manual",
+                           fire_time=_now() + timedelta(seconds=1))
+    poison = Message(b"this is not json", {**genuine.attributes})  # signature no longer matches
+    garbage = Message(b"\x00\xff", {"scion-format": "1"})
+
+    for message in (forged, poison, garbage, genuine):
+        stack.publish(message)
+
+    wait_for(lambda: bool(stack.target.for_key(_eid(genuine))), what="the genuine fire")
+    # Dead-lettering republishes a message (new ID) with the source subscription's attributes.
+    dead: list[Any] = []
+    wait_for(lambda: (dead.extend(stack.dead_letters()) or True) and len(dead) >= 3,
+             what="the rejected messages on the dead-letter topic", interval=0.5)
+    assert sorted(m.data for m in dead) == sorted([forged.data, poison.data, garbage.data])
+    assert all(m.attributes["CloudPubSubDeadLetterSourceDeliveryCount"] == "5" for m in dead)
+    assert stack.target.for_key(_eid(forged)) == []
+    assert [h.key for h in stack.target.hits] == [_eid(genuine)]
+    rejected = [e for e in _log_events(worker.log_lines()) if e.get("message") == "message rejected"]
+    reasons = " ".join(str(e.get("reason")) for e in rejected)
+    assert "bad signature" in reasons
+    assert worker.process.poll() is None, "a poison message never crashes the pool"
+
+
+def test_sigterm_finishes_the_running_action_and_exits_0(stack: Stack) -> None:
+    worker = stack.start_worker("--executors", "1", "--max-messages", "5", "--grace-period", "20")
+    worker.wait_ready()
+    slow = stack.manual(stack.schedule("long", "/slow/2"), _now())
+    stack.publish(slow)
+    wait_for(lambda: bool(stack.target.for_key(_eid(slow))), what="the action to start")
+    # Queued behind the running action: handed back at the stop, not lost.
+    queued = [stack.manual(stack.schedule("queued", "/ok"), _now() + timedelta(milliseconds=i))
+              for i in range(3)]
+    stack.publish_many(queued)
+    time.sleep(0.5)
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    hits = stack.target.for_key(_eid(slow))
+    assert len(hits) == 1 and hits[0].finished is not None
+    finished = stack.ledger.get(_eid(slow))
+    assert finished is not None and finished.state is State.SUCCEEDED and finished.attempt == 1
+
+    successor = stack.start_worker()
+    wait_for(lambda: all(stack.target.for_key(_eid(m)) for m in queued), what="the queued fires")
+    time.sleep(1)  # the slow fire's message was acked: the successor never sees it again
+    assert len(stack.target.for_key(_eid(slow))) == 1
+    assert successor.outcome("duplicate") == 0
