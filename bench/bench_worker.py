@@ -1,0 +1,366 @@
+"""How many fires per second does a worker handle? One command:
+`.venv/bin/python bench/bench_worker.py`.
+
+Starts its own Pub/Sub and Firestore emulators, then, in one run and on the same input (N fire
+messages, 30% of them duplicates of another with a new message ID, already published):
+
+a. **raw**: a subscriber that only acks: the ceiling the emulator and the client allow;
+b. **naive**: decode, one read-then-create Firestore transaction per message, ack; the client's
+   default flow control and scheduler;
+c. **worker**: this project's `Pipeline` + `FirestoreLedger` + `PubSubTransport`, a no-op
+   registered action, the worker's flow control and executors;
+c0. the same with the tests' in-memory ledger: what the transport and the pipeline cost alone.
+
+Rates are messages per second from the first delivery to the last settled one; (b) and (c) also
+give the distinct fires recorded per second. Then (c) runs again under a steady publish rate
+well below its capacity, and reports the fire-to-start latency (from the fire time, which is
+the publish moment, to the action's start) p50/p99. Stops both emulators before it exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from scheduler.contract import Message, build_message, decode_message, execution_id
+from scheduler.logs import configure
+from scheduler.model import Schedule
+from scheduler.validation import parse_schedule
+from scion_scheduler.emulators import Emulator
+
+SIGNING_KEY = "bench-key"
+NOOP = "noop"
+DUPLICATE_SHARE = 0.3
+
+
+@dataclass
+class Result:
+    """One measured phase."""
+
+    name: str
+    messages: int
+    seconds: float
+    fires: int | None = None
+    deferred: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds
+
+    @property
+    def fire_rate(self) -> float | None:
+        return None if self.fires is None else self.fires / self.seconds
+
+
+class Counter:
+    """Counts settled messages; `wait` blocks until `target` or a timeout."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.count = 0
+        self.first: float | None = None
+        self.last = 0.0
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+
+    def start(self) -> None:
+        with self._lock:
+            if self.first is None:
+                self.first = time.perf_counter()
+
+    def add(self) -> None:
+        with self._lock:
+            self.count += 1
+            self.last = time.perf_counter()
+            if self.count >= self.target:
+                self._done.set()
+
+    def wait(self, timeout: float) -> float:
+        if not self._done.wait(timeout):
+            raise SystemExit(f"timed out: {self.count} of {self.target} messages settled")
+        assert self.first is not None
+        return self.last - self.first
+
+
+OVERLAP = ["skip"]
+
+
+def schedules(count: int) -> list[Schedule]:
+    """Distinct schedules (one fire each in flight: the common case of many schedules)."""
+    return [parse_schedule({"id": f"bench-{i:05d}", "cron": "* * * * *", "overlap": OVERLAP[0],
+                            "action": {"type": NOOP}}, known_action_types=frozenset({NOOP}))
+            for i in range(count)]
+
+
+def fire_messages(fires: int, seed: int = 7) -> tuple[list[Message], int]:
+    """`fires` distinct manual fires plus DUPLICATE_SHARE duplicates, shuffled."""
+    base = datetime.now(UTC)
+    plan = schedules(fires)
+    messages = [build_message(s, signing_key=SIGNING_KEY, trigger="manual",
+                              fire_time=base + timedelta(microseconds=i))
+                for i, s in enumerate(plan)]
+    rng = random.Random(seed)
+    messages += [messages[i] for i in rng.sample(range(fires), int(fires * DUPLICATE_SHARE))]
+    rng.shuffle(messages)
+    return messages, fires
+
+
+class Bed:
+    """A fresh project: topic and subscription (what Terraform creates), and clients."""
+
+    def __init__(self) -> None:
+        from google.cloud import firestore, pubsub_v1
+
+        self.project = f"bench-{uuid.uuid4().hex[:10]}"
+        self.publisher = pubsub_v1.PublisherClient()
+        self.subscriber = pubsub_v1.SubscriberClient()
+        self.topic = self.publisher.topic_path(self.project, "fires")
+        self.subscription = self.subscriber.subscription_path(self.project, "workers")
+        self.publisher.create_topic(name=self.topic)
+        self.subscriber.create_subscription(
+            request={"name": self.subscription, "topic": self.topic, "ack_deadline_seconds": 60})
+        self.firestore = firestore.Client(project=self.project)
+
+    def publish(self, messages: list[Message]) -> None:
+        futures = [self.publisher.publish(self.topic, m.data, **m.attributes) for m in messages]
+        for future in futures:
+            future.result(timeout=120)
+
+    def close(self) -> None:
+        self.subscriber.close()
+
+
+def run_raw(messages: list[Message], timeout: float) -> Result:
+    bed = Bed()
+    bed.publish(messages)
+    counter = Counter(len(messages))
+
+    def callback(message: Any) -> None:
+        counter.start()
+        message.ack()
+        counter.add()
+
+    future = bed.subscriber.subscribe(bed.subscription, callback)
+    seconds = counter.wait(timeout)
+    future.cancel()
+    future.result(timeout=30)
+    bed.close()
+    return Result("a. raw pull and ack", len(messages), seconds)
+
+
+def run_naive(messages: list[Message], fires: int, timeout: float) -> Result:
+    from google.cloud import firestore
+
+    bed = Bed()
+    bed.publish(messages)
+    counter = Counter(len(messages))
+    executions = bed.firestore.collection("naive_executions")
+    recorded = [0]
+    lock = threading.Lock()
+
+    @firestore.transactional
+    def claim(transaction: Any, ref: Any, fields: dict[str, Any]) -> bool:
+        if ref.get(transaction=transaction).exists:
+            return False
+        transaction.create(ref, fields)
+        return True
+
+    def callback(message: Any) -> None:
+        counter.start()
+        fire = decode_message(message.data, dict(message.attributes), signing_key=SIGNING_KEY)
+        fire_time = fire.derive_fire_time(message.publish_time)
+        eid = execution_id(fire.schedule_id, fire_time, fire.trigger)
+        fields = {"schedule_id": fire.schedule_id, "fire_time": fire_time, "state": "succeeded"}
+        if claim(bed.firestore.transaction(), executions.document(eid), fields):
+            with lock:
+                recorded[0] += 1
+        message.ack()
+        counter.add()
+
+    future = bed.subscriber.subscribe(bed.subscription, callback)
+    seconds = counter.wait(timeout)
+    future.cancel()
+    future.result(timeout=30)
+    bed.close()
+    assert recorded[0] == fires, f"naive recorded {recorded[0]} of {fires} fires"
+    return Result("b. naive (transaction per message)", len(messages), seconds, recorded[0])
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    executors: int
+    max_messages: int
+
+
+def run_worker(messages: list[Message] | None, fires: int, timeout: float, config: WorkerConfig,
+               paced: Callable[[Bed], None] | None = None, in_memory: bool = False,
+               ) -> tuple[Result, list[float]]:
+    """Drain a pre-published backlog (`messages`), or run while `paced` publishes. With
+    `in_memory`, the ledger is the tests' in-memory one: what the transport and the pipeline
+    cost without Firestore."""
+    from worker.action import ActionContext, ActionRegistry
+    from worker.firestore_ledger import FirestoreLedger
+    from worker.pipeline import Delivery, Disposition, Pipeline
+    from worker.pubsub_transport import PubSubTransport
+
+    bed = Bed()
+    if messages is not None:
+        bed.publish(messages)
+    total = len(messages) if messages is not None else fires
+    counter = Counter(total)
+    lags: list[float] = []
+    lock = threading.Lock()
+
+    def noop(context: ActionContext) -> None:
+        lag = datetime.now(UTC) - context.fire_time
+        with lock:
+            lags.append(lag.total_seconds())
+
+    ledger: Any
+    if in_memory:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        from memory_ledger import MemoryLedger
+
+        ledger = MemoryLedger()
+    else:
+        ledger = FirestoreLedger(bed.firestore)
+    pipeline = Pipeline(ledger, ActionRegistry({NOOP: noop}),
+                        worker_id="bench-worker", signing_key=SIGNING_KEY)
+    transport = PubSubTransport(bed.subscriber, bed.subscription, executors=config.executors,
+                                max_messages=config.max_messages)
+    outcomes: dict[str, int] = {}
+    seen: set[str] = set()
+    all_recorded = threading.Event()
+
+    def handle(delivery: Delivery) -> Disposition:
+        counter.start()
+        disposition = pipeline.handle(delivery)
+        with lock:
+            outcomes[disposition.outcome] = outcomes.get(disposition.outcome, 0) + 1
+            first_sight = delivery.message_id not in seen
+            seen.add(delivery.message_id)
+            if outcomes.get("succeeded", 0) >= fires:
+                all_recorded.set()
+        # A duplicate whose original is still running is deferred (nacked with a delay) and
+        # acked as a duplicate when it comes back; it counts as handled at its first sight.
+        if first_sight:
+            counter.add()
+        return disposition
+
+    stop = threading.Event()
+    runner = threading.Thread(target=transport.run, args=(handle, stop), daemon=True)
+    runner.start()
+    if paced is not None:
+        paced(bed)
+    seconds = counter.wait(timeout)
+    if not all_recorded.wait(timeout):
+        raise SystemExit(f"timed out: not every fire was recorded: {outcomes}")
+    stop.set()
+    runner.join(60)
+    bed.close()
+    succeeded = outcomes.get("succeeded", 0)
+    assert succeeded == fires, f"worker recorded {succeeded} of {fires} fires: {outcomes}"
+    name = "c0. transport + pipeline, no Firestore" if in_memory else "c. this worker"
+    result = Result(name, total, seconds, succeeded)
+    result.deferred = outcomes.get("busy", 0)
+    return result, lags
+
+
+def paced_publisher(count: int, rate: float) -> Callable[[Bed], None]:
+    """Publish `count` distinct fires at `rate` per second, each with its publish moment as
+    its fire time (what a Cloud Scheduler fire looks like to the worker)."""
+    plan = schedules(count)
+
+    def publish(bed: Bed) -> None:
+        start = time.perf_counter()
+        futures = []
+        for i, schedule in enumerate(plan):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            message = build_message(schedule, signing_key=SIGNING_KEY, trigger="manual",
+                                    fire_time=datetime.now(UTC))
+            futures.append(bed.publisher.publish(bed.topic, message.data, **message.attributes))
+        for future in futures:
+            future.result(timeout=60)
+
+    return publish
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--fires", type=int, default=2000, help="distinct fires per phase (default 2000)")
+    parser.add_argument("--executors", type=int, default=16, help="worker executors (default 16)")
+    parser.add_argument("--max-messages", type=int, default=200, help="worker flow control (default 200)")
+    parser.add_argument("--latency-rate", type=float, default=100.0,
+                        help="publish rate of the latency phase, fires/s (default 100)")
+    parser.add_argument("--latency-fires", type=int, default=1000, help="fires in the latency phase")
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--overlap", choices=("skip", "allow"), default="skip",
+                        help="the schedules' overlap policy (default skip, the model's default)")
+    parser.add_argument("--only-worker", action="store_true",
+                        help="run phase (c) alone, e.g. under a profiler")
+    args = parser.parse_args(argv)
+    configure("console", "WARNING")
+    OVERLAP[0] = args.overlap
+
+    emulators = [Emulator("pubsub"), Emulator("firestore")]
+    try:
+        for emulator in emulators:
+            emulator.start()
+            os.environ[emulator.env_var] = emulator.host
+        messages, fires = fire_messages(args.fires)
+        config = WorkerConfig(args.executors, args.max_messages)
+        if args.only_worker:
+            ours, _ = run_worker(messages, fires, args.timeout, config)
+            print(f"this worker: {ours.rate:.0f} msgs/s, {ours.fire_rate:.0f} fires/s")
+            return 0
+        raw = run_raw(messages, args.timeout)
+        naive = run_naive(messages, fires, args.timeout)
+        ours, _ = run_worker(messages, fires, args.timeout, config)
+        ceiling, _ = run_worker(messages, fires, args.timeout, config, in_memory=True)
+        _, lags = run_worker(None, args.latency_fires, args.timeout, config,
+                             paced=paced_publisher(args.latency_fires, args.latency_rate))
+    finally:
+        for emulator in reversed(emulators):
+            emulator.stop()
+
+    print(f"worker benchmark: {fires} fires + {len(messages) - fires} duplicates = {len(messages)} "
+          f"messages per phase; overlap {args.overlap}; executors {args.executors}, "
+          f"max messages {args.max_messages}; "
+          f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    print(f"{'phase':<36} {'msgs/s':>8} {'fires/s':>8} {'seconds':>8}")
+    print(f"{'-' * 36} {'-' * 8} {'-' * 8} {'-' * 8}")
+    for result in (raw, naive, ours, ceiling):
+        fire_rate = "" if result.fire_rate is None else f"{result.fire_rate:8.0f}"
+        print(f"{result.name:<36} {result.rate:8.0f} {fire_rate:>8} {result.seconds:8.2f}")
+    print(f"worker: {ours.deferred} duplicates arrived while their original ran and were "
+          f"deferred (nacked with a delay, then acked as duplicates)")
+    print(f"fire-to-start latency at {args.latency_rate:g} fires/s ({len(lags)} fires): "
+          f"p50 {percentile(lags, 0.5) * 1000:.0f} ms, p99 {percentile(lags, 0.99) * 1000:.0f} ms, "
+          f"mean {statistics.fmean(lags) * 1000:.0f} ms")
+    vs_naive = ours.rate / naive.rate
+    vs_raw = ours.rate / raw.rate
+    print(f"goal: worker >= 3x naive: {vs_naive:.2f}x {'met' if vs_naive >= 3 else 'MISSED'}; "
+          f"worker >= 0.5x raw: {vs_raw:.2f}x {'met' if vs_raw >= 0.5 else 'MISSED'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
