@@ -198,9 +198,9 @@ def test_overlap_skip_and_allow(stack: Stack) -> None:
              what="the overlapping allow fire to start while the first still runs")
     stack.target.release("skip")
     stack.target.release("allow")
-    for message in (skip_first, allow_first, allow_second):
-        wait_for(lambda m=message: (e := stack.ledger.get(_eid(m))) is not None  # type: ignore[misc]
-                 and e.state is State.SUCCEEDED, what="the running fires to succeed")
+    running = [_eid(m) for m in (skip_first, allow_first, allow_second)]
+    wait_for(lambda: all((e := stack.ledger.get(eid)) is not None and e.state is State.SUCCEEDED
+                         for eid in running), what="the running fires to succeed")
     assert stack.target.for_key(_eid(skip_second)) == []
     skipped = stack.ledger.get(_eid(skip_second))
     assert skipped is not None and "overlap" in (skipped.error or skipped.detail or "")
