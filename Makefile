@@ -30,7 +30,9 @@ local: install
 	$(BIN)/scion-scheduler local --file examples/schedules.yaml
 
 bench: install
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/bench_sync.py
+	$(BIN)/python bench/bench_claim.py
+	$(BIN)/python bench/bench_worker.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
