@@ -1,10 +1,10 @@
-# The two commands a newcomer needs: `make run` (the whole HA stack locally, emulators included)
-# and `make test`. Both create .venv and install the project on first use.
+# The two commands a newcomer needs: `make run` (the schedules of examples/schedules.yaml on the
+# embedded default: in-process clock, SQLite store, no cloud) and `make test`. Both create .venv and install the project on first use.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint run local bench clean
+.PHONY: install test lint run bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,6 @@ lint: install
 	terraform fmt -check -recursive terraform
 
 run: install
-	$(BIN)/scion-scheduler up --file examples/schedules.yaml
-
-local: install
 	$(BIN)/scion-scheduler local --file examples/schedules.yaml
 
 bench: install

@@ -11,9 +11,19 @@ from types import ModuleType
 from scheduler.cli_base import EXIT_BAD_INPUT, fail, new_parser, settings_from_args, setup_logging
 from scheduler.config import ConfigError
 from scheduler.model import ValidationError
-from scion_scheduler.commands import control, emulator, history, reference_hub, schedules, serve
+from scion_scheduler.commands import (
+    control,
+    emulator,
+    history,
+    local,
+    reference_hub,
+    schedules,
+    serve,
+)
 
-COMMAND_MODULES: tuple[ModuleType, ...] = (schedules, emulator, control, serve, reference_hub, history)
+COMMAND_MODULES: tuple[ModuleType, ...] = (
+    schedules, emulator, control, serve, reference_hub, history, local,
+)
 
 DESCRIPTION = """\
 Control module of scion-scheduler: reconciles Scion schedules into Cloud Scheduler jobs whose

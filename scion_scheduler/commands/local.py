@@ -1,0 +1,30 @@
+"""`local`: the single-instance fallback, no cloud needed."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from pathlib import Path
+from typing import Any
+
+from scheduler.cli_base import EXIT_OK
+from scheduler.config import Settings
+from scion_scheduler.local import install_stop_signals, run_local
+
+
+def register(sub: Any) -> None:
+    """Add `local`."""
+    p = sub.add_parser("local", help="run the schedules of a file in process, with an embedded SQLite store")
+    p.add_argument("--file", required=True, help="YAML or JSON schedule file (reloaded on change or SIGHUP)")
+    p.add_argument("--store", default=".local/scion.db",
+                   help="SQLite file for execution history (default .local/scion.db); "
+                        "read it with `runs ID --store sqlite:PATH`")
+    p.set_defaults(handler=local)
+
+
+def local(args: argparse.Namespace, settings: Settings) -> int:
+    """Run until SIGINT/SIGTERM."""
+    stop = threading.Event()
+    install_stop_signals(stop)
+    run_local(Path(args.file), Path(args.store), settings, stop)
+    return EXIT_OK

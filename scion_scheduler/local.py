@@ -1,0 +1,80 @@
+"""The single-instance fallback: the local clock feeding the same worker pipeline, with SQLite.
+
+LocalClock (scheduler/clock.py) -> QueueTransport -> Pipeline -> SqliteLedger: no cloud at all,
+the same schedule files, actions and execution history. The clock's checkpoint lives next to
+the store, so fires missed while it was down are run or recorded `missed` on restart, and the
+ledger's claim keeps anything from running twice.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import uuid
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+
+from scheduler.clock import Checkpoint, LocalClock
+from scheduler.config import Settings
+from scheduler.contract import Message
+from scheduler.logs import get_logger
+from scheduler.model import ValidationError
+from scheduler.validation import load_schedules
+from worker.action import ActionRegistry
+from worker.pipeline import Delivery, Pipeline, make_worker_id
+from worker.queue_transport import QueueTransport
+from worker.sqlite_ledger import SqliteLedger
+
+log = get_logger(__name__)
+RELOAD_POLL_SECONDS = 2.0
+
+
+def run_local(schedule_file: Path, store: Path, settings: Settings, stop: threading.Event) -> None:
+    """Run every schedule of `schedule_file` until `stop` is set; reload the file when it
+    changes or on SIGHUP (a file with errors is logged and the running set kept)."""
+    store.parent.mkdir(parents=True, exist_ok=True)
+    schedules = load_schedules(schedule_file)
+    transport = QueueTransport()
+    pipeline = Pipeline(SqliteLedger(store), ActionRegistry(), worker_id=make_worker_id(),
+                        signing_key=settings.signing_key)
+
+    def emit(message: Message, published_at: datetime) -> None:
+        transport.put(Delivery(uuid.uuid4().hex, message.data, message.attributes, published_at))
+
+    clock = LocalClock(schedules, emit, checkpoint=Checkpoint(store.with_suffix(".clock.json")),
+                       signing_key=settings.signing_key)
+    reload_now = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGHUP, lambda _s, _f: reload_now.set())
+    threads = [
+        threading.Thread(target=transport.run, args=(pipeline.handle, stop), name="local-transport"),
+        threading.Thread(target=clock.run, args=(stop,), name="local-clock"),
+    ]
+    for thread in threads:
+        thread.start()
+    log.info("local scheduler running", schedules=len(schedules), store=str(store))
+    mtime = schedule_file.stat().st_mtime
+    while not stop.wait(RELOAD_POLL_SECONDS):
+        current = schedule_file.stat().st_mtime if schedule_file.exists() else mtime
+        if current == mtime and not reload_now.is_set():
+            continue
+        mtime = current
+        reload_now.clear()
+        try:
+            clock.set_schedules(load_schedules(schedule_file))
+            log.info("schedule file reloaded", file=str(schedule_file))
+        except (ValidationError, OSError) as exc:
+            log.error("schedule file not reloaded; the running set is kept", error=str(exc))
+    for thread in threads:
+        thread.join()
+
+
+def install_stop_signals(stop: threading.Event) -> None:
+    """SIGINT and SIGTERM stop the local scheduler gracefully."""
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
