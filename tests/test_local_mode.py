@@ -20,10 +20,11 @@ def test_example_file_is_valid() -> None:
 
 def test_missed_fires_after_a_restart_are_handled_once(tmp_path: Path) -> None:
     """A checkpoint two minutes old stands for a scheduler that was down across two slots:
-    on start both are emitted, run once (catchup all, inside the window), and recorded."""
+    on start both are emitted, run once (catchup all, inside the window), and recorded.
+    Both are due at once, so overlap is allowed: with skip, one would be recorded skipped."""
     schedule_file = tmp_path / "s.yaml"
     schedule_file.write_text(
-        "- id: tick\n  cron: '* * * * *'\n  max_attempts: 1\n"
+        "- id: tick\n  cron: '* * * * *'\n  max_attempts: 1\n  overlap: allow\n"
         "  action: {type: http, url: 'http://127.0.0.1:9/unreachable', timeout: 1}\n"
     )
     store = tmp_path / "scion.db"
