@@ -1,0 +1,95 @@
+"""Coalescing: concurrent calls of one kind leave as one batched call.
+
+The worker runs many fires at once, and each needs a few small store round trips. Sending
+each on its own makes the per-call overhead (a gRPC call, its retry wrapper, protobuf
+conversion) the bottleneck long before the store is. A `Coalescer` queues the calls and a
+few sender threads take whatever has queued up while they were busy and send it as one
+batch: group commit, as databases do it for their logs. There is no added delay: an idle
+coalescer sends a lone call at once, and batches grow only with the load.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+# How long a sender waits for work before it leaves.
+IDLE_SECONDS = 2.0
+
+BatchRunner = Callable[[Sequence[Item]], Sequence[Result | BaseException]]
+
+
+class Coalescer(Generic[Item, Result]):
+    """Runs `call(item)` through `run_batch(items)`, which must return one result (or the
+    exception for that item) per item, in order. An exception raised by `run_batch` itself
+    fails every call of the batch."""
+
+    def __init__(self, name: str, run_batch: BatchRunner[Item, Result], *, max_batch: int,
+                 senders: int = 2) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch: must be at least 1 (got {max_batch})")
+        if senders < 1:
+            raise ValueError(f"senders: must be at least 1 (got {senders})")
+        self._name = name
+        self._run_batch = run_batch
+        self._max_batch = max_batch
+        self._senders = senders
+        self._queue: queue.SimpleQueue[tuple[Item, Future[Result]]] = queue.SimpleQueue()
+        self._running = 0
+        self._lock = threading.Lock()
+
+    def call(self, item: Item) -> Result:
+        """Queue `item`, wait for its batch, and return its result (or raise its exception)."""
+        future: Future[Result] = Future()
+        self._queue.put((item, future))
+        self._ensure_senders()
+        return future.result()
+
+    def _ensure_senders(self) -> None:
+        # Senders start on demand and leave when idle, so that an unused coalescer holds no
+        # threads. Checked after the put, under the lock a leaving sender takes: either that
+        # sender sees the item, or this call sees it gone and starts another.
+        with self._lock:
+            while self._running < self._senders:
+                self._running += 1
+                threading.Thread(target=self._send_until_idle, name=f"{self._name}-{self._running}",
+                                 daemon=True).start()
+
+    def _send_until_idle(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():
+                        self._running -= 1
+                        return
+                continue
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._send(batch)
+
+    def _send(self, batch: list[tuple[Item, Future[Result]]]) -> None:
+        try:
+            results = self._run_batch([item for item, _ in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"{self._name}: {len(results)} results for {len(batch)} items")
+        except BaseException as exc:
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
