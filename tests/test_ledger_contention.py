@@ -295,12 +295,12 @@ def test_firestore_finish_retries_after_a_concurrent_renew(
     commits: list[bool] = []
     commit = ledger._commit
 
-    def renew_first(writes: list[Any]) -> bool:
+    def renew_first(writes: list[Any]) -> list[Any] | None:
         if not commits:
             commits.append(rival.renew(request.execution_id, "w1", T0 + 2 * LEASE))
-        outcome: bool = commit(writes)
-        commits.append(outcome)
-        return outcome
+        versions: list[Any] | None = commit(writes)
+        commits.append(versions is not None)
+        return versions
 
     monkeypatch.setattr(ledger, "_commit", renew_first)
     assert ledger.finish(request.execution_id, "w1", State.SUCCEEDED, now=T0 + timedelta(seconds=5))
@@ -318,7 +318,7 @@ def test_firestore_gives_up_after_max_attempts(firestore_emulator: str, project_
 
     client = firestore.Client(project=project_id)
     ledger = FirestoreLedger(client, max_attempts=2)
-    monkeypatch.setattr(ledger, "_commit", lambda writes: False)
+    monkeypatch.setattr(ledger, "_commit", lambda writes: None)
     with pytest.raises(LedgerContention, match="claim: lost the race"):
         ledger.claim(request_for("s", 0, "w1", now=T0, overlap="skip"))
     client.close()
@@ -333,9 +333,77 @@ def test_firestore_commit_that_landed_but_reported_a_lost_race_is_recognised(
     must see that its write landed rather than report BUSY or a lost execution."""
     ledger, _ = firestore_pair
     commit = ledger._commit
-    monkeypatch.setattr(ledger, "_commit", lambda writes: commit(writes) and False)
+    monkeypatch.setattr(ledger, "_commit", lambda writes: commit(writes) and None)
     request = request_for("s", 0, "w1", now=T0, overlap=overlap)
     assert ledger.claim(request).result is ClaimResult.CLAIMED
     assert ledger.finish(request.execution_id, "w1", State.SUCCEEDED, now=T0 + timedelta(seconds=1))
     stored = ledger.get(request.execution_id)
     assert stored is not None and stored.state is State.SUCCEEDED
+
+
+@pytest.mark.emulator
+def test_firestore_renew_and_finish_of_a_held_execution_read_nothing(
+    firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The holder remembers what it wrote and the versions its commits returned: renewing and
+    finishing are one guarded commit each, without reading the records back."""
+    ledger, _ = firestore_pair
+    request = request_for("s", 0, "w1", now=T0, overlap="skip")
+    ledger.claim(request)
+    reads: list[int] = []
+    read = ledger._get_all
+    monkeypatch.setattr(ledger, "_get_all", lambda refs: reads.append(len(refs)) or read(refs))
+    assert ledger.renew(request.execution_id, "w1", T0 + 2 * LEASE)
+    assert ledger.finish(request.execution_id, "w1", State.SUCCEEDED, now=T0 + timedelta(seconds=5))
+    assert reads == []
+    stored = ledger.get(request.execution_id)
+    assert stored is not None and stored.state is State.SUCCEEDED
+    state = ledger.schedule_state("s")
+    assert state is not None and state.running_execution_id is None and state.last_state is State.SUCCEEDED
+
+
+@pytest.mark.emulator
+def test_firestore_finish_after_a_takeover_is_refused_from_the_stored_record(
+    firestore_pair: tuple[Any, Any],
+) -> None:
+    """What the old holder remembers is stale once another worker took over: its guarded
+    commit fails, and the stored record says it no longer holds the fire."""
+    ledger, rival = firestore_pair
+    ledger.claim(request_for("s", 0, "w1", now=T0, overlap="skip", lease=timedelta(seconds=1)))
+    later = T0 + timedelta(minutes=1)
+    taken = rival.claim(request_for("s", 0, "w2", now=later, overlap="skip"))
+    assert taken.result is ClaimResult.TAKEN_OVER
+    assert not ledger.finish(taken.execution.execution_id, "w1", State.SUCCEEDED, now=later)
+    assert rival.finish(taken.execution.execution_id, "w2", State.SUCCEEDED, now=later)
+
+
+@pytest.mark.emulator
+def test_firestore_combined_commit_tells_only_the_group_that_lost(firestore_pair: tuple[Any, Any]) -> None:
+    """Commits of concurrent callers leave as one Commit; when a precondition fails, each group
+    is committed again alone, so that only the group that really lost its race hears so."""
+    from worker.firestore_ledger import _Write
+
+    ledger, _ = firestore_pair
+    docs = ledger._executions
+    docs.document("taken").create({"n": 0})
+    groups = [[_Write(docs.document("a"), {"n": 1})],
+              [_Write(docs.document("taken"), {"n": 2})],
+              [_Write(docs.document("b"), {"n": 3}), _Write(docs.document("c"), {"n": 4})]]
+    results = ledger._commit_batch(groups)
+    assert results[1] is None
+    assert len(results[0]) == 1 and len(results[2]) == 2
+    assert {name: docs.document(name).get().to_dict()["n"] for name in ("a", "taken", "b", "c")} == {
+        "a": 1, "taken": 0, "b": 3, "c": 4}
+
+
+@pytest.mark.emulator
+def test_firestore_groups_on_the_same_document_do_not_share_a_commit(firestore_pair: tuple[Any, Any]) -> None:
+    from worker.firestore_ledger import _Write
+
+    ledger, _ = firestore_pair
+    docs = ledger._executions
+    results = ledger._commit_batch([[_Write(docs.document("same"), {"n": 1})],
+                                    [_Write(docs.document("other"), {"n": 2})],
+                                    [_Write(docs.document("same"), {"n": 3})]])
+    assert results[0] is not None and results[1] is not None and results[2] is None
+    assert docs.document("same").get().to_dict() == {"n": 1}

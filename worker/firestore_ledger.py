@@ -22,26 +22,32 @@ emulator (see `bench/bench_claim.py`), and under contention the emulator's locki
 deadlock until a lock timeout (firebase-tools#6758, #8105), whereas a failed precondition
 answers at once.
 
-The claim, fastest first:
+The claim reads the execution (and, for overlap `skip`, the schedule state) in one
+BatchGetDocuments, decides (`worker.ledger_rules.plan_claim`) and commits the execution and the
+schedule state under preconditions. DONE and BUSY are answered from the read alone.
 
-* overlap `allow`, a new fire: one `create()` of the execution (it must not exist). That is the
-  whole claim: with overlap allowed the claim needs no schedule state. A duplicate delivery
-  fails the create (AlreadyExists) and goes on as below.
-* overlap `skip`, and every other case: read the execution (and, for `skip`, the schedule
-  state) in one BatchGetDocuments. DONE and BUSY are answered from that read alone; otherwise
-  decide (`worker.ledger_rules.plan_claim`) and commit the execution and the schedule state
-  under preconditions.
+Finish, renew and release need no read in the common case: the ledger remembers the records it
+wrote for the executions this process holds, with the `update_time` each commit returned, and
+commits the change guarded by those versions. If another writer moved a document since (a
+takeover, another fire of the schedule), the guard fails and the change is re-read and decided
+again from the stored records. Every decision is made by `worker.ledger_rules`, which the SQLite
+ledger shares.
 
-Finish, renew and release read the execution, then its schedule state, and commit both the
-same way. Every decision is made by `worker.ledger_rules`, which the SQLite ledger shares.
+Batching: reads and commits go through `worker.coalescer`, so that the reads of fires handled at
+the same moment leave as one BatchGetDocuments and their commits as one Commit. A Commit is all
+or nothing, so when a combined commit fails a precondition its groups are committed again one by
+one, and only the group that really lost its race is told so. Groups that touch the same
+document never share a Commit.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -51,10 +57,10 @@ from google.cloud import firestore
 
 from scheduler.logs import get_logger
 from scheduler.model import format_instant
+from worker.coalescer import Coalescer
 from worker.ledger import Claim, ClaimRequest, ClaimResult, Execution, ScheduleState, State
 from worker.ledger_rules import (
     Change,
-    new_claim,
     plan_claim,
     plan_finish,
     plan_release,
@@ -178,42 +184,107 @@ class LedgerContention(RuntimeError):
     """A change lost the race for its documents too many times in a row; retry it later."""
 
 
+# Fires handled at once that share one read or one commit. A Commit takes at most 500 writes
+# and a group has at most two.
+MAX_BATCH = 100
+# How many executions this process remembers the records of (it holds far fewer at a time;
+# the bound only matters when a holder never finishes, e.g. an action that never returns).
+MAX_REMEMBERED = 10_000
+
+
 @dataclass(frozen=True)
 class _Write:
     """One document write of an optimistic commit. `update_time` is the version the decision
-    read (None: the document was absent and must still be)."""
+    was based on (None: the document was absent and must still be)."""
 
     ref: Any
     data: dict[str, Any]
     update_time: Any = None
 
 
-def _guarded(ref: Any, data: dict[str, Any], read: Any) -> _Write:
-    """A write that holds only if the document is still as `read` (a snapshot, or None)."""
-    exists = read is not None and read.exists
-    return _Write(ref, data, read.update_time if exists else None)
+def _version(snapshot: Any) -> Any:
+    """The `update_time` a guarded write must match: None for a document read as absent."""
+    return snapshot.update_time if snapshot is not None and snapshot.exists else None
+
+
+@dataclass(frozen=True)
+class _Held:
+    """The records of an execution this process holds, as it last wrote them, with the
+    versions its commits returned. `state_known` is False when the claim did not read the
+    schedule state (overlap allow): then it is read when needed."""
+
+    execution: Execution
+    execution_version: Any
+    state: ScheduleState | None
+    state_version: Any
+    state_known: bool
 
 
 class FirestoreLedger:
     """The ledger in Firestore; safe for many threads, processes and machines at once."""
 
     def __init__(self, client: firestore.Client, collection_prefix: str = "scion_", *,
-                 max_attempts: int = 30) -> None:
+                 max_attempts: int = 30, max_batch: int = MAX_BATCH) -> None:
         self._client = client
         self._executions = client.collection(f"{collection_prefix}executions")
         self._states = client.collection(f"{collection_prefix}schedule_state")
         self._max_attempts = max_attempts
+        self._reader: Coalescer[list[Any], list[Any]] = Coalescer(
+            "firestore-read", self._read_batch, max_batch=max_batch)
+        self._committer: Coalescer[list[_Write], list[Any] | None] = Coalescer(
+            "firestore-commit", self._commit_batch, max_batch=max_batch)
+        self._held: OrderedDict[str, _Held] = OrderedDict()
+        self._held_lock = threading.Lock()
 
     def _state_ref(self, schedule_id: str) -> Any:
         return self._states.document(state_document_id(schedule_id))
 
-    def _get_all(self, refs: list[Any]) -> list[Any]:
-        """Snapshots in the order of `refs` (the server returns them in any order)."""
-        found = {snap.reference.path: snap for snap in self._client.get_all(refs)}
-        return [found.get(ref.path) for ref in refs]
+    # Batched store calls.
 
-    def _commit(self, writes: list[_Write]) -> bool:
-        """Commit the writes atomically under their preconditions; False when one failed."""
+    def _get_all(self, refs: list[Any]) -> list[Any]:
+        """Snapshots in the order of `refs`, read together with other threads' reads."""
+        return self._reader.call(refs)
+
+    def _read_batch(self, groups: Sequence[list[Any]]) -> list[list[Any]]:
+        unique = {ref.path: ref for group in groups for ref in group}
+        # The server answers in any order, one snapshot per distinct document.
+        found = {snap.reference.path: snap for snap in self._client.get_all(list(unique.values()))}
+        return [[found.get(ref.path) for ref in group] for group in groups]
+
+    def _commit(self, writes: list[_Write]) -> list[Any] | None:
+        """Commit the writes atomically under their preconditions, together with other
+        threads' commits; the new `update_time` of each write, or None when one failed."""
+        return self._committer.call(writes)
+
+    def _commit_batch(self, groups: Sequence[list[_Write]]) -> list[list[Any] | BaseException | None]:
+        combined: list[int] = []
+        alone: list[int] = []
+        touched: set[str] = set()
+        for index, group in enumerate(groups):
+            paths = {write.ref.path for write in group}
+            (alone if paths & touched else combined).append(index)
+            touched |= paths
+        results: list[list[Any] | BaseException | None] = [None] * len(groups)
+        if len(combined) > 1:
+            try:
+                versions = self._commit_now([write for index in combined for write in groups[index]])
+            except Exception:
+                # Retried one by one below, where each group gets its own outcome.
+                versions = None
+            if versions is not None:
+                offset = 0
+                for index in combined:
+                    results[index] = versions[offset:offset + len(groups[index])]
+                    offset += len(groups[index])
+                combined = []
+        for index in combined + alone:
+            try:
+                results[index] = self._commit_now(groups[index])
+            except Exception as exc:
+                results[index] = exc
+        return results
+
+    def _commit_now(self, writes: list[_Write]) -> list[Any] | None:
         batch = self._client.batch()
         for write in writes:
             if write.update_time is not None:
@@ -222,10 +293,10 @@ class FirestoreLedger:
             else:
                 batch.create(write.ref, write.data)
         try:
-            batch.commit()
+            results = batch.commit()
         except _LOST_RACE:
-            return False
-        return True
+            return None
+        return [result.update_time for result in results]
 
     def _retry(self, attempt: int, what: str, **context: Any) -> None:
         """Back off after a lost race, with jitter so that the racers spread out."""
@@ -234,6 +305,21 @@ class FirestoreLedger:
         log.debug("ledger race lost, retrying", operation=what, attempt=attempt + 1, **context)
         time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))
 
+    # What this process holds.
+
+    def _remember(self, held: _Held) -> None:
+        with self._held_lock:
+            self._held[held.execution.execution_id] = held
+            self._held.move_to_end(held.execution.execution_id)
+            while len(self._held) > MAX_REMEMBERED:
+                self._held.popitem(last=False)
+
+    def _forget(self, execution_id: str) -> _Held | None:
+        with self._held_lock:
+            return self._held.pop(execution_id, None)
+
+    # The ledger.
+
     def claim(self, request: ClaimRequest) -> Claim:
         """Claim a fire; see `worker.ledger` for the outcomes and this module for the method."""
         validate_request(request)
@@ -241,13 +327,10 @@ class FirestoreLedger:
         state_ref = self._state_ref(request.schedule_id)
         context = {"schedule_id": request.schedule_id, "fire_time": format_instant(request.fire_time),
                    "execution_id": request.execution_id}
-        claim = self._create_allowed(request, exec_ref) if request.overlap == "allow" else None
         attempt = 0
-        while claim is None:
-            claim = self._claim_once(request, exec_ref, state_ref)
-            if claim is None:
-                self._retry(attempt, "claim", **context)
-                attempt += 1
+        while (claim := self._claim_once(request, exec_ref, state_ref)) is None:
+            self._retry(attempt, "claim", **context)
+            attempt += 1
         notable = claim.result in (ClaimResult.TAKEN_OVER, ClaimResult.OVERLAP)
         (log.info if notable else log.debug)(
             "ledger claim", result=str(claim.result), attempt=claim.execution.attempt, retries=attempt,
@@ -255,37 +338,71 @@ class FirestoreLedger:
         )
         return claim
 
-    def _create_allowed(self, request: ClaimRequest, exec_ref: Any) -> Claim | None:
-        """The one-RPC claim of a new fire under overlap `allow`; None when it exists."""
-        claimed = new_claim(request)
-        if not self._commit([_Write(exec_ref, execution_document(claimed))]):
-            return None
-        return Claim(ClaimResult.CLAIMED, claimed)
-
     def _claim_once(self, request: ClaimRequest, exec_ref: Any, state_ref: Any) -> Claim | None:
         """Read, decide and commit once; None when the commit lost a race."""
         # Only overlap skip decides on (and writes) the schedule state.
         skip = request.overlap == "skip"
         snapshots = self._get_all([exec_ref, state_ref] if skip else [exec_ref])
         exec_snap, state_snap = snapshots[0], snapshots[1] if skip else None
-        plan = plan_claim(request, _execution(exec_snap), _schedule_state(state_snap))
+        state = _schedule_state(state_snap)
+        plan = plan_claim(request, _execution(exec_snap), state)
         writes = []
         if plan.write:
-            writes.append(_guarded(exec_ref, execution_document(plan.execution), exec_snap))
+            writes.append(_Write(exec_ref, execution_document(plan.execution), _version(exec_snap)))
         if plan.schedule_state is not None:
-            writes.append(_guarded(state_ref, state_document(plan.schedule_state), state_snap))
-        if writes and not self._commit(writes):
+            writes.append(_Write(state_ref, state_document(plan.schedule_state), _version(state_snap)))
+        versions = self._commit(writes) if writes else []
+        if versions is None:
             return None
+        if plan.result.run and plan.write:
+            state_version = versions[1] if plan.schedule_state is not None else _version(state_snap)
+            self._remember(_Held(plan.execution, versions[0], plan.schedule_state or state, state_version,
+                                 state_known=skip))
         return Claim(plan.result, plan.execution)
 
-    def _change(self, execution_id: str, decide: _Decide, what: str) -> bool:
-        """Read the execution and its schedule state, apply `decide`'s change under
-        preconditions, retrying lost races; False when `decide` refuses."""
+    def _change(self, execution_id: str, decide: _Decide, what: str, *, keep: bool) -> bool:
+        """Apply `decide`'s change to a held execution and its schedule state under
+        preconditions: first from the records as this process wrote them, then, if those are
+        gone or stale, from the stored records, retrying lost races. False when `decide`
+        refuses. `keep`: the execution stays held afterwards (a renewal)."""
+        held = self._forget(execution_id)
+        tried: Execution | None = None
+        if held is not None:
+            outcome = self._change_held(held, decide, keep=keep)
+            if outcome is True:
+                return True
+            tried = outcome or None
+        return self._change_stored(execution_id, decide, what, tried)
+
+    def _change_held(self, held: _Held, decide: _Decide, *, keep: bool) -> bool | Execution:
+        """One attempt from the remembered records: True when it landed, else the execution it
+        tried to write (the commit may have landed with its reply lost) or False."""
+        exec_ref = self._executions.document(held.execution.execution_id)
+        state_ref = self._state_ref(held.execution.schedule_id)
+        state, state_version = held.state, held.state_version
+        if not held.state_known:
+            state_snap = self._get_all([state_ref])[0]
+            state, state_version = _schedule_state(state_snap), _version(state_snap)
+        change = decide(held.execution, state)
+        if change is None:
+            return False
+        writes = [_Write(exec_ref, execution_document(change.execution), held.execution_version)]
+        if change.schedule_state is not None:
+            writes.append(_Write(state_ref, state_document(change.schedule_state), state_version))
+        versions = self._commit(writes)
+        if versions is None:
+            return change.execution
+        if keep:
+            if change.schedule_state is not None:
+                state, state_version = change.schedule_state, versions[1]
+            self._remember(_Held(change.execution, versions[0], state, state_version, state_known=True))
+        return True
+
+    def _change_stored(self, execution_id: str, decide: _Decide, what: str, tried: Execution | None) -> bool:
         exec_ref = self._executions.document(execution_id)
         attempt = 0
-        tried: Execution | None = None
         while True:
-            exec_snap = exec_ref.get()
+            exec_snap = self._get_all([exec_ref])[0]
             existing = _execution(exec_snap)
             if existing is None:
                 return False
@@ -294,15 +411,15 @@ class FirestoreLedger:
                 # the retry failed the precondition that the landed commit had changed).
                 return True
             state_ref = self._state_ref(existing.schedule_id)
-            state_snap = state_ref.get()
+            state_snap = self._get_all([state_ref])[0]
             change = decide(existing, _schedule_state(state_snap))
             if change is None:
                 return False
             tried = change.execution
-            writes = [_guarded(exec_ref, execution_document(change.execution), exec_snap)]
+            writes = [_Write(exec_ref, execution_document(change.execution), _version(exec_snap))]
             if change.schedule_state is not None:
-                writes.append(_guarded(state_ref, state_document(change.schedule_state), state_snap))
-            if self._commit(writes):
+                writes.append(_Write(state_ref, state_document(change.schedule_state), _version(state_snap)))
+            if self._commit(writes) is not None:
                 return True
             self._retry(attempt, what, schedule_id=existing.schedule_id,
                         fire_time=format_instant(existing.fire_time), execution_id=execution_id)
@@ -312,7 +429,8 @@ class FirestoreLedger:
         """Extend the lease; False when this worker no longer holds the execution."""
         require_aware(lease_until, "lease_until")
         return self._change(
-            execution_id, lambda existing, state: plan_renew(existing, state, worker_id, lease_until), "renew"
+            execution_id, lambda existing, state: plan_renew(existing, state, worker_id, lease_until), "renew",
+            keep=True,
         )
 
     def finish(
@@ -326,7 +444,7 @@ class FirestoreLedger:
             execution_id,
             lambda existing, summary: plan_finish(existing, summary, worker_id, final, now=now,
                                                   error=error, detail=detail),
-            "finish",
+            "finish", keep=False,
         )
 
     def release(self, execution_id: str, worker_id: str, *, now: datetime, error: str | None = None) -> bool:
@@ -335,7 +453,7 @@ class FirestoreLedger:
         return self._change(
             execution_id,
             lambda existing, summary: plan_release(existing, summary, worker_id, now=now, error=error),
-            "release",
+            "release", keep=False,
         )
 
     def record(self, execution: Execution) -> bool:
