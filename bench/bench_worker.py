@@ -38,10 +38,44 @@ from scheduler.logs import configure
 from scheduler.model import Schedule
 from scheduler.validation import parse_schedule
 from scion_scheduler.emulators import Emulator
+from worker.pubsub_transport import DEFAULT_EXECUTORS
 
 SIGNING_KEY = "bench-key"
 NOOP = "noop"
 DUPLICATE_SHARE = 0.3
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of a process group, from
+    /proc (Linux); 0 where /proc is missing."""
+    total = 0
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command name: state, ppid, pgrp, ..., utime (12th), stime (13th).
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+class CpuMeter:
+    """CPU seconds of this process and of each emulator's process group over one phase: on a
+    machine with few cores the emulators compete with the worker for the same CPUs."""
+
+    def __init__(self, emulators: dict[str, int]) -> None:
+        self.emulators = emulators
+
+    def sample(self) -> dict[str, float]:
+        times = os.times()
+        sample = {"python": times.user + times.system}
+        sample.update({name: group_cpu_seconds(pgid) for name, pgid in self.emulators.items()})
+        return sample
+
+
+CPU_METER: list[CpuMeter] = []
 
 
 @dataclass
@@ -53,6 +87,14 @@ class Result:
     seconds: float
     fires: int | None = None
     deferred: int = 0
+    cpu: dict[str, float] | None = None
+
+    @property
+    def cpu_ms_per_message(self) -> str:
+        """CPU milliseconds per message by process, e.g. `python 1.2, firestore 2.0`."""
+        if not self.cpu:
+            return ""
+        return ", ".join(f"{name} {seconds / self.messages * 1000:.2f}" for name, seconds in self.cpu.items())
 
     @property
     def rate(self) -> float:
@@ -71,6 +113,8 @@ class Counter:
         self.count = 0
         self.first: float | None = None
         self.last = 0.0
+        self.cpu_first: dict[str, float] | None = None
+        self.cpu_used: dict[str, float] | None = None
         self._lock = threading.Lock()
         self._done = threading.Event()
 
@@ -78,12 +122,16 @@ class Counter:
         with self._lock:
             if self.first is None:
                 self.first = time.perf_counter()
+                self.cpu_first = CPU_METER[0].sample() if CPU_METER else None
 
     def add(self) -> None:
         with self._lock:
             self.count += 1
             self.last = time.perf_counter()
             if self.count >= self.target:
+                if CPU_METER and self.cpu_first is not None:
+                    now = CPU_METER[0].sample()
+                    self.cpu_used = {name: now[name] - self.cpu_first[name] for name in now}
                 self._done.set()
 
     def wait(self, timeout: float) -> float:
@@ -156,7 +204,7 @@ def run_raw(messages: list[Message], timeout: float) -> Result:
     future.cancel()
     future.result(timeout=30)
     bed.close()
-    return Result("a. raw pull and ack", len(messages), seconds)
+    return Result("a. raw pull and ack", len(messages), seconds, cpu=counter.cpu_used)
 
 
 def run_naive(messages: list[Message], fires: int, timeout: float) -> Result:
@@ -194,7 +242,7 @@ def run_naive(messages: list[Message], fires: int, timeout: float) -> Result:
     future.result(timeout=30)
     bed.close()
     assert recorded[0] == fires, f"naive recorded {recorded[0]} of {fires} fires"
-    return Result("b. naive (transaction per message)", len(messages), seconds, recorded[0])
+    return Result("b. naive (transaction per message)", len(messages), seconds, recorded[0], cpu=counter.cpu_used)
 
 
 @dataclass(frozen=True)
@@ -272,7 +320,7 @@ def run_worker(messages: list[Message] | None, fires: int, timeout: float, confi
     succeeded = outcomes.get("succeeded", 0)
     assert succeeded == fires, f"worker recorded {succeeded} of {fires} fires: {outcomes}"
     name = "c0. transport + pipeline, no Firestore" if in_memory else "c. this worker"
-    result = Result(name, total, seconds, succeeded)
+    result = Result(name, total, seconds, succeeded, cpu=counter.cpu_used)
     result.deferred = outcomes.get("busy", 0)
     return result, lags
 
@@ -306,7 +354,8 @@ def percentile(values: list[float], share: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fires", type=int, default=2000, help="distinct fires per phase (default 2000)")
-    parser.add_argument("--executors", type=int, default=16, help="worker executors (default 16)")
+    parser.add_argument("--executors", type=int, default=DEFAULT_EXECUTORS,
+                        help=f"worker executors (default {DEFAULT_EXECUTORS}, the worker's)")
     parser.add_argument("--max-messages", type=int, default=200, help="worker flow control (default 200)")
     parser.add_argument("--latency-rate", type=float, default=100.0,
                         help="publish rate of the latency phase, fires/s (default 100)")
@@ -325,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         for emulator in emulators:
             emulator.start()
             os.environ[emulator.env_var] = emulator.host
+        CPU_METER.append(CpuMeter({e.kind: e.process.pid for e in emulators if e.process is not None}))
         messages, fires = fire_messages(args.fires)
         config = WorkerConfig(args.executors, args.max_messages)
         if args.only_worker:
@@ -350,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     for result in (raw, naive, ours, ceiling):
         fire_rate = "" if result.fire_rate is None else f"{result.fire_rate:8.0f}"
         print(f"{result.name:<36} {result.rate:8.0f} {fire_rate:>8} {result.seconds:8.2f}")
+    print("CPU ms per message (this process; each emulator with its children):")
+    for result in (raw, naive, ours, ceiling):
+        print(f"  {result.name:<36} {result.cpu_ms_per_message}")
     print(f"worker: {ours.deferred} duplicates arrived while their original ran and were "
           f"deferred (nacked with a delay, then acked as duplicates)")
     print(f"fire-to-start latency at {args.latency_rate:g} fires/s ({len(lags)} fires): "
