@@ -19,10 +19,11 @@ from scion_scheduler.commands import (
     reference_hub,
     schedules,
     serve,
+    up,
 )
 
 COMMAND_MODULES: tuple[ModuleType, ...] = (
-    schedules, emulator, control, serve, reference_hub, history, local,
+    schedules, emulator, control, serve, reference_hub, history, local, up,
 )
 
 DESCRIPTION = """\

@@ -9,6 +9,9 @@ Run it with `scion-scheduler reference-hub --port N`; from another process, read
 `GET /_reference/calls`, set a switch with `POST /_reference/behaviour` (JSON `{"status": 500,
 "delay": 2.5, "item_id": "...", "times": 1}`), mark an item gone with `POST /_reference/gone`
 (`{"item_id": "..."}`) and start over with `POST /_reference/reset`.
+
+Any other POST is recorded as a plain `http` call (its path as the item) and answered 200, so
+the same server is the recording target of the `http` actions in the local stack's examples.
 """
 
 from __future__ import annotations
@@ -244,6 +247,22 @@ class ReferenceHub:
             self._on_call(call)
         return int(status), answer
 
+    def handle_plain(self, path: str, headers: Mapping[str, str], raw_body: bytes) -> int:
+        """Record a POST to any other path as a plain `http` call and answer 200."""
+        try:
+            body: Any = json.loads(raw_body.decode("utf-8")) if raw_body else None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            body = raw_body.decode("utf-8", errors="replace")
+        call = FireCall("http", "", path, dict(headers), body, int(HTTPStatus.OK), datetime.now(UTC).isoformat())
+        with self._lock:
+            self._state.arrivals.append(path)
+            self._state.calls.append(call)
+            self._lock.notify_all()
+        log.info("reference hub: request", path=path, execution_id=call.idempotency_key)
+        if self._on_call is not None:
+            self._on_call(call)
+        return int(HTTPStatus.OK)
+
     def _decide(self, kind: str, project_id: str, item_id: str, headers: Mapping[str, str],
                 body: Any) -> tuple[HTTPStatus, dict[str, Any]]:
         if not self._authorized(headers.get("authorization")):
@@ -311,6 +330,10 @@ class _Handler(BaseHTTPRequestHandler):
             status, answer = self.reference_hub.handle_fire(
                 KINDS[match["collection"]], unquote(match["project"]), unquote(match["item"]), headers, raw)
             self._reply(status, answer)
+            return
+        if not self.path.startswith("/_reference/"):
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            self._reply(self.reference_hub.handle_plain(unquote(self.path), headers, raw), {"status": "recorded"})
             return
         try:
             control = json.loads(raw) if raw else {}
