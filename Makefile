@@ -1,10 +1,12 @@
-# The two commands a newcomer needs: `make run` (the schedules of examples/schedules.yaml on the
-# embedded default: in-process clock, SQLite store, no cloud) and `make test`. Both create .venv and install the project on first use.
+# The two commands a newcomer needs: `make run` (the whole HA stack on this machine: the Google
+# emulators, the Cloud Scheduler emulator, two worker replicas, examples/schedules.yaml) and
+# `make test`. Both create .venv and install the project on first use. `make local` runs the same
+# schedules on the single-instance fallback instead (in-process clock, SQLite, no cloud at all).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint run bench clean
+.PHONY: install test lint run local bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +26,9 @@ lint: install
 	terraform fmt -check -recursive terraform
 
 run: install
+	$(BIN)/scion-scheduler up --file examples/schedules.yaml
+
+local: install
 	$(BIN)/scion-scheduler local --file examples/schedules.yaml
 
 bench: install
