@@ -329,3 +329,14 @@ def test_the_reference_hub_checks_the_request_like_the_contract_says(hub: Refere
     assert httpx.post(url, content=b"{", headers=headers).status_code == 400
     assert httpx.post(url, json=body | {"executionId": "k1"}, headers=headers).status_code == 200
     assert httpx.post(url, json=body | {"executionId": "k1"}, headers={}).status_code == 401
+
+
+def test_the_reference_hub_records_plain_requests_as_the_local_stack_target(hub: ReferenceHub) -> None:
+    """Any POST outside the fire endpoints is recorded as a plain `http` call and answered 200:
+    the same server receives the http actions of `scion-scheduler up`."""
+    answer = httpx.post(f"{hub.url}/ping", json={"hello": "scion"}, headers={"Idempotency-Key": "k1"})
+    assert answer.status_code == 200
+    answer = httpx.post(f"{hub.url}/_reference/unknown", json={})
+    assert answer.status_code == 404
+    seen = [f"{c.kind} {c.item_id} {c.idempotency_key} {c.body}" for c in hub.calls]
+    assert seen == ["http /ping k1 {'hello': 'scion'}"]
