@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from scheduler.contract import Message, build_message
+from scheduler.contract import Message, build_message, execution_id
 from scheduler.cron import iter_fires
 from scheduler.logs import get_logger
 from scheduler.model import Schedule, format_instant, parse_instant
@@ -107,7 +107,8 @@ class LocalClock:
             if schedule.paused:
                 continue
             for slot in _slots(schedule, since, until):
-                log.info("fire due", schedule_id=schedule.id, fire_time=format_instant(slot))
+                log.info("fire due", schedule_id=schedule.id, fire_time=format_instant(slot),
+                         execution_id=execution_id(schedule.id, slot, "scheduled"))
                 self._emit(messages[schedule.id], slot)
                 emitted += 1
         return emitted
