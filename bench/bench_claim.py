@@ -123,7 +123,7 @@ def firestore_round(client: Any, tag: str, ops: int, threads: int) -> list[tuple
          timed(baseline[2 * ops:], lambda b: claim_transaction(client.transaction(), *b), threads)),
     ]
     ledger = FirestoreLedger(client)
-    for overlap, fresh_rpcs, duplicate_rpcs in (("allow", "Commit", "Commit (fails)+Get"),
+    for overlap, fresh_rpcs, duplicate_rpcs in (("allow", "BatchGet+Commit", "BatchGet"),
                                                 ("skip", "BatchGet+Commit", "BatchGet")):
         fresh = requests(ops, overlap, "w1", f"{overlap}{tag}")
         rows.append((f"FirestoreLedger.claim, new fire, overlap {overlap}", fresh_rpcs,
