@@ -13,7 +13,18 @@ from typing import Any
 
 import pytest
 
+from scheduler.logs import configure
 from scion_scheduler.emulators import Emulator
+
+
+@pytest.fixture(autouse=True)
+def _logs_on_stderr() -> Iterator[None]:
+    """structlog's defaults print to stdout, so a line logged by a background thread that an
+    earlier test left running (a server, a worker thread) could land in the captured stdout of
+    a test that parses it. Every test starts and ends with logs on the current stderr."""
+    configure("console", "INFO")
+    yield
+    configure("console", "INFO")
 
 
 def _emulator(kind: str) -> Iterator[str]:
