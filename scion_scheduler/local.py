@@ -34,6 +34,8 @@ def run_local(schedule_file: Path, store: Path, settings: Settings, stop: thread
     """Run every schedule of `schedule_file` until `stop` is set; reload the file when it
     changes or on SIGHUP (a file with errors is logged and the running set kept)."""
     store.parent.mkdir(parents=True, exist_ok=True)
+    # Taken before the load, so that a change made while the file is read is reloaded, not missed.
+    mtime = schedule_file.stat().st_mtime
     schedules = load_schedules(schedule_file)
     transport = QueueTransport()
     pipeline = Pipeline(SqliteLedger(store), ActionRegistry(), worker_id=make_worker_id(),
@@ -54,7 +56,6 @@ def run_local(schedule_file: Path, store: Path, settings: Settings, stop: thread
     for thread in threads:
         thread.start()
     log.info("local scheduler running", schedules=len(schedules), store=str(store))
-    mtime = schedule_file.stat().st_mtime
     while not stop.wait(RELOAD_POLL_SECONDS):
         current = schedule_file.stat().st_mtime if schedule_file.exists() else mtime
         if current == mtime and not reload_now.is_set():
