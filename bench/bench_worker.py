@@ -189,6 +189,16 @@ class Bed:
         self.subscriber.close()
 
 
+def drain(bed: Bed, callback: Callable[[Any], None], counter: Counter, timeout: float) -> float:
+    """Subscribe `callback` with the client's defaults until `counter` is full; its seconds."""
+    future = bed.subscriber.subscribe(bed.subscription, callback)
+    seconds = counter.wait(timeout)
+    future.cancel()
+    future.result(timeout=30)
+    bed.close()
+    return seconds
+
+
 def run_raw(messages: list[Message], timeout: float) -> Result:
     bed = Bed()
     bed.publish(messages)
@@ -199,11 +209,7 @@ def run_raw(messages: list[Message], timeout: float) -> Result:
         message.ack()
         counter.add()
 
-    future = bed.subscriber.subscribe(bed.subscription, callback)
-    seconds = counter.wait(timeout)
-    future.cancel()
-    future.result(timeout=30)
-    bed.close()
+    seconds = drain(bed, callback, counter, timeout)
     return Result("a. raw pull and ack", len(messages), seconds, cpu=counter.cpu_used)
 
 
@@ -236,11 +242,7 @@ def run_naive(messages: list[Message], fires: int, timeout: float) -> Result:
         message.ack()
         counter.add()
 
-    future = bed.subscriber.subscribe(bed.subscription, callback)
-    seconds = counter.wait(timeout)
-    future.cancel()
-    future.result(timeout=30)
-    bed.close()
+    seconds = drain(bed, callback, counter, timeout)
     assert recorded[0] == fires, f"naive recorded {recorded[0]} of {fires} fires"
     return Result("b. naive (transaction per message)", len(messages), seconds, recorded[0], cpu=counter.cpu_used)
 
