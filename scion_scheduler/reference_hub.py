@@ -10,8 +10,9 @@ Run it with `scion-scheduler reference-hub --port N`; from another process, read
 "delay": 2.5, "item_id": "...", "times": 1}`), mark an item gone with `POST /_reference/gone`
 (`{"item_id": "..."}`) and start over with `POST /_reference/reset`.
 
-Any other POST is recorded as a plain `http` call (its path as the item) and answered 200, so
-the same server is the recording target of the `http` actions in the local stack's examples.
+A request of any method to any other path (outside `/_reference/`) is recorded as a plain
+`http` call (its path as the item, its method kept) and answered 200, so the same server is the
+recording target of the `http` actions in the local stack's examples.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class FireCall:
     body: Any
     status: int
     received_at: str
+    method: str = "POST"
 
     @property
     def idempotency_key(self) -> str | None:
@@ -247,18 +249,20 @@ class ReferenceHub:
             self._on_call(call)
         return int(status), answer
 
-    def handle_plain(self, path: str, headers: Mapping[str, str], raw_body: bytes) -> int:
-        """Record a POST to any other path as a plain `http` call and answer 200."""
+    def handle_plain(self, path: str, headers: Mapping[str, str], raw_body: bytes,
+                     method: str = "POST") -> int:
+        """Record a request to any other path as a plain `http` call and answer 200."""
         try:
             body: Any = json.loads(raw_body.decode("utf-8")) if raw_body else None
         except (UnicodeDecodeError, json.JSONDecodeError):
             body = raw_body.decode("utf-8", errors="replace")
-        call = FireCall("http", "", path, dict(headers), body, int(HTTPStatus.OK), datetime.now(UTC).isoformat())
+        call = FireCall("http", "", path, dict(headers), body, int(HTTPStatus.OK), datetime.now(UTC).isoformat(),
+                        method)
         with self._lock:
             self._state.arrivals.append(path)
             self._state.calls.append(call)
             self._lock.notify_all()
-        log.info("reference hub: request", path=path, execution_id=call.idempotency_key)
+        log.info("reference hub: request", method=method, path=path, execution_id=call.idempotency_key)
         if self._on_call is not None:
             self._on_call(call)
         return int(HTTPStatus.OK)
@@ -312,12 +316,25 @@ class _Handler(BaseHTTPRequestHandler):
             # The caller gave up or died (a killed worker); the call is recorded all the same.
             self.close_connection = True
 
+    def _plain(self) -> None:
+        raw = self._read_body()
+        if raw is None:
+            return
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        self._reply(self.reference_hub.handle_plain(unquote(self.path), headers, raw, self.command),
+                    {"status": "recorded"})
+
     def do_GET(self) -> None:
-        """`GET /_reference/calls`: every call recorded, as JSON."""
+        """`GET /_reference/calls`: every call recorded, as JSON; any other path is a plain call."""
         if self.path == "/_reference/calls":
             self._reply(HTTPStatus.OK, [c.to_dict() for c in self.reference_hub.calls])
+        elif not self.path.startswith("/_reference/"):
+            self._plain()
         else:
             self._reply(HTTPStatus.NOT_FOUND, {"error": "not found"})
+
+    # An `http` action may use any method; the plain calls record them all.
+    do_PUT = do_PATCH = do_DELETE = _plain
 
     def do_POST(self) -> None:
         """The fire endpoints, and the control endpoints under `/_reference/`."""
@@ -333,7 +350,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if not self.path.startswith("/_reference/"):
             headers = {k.lower(): v for k, v in self.headers.items()}
-            self._reply(self.reference_hub.handle_plain(unquote(self.path), headers, raw), {"status": "recorded"})
+            self._reply(self.reference_hub.handle_plain(unquote(self.path), headers, raw, "POST"),
+                        {"status": "recorded"})
             return
         try:
             control = json.loads(raw) if raw else {}
