@@ -2,8 +2,9 @@
 
 Starts Google's Pub/Sub and Firestore emulators and this project's Cloud Scheduler emulator on
 free ports, creates the topic, subscription and dead-letter topic as Terraform does, starts the
-reference hub as the recording target of the actions (port 8087, the address the example
-schedules call), syncs the schedule file into the Cloud Scheduler emulator through
+reference hub as the recording target of the actions (on 127.0.0.1:8087, the address the example
+schedules call; on a free port when 8087 is taken, with the schedules' URLs of that address
+routed to it), syncs the schedule file into the Cloud Scheduler emulator through
 `SchedulerControl` (the hub's own code path), and runs two `scion-worker run` replicas on the
 one subscription. It then shows what a newcomer wants to see: a manual run at once, a
 duplicate delivery of it that a replica suppresses, the scheduled fires as they come, which
@@ -17,8 +18,10 @@ calls the target records. Raw logs of the emulators and replicas stay in the wor
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,22 +33,28 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TextIO
+from urllib.parse import urlsplit, urlunsplit
 
 from scheduler.config import Settings
 from scheduler.contract import build_message
 from scheduler.control import SchedulerControl
 from scheduler.emulator import CloudSchedulerEmulator
-from scheduler.model import Schedule, format_instant
+from scheduler.model import Schedule, format_instant, parse_instant
 from scheduler.validation import load_schedules, parse_schedule
 from scion_scheduler.emulators import Emulator, check_prerequisites, free_port
 from scion_scheduler.reference_hub import FireCall, ReferenceHub
 
 PROJECT = "scion-local"
+# A Google Cloud project ID, as terraform/variables.tf validates var.project_id.
+PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+TARGET_HOST = "127.0.0.1"
+# The port the example schedules' URLs name; requests to it go to the recording target.
 TARGET_PORT = 8087
+TARGET_ALIASES = frozenset({"127.0.0.1", "localhost"})
 REPLICAS = 2
 SIGNING_KEY = "scion-local-demo-key"
 ONE_SHOT_ID = "one-shot-demo"
@@ -57,6 +66,11 @@ RETRY_MINIMUM_BACKOFF_SECONDS = 10
 RETRY_MAXIMUM_BACKOFF_SECONDS = 600
 MAX_DELIVERY_ATTEMPTS = 10
 WORKER_GRACE_SECONDS = 5
+# The sync and the manual run keep this far from a minute boundary, where the jobs fire. A
+# paused schedule's job is created ENABLED and then paused (Job.state is set only by PauseJob),
+# so a slot between the two calls would fire it once; and a manual run meeting its schedule's
+# slot would be skipped (overlap: skip) rather than run.
+BOUNDARY_MARGIN_SECONDS = 5.0
 READY_TIMEOUT_SECONDS = 60.0
 EMULATOR_VARS = ("PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST", "CLOUD_SCHEDULER_EMULATOR_HOST")
 
@@ -78,6 +92,36 @@ def one_shot(now: datetime, target_url: str) -> Schedule:
                            "action": {"type": "http", "url": f"{target_url}/one-shot"}})
 
 
+def route_to_target(schedules: list[Schedule], target_url: str) -> list[Schedule]:
+    """The schedules with every `http` action addressed to port 8087 of this machine (the
+    examples' documented target) sent to `target_url` instead, path and query kept; other
+    schedules unchanged. `localhost` is rewritten too, since it may resolve to ::1, where the
+    target does not listen."""
+    target = urlsplit(target_url)
+    routed = []
+    for schedule in schedules:
+        url = schedule.action.params.get("url") if schedule.action.type == "http" else None
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if (parts is not None and parts.scheme == "http" and parts.hostname in TARGET_ALIASES
+                and parts.port == TARGET_PORT and parts.netloc != target.netloc):
+            params = {**schedule.action.params, "url": urlunsplit(parts._replace(netloc=target.netloc))}
+            schedule = replace(schedule, action=replace(schedule.action, params=params))
+        routed.append(schedule)
+    return routed
+
+
+def start_target(account: Account) -> ReferenceHub:
+    """The recording target: the reference hub on 127.0.0.1:8087 where the example schedules
+    send their requests, or on a free port when 8087 is taken (by another run, or by a
+    `scion-scheduler reference-hub` left running), so that `up` starts all the same."""
+    try:
+        return ReferenceHub(TARGET_HOST, TARGET_PORT, on_call=account.target_call).start()
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+    return ReferenceHub(TARGET_HOST, 0, on_call=account.target_call).start()
+
+
 @dataclass
 class Account:
     """The live account: one readable line per event, and the tallies for the summary."""
@@ -86,6 +130,7 @@ class Account:
     started: float = field(default_factory=time.monotonic)
     outcomes: Counter[str] = field(default_factory=Counter)
     fires: set[str] = field(default_factory=set)
+    action_started: dict[str, datetime] = field(default_factory=dict)
     duplicates: int = 0
     deferred: int = 0
     failures: int = 0
@@ -111,14 +156,20 @@ class Account:
         eid = str(event.get("execution_id", ""))
         what = f"{schedule_id} @ {fire_time} ({event.get('trigger', '?')})"
         with self._lock:
-            if message == "worker starting":
-                self.say(f"{replica}: ready, pulling {event.get('subscription', '')}")
-            elif message == "action starting":
+            if eid:
                 self.fires.add(eid)
+            if message == "worker starting":
+                self.say(f"{replica}: ready as worker {event.get('worker_id')}, "
+                         f"pulling {event.get('subscription', '')}")
+            elif message == "action starting":
+                self.action_started[eid] = _timestamp(event)
                 self.say(f"{replica}: runs {what}, attempt {event.get('attempt')}")
             elif message == "action finished":
                 self._finish(eid, str(event.get("state", "succeeded")))
-                self.say(f"{replica}: {what} -> {event.get('state')}")
+                took = _timestamp(event) - self.action_started.pop(eid, _timestamp(event))
+                details = [str(event["detail"])] if event.get("detail") else []
+                details.append(f"{took.total_seconds() * 1000:.0f} ms")
+                self.say(f"{replica}: {what} -> {event.get('state')} ({', '.join(details)})")
             elif message.startswith("action failed"):
                 self.failures += 1
                 if "redelivery will retry" not in message:
@@ -145,7 +196,7 @@ class Account:
         """Account for one request the target received."""
         with self._lock:
             self.target_calls.append(call)
-        self.say(f"target: POST {call.item_id} (Idempotency-Key {call.idempotency_key})")
+        self.say(f"target: {call.method} {call.item_id} (Idempotency-Key {call.idempotency_key})")
 
     def wait_finished(self, eid: str, timeout: float) -> bool:
         """Block until the execution `eid` has an outcome; False after `timeout` seconds."""
@@ -160,13 +211,20 @@ class Account:
             outcomes = ", ".join(f"{n} {name}" for name, n in sorted(self.outcomes.items())) or "none"
             return "\n".join([
                 f"summary after {time.monotonic() - self.started:.0f}s:",
-                f"  fires run:              {len(self.fires)}",
+                f"  fires delivered:        {len(self.fires)}",
                 f"  executions:             {outcomes}",
                 f"  duplicates suppressed:  {self.duplicates} (+{self.deferred} deferred while running)",
                 f"  failures:               {self.failures}",
                 f"  target requests:        {len(self.target_calls)}, "
                 f"{'no execution twice' if not doubles else f'{doubles} executions received twice'}",
             ])
+
+
+def _timestamp(event: Mapping[str, object]) -> datetime:
+    """When a log line was written (its `timestamp`), else now."""
+    with contextlib.suppress(KeyError, TypeError, ValueError):
+        return parse_instant(str(event["timestamp"]))
+    return datetime.now(UTC)
 
 
 class Replica:
@@ -202,17 +260,28 @@ class Replica:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
 
-    def stop(self) -> None:
-        """SIGTERM (the worker drains), then SIGKILL the whole session if it lingers."""
+    def terminate(self) -> None:
+        """SIGTERM: the worker stops pulling and lets running actions finish."""
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=WORKER_GRACE_SECONDS + 10)
+
+    def reap(self) -> None:
+        """Wait for the drain, then SIGKILL the whole session, whatever lingers in it."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=WORKER_GRACE_SECONDS + 10)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
         self._reader.join(timeout=5)
+
+
+def stop_replicas(replicas: list[Replica]) -> None:
+    """Stop every replica: all drain at once, so stopping takes one grace period, not one each."""
+    for replica in replicas:
+        replica.terminate()
+    for replica in replicas:
+        replica.reap()
 
 
 def _lines(stream: IO[bytes]) -> Iterator[str]:
@@ -234,11 +303,14 @@ def create_pubsub_resources(settings: Settings) -> None:
     publisher = pubsub_v1.PublisherClient()
     subscriber = pubsub_v1.SubscriberClient()
     try:
+        # Named as terraform/pubsub.tf names them: TOPIC-dead-letter, and its subscription
+        # TOPIC-dead-letter-sub.
         dead_letter = f"{settings.topic_path}-dead-letter"
+        dead_letter_subscription = dead_letter.replace("/topics/", "/subscriptions/", 1) + "-sub"
         publisher.create_topic(name=settings.topic_path)
         publisher.create_topic(name=dead_letter)
         subscriber.create_subscription(request={
-            "name": f"{settings.subscription_path}-dead-letter", "topic": dead_letter,
+            "name": dead_letter_subscription, "topic": dead_letter,
             "ack_deadline_seconds": 60,
         })
         subscriber.create_subscription(request={
@@ -261,63 +333,99 @@ def _start_emulators(emulators: list[Emulator]) -> None:
 
 
 def run_stack(schedule_file: Path, workdir: Path, stop: threading.Event, out: TextIO,
-              duration: float | None = None) -> Account:
+              duration: float | None = None, project: str = PROJECT) -> Account:
     """Run the stack until `stop` is set or `duration` seconds pass; returns the account,
     whose summary the caller prints. Everything started is stopped before it returns, also
-    when starting fails halfway. Raises `EmulatorError` when gcloud or Java is missing."""
+    when starting fails halfway or `stop` is set during start-up. Raises `EmulatorError` when
+    gcloud or Java is missing, before anything is started."""
     check_prerequisites()
     schedules = load_schedules(schedule_file)
     workdir.mkdir(parents=True, exist_ok=True)
     account = Account(out)
     with contextlib.ExitStack() as started:
-        account.say(f"starting the Pub/Sub and Firestore emulators (logs in {workdir})")
-        emulators = [Emulator("pubsub", log_path=workdir / "pubsub.log"),
-                     Emulator("firestore", log_path=workdir / "firestore.log")]
-        for emulator in emulators:
-            started.callback(emulator.stop)
-        _start_emulators(emulators)
-        for emulator in emulators:
-            os.environ[emulator.env_var] = emulator.host
-        scheduler_emulator = CloudSchedulerEmulator(port=0, pubsub_host=emulators[0].host).start()
-        started.callback(scheduler_emulator.stop)
-        os.environ["CLOUD_SCHEDULER_EMULATOR_HOST"] = scheduler_emulator.host
-        target = ReferenceHub("127.0.0.1", TARGET_PORT, on_call=account.target_call).start()
-        started.callback(target.stop)
-        account.say(f"Pub/Sub {emulators[0].host}, Firestore {emulators[1].host}, Cloud Scheduler "
-                    f"{scheduler_emulator.host}, target {target.url}")
-
-        env = {key: value for key, value in os.environ.items() if not key.startswith("SCION_")}
-        env.update({"SCION_SCHEDULER_PROJECT": PROJECT, "SCION_SCHEDULER_SIGNING_KEY": SIGNING_KEY,
-                    "SCION_SCHEDULER_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"})
-        settings = Settings.from_env(env)
-        create_pubsub_resources(settings)
-        account.say(f"created {settings.topic_path}, its dead-letter topic and {settings.subscription_path}")
-
-        schedules.append(one_shot(datetime.now(UTC), target.url))
-        control = SchedulerControl(settings)
-        started.callback(control.close)
-        result = control.reconcile(schedules)
-        account.say(f"synced {len(schedules)} schedules into Cloud Scheduler: "
-                    f"{sum(1 for o in result.outcomes if o.ok)} steps applied"
-                    + ("" if result.ok else f", {len(result.failed)} FAILED"))
-        for schedule in schedules:
-            when = schedule.cron or f"at {format_instant(schedule.at) if schedule.at else '?'}"
-            state = "paused" if schedule.paused else "enabled"
-            account.say(f"  {schedule.id}: {when} {schedule.timezone} ({state})")
-
-        replicas = []
-        for index in range(1, REPLICAS + 1):
-            replica = Replica(f"replica-{index}", env, workdir / f"replica-{index}.log", account)
-            started.callback(replica.stop)
-            replicas.append(replica)
-        _wait_ready(replicas, stop)
-
-        threading.Thread(target=_demonstrate_duplicate, args=(control, schedules, account, settings),
-                         name="duplicate-demo", daemon=True).start()
-        account.say("running; Ctrl-C for a summary" + (f" (or after {duration:.0f}s)" if duration else ""))
-        stop.wait(duration)
+        _start_and_serve(started, schedules, workdir, stop, account, duration, project)
         account.say("stopping: replicas first (they drain), then the emulators")
+    account.say(f"stopped everything it started; logs in {workdir}")
     return account
+
+
+def _start_and_serve(started: contextlib.ExitStack, schedules: list[Schedule], workdir: Path,
+                     stop: threading.Event, account: Account, duration: float | None,
+                     project: str) -> None:
+    """Start each part, registering how to stop it on `started`, then serve until `stop` or
+    `duration`. Returns early when `stop` is set during start-up."""
+    account.say(f"starting the Pub/Sub and Firestore emulators (logs in {workdir})")
+    emulators = [Emulator("pubsub", log_path=workdir / "pubsub.log"),
+                 Emulator("firestore", log_path=workdir / "firestore.log")]
+    for emulator in emulators:
+        started.callback(emulator.stop)
+    _start_emulators(emulators)
+    # This process's own clients (sync, run-now, the duplicate) use the stack's emulators
+    # too, whatever the caller's environment pointed at.
+    for emulator in emulators:
+        _set_env(started, emulator.env_var, emulator.host)
+    scheduler_emulator = CloudSchedulerEmulator(port=0, pubsub_host=emulators[0].host).start()
+    started.callback(scheduler_emulator.stop)
+    _set_env(started, "CLOUD_SCHEDULER_EMULATOR_HOST", scheduler_emulator.host)
+    target = start_target(account)
+    started.callback(target.stop)
+    account.say(f"Pub/Sub {emulators[0].host}, Firestore {emulators[1].host}, Cloud Scheduler "
+                f"{scheduler_emulator.host}, target {target.url}")
+    if stop.is_set():
+        return
+
+    # The caller's SCION_* settings (a real project, a real hub) must not leak into the demo.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SCION_")}
+    env.update({"SCION_SCHEDULER_PROJECT": project, "SCION_SCHEDULER_SIGNING_KEY": SIGNING_KEY,
+                "SCION_SCHEDULER_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"})
+    settings = Settings.from_env(env)
+    create_pubsub_resources(settings)
+    account.say(f"created {settings.topic_path}, its dead-letter topic and {settings.subscription_path}")
+
+    if urlsplit(target.url).port != TARGET_PORT:
+        account.say(f"port {TARGET_PORT} is taken: the schedules' requests to it go to {target.url}")
+    control = SchedulerControl(settings)
+    started.callback(control.close)
+    if stop.wait(boundary_delay(datetime.now(UTC))):
+        return
+    schedules = [*route_to_target(schedules, target.url), one_shot(datetime.now(UTC), target.url)]
+    result = control.reconcile(schedules)
+    account.say(f"synced {len(schedules)} schedules into Cloud Scheduler (with {ONE_SHOT_ID}, "
+                f"added for this run): {sum(1 for o in result.outcomes if o.ok)} steps applied"
+                + ("" if result.ok else f", {len(result.failed)} FAILED"))
+    for schedule in schedules:
+        when = schedule.cron or f"at {format_instant(schedule.at) if schedule.at else '?'}"
+        state = "paused" if schedule.paused else "enabled"
+        account.say(f"  {schedule.id}: {when} {schedule.timezone} ({state})")
+    if stop.is_set():
+        return
+
+    replicas: list[Replica] = []
+    started.callback(stop_replicas, replicas)
+    for index in range(1, REPLICAS + 1):
+        replicas.append(Replica(f"replica-{index}", env, workdir / f"replica-{index}.log", account))
+    _wait_ready(replicas, stop)
+    if stop.is_set():
+        return
+
+    threading.Thread(target=_demonstrate_duplicate, args=(control, schedules, account, settings, stop),
+                     name="duplicate-demo", daemon=True).start()
+    account.say("running; Ctrl-C for a summary" + (f" (or after {duration:g}s)" if duration else ""))
+    stop.wait(duration)
+
+
+def _set_env(started: contextlib.ExitStack, key: str, value: str) -> None:
+    """Set an environment variable until the stack stops."""
+    previous = os.environ.get(key)
+    os.environ[key] = value
+    started.callback(_restore_env, key, previous)
+
+
+def _restore_env(key: str, previous: str | None) -> None:
+    if previous is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = previous
 
 
 def _wait_ready(replicas: list[Replica], stop: threading.Event) -> None:
@@ -332,17 +440,33 @@ def _wait_ready(replicas: list[Replica], stop: threading.Event) -> None:
             return
 
 
+def boundary_delay(now: datetime) -> float:
+    """Seconds to wait so that what follows stays clear of a minute boundary (0 when it is
+    clear already)."""
+    into_minute = now.second + now.microsecond / 1_000_000
+    if into_minute < BOUNDARY_MARGIN_SECONDS:
+        return BOUNDARY_MARGIN_SECONDS - into_minute
+    if into_minute > 60 - BOUNDARY_MARGIN_SECONDS:
+        return 60 - into_minute + BOUNDARY_MARGIN_SECONDS
+    return 0.0
+
+
 def _demonstrate_duplicate(control: SchedulerControl, schedules: list[Schedule], account: Account,
-                           settings: Settings) -> None:
+                           settings: Settings, stop: threading.Event) -> None:
     """Run the first enabled recurring schedule now, and once that fire is done, deliver the
-    very same message again: the claim in Firestore makes the replica that gets it skip it."""
+    very same message again: the claim in Firestore makes the replica that gets it skip it.
+    `build_message` is deterministic, so the message rebuilt from the run's fire time has the
+    data and attributes (signature included) of the one `run_now` published."""
     schedule = next((s for s in schedules if s.cron and not s.paused), None)
     if schedule is None:
+        return
+    if stop.wait(boundary_delay(datetime.now(UTC))):
         return
     try:
         run = control.run_now(schedule.id, schedule)
         account.say(f"manual run of {schedule.id} published (execution {run.execution_id})")
         if not account.wait_finished(run.execution_id, 60):
+            account.say(f"the manual run of {schedule.id} had no outcome within 60s: no duplicate injected")
             return
         message = build_message(schedule, signing_key=settings.signing_key or None, trigger="manual",
                                 fire_time=run.fire_time)
