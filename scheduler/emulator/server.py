@@ -71,7 +71,7 @@ class CloudSchedulerEmulator:
     def set_faults(self, rate: float, codes: Iterable[str] = ("UNAVAILABLE",),
                    methods: Iterable[str] | None = None, seed: int | None = None) -> None:
         """Fail `rate` (0..1) of the calls to `methods` (RPC names; all when None) with one of
-        `codes` (UNAVAILABLE, RESOURCE_EXHAUSTED), drawn from a generator seeded with `seed`."""
+        `codes` (UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED), drawn from a generator seeded with `seed`."""
         self.service.set_faults(fault_plan(rate, codes, methods), seed)
 
     def clear_faults(self) -> None:

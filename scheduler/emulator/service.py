@@ -27,7 +27,8 @@ SERVICE = "google.cloud.scheduler.v1.CloudScheduler"
 LOCATIONS_SERVICE = "google.cloud.location.Locations"
 METHODS = ("ListJobs", "GetJob", "CreateJob", "UpdateJob", "DeleteJob",
            "PauseJob", "ResumeJob", "RunJob", "ListLocations", "GetLocation")
-FAULT_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
+# The transient codes a client is expected to retry (google.api_core and scheduler.sync do).
+FAULT_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED")
 
 log = get_logger(__name__)
 

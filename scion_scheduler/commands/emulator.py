@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
     p.add_argument("--fail-rate", type=float, default=0.0, metavar="R",
                    help="fail this share (0..1) of API calls, for testing clients' retries")
     p.add_argument("--fail-code", action="append", choices=FAULT_CODES, metavar="CODE",
-                   help=f"status of injected failures: {' or '.join(FAULT_CODES)} (repeatable; default UNAVAILABLE)")
+                   help=f"status of injected failures: {', '.join(FAULT_CODES)} (repeatable; default UNAVAILABLE)")
     p.add_argument("--fail-method", action="append", choices=METHODS, metavar="METHOD",
                    help="inject failures only into this RPC (repeatable; default all)")
     p.add_argument("--fail-seed", type=int, help="seed of the failure draws, for repeatable runs")
