@@ -12,6 +12,8 @@ Two kinds of item, as in the hub's `pkg/store/models.go`:
 A document is a list of items, the hub's paged envelope (`{"schedules": [...], "nextCursor",
 "totalCount", "serverTime"}` or `{"events": [...], ...}`), `{"schedules": [...], "events":
 [...]}`, or a list of such envelopes (every page of a listing, e.g. `jq -s .` over the pages).
+An envelope's `null` list is an empty one: that is how the hub answers for a project with no
+schedules or no events.
 Read-only fields the hub adds, and fields a newer hub may add, are ignored: the hub's JSON is
 taken as it is, so a hub upgrade does not break a handover.
 
@@ -247,7 +249,10 @@ class _Item:
 
 def _pages(data: Any) -> Iterator[tuple[Mapping[str, Any] | None, str, str | None, Any, str]]:
     """(envelope or None, list key, kind or None, items, where) for every list of items in the
-    document; `items` is whatever the document holds there (checked to be a list by the caller)."""
+    document; `items` is whatever the document holds there (checked to be a list by the caller).
+
+    A `null` list in an envelope is an empty one: the hub builds its listing as a nil Go slice,
+    which encoding/json writes as `null` when the project has no schedules or events."""
     if isinstance(data, Mapping):
         envelopes: list[Any] = [data]
     elif isinstance(data, list) and data and all(map(_is_envelope, data)):
@@ -259,7 +264,8 @@ def _pages(data: Any) -> Iterator[tuple[Mapping[str, Any] | None, str, str | Non
         for key, kind in _ENVELOPE_LISTS.items():
             if key in envelope:
                 where = key if len(envelopes) == 1 else f"[{page}].{key}"
-                yield envelope, key, kind, envelope[key], where
+                items = envelope[key]
+                yield envelope, key, kind, [] if items is None else items, where
 
 
 def _shape_errors(data: Any) -> list[FieldError]:
@@ -267,8 +273,21 @@ def _shape_errors(data: Any) -> list[FieldError]:
         return [FieldError("(file)", "(document)",
                            "expected the hub's JSON: a list of schedules or scheduled events, or the "
                            "hub's response envelope {\"schedules\": [...]} / {\"events\": [...]}")]
-    return [FieldError("(file)", where, "must be a list")
+    return [FieldError("(file)", where, f"must be a list of hub items (got {_json_type(items)})")
             for _, _, _, items, where in _pages(data) if not isinstance(items, list)]
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type, for errors about the document's shape."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an object" if isinstance(value, Mapping) else type(value).__name__
 
 
 def _completeness_errors(data: Any) -> list[FieldError]:

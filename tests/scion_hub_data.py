@@ -93,9 +93,11 @@ def event(
     return item
 
 
-def envelope(key: str, items: list[dict[str, Any]], *, next_cursor: str = "",
+def envelope(key: str, items: list[dict[str, Any]] | None, *, next_cursor: str = "",
              total: int | None = None) -> dict[str, Any]:
-    """The hub's list response (ListSchedulesResponse / ListScheduledEventsResponse)."""
+    """The hub's list response (ListSchedulesResponse / ListScheduledEventsResponse). `items=None`
+    is the hub's answer for an empty listing: a nil Go slice, written as `null`, and no
+    `totalCount` (it is `omitempty`, so 0 is left out)."""
     out: dict[str, Any] = {key: items, "serverTime": go_time(datetime(2026, 3, 2, 8, 15, tzinfo=UTC))}
     if next_cursor:
         out["nextCursor"] = next_cursor

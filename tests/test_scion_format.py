@@ -20,6 +20,7 @@ from scion_hub_data import (
     schedule,
 )
 
+from scheduler.config import SETTINGS
 from scheduler.contract import build_message, decode_message
 from scheduler.model import FieldError, ValidationError
 from scheduler.scion_format import ACTION_TYPE, detect_format
@@ -254,6 +255,76 @@ def test_a_listing_cut_short_is_refused_so_prune_cannot_delete_the_rest() -> Non
     assert error.field == "schedules.nextCursor" and "prune" in error.reason
     (error,) = errors_of(envelope("events", [event()], total=3))
     assert error.field == "events.totalCount"
+
+
+# --------------------------------------------------------------------------- empty listings
+
+
+def test_an_empty_listing_is_null_in_the_hubs_envelope_and_reads_as_empty() -> None:
+    """The hub's ListSchedules/ListScheduledEvents build a nil slice, which Go writes as null."""
+    assert detect_format(envelope("events", None)) == "scion"
+    assert detect_format([envelope("schedules", None), envelope("events", None)]) == "scion"
+    loaded = load(envelope("schedules", None))
+    assert (loaded.format, loaded.schedules, loaded.absent) == ("scion", [], ())
+    item = schedule()
+    loaded = load([envelope("schedules", [item], total=1), envelope("events", None)])
+    assert [s.id for s in loaded.schedules] == [item["id"]]
+    assert len(load({"schedules": None, "events": [event()]}, "scion").schedules) == 1
+
+
+def test_a_null_listing_still_counts_as_empty_against_the_hubs_total() -> None:
+    (error,) = errors_of(envelope("events", None, total=2))
+    assert error.field == "events.totalCount" and "holds 0" in error.reason
+
+
+@pytest.mark.parametrize(("data", "where", "got"), [
+    ({"schedules": "none", "serverTime": "2026-03-02T08:15:00Z"}, "schedules", "a string"),
+    ({"events": {}, "serverTime": "2026-03-02T08:15:00Z"}, "events", "an object"),
+    ([envelope("schedules", None), {"events": 0}], "[1].events", "a number"),
+])
+def test_a_listing_of_another_type_is_refused_naming_the_field(data: Any, where: str, got: str) -> None:
+    (error,) = errors_of(data, "scion")
+    assert error.field == where and f"must be a list of hub items (got {got})" == error.reason
+
+
+def test_null_is_an_empty_listing_only_inside_an_envelope() -> None:
+    (error,) = errors_of(None, "scion")
+    assert error.field == "(document)"
+    (error,) = errors_of([None], "scion")
+    assert error.field == "(item)" and error.reason == "must be an object"
+
+
+@pytest.mark.emulator
+def test_a_document_whose_event_listing_is_null_plans_and_syncs(
+        tmp_path: Path, capsys: Any, cli: Callable[[list[str]], int], monkeypatch: pytest.MonkeyPatch,
+        cloud_scheduler_emulator: Any, project_id: str) -> None:
+    """A hub project with schedules but no events is handed over; then with nothing at all,
+    `--prune` empties Cloud Scheduler."""
+    for setting in SETTINGS:
+        if not setting.attr.endswith("_emulator_host"):
+            monkeypatch.delenv(setting.env, raising=False)
+    for name, value in {"SCION_SCHEDULER_PROJECT": project_id, "SCION_SCHEDULER_LOCATION": "europe-west1",
+                        "SCION_SCHEDULER_TOPIC": "fires", "SCION_SCHEDULER_WRITE_RATE": "1000",
+                        "SCION_SCHEDULER_LOG_FORMAT": "json"}.items():
+        monkeypatch.setenv(name, value)
+    item = schedule()
+    path = tmp_path / "hub.json"
+    path.write_text(json.dumps([envelope("schedules", [item], total=1), envelope("events", None)]))
+
+    def run(*argv: str) -> Any:
+        capsys.readouterr()
+        code = cli([*argv, "--output", "json"])
+        out = json.loads(capsys.readouterr().out)
+        assert code == 0, out
+        return out
+
+    assert [(s["kind"], s["schedule_id"]) for s in run("plan", "--file", str(path))["steps"]] == [("create", item["id"])]
+    assert run("sync", "--file", str(path))["ok"]
+    assert [j["schedule_id"] for j in run("list")["jobs"]] == [item["id"]]
+    path.write_text(json.dumps([envelope("schedules", None), envelope("events", None)]))
+    out = run("sync", "--file", str(path), "--prune")
+    assert [(s["kind"], s["schedule_id"]) for s in out["plan"]["steps"]] == [("delete", item["id"])]
+    assert run("list")["jobs"] == []
 
 
 # --------------------------------------------------------------------------- native scion actions
