@@ -48,6 +48,7 @@ RETRYABLE: tuple[type[Exception], ...] = (
     gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.ResourceExhausted,
 )
 # ListJobs returns at most 500 jobs a page; the largest page keeps a 5,000-job listing to 10 reads.
+# `Syncer(list_page_size=...)` takes smaller pages, so tests can page through a few hundred jobs.
 LIST_PAGE_SIZE = 500
 
 
@@ -363,8 +364,12 @@ class Syncer:
 
     def __init__(self, client: Any, spec: JobSpec, *, api_retry: ApiRetry, write_rate: float,
                  concurrency: int, one_shot_grace: timedelta,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 list_page_size: int = LIST_PAGE_SIZE) -> None:
+        if not 1 <= list_page_size <= LIST_PAGE_SIZE:
+            raise ValueError(f"list_page_size: must be from 1 to {LIST_PAGE_SIZE}, got {list_page_size}")
         self.client = client
+        self.list_page_size = list_page_size
         self.spec = spec
         self.api_retry = api_retry
         self.limiter = RateLimiter(write_rate)
@@ -412,7 +417,7 @@ class Syncer:
 
     def iter_jobs(self, tracker: _Tracker | None = None) -> Iterator[scheduler_v1.Job]:
         """Every job in the location, page by page (jobs outside the prefix included)."""
-        request = scheduler_v1.ListJobsRequest(parent=self.spec.location_path, page_size=LIST_PAGE_SIZE)
+        request = scheduler_v1.ListJobsRequest(parent=self.spec.location_path, page_size=self.list_page_size)
         yield from self._read(self.client.list_jobs, tracker or _Tracker(None), request=request)
 
     def owned_jobs(self) -> list[scheduler_v1.Job]:

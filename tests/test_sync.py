@@ -7,10 +7,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
+import yaml
 from google.api_core import exceptions as gexc
 from google.cloud import scheduler_v1
 from google.protobuf import field_mask_pb2
@@ -22,8 +24,8 @@ from scheduler.gcp import publisher_client, subscriber_client
 from scheduler.jobs import ALL_FIELDS, JobRetry, JobSpec, diff_mask
 from scheduler.model import Schedule
 from scheduler.naming import job_id_for, schedule_id_for
-from scheduler.sync import WRITE_METHODS, RateLimiter, compute_plan
-from scheduler.validation import parse_schedule, validate_schedules
+from scheduler.sync import WRITE_METHODS, RateLimiter, Syncer, compute_plan
+from scheduler.validation import load_schedules, parse_schedule, validate_schedules
 
 ACTION = {"type": "http", "url": "https://hub.example/run"}
 KEY = "test-signing-key"
@@ -35,12 +37,21 @@ FAST = {
 }
 
 
+def raw(n: int, start: int = 0, **fields: Any) -> list[dict[str, Any]]:
+    """`n` daily schedules as a file holds them (they never fire while a test runs)."""
+    return [{"id": f"sched-{i:03d}", "cron": f"{i % 60} 3 * * *", "action": ACTION, **fields}
+            for i in range(start, start + n)]
+
+
 def make(n: int, start: int = 0, **fields: Any) -> list[Schedule]:
-    """`n` daily schedules (they never fire while a test runs)."""
-    return validate_schedules([
-        {"id": f"sched-{i:03d}", "cron": f"{i % 60} 3 * * *", "action": ACTION, **fields}
-        for i in range(start, start + n)
-    ])
+    """`n` validated daily schedules."""
+    return validate_schedules(raw(n, start, **fields))
+
+
+def from_file(path: Path, n: int) -> list[Schedule]:
+    """`n` schedules written to a YAML file and read back through the loader, as the CLI does."""
+    path.write_text(yaml.safe_dump({"schedules": raw(n)}), encoding="utf-8")
+    return load_schedules(path)
 
 
 def edit(schedule: Schedule, **changes: Any) -> Schedule:
@@ -263,12 +274,13 @@ def foreign_job(control: SchedulerControl, job_id: str) -> scheduler_v1.Job:
 
 @pytest.mark.emulator
 def test_200_schedules_sync_then_noop_then_one_update_then_one_delete(
-    control: SchedulerControl, cloud_scheduler_emulator: Any
+    control: SchedulerControl, cloud_scheduler_emulator: Any, tmp_path: Path
 ) -> None:
     emu = cloud_scheduler_emulator
     theirs = [foreign_job(control, "other-report"), foreign_job(control, "scion_lookalike")]
     emu.call_counts.clear()  # count this module's calls only
-    schedules = make(200)
+    schedules = from_file(tmp_path / "schedules.yaml", 200)
+    assert schedules == make(200)
 
     first = control.reconcile(schedules, prune=True)
     assert first.ok, first.describe()
@@ -303,6 +315,23 @@ def test_200_schedules_sync_then_noop_then_one_update_then_one_delete(
     for job in theirs:  # survived every sync, unchanged
         assert control.syncer.client.get_job(name=job.name).pubsub_target.data == b"theirs"
     assert control.plan(remaining, prune=True).is_noop
+
+
+@pytest.mark.emulator
+def test_plan_pages_through_the_listing(control: SchedulerControl, cloud_scheduler_emulator: Any,
+                                        tmp_path: Path) -> None:
+    emu = cloud_scheduler_emulator
+    schedules = from_file(tmp_path / "schedules.yaml", 200)
+    paged = Syncer.from_settings(control.syncer.client, control.settings, list_page_size=50)
+    first = paged.apply(paged.plan(schedules))
+    assert first.ok and len(first.outcomes) == 200
+    before = Counter(emu.call_counts)
+    again = paged.plan(schedules)
+    calls = Counter(emu.call_counts) - before
+    assert calls == Counter({"ListJobs": 4})  # 200 jobs, 50 a page, and nothing else
+    assert again.is_noop and again.unchanged == 200
+    with pytest.raises(ValueError, match="list_page_size"):
+        Syncer.from_settings(control.syncer.client, control.settings, list_page_size=501)
 
 
 @pytest.mark.emulator
