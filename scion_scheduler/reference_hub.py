@@ -3,12 +3,15 @@
 For tests and the local demo. It implements the contract the way the real hub must (one fire
 per execution ID, 409 for a repeat, 404 for an item that is gone, a one-shot event fires once)
 and records every call it receives. Switches make it answer 409, 404, 500, any other status, or
-slowly, for every item or one, always or for the next N calls.
+slowly, for every item or one, always or for the next N calls; a hold keeps every request for
+one item unanswered until it is released, so a test can act (kill the caller) while the hub is
+known to have the request and not to have answered it.
 
 Run it with `scion-scheduler reference-hub --port N`; from another process, read the calls with
 `GET /_reference/calls`, set a switch with `POST /_reference/behaviour` (JSON `{"status": 500,
 "delay": 2.5, "item_id": "...", "times": 1}`), mark an item gone with `POST /_reference/gone`
-(`{"item_id": "..."}`) and start over with `POST /_reference/reset`.
+(`{"item_id": "..."}`), hold and release an item's requests with `POST /_reference/hold` and
+`POST /_reference/release` (`{"item_id": "..."}`), and start over with `POST /_reference/reset`.
 
 A request of any method to any other path (outside `/_reference/`) is recorded as a plain
 `http` call (its path as the item, its method kept) and answered 200, so the same server is the
@@ -46,7 +49,8 @@ REQUIRED_BODY_FIELDS = ("scheduleId", "projectId", "eventType", "payload", "fire
 
 @dataclass(frozen=True)
 class FireCall:
-    """One request to a fire endpoint, as received, and the status the hub answered."""
+    """One request to a fire endpoint, as received, and the status the hub answered.
+    `received_at` is when the request arrived, before any switched delay or hold."""
 
     kind: str
     project_id: str
@@ -85,6 +89,7 @@ class _State:
     executions: dict[str, str] = field(default_factory=dict)   # execution ID -> item ID
     fired_events: set[str] = field(default_factory=set)
     gone: set[str] = field(default_factory=set)
+    held: set[str] = field(default_factory=set)
     behaviours: list[Behaviour] = field(default_factory=list)
 
 
@@ -100,6 +105,7 @@ class ReferenceHub:
         self._state = _State()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._stopping = False
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -110,6 +116,8 @@ class ReferenceHub:
         class Handler(_Handler):
             reference_hub = hub
 
+        with self._lock:
+            self._stopping = False
         self._server = ThreadingHTTPServer(self._address, Handler)
         self._server.daemon_threads = True
         # A short poll keeps stop() quick; the loop only checks its shutdown flag then.
@@ -119,7 +127,10 @@ class ReferenceHub:
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
+        """Stop serving and close the socket; held requests are let go (answered 503)."""
+        with self._lock:
+            self._stopping = True
+            self._lock.notify_all()
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()
@@ -160,10 +171,25 @@ class ReferenceHub:
         with self._lock:
             self._state.gone.add(item_id)
 
+    def hold(self, item_id: str) -> None:
+        """Keep every fire request for `item_id` unanswered, once it has arrived (see
+        `wait_for_arrival`), until `release(item_id)`, `reset()` or `stop()`. A released request
+        is then answered as usual, even if its caller has gone meanwhile: the hub cannot tell
+        that a caller died, which is the case the idempotency rule is for."""
+        with self._lock:
+            self._state.held.add(item_id)
+
+    def release(self, item_id: str) -> None:
+        """Let the held requests for `item_id`, and any later ones, be answered."""
+        with self._lock:
+            self._state.held.discard(item_id)
+            self._lock.notify_all()
+
     def reset(self) -> None:
-        """Forget every call, execution, switch and gone item."""
+        """Forget every call, execution, switch, hold and gone item."""
         with self._lock:
             self._state = _State()
+            self._lock.notify_all()
 
     @property
     def calls(self) -> list[FireCall]:
@@ -176,8 +202,8 @@ class ReferenceHub:
         return [c for c in self.calls if 200 <= c.status < 300 and item_id in (None, c.item_id)]
 
     def wait_for_arrival(self, item_id: str, timeout: float) -> None:
-        """Block until a fire request for `item_id` has arrived (before any switched delay, so
-        a test can act while the hub is still answering slowly); `TimeoutError` otherwise."""
+        """Block until a fire request for `item_id` has arrived (before any switched delay or
+        hold, so a test can act while the hub has not answered yet); `TimeoutError` otherwise."""
         deadline = time.monotonic() + timeout
         with self._lock:
             while item_id not in self._state.arrivals:
@@ -226,20 +252,25 @@ class ReferenceHub:
             body = json.loads(raw_body.decode("utf-8")) if raw_body else None
         except (UnicodeDecodeError, json.JSONDecodeError):
             status, answer = HTTPStatus.BAD_REQUEST, {"error": "body is not JSON"}
+        received_at = datetime.now(UTC).isoformat()
         with self._lock:
             self._state.arrivals.append(item_id)
             self._lock.notify_all()
-            behaviour = self._behaviour_for(item_id)
+            while item_id in self._state.held and not self._stopping:
+                self._lock.wait()
+            stopping = self._stopping
+            behaviour = None if stopping else self._behaviour_for(item_id)
         if behaviour is not None and behaviour.delay > 0:
             time.sleep(behaviour.delay)
         with self._lock:
+            if stopping:
+                status, answer = HTTPStatus.SERVICE_UNAVAILABLE, {"error": "the hub is stopping"}
             # A switched answer changes nothing: after a switched 500 the retry still fires.
-            if behaviour is not None and behaviour.status is not None:
+            elif behaviour is not None and behaviour.status is not None:
                 status, answer = HTTPStatus(behaviour.status), {"error": "answered by a switch"}
             elif status == HTTPStatus.OK:
                 status, answer = self._decide(kind, project_id, item_id, headers, body)
-            call = FireCall(kind, project_id, item_id, dict(headers), body, int(status),
-                            datetime.now(UTC).isoformat())
+            call = FireCall(kind, project_id, item_id, dict(headers), body, int(status), received_at)
             self._state.calls.append(call)
             self._lock.notify_all()
         fire_time = body.get("fireTime") if isinstance(body, dict) else None
@@ -364,6 +395,10 @@ class _Handler(BaseHTTPRequestHandler):
                               item_id=control.get("item_id"), times=control.get("times"))
         elif self.path == "/_reference/gone" and isinstance(control, dict) and control.get("item_id"):
             hub.mark_gone(str(control["item_id"]))
+        elif self.path == "/_reference/hold" and isinstance(control, dict) and control.get("item_id"):
+            hub.hold(str(control["item_id"]))
+        elif self.path == "/_reference/release" and isinstance(control, dict) and control.get("item_id"):
+            hub.release(str(control["item_id"]))
         elif self.path == "/_reference/reset":
             hub.reset()
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -315,6 +316,58 @@ def test_the_reference_hub_is_driven_over_http_too(hub: ReferenceHub) -> None:
         assert calls[0]["headers"]["idempotency-key"] == calls[0]["body"]["executionId"]
         client.post("/_reference/reset")
         assert client.get("/_reference/calls").json() == []
+
+
+def _fire_in_background(hub: ReferenceHub, s: Schedule) -> tuple[threading.Thread, list[Any]]:
+    """Fire `s` from a thread; the list gets the result or the ActionError."""
+    outcome: list[Any] = []
+
+    def fire() -> None:
+        try:
+            outcome.append(action_for(hub)(context_for(s)))
+        except ActionError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=fire, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_a_held_request_is_answered_only_once_released(hub: ReferenceHub) -> None:
+    held, other = hub_schedule(), hub_schedule(schedule(name="other"))
+    hub.hold(held.id)
+    thread, outcome = _fire_in_background(hub, held)
+    hub.wait_for_arrival(held.id, timeout=30)
+    action_for(hub)(context_for(other))  # a hold is for one item only
+    assert [c.item_id for c in hub.calls] == [other.id] and outcome == []
+    hub.release(held.id)
+    thread.join(timeout=30)
+    (result,) = outcome
+    assert result.state is State.SUCCEEDED and result.detail == "HTTP 200"
+    first, second = hub.calls
+    assert second.item_id == held.id and first.received_at > second.received_at  # arrival time
+
+
+def test_a_held_request_is_let_go_with_a_503_when_the_hub_stops() -> None:
+    s = hub_schedule()
+    with ReferenceHub(token=TOKEN) as hub:
+        hub.hold(s.id)
+        thread, outcome = _fire_in_background(hub, s)
+        hub.wait_for_arrival(s.id, timeout=30)
+    thread.join(timeout=30)
+    (error,) = outcome
+    assert isinstance(error, ActionError) and error.retryable and "HTTP 503" in str(error)
+
+
+def test_holds_are_set_and_released_over_http_too(hub: ReferenceHub) -> None:
+    s = hub_schedule()
+    assert httpx.post(f"{hub.url}/_reference/hold", json={"item_id": s.id}).status_code == 200
+    thread, outcome = _fire_in_background(hub, s)
+    hub.wait_for_arrival(s.id, timeout=30)
+    assert hub.calls == []
+    assert httpx.post(f"{hub.url}/_reference/release", json={"item_id": s.id}).status_code == 200
+    thread.join(timeout=30)
+    assert [c.status for c in hub.calls] == [200] and outcome[0].state is State.SUCCEEDED
 
 
 def test_the_reference_hub_checks_the_request_like_the_contract_says(hub: ReferenceHub) -> None:
