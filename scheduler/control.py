@@ -11,11 +11,15 @@ schedules, and the operations behind the `scion-scheduler` control commands.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
+
+from google.cloud import scheduler_v1
+from google.protobuf import field_mask_pb2
 
 from scheduler import gcp
 from scheduler.config import Settings
@@ -33,11 +37,11 @@ from scheduler.contract import (
     sign,
 )
 from scheduler.cron import next_fires
-from scheduler.jobs import JobSpec, attributes_of, is_paused
+from scheduler.jobs import JobSpec, attributes_of, diff_mask, is_paused
 from scheduler.logs import get_logger
 from scheduler.model import Schedule, format_instant, parse_instant
 from scheduler.naming import job_id_of
-from scheduler.sync import ApplyResult, Plan, Step, StepKind, Syncer
+from scheduler.sync import ApplyResult, Plan, Step, StepKind, StepOutcome, Syncer, steps_for
 
 log = get_logger(__name__)
 
@@ -106,6 +110,14 @@ class _JobCron:
     effective_timezone: str
 
 
+def _fields_of(job: Any, paths: Sequence[str]) -> scheduler_v1.Job:
+    """Only `paths` of `job` (and its name): an UpdateJob body without output-only fields."""
+    restored = scheduler_v1.Job(name=job.name)
+    field_mask_pb2.FieldMask(paths=list(paths)).MergeMessage(
+        scheduler_v1.Job.pb(job), scheduler_v1.Job.pb(restored), replace_message_field=True)
+    return restored
+
+
 def _timestamp(value: Any) -> datetime | None:
     # proto-plus gives DatetimeWithNanoseconds for a set Timestamp and the epoch for an unset one.
     if not isinstance(value, datetime) or value.timestamp() <= 0:
@@ -159,8 +171,102 @@ class SchedulerControl:
 
     def upsert(self, schedule: Schedule) -> ApplyResult:
         """Bring one schedule's job in line: one GetJob, then at most one create or update, plus
-        a pause or resume when needed (a past one-shot's job is deleted instead)."""
-        return self.apply(self.syncer.plan_one(schedule))
+        a pause or resume when needed (a past one-shot's job is deleted instead).
+
+        Cloud Scheduler cannot create a job paused nor update and pause in one call, so two
+        writes are ordered to never let the job fire against the schedule midway: create then
+        pause, pause then update, update then resume. A failed second write is tried once more;
+        if it still fails, the first is undone (`_undo`), so a failed upsert leaves the job as it
+        was, or paused, never enabled against a paused schedule. The undo steps' outcomes follow
+        the others in the result."""
+        syncer = self.syncer
+        job_id = self.spec.job_id(schedule.id)
+        previous = syncer.get_job(job_id)
+        now = syncer.clock()
+        steps = steps_for(schedule, previous, self.spec, now=now, grace=syncer.grace)
+        if [s.kind for s in steps] == ["update", "pause"]:
+            steps.reverse()
+        gone_one_shot = (previous is None and schedule.fire_at is not None
+                         and schedule.fire_at + syncer.grace < now)
+        plan = Plan(tuple(steps), unchanged=int(previous is not None and not steps),
+                    expired=(schedule.id,) if gone_one_shot else (), prune=False)
+        if len(steps) < 2:
+            return self.apply(plan)
+        started = time.monotonic()
+        first, second = steps
+        done = self._apply_one(first)
+        if not done.ok:
+            outcomes = [done, StepOutcome(second, "skipped", f"not attempted: its {first.kind} failed")]
+            if first.kind == "create":
+                # A create that timed out may still have taken effect, leaving an enabled job
+                # for a paused schedule; deleting a job that does not exist is success.
+                outcomes += self._undo(done, previous, schedule)
+            return ApplyResult(plan, tuple(outcomes), time.monotonic() - started)
+        then = self._apply_one(second)
+        if then.ok:
+            return ApplyResult(plan, (done, then), time.monotonic() - started)
+        log.warning("second write of an upsert failed; trying it once more", schedule_id=schedule.id,
+                    job_id=job_id, step=second.kind, error=then.error)
+        again = self._apply_one(second)
+        if again.ok:
+            note = "; ".join(filter(None, [f"succeeded on a second try after: {then.error}", again.note]))
+            retried = StepOutcome(second, "ok", retries=then.retries + again.retries, note=note)
+            return ApplyResult(plan, (done, retried), time.monotonic() - started)
+        failed = StepOutcome(second, "failed", again.error, then.retries + again.retries,
+                             note=f"failed twice; first: {then.error}")
+        undo = self._undo(done, previous, schedule)
+        return ApplyResult(plan, (done, failed, *undo), time.monotonic() - started)
+
+    def _apply_one(self, step: Step) -> StepOutcome:
+        return self.apply(Plan((step,), prune=False)).outcomes[0]
+
+    def _undo(self, done: StepOutcome, previous: Any, schedule: Schedule) -> tuple[StepOutcome, ...]:
+        """Revert the first step of a failed upsert towards `previous` (the job as it was, None
+        when there was none): delete a job just created; after an update whose resume failed,
+        pause (a resume that timed out may have taken effect) and restore the fields the update
+        changed; lift a pause only while the job verifiably keeps its old definition (were the
+        failed update applied after all, the new definition would fire although the schedule
+        is paused). Stops at the first undo step that fails."""
+        step = done.step
+        undo: list[Step] = []
+        if step.kind == "create":
+            undo.append(Step("delete", step.job_id, step.schedule_id,
+                             "undo: the job was created for a paused schedule and could not be "
+                             "paused"))
+        elif step.kind == "update" and previous is not None:
+            undo.append(Step("pause", step.job_id, step.schedule_id,
+                             "undo: keep the job paused, its resume having failed", paused=True))
+            undo.append(Step("update", step.job_id, step.schedule_id,
+                             "undo: restore the job's definition, its resume having failed",
+                             update_mask=step.update_mask, paused=True,
+                             job=_fields_of(previous, step.update_mask)))
+        elif step.kind == "pause" and previous is not None and not is_paused(previous):
+            resume = self._unpause(step, previous)
+            undo.extend([resume] if resume is not None else [])
+        outcomes: list[StepOutcome] = []
+        for undo_step in undo:
+            reverted = self._apply_one(undo_step)
+            outcomes.append(reverted)
+            if not reverted.ok:
+                log.error("could not undo a failed upsert; the next reconcile repairs the job",
+                          schedule_id=schedule.id, job_id=step.job_id, undo=undo_step.kind,
+                          error=reverted.error)
+                break
+        return tuple(outcomes)
+
+    def _unpause(self, pause: Step, previous: Any) -> Step | None:
+        try:
+            current = self.syncer.get_job(pause.job_id)
+        except Exception as exc:  # unreadable: staying paused fires nothing
+            log.warning("left a job paused after a failed upsert: cannot read it back",
+                        schedule_id=pause.schedule_id, job_id=pause.job_id, error=str(exc))
+            return None
+        if current is None or not is_paused(current) or diff_mask(current, previous):
+            log.warning("left a job paused after a failed upsert: it no longer has its old "
+                        "definition", schedule_id=pause.schedule_id, job_id=pause.job_id)
+            return None
+        return Step("resume", pause.job_id, pause.schedule_id,
+                    "undo: lift the pause, the update it preceded having failed")
 
     def remove(self, schedule_id: str) -> ApplyResult:
         """Delete a schedule's job; a job that is already gone is success."""
