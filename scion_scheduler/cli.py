@@ -8,8 +8,15 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from scheduler.cli_base import EXIT_BAD_INPUT, fail, new_parser, settings_from_args, setup_logging
-from scheduler.config import ConfigError
+from scheduler.cli_base import (
+    EXIT_BAD_INPUT,
+    emit,
+    fail,
+    new_parser,
+    settings_from_args,
+    setup_logging,
+)
+from scheduler.config import SETTINGS, ConfigError
 from scheduler.model import ValidationError
 from scion_scheduler.commands import (
     control,
@@ -42,6 +49,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(schedule_id: str | None, field: str, reason: str) -> dict[str, str | None]:
+    return {"schedule_id": schedule_id, "field": field, "reason": reason}
+
+
+def _settings_named(message: str) -> str:
+    """The variables a configuration error names, in the order it names them."""
+    named = sorted((message.find(s.env), s.env) for s in SETTINGS if s.env in message)
+    return ", ".join(env for _, env in named) or "configuration"
+
+
+def bad_input(args: argparse.Namespace, message: str, errors: list[dict[str, str | None]]) -> int:
+    """Exit 2 with `message` on stderr; with `--output json`, also every error as JSON on stdout,
+    so a script sees why nothing was applied without parsing the text."""
+    if getattr(args, "output", "text") == "json":
+        emit({"ok": False, "errors": errors}, "json", "")
+    return fail(message, EXIT_BAD_INPUT)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `scion-scheduler` console script."""
     args = build_parser().parse_args(argv)
@@ -50,11 +75,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(settings)
         code: int = args.handler(args, settings)
     except ValidationError as exc:
-        return fail(str(exc))
+        return bad_input(args, str(exc), [_error(e.schedule_id, e.field, e.reason) for e in exc.errors])
     except ConfigError as exc:
-        return fail(str(exc))
+        return bad_input(args, str(exc), [_error(None, _settings_named(str(exc)), str(exc))])
     except OSError as exc:
-        return fail(f"{exc.filename or ''}: {exc.strerror or exc}".strip(": "), EXIT_BAD_INPUT)
+        reason = str(exc.strerror or exc)
+        message = f"{exc.filename or ''}: {reason}".strip(": ")
+        return bad_input(args, message, [_error("(file)", str(exc.filename or "file"), reason)])
     return code
 
 

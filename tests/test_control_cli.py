@@ -195,7 +195,37 @@ def test_bad_schedule_file_lists_every_error_and_applies_nothing(
         err = capsys.readouterr().err
         for schedule_id, field in (("broken-cron", "cron"), ("no-action", "action"), ("bad-zone", "timezone")):
             assert f"schedule {schedule_id!r}: {field}" in err
+    for command in (["sync", "--file", file, "--prune"], ["plan", "--file", file], ["validate", "--file", file]):
+        code, out = run_json(capsys, *command)
+        assert code == 2 and out["ok"] is False
+        assert {(e["schedule_id"], e["field"]) for e in out["errors"]} == {
+            ("broken-cron", "cron"), ("no-action", "action"), ("bad-zone", "timezone")}
+        assert all(e["reason"] for e in out["errors"])
+    capsys.readouterr()
+    assert main(["sync", "--file", file, "--output", "json"]) == 2
+    assert "validation error" in capsys.readouterr().err  # the text stays on stderr
     assert sum(emu.call_counts.values()) == 0
+
+
+def test_bad_input_with_json_output_is_json_on_stdout(env: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    missing = str(tmp_path / "missing.yaml")
+    code, out = run_json(capsys, "sync", "--file", missing)
+    assert code == 2 and out["ok"] is False
+    [error] = out["errors"]
+    assert error["field"] == missing and error["reason"]
+
+    monkeypatch.delenv("SCION_SCHEDULER_PROJECT")
+    code, out = run_json(capsys, "list")
+    assert code == 2 and out["ok"] is False
+    [error] = out["errors"]
+    assert error["schedule_id"] is None and error["field"] == "SCION_SCHEDULER_PROJECT"
+    assert "SCION_SCHEDULER_PROJECT (or --project)" in error["reason"]
+
+    capsys.readouterr()
+    assert main(["list"]) == 2  # text output: nothing on stdout
+    assert capsys.readouterr().out == ""
+    assert sum(env.call_counts.values()) == 0
 
 
 def test_missing_settings_are_named_and_exit_2(env: Any, monkeypatch: pytest.MonkeyPatch,
