@@ -6,10 +6,19 @@ worker sees when Pub/Sub delivers a message that was published on time. The work
 then applies the same rules as in HA mode: catch-up windows for late fires, and the ledger's
 claim so that nothing runs twice.
 
-Restarts: the clock keeps a checkpoint (the instant up to which every slot was emitted) in a
-small JSON file. On start it emits every slot since the checkpoint, so fires missed while it was
-down are run or recorded `missed` by the pipeline according to each schedule's catch-up policy;
-slots emitted twice around a crash are deduplicated by the ledger.
+Restarts: the clock keeps a checkpoint in a small JSON file: the instant up to which every slot
+was emitted *and settled* (its delivery acknowledged with a final record, see `settled`). On
+start it emits every slot after the checkpoint, so fires missed while it was down are run or
+recorded `missed` by the pipeline according to each schedule's catch-up policy, and a fire that
+was still queued, waiting for a retry or running when the process stopped is emitted again and
+taken over from its record.
+
+Why settled and not merely emitted: the in-process queue dies with the process, so a slot that
+was emitted but not yet settled exists nowhere else. A fixed lookback on start (re-emit the last
+N minutes) would bound how long a fire may stay unsettled, but a retry backoff has no such
+bound; tracking the unsettled slots costs a set in memory and re-emits exactly as far back as
+needed. Slots after the earliest unsettled one that did settle are emitted again too; the
+ledger's claim finds them finished and drops them, so nothing runs twice.
 """
 
 from __future__ import annotations
@@ -34,6 +43,9 @@ Emit = Callable[[Message, datetime], None]
 MAX_SLEEP = timedelta(seconds=30)
 # After a long outage, look back no further than this; older slots are beyond any sane window.
 MAX_LOOKBACK = timedelta(days=7)
+# The checkpoint sits this far before the earliest unsettled slot, so that slot is emitted
+# again: slots are emitted from an exclusive lower bound.
+_BEFORE = timedelta(microseconds=1)
 
 
 def utc_now() -> datetime:
@@ -42,7 +54,8 @@ def utc_now() -> datetime:
 
 
 class Checkpoint:
-    """The instant up to which all slots were emitted, kept in a JSON file (atomic writes)."""
+    """The instant up to which all slots were emitted and settled, kept in a JSON file (atomic
+    writes)."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
@@ -52,7 +65,9 @@ class Checkpoint:
         if self.path is None or not self.path.exists():
             return None
         try:
-            return parse_instant(json.loads(self.path.read_text())["emitted_until"])
+            saved = json.loads(self.path.read_text())
+            # `emitted_until`: the key of the first version, which saved on emission.
+            return parse_instant(saved["settled_until"] if "settled_until" in saved else saved["emitted_until"])
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("clock checkpoint unreadable; starting from now", path=str(self.path), error=str(exc))
             return None
@@ -64,7 +79,7 @@ class Checkpoint:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".clock-")
         with os.fdopen(fd, "w") as handle:
-            json.dump({"emitted_until": format_instant(instant)}, handle)
+            json.dump({"settled_until": format_instant(instant)}, handle)
         os.replace(tmp, self.path)
 
 
@@ -88,6 +103,10 @@ class LocalClock:
         self._changed = threading.Event()
         self._schedules: tuple[Schedule, ...] = ()
         self._messages: dict[str, Message] = {}
+        # Emitted, not yet settled: (schedule ID, slot). Guarded by `_lock`, like the rest.
+        self._unsettled: set[tuple[str, datetime]] = set()
+        self._emitted_until: datetime | None = None
+        self._saved: datetime | None = None
         self.set_schedules(schedules)
 
     def set_schedules(self, schedules: Sequence[Schedule]) -> None:
@@ -109,9 +128,33 @@ class LocalClock:
             for slot in _slots(schedule, since, until):
                 log.info("fire due", schedule_id=schedule.id, fire_time=format_instant(slot),
                          execution_id=execution_id(schedule.id, slot, "scheduled"))
+                with self._lock:
+                    self._unsettled.add((schedule.id, slot))
                 self._emit(messages[schedule.id], slot)
                 emitted += 1
         return emitted
+
+    def settled(self, schedule_id: str, slot: datetime) -> None:
+        """The fire of `schedule_id` at `slot` is settled: its delivery was acknowledged and its
+        record is final (or it can never run). The checkpoint moves past it once every earlier
+        slot is settled too. Thread-safe; an unknown slot is ignored."""
+        with self._lock:
+            if (schedule_id, slot) not in self._unsettled:
+                return
+            self._unsettled.discard((schedule_id, slot))
+            self._save()
+
+    def _save(self) -> None:
+        """Save the checkpoint if it moved; the caller holds `_lock`, so that two threads
+        cannot write an older instant after a newer one."""
+        if self._emitted_until is None:
+            return
+        until = self._emitted_until
+        if self._unsettled:
+            until = min(until, min(slot for _, slot in self._unsettled) - _BEFORE)
+        if until != self._saved:
+            self._checkpoint.save(until)
+            self._saved = until
 
     def next_due(self, after: datetime) -> datetime | None:
         """The earliest slot of any active schedule after `after`."""
@@ -127,11 +170,17 @@ class LocalClock:
         since = self._checkpoint.load() or now
         if since < now - MAX_LOOKBACK:
             since = now - MAX_LOOKBACK
+        if since < now:
+            log.info("resuming from the checkpoint", since=format_instant(since))
         while not stop.is_set():
             now = self._clock()
             if now > since:
                 self.emit_due(since, now)
-                self._checkpoint.save(now)
+                with self._lock:
+                    # Only now: a slot settled during emit_due must not move the checkpoint
+                    # past slots of this round that are not emitted yet.
+                    self._emitted_until = now
+                    self._save()
                 since = now
             due = self.next_due(now)
             wait = MAX_SLEEP if due is None else min(MAX_SLEEP, max(due - self._clock(), timedelta(0)))

@@ -2,8 +2,9 @@
 
 LocalClock (scheduler/clock.py) -> QueueTransport -> Pipeline -> SqliteLedger: no cloud at all,
 the same schedule files, actions and execution history. The clock's checkpoint lives next to
-the store, so fires missed while it was down are run or recorded `missed` on restart, and the
-ledger's claim keeps anything from running twice.
+the store and moves only past settled fires, so on restart fires missed while it was down are
+run or recorded `missed`, fires interrupted by the stop are taken over from their records, and
+the ledger's claim keeps anything from running twice.
 """
 
 from __future__ import annotations
@@ -11,47 +12,64 @@ from __future__ import annotations
 import signal
 import threading
 import uuid
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
-from scheduler.clock import Checkpoint, LocalClock
+from scheduler.clock import Checkpoint, LocalClock, utc_now
 from scheduler.config import Settings
-from scheduler.contract import Message
+from scheduler.contract import ATTR_SCHEDULE_ID, Message
 from scheduler.logs import get_logger
 from scheduler.model import ValidationError
 from scheduler.validation import load_schedules
 from worker.action import ActionRegistry
-from worker.pipeline import Delivery, Pipeline, make_worker_id
+from worker.pipeline import Delivery, Disposition, Pipeline, make_worker_id
 from worker.queue_transport import QueueTransport
 from worker.sqlite_ledger import SqliteLedger
 
 log = get_logger(__name__)
 RELOAD_POLL_SECONDS = 2.0
+# How long a stop waits for running actions before releasing them for the next start.
+GRACE_PERIOD = timedelta(seconds=30)
 
 
-def run_local(schedule_file: Path, store: Path, settings: Settings, stop: threading.Event) -> None:
+def run_local(schedule_file: Path, store: Path, settings: Settings, stop: threading.Event, *,
+              clock: Callable[[], datetime] = utc_now) -> None:
     """Run every schedule of `schedule_file` until `stop` is set; reload the file when it
-    changes or on SIGHUP (a file with errors is logged and the running set kept)."""
+    changes or on SIGHUP (a file with errors is logged and the running set kept). `clock` is
+    the time both the clock and the pipeline go by (tests shift it)."""
     store.parent.mkdir(parents=True, exist_ok=True)
     # Taken before the load, so that a change made while the file is read is reloaded, not missed.
     mtime = schedule_file.stat().st_mtime
     schedules = load_schedules(schedule_file)
-    transport = QueueTransport()
     pipeline = Pipeline(SqliteLedger(store), ActionRegistry(), worker_id=make_worker_id(),
-                        signing_key=settings.signing_key)
+                        signing_key=settings.signing_key, clock=clock)
+    # Released rather than left to their leases, so the next start takes them over at once.
+    transport = QueueTransport(grace_period=GRACE_PERIOD, before_abandon=lambda: pipeline.release_running(
+        "local scheduler stopped before the action finished"))
 
     def emit(message: Message, published_at: datetime) -> None:
         transport.put(Delivery(uuid.uuid4().hex, message.data, message.attributes, published_at))
 
-    clock = LocalClock(schedules, emit, checkpoint=Checkpoint(store.with_suffix(".clock.json")),
-                       signing_key=settings.signing_key)
+    local_clock = LocalClock(schedules, emit, checkpoint=Checkpoint(store.with_suffix(".clock.json")),
+                             signing_key=settings.signing_key, clock=clock)
+
+    def handle(delivery: Delivery) -> Disposition:
+        disposition = pipeline.handle(delivery, stop)
+        # An ack settles the slot: its record is final, or it can never run. Not `lost`: the
+        # record is still running (released at the stop, or taken over by a redelivery, which
+        # settles it itself), so it must be emitted again after a restart.
+        if disposition.ack and disposition.outcome != "lost":
+            local_clock.settled(delivery.attributes.get(ATTR_SCHEDULE_ID, ""), delivery.published_at)
+        return disposition
+
     reload_now = threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGHUP, lambda _s, _f: reload_now.set())
     threads = [
-        threading.Thread(target=transport.run, args=(pipeline.handle, stop), name="local-transport"),
-        threading.Thread(target=clock.run, args=(stop,), name="local-clock"),
+        threading.Thread(target=transport.run, args=(handle, stop), name="local-transport"),
+        threading.Thread(target=local_clock.run, args=(stop,), name="local-clock"),
     ]
     for thread in threads:
         thread.start()
@@ -63,10 +81,12 @@ def run_local(schedule_file: Path, store: Path, settings: Settings, stop: thread
         mtime = current
         reload_now.clear()
         try:
-            clock.set_schedules(load_schedules(schedule_file))
-            log.info("schedule file reloaded", file=str(schedule_file))
+            reloaded = load_schedules(schedule_file)
         except (ValidationError, OSError) as exc:
             log.error("schedule file not reloaded; the running set is kept", error=str(exc))
+            continue
+        local_clock.set_schedules(reloaded)
+        log.info("schedule file reloaded", file=str(schedule_file), schedules=len(reloaded))
     for thread in threads:
         thread.join()
 
