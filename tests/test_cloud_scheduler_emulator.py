@@ -22,7 +22,7 @@ from google.protobuf import field_mask_pb2
 
 from scheduler.config import Settings
 from scheduler.emulator import CloudSchedulerEmulator, EmulatorError
-from scheduler.emulator.store import backoff
+from scheduler.emulator.store import ApiError, backoff
 from scheduler.gcp import cloud_scheduler_client
 from scion_scheduler.emulators import free_port
 
@@ -171,8 +171,36 @@ def test_pause_and_resume(client: Any, parent: str, make_job: JobFactory) -> Non
 def test_locations(client: Any, parent: str, make_job: JobFactory, project_id: str) -> None:
     client.create_job(parent=parent, job=make_job())
     listed = client.list_locations(request={"name": f"projects/{project_id}"})
-    assert LOCATION in [loc.location_id for loc in listed.locations]
+    served = [loc.location_id for loc in listed.locations]
+    assert {LOCATION, "europe-west1", "asia-northeast1"} <= set(served) and served == sorted(served)
     assert client.get_location(request={"name": parent}).location_id == LOCATION
+
+
+def test_unknown_locations_are_refused(client: Any, make_job: JobFactory, project_id: str) -> None:
+    other = f"projects/{project_id}/locations/europe-west1"
+    created = client.create_job(parent=other, job=make_job("ok", name=f"{other}/jobs/ok"))
+    assert client.get_job(name=created.name).name == created.name
+    nowhere = f"projects/{project_id}/locations/us-central9"
+    job = make_job("lost", name=f"{nowhere}/jobs/lost")
+    calls: list[Callable[[], Any]] = [
+        lambda: client.create_job(parent=nowhere, job=job, retry=None),
+        lambda: list(client.list_jobs(parent=nowhere, retry=None)),
+        lambda: client.get_job(name=job.name, retry=None),
+        lambda: client.update_job(job=job, retry=None),
+        lambda: client.delete_job(name=job.name, retry=None),
+        lambda: client.get_location(request={"name": nowhere}, retry=None),
+    ]
+    for call in calls:
+        with pytest.raises(gexc.InvalidArgument, match="'us-central9'"):
+            call()
+
+
+def test_accepted_locations_can_be_replaced(parent: str, make_job: JobFactory) -> None:
+    with CloudSchedulerEmulator(publisher=ScriptedPublisher(0), locations=["moon-base1"]) as emulator:
+        moon = parent.rsplit("/", 1)[0] + "/moon-base1"
+        emulator.store.create(moon, scheduler_v1.Job.pb(make_job(name=f"{moon}/jobs/j")))
+        with pytest.raises(ApiError, match="not a Cloud Scheduler location"):
+            emulator.store.create(parent, scheduler_v1.Job.pb(make_job()))
 
 
 # -- validation ---------------------------------------------------------------------------------

@@ -41,15 +41,16 @@ class EmulatorError(RuntimeError):
 class CloudSchedulerEmulator:
     """A Cloud Scheduler emulator on 127.0.0.1:`port` (0: a free port) that publishes fires to
     the Pub/Sub emulator at `pubsub_host` (None: PUBSUB_EMULATOR_HOST) and keeps its jobs in
-    `state_file` when one is given."""
+    `state_file` when one is given. `locations` replaces the Cloud Scheduler regions it accepts
+    (default `scheduler.emulator.store.LOCATIONS`), for a region newer than that list."""
 
     def __init__(self, port: int = 0, pubsub_host: str | None = None,
                  state_file: str | os.PathLike[str] | None = None,
-                 publisher: Publisher | None = None) -> None:
+                 publisher: Publisher | None = None, locations: Iterable[str] | None = None) -> None:
         self.port = port
         self.pubsub_host = pubsub_host
         self.state_file = Path(state_file) if state_file is not None else None
-        self.store = JobStore()
+        self.store = JobStore() if locations is None else JobStore(locations=frozenset(locations))
         self.publisher: Publisher = publisher or PubsubPublisher(pubsub_host)
         self.clock = FiringClock(self.store, self.publisher)
         self.service = CloudSchedulerService(self.store, self.clock.dispatch)

@@ -150,17 +150,16 @@ class CloudSchedulerService:
         return job
 
     def _list_locations(self, request: Any) -> Any:
-        project = request.name.removeprefix("projects/")
+        # Only the `projects/P` form is checked: "any" stands in for the location.
         check_parent(f"{request.name}/locations/any", "name")
-        in_use = {n.split("/")[3] for n in self.store.names() if n.split("/")[1] == project}
         response = locations_pb2.ListLocationsResponse()
-        for location in sorted(in_use | {"us-central1"}):
+        for location in sorted(self.store.locations):
             response.locations.add(name=f"{request.name}/locations/{location}", location_id=location,
                                    display_name=location)
         return response
 
     def _get_location(self, request: Any) -> Any:
-        _, location = check_parent(request.name, "name")
+        _, location = self.store.check_location(request.name, "name")
         return locations_pb2.Location(name=request.name, location_id=location, display_name=location)
 
 

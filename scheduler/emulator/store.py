@@ -61,6 +61,24 @@ DEFAULT_MAX_DOUBLINGS = 5
 # bounded by the next scheduled start, and so is this one, plus this cap for slow schedules.
 MAX_ATTEMPTS = 50
 
+# The Google Cloud regions that offer Cloud Scheduler (https://cloud.google.com/scheduler/docs/
+# locations). The real service refuses any other location, so a typo in a deployment's location
+# fails here as it would in production instead of working only against the emulator.
+LOCATIONS = frozenset({
+    "africa-south1",
+    "asia-east1", "asia-east2", "asia-northeast1", "asia-northeast2", "asia-northeast3",
+    "asia-south1", "asia-south2", "asia-southeast1", "asia-southeast2",
+    "australia-southeast1", "australia-southeast2",
+    "europe-central2", "europe-north1", "europe-north2", "europe-southwest1", "europe-west1",
+    "europe-west2", "europe-west3", "europe-west4", "europe-west6", "europe-west8",
+    "europe-west9", "europe-west10", "europe-west12",
+    "me-central1", "me-central2", "me-west1",
+    "northamerica-northeast1", "northamerica-northeast2", "northamerica-south1",
+    "southamerica-east1", "southamerica-west1",
+    "us-central1", "us-east1", "us-east4", "us-east5", "us-south1",
+    "us-west1", "us-west2", "us-west3", "us-west4",
+})
+
 _PROJECT = r"[A-Za-z0-9:.-]+"
 _LOCATION = r"[A-Za-z0-9_-]+"
 _JOB_ID = r"[A-Za-z0-9_-]{1,500}"
@@ -263,6 +281,7 @@ class JobStore:
 
     now: Callable[[], datetime] = utcnow
     listener: Callable[[str], None] | None = None
+    locations: frozenset[str] = LOCATIONS
     _jobs: dict[str, Any] = field(default_factory=dict)
     _names: list[str] = field(default_factory=list)
     _runtime: dict[str, _Runtime] = field(default_factory=dict)
@@ -272,9 +291,18 @@ class JobStore:
 
     # -- API -------------------------------------------------------------------------------
 
+    def check_location(self, parent: str, what: str = "parent") -> tuple[str, str]:
+        """Validate `projects/P/locations/L` and that L is a location this service offers
+        (the ones ListLocations lists); returns (project, location)."""
+        project, location = check_parent(parent, what)
+        if location not in self.locations:
+            raise _invalid(f"{what}: location {location!r} is not a Cloud Scheduler location "
+                           "(ListLocations lists the valid ones)")
+        return project, location
+
     def create(self, parent: str, job: Any) -> Any:
         """CreateJob: validate, fill output-only fields, store; returns a copy."""
-        check_parent(parent)
+        self.check_location(parent)
         new = JobPb()
         new.CopyFrom(job)
         if not new.name:
@@ -308,7 +336,7 @@ class JobStore:
         """ListJobs: jobs in name order after the token's name; returns (jobs, next token).
         The token names the last job returned, so pages stay consistent under inserts and
         deletes between calls."""
-        check_parent(parent)
+        self.check_location(parent)
         if page_size < 0:
             raise _invalid("page_size: must not be negative")
         size = MAX_PAGE_SIZE if page_size == 0 else min(page_size, MAX_PAGE_SIZE)
@@ -333,6 +361,7 @@ class JobStore:
         """UpdateJob: merge the masked paths (all updatable fields without a mask), validate
         the result, keep the state, recompute when it is next due."""
         parent = check_name(job.name, "job.name")
+        self.check_location(parent, "job.name")
         mask_paths = check_mask(paths)
         with self._lock:
             current = self._find(job.name)
@@ -508,7 +537,7 @@ class JobStore:
     # -- helpers ---------------------------------------------------------------------------
 
     def _find(self, name: str) -> Any:
-        check_name(name)
+        self.check_location(check_name(name), "name")
         job = self._jobs.get(name)
         if job is None:
             raise ApiError(grpc.StatusCode.NOT_FOUND, f"Job not found: {name}")
