@@ -393,6 +393,43 @@ def test_sync_converges_under_injected_faults_and_reports_retries(
 
 
 @pytest.mark.emulator
+def test_job_retry_settings_reach_the_created_jobs(settings: Settings) -> None:
+    configured = settings.with_overrides(
+        job_retry_count="2", job_min_backoff="7s", job_max_backoff="90s", job_max_doublings="4",
+        job_max_retry_duration="10m",
+    )
+    [schedule] = make(1)
+    with SchedulerControl(configured) as control:
+        assert control.upsert(schedule).ok
+        retry = control.syncer.client.get_job(name=control.spec.job_name(schedule.id)).retry_config
+        assert (retry.retry_count, retry.min_backoff_duration, retry.max_backoff_duration,
+                retry.max_doublings, retry.max_retry_duration) == (
+            2, timedelta(seconds=7), timedelta(seconds=90), 4, timedelta(minutes=10))
+        assert control.plan([schedule]).is_noop  # read back, the job matches: no drift
+    with SchedulerControl(settings) as control:  # the defaults differ, so that is an update
+        [step] = control.plan([schedule]).steps
+        assert (step.kind, step.update_mask) == ("update", ("retry_config",))
+
+
+@pytest.mark.emulator
+def test_from_env_builds_a_working_control(cloud_scheduler_emulator: Any, project_id: str) -> None:
+    environ = {
+        "SCION_SCHEDULER_PROJECT": project_id, "SCION_SCHEDULER_LOCATION": "europe-west1",
+        "SCION_SCHEDULER_TOPIC": "fires", "CLOUD_SCHEDULER_EMULATOR_HOST": cloud_scheduler_emulator.host,
+    }
+    [schedule] = make(1)
+    with SchedulerControl.from_env(environ) as control:
+        assert control.list_jobs() == []
+        assert control.upsert(schedule).ok
+        [info] = control.list_jobs()
+        assert (info.schedule_id, info.state) == (schedule.id, "ENABLED")
+        assert info.topic == f"projects/{project_id}/topics/fires"
+    assert cloud_scheduler_emulator.call_counts["CreateJob"] == 1
+    assert cloud_scheduler_emulator.store.names() == [
+        f"projects/{project_id}/locations/europe-west1/jobs/scion-{schedule.id}"]
+
+
+@pytest.mark.emulator
 def test_applying_the_same_plan_twice_is_safe(control: SchedulerControl) -> None:
     client = control.syncer.client
     enabled, paused = make(1)[0], make(1, start=1, paused=True)[0]
