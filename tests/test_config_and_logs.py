@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -193,12 +194,44 @@ def test_level_filters_lower_severities() -> None:
     assert [e["message"] for e in lines(buf)] == ["yes"]
 
 
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 @pytest.mark.usefixtures("restore_logging")
 def test_auto_is_json_when_not_a_terminal() -> None:
     buf = io.StringIO()
     logs.configure("auto", stream=buf)
     logs.get_logger("t").info("hello", k=1)
-    assert lines(buf)[0]["message"] == "hello"
+    [entry] = lines(buf)
+    assert (entry["message"], entry["severity"], entry["k"]) == ("hello", "INFO", 1)
+    assert datetime.fromisoformat(str(entry["timestamp"]).replace("Z", "+00:00")).utcoffset() == timedelta(0)
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize("fmt", ["auto", None])
+def test_auto_is_key_value_on_a_terminal(fmt: str | None) -> None:
+    tty = Terminal()
+    logs.configure(fmt, stream=tty)
+    logs.get_logger("t").info("fire claimed", schedule_id="daily-report", attempt=2)
+    text = ANSI.sub("", tty.getvalue())
+    assert "fire claimed" in text and "schedule_id=daily-report" in text and "attempt=2" in text
+    assert not text.lstrip().startswith("{")
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_json_is_json_even_on_a_terminal() -> None:
+    tty = Terminal()
+    logs.configure("json", stream=tty)
+    logs.get_logger("t").info("hello")
+    [entry] = lines(tty)
+    assert entry["message"] == "hello" and entry["severity"] == "INFO" and "timestamp" in entry
 
 
 @pytest.mark.usefixtures("restore_logging")
