@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import structlog
-from scion_hub_data import envelope, event, schedule
+from scion_hub_data import envelope, event, new_id, schedule
 
 from scheduler.config import SETTINGS, Settings
 from scheduler.contract import build_message, execution_id
@@ -40,7 +40,7 @@ from scion_scheduler.reference_hub import FireCall, ReferenceHub
 from worker.action import ActionRegistry
 from worker.actions.scion import ScionAction
 from worker.firestore_ledger import FirestoreLedger
-from worker.ledger import Execution, State
+from worker.ledger import FINAL_STATES, Execution, State
 from worker.pipeline import Delivery, Pipeline
 from worker.queue_transport import QueueTransport
 
@@ -189,65 +189,78 @@ def test_the_hubs_json_becomes_jobs_and_what_the_hub_marks_gone_is_removed(stack
 
 @pytest.mark.slow
 def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorded(stack: Stack) -> None:
-    """One minute, every case: a plain fire, 409, 404, a 500 that is retried, a pending one-shot
-    whose worker is killed while the hub answers slowly, and a cancelled one-shot."""
+    """One minute, every case: a plain fire (of a schedule from an older hub, which names its
+    project `groveId` only), 409, 404 from a schedule deleted at the hub, a 500 that is retried,
+    a pending one-shot whose worker is killed while the hub holds its request, a one-shot
+    cancelled at the hub after the sync, and one cancelled before it. The hub's JSON comes as
+    its paged envelopes."""
     hub = stack.hub
     slot = _next_slot()
     # Daily at the slot's minute: every schedule fires at the slot and at no other time of the
     # test, so each switch below meets exactly the fire it is meant for.
     cron = f"{slot.minute} {slot.hour} * * *"
-    ok, dup, gone, flaky = (schedule(name=n, cron=cron) for n in ("ok", "dup", "gone", "flaky"))
+    grove = new_id()
+    ok = schedule(name="ok", cron=cron, project=grove, grove_only=True)
+    dup, gone, flagged, flaky = (schedule(name=n, cron=cron) for n in ("dup", "gone", "flagged", "flaky"))
     one_shot = event(fire_at=slot, event_type="dispatch_agent")
+    late_cancel = event(fire_at=slot)
     cancelled = event(fire_at=slot, status="cancelled")
-    stack.sync([ok, dup, gone, flaky, one_shot, cancelled])
+    stack.sync([envelope("schedules", [ok, dup, gone], next_cursor="cursor-2", total=5),
+                envelope("schedules", [flagged, flaky], total=5),
+                envelope("events", [one_shot, late_cancel, cancelled], total=3)])
     hub.set_behaviour(409, item_id=dup["id"])
-    hub.mark_gone(gone["id"])
+    for item in (gone, flagged, late_cancel):  # deleted or cancelled at the hub after the sync
+        hub.mark_gone(item["id"])
     hub.set_behaviour(500, item_id=flaky["id"], times=1)
-    hub.set_behaviour(delay=8.0, item_id=one_shot["id"], times=1)
+    hub.hold(one_shot["id"])
     first = stack.start_worker("worker-a")
+    ledger = stack.ledger()
 
-    # The one-shot's request is in the hub, which answers slowly; the worker that sent it dies.
+    def done(item: dict[str, Any]) -> bool:
+        record = _record(ledger, item["id"], slot)
+        return record is not None and record.state in FINAL_STATES
+
+    # The one-shot's request is in the hub, which holds it unanswered; the other fires finish.
     hub.wait_for_arrival(one_shot["id"], timeout=(slot - datetime.now(UTC)).total_seconds() + 45)
-    _wait_until(lambda: all(_calls_for(hub.calls, i["id"], slot) for i in (ok, dup, gone))
-                and any(c.status == 200 for c in _calls_for(hub.calls, flaky["id"], slot)),
-                30, "the other fires")
-    time.sleep(2)  # let the first worker record and ack those
+    _wait_until(lambda: all(map(done, (ok, dup, gone, flagged, flaky, late_cancel))), 60, "the other fires")
+    # The worker that sent the one-shot's request dies before hearing the answer; then the hub
+    # acts on the request (it cannot tell that the caller has gone).
     first.kill()
     first.wait(timeout=10)
+    hub.release(one_shot["id"])
+    hub.wait_for(lambda calls: bool(_calls_for(calls, one_shot["id"], slot)), 30)
     stack.start_worker("worker-b")
     # Pub/Sub hands the dead worker's message to another only when its ack deadline lapses,
     # which on the emulator takes from seconds to minutes (it also keeps pushing messages into
     # the dead worker's stream for a while). A redelivery is the job's message again, so the
     # test publishes that message again, every few seconds until a live worker has taken the
     # fire over; copies that arrive after that are duplicates the ledger suppresses.
-    ledger = stack.ledger()
-
-    def taken_over() -> bool:
-        record = _record(ledger, one_shot["id"], slot)
-        return record is not None and record.state is not State.RUNNING
-
     deadline = time.monotonic() + 90
-    while not taken_over():
+    while not done(one_shot):
         assert time.monotonic() < deadline, "the one-shot was not taken over"
         stack.redeliver(one_shot["id"])
         with contextlib.suppress(AssertionError):
-            _wait_until(taken_over, 5, "the one-shot to be taken over")
+            _wait_until(lambda: done(one_shot), 5, "the one-shot to be taken over")
 
     calls = hub.calls
     (call,) = _calls_for(calls, ok["id"], slot)
     assert call.status == 200 and call.idempotency_key == execution_id(ok["id"], slot)
+    assert call.project_id == grove  # the fire URL's project is the groveId
     assert call.body == {
-        "scheduleId": ok["id"], "kind": "schedule", "projectId": ok["projectId"], "name": "ok",
+        "scheduleId": ok["id"], "kind": "schedule", "projectId": grove, "name": "ok",
         "eventType": "message", "payload": json.loads(ok["payload"]),
         "fireTime": format_instant(slot), "executionId": execution_id(ok["id"], slot),
         "trigger": "scheduled", "attempt": 1,
     }
     assert [c.status for c in _calls_for(calls, dup["id"], slot)] == [409]
-    assert [c.status for c in _calls_for(calls, gone["id"], slot)] == [404]
+    for item in (gone, flagged, late_cancel):
+        assert [c.status for c in _calls_for(calls, item["id"], slot)] == [404]
     assert [c.status for c in _calls_for(calls, flaky["id"], slot)] == [500, 200]
+    # The killed worker's request fired the one-shot; the takeover's got 409: it fired once.
     one_shot_calls = _calls_for(calls, one_shot["id"], slot)
-    assert [c.status for c in one_shot_calls if 200 <= c.status < 300] == [200]  # fired once
+    assert [(c.status, c.body["attempt"]) for c in one_shot_calls] == [(200, 1), (409, 2)]
     assert {c.idempotency_key for c in one_shot_calls} == {execution_id(one_shot["id"], slot)}
+    assert all(datetime.fromisoformat(c.received_at) >= slot for c in one_shot_calls)
     assert not [c for c in calls if c.item_id == cancelled["id"]]
 
     def outcome(item: dict[str, Any]) -> tuple[State, str | None, int]:
@@ -257,16 +270,25 @@ def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorde
 
     assert outcome(ok) == (State.SUCCEEDED, "HTTP 200", 1)
     assert outcome(dup) == (State.SUCCEEDED, "duplicate", 1)
-    assert outcome(gone)[:2] == (State.CANCELLED, "schedule gone")
+    for item in (gone, flagged, late_cancel):
+        assert outcome(item)[:2] == (State.CANCELLED, "schedule gone")
     assert outcome(flaky) == (State.SUCCEEDED, "HTTP 200", 2)
-    state, detail, attempt = outcome(one_shot)
-    assert state is State.SUCCEEDED and attempt == 2  # taken over from the killed worker
-    assert detail in ("duplicate", "HTTP 200")
+    # Completed once, by the other worker's attempt 2, which found it done at the hub.
+    assert outcome(one_shot) == (State.SUCCEEDED, "duplicate", 2)
 
-    # At the next reconcile the hub lists the gone schedule as deleted: its job is removed.
-    out = stack.sync([ok, dup, dict(gone, status="deleted"), flaky])
-    assert {s["schedule_id"] for s in out["plan"]["steps"] if s["kind"] == "delete"} >= {gone["id"]}
-    assert f"scion-{gone['id']}" not in stack.jobs()
+    # At the next reconcile the hub's listing no longer has the deleted schedule (ListSchedules
+    # leaves deleted ones out and DeleteSchedule is a hard delete); a listing filtered by status
+    # can still show one as `deleted`; the events are `fired` and `cancelled` now.
+    listing = {"schedules": [ok, dup, dict(flagged, status="deleted"), flaky],
+               "events": [dict(one_shot, status="fired"), dict(late_cancel, status="cancelled"), cancelled]}
+    out = stack.sync(listing)
+    deletes = {s["schedule_id"] for s in out["plan"]["steps"] if s["kind"] == "delete"}
+    assert deletes == {flagged["id"], one_shot["id"], late_cancel["id"]}
+    # Left out of the listing, a job is kept without --prune, which is why a handover prunes.
+    assert out["plan"]["kept_without_schedule"] == [f"scion-{gone['id']}"]
+    out = stack.sync(listing, "--prune")
+    assert [(s["kind"], s["schedule_id"]) for s in out["plan"]["steps"]] == [("delete", gone["id"])]
+    assert set(stack.jobs()) == {f"scion-{i['id']}" for i in (ok, dup, flaky)}
 
 
 # --------------------------------------------------------------------------- catch-up after an outage
