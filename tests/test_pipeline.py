@@ -1,7 +1,9 @@
 """The pipeline's policies, on the in-memory ledger with a fake clock.
 
 Fire messages are built with the real contract (`scheduler.contract.build_message`); actions
-are plain functions registered through `ActionRegistry`, as a third-party type would be.
+are plain functions registered through `ActionRegistry`, as a third-party type would be. The
+tests marked `on_every_ledger` (claims, duplicates, overlap, catch-up, attempts) run on the
+SQLite and Firestore (emulator) ledgers too: the pipeline must decide the same on each store.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,9 +25,10 @@ from structlog.testing import capture_logs
 from scheduler.contract import build_message, execution_id, sign
 from scheduler.model import Action, Schedule
 from worker.action import ActionContext, ActionError, ActionRegistry, ActionResult
-from worker.ledger import ClaimRequest, State
+from worker.ledger import ClaimRequest, Ledger, State
 from worker.metrics import WorkerMetrics
 from worker.pipeline import Delivery, Disposition, Pipeline, make_worker_id
+from worker.sqlite_ledger import SqliteLedger
 
 KEY = "test-signing-key"
 SLOT = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a slot of */5 * * * *
@@ -32,15 +36,19 @@ WAIT_S = 10.0  # upper bound for a thread to reach a point; tests never depend o
 
 
 class FakeClock:
-    """A settable clock shared by the pipeline and the test."""
+    """A settable clock shared by the pipeline and the test; with `tick` set, each reading is
+    that much later than the one before."""
 
     def __init__(self, now: datetime) -> None:
         self._now = now
         self._lock = threading.Lock()
+        self.tick = timedelta(0)
 
     def __call__(self) -> datetime:
         with self._lock:
-            return self._now
+            now = self._now
+            self._now += self.tick
+            return now
 
     def set(self, now: datetime) -> None:
         with self._lock:
@@ -91,8 +99,9 @@ def delivery(
 class Harness:
     """A pipeline, its ledger, clock, metrics and the `custom` handler."""
 
-    def __init__(self, *, lease: timedelta = timedelta(minutes=10), now: datetime = SLOT + timedelta(seconds=2)) -> None:
-        self.ledger = MemoryLedger()
+    def __init__(self, *, lease: timedelta = timedelta(minutes=10), now: datetime = SLOT + timedelta(seconds=2),
+                 ledger: Ledger | None = None) -> None:
+        self.ledger = ledger if ledger is not None else MemoryLedger()
         self.clock = FakeClock(now)
         self.action = Recorder()
         self.metrics = WorkerMetrics()
@@ -117,9 +126,29 @@ class Harness:
         assert result.result.run
 
 
+LEDGERS = ["memory", "sqlite", pytest.param("firestore", marks=pytest.mark.emulator)]
+on_every_ledger = pytest.mark.parametrize("h", LEDGERS, indirect=True)
+
+
 @pytest.fixture
-def h() -> Harness:
-    return Harness()
+def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    """A harness on the in-memory ledger, or on the one `on_every_ledger` names (fresh, empty)."""
+    kind = getattr(request, "param", "memory")
+    if kind == "memory":
+        yield Harness()
+    elif kind == "sqlite":
+        sqlite_ledger = SqliteLedger(tmp_path / "ledger.db")
+        yield Harness(ledger=sqlite_ledger)
+        sqlite_ledger.close()
+    else:
+        from google.cloud import firestore
+
+        from worker.firestore_ledger import FirestoreLedger
+
+        request.getfixturevalue("firestore_emulator")
+        client = firestore.Client(project=request.getfixturevalue("project_id"))
+        yield Harness(ledger=FirestoreLedger(client))
+        client.close()
 
 
 def wait_for(condition: Callable[[], bool]) -> None:
@@ -138,6 +167,7 @@ def in_thread(fn: Callable[[], Disposition]) -> tuple[threading.Thread, list[Dis
 
 # Success, duplicates, registered action types.
 
+@on_every_ledger
 def test_runs_registered_action_once_and_records_success(h: Harness) -> None:
     sched = schedule()
     assert h.handle(delivery(sched)) == Disposition(ack=True, outcome="succeeded")
@@ -153,6 +183,7 @@ def test_runs_registered_action_once_and_records_success(h: Harness) -> None:
     assert h.metrics.registry.get_sample_value("scion_worker_fire_to_start_lag_seconds_count") == 1
 
 
+@on_every_ledger
 def test_duplicate_delivery_is_acked_without_running(h: Harness) -> None:
     sched = schedule()
     h.handle(delivery(sched))
@@ -188,6 +219,7 @@ def test_manual_fire_is_never_missed(h: Harness) -> None:
 
 # Claims held elsewhere, overlap.
 
+@on_every_ledger
 def test_busy_fire_is_nacked_until_the_holders_lease_ends(h: Harness) -> None:
     sched = schedule()
     h.claim_as("w2", sched, SLOT, timedelta(seconds=60))
@@ -197,6 +229,7 @@ def test_busy_fire_is_nacked_until_the_holders_lease_ends(h: Harness) -> None:
     assert h.action.calls == []
 
 
+@on_every_ledger
 def test_fire_of_a_dead_holder_is_taken_over_after_its_lease(h: Harness) -> None:
     sched = schedule()
     h.claim_as("w2", sched, SLOT, timedelta(seconds=60))
@@ -205,6 +238,7 @@ def test_fire_of_a_dead_holder_is_taken_over_after_its_lease(h: Harness) -> None
     assert [c.attempt for c in h.action.calls] == [2]
 
 
+@on_every_ledger
 @pytest.mark.parametrize(("overlap", "second"), [("skip", "skipped"), ("allow", "succeeded")])
 def test_overlap_policy(h: Harness, overlap: str, second: str) -> None:
     sched = schedule(overlap=overlap)
@@ -230,6 +264,7 @@ def test_overlap_policy(h: Harness, overlap: str, second: str) -> None:
 
 # Lateness: catch-up window and policies; the one-shot rule.
 
+@on_every_ledger
 @pytest.mark.parametrize(("late", "outcome"), [(timedelta(minutes=4), "succeeded"),
                                                (timedelta(minutes=6), "missed")])
 def test_catchup_window(h: Harness, late: timedelta, outcome: str) -> None:
@@ -241,6 +276,7 @@ def test_catchup_window(h: Harness, late: timedelta, outcome: str) -> None:
     assert len(h.action.calls) == (outcome == "succeeded")
 
 
+@on_every_ledger
 def test_missed_fire_redelivered_is_a_duplicate(h: Harness) -> None:
     sched = schedule(catchup_window=timedelta(minutes=5))
     h.clock.set(SLOT + timedelta(hours=1))
@@ -263,6 +299,7 @@ def test_catchup_none_misses_a_fire_a_minute_late(h: Harness, late: timedelta, o
     assert h.handle(delivery(schedule(catchup="none"))).outcome == outcome
 
 
+@on_every_ledger
 def test_retry_delivered_after_the_window_is_still_taken_over(h: Harness) -> None:
     """The window is about starting late; a fire that started in time keeps its retries."""
     sched = schedule(catchup_window=timedelta(minutes=5))
@@ -295,6 +332,7 @@ def fail_with(exc: Exception) -> Callable[[ActionContext], ActionResult | None]:
     return behaviour
 
 
+@on_every_ledger
 def test_retryable_failure_is_retried_then_failed_at_max_attempts(h: Harness) -> None:
     sched = schedule(max_attempts=2)
     h.action.behaviour = fail_with(ActionError("HTTP 503", retryable=True))
@@ -325,6 +363,7 @@ def test_non_retryable_failure_fails_at_once(h: Harness) -> None:
     assert len(h.action.calls) == 1
 
 
+@on_every_ledger
 def test_takeover_beyond_max_attempts_fails_without_running(h: Harness) -> None:
     sched = schedule(max_attempts=1)
     h.claim_as("crashed", sched, SLOT, timedelta(seconds=60))
@@ -404,6 +443,7 @@ def test_stopping_before_the_claim_returns_the_delivery_unclaimed(h: Harness) ->
     assert h.action.calls == [] and h.ledger.history(sched.id) == []
 
 
+@on_every_ledger
 def test_release_running_hands_the_fire_to_another_worker(h: Harness) -> None:
     sched = schedule()
     eid = execution_id(sched.id, SLOT)
@@ -473,7 +513,11 @@ def test_make_worker_id_is_unique_per_call() -> None:
     assert first != second and first.rsplit("-", 2)[0] == second.rsplit("-", 2)[0]
 
 
+@on_every_ledger
 def test_concurrent_deliveries_of_one_fire_run_it_once(h: Harness) -> None:
+    # A frozen clock would give every claim the same `now`; the real ledgers take a claim by
+    # the same worker at the same instant for a retry of one request (`decide_existing`).
+    h.clock.tick = timedelta(microseconds=1)
     sched = schedule()
     results: list[Disposition] = []
     lock = threading.Lock()
