@@ -6,6 +6,10 @@ Google's certificates, expiry, issuer `accounts.google.com`, audience). google-a
 cache the certificates itself; its documentation's answer is a `CacheControl` session, which
 honours the certificate response's `Cache-Control` max-age, so a verification needs no request
 of its own most of the time.
+
+A token google-auth rejects (a `ValueError` or a `GoogleAuthError`: bad signature, wrong issuer
+or audience, expired) is a 401; certificates that cannot be fetched (`TransportError`) are a 503,
+since the caller's token may well be valid. Neither message nor log ever carries the token.
 """
 
 from __future__ import annotations
@@ -16,17 +20,23 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from google.auth import exceptions as auth_exceptions
+
 from scheduler.config import ConfigError, Settings
+from scheduler.logs import get_logger
+
+log = get_logger(__name__)
 
 REALM = "scion-scheduler"
 
-# verify(token, audiences) -> the token's claims, or raises ValueError (google-auth's
-# verification errors are ValueError subclasses).
+# verify(token, audiences) -> the token's claims; raises ValueError or GoogleAuthError for a
+# rejected token, google.auth.exceptions.TransportError when the certificates cannot be fetched.
 IdTokenVerifier = Callable[[str, Sequence[str]], Mapping[str, Any]]
 
 
 class AuthError(Exception):
-    """The request is not authenticated (401) or not allowed (403)."""
+    """The request is not authenticated (401), not allowed (403), or cannot be checked now
+    (503: Google's certificates are out of reach)."""
 
     def __init__(self, message: str, *, status: int = 401, invalid_token: bool = False) -> None:
         super().__init__(message)
@@ -46,14 +56,15 @@ class AuthError(Exception):
         return challenge
 
 
-def google_verifier() -> IdTokenVerifier:
-    """The production verifier: google-auth over a certificate-caching session."""
+def google_verifier(session: Any = None) -> IdTokenVerifier:
+    """The production verifier: google-auth over a certificate-caching session (a new
+    `requests.Session` unless `session` is given, as tests do to serve their own certificates)."""
     import cachecontrol
     import requests
     from google.auth.transport.requests import Request
     from google.oauth2 import id_token
 
-    request = Request(session=cachecontrol.CacheControl(requests.Session()))
+    request = Request(session=cachecontrol.CacheControl(session or requests.Session()))
 
     def verify(token: str, audiences: Sequence[str]) -> Mapping[str, Any]:
         claims: Mapping[str, Any] = id_token.verify_oauth2_token(token, request, audience=list(audiences))
@@ -74,8 +85,16 @@ class OidcPolicy:
         """The caller's service-account email, or `AuthError`."""
         try:
             claims = self.verify(token, self.audiences)
-        except ValueError as exc:
-            raise AuthError(f"the ID token is not valid: {exc}", invalid_token=True) from exc
+        except auth_exceptions.TransportError as exc:
+            reason = _redact(str(exc), token)
+            log.warning("cannot verify ID tokens: Google's certificates are out of reach",
+                        error=reason)
+            raise AuthError("cannot verify the ID token now: Google's signing certificates could "
+                            "not be fetched; retry later", status=503) from exc
+        except (ValueError, auth_exceptions.GoogleAuthError) as exc:
+            reason = _redact(str(exc), token) or type(exc).__name__
+            log.info("ID token rejected", reason=reason)
+            raise AuthError(f"the ID token is not valid: {reason}", invalid_token=True) from exc
         email = claims.get("email")
         if not isinstance(email, str) or claims.get("email_verified") is not True:
             raise AuthError("the ID token carries no verified email", invalid_token=True)
@@ -130,6 +149,15 @@ class Authenticator:
         if self.oidc is not None and credential.count(".") == 2:
             return self.oidc.check(credential)
         raise AuthError("the bearer token is not valid", invalid_token=True)
+
+
+def _redact(message: str, token: str) -> str:
+    """`message` without the token or any of its segments (google-auth quotes them in some
+    errors), on one line and cut to a length fit for a header."""
+    for secret in sorted({token, *token.split(".")}, key=len, reverse=True):
+        if len(secret) >= 8:
+            message = message.replace(secret, "[redacted]")
+    return " ".join(message.split())[:300]
 
 
 def _split(value: str | None) -> tuple[str, ...]:
