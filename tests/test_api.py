@@ -4,7 +4,9 @@ the SQLite and Firestore ledgers for history), in process through Starlette's te
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,11 +17,13 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 from google.api_core import exceptions as gexc
+from google.auth import exceptions as auth_exceptions
 
 from scheduler.config import ConfigError, Settings
 from scheduler.contract import decode_message, execution_id
 from scheduler.control import SchedulerControl
-from scheduler.gcp import publisher_client, subscriber_client
+from scheduler.gcp import cloud_scheduler_client, publisher_client, subscriber_client
+from scheduler.jobs import is_paused
 from scheduler.jobs_decode import schedule_from_job
 from scheduler.model import format_instant
 from scheduler.sync import WRITE_METHODS
@@ -60,6 +64,7 @@ class Api:
     emulator: Any
     ledger: SqliteLedger
     settings: Settings
+    context: ApiContext
 
     def writes(self) -> int:
         return sum(self.emulator.call_counts[m] for m in WRITE_METHODS)
@@ -85,7 +90,7 @@ def open_api(settings: Settings, emulator: Any, ledger: SqliteLedger, *,
         context = ApiContext(control, ledger, authenticator or Authenticator.from_settings(settings))
         app = create_app(context, max_body_bytes=BODY_LIMIT)
         with TestClient(app, headers=AUTH) as client, TestClient(app) as anon:
-            yield Api(client, anon, control, emulator, ledger, settings)
+            yield Api(client, anon, control, emulator, ledger, settings, context)
 
 
 @pytest.fixture
@@ -106,31 +111,50 @@ def errors_of(response: Any) -> list[tuple[str, str]]:
 # -- authentication ------------------------------------------------------------------------------
 
 
-def test_healthz_is_open_and_everything_else_needs_the_token(api: Api) -> None:
+# Every route that needs credentials; "a" never exists, which must not matter to the checks.
+ROUTES = [
+    ("GET", "/v1/schedules"), ("GET", path("a")), ("PUT", path("a")), ("DELETE", path("a")),
+    ("POST", path("a", ":pause")), ("POST", path("a", ":resume")), ("POST", path("a", ":run")),
+    ("POST", "/v1/schedules:sync"), ("GET", path("a", "/executions")), ("GET", "/metrics"),
+]
+ROUTE_IDS = [f"{m} {u}" for m, u in ROUTES]
+HUB_SA = "hub@p.iam.gserviceaccount.com"
+
+
+def test_healthz_needs_no_credentials(api: Api) -> None:
     assert api.anon.get("/healthz").json() == {"status": "ok"}
-    for method, url in (("GET", "/v1/schedules"), ("GET", path("a")), ("PUT", path("a")),
-                        ("DELETE", path("a")), ("POST", path("a", ":pause")),
-                        ("POST", path("a", ":run")), ("POST", "/v1/schedules:sync"),
-                        ("GET", path("a", "/executions")), ("GET", "/metrics")):
-        missing = api.anon.request(method, url)
-        assert missing.status_code == 401, (method, url)
-        assert missing.headers["WWW-Authenticate"] == 'Bearer realm="scion-scheduler"'
-        assert missing.json()["code"] == "unauthenticated"
-    wrong = api.anon.get("/v1/schedules", headers={"Authorization": "Bearer not-the-token"})
+
+
+@pytest.mark.parametrize(("method", "url"), ROUTES, ids=ROUTE_IDS)
+def test_every_route_needs_the_token(api: Api, method: str, url: str) -> None:
+    missing = api.anon.request(method, url)
+    assert missing.status_code == 401
+    assert missing.headers["WWW-Authenticate"] == 'Bearer realm="scion-scheduler"'
+    assert missing.json()["code"] == "unauthenticated"
+    wrong = api.anon.request(method, url, headers={"Authorization": "Bearer not-the-token"})
     assert wrong.status_code == 401
     assert 'error="invalid_token"' in wrong.headers["WWW-Authenticate"]
-    basic = api.anon.get("/v1/schedules", headers={"Authorization": f"Basic {TOKEN}"})
+    basic = api.anon.request(method, url, headers={"Authorization": f"Basic {TOKEN}"})
     assert basic.status_code == 401
     assert api.writes() == 0
+
+
+@contextmanager
+def oidc_api(settings: Settings, emulator: Any, ledger: SqliteLedger,
+             verify: Callable[[str, Sequence[str]], Mapping[str, Any]]) -> Iterator[Api]:
+    oidc = settings.with_overrides(api_token="", api_audience="https://scheduler.example, other",
+                                   api_allowed_sa=HUB_SA)
+    authenticator = Authenticator.from_settings(oidc, verify=verify)
+    with open_api(oidc, emulator, ledger, authenticator=authenticator) as api:
+        yield api
 
 
 def test_oidc_tokens_are_verified_for_audience_and_allowed_service_accounts(
     settings: Settings, cloud_scheduler_emulator: Any, ledger: SqliteLedger
 ) -> None:
     seen: list[tuple[str, list[str]]] = []
-    claims = {"hub.a.b": {"email": "hub@p.iam.gserviceaccount.com", "email_verified": True},
-              "other.a.b": {"email": "intruder@p.iam.gserviceaccount.com", "email_verified": True},
-              "unverified.a.b": {"email": "hub@p.iam.gserviceaccount.com"}}
+    claims: dict[str, Mapping[str, Any]] = {"hub.a.b": {"email": HUB_SA, "email_verified": True},
+              "unverified.a.b": {"email": HUB_SA}}
 
     def verify(token: str, audiences: Sequence[str]) -> Mapping[str, Any]:
         seen.append((token, list(audiences)))
@@ -138,18 +162,14 @@ def test_oidc_tokens_are_verified_for_audience_and_allowed_service_accounts(
             raise ValueError("Token has wrong audience")
         return claims[token]
 
-    oidc = settings.with_overrides(api_token="", api_audience="https://scheduler.example, other",
-                                   api_allowed_sa="hub@p.iam.gserviceaccount.com")
-    authenticator = Authenticator.from_settings(oidc, verify=verify)
-    assert authenticator.token is None and authenticator.enabled
-    with open_api(oidc, cloud_scheduler_emulator, ledger, authenticator=authenticator) as api:
+    with oidc_api(settings, cloud_scheduler_emulator, ledger, verify) as api:
+        assert api.context.authenticator.token is None and api.context.authenticator.enabled
+
         def get(token: str) -> Any:
             return api.anon.get("/v1/schedules", headers={"Authorization": f"Bearer {token}"})
 
         assert get("hub.a.b").status_code == 200
         assert seen[-1] == ("hub.a.b", ["https://scheduler.example", "other"])
-        forbidden = get("other.a.b")
-        assert forbidden.status_code == 403 and forbidden.json()["code"] == "permission_denied"
         assert get("unverified.a.b").status_code == 401
         bad = get("forged.a.b")
         assert bad.status_code == 401 and "wrong audience" in bad.headers["WWW-Authenticate"]
@@ -157,6 +177,51 @@ def test_oidc_tokens_are_verified_for_audience_and_allowed_service_accounts(
 
     with pytest.raises(ConfigError, match="must be set together"):
         Authenticator.from_settings(settings.with_overrides(api_audience="aud"), verify=verify)
+
+
+def test_every_route_refuses_a_service_account_not_allowed(
+    settings: Settings, cloud_scheduler_emulator: Any, ledger: SqliteLedger
+) -> None:
+    def verify(token: str, audiences: Sequence[str]) -> Mapping[str, Any]:
+        return {"email": "intruder@p.iam.gserviceaccount.com", "email_verified": True}
+
+    with oidc_api(settings, cloud_scheduler_emulator, ledger, verify) as api:
+        for method, url in ROUTES:
+            forbidden = api.anon.request(method, url, headers={"Authorization": "Bearer x.y.z"})
+            assert forbidden.status_code == 403, (method, url)
+            assert forbidden.json()["code"] == "permission_denied"
+            assert 'error="insufficient_scope"' in forbidden.headers["WWW-Authenticate"]
+        assert api.writes() == 0
+
+
+@pytest.mark.parametrize(("error", "status", "code"), [
+    (auth_exceptions.GoogleAuthError("Wrong issuer. 'iss' should be one of ..."), 401,
+     "unauthenticated"),
+    (auth_exceptions.InvalidValue("Token does not contain a valid 'aud' claim."), 401,
+     "unauthenticated"),
+    (auth_exceptions.TransportError("Could not fetch certificates at https://www.googleapis.com"),
+     503, "unavailable"),
+], ids=["rejected", "invalid-value", "certificates-unreachable"])
+def test_oidc_verification_errors_are_401_or_503_never_500(
+    settings: Settings, cloud_scheduler_emulator: Any, ledger: SqliteLedger,
+    capsys: pytest.CaptureFixture[str], error: Exception, status: int, code: str,
+) -> None:
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJlbWFpbCI6Imh1YiJ9.c2lnbmF0dXJlLWJ5dGVz"
+
+    def verify(got: str, audiences: Sequence[str]) -> Mapping[str, Any]:
+        raise type(error)(f"{error} [{got}]")
+
+    with oidc_api(settings, cloud_scheduler_emulator, ledger, verify) as api:
+        for method, url in ROUTES:
+            refused = api.anon.request(method, url, headers={"Authorization": f"Bearer {token}"})
+            assert refused.status_code == status, (method, url, refused.text)
+            assert refused.json()["code"] == code
+            assert token not in refused.text and token not in str(refused.headers)
+            if status == 503:
+                assert "certificates could not be fetched" in refused.json()["message"]
+                assert "WWW-Authenticate" not in refused.headers
+        assert api.writes() == 0
+    assert token not in capsys.readouterr().err
 
 
 def test_serve_refuses_to_listen_beyond_loopback_without_authentication() -> None:
@@ -207,7 +272,7 @@ def test_the_job_is_the_store_and_the_schedule_reads_back_whole(api: Api) -> Non
     }
     assert api.client.put(path("full"), json=full).status_code == 201
     job = api.control.syncer.get_job(api.control.spec.job_id("full"))
-    assert schedule_from_job(job) == parse_schedule({"id": "full", **full})
+    assert job is not None and schedule_from_job(job) == parse_schedule({"id": "full", **full})
     got = api.client.get(path("full")).json()
     assert got["schedule"] == parse_schedule({"id": "full", **full}).to_dict()
     assert got["job"]["state"] == "PAUSED" and got["next_fires"] == []
@@ -226,29 +291,64 @@ def test_invalid_documents_name_every_field_and_change_nothing(api: Api) -> None
 
     mismatch = api.client.put(path("x"), json={"id": "y", **doc()})
     assert mismatch.status_code == 422 and errors_of(mismatch) == [("x", "id")]
-    not_json = api.client.put(path("x"), content=b"{not json", headers={"Content-Type": "application/json"})
-    assert not_json.status_code == 400 and errors_of(not_json) == [("(request)", "(body)")]
-    assert api.client.put(path("x"), content=b"NaN").status_code == 400
-    assert api.client.put(path("x"), content=b"").status_code == 400
-    assert api.client.put(path("x"), json=[doc()]).status_code == 422
     too_long = api.client.put(path("x" * 300), json=doc())
     assert too_long.status_code == 422 and errors_of(too_long) == [("(request)", "id")]
     assert api.writes() == 0
     assert api.client.get(path("x")).status_code == 404
 
 
-def test_oversized_bodies_are_refused_with_413(api: Api) -> None:
-    big = doc(description="", action={**ACTION, "body": "x" * BODY_LIMIT})
-    declared = api.client.put(path("big"), json=big)
+# The routes that take a body, each with a valid body, and the field a body's unknown key names.
+BODY_ROUTES = [
+    ("PUT", path("a"), lambda **extra: doc(**extra), "a"),
+    ("POST", "/v1/schedules:sync", lambda **extra: {"schedules": [{"id": "a", **doc(**extra)}]}, "a"),
+]
+BODY_IDS = ["put", "sync"]
+
+
+@pytest.mark.parametrize(("method", "url", "body", "owner"), BODY_ROUTES, ids=BODY_IDS)
+def test_bodies_that_are_not_json_objects_are_refused(api: Api, method: str, url: str,
+                                                      body: Any, owner: str) -> None:
+    for raw in (b"{not json", b"NaN", b"[1, Infinity]", b"\xff\xfe", b"", b"  \n"):
+        bad = api.client.request(method, url, content=raw, headers={"Content-Type": "application/json"})
+        assert bad.status_code == 400, (raw, bad.text)
+        assert bad.json()["code"] == "bad_request" and errors_of(bad) == [("(request)", "(body)")]
+    for not_object in ([body()], "text", 3, None):
+        wrong = api.client.request(method, url, content=json.dumps(not_object).encode())
+        assert wrong.status_code == 422, (not_object, wrong.text)
+        assert all(e["reason"] for e in wrong.json()["errors"])
+    assert api.writes() == 0
+
+
+@pytest.mark.parametrize(("method", "url", "body", "owner"), BODY_ROUTES, ids=BODY_IDS)
+def test_unknown_fields_are_named_and_refused(api: Api, method: str, url: str, body: Any,
+                                              owner: str) -> None:
+    unknown = api.client.request(method, url, json=body(colour="blue"))
+    assert unknown.status_code == 422
+    assert [(e["schedule_id"], e["field"], e["reason"]) for e in unknown.json()["errors"]] == [
+        (owner, "colour", "unknown field")]
+    in_action = api.client.request(method, url, json=body(action={**ACTION, "verb": "GET"}))
+    assert in_action.status_code == 422 and (owner, "action.verb") in errors_of(in_action)
+    assert api.writes() == 0
+
+
+@pytest.mark.parametrize(("method", "url", "body", "owner"), BODY_ROUTES, ids=BODY_IDS)
+def test_oversized_bodies_are_refused_with_413(api: Api, method: str, url: str, body: Any,
+                                               owner: str) -> None:
+    big = body(description="", action={**ACTION, "body": "x" * BODY_LIMIT})
+    declared = api.client.request(method, url, json=big)
     assert declared.status_code == 413 and declared.json()["code"] == "payload_too_large"
+    assert errors_of(declared) == [("(request)", "(body)")]
 
     def chunks() -> Iterator[bytes]:
         text = json.dumps(big).encode()
         for start in range(0, len(text), 8192):
             yield text[start:start + 8192]
 
-    streamed = api.client.put(path("big"), content=chunks())
-    assert streamed.status_code == 413
+    streamed = api.client.request(method, url, content=chunks())
+    assert "content-length" not in streamed.request.headers
+    assert streamed.status_code == 413 and streamed.json()["code"] == "payload_too_large"
+    # Unauthenticated, the body limit still holds (it is checked before anything else).
+    assert api.anon.request(method, url, json=big).status_code == 413
     assert api.writes() == 0
 
 
@@ -324,6 +424,108 @@ def test_if_match_with_a_stale_fingerprint_is_a_409_and_changes_nothing(api: Api
     assert api.client.delete(path("guarded"), headers={"If-Match": current}).status_code == 200
 
 
+class _HeldUpdateClient:
+    """The real client, except that the first UpdateJob waits, once inside, for `release`."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def update_job(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.release.wait(120), "the test never released the held UpdateJob"
+        return self._client.update_job(*args, **kwargs)
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("second", ["put", "delete", "pause"])
+def test_concurrent_writes_with_one_etag_let_the_first_through_and_refuse_the_next(
+    settings: Settings, cloud_scheduler_emulator: Any, ledger: SqliteLedger, second: str
+) -> None:
+    real = cloud_scheduler_client(settings)
+    held = _HeldUpdateClient(real)
+    with open_api(settings, cloud_scheduler_emulator, ledger, scheduler_client=held) as api:
+        etag = api.client.put(path("raced"), json=doc()).headers["ETag"]
+        guarded = {"If-Match": etag}
+        answers: dict[str, Any] = {}
+        requests = {
+            "put": lambda: api.client.put(path("raced"), json=doc(cron="2 3 * * *"), headers=guarded),
+            "delete": lambda: api.client.delete(path("raced"), headers=guarded),
+            "pause": lambda: api.client.post(path("raced", ":pause"), headers=guarded),
+        }
+
+        def send(name: str, request: Callable[[], Any]) -> None:
+            answers[name] = request()
+
+        first = threading.Thread(target=send, args=("first", lambda: api.client.put(
+            path("raced"), json=doc(cron="1 3 * * *"), headers=guarded)))
+        first.start()
+        assert held.entered.wait(60)  # the first PUT passed its If-Match and is writing
+        other = threading.Thread(target=send, args=("second", requests[second]))
+        other.start()
+        # The second request waits for the schedule's lock (it has not read the job yet).
+        key = api.control.spec.job_id("raced")
+        wait_for(lambda: api.context.locks.users(key) == 2, "the second request to wait")
+        held.release.set()
+        first.join(120)
+        other.join(120)
+        assert answers["first"].status_code == 200, answers["first"].text
+        refused = answers["second"]
+        assert refused.status_code == 409 and errors_of(refused) == [("raced", "If-Match")]
+        got = api.client.get(path("raced")).json()
+        assert got["schedule"]["cron"] == "1 3 * * *" and got["job"]["state"] == "ENABLED"
+        assert api.context.locks.users(key) == 0
+    real.transport.close()
+
+
+def test_a_new_paused_schedule_whose_pause_fails_leaves_no_job(api: Api) -> None:
+    api.emulator.set_faults(1.0, methods=("PauseJob",))
+    failed = api.client.put(path("quiet"), json=doc(paused=True))
+    api.emulator.clear_faults()
+    assert failed.status_code == 503 and failed.json()["code"] == "unavailable"
+    assert [(o["kind"], o["status"]) for o in failed.json()["outcomes"]] == [
+        ("create", "ok"), ("pause", "failed"), ("delete", "ok")]
+    assert api.client.get(path("quiet")).status_code == 404
+    again = api.client.put(path("quiet"), json=doc(paused=True))
+    assert again.status_code == 201 and again.json()["schedule"]["job"]["state"] == "PAUSED"
+
+
+def test_a_failed_change_with_pause_or_resume_leaves_the_job_as_it_was(api: Api) -> None:
+    created = api.client.put(path("kept"), json=doc())
+    api.emulator.set_faults(1.0, methods=("UpdateJob",))
+    failed = api.client.put(path("kept"), json=doc(cron="9 9 * * *", paused=True))
+    api.emulator.clear_faults()
+    assert failed.status_code == 503
+    assert [(o["kind"], o["status"]) for o in failed.json()["outcomes"]] == [
+        ("pause", "ok"), ("update", "failed"), ("resume", "ok")]
+    same = api.client.get(path("kept"))
+    assert same.headers["ETag"] == created.headers["ETag"]
+    assert same.json()["job"]["state"] == "ENABLED"
+
+    paused = api.client.put(path("kept"), json=doc(paused=True))
+    api.emulator.set_faults(1.0, methods=("ResumeJob",))
+    failed = api.client.put(path("kept"), json=doc(cron="9 9 * * *"))
+    api.emulator.clear_faults()
+    assert failed.status_code == 503
+    assert [(o["kind"], o["status"]) for o in failed.json()["outcomes"]] == [
+        ("update", "ok"), ("resume", "failed"), ("pause", "ok"), ("update", "ok")]
+    still = api.client.get(path("kept"))
+    assert still.headers["ETag"] == paused.headers["ETag"]
+    job = api.control.syncer.get_job(api.control.spec.job_id("kept"))
+    assert job is not None and is_paused(job) and job.schedule == "0 3 * * *"
+
+
 class _AbortingClient:
     """The real client, except that UpdateJob answers ABORTED (a concurrent modification)."""
 
@@ -340,8 +542,6 @@ class _AbortingClient:
 def test_a_concurrent_modification_from_cloud_scheduler_is_a_409(
     settings: Settings, cloud_scheduler_emulator: Any, ledger: SqliteLedger
 ) -> None:
-    from scheduler.gcp import cloud_scheduler_client
-
     real = cloud_scheduler_client(settings)
     with open_api(settings, cloud_scheduler_emulator, ledger,
                   scheduler_client=_AbortingClient(real)) as api:

@@ -3,7 +3,12 @@
 Cloud Scheduler jobs are the only store of schedules (see `scheduler.jobs_decode`): a PUT writes
 the job, a GET reads it back, and a `:sync` reconciles the whole set, so there is no second copy
 to drift. Every write is validated whole before the first Cloud Scheduler call, so a refused
-request changes nothing.
+request changes nothing; a change that takes two writes and fails midway is undone
+(`SchedulerControl.upsert`).
+
+Writes to one schedule run one at a time in this process (`KeyedLocks`), so an `If-Match`
+checked before a write still holds when the write happens; across processes it does not, as
+Cloud Scheduler has no conditional write.
 
 Routes follow Google's AIP style (`/v1/schedules/{id}:pause`). A schedule ID may hold any
 printable character: clients percent-encode it as one path segment (`/` as `%2F`), and the app
@@ -40,6 +45,7 @@ from scheduler.model import FieldError, Schedule, ValidationError, format_instan
 from scheduler.sync import ApplyResult
 from scheduler.validation import MAX_ID_LENGTH, parse_schedule, validate_schedules
 from scion_scheduler.api.auth import Authenticator, AuthError
+from scion_scheduler.api.locks import KeyedLocks
 from scion_scheduler.api.middleware import (
     ApiMetrics,
     BodyLimitMiddleware,
@@ -115,6 +121,7 @@ class ApiContext:
     history: Ledger | None
     authenticator: Authenticator
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    locks: KeyedLocks = field(default_factory=KeyedLocks)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
@@ -268,9 +275,12 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
 
     @app.exception_handler(AuthError)
     async def _auth_error(_: Request, exc: AuthError) -> JSONResponse:
-        code = "permission_denied" if exc.status == 403 else "unauthenticated"
+        code = {403: "permission_denied", 503: "unavailable"}.get(exc.status, "unauthenticated")
         response = ApiError(exc.status, code, exc.message).response()
-        response.headers["WWW-Authenticate"] = exc.www_authenticate
+        if exc.status == 503:
+            response.headers["Retry-After"] = "30"
+        else:
+            response.headers["WWW-Authenticate"] = exc.www_authenticate
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -362,13 +372,14 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
 
     def _put(sid: str, schedule: Schedule, if_match: str | None, response: Response,
              who: str) -> WriteOut:
-        if if_match is not None:
-            check_if_match(sid, if_match, get_job(sid))
-        result = control.upsert(schedule)
-        if not result.ok:
-            raise _write_status(result)
+        with context.locks.hold(spec.job_id(sid)):
+            if if_match is not None:
+                check_if_match(sid, if_match, get_job(sid))
+            result = control.upsert(schedule)
+            if not result.ok:
+                raise _write_status(result)
+            job = get_job(sid)
         created = any(o.step.kind == "create" for o in result.outcomes)
-        job = get_job(sid)
         out = view(job, sid) if job is not None else None
         log.info("schedule upserted", schedule_id=sid, caller=who, created=created,
                  steps=[o.step.kind for o in result.outcomes])
@@ -381,26 +392,28 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
     def delete_schedule(schedule_id: RawId, who: Caller, if_match: IfMatch = None) -> WriteOut:
         """Delete a schedule's job. 404 when it has none."""
         sid = _existing_id(schedule_id)
-        job = get_job(sid)
-        if job is None:
-            raise _not_found(sid)
-        check_if_match(sid, if_match, job)
-        result = control.remove(sid)
-        if not result.ok:
-            raise _write_status(result)
+        with context.locks.hold(spec.job_id(sid)):
+            job = get_job(sid)
+            if job is None:
+                raise _not_found(sid)
+            check_if_match(sid, if_match, job)
+            result = control.remove(sid)
+            if not result.ok:
+                raise _write_status(result)
         log.info("schedule deleted", schedule_id=sid, caller=who)
         return WriteOut(schedule=None, outcomes=step_outcomes(result.outcomes))
 
     def _state_change(sid: str, if_match: str | None, pause: bool, response: Response,
                       who: str) -> WriteOut:
-        job = get_job(sid)
-        if job is None:
-            raise _not_found(sid)
-        check_if_match(sid, if_match, job)
-        result = control.pause(sid) if pause else control.resume(sid)
-        if not result.ok:
-            raise _write_status(result)
-        after = get_job(sid)
+        with context.locks.hold(spec.job_id(sid)):
+            job = get_job(sid)
+            if job is None:
+                raise _not_found(sid)
+            check_if_match(sid, if_match, job)
+            result = control.pause(sid) if pause else control.resume(sid)
+            if not result.ok:
+                raise _write_status(result)
+            after = get_job(sid)
         out = view(after, sid) if after is not None else None
         etag(response, out)
         log.info("schedule paused" if pause else "schedule resumed", schedule_id=sid, caller=who)
