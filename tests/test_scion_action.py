@@ -223,11 +223,15 @@ def test_without_a_token_a_google_id_token_for_the_hub_url_is_sent() -> None:
 
 def test_the_audience_can_be_set_apart_from_the_url() -> None:
     audiences: list[str] = []
+
+    def fetch(audience: str) -> tuple[str, datetime]:
+        audiences.append(audience)
+        return "t", datetime.now(UTC) + timedelta(hours=1)
+
     client, _ = _capturing()
     action = ScionAction(client, settings=Settings(hub_url="https://hub.internal",
                                                    hub_audience="https://hub.example.com"),
-                         id_tokens=IdTokenCache(lambda a: (audiences.append(a) or "t",
-                                                           datetime.now(UTC) + timedelta(hours=1))))
+                         id_tokens=IdTokenCache(fetch))
     action(context_for(hub_schedule()))
     assert audiences == ["https://hub.example.com"]
 
