@@ -35,3 +35,49 @@ def test_the_two_setup_commands_exist_in_the_makefile() -> None:
         assert command in README
         target = command.split()[1]
         assert re.search(rf"^{target}:", makefile, re.MULTILINE), f"Makefile has no {target} target"
+
+
+def _make_run_sample() -> list[str]:
+    """The lines of the sample output in the README's `make run` section."""
+    section = README.split("### Run it locally: `make run`", 1)[1].split("\n### ", 1)[0]
+    match = re.search(r"```text\n(.*?)```", section, re.DOTALL)
+    assert match, "the make run section has no ```text sample"
+    return match.group(1).splitlines()
+
+
+def _shape(line: str) -> str:
+    """A narrated line without what changes from run to run: the clock stamp, and every word
+    with a digit in it (times, IDs, ports, counts, replica numbers)."""
+    line = re.sub(r"^(\^C)?\d\d:\d\d:\d\d  ", "", line)
+    return " ".join("<x>" if re.search(r"\d", word) else word for word in line.split())
+
+
+def test_the_make_run_sample_shows_what_the_stack_prints_now() -> None:
+    """Every kind of line `up` narrates in an ordinary run, and every summary line, appears in
+    the README's sample (up to times, IDs and counts), so the sample cannot drift from the code."""
+    import io
+    import json
+
+    from scion_scheduler import stack
+    from scion_scheduler.reference_hub import FireCall
+
+    out = io.StringIO()
+    account = stack.Account(out)
+    subscription = "projects/scion-local/subscriptions/scion-fires-workers"
+    fire = {"schedule_id": "every-minute-ping", "fire_time": "2026-11-23T02:49:00Z",
+            "execution_id": "e90b5f667fb06167f89c295b60f82c18", "trigger": "scheduled", "attempt": 1}
+    manual = {**fire, "fire_time": "2026-11-23T02:48:24.967575Z", "trigger": "manual"}
+    for replica, event in [
+        ("replica-1", {"message": "worker starting", "worker_id": "vm-1-ab12", "subscription": subscription}),
+        ("replica-2", {"message": "action starting", "timestamp": "2026-11-23T02:49:00.010Z", **fire}),
+        ("replica-2", {"message": "action finished", "state": "succeeded", "detail": "HTTP 200",
+                       "timestamp": "2026-11-23T02:49:00.014Z", **fire}),
+        ("replica-1", {"message": "duplicate delivery of a finished fire", "state": "succeeded", **manual}),
+    ]:
+        account.worker_line(replica, json.dumps(event))
+    account.target_call(FireCall("http", "", "/ping", {"idempotency-key": str(fire["execution_id"])}, None,
+                                 200, "2026-11-23T02:49:00.012Z"))
+    sample = {_shape(line) for line in _make_run_sample()}
+    narrated = out.getvalue().splitlines() + account.summary().splitlines()
+    missing = [line for line in narrated if _shape(line) not in sample]
+    assert not missing, f"the README's make run sample lacks lines like: {missing}"
