@@ -381,14 +381,14 @@ def test_firestore_finish_after_a_takeover_is_refused_from_the_stored_record(
 def test_firestore_combined_commit_tells_only_the_group_that_lost(firestore_pair: tuple[Any, Any]) -> None:
     """Commits of concurrent callers leave as one Commit; when a precondition fails, each group
     is committed again alone, so that only the group that really lost its race hears so."""
-    from worker.firestore_ledger import _Write
+    from worker.firestore_wire import Write
 
     ledger, _ = firestore_pair
     docs = ledger._executions
     docs.document("taken").create({"n": 0})
-    groups = [[_Write(docs.document("a"), {"n": 1})],
-              [_Write(docs.document("taken"), {"n": 2})],
-              [_Write(docs.document("b"), {"n": 3}), _Write(docs.document("c"), {"n": 4})]]
+    groups = [[Write(ledger._execution_name("a"), {"n": 1})],
+              [Write(ledger._execution_name("taken"), {"n": 2})],
+              [Write(ledger._execution_name("b"), {"n": 3}), Write(ledger._execution_name("c"), {"n": 4})]]
     results = ledger._commit_batch(groups)
     assert results[1] is None
     assert len(results[0]) == 1 and len(results[2]) == 2
@@ -398,12 +398,12 @@ def test_firestore_combined_commit_tells_only_the_group_that_lost(firestore_pair
 
 @pytest.mark.emulator
 def test_firestore_groups_on_the_same_document_do_not_share_a_commit(firestore_pair: tuple[Any, Any]) -> None:
-    from worker.firestore_ledger import _Write
+    from worker.firestore_wire import Write
 
     ledger, _ = firestore_pair
     docs = ledger._executions
-    results = ledger._commit_batch([[_Write(docs.document("same"), {"n": 1})],
-                                    [_Write(docs.document("other"), {"n": 2})],
-                                    [_Write(docs.document("same"), {"n": 3})]])
+    results = ledger._commit_batch([[Write(ledger._execution_name("same"), {"n": 1})],
+                                    [Write(ledger._execution_name("other"), {"n": 2})],
+                                    [Write(ledger._execution_name("same"), {"n": 3})]])
     assert results[0] is not None and results[1] is not None and results[2] is None
     assert docs.document("same").get().to_dict() == {"n": 1}

@@ -58,6 +58,7 @@ from google.cloud import firestore
 from scheduler.logs import get_logger
 from scheduler.model import format_instant
 from worker.coalescer import Coalescer
+from worker.firestore_wire import FirestoreWire, StoredDocument, Write
 from worker.ledger import Claim, ClaimRequest, ClaimResult, Execution, ScheduleState, State
 from worker.ledger_rules import (
     Change,
@@ -107,7 +108,7 @@ def _required_utc(value: Any, name: str) -> datetime:
 
 
 def execution_document(execution: Execution) -> dict[str, Any]:
-    """The fields of an execution document."""
+    """The fields of an execution document (None: the field is left out when written)."""
     return {
         "schedule_id": execution.schedule_id,
         "fire_time": _stored(execution.fire_time, "fire_time"),
@@ -127,7 +128,7 @@ def execution_document(execution: Execution) -> dict[str, Any]:
 
 
 def state_document(state: ScheduleState) -> dict[str, Any]:
-    """The fields of a schedule state document."""
+    """The fields of a schedule state document (None: the field is left out when written)."""
     return {
         "schedule_id": state.schedule_id,
         "running_execution_id": state.running_execution_id,
@@ -140,12 +141,9 @@ def state_document(state: ScheduleState) -> dict[str, Any]:
     }
 
 
-def _execution(snapshot: Any) -> Execution | None:
-    if snapshot is None or not snapshot.exists:
-        return None
-    data = snapshot.to_dict()
+def _execution_from(execution_id: str, data: dict[str, Any]) -> Execution:
     return Execution(
-        execution_id=snapshot.id,
+        execution_id=execution_id,
         schedule_id=data["schedule_id"],
         fire_time=_required_utc(data.get("fire_time"), "fire_time"),
         trigger=data["trigger"],
@@ -163,10 +161,14 @@ def _execution(snapshot: Any) -> Execution | None:
     )
 
 
-def _schedule_state(snapshot: Any) -> ScheduleState | None:
-    if snapshot is None or not snapshot.exists:
+def _execution(document: StoredDocument | None) -> Execution | None:
+    return None if document is None else _execution_from(document.id, document.fields)
+
+
+def _schedule_state(document: StoredDocument | None) -> ScheduleState | None:
+    if document is None:
         return None
-    data = snapshot.to_dict()
+    data = document.fields
     last_state = data.get("last_state")
     return ScheduleState(
         schedule_id=data["schedule_id"],
@@ -192,19 +194,9 @@ MAX_BATCH = 100
 MAX_REMEMBERED = 10_000
 
 
-@dataclass(frozen=True)
-class _Write:
-    """One document write of an optimistic commit. `update_time` is the version the decision
-    was based on (None: the document was absent and must still be)."""
-
-    ref: Any
-    data: dict[str, Any]
-    update_time: Any = None
-
-
-def _version(snapshot: Any) -> Any:
+def _version(document: StoredDocument | None) -> Any:
     """The `update_time` a guarded write must match: None for a document read as absent."""
-    return snapshot.update_time if snapshot is not None and snapshot.exists else None
+    return None if document is None else document.update_time
 
 
 @dataclass(frozen=True)
@@ -225,43 +217,45 @@ class FirestoreLedger:
 
     def __init__(self, client: firestore.Client, collection_prefix: str = "scion_", *,
                  max_attempts: int = 30, max_batch: int = MAX_BATCH) -> None:
-        self._client = client
+        self._wire = FirestoreWire(client)
         self._executions = client.collection(f"{collection_prefix}executions")
-        self._states = client.collection(f"{collection_prefix}schedule_state")
+        self._states_collection = f"{collection_prefix}schedule_state"
         self._max_attempts = max_attempts
-        self._reader: Coalescer[list[Any], list[Any]] = Coalescer(
+        self._reader: Coalescer[list[str], list[StoredDocument | None]] = Coalescer(
             "firestore-read", self._read_batch, max_batch=max_batch)
-        self._committer: Coalescer[list[_Write], list[Any] | None] = Coalescer(
+        self._committer: Coalescer[list[Write], list[Any] | None] = Coalescer(
             "firestore-commit", self._commit_batch, max_batch=max_batch)
         self._held: OrderedDict[str, _Held] = OrderedDict()
         self._held_lock = threading.Lock()
 
-    def _state_ref(self, schedule_id: str) -> Any:
-        return self._states.document(state_document_id(schedule_id))
+    def _execution_name(self, execution_id: str) -> str:
+        return self._wire.name(self._executions.id, execution_id)
+
+    def _state_name(self, schedule_id: str) -> str:
+        return self._wire.name(self._states_collection, state_document_id(schedule_id))
 
     # Batched store calls.
 
-    def _get_all(self, refs: list[Any]) -> list[Any]:
-        """Snapshots in the order of `refs`, read together with other threads' reads."""
-        return self._reader.call(refs)
+    def _get_all(self, names: list[str]) -> list[StoredDocument | None]:
+        """The documents in the order of `names` (None where absent), read together with other
+        threads' reads."""
+        return self._reader.call(names)
 
-    def _read_batch(self, groups: Sequence[list[Any]]) -> list[list[Any]]:
-        unique = {ref.path: ref for group in groups for ref in group}
-        # The server answers in any order, one snapshot per distinct document.
-        found = {snap.reference.path: snap for snap in self._client.get_all(list(unique.values()))}
-        return [[found.get(ref.path) for ref in group] for group in groups]
+    def _read_batch(self, groups: Sequence[list[str]]) -> list[list[StoredDocument | None]]:
+        found = self._wire.get_all([name for group in groups for name in group])
+        return [[found.get(name) for name in group] for group in groups]
 
-    def _commit(self, writes: list[_Write]) -> list[Any] | None:
+    def _commit(self, writes: list[Write]) -> list[Any] | None:
         """Commit the writes atomically under their preconditions, together with other
         threads' commits; the new `update_time` of each write, or None when one failed."""
         return self._committer.call(writes)
 
-    def _commit_batch(self, groups: Sequence[list[_Write]]) -> list[list[Any] | BaseException | None]:
+    def _commit_batch(self, groups: Sequence[list[Write]]) -> list[list[Any] | BaseException | None]:
         combined: list[int] = []
         alone: list[int] = []
         touched: set[str] = set()
         for index, group in enumerate(groups):
-            paths = {write.ref.path for write in group}
+            paths = {write.name for write in group}
             (alone if paths & touched else combined).append(index)
             touched |= paths
         results: list[list[Any] | BaseException | None] = [None] * len(groups)
@@ -284,19 +278,11 @@ class FirestoreLedger:
                 results[index] = exc
         return results
 
-    def _commit_now(self, writes: list[_Write]) -> list[Any] | None:
-        batch = self._client.batch()
-        for write in writes:
-            if write.update_time is not None:
-                option = self._client.write_option(last_update_time=write.update_time)
-                batch.update(write.ref, write.data, option=option)
-            else:
-                batch.create(write.ref, write.data)
+    def _commit_now(self, writes: list[Write]) -> list[Any] | None:
         try:
-            results = batch.commit()
+            return self._wire.commit(writes)
         except _LOST_RACE:
             return None
-        return [result.update_time for result in results]
 
     def _retry(self, attempt: int, what: str, **context: Any) -> None:
         """Back off after a lost race, with jitter so that the racers spread out."""
@@ -323,8 +309,8 @@ class FirestoreLedger:
     def claim(self, request: ClaimRequest) -> Claim:
         """Claim a fire; see `worker.ledger` for the outcomes and this module for the method."""
         validate_request(request)
-        exec_ref = self._executions.document(request.execution_id)
-        state_ref = self._state_ref(request.schedule_id)
+        exec_ref = self._execution_name(request.execution_id)
+        state_ref = self._state_name(request.schedule_id)
         context = {"schedule_id": request.schedule_id, "fire_time": format_instant(request.fire_time),
                    "execution_id": request.execution_id}
         attempt = 0
@@ -338,7 +324,7 @@ class FirestoreLedger:
         )
         return claim
 
-    def _claim_once(self, request: ClaimRequest, exec_ref: Any, state_ref: Any) -> Claim | None:
+    def _claim_once(self, request: ClaimRequest, exec_ref: str, state_ref: str) -> Claim | None:
         """Read, decide and commit once; None when the commit lost a race."""
         # Only overlap skip decides on (and writes) the schedule state.
         skip = request.overlap == "skip"
@@ -348,9 +334,9 @@ class FirestoreLedger:
         plan = plan_claim(request, _execution(exec_snap), state)
         writes = []
         if plan.write:
-            writes.append(_Write(exec_ref, execution_document(plan.execution), _version(exec_snap)))
+            writes.append(Write(exec_ref, execution_document(plan.execution), _version(exec_snap)))
         if plan.schedule_state is not None:
-            writes.append(_Write(state_ref, state_document(plan.schedule_state), _version(state_snap)))
+            writes.append(Write(state_ref, state_document(plan.schedule_state), _version(state_snap)))
         versions = self._commit(writes) if writes else []
         if versions is None:
             return None
@@ -377,8 +363,8 @@ class FirestoreLedger:
     def _change_held(self, held: _Held, decide: _Decide, *, keep: bool) -> bool | Execution:
         """One attempt from the remembered records: True when it landed, else the execution it
         tried to write (the commit may have landed with its reply lost) or False."""
-        exec_ref = self._executions.document(held.execution.execution_id)
-        state_ref = self._state_ref(held.execution.schedule_id)
+        exec_ref = self._execution_name(held.execution.execution_id)
+        state_ref = self._state_name(held.execution.schedule_id)
         state, state_version = held.state, held.state_version
         if not held.state_known:
             state_snap = self._get_all([state_ref])[0]
@@ -386,9 +372,9 @@ class FirestoreLedger:
         change = decide(held.execution, state)
         if change is None:
             return False
-        writes = [_Write(exec_ref, execution_document(change.execution), held.execution_version)]
+        writes = [Write(exec_ref, execution_document(change.execution), held.execution_version)]
         if change.schedule_state is not None:
-            writes.append(_Write(state_ref, state_document(change.schedule_state), state_version))
+            writes.append(Write(state_ref, state_document(change.schedule_state), state_version))
         versions = self._commit(writes)
         if versions is None:
             return change.execution
@@ -399,7 +385,7 @@ class FirestoreLedger:
         return True
 
     def _change_stored(self, execution_id: str, decide: _Decide, what: str, tried: Execution | None) -> bool:
-        exec_ref = self._executions.document(execution_id)
+        exec_ref = self._execution_name(execution_id)
         attempt = 0
         while True:
             exec_snap = self._get_all([exec_ref])[0]
@@ -410,15 +396,15 @@ class FirestoreLedger:
                 # The previous commit landed but its reply was lost (the client retried it and
                 # the retry failed the precondition that the landed commit had changed).
                 return True
-            state_ref = self._state_ref(existing.schedule_id)
+            state_ref = self._state_name(existing.schedule_id)
             state_snap = self._get_all([state_ref])[0]
             change = decide(existing, _schedule_state(state_snap))
             if change is None:
                 return False
             tried = change.execution
-            writes = [_Write(exec_ref, execution_document(change.execution), _version(exec_snap))]
+            writes = [Write(exec_ref, execution_document(change.execution), _version(exec_snap))]
             if change.schedule_state is not None:
-                writes.append(_Write(state_ref, state_document(change.schedule_state), _version(state_snap)))
+                writes.append(Write(state_ref, state_document(change.schedule_state), _version(state_snap)))
             if self._commit(writes) is not None:
                 return True
             self._retry(attempt, what, schedule_id=existing.schedule_id,
@@ -459,15 +445,16 @@ class FirestoreLedger:
     def record(self, execution: Execution) -> bool:
         """Write a final record unless one exists for that execution; True when written."""
         validate_final_state(execution.state)
+        write = Write(self._execution_name(execution.execution_id), execution_document(execution))
         try:
-            self._executions.document(execution.execution_id).create(execution_document(execution))
+            self._wire.commit([write])
         except api_exceptions.AlreadyExists:
             return False
         return True
 
     def get(self, execution_id: str) -> Execution | None:
         """One record, or None."""
-        return _execution(self._executions.document(execution_id).get())
+        return _execution(self._get_all([self._execution_name(execution_id)])[0])
 
     def history(self, schedule_id: str, *, limit: int = 20, before: datetime | None = None) -> list[Execution]:
         """A schedule's executions, newest fire time first; `before` pages (fire_time < before)."""
@@ -477,8 +464,8 @@ class FirestoreLedger:
         if before is not None:
             query = query.where(filter=firestore.FieldFilter("fire_time", "<", require_aware(before, "before")))
         query = query.order_by("fire_time", direction=firestore.Query.DESCENDING).limit(limit)
-        return [execution for execution in map(_execution, query.stream()) if execution is not None]
+        return [_execution_from(snapshot.id, snapshot.to_dict() or {}) for snapshot in query.stream()]
 
     def schedule_state(self, schedule_id: str) -> ScheduleState | None:
         """The per-schedule summary, or None if the schedule never fired."""
-        return _schedule_state(self._state_ref(schedule_id).get())
+        return _schedule_state(self._get_all([self._state_name(schedule_id)])[0])
