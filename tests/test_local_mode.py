@@ -46,6 +46,34 @@ def test_example_file_is_valid() -> None:
     assert len(load_schedules(ROOT / "examples" / "schedules.yaml")) == 3
 
 
+def test_the_checkpoint_waits_for_the_earliest_unsettled_slot(tmp_path: Path) -> None:
+    from scheduler.clock import LocalClock
+    from scheduler.validation import parse_schedule
+
+    checkpoint = Checkpoint(tmp_path / "clock.json")
+    checkpoint.save(S1 - timedelta(seconds=30))
+    now = S2 + timedelta(seconds=10)
+    stop = threading.Event()
+    tick = parse_schedule({"id": "tick", "cron": "* * * * *",
+                           "action": {"type": "http", "url": "http://127.0.0.1:9/"}})
+    clock = LocalClock([tick], lambda _m, _t: stop.set(), checkpoint=checkpoint, clock=lambda: now)
+    clock.run(stop)  # emits S1 and S2, then stops: neither is settled
+    before = timedelta(microseconds=1)
+    assert checkpoint.load() == S1 - before
+    clock.settled("tick", S2)
+    assert checkpoint.load() == S1 - before  # S1 still holds it back
+    clock.settled("tick", S1)
+    assert checkpoint.load() == now
+    clock.settled("tick", S1)  # a second settle of the same slot changes nothing
+    assert checkpoint.load() == now
+
+
+def test_a_checkpoint_of_the_first_version_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "clock.json"
+    path.write_text(json.dumps({"emitted_until": "2031-01-06T10:00:00Z"}))
+    assert Checkpoint(path).load() == S1
+
+
 class Target:
     """A local HTTP target: records (Idempotency-Key, attempt) of each request and answers
     `statuses` in order (then 200); `hold`, when set, keeps the first request waiting until
@@ -106,7 +134,11 @@ def _schedule_file(tmp_path: Path, url: str, **extra: str) -> Path:
 @contextmanager
 def running(schedule_file: Path, store: Path, starts_at: datetime) -> Iterator[Callable[[], datetime]]:
     """`run_local` in a thread, on a clock that reads `starts_at` now and runs on from there;
-    stopped (and waited for) on exit, as SIGTERM stops the command."""
+    stopped (and waited for) on exit, as SIGTERM stops the command. A first run starts from a
+    checkpoint at `starts_at`, as if it had run until then: a start slower than the seconds
+    left to the slot must not let the slot pass before the clock first reads the time."""
+    if _checkpoint(store).load() is None:
+        _checkpoint(store).save(starts_at)
     offset = starts_at - datetime.now(UTC)
 
     def clock() -> datetime:
