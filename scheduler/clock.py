@@ -107,6 +107,7 @@ class LocalClock:
         self._unsettled: set[tuple[str, datetime]] = set()
         self._emitted_until: datetime | None = None
         self._saved: datetime | None = None
+        self._closed = False
         self.set_schedules(schedules)
 
     def set_schedules(self, schedules: Sequence[Schedule]) -> None:
@@ -144,10 +145,17 @@ class LocalClock:
             self._unsettled.discard((schedule_id, slot))
             self._save()
 
+    def close(self) -> None:
+        """Stop writing the checkpoint: once its deliveries are drained or released, a clock
+        must leave the file to the next one, which a late settle of an abandoned action (in the
+        same process) could otherwise move past that clock's own unsettled slots."""
+        with self._lock:
+            self._closed = True
+
     def _save(self) -> None:
         """Save the checkpoint if it moved; the caller holds `_lock`, so that two threads
         cannot write an older instant after a newer one."""
-        if self._emitted_until is None:
+        if self._emitted_until is None or self._closed:
             return
         until = self._emitted_until
         if self._unsettled:

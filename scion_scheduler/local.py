@@ -89,6 +89,7 @@ def run_local(schedule_file: Path, store: Path, settings: Settings, stop: thread
         log.info("schedule file reloaded", file=str(schedule_file), schedules=len(reloaded))
     for thread in threads:
         thread.join()
+    local_clock.close()
 
 
 def install_stop_signals(stop: threading.Event) -> None:

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.clock import Checkpoint
+from scheduler.clock import Checkpoint, LocalClock
 from scheduler.config import Settings
 from scheduler.contract import execution_id
 from scheduler.model import Schedule
-from scheduler.validation import load_schedules
+from scheduler.validation import load_schedules, parse_schedule
 from scion_scheduler import local
 from scion_scheduler.local import run_local
 from worker.ledger import FINAL_STATES, Execution, State
@@ -46,18 +46,21 @@ def test_example_file_is_valid() -> None:
     assert len(load_schedules(ROOT / "examples" / "schedules.yaml")) == 3
 
 
-def test_the_checkpoint_waits_for_the_earliest_unsettled_slot(tmp_path: Path) -> None:
-    from scheduler.clock import LocalClock
-    from scheduler.validation import parse_schedule
-
-    checkpoint = Checkpoint(tmp_path / "clock.json")
+def _clock_after_two_slots(checkpoint: Checkpoint, now: datetime) -> LocalClock:
+    """A clock resumed from S1 - 30 s at `now` (past S2) that emitted S1 and S2 and stopped."""
     checkpoint.save(S1 - timedelta(seconds=30))
-    now = S2 + timedelta(seconds=10)
     stop = threading.Event()
     tick = parse_schedule({"id": "tick", "cron": "* * * * *",
                            "action": {"type": "http", "url": "http://127.0.0.1:9/"}})
     clock = LocalClock([tick], lambda _m, _t: stop.set(), checkpoint=checkpoint, clock=lambda: now)
-    clock.run(stop)  # emits S1 and S2, then stops: neither is settled
+    clock.run(stop)
+    return clock
+
+
+def test_the_checkpoint_waits_for_the_earliest_unsettled_slot(tmp_path: Path) -> None:
+    checkpoint = Checkpoint(tmp_path / "clock.json")
+    now = S2 + timedelta(seconds=10)
+    clock = _clock_after_two_slots(checkpoint, now)
     before = timedelta(microseconds=1)
     assert checkpoint.load() == S1 - before
     clock.settled("tick", S2)
@@ -66,6 +69,15 @@ def test_the_checkpoint_waits_for_the_earliest_unsettled_slot(tmp_path: Path) ->
     assert checkpoint.load() == now
     clock.settled("tick", S1)  # a second settle of the same slot changes nothing
     assert checkpoint.load() == now
+
+
+def test_a_closed_clock_leaves_the_checkpoint_to_the_next_one(tmp_path: Path) -> None:
+    checkpoint = Checkpoint(tmp_path / "clock.json")
+    clock = _clock_after_two_slots(checkpoint, S2 + timedelta(seconds=10))
+    clock.close()
+    clock.settled("tick", S1)  # an abandoned action ending after the stop
+    clock.settled("tick", S2)
+    assert checkpoint.load() == S1 - timedelta(microseconds=1)
 
 
 def test_a_checkpoint_of_the_first_version_is_read(tmp_path: Path) -> None:
@@ -278,8 +290,6 @@ def test_missed_fires_after_a_restart_are_handled_once(tmp_path: Path) -> None:
 def test_the_schedule_file_is_reloaded_on_change_and_a_broken_one_is_ignored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from scheduler.clock import LocalClock
-
     loaded: list[list[str]] = []
     original = LocalClock.set_schedules
 
