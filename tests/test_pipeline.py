@@ -515,9 +515,7 @@ def test_make_worker_id_is_unique_per_call() -> None:
 
 @on_every_ledger
 def test_concurrent_deliveries_of_one_fire_run_it_once(h: Harness) -> None:
-    # A frozen clock would give every claim the same `now`; the real ledgers take a claim by
-    # the same worker at the same instant for a retry of one request (`decide_existing`).
-    h.clock.tick = timedelta(microseconds=1)
+    # The clock is frozen: every claim has the same worker and the same `now`.
     sched = schedule()
     results: list[Disposition] = []
     lock = threading.Lock()

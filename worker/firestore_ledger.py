@@ -24,7 +24,11 @@ answers at once.
 
 The claim reads the execution (and, for overlap `skip`, the schedule state) in one
 BatchGetDocuments, decides (`worker.ledger_rules.plan_claim`) and commits the execution and the
-schedule state under preconditions. DONE and BUSY are answered from the read alone.
+schedule state under preconditions. DONE and BUSY are answered from the read alone. The
+execution document a claim writes carries that claim call's random `claim_id`: when the client
+retried a Commit whose reply was lost, the retry fails the precondition its own landed write
+changed, and the re-read recognises the write by that ID (and by nothing that another delivery
+to the same worker could share, such as the worker ID and the clock reading).
 
 Finish, renew and release need no read in the common case: the ledger remembers the records it
 wrote for the executions this process holds, with the `update_time` each commit returned, and
@@ -44,6 +48,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -186,6 +191,8 @@ class LedgerContention(RuntimeError):
     """A change lost the race for its documents too many times in a row; retry it later."""
 
 
+# The field of an execution document that names the claim call which wrote it (see `claim`).
+CLAIM_ID = "claim_id"
 # Fires handled at once that share one read or one commit. A Commit takes at most 500 writes
 # and a group has at most two.
 MAX_BATCH = 100
@@ -313,8 +320,11 @@ class FirestoreLedger:
         state_ref = self._state_name(request.schedule_id)
         context = {"schedule_id": request.schedule_id, "fire_time": format_instant(request.fire_time),
                    "execution_id": request.execution_id}
+        # Marks the documents this call writes, across its retries: a commit the client retried
+        # after a lost reply fails its own precondition, and the re-read must see it as ours.
+        claim_id = secrets.token_hex(8)
         attempt = 0
-        while (claim := self._claim_once(request, exec_ref, state_ref)) is None:
+        while (claim := self._claim_once(request, exec_ref, state_ref, claim_id)) is None:
             self._retry(attempt, "claim", **context)
             attempt += 1
         notable = claim.result in (ClaimResult.TAKEN_OVER, ClaimResult.OVERLAP)
@@ -324,17 +334,27 @@ class FirestoreLedger:
         )
         return claim
 
-    def _claim_once(self, request: ClaimRequest, exec_ref: str, state_ref: str) -> Claim | None:
+    def _claim_once(self, request: ClaimRequest, exec_ref: str, state_ref: str, claim_id: str) -> Claim | None:
         """Read, decide and commit once; None when the commit lost a race."""
         # Only overlap skip decides on (and writes) the schedule state.
         skip = request.overlap == "skip"
         snapshots = self._get_all([exec_ref, state_ref] if skip else [exec_ref])
         exec_snap, state_snap = snapshots[0], snapshots[1] if skip else None
         state = _schedule_state(state_snap)
-        plan = plan_claim(request, _execution(exec_snap), state)
+        existing = _execution(exec_snap)
+        if exec_snap is not None and existing is not None and exec_snap.fields.get(CLAIM_ID) == claim_id:
+            # This call's own commit landed (its reply was lost): the claim is held.
+            result = ClaimResult.CLAIMED if existing.attempt == 1 else ClaimResult.TAKEN_OVER
+            self._remember(_Held(existing, exec_snap.update_time, state, _version(state_snap),
+                                 state_known=skip))
+            return Claim(result, existing)
+        plan = plan_claim(request, existing, state)
         writes = []
         if plan.write:
-            writes.append(Write(exec_ref, execution_document(plan.execution), _version(exec_snap)))
+            data = execution_document(plan.execution)
+            if plan.result.run:
+                data[CLAIM_ID] = claim_id
+            writes.append(Write(exec_ref, data, _version(exec_snap)))
         if plan.schedule_state is not None:
             writes.append(Write(state_ref, state_document(plan.schedule_state), _version(state_snap)))
         versions = self._commit(writes) if writes else []

@@ -153,11 +153,9 @@ def decide_existing(request: ClaimRequest, existing: Execution) -> ClaimResult |
     """The outcome that an existing record settles on its own (DONE, BUSY), or None when its
     lease has lapsed and a takeover must be decided together with the schedule state.
 
-    A record that this very request wrote (same worker, same `now`, same lease) is the
-    claimer's own: a store call retried after a lost reply must not turn a claim into BUSY."""
-    if (existing.state == State.RUNNING and existing.worker_id == request.worker_id
-            and existing.started_at == request.now and existing.lease_until == request.now + request.lease):
-        return ClaimResult.CLAIMED if existing.attempt == 1 else ClaimResult.TAKEN_OVER
+    Another delivery of the same fire to the same worker is BUSY like any other: the record does
+    not say which claim call wrote it (an adapter whose store call may land with its reply lost
+    recognises its own write itself, as the Firestore ledger does)."""
     if existing.state != State.RUNNING:
         return ClaimResult.DONE
     if existing.lease_until is not None and existing.lease_until > request.now:
