@@ -407,3 +407,54 @@ def test_firestore_groups_on_the_same_document_do_not_share_a_commit(firestore_p
                                     [Write(ledger._execution_name("same"), {"n": 3})]])
     assert results[0] is not None and results[1] is not None and results[2] is None
     assert docs.document("same").get().to_dict() == {"n": 1}
+
+
+@pytest.mark.emulator
+def test_firestore_one_lost_race_splits_a_combined_commit_in_halves(
+    firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One losing group among 32 costs the halves that contain it (1 + 2 x 5 Commits), not a
+    Commit for every group of the batch."""
+    from worker.firestore_wire import Write
+
+    ledger, _ = firestore_pair
+    ledger._executions.document("taken").create({"n": 0})
+    groups = [[Write(ledger._execution_name(f"g{i}"), {"n": i})] for i in range(32)]
+    groups[21] = [Write(ledger._execution_name("taken"), {"n": 21})]
+    commits: list[int] = []
+    commit_now = ledger._commit_now
+    monkeypatch.setattr(ledger, "_commit_now", lambda writes: commits.append(len(writes)) or commit_now(writes))
+    results = ledger._commit_batch(groups)
+    assert [index for index, result in enumerate(results) if result is None] == [21]
+    assert len(commits) == 11 and commits[0] == 32
+    stored = ledger._wire.get_all([ledger._execution_name(f"g{i}") for i in range(32)])
+    assert sum(document is not None for document in stored.values()) == 31
+
+
+@pytest.mark.emulator
+def test_firestore_deliveries_of_one_fire_in_one_process_claim_one_at_a_time(
+    firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Eight concurrent claims of one fire by one ledger: one claims, the others wait their turn
+    and read its record (BUSY), and no commit fails a precondition."""
+    ledger, _ = firestore_pair
+    failed: list[int] = []
+    commit_now = ledger._commit_now
+
+    def counting(writes: list[Any]) -> list[Any] | None:
+        versions: list[Any] | None = commit_now(writes)
+        if versions is None:
+            failed.append(len(writes))
+        return versions
+
+    monkeypatch.setattr(ledger, "_commit_now", counting)
+    go = threading.Barrier(8)
+
+    def claim(index: int) -> ClaimResult:
+        go.wait(30)
+        return ledger.claim(request_for("s", 0, f"w{index}", now=T0, overlap="skip")).result
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(claim, range(8)))
+    assert sorted(results) == sorted([ClaimResult.CLAIMED] + [ClaimResult.BUSY] * 7)
+    assert failed == []

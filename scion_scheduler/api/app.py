@@ -45,7 +45,6 @@ from scheduler.model import FieldError, Schedule, ValidationError, format_instan
 from scheduler.sync import ApplyResult
 from scheduler.validation import MAX_ID_LENGTH, parse_schedule, validate_schedules
 from scion_scheduler.api.auth import Authenticator, AuthError
-from scion_scheduler.api.locks import KeyedLocks
 from scion_scheduler.api.middleware import (
     ApiMetrics,
     BodyLimitMiddleware,
@@ -67,6 +66,7 @@ from scion_scheduler.api.schemas import (
 )
 from scion_scheduler.api.views import execution_out, plan_out, schedule_out, step_outcomes
 from worker.history import list_runs
+from worker.keyed_locks import KeyedLocks
 from worker.ledger import Ledger
 
 log = get_logger(__name__)

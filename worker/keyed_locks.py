@@ -1,9 +1,10 @@
-"""One lock per schedule, so that the API's writes to a job run one at a time.
+"""Locks by key, kept only while in use: for sets of keys without bound (schedule IDs,
+execution IDs).
 
-Cloud Scheduler has no conditional write: `If-Match` is checked by a GetJob before the write.
-Holding the schedule's lock from that read to the end of the write makes the check and the write
-one step for every request this process serves; requests served by another process are not
-covered (the README's HTTP API section says so).
+The API holds a schedule's lock from its `If-Match` read to the end of the write, since Cloud
+Scheduler has no conditional write (requests served by another process are not covered; the
+README's HTTP API section says so). The Firestore ledger holds an execution's lock for a claim,
+so that two deliveries of one fire in one process never race each other for its documents.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from contextlib import contextmanager
 
 
 class KeyedLocks:
-    """Locks by key, each kept only while someone holds or waits for it (the keys are schedule
-    IDs, an unbounded set)."""
+    """Locks by key, each kept only while someone holds or waits for it."""
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
