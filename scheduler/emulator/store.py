@@ -62,12 +62,14 @@ DEFAULT_MAX_DOUBLINGS = 5
 MAX_ATTEMPTS = 50
 
 # The Google Cloud regions that offer Cloud Scheduler (https://cloud.google.com/scheduler/docs/
-# locations). The real service refuses any other location, so a typo in a deployment's location
-# fails here as it would in production instead of working only against the emulator.
+# locations, and the release notes up to September 2026, which added asia-southeast3,
+# asia-south2, europe-west12 and northamerica-northeast2). The real service refuses any other
+# location, so a typo in a deployment's location fails here as it would in production instead
+# of working only against the emulator; `CloudSchedulerEmulator(locations=...)` takes a newer list.
 LOCATIONS = frozenset({
     "africa-south1",
     "asia-east1", "asia-east2", "asia-northeast1", "asia-northeast2", "asia-northeast3",
-    "asia-south1", "asia-south2", "asia-southeast1", "asia-southeast2",
+    "asia-south1", "asia-south2", "asia-southeast1", "asia-southeast2", "asia-southeast3",
     "australia-southeast1", "australia-southeast2",
     "europe-central2", "europe-north1", "europe-north2", "europe-southwest1", "europe-west1",
     "europe-west2", "europe-west3", "europe-west4", "europe-west6", "europe-west8",
