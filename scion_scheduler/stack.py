@@ -47,6 +47,8 @@ from scheduler.model import Schedule, format_instant, parse_instant
 from scheduler.validation import load_schedules, parse_schedule
 from scion_scheduler.emulators import Emulator, check_prerequisites, free_port
 from scion_scheduler.reference_hub import FireCall, ReferenceHub
+from worker.firestore_ledger import FirestoreLedger
+from worker.ledger import FINAL_STATES
 
 PROJECT = "scion-local"
 # A Google Cloud project ID, as terraform/variables.tf validates var.project_id.
@@ -451,6 +453,20 @@ def boundary_delay(now: datetime) -> float:
     return 0.0
 
 
+def _recorded(settings: Settings, execution_id: str, timeout: float) -> bool:
+    """Wait until the ledger holds the execution's final state. The replica logs "action
+    finished" just before it records the outcome, and a duplicate delivered in between would be
+    deferred as running rather than suppressed as done."""
+    ledger = FirestoreLedger.from_settings(settings)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        execution = ledger.get(execution_id)
+        if execution is not None and execution.state in FINAL_STATES:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def _demonstrate_duplicate(control: SchedulerControl, schedules: list[Schedule], account: Account,
                            settings: Settings, stop: threading.Event) -> None:
     """Run the first enabled recurring schedule now, and once that fire is done, deliver the
@@ -465,7 +481,7 @@ def _demonstrate_duplicate(control: SchedulerControl, schedules: list[Schedule],
     try:
         run = control.run_now(schedule.id, schedule)
         account.say(f"manual run of {schedule.id} published (execution {run.execution_id})")
-        if not account.wait_finished(run.execution_id, 60):
+        if not account.wait_finished(run.execution_id, 60) or not _recorded(settings, run.execution_id, 30):
             account.say(f"the manual run of {schedule.id} had no outcome within 60s: no duplicate injected")
             return
         message = build_message(schedule, signing_key=settings.signing_key or None, trigger="manual",

@@ -61,6 +61,8 @@ from typing import Any
 from google.api_core import exceptions as api_exceptions
 from google.cloud import firestore
 
+from scheduler import gcp
+from scheduler.config import Settings
 from scheduler.logs import get_logger
 from scheduler.model import format_instant
 from worker.coalescer import Coalescer
@@ -237,6 +239,11 @@ class FirestoreLedger:
         self._held: OrderedDict[str, _Held] = OrderedDict()
         self._claiming = KeyedLocks()
         self._held_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FirestoreLedger:
+        """The ledger of a deployment: its project, database and collection prefix."""
+        return cls(gcp.firestore_client(settings), collection_prefix=settings.collection_prefix or "scion_")
 
     def _execution_name(self, execution_id: str) -> str:
         return self._wire.name(self._executions.id, execution_id)

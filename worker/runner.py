@@ -67,8 +67,7 @@ def run_worker(settings: Settings, options: RunOptions) -> int:
     settings.require("project", "subscription")
     worker_id = make_worker_id()
     metrics = WorkerMetrics()
-    ledger = FirestoreLedger(gcp.firestore_client(settings),
-                             collection_prefix=settings.collection_prefix or "scion_")
+    ledger = FirestoreLedger.from_settings(settings)
     pipeline = Pipeline(ledger, ActionRegistry(), worker_id=worker_id,
                         signing_key=settings.signing_key or None, lease=options.lease,
                         metrics=metrics, trace_project=settings.project)

@@ -48,12 +48,10 @@ def _limit(raw: str) -> int:
 def open_ledger(store: str, settings: Settings) -> Ledger:
     """The ledger a `--store` value names; `ConfigError` naming `--store` when it names none."""
     if store == "firestore":
-        from scheduler import gcp
         from worker.firestore_ledger import FirestoreLedger
 
         settings.require("project")
-        return FirestoreLedger(gcp.firestore_client(settings),
-                               collection_prefix=settings.collection_prefix or "scion_")
+        return FirestoreLedger.from_settings(settings)
     if store.startswith(SQLITE_SCHEME) and store[len(SQLITE_SCHEME):]:
         from worker.sqlite_ledger import SqliteLedger
 
