@@ -25,7 +25,9 @@ def register(sub: Any) -> None:
                     ".../scheduled-events/{id}/fire as docs/hub-fire-endpoint.md specifies, for "
                     "the local demo and tests (point SCION_HUB_URL at it). Calls are logged and "
                     "listed at GET /_reference/calls; POST /_reference/behaviour switches answers "
-                    "(409, 404, 500, slow). Runs until SIGINT or SIGTERM.",
+                    "(409, 404, 500, slow), /_reference/gone marks an item deleted, "
+                    "/_reference/hold and /_reference/release keep an item's requests unanswered "
+                    "until released, /_reference/reset starts over. Runs until SIGINT or SIGTERM.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8087, help="port (0: any free port; default 8087)")
