@@ -135,11 +135,9 @@ class Schedule:
 
 def format_instant(value: datetime) -> str:
     """RFC 3339 in UTC with a `Z`, microseconds only when present."""
-    value = value.astimezone(UTC)
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
-    if value.microsecond:
-        text += f".{value.microsecond:06d}"
-    return text + "Z"
+    # isoformat leaves out a zero microsecond, as wanted, and costs a fraction of strftime,
+    # which every log line and claim of a fire calls.
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
 
 
 def parse_instant(value: str) -> datetime:

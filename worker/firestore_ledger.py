@@ -48,6 +48,7 @@ claim one after the other, so that they never make each other's batches fail.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 import secrets
 import threading
@@ -241,6 +242,8 @@ class FirestoreLedger:
             "firestore-commit", self._commit_batch, max_batch=max_batch, senders=1)
         self._held: OrderedDict[str, _Held] = OrderedDict()
         self._claiming = KeyedLocks()
+        self._claim_prefix = secrets.token_hex(8) + "-"
+        self._claim_numbers = itertools.count()
         self._held_lock = threading.Lock()
 
     @classmethod
@@ -345,7 +348,9 @@ class FirestoreLedger:
                    "execution_id": request.execution_id}
         # Marks the documents this call writes, across its retries: a commit the client retried
         # after a lost reply fails its own precondition, and the re-read must see it as ours.
-        claim_id = secrets.token_hex(8)
+        # Unique per call: a random prefix per ledger, then a counter (os.urandom per call was
+        # a measurable share of a claim's CPU).
+        claim_id = f"{self._claim_prefix}{next(self._claim_numbers)}"
         attempt = 0
         # Deliveries of one fire in this process claim one after the other: racing each other
         # for the same documents would only fail commits (and the batches they share).
