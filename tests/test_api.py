@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from emulated_control import KEY, emulated_settings
 from fastapi.testclient import TestClient
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exceptions
@@ -35,13 +36,8 @@ from worker.ledger import Execution, State
 from worker.sqlite_ledger import SqliteLedger
 
 TOKEN = "test-api-token-7f3a"
-KEY = "test-signing-key"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ACTION = {"type": "http", "url": "https://hub.example/run"}
-FAST = {
-    "write_rate": "1000", "api_retry_initial": "0.01s", "api_retry_maximum": "0.05s",
-    "api_retry_timeout": "2s", "sync_concurrency": "4",
-}
 BODY_LIMIT = 64 * 1024
 
 pytestmark = pytest.mark.emulator
@@ -71,11 +67,8 @@ class Api:
 
 
 def make_settings(emulator: Any, pubsub: str, project: str, **extra: str) -> Settings:
-    return Settings.from_env(
-        {}, project=project, location="us-central1", topic="fires", subscription="workers",
-        signing_key=KEY, cloud_scheduler_emulator_host=emulator.host, pubsub_emulator_host=pubsub,
-        **{**FAST, "api_token": TOKEN, **extra},
-    )
+    return emulated_settings(emulator, pubsub, project, api_retry_timeout="2s", sync_concurrency="4",
+                             api_token=TOKEN, **extra)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from emulated_control import emulated_settings
 from google.api_core import exceptions as gexc
 
 from scheduler.config import Settings
@@ -19,12 +20,7 @@ from scheduler.jobs_decode import schedule_from_job
 from scheduler.model import Schedule
 from scheduler.validation import parse_schedule
 
-KEY = "test-signing-key"
 ACTION = {"type": "http", "url": "https://hub.example/run"}
-FAST = {
-    "write_rate": "1000", "api_retry_initial": "0.01s", "api_retry_maximum": "0.05s",
-    "api_retry_timeout": "1s", "sync_concurrency": "4",
-}
 
 pytestmark = pytest.mark.emulator
 
@@ -35,11 +31,8 @@ def schedule(**fields: Any) -> Schedule:
 
 @pytest.fixture
 def settings(cloud_scheduler_emulator: Any, pubsub_emulator: str, project_id: str) -> Settings:
-    return Settings.from_env(
-        {}, project=project_id, location="us-central1", topic="fires", signing_key=KEY,
-        cloud_scheduler_emulator_host=cloud_scheduler_emulator.host,
-        pubsub_emulator_host=pubsub_emulator, **FAST,
-    )
+    return emulated_settings(cloud_scheduler_emulator, pubsub_emulator, project_id,
+                             api_retry_timeout="1s", sync_concurrency="4")
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import structlog
 import yaml
+from emulated_control import KEY, emulated_settings
 from google.api_core import exceptions as gexc
 from google.cloud import scheduler_v1
 from google.protobuf import field_mask_pb2
@@ -28,13 +29,8 @@ from scheduler.sync import WRITE_METHODS, RateLimiter, Syncer, compute_plan
 from scheduler.validation import load_schedules, parse_schedule, validate_schedules
 
 ACTION = {"type": "http", "url": "https://hub.example/run"}
-KEY = "test-signing-key"
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 GRACE = timedelta(minutes=10)
-FAST = {
-    "write_rate": "1000", "api_retry_initial": "0.01s", "api_retry_maximum": "0.05s",
-    "api_retry_timeout": "30s", "sync_concurrency": "8",
-}
 
 
 def raw(n: int, start: int = 0, **fields: Any) -> list[dict[str, Any]]:
@@ -242,11 +238,7 @@ def _fresh_logging() -> None:
 
 @pytest.fixture
 def settings(cloud_scheduler_emulator: Any, pubsub_emulator: str, project_id: str) -> Settings:
-    return Settings.from_env(
-        {}, project=project_id, location="us-central1", topic="fires", subscription="workers",
-        signing_key=KEY, cloud_scheduler_emulator_host=cloud_scheduler_emulator.host,
-        pubsub_emulator_host=pubsub_emulator, **FAST,
-    )
+    return emulated_settings(cloud_scheduler_emulator, pubsub_emulator, project_id)
 
 
 @pytest.fixture

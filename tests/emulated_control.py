@@ -1,0 +1,24 @@
+"""Settings for the tests that drive the control module against the Cloud Scheduler emulator:
+one project per test, fast retries and no write limit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scheduler.config import Settings
+
+KEY = "test-signing-key"
+FAST = {
+    "write_rate": "1000", "api_retry_initial": "0.01s", "api_retry_maximum": "0.05s",
+    "api_retry_timeout": "30s", "sync_concurrency": "8",
+}
+
+
+def emulated_settings(emulator: Any, pubsub: str, project: str, **overrides: str) -> Settings:
+    """Settings for `project` on the Cloud Scheduler `emulator` and the Pub/Sub emulator at
+    `pubsub`, with FAST's retries unless `overrides` says otherwise."""
+    return Settings.from_env(
+        {}, project=project, location="us-central1", topic="fires", subscription="workers",
+        signing_key=KEY, cloud_scheduler_emulator_host=emulator.host, pubsub_emulator_host=pubsub,
+        **{**FAST, **overrides},
+    )
