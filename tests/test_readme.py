@@ -37,6 +37,18 @@ def test_the_two_setup_commands_exist_in_the_makefile() -> None:
         assert re.search(rf"^{target}:", makefile, re.MULTILINE), f"Makefile has no {target} target"
 
 
+def test_make_run_and_make_test_run_what_the_tests_drive() -> None:
+    # tests/test_local_stack.py drives `scion-scheduler up` on examples/schedules.yaml (its
+    # default file) and .ci/run runs `make test`: the commands the README's two targets run.
+    import subprocess
+
+    for target, command in (("run", "scion-scheduler up --file examples/schedules.yaml"),
+                            ("test", "pytest")):
+        dry = subprocess.run(["make", "-n", target, "VENV=.venv"], cwd=ROOT, capture_output=True,
+                             text=True, check=True, timeout=60)
+        assert command in dry.stdout, f"make {target} no longer runs {command!r}:\n{dry.stdout}"
+
+
 def _make_run_sample() -> list[str]:
     """The lines of the sample output in the README's `make run` section."""
     section = README.split("### Run it locally: `make run`", 1)[1].split("\n### ", 1)[0]
