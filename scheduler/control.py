@@ -184,8 +184,6 @@ class SchedulerControl:
         previous = syncer.get_job(job_id)
         now = syncer.clock()
         steps = steps_for(schedule, previous, self.spec, now=now, grace=syncer.grace)
-        if [s.kind for s in steps] == ["update", "pause"]:
-            steps.reverse()
         gone_one_shot = (previous is None and schedule.fire_at is not None
                          and schedule.fire_at + syncer.grace < now)
         plan = Plan(tuple(steps), unchanged=int(previous is not None and not steps),

@@ -283,8 +283,11 @@ def steps_for(schedule: Schedule, job: scheduler_v1.Job | None, spec: JobSpec,
     elif mask:
         steps.append(Step("update", job_id, schedule.id, "job differs from its schedule",
                           update_mask=mask, paused=schedule.paused, job=desired))
+    # A job's steps run in order and stop at the first failure, so a pause goes before the
+    # update and a resume after it: the job never fires the new definition of a schedule
+    # that is paused, nor the old one of a schedule being resumed.
     if schedule.paused and not is_paused(job):
-        steps.append(Step("pause", job_id, schedule.id, "schedule is paused", paused=True))
+        steps.insert(0, Step("pause", job_id, schedule.id, "schedule is paused", paused=True))
     elif not schedule.paused and is_paused(job):
         steps.append(Step("resume", job_id, schedule.id, "schedule is not paused"))
     return steps

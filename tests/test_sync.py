@@ -579,3 +579,22 @@ def test_end_to_end_fires_once_per_slot_runs_now_and_paused_stays_silent(
     assert len([f for f, _ in fires if f.trigger == "manual"]) == 1
     publisher.stop()
     subscriber.close()
+
+
+def test_a_sync_that_pauses_and_edits_pauses_first_and_stops_there_on_failure(
+    control: SchedulerControl, cloud_scheduler_emulator: Any,
+) -> None:
+    """The job never fires a paused schedule's new definition: its pause goes before its update,
+    and a failed pause leaves the job exactly as it was (the next sync tries again)."""
+    [before] = make(1)
+    assert control.reconcile([before]).ok
+    edited = parse_schedule({**raw(1)[0], "cron": "30 4 * * *", "paused": True})
+    assert [s.kind for s in control.plan([edited]).steps] == ["pause", "update"]
+    cloud_scheduler_emulator.set_faults(1.0, codes=("UNAVAILABLE",), methods=["PauseJob"])
+    result = control.reconcile([edited])
+    assert [(o.step.kind, o.status) for o in result.outcomes] == [("pause", "failed"), ("update", "skipped")]
+    job = control.syncer.get_job(control.spec.job_id(before.id))
+    assert job is not None and job.schedule == before.cron and job.state == scheduler_v1.Job.State.ENABLED
+    cloud_scheduler_emulator.set_faults(0.0)
+    assert control.reconcile([edited]).ok
+    assert control.plan([edited]).is_noop
