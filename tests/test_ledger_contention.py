@@ -458,3 +458,38 @@ def test_firestore_deliveries_of_one_fire_in_one_process_claim_one_at_a_time(
         results = list(pool.map(claim, range(8)))
     assert sorted(results) == sorted([ClaimResult.CLAIMED] + [ClaimResult.BUSY] * 7)
     assert failed == []
+
+
+@pytest.mark.emulator
+def test_firestore_an_unavailable_store_fails_a_combined_commit_once(
+    firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An outage is every group's outcome at once: splitting would only repeat the failing call
+    (and the client's retries of it) 2n - 1 times."""
+    from google.api_core import exceptions as api_exceptions
+
+    from worker.firestore_wire import Write
+
+    ledger, _ = firestore_pair
+    calls: list[int] = []
+
+    def unavailable(writes: list[Any]) -> list[Any]:
+        calls.append(len(writes))
+        raise api_exceptions.ServiceUnavailable("store down")
+
+    monkeypatch.setattr(ledger._wire, "commit", unavailable)
+    results = ledger._commit_batch([[Write(ledger._execution_name(f"u{i}"), {"n": i})] for i in range(8)])
+    assert calls == [8]
+    assert all(isinstance(result, api_exceptions.ServiceUnavailable) for result in results)
+
+
+@pytest.mark.emulator
+def test_firestore_a_group_the_wire_cannot_encode_fails_alone(firestore_pair: tuple[Any, Any]) -> None:
+    from worker.firestore_wire import Write
+
+    ledger, _ = firestore_pair
+    groups = [[Write(ledger._execution_name(f"v{i}"), {"n": i})] for i in range(4)]
+    groups[2] = [Write(ledger._execution_name("v2"), {"n": {"nested": 1}})]
+    results = ledger._commit_batch(groups)
+    assert isinstance(results[2], TypeError)
+    assert all(isinstance(results[i], list) for i in (0, 1, 3))

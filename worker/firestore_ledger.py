@@ -25,7 +25,7 @@ answers at once.
 The claim reads the execution (and, for overlap `skip`, the schedule state) in one
 BatchGetDocuments, decides (`worker.ledger_rules.plan_claim`) and commits the execution and the
 schedule state under preconditions. DONE and BUSY are answered from the read alone. The
-execution document a claim writes carries that claim call's random `claim_id`: when the client
+execution document a claim writes carries a `claim_id` unique to that claim call: when the client
 retried a Commit whose reply was lost, the retry fails the precondition its own landed write
 changed, and the re-read recognises the write by that ID (and by nothing that another delivery
 to the same worker could share, such as the worker ID and the clock reading).
@@ -87,6 +87,10 @@ log = get_logger(__name__)
 # A failed create precondition is AlreadyExists (a Conflict), a stale update_time is
 # FailedPrecondition; either means another writer got there first.
 _LOST_RACE = (api_exceptions.Conflict, api_exceptions.FailedPrecondition, api_exceptions.NotFound)
+
+# Errors that one group of a combined Commit can cause by itself (a value the wire cannot
+# encode, a document the service refuses); splitting finds the group.
+_GROUP_ERRORS = (TypeError, ValueError, api_exceptions.InvalidArgument)
 
 _Decide = Callable[[Execution, ScheduleState | None], Change | None]
 
@@ -289,24 +293,33 @@ class FirestoreLedger:
 
     def _commit_together(self, groups: Sequence[list[Write]], indices: list[int],
                          results: list[list[Any] | BaseException | None]) -> None:
-        """Commit the groups at `indices` as one Commit; when that fails, split them in halves
-        and commit each half the same way, so that one lost race among n groups costs about
-        2 log2(n) more Commits rather than n, and each group still gets its own outcome."""
+        """Commit the groups at `indices` as one Commit. When a precondition fails, split them in
+        halves and commit each half the same way, so that one lost race among n groups costs
+        about 2 log2(n) more Commits rather than n, and each group still gets its own outcome.
+        A request one group's data can make invalid is split the same way; any other error (the
+        store unavailable after the client's retries) is every group's outcome at once, rather
+        than 2n - 1 more Commits that would each retry it again."""
         if not indices:
             return
         try:
             versions = self._commit_now([write for index in indices for write in groups[index]])
-        except Exception as exc:
+        except _GROUP_ERRORS as exc:
             if len(indices) == 1:
                 results[indices[0]] = exc
                 return
             versions = None
+        except Exception as exc:
+            for index in indices:
+                results[index] = exc
+            return
         if versions is not None:
             offset = 0
             for index in indices:
                 results[index] = versions[offset:offset + len(groups[index])]
                 offset += len(groups[index])
-        elif len(indices) > 1:
+        elif len(indices) == 1:
+            results[indices[0]] = None
+        else:
             middle = len(indices) // 2
             self._commit_together(groups, indices[:middle], results)
             self._commit_together(groups, indices[middle:], results)
@@ -373,7 +386,7 @@ class FirestoreLedger:
         exec_snap, state_snap = snapshots[0], snapshots[1] if skip else None
         state = _schedule_state(state_snap)
         existing = _execution(exec_snap)
-        if exec_snap is not None and existing is not None and exec_snap.fields.get(CLAIM_ID) == claim_id:
+        if existing is not None and exec_snap is not None and exec_snap.fields.get(CLAIM_ID) == claim_id:
             # This call's own commit landed (its reply was lost): the claim is held.
             result = ClaimResult.CLAIMED if existing.attempt == 1 else ClaimResult.TAKEN_OVER
             self._remember(_Held(existing, exec_snap.update_time, state, _version(state_snap),
