@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import structlog
 
 from scheduler.clock import Checkpoint, LocalClock
 from scheduler.config import Settings
@@ -168,60 +169,69 @@ def running(schedule_file: Path, store: Path, starts_at: datetime) -> Iterator[C
         assert not thread.is_alive(), "run_local did not stop"
 
 
-def _record(store: Path, slot: datetime) -> Execution | None:
-    return SqliteLedger(store).get(execution_id("tick", slot))
+@pytest.fixture
+def reader(tmp_path: Path) -> Iterator[SqliteLedger]:
+    """The test's own view of the local store (`tmp_path / "scion.db"`), opened once: a ledger
+    opened per poll would take SQLite's write lock for its schema each time."""
+    ledger = SqliteLedger(tmp_path / "scion.db")
+    yield ledger
+    ledger.close()
 
 
-def _final(store: Path, slot: datetime) -> Callable[[], bool]:
+def _record(reader: SqliteLedger, slot: datetime) -> Execution | None:
+    return reader.get(execution_id("tick", slot))
+
+
+def _final(reader: SqliteLedger, slot: datetime) -> Callable[[], bool]:
     def check() -> bool:
-        record = _record(store, slot)
+        record = _record(reader, slot)
         return record is not None and record.state in FINAL_STATES
     return check
 
 
-def _history(store: Path) -> list[tuple[datetime, State, int]]:
-    return sorted((r.fire_time, r.state, r.attempt) for r in SqliteLedger(store).history("tick", limit=50))
+def _history(reader: SqliteLedger) -> list[tuple[datetime, State, int]]:
+    return sorted((r.fire_time, r.state, r.attempt) for r in reader.history("tick", limit=50))
 
 
 def _checkpoint(store: Path) -> Checkpoint:
     return Checkpoint(store.with_suffix(".clock.json"))
 
 
-def test_each_slot_runs_once_across_stops_and_starts(tmp_path: Path, target: Target) -> None:
+def test_each_slot_runs_once_across_stops_and_starts(tmp_path: Path, target: Target, reader: SqliteLedger) -> None:
     schedule_file, store = _schedule_file(tmp_path, target.url), tmp_path / "scion.db"
     with running(schedule_file, store, S1 - timedelta(seconds=2)):
-        _wait(_final(store, S1))
+        _wait(_final(reader, S1))
     # Down across S2: on start it is caught up (inside the default 15-minute window).
     with running(schedule_file, store, S2 + timedelta(seconds=3)):
-        _wait(_final(store, S2))
+        _wait(_final(reader, S2))
     # A crash that kept an old checkpoint: S1 and S2 are emitted again and the ledger drops both.
     _checkpoint(store).save(S1 - timedelta(seconds=30))
     with running(schedule_file, store, S2 + timedelta(seconds=10)):
         _wait(lambda: (_checkpoint(store).load() or S1) > S2)  # both settled
-    assert _history(store) == [(S1, State.SUCCEEDED, 1), (S2, State.SUCCEEDED, 1)]
+    assert _history(reader) == [(S1, State.SUCCEEDED, 1), (S2, State.SUCCEEDED, 1)]
     assert sorted(target.keys()) == sorted([execution_id("tick", S1), execution_id("tick", S2)])
 
 
-def test_a_fire_stopped_during_its_retry_backoff_is_finished_after_the_restart(tmp_path: Path) -> None:
+def test_a_fire_stopped_during_its_retry_backoff_is_finished_after_the_restart(tmp_path: Path, reader: SqliteLedger) -> None:
     server = Target(statuses=(503,))
     try:
         schedule_file, store = _schedule_file(tmp_path, server.url, max_attempts="3"), tmp_path / "scion.db"
         with running(schedule_file, store, S1 - timedelta(seconds=2)):
             # The first attempt failed and was released; the redelivery waits out its backoff (10 s).
-            _wait(lambda: (r := _record(store, S1)) is not None and r.state is State.RUNNING
+            _wait(lambda: (r := _record(reader, S1)) is not None and r.state is State.RUNNING
                   and r.error is not None)
         saved = _checkpoint(store).load()
         assert saved is not None and saved < S1, "the checkpoint moved past an unsettled fire"
         with running(schedule_file, store, S1 + timedelta(seconds=30)):
-            _wait(_final(store, S1))
-        assert _history(store) == [(S1, State.SUCCEEDED, 2)]
+            _wait(_final(reader, S1))
+        assert _history(reader) == [(S1, State.SUCCEEDED, 2)]
         assert server.requests == [(execution_id("tick", S1), "1"), (execution_id("tick", S1), "2")]
     finally:
         server.close()
 
 
 def test_an_action_still_running_at_the_stop_is_released_and_taken_over(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reader: SqliteLedger,
 ) -> None:
     monkeypatch.setattr(local, "GRACE_PERIOD", timedelta(seconds=0.5))
     hold = threading.Event()
@@ -232,28 +242,30 @@ def test_an_action_still_running_at_the_stop_is_released_and_taken_over(
             _wait(lambda: bool(server.requests))
         # The grace period ended with the action still waiting on the target: released, not left
         # to its lease, so the next start takes it over at once.
-        record = _record(store, S1)
+        record = _record(reader, S1)
         assert record is not None and record.state is State.RUNNING
         assert record.error == "local scheduler stopped before the action finished"
         with running(schedule_file, store, S1 + timedelta(seconds=30)):
-            _wait(_final(store, S1))
-        hold.set()  # the abandoned attempt ends now; its outcome is no longer its to record
-        time.sleep(0.5)
-        assert _history(store) == [(S1, State.SUCCEEDED, 2)]
+            _wait(_final(reader, S1))
+        with structlog.testing.capture_logs() as events:
+            hold.set()  # the abandoned attempt ends now; its outcome is no longer its to record
+            _wait(lambda: any(e["event"] == "outcome not recorded: another worker took the fire over"
+                              for e in list(events)))
+        assert _history(reader) == [(S1, State.SUCCEEDED, 2)]
         assert [attempt for _, attempt in server.requests] == ["1", "2"]
     finally:
         hold.set()
         server.close()
 
 
-def test_catchup_none_records_the_slot_missed_while_down(tmp_path: Path, target: Target) -> None:
+def test_catchup_none_records_the_slot_missed_while_down(tmp_path: Path, target: Target, reader: SqliteLedger) -> None:
     schedule_file, store = _schedule_file(tmp_path, target.url, catchup="none"), tmp_path / "scion.db"
     with running(schedule_file, store, S1 - timedelta(seconds=2)):
-        _wait(_final(store, S1))
+        _wait(_final(reader, S1))
     # Down across S2 and back 5 s after S3: S2 is over a minute late, S3 is on time.
     with running(schedule_file, store, S3 + timedelta(seconds=5)):
-        _wait(lambda: _final(store, S2)() and _final(store, S3)())
-    assert _history(store) == [(S1, State.SUCCEEDED, 1), (S2, State.MISSED, 0), (S3, State.SUCCEEDED, 1)]
+        _wait(lambda: _final(reader, S2)() and _final(reader, S3)())
+    assert _history(reader) == [(S1, State.SUCCEEDED, 1), (S2, State.MISSED, 0), (S3, State.SUCCEEDED, 1)]
     assert sorted(target.keys()) == sorted([execution_id("tick", S1), execution_id("tick", S3)])
 
 
@@ -315,8 +327,10 @@ def test_the_schedule_file_is_reloaded_on_change_and_a_broken_one_is_ignored(
         rewrite(entry.format(id="a") + entry.format(id="b"), 5)
         _wait(lambda: ["a", "b"] in loaded)
         reloads = len(loaded)
-        rewrite("- id: broken\n  cron: 'not a cron'\n", 10)
-        time.sleep(0.5)
+        with structlog.testing.capture_logs() as events:
+            rewrite("- id: broken\n  cron: 'not a cron'\n", 10)
+            _wait(lambda: any(e["event"] == "schedule file not reloaded; the running set is kept"
+                              for e in list(events)))
         # The broken file is logged and the running set kept.
         assert len(loaded) == reloads and loaded[-1] == ["a", "b"]
     finally:
