@@ -41,7 +41,7 @@ from scheduler.jobs import JobSpec, attributes_of, diff_mask, is_paused
 from scheduler.logs import get_logger
 from scheduler.model import Schedule, format_instant, parse_instant
 from scheduler.naming import job_id_of
-from scheduler.sync import ApplyResult, Plan, Step, StepKind, StepOutcome, Syncer, steps_for
+from scheduler.sync import ApplyResult, Plan, Step, StepKind, StepOutcome, Syncer
 
 log = get_logger(__name__)
 
@@ -179,19 +179,11 @@ class SchedulerControl:
         if it still fails, the first is undone (`_undo`), so a failed upsert leaves the job as it
         was, or paused, never enabled against a paused schedule. The undo steps' outcomes follow
         the others in the result."""
-        syncer = self.syncer
-        job_id = self.spec.job_id(schedule.id)
-        previous = syncer.get_job(job_id)
-        now = syncer.clock()
-        steps = steps_for(schedule, previous, self.spec, now=now, grace=syncer.grace)
-        gone_one_shot = (previous is None and schedule.fire_at is not None
-                         and schedule.fire_at + syncer.grace < now)
-        plan = Plan(tuple(steps), unchanged=int(previous is not None and not steps),
-                    expired=(schedule.id,) if gone_one_shot else (), prune=False)
-        if len(steps) < 2:
+        plan, previous = self.syncer.plan_one(schedule)
+        if len(plan.steps) < 2:
             return self.apply(plan)
         started = time.monotonic()
-        first, second = steps
+        first, second = plan.steps
         done = self._apply_one(first)
         if not done.ok:
             outcomes = [done, StepOutcome(second, "skipped", f"not attempted: its {first.kind} failed")]
@@ -204,7 +196,7 @@ class SchedulerControl:
         if then.ok:
             return ApplyResult(plan, (done, then), time.monotonic() - started)
         log.warning("second write of an upsert failed; trying it once more", schedule_id=schedule.id,
-                    job_id=job_id, step=second.kind, error=then.error)
+                    job_id=second.job_id, step=second.kind, error=then.error)
         again = self._apply_one(second)
         if again.ok:
             note = "; ".join(filter(None, [f"succeeded on a second try after: {then.error}", again.note]))

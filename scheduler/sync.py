@@ -436,14 +436,15 @@ class Syncer:
         return compute_plan(jobs, schedules, self.spec, now=self.clock(), grace=self.grace,
                             prune=prune, list_retries=tracker.retries)
 
-    def plan_one(self, schedule: Schedule) -> Plan:
-        """The steps for one schedule after a single GetJob (no listing)."""
+    def plan_one(self, schedule: Schedule) -> tuple[Plan, scheduler_v1.Job | None]:
+        """The steps for one schedule after a single GetJob (no listing), and the job as read."""
         tracker = _Tracker(None)
         job = self.get_job(self.spec.job_id(schedule.id), tracker)
-        steps = tuple(steps_for(schedule, job, self.spec, now=self.clock(), grace=self.grace))
-        expired = (schedule.id,) if job is None and _is_expired(schedule, self.clock(), self.grace) else ()
+        now = self.clock()
+        steps = tuple(steps_for(schedule, job, self.spec, now=now, grace=self.grace))
+        expired = (schedule.id,) if job is None and _is_expired(schedule, now, self.grace) else ()
         return Plan(steps, unchanged=int(job is not None and not steps), expired=expired,
-                    list_retries=tuple(tracker.retries), prune=False)
+                    list_retries=tuple(tracker.retries), prune=False), job
 
     def apply(self, plan: Plan) -> ApplyResult:
         """Run every step; steps of different jobs concurrently, a job's own steps in order."""

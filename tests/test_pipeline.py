@@ -36,19 +36,15 @@ WAIT_S = 10.0  # upper bound for a thread to reach a point; tests never depend o
 
 
 class FakeClock:
-    """A settable clock shared by the pipeline and the test; with `tick` set, each reading is
-    that much later than the one before."""
+    """A settable clock shared by the pipeline and the test."""
 
     def __init__(self, now: datetime) -> None:
         self._now = now
         self._lock = threading.Lock()
-        self.tick = timedelta(0)
 
     def __call__(self) -> datetime:
         with self._lock:
-            now = self._now
-            self._now += self.tick
-            return now
+            return self._now
 
     def set(self, now: datetime) -> None:
         with self._lock:
