@@ -47,8 +47,6 @@ from scheduler.model import Schedule, format_instant, parse_instant
 from scheduler.validation import load_schedules, parse_schedule
 from scion_scheduler.emulators import Emulator, check_prerequisites, free_port
 from scion_scheduler.reference_hub import FireCall, ReferenceHub
-from worker.firestore_ledger import FirestoreLedger
-from worker.ledger import FINAL_STATES
 
 PROJECT = "scion-local"
 # A Google Cloud project ID, as terraform/variables.tf validates var.project_id.
@@ -457,14 +455,24 @@ def _recorded(settings: Settings, execution_id: str, timeout: float) -> bool:
     """Wait until the ledger holds the execution's final state. The replica logs "action
     finished" just before it records the outcome, and a duplicate delivered in between would be
     deferred as running rather than suppressed as done."""
-    ledger = FirestoreLedger.from_settings(settings)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        execution = ledger.get(execution_id)
-        if execution is not None and execution.state in FINAL_STATES:
-            return True
-        time.sleep(0.2)
-    return False
+    # Here, not at the top: every scion-scheduler command imports this module, and only `up`
+    # needs Firestore's client.
+    from scheduler import gcp
+    from worker.firestore_ledger import FirestoreLedger
+    from worker.ledger import FINAL_STATES
+
+    client = gcp.firestore_client(settings)
+    ledger = FirestoreLedger.from_settings(settings, client)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            execution = ledger.get(execution_id)
+            if execution is not None and execution.state in FINAL_STATES:
+                return True
+            time.sleep(0.2)
+        return False
+    finally:
+        client.close()
 
 
 def _demonstrate_duplicate(control: SchedulerControl, schedules: list[Schedule], account: Account,
@@ -482,7 +490,7 @@ def _demonstrate_duplicate(control: SchedulerControl, schedules: list[Schedule],
         run = control.run_now(schedule.id, schedule)
         account.say(f"manual run of {schedule.id} published (execution {run.execution_id})")
         if not account.wait_finished(run.execution_id, 60) or not _recorded(settings, run.execution_id, 30):
-            account.say(f"the manual run of {schedule.id} had no outcome within 60s: no duplicate injected")
+            account.say(f"the manual run of {schedule.id} had no recorded outcome in time: no duplicate injected")
             return
         message = build_message(schedule, signing_key=settings.signing_key or None, trigger="manual",
                                 fire_time=run.fire_time)

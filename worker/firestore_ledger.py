@@ -251,9 +251,11 @@ class FirestoreLedger:
         self._held_lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> FirestoreLedger:
-        """The ledger of a deployment: its project, database and collection prefix."""
-        return cls(gcp.firestore_client(settings), collection_prefix=settings.collection_prefix or "scion_")
+    def from_settings(cls, settings: Settings, client: firestore.Client | None = None) -> FirestoreLedger:
+        """The ledger of a deployment: its project, database and collection prefix (on
+        `client`, when the caller holds one it will close)."""
+        return cls(client or gcp.firestore_client(settings),
+                   collection_prefix=settings.collection_prefix or "scion_")
 
     def _execution_name(self, execution_id: str) -> str:
         return self._wire.name(self._executions.id, execution_id)
