@@ -3,7 +3,7 @@
 The worker runs many fires at once, and each needs a few small store round trips. Sending
 each on its own makes the per-call overhead (a gRPC call, its retry wrapper, protobuf
 conversion) the bottleneck long before the store is. A `Coalescer` queues the calls and a
-few sender threads take whatever has queued up while they were busy and send it as one
+sender thread (or a few) takes whatever has queued up while it was busy and sends it as one
 batch: group commit, as databases do it for their logs. There is no added delay: an idle
 coalescer sends a lone call at once, and batches grow only with the load.
 """
@@ -56,7 +56,7 @@ class Coalescer(Generic[Item, Result]):
     fails every call of the batch."""
 
     def __init__(self, name: str, run_batch: BatchRunner[Item, Result], *, max_batch: int,
-                 senders: int = 2) -> None:
+                 senders: int = 1) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch: must be at least 1 (got {max_batch})")
         if senders < 1:
