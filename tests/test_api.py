@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from emulated_control import KEY, emulated_settings
 from fastapi.testclient import TestClient
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exceptions
+from worker_harness import wait_for
 
 from scheduler.config import ConfigError, Settings
 from scheduler.contract import decode_message, execution_id
@@ -435,13 +435,6 @@ class _HeldUpdateClient:
         return self._client.update_job(*args, **kwargs)
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
 @pytest.mark.parametrize("second", ["put", "delete", "pause"])
 def test_concurrent_writes_with_one_etag_let_the_first_through_and_refuse_the_next(
     settings: Settings, cloud_scheduler_emulator: Any, ledger: SqliteLedger, second: str
@@ -469,7 +462,7 @@ def test_concurrent_writes_with_one_etag_let_the_first_through_and_refuse_the_ne
         other.start()
         # The second request waits for the schedule's lock (it has not read the job yet).
         key = api.control.spec.job_id("raced")
-        wait_for(lambda: api.context.locks.users(key) == 2, "the second request to wait")
+        wait_for(lambda: api.context.locks.users(key) == 2, what="the second request to wait", interval=0.01)
         held.release.set()
         first.join(120)
         other.join(120)
