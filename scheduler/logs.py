@@ -3,14 +3,15 @@
 Production output is one JSON object per line that Cloud Logging parses: `severity`,
 `message`, `timestamp`, and `logging.googleapis.com/trace` when a trace is bound. On a
 terminal it is readable key=value. Context (schedule_id, fire_time, execution_id, ...) is bound
-with `structlog.contextvars.bound_contextvars` so every line about a fire carries it.
+with `bound` (structlog's context variables) so every line about a fire carries it.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 from typing import Any
 
 import structlog
@@ -72,6 +73,18 @@ def configure(fmt: str | None = "auto", level: str = "INFO", stream: Any = None)
         logger_factory=factory,
         cache_logger_on_first_use=False,
     )
+
+
+@contextmanager
+def bound(**values: Any) -> Iterator[None]:
+    """Bind `values` to every log line of this thread (or task) inside the block, and restore
+    what was bound before on the way out. What `structlog.contextvars.bound_contextvars` does,
+    at half the cost (it first reads every bound variable): a fire binds a few times."""
+    tokens = structlog.contextvars.bind_contextvars(**values)
+    try:
+        yield
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
 
 
 def get_logger(name: str) -> Any:

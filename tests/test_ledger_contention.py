@@ -243,6 +243,14 @@ def firestore_pair(firestore_emulator: str, project_id: str) -> Iterator[tuple[A
     client.close()
 
 
+def commit_batch(ledger: Any, groups: list[list[Any]], tentative: frozenset[int] = frozenset()) -> list[Any]:
+    """The outcome of each group of writes, committed by `ledger` as one batch of callers'
+    commits; the groups at the `tentative` indices are fast-path guesses."""
+    from worker.firestore_ledger import _Group
+
+    return ledger._commit_batch([_Group(group, index in tentative) for index, group in enumerate(groups)])
+
+
 def _race_after_read(monkeypatch: pytest.MonkeyPatch, ledger: Any, rival_move: Callable[[], object]) -> list[object]:
     """Make the rival's move once, right after `ledger` read its documents and before it
     commits: the window an optimistic commit must detect."""
@@ -259,14 +267,57 @@ def _race_after_read(monkeypatch: pytest.MonkeyPatch, ledger: Any, rival_move: C
     return moves
 
 
+def _race_before_commit(monkeypatch: pytest.MonkeyPatch, ledger: Any, rival_move: Callable[[], object]) -> list[object]:
+    """Make the rival's move once, right before `ledger`'s first commit: for a fast-path claim,
+    the window between deciding without a read and committing."""
+    moves: list[object] = []
+    commit = ledger._commit
+
+    def race_then_commit(writes: list[Any], **options: Any) -> Any:
+        if not moves:
+            moves.append(rival_move())
+        return commit(writes, **options)
+
+    monkeypatch.setattr(ledger, "_commit", race_then_commit)
+    return moves
+
+
 @pytest.mark.emulator
-def test_firestore_claim_that_loses_the_race_for_the_schedule_re_decides(
+def test_firestore_fast_claim_that_loses_the_race_for_the_schedule_re_decides(
     firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     ledger, rival = firestore_pair
-    moves = _race_after_read(monkeypatch, ledger, lambda: rival.claim(
+    moves = _race_before_commit(monkeypatch, ledger, lambda: rival.claim(
         request_for("s", 1, "rival", now=T0, overlap="skip")).result)
     claim = ledger.claim(request_for("s", 0, "w1", now=T0, overlap="skip"))
+    assert moves == [ClaimResult.CLAIMED]
+    assert claim.result is ClaimResult.OVERLAP
+
+
+@pytest.mark.emulator
+def test_firestore_fast_claim_that_loses_the_race_for_the_fire_is_busy(
+    firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ledger, rival = firestore_pair
+    moves = _race_before_commit(monkeypatch, ledger, lambda: rival.claim(
+        request_for("s", 0, "rival", now=T0, overlap="allow")).result)
+    claim = ledger.claim(request_for("s", 0, "w1", now=T0, overlap="allow"))
+    assert moves == [ClaimResult.CLAIMED]
+    assert claim.result is ClaimResult.BUSY and claim.execution.worker_id == "rival"
+
+
+@pytest.mark.emulator
+def test_firestore_claim_that_loses_the_race_for_the_schedule_after_its_read_re_decides(
+    firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A running document left with a lapsed lease sends both claims to the read: the rival's
+    guarded update lands between this claim's read and its commit."""
+    ledger, rival = firestore_pair
+    rival.claim(request_for("s", -1, "dead", now=T0, overlap="skip", lease=timedelta(seconds=1)))
+    later = T0 + timedelta(minutes=1)
+    moves = _race_after_read(monkeypatch, ledger, lambda: rival.claim(
+        request_for("s", 1, "rival", now=later, overlap="skip")).result)
+    claim = ledger.claim(request_for("s", 0, "w1", now=later, overlap="skip"))
     assert moves == [ClaimResult.CLAIMED]
     assert claim.result is ClaimResult.OVERLAP
 
@@ -295,10 +346,10 @@ def test_firestore_finish_retries_after_a_concurrent_renew(
     commits: list[bool] = []
     commit = ledger._commit
 
-    def renew_first(writes: list[Any]) -> list[Any] | None:
+    def renew_first(writes: list[Any], **options: Any) -> list[Any] | None:
         if not commits:
             commits.append(rival.renew(request.execution_id, "w1", T0 + 2 * LEASE))
-        versions: list[Any] | None = commit(writes)
+        versions: list[Any] | None = commit(writes, **options)
         commits.append(versions is not None)
         return versions
 
@@ -318,7 +369,7 @@ def test_firestore_gives_up_after_max_attempts(firestore_emulator: str, project_
 
     client = firestore.Client(project=project_id)
     ledger = FirestoreLedger(client, max_attempts=2)
-    monkeypatch.setattr(ledger, "_commit", lambda writes: None)
+    monkeypatch.setattr(ledger, "_commit", lambda writes, **options: None)
     with pytest.raises(LedgerContention, match="claim: lost the race"):
         ledger.claim(request_for("s", 0, "w1", now=T0, overlap="skip"))
     client.close()
@@ -333,7 +384,7 @@ def test_firestore_commit_that_landed_but_reported_a_lost_race_is_recognised(
     must see that its write landed rather than report BUSY or a lost execution."""
     ledger, _ = firestore_pair
     commit = ledger._commit
-    monkeypatch.setattr(ledger, "_commit", lambda writes: commit(writes) and None)
+    monkeypatch.setattr(ledger, "_commit", lambda writes, **options: commit(writes, **options) and None)
     request = request_for("s", 0, "w1", now=T0, overlap=overlap)
     assert ledger.claim(request).result is ClaimResult.CLAIMED
     assert ledger.finish(request.execution_id, "w1", State.SUCCEEDED, now=T0 + timedelta(seconds=1))
@@ -389,7 +440,7 @@ def test_firestore_combined_commit_tells_only_the_group_that_lost(firestore_pair
     groups = [[Write(ledger._execution_name("a"), {"n": 1})],
               [Write(ledger._execution_name("taken"), {"n": 2})],
               [Write(ledger._execution_name("b"), {"n": 3}), Write(ledger._execution_name("c"), {"n": 4})]]
-    results = ledger._commit_batch(groups)
+    results = commit_batch(ledger, groups)
     assert results[1] is None
     assert len(results[0]) == 1 and len(results[2]) == 2
     assert {name: docs.document(name).get().to_dict()["n"] for name in ("a", "taken", "b", "c")} == {
@@ -402,7 +453,7 @@ def test_firestore_groups_on_the_same_document_do_not_share_a_commit(firestore_p
 
     ledger, _ = firestore_pair
     docs = ledger._executions
-    results = ledger._commit_batch([[Write(ledger._execution_name("same"), {"n": 1})],
+    results = commit_batch(ledger, [[Write(ledger._execution_name("same"), {"n": 1})],
                                     [Write(ledger._execution_name("other"), {"n": 2})],
                                     [Write(ledger._execution_name("same"), {"n": 3})]])
     assert results[0] is not None and results[1] is not None and results[2] is None
@@ -424,7 +475,7 @@ def test_firestore_one_lost_race_splits_a_combined_commit_in_halves(
     commits: list[int] = []
     commit_now = ledger._commit_now
     monkeypatch.setattr(ledger, "_commit_now", lambda writes: commits.append(len(writes)) or commit_now(writes))
-    results = ledger._commit_batch(groups)
+    results = commit_batch(ledger, groups)
     assert [index for index, result in enumerate(results) if result is None] == [21]
     assert len(commits) == 11 and commits[0] == 32
     stored = ledger._wire.get_all([ledger._execution_name(f"g{i}") for i in range(32)])
@@ -478,7 +529,7 @@ def test_firestore_an_unavailable_store_fails_a_combined_commit_once(
         raise api_exceptions.ServiceUnavailable("store down")
 
     monkeypatch.setattr(ledger._wire, "commit", unavailable)
-    results = ledger._commit_batch([[Write(ledger._execution_name(f"u{i}"), {"n": i})] for i in range(8)])
+    results = commit_batch(ledger, [[Write(ledger._execution_name(f"u{i}"), {"n": i})] for i in range(8)])
     assert calls == [8]
     assert all(isinstance(result, api_exceptions.ServiceUnavailable) for result in results)
 
@@ -490,6 +541,89 @@ def test_firestore_a_group_the_wire_cannot_encode_fails_alone(firestore_pair: tu
     ledger, _ = firestore_pair
     groups = [[Write(ledger._execution_name(f"v{i}"), {"n": i})] for i in range(4)]
     groups[2] = [Write(ledger._execution_name("v2"), {"n": {"nested": 1}})]
-    results = ledger._commit_batch(groups)
+    results = commit_batch(ledger, groups)
     assert isinstance(results[2], TypeError)
     assert all(isinstance(results[i], list) for i in (0, 1, 3))
+
+
+@pytest.mark.emulator
+def test_firestore_fresh_claim_is_one_commit_and_no_read(
+    firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nobody claimed the fire and nothing of the schedule runs: the claim is decided without a
+    read and committed as two creates (execution and running document)."""
+    ledger, _ = firestore_pair
+    reads: list[int] = []
+    commits: list[int] = []
+    read, commit_now = ledger._get_all, ledger._commit_now
+    monkeypatch.setattr(ledger, "_get_all", lambda refs: reads.append(len(refs)) or read(refs))
+    monkeypatch.setattr(ledger, "_commit_now", lambda writes: commits.append(len(writes)) or commit_now(writes))
+    assert ledger.claim(request_for("s", 0, "w1", now=T0, overlap="skip")).result is ClaimResult.CLAIMED
+    assert ledger.claim(request_for("t", 0, "w1", now=T0, overlap="allow")).result is ClaimResult.CLAIMED
+    assert (reads, commits) == ([], [2, 1])
+
+
+@pytest.mark.emulator
+def test_firestore_fires_this_process_finished_or_holds_are_answered_without_a_call(
+    firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A duplicate of a fire this ledger finished is DONE, and of one it holds with a live lease
+    BUSY, from what it wrote; a lapsed lease still goes to the store (it may be taken over)."""
+    ledger, rival = firestore_pair
+    done = request_for("s", 0, "w1", now=T0, overlap="skip")
+    ledger.claim(done)
+    assert ledger.finish(done.execution_id, "w1", State.SUCCEEDED, now=T0 + timedelta(seconds=1))
+    held = request_for("s", 1, "w1", now=T0, overlap="skip", lease=timedelta(seconds=30))
+    ledger.claim(held)
+    calls: list[str] = []
+    read, commit = ledger._get_all, ledger._commit
+    monkeypatch.setattr(ledger, "_get_all", lambda refs: calls.append("read") or read(refs))
+    monkeypatch.setattr(ledger, "_commit", lambda writes, **options: calls.append("commit") or commit(writes, **options))
+    duplicate = ledger.claim(request_for("s", 0, "w2", now=T0 + timedelta(hours=1), overlap="skip"))
+    assert duplicate.result is ClaimResult.DONE and duplicate.execution.state is State.SUCCEEDED
+    busy = ledger.claim(request_for("s", 1, "w2", now=T0 + timedelta(seconds=10), overlap="skip"))
+    assert busy.result is ClaimResult.BUSY and busy.execution.worker_id == "w1"
+    assert calls == []
+    taken = ledger.claim(request_for("s", 1, "w2", now=T0 + timedelta(minutes=1), overlap="skip"))
+    assert taken.result is ClaimResult.TAKEN_OVER and "read" in calls
+    assert rival.get(held.execution_id) == taken.execution
+
+
+@pytest.mark.emulator
+def test_firestore_a_failed_combined_commit_tells_fast_claims_at_once(
+    firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fast-path claims fall back to a read when their commit fails, so a failed combined commit
+    gives them no Commit of their own: only the other groups are split and committed again."""
+    from worker.firestore_wire import Write
+
+    ledger, _ = firestore_pair
+    ledger._executions.document("taken").create({"n": 0})
+    groups = [[Write(ledger._execution_name(f"f{i}"), {"n": i})] for i in range(4)]
+    groups[1] = [Write(ledger._execution_name("taken"), {"n": 1})]
+    commits: list[int] = []
+    commit_now = ledger._commit_now
+    monkeypatch.setattr(ledger, "_commit_now", lambda writes: commits.append(len(writes)) or commit_now(writes))
+    results = commit_batch(ledger, groups, tentative=frozenset({0, 1}))
+    assert results[0] is None and results[1] is None
+    assert results[2] is not None and results[3] is not None
+    assert commits == [4, 1, 1]
+
+
+@pytest.mark.emulator
+def test_firestore_finish_clears_the_running_document_and_release_keeps_the_last_fire(
+    firestore_pair: tuple[Any, Any],
+) -> None:
+    ledger, rival = firestore_pair
+    first = request_for("s", 0, "w1", now=T0, overlap="skip")
+    ledger.claim(first)
+    assert ledger.finish(first.execution_id, "w1", State.SUCCEEDED, now=T0 + timedelta(seconds=1))
+    assert rival._get_all([rival._running_name("s")]) == [None]
+    second = request_for("s", 1, "w1", now=T0 + timedelta(minutes=1), overlap="skip")
+    ledger.claim(second)
+    assert ledger.release(second.execution_id, "w1", now=T0 + timedelta(minutes=1, seconds=1))
+    state = rival.schedule_state("s")
+    assert state is not None
+    assert (state.running_execution_id, state.running_lease_until) == (
+        second.execution_id, T0 + timedelta(minutes=1, seconds=1))
+    assert (state.last_execution_id, state.last_state) == (first.execution_id, State.SUCCEEDED)

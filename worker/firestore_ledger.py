@@ -6,9 +6,17 @@ Collections (`{prefix}` is `collection_prefix`, "scion_" by default):
   `worker.ledger.Execution` plus `expire_at` (fire time + retention) for the TTL policy that
   Terraform configures; `history` queries `schedule_id == X order by fire_time desc`, served by
   the composite index Terraform creates.
-* `{prefix}schedule_state`: one document per schedule, ID = sha256 hex of the schedule ID (a
-  schedule ID may hold characters a document ID may not), with the raw ID in `schedule_id`:
-  the fire running now (and its lease) and the last finished one.
+* `{prefix}schedule_running`: the fire of an overlap-`skip` schedule that runs now, and its
+  lease. It exists only while one runs: the claim creates it and the finish deletes it, so that
+  "nothing runs" is the document's absence, which a create's precondition can check without a
+  read.
+* `{prefix}schedule_state`: the last finished fire of each schedule (ID, fire time, outcome,
+  finish time), written by every finish. No decision reads it, so it is written without a
+  precondition: the last fire to finish is the last one recorded.
+
+Both per-schedule documents have the sha256 hex of the schedule ID as their ID (a schedule ID
+may hold characters a document ID may not), with the raw ID in `schedule_id`;
+`schedule_state()` merges them into one `ScheduleState`.
 
 How a change is made atomic: optimistic commits, not Firestore transactions. Every write goes
 into one batch whose preconditions pin what the decision was based on: a document read as
@@ -22,13 +30,17 @@ emulator (see `bench/bench_claim.py`), and under contention the emulator's locki
 deadlock until a lock timeout (firebase-tools#6758, #8105), whereas a failed precondition
 answers at once.
 
-The claim reads the execution (and, for overlap `skip`, the schedule state) in one
-BatchGetDocuments, decides (`worker.ledger_rules.plan_claim`) and commits the execution and the
-schedule state under preconditions. DONE and BUSY are answered from the read alone. The
-execution document a claim writes carries a `claim_id` unique to that claim call: when the client
-retried a Commit whose reply was lost, the retry fails the precondition its own landed write
-changed, and the re-read recognises the write by that ID (and by nothing that another delivery
-to the same worker could share, such as the worker ID and the clock reading).
+The claim, fast path: a fire nobody has claimed has no execution document and (overlap `skip`)
+no running document, so its claim is decided without a read, as if both had been read as
+absent, and committed as two creates: the preconditions are exactly that reading. When either
+document exists the commit fails, and the claim reads both in one BatchGetDocuments, decides
+(`worker.ledger_rules.plan_claim`) and commits under preconditions. DONE and BUSY are answered
+from the read alone, or, for executions this process finished or holds, from what it wrote: a
+finished record never changes, and a record held with a live lease changes only through its
+holder. The execution document a claim writes carries a `claim_id` unique to that claim call:
+when the client retried a Commit whose reply was lost, the retry fails the precondition its own
+landed write changed, and the re-read recognises the write by that ID (and by nothing that
+another delivery to the same worker could share, such as the worker ID and the clock reading).
 
 Finish, renew and release need no read in the common case: the ledger remembers the records it
 wrote for the executions this process holds, with the `update_time` each commit returned, and
@@ -40,9 +52,10 @@ ledger shares.
 Batching: reads and commits go through `worker.coalescer`, so that the reads of fires handled at
 the same moment leave as one BatchGetDocuments and their commits as one Commit. A Commit is all
 or nothing, so when a combined commit fails a precondition it is split in halves and each half
-committed again (recursively), and only the group that really lost its race is told so. Groups
-that touch the same document never share a Commit, and deliveries of one fire in one process
-claim one after the other, so that they never make each other's batches fail.
+committed again (recursively), and only the group that really lost its race is told so; a
+fast-path claim in a failed commit is not retried there but told at once, since it falls back to
+the read anyway. Groups that touch the same document never share a Commit, and deliveries of one
+fire in one process claim one after the other, so that they never make each other's batches fail.
 """
 
 from __future__ import annotations
@@ -55,7 +68,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,9 +82,18 @@ from scheduler.model import format_instant
 from worker.coalescer import Coalescer
 from worker.firestore_wire import FirestoreWire, StoredDocument, Write
 from worker.keyed_locks import KeyedLocks
-from worker.ledger import Claim, ClaimRequest, ClaimResult, Execution, ScheduleState, State
+from worker.ledger import (
+    FINAL_STATES,
+    Claim,
+    ClaimRequest,
+    ClaimResult,
+    Execution,
+    ScheduleState,
+    State,
+)
 from worker.ledger_rules import (
     Change,
+    decide_existing,
     plan_claim,
     plan_finish,
     plan_release,
@@ -141,13 +163,20 @@ def execution_document(execution: Execution) -> dict[str, Any]:
     }
 
 
-def state_document(state: ScheduleState) -> dict[str, Any]:
-    """The fields of a schedule state document (None: the field is left out when written)."""
+def running_document(state: ScheduleState) -> dict[str, Any]:
+    """The fields of a running document: the schedule's running fire and its lease."""
     return {
         "schedule_id": state.schedule_id,
         "running_execution_id": state.running_execution_id,
         "running_fire_time": _stored(state.running_fire_time, "running_fire_time"),
         "running_lease_until": _stored(state.running_lease_until, "running_lease_until"),
+    }
+
+
+def summary_document(state: ScheduleState) -> dict[str, Any]:
+    """The fields of a schedule state document: the last finished fire (None: left out)."""
+    return {
+        "schedule_id": state.schedule_id,
         "last_execution_id": state.last_execution_id,
         "last_fire_time": _stored(state.last_fire_time, "last_fire_time"),
         "last_state": None if state.last_state is None else str(state.last_state),
@@ -179,21 +208,46 @@ def _execution(document: StoredDocument | None) -> Execution | None:
     return None if document is None else _execution_from(document.id, document.fields)
 
 
-def _schedule_state(document: StoredDocument | None) -> ScheduleState | None:
+def _running(document: StoredDocument | None) -> ScheduleState | None:
+    """The schedule state as far as decisions read it: the running fire, from its document."""
     if document is None:
         return None
     data = document.fields
-    last_state = data.get("last_state")
     return ScheduleState(
         schedule_id=data["schedule_id"],
         running_execution_id=data.get("running_execution_id"),
         running_fire_time=_utc(data.get("running_fire_time")),
         running_lease_until=_utc(data.get("running_lease_until")),
+    )
+
+
+def _with_summary(running: ScheduleState | None, summary: StoredDocument | None) -> ScheduleState | None:
+    """`running` with the last finished fire from the schedule state document added."""
+    if summary is None:
+        return running
+    data = summary.fields
+    last_state = data.get("last_state")
+    return replace(
+        running or ScheduleState(schedule_id=data["schedule_id"]),
         last_execution_id=data.get("last_execution_id"),
         last_fire_time=_utc(data.get("last_fire_time")),
         last_state=None if last_state is None else State(last_state),
         last_finished_at=_utc(data.get("last_finished_at")),
     )
+
+
+def _running_fields(state: ScheduleState | None) -> tuple[Any, ...]:
+    if state is None:
+        return (None, None, None)
+    return (state.running_execution_id, state.running_fire_time, state.running_lease_until)
+
+
+@dataclass(frozen=True)
+class _Group:
+    """The writes of one caller, committed atomically (possibly with other callers' groups)."""
+
+    writes: list[Write]
+    tentative: bool
 
 
 class LedgerContention(RuntimeError):
@@ -205,8 +259,11 @@ CLAIM_ID = "claim_id"
 # Fires handled at once that share one read or one commit. A Commit takes at most 500 writes
 # and a group has at most two.
 MAX_BATCH = 100
-# How many executions this process remembers the records of (it holds far fewer at a time;
-# the bound only matters when a holder never finishes, e.g. an action that never returns).
+# How many executions this process remembers the records of, held and finished each (it holds
+# far fewer at a time; the bound only matters when a holder never finishes, e.g. an action that
+# never returns). A finished record is remembered so that a duplicate delivery of it is answered
+# without a read: 10,000 covers several minutes of fires at the benchmark's rate, when
+# redeliveries of a fire come.
 MAX_REMEMBERED = 10_000
 
 
@@ -218,14 +275,13 @@ def _version(document: StoredDocument | None) -> Any:
 @dataclass(frozen=True)
 class _Held:
     """The records of an execution this process holds, as it last wrote them, with the
-    versions its commits returned. `state_known` is False when the claim did not read the
-    schedule state (overlap allow): then it is read when needed."""
+    versions its commits returned: the execution, and the schedule's running document when
+    this execution is the one it names (else None: overlap `allow` never writes it)."""
 
     execution: Execution
     execution_version: Any
-    state: ScheduleState | None
-    state_version: Any
-    state_known: bool
+    running: ScheduleState | None
+    running_version: Any
 
 
 class FirestoreLedger:
@@ -235,16 +291,18 @@ class FirestoreLedger:
                  max_attempts: int = 30, max_batch: int = MAX_BATCH) -> None:
         self._wire = FirestoreWire(client)
         self._executions = client.collection(f"{collection_prefix}executions")
-        self._states_collection = f"{collection_prefix}schedule_state"
+        self._running_collection = f"{collection_prefix}schedule_running"
+        self._summary_collection = f"{collection_prefix}schedule_state"
         self._max_attempts = max_attempts
         # One sender each (the default): while its call is in flight the next batch gathers, so
         # batches grow with the load. Two senders halved the batches, and Firestore's cost is
         # mostly per call (bench_worker: ~25% fewer messages/s with two).
         self._reader: Coalescer[list[str], list[StoredDocument | None]] = Coalescer(
             "firestore-read", self._read_batch, max_batch=max_batch)
-        self._committer: Coalescer[list[Write], list[Any] | None] = Coalescer(
+        self._committer: Coalescer[_Group, list[Any] | None] = Coalescer(
             "firestore-commit", self._commit_batch, max_batch=max_batch)
         self._held: OrderedDict[str, _Held] = OrderedDict()
+        self._finished: OrderedDict[str, Execution] = OrderedDict()
         self._claiming = KeyedLocks()
         self._claim_prefix = secrets.token_hex(8) + "-"
         self._claim_numbers = itertools.count()
@@ -260,8 +318,11 @@ class FirestoreLedger:
     def _execution_name(self, execution_id: str) -> str:
         return self._wire.name(self._executions.id, execution_id)
 
-    def _state_name(self, schedule_id: str) -> str:
-        return self._wire.name(self._states_collection, state_document_id(schedule_id))
+    def _running_name(self, schedule_id: str) -> str:
+        return self._wire.name(self._running_collection, state_document_id(schedule_id))
+
+    def _summary_name(self, schedule_id: str) -> str:
+        return self._wire.name(self._summary_collection, state_document_id(schedule_id))
 
     # Batched store calls.
 
@@ -274,17 +335,19 @@ class FirestoreLedger:
         found = self._wire.get_all([name for group in groups for name in group])
         return [[found.get(name) for name in group] for group in groups]
 
-    def _commit(self, writes: list[Write]) -> list[Any] | None:
+    def _commit(self, writes: list[Write], *, tentative: bool = False) -> list[Any] | None:
         """Commit the writes atomically under their preconditions, together with other
-        threads' commits; the new `update_time` of each write, or None when one failed."""
-        return self._committer.call(writes)
+        threads' commits; the new `update_time` of each write, or None when one failed.
+        `tentative`: a guess that falls back to a read when it fails, so a failed combined
+        commit does not split to find out whether this group was the one that lost."""
+        return self._committer.call(_Group(writes, tentative))
 
-    def _commit_batch(self, groups: Sequence[list[Write]]) -> list[list[Any] | BaseException | None]:
+    def _commit_batch(self, groups: Sequence[_Group]) -> list[list[Any] | BaseException | None]:
         combined: list[int] = []
         alone: list[int] = []
         touched: set[str] = set()
         for index, group in enumerate(groups):
-            paths = {write.name for write in group}
+            paths = {write.name for write in group.writes}
             (alone if paths & touched else combined).append(index)
             touched |= paths
         results: list[list[Any] | BaseException | None] = [None] * len(groups)
@@ -293,35 +356,40 @@ class FirestoreLedger:
             self._commit_together(groups, [index], results)
         return results
 
-    def _commit_together(self, groups: Sequence[list[Write]], indices: list[int],
+    def _commit_together(self, groups: Sequence[_Group], indices: list[int],
                          results: list[list[Any] | BaseException | None]) -> None:
-        """Commit the groups at `indices` as one Commit. When a precondition fails, split them in
-        halves and commit each half the same way, so that one lost race among n groups costs
-        about 2 log2(n) more Commits rather than n, and each group still gets its own outcome.
-        A request one group's data can make invalid is split the same way; any other error (the
-        store unavailable after the client's retries) is every group's outcome at once, rather
-        than 2n - 1 more Commits that would each retry it again."""
+        """Commit the groups at `indices` as one Commit. When a precondition fails, the
+        tentative groups are told at once and the others are split in halves, each half
+        committed the same way, so that one lost race among n groups costs about 2 log2(n) more
+        Commits rather than n, and each group still gets its own outcome. A request one group's
+        data can make invalid is split the same way; any other error (the store unavailable
+        after the client's retries) is every group's outcome at once, rather than 2n - 1 more
+        Commits that would each retry it again."""
         if not indices:
             return
         try:
-            versions = self._commit_now([write for index in indices for write in groups[index]])
+            versions = self._commit_now([write for index in indices for write in groups[index].writes])
         except _GROUP_ERRORS as exc:
             if len(indices) == 1:
                 results[indices[0]] = exc
                 return
-            versions = None
+            versions, lost_race = None, False
         except Exception as exc:
             for index in indices:
                 results[index] = exc
             return
+        else:
+            lost_race = versions is None
         if versions is not None:
             offset = 0
             for index in indices:
-                results[index] = versions[offset:offset + len(groups[index])]
-                offset += len(groups[index])
-        elif len(indices) == 1:
-            results[indices[0]] = None
-        else:
+                size = len(groups[index].writes)
+                results[index] = versions[offset:offset + size]
+                offset += size
+            return
+        if lost_race:
+            indices = [index for index in indices if not groups[index].tentative]
+        if len(indices) > 1:
             middle = len(indices) // 2
             self._commit_together(groups, indices[:middle], results)
             self._commit_together(groups, indices[middle:], results)
@@ -339,7 +407,7 @@ class FirestoreLedger:
         log.debug("ledger race lost, retrying", operation=what, attempt=attempt + 1, **context)
         time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))
 
-    # What this process holds.
+    # What this process holds and has finished.
 
     def _remember(self, held: _Held) -> None:
         with self._held_lock:
@@ -352,13 +420,30 @@ class FirestoreLedger:
         with self._held_lock:
             return self._held.pop(execution_id, None)
 
+    def _remember_finished(self, execution: Execution) -> None:
+        with self._held_lock:
+            self._finished[execution.execution_id] = execution
+            while len(self._finished) > MAX_REMEMBERED:
+                self._finished.popitem(last=False)
+
+    def _known(self, request: ClaimRequest) -> Claim | None:
+        """DONE or BUSY when what this process wrote settles the claim: a record it finished
+        (final records never change), or one it holds with a lease live at `request.now` (only
+        its holder changes it until then). None: ask the store."""
+        with self._held_lock:
+            finished = self._finished.get(request.execution_id)
+            held = self._held.get(request.execution_id)
+        if finished is not None:
+            return Claim(ClaimResult.DONE, finished)
+        if held is not None and decide_existing(request, held.execution) is ClaimResult.BUSY:
+            return Claim(ClaimResult.BUSY, held.execution)
+        return None
+
     # The ledger.
 
     def claim(self, request: ClaimRequest) -> Claim:
         """Claim a fire; see `worker.ledger` for the outcomes and this module for the method."""
         validate_request(request)
-        exec_ref = self._execution_name(request.execution_id)
-        state_ref = self._state_name(request.schedule_id)
         context = {"schedule_id": request.schedule_id, "fire_time": format_instant(request.fire_time),
                    "execution_id": request.execution_id}
         # Marks the documents this call writes, across its retries: a commit the client retried
@@ -370,9 +455,12 @@ class FirestoreLedger:
         # Deliveries of one fire in this process claim one after the other: racing each other
         # for the same documents would only fail commits (and the batches they share).
         with self._claiming.hold(request.execution_id):
-            while (claim := self._claim_once(request, exec_ref, state_ref, claim_id)) is None:
+            claim = self._known(request) or self._claim_fresh(request, claim_id)
+            while claim is None and (claim := self._claim_once(request, claim_id)) is None:
                 self._retry(attempt, "claim", **context)
                 attempt += 1
+        if not claim.result.run and claim.execution.state in FINAL_STATES:
+            self._remember_finished(claim.execution)
         notable = claim.result in (ClaimResult.TAKEN_OVER, ClaimResult.OVERLAP)
         (log.info if notable else log.debug)(
             "ledger claim", result=str(claim.result), attempt=claim.execution.attempt, retries=attempt,
@@ -380,81 +468,132 @@ class FirestoreLedger:
         )
         return claim
 
-    def _claim_once(self, request: ClaimRequest, exec_ref: str, state_ref: str, claim_id: str) -> Claim | None:
+    def _claim_fresh(self, request: ClaimRequest, claim_id: str) -> Claim | None:
+        """The fast path: claim as if the execution (and, for overlap skip, the running
+        document) had been read as absent, under preconditions saying so; None when either
+        exists."""
+        plan = plan_claim(request, None, None)
+        data = execution_document(plan.execution)
+        data[CLAIM_ID] = claim_id
+        writes = [Write(self._execution_name(request.execution_id), data)]
+        running_name = self._running_name(request.schedule_id)
+        if plan.schedule_state is not None:
+            writes.append(Write(running_name, running_document(plan.schedule_state)))
+        versions = self._commit(writes, tentative=True)
+        if versions is None:
+            return None
+        running_version = versions[1] if plan.schedule_state is not None else None
+        self._remember(_Held(plan.execution, versions[0], plan.schedule_state, running_version))
+        return Claim(plan.result, plan.execution)
+
+    def _claim_once(self, request: ClaimRequest, claim_id: str) -> Claim | None:
         """Read, decide and commit once; None when the commit lost a race."""
-        # Only overlap skip decides on (and writes) the schedule state.
+        exec_name = self._execution_name(request.execution_id)
+        running_name = self._running_name(request.schedule_id)
+        # Only overlap skip decides on (and writes) the running document.
         skip = request.overlap == "skip"
-        snapshots = self._get_all([exec_ref, state_ref] if skip else [exec_ref])
-        exec_snap, state_snap = snapshots[0], snapshots[1] if skip else None
-        state = _schedule_state(state_snap)
+        snapshots = self._get_all([exec_name, running_name] if skip else [exec_name])
+        exec_snap, running_snap = snapshots[0], snapshots[1] if skip else None
+        running = _running(running_snap)
         existing = _execution(exec_snap)
         if existing is not None and exec_snap is not None and exec_snap.fields.get(CLAIM_ID) == claim_id:
             # This call's own commit landed (its reply was lost): the claim is held.
             result = ClaimResult.CLAIMED if existing.attempt == 1 else ClaimResult.TAKEN_OVER
-            self._remember(_Held(existing, exec_snap.update_time, state, _version(state_snap),
-                                 state_known=skip))
+            ours = running is not None and running.running_execution_id == existing.execution_id
+            self._remember(_Held(existing, exec_snap.update_time, running if ours else None,
+                                 _version(running_snap) if ours else None))
             return Claim(result, existing)
-        plan = plan_claim(request, existing, state)
+        plan = plan_claim(request, existing, running)
         writes = []
         if plan.write:
             data = execution_document(plan.execution)
             if plan.result.run:
                 data[CLAIM_ID] = claim_id
-            writes.append(Write(exec_ref, data, _version(exec_snap)))
-        if plan.schedule_state is not None:
-            writes.append(Write(state_ref, state_document(plan.schedule_state), _version(state_snap)))
+            writes.append(Write(exec_name, data, _version(exec_snap)))
+        writes += self._running_writes(running_name, plan.execution.execution_id, running,
+                                       _version(running_snap), plan.schedule_state)
         versions = self._commit(writes) if writes else []
         if versions is None:
             return None
-        if plan.result.run and plan.write:
-            state_version = versions[1] if plan.schedule_state is not None else _version(state_snap)
-            self._remember(_Held(plan.execution, versions[0], plan.schedule_state or state, state_version,
-                                 state_known=skip))
+        if plan.result.run:
+            ours = plan.schedule_state is not None
+            self._remember(_Held(plan.execution, versions[0], plan.schedule_state if ours else None,
+                                 versions[1] if ours else None))
         return Claim(plan.result, plan.execution)
 
-    def _change(self, execution_id: str, decide: _Decide, what: str, *, keep: bool) -> bool:
-        """Apply `decide`'s change to a held execution and its schedule state under
+    def _running_writes(self, name: str, execution_id: str, old: ScheduleState | None, old_version: Any,
+                        new: ScheduleState | None) -> list[Write]:
+        """The write that takes the running document from `old` (at `old_version`) to what the
+        decision `new` says, if anything changes: set while a fire runs, deleted when the fire
+        it names (this one) ends."""
+        if new is None or _running_fields(new) == _running_fields(old):
+            return []
+        if new.running_execution_id is not None:
+            return [Write(name, running_document(new), old_version)]
+        if old is not None and old.running_execution_id == execution_id and old_version is not None:
+            return [Write(name, None, old_version)]
+        return []
+
+    def _change_writes(self, existing: Execution, exec_version: Any, running: ScheduleState | None,
+                       running_version: Any, change: Change, *, summary: bool) -> list[Write]:
+        writes = [Write(self._execution_name(existing.execution_id), execution_document(change.execution),
+                        exec_version)]
+        writes += self._running_writes(self._running_name(existing.schedule_id), existing.execution_id,
+                                       running, running_version, change.schedule_state)
+        if summary and change.schedule_state is not None:
+            writes.append(Write(self._summary_name(existing.schedule_id),
+                                summary_document(change.schedule_state), blind=True))
+        return writes
+
+    def _change(self, execution_id: str, decide: _Decide, what: str, *, keep: bool = False,
+                last: bool = False) -> bool:
+        """Apply `decide`'s change to a held execution and its schedule's documents under
         preconditions: first from the records as this process wrote them, then, if those are
         gone or stale, from the stored records, retrying lost races. False when `decide`
-        refuses. `keep`: the execution stays held afterwards (a renewal)."""
-        held = self._forget(execution_id)
-        tried: Execution | None = None
-        if held is not None:
-            outcome = self._change_held(held, decide, keep=keep)
-            if outcome is True:
-                return True
-            tried = outcome or None
-        return self._change_stored(execution_id, decide, what, tried)
+        refuses. `keep`: the execution stays held afterwards (a renewal). `last`: the change
+        finishes it, and is recorded as the schedule's last finished fire."""
+        # Under the fire's claim lock: a delivery of it that arrives meanwhile waits for the
+        # change to land and is then answered from it, rather than reading the store mid-change.
+        with self._claiming.hold(execution_id):
+            held = self._forget(execution_id)
+            tried: Execution | None = None
+            if held is not None:
+                outcome = self._change_held(held, decide, keep=keep, last=last)
+                if outcome is True:
+                    return True
+                tried = outcome or None
+            return self._change_stored(execution_id, decide, what, tried, keep=keep, last=last)
 
-    def _change_held(self, held: _Held, decide: _Decide, *, keep: bool) -> bool | Execution:
+    def _change_held(self, held: _Held, decide: _Decide, *, keep: bool, last: bool) -> bool | Execution:
         """One attempt from the remembered records: True when it landed, else the execution it
         tried to write (the commit may have landed with its reply lost) or False."""
-        exec_ref = self._execution_name(held.execution.execution_id)
-        state_ref = self._state_name(held.execution.schedule_id)
-        state, state_version = held.state, held.state_version
-        if not held.state_known:
-            state_snap = self._get_all([state_ref])[0]
-            state, state_version = _schedule_state(state_snap), _version(state_snap)
-        change = decide(held.execution, state)
+        change = decide(held.execution, held.running)
         if change is None:
             return False
-        writes = [Write(exec_ref, execution_document(change.execution), held.execution_version)]
-        if change.schedule_state is not None:
-            writes.append(Write(state_ref, state_document(change.schedule_state), state_version))
+        writes = self._change_writes(held.execution, held.execution_version, held.running,
+                                     held.running_version, change, summary=last)
         versions = self._commit(writes)
         if versions is None:
             return change.execution
-        if keep:
-            if change.schedule_state is not None:
-                state, state_version = change.schedule_state, versions[1]
-            self._remember(_Held(change.execution, versions[0], state, state_version, state_known=True))
+        self._after_change(change, versions, held.running, held.running_version, keep=keep)
         return True
 
-    def _change_stored(self, execution_id: str, decide: _Decide, what: str, tried: Execution | None) -> bool:
-        exec_ref = self._execution_name(execution_id)
+    def _after_change(self, change: Change, versions: list[Any], running: ScheduleState | None,
+                      running_version: Any, *, keep: bool) -> None:
+        if not keep:
+            if change.execution.state in FINAL_STATES:
+                self._remember_finished(change.execution)
+            return
+        if _running_fields(change.schedule_state) != _running_fields(running):
+            running, running_version = change.schedule_state, versions[1]
+        self._remember(_Held(change.execution, versions[0], running, running_version))
+
+    def _change_stored(self, execution_id: str, decide: _Decide, what: str, tried: Execution | None,
+                       *, keep: bool, last: bool) -> bool:
+        exec_name = self._execution_name(execution_id)
         attempt = 0
         while True:
-            exec_snap = self._get_all([exec_ref])[0]
+            exec_snap = self._get_all([exec_name])[0]
             existing = _execution(exec_snap)
             if existing is None:
                 return False
@@ -462,16 +601,19 @@ class FirestoreLedger:
                 # The previous commit landed but its reply was lost (the client retried it and
                 # the retry failed the precondition that the landed commit had changed).
                 return True
-            state_ref = self._state_name(existing.schedule_id)
-            state_snap = self._get_all([state_ref])[0]
-            change = decide(existing, _schedule_state(state_snap))
+            running_snap = self._get_all([self._running_name(existing.schedule_id)])[0]
+            running = _running(running_snap)
+            change = decide(existing, running)
             if change is None:
                 return False
             tried = change.execution
-            writes = [Write(exec_ref, execution_document(change.execution), _version(exec_snap))]
-            if change.schedule_state is not None:
-                writes.append(Write(state_ref, state_document(change.schedule_state), _version(state_snap)))
-            if self._commit(writes) is not None:
+            writes = self._change_writes(existing, _version(exec_snap), running, _version(running_snap),
+                                         change, summary=last)
+            versions = self._commit(writes)
+            if versions is not None:
+                ours = running is not None and running.running_execution_id == execution_id
+                self._after_change(change, versions, running if ours else None,
+                                   _version(running_snap) if ours else None, keep=keep)
                 return True
             self._retry(attempt, what, schedule_id=existing.schedule_id,
                         fire_time=format_instant(existing.fire_time), execution_id=execution_id)
@@ -496,7 +638,7 @@ class FirestoreLedger:
             execution_id,
             lambda existing, summary: plan_finish(existing, summary, worker_id, final, now=now,
                                                   error=error, detail=detail),
-            "finish", keep=False,
+            "finish", last=True,
         )
 
     def release(self, execution_id: str, worker_id: str, *, now: datetime, error: str | None = None) -> bool:
@@ -505,7 +647,7 @@ class FirestoreLedger:
         return self._change(
             execution_id,
             lambda existing, summary: plan_release(existing, summary, worker_id, now=now, error=error),
-            "release", keep=False,
+            "release",
         )
 
     def record(self, execution: Execution) -> bool:
@@ -516,6 +658,7 @@ class FirestoreLedger:
             self._wire.commit([write])
         except api_exceptions.AlreadyExists:
             return False
+        self._remember_finished(execution)
         return True
 
     def get(self, execution_id: str) -> Execution | None:
@@ -533,5 +676,7 @@ class FirestoreLedger:
         return [_execution_from(snapshot.id, snapshot.to_dict() or {}) for snapshot in query.stream()]
 
     def schedule_state(self, schedule_id: str) -> ScheduleState | None:
-        """The per-schedule summary, or None if the schedule never fired."""
-        return _schedule_state(self._get_all([self._state_name(schedule_id)])[0])
+        """The per-schedule summary (the running fire and the last finished one), or None if
+        the schedule never fired."""
+        running, summary = self._get_all([self._running_name(schedule_id), self._summary_name(schedule_id)])
+        return _with_summary(_running(running), summary)

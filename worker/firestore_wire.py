@@ -127,12 +127,18 @@ class StoredDocument:
 
 @dataclass(frozen=True)
 class Write:
-    """One whole-document write. `update_time` None: the document must not exist yet;
-    otherwise it must still be at that version."""
+    """One whole-document write, or a delete when `data` is None. `update_time` None: the
+    document must not exist yet; otherwise it must still be at that version. `blind`: no
+    precondition at all (the last writer wins), for records that no decision reads."""
 
     name: str
-    data: Mapping[str, Any]
+    data: Mapping[str, Any] | None
     update_time: Any = None
+    blind: bool = False
+
+    def __post_init__(self) -> None:
+        if self.data is None and self.update_time is None and not self.blind:
+            raise ValueError(f"{self.name}: a delete needs the version it removes (or blind)")
 
 
 class FirestoreWire:
@@ -177,13 +183,18 @@ class FirestoreWire:
         return found
 
     def commit(self, writes: Sequence[Write]) -> list[Any]:
-        """Apply the writes atomically; the new `update_time` of each, in order. A failed
-        precondition raises (AlreadyExists, FailedPrecondition or NotFound) and writes nothing."""
+        """Apply the writes atomically; the new `update_time` of each, in order (empty for a
+        delete). A failed precondition raises (AlreadyExists, FailedPrecondition or NotFound) and writes nothing."""
         request = _CommitRequest(database=self.database)
         for write in writes:
             pb = request.writes.add()
-            pb.update.name = write.name
-            encode_fields(write.data, pb.update.fields)
+            if write.data is None:
+                pb.delete = write.name
+            else:
+                pb.update.name = write.name
+                encode_fields(write.data, pb.update.fields)
+            if write.blind:
+                continue
             if write.update_time is None:
                 pb.current_document.exists = False
             else:

@@ -3,8 +3,9 @@ execution IDs).
 
 The API holds a schedule's lock from its `If-Match` read to the end of the write, since Cloud
 Scheduler has no conditional write (requests served by another process are not covered; the
-README's HTTP API section says so). The Firestore ledger holds an execution's lock for a claim,
-so that two deliveries of one fire in one process never race each other for its documents.
+README's HTTP API section says so). The Firestore ledger holds an execution's lock for a claim
+and for a change (finish, renew, release), so that two deliveries of one fire in one process
+never race each other, or the fire's own finish, for its documents.
 """
 
 from __future__ import annotations

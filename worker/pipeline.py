@@ -36,7 +36,7 @@ from scheduler.contract import (
     execution_id,
 )
 from scheduler.cron import DEFAULT_SKEW, next_fires
-from scheduler.logs import get_logger
+from scheduler.logs import bound, get_logger
 from scheduler.model import format_instant
 from worker.action import ActionContext, ActionError, ActionHandler, ActionRegistry, ActionResult
 from worker.ledger import (
@@ -147,7 +147,7 @@ class Pipeline:
         """Take one delivery through the pipeline and say how to dispose of it. Never raises."""
         trigger = delivery.attributes.get(ATTR_TRIGGER, "")
         self.metrics.fires_received.labels(trigger if trigger in TRIGGERS else "unknown").inc()
-        with structlog.contextvars.bound_contextvars(
+        with bound(
             message_id=delivery.message_id, worker_id=self.worker_id, **self._trace(delivery),
         ):
             try:
@@ -174,7 +174,7 @@ class Pipeline:
         except Exception as exc:  # a broken plugin or an impossible slot: this message can't run here
             return self._reject(delivery, f"cannot handle message: {type(exc).__name__}: {exc}")
         eid = execution_id(fire.schedule_id, fire_time, fire.trigger)
-        with structlog.contextvars.bound_contextvars(
+        with bound(
             schedule_id=fire.schedule_id, fire_time=format_instant(fire_time), execution_id=eid,
             trigger=fire.trigger, attempt=0,
         ):
@@ -202,7 +202,7 @@ class Pipeline:
         claim = self._claim(fire, fire_time, eid)
         if claim is None:
             return Disposition(ack=False, outcome="error", delay=STORE_RETRY_DELAY)
-        with structlog.contextvars.bound_contextvars(attempt=claim.execution.attempt):
+        with bound(attempt=claim.execution.attempt):
             return self._after_claim(fire, fire_time, eid, handler, claim)
 
     def _after_claim(
@@ -426,7 +426,7 @@ class Pipeline:
                 self._renew(item)
 
     def _renew(self, held: _Held) -> None:
-        with held.lock, structlog.contextvars.bound_contextvars(**held.log_context):
+        with held.lock, bound(**held.log_context):
             if not held.active:
                 return
             try:
@@ -447,7 +447,7 @@ class Pipeline:
             held = list(self._held.values())
         released: list[str] = []
         for item in held:
-            with item.lock, structlog.contextvars.bound_contextvars(**item.log_context):
+            with item.lock, bound(**item.log_context):
                 if not item.active:
                     continue
                 # Inactive first, so that no heartbeat renews the lease just released.
