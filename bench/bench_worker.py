@@ -12,7 +12,9 @@ c. **worker**: this project's `Pipeline` + `FirestoreLedger` + `PubSubTransport`
 c0. the same with the tests' in-memory ledger: what the transport and the pipeline cost alone.
 
 Rates are messages per second from the first delivery to the last settled one; (b) and (c) also
-give the distinct fires recorded per second. Then (c) runs again under a steady publish rate
+give the distinct fires recorded per second. The four phases run `--rounds` times, interleaved
+(the machine is shared and its load changes), and each phase's median round is reported with
+every round's rate beside it; the goals are checked on the medians. Then (c) runs again under a steady publish rate
 well below its capacity, and reports the fire-to-start latency (from the fire time, which is
 the publish moment, to the action's start) p50/p99. Stops both emulators before it exits.
 """
@@ -348,6 +350,12 @@ def paced_publisher(count: int, rate: float) -> Callable[[Bed], None]:
     return publish
 
 
+def median(results: list[Result]) -> Result:
+    """The round with the median rate (the upper one of an even count): a whole round, so that
+    its rate and CPU figures belong together."""
+    return sorted(results, key=lambda result: result.rate)[len(results) // 2]
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
@@ -355,7 +363,9 @@ def percentile(values: list[float], share: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--fires", type=int, default=2000, help="distinct fires per phase (default 2000)")
+    parser.add_argument("--fires", type=int, default=5000,
+                        help="distinct fires per phase (default 5000: long enough that opening the stream "
+                             "and the first calls of fresh clients are a small share)")
     parser.add_argument("--executors", type=int, default=DEFAULT_EXECUTORS,
                         help=f"worker executors (default {DEFAULT_EXECUTORS}, the worker's)")
     parser.add_argument("--max-messages", type=int, default=200, help="worker flow control (default 200)")
@@ -365,12 +375,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2000,
                         help="fires of an unmeasured round of every phase first, so that each "
                              "phase meets emulators whose JIT is warm (default 2000; 0: none)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="measured rounds of the four phases, interleaved; the median is reported (default 3)")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--overlap", choices=("skip", "allow"), default="skip",
                         help="the schedules' overlap policy (default skip, the model's default)")
     parser.add_argument("--only-worker", action="store_true",
                         help="run phase (c) alone, e.g. under a profiler")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds: must be at least 1")
     configure("console", "WARNING")
     OVERLAP[0] = args.overlap
 
@@ -396,29 +410,36 @@ def main(argv: list[str] | None = None) -> int:
             ours, _ = run_worker(messages, fires, args.timeout, config)
             print(f"this worker: {ours.rate:.0f} msgs/s, {ours.fire_rate:.0f} fires/s")
             return 0
-        raw = run_raw(messages, args.timeout)
-        naive = run_naive(messages, fires, args.timeout)
-        ours, _ = run_worker(messages, fires, args.timeout, config)
-        ceiling, _ = run_worker(messages, fires, args.timeout, config, in_memory=True)
+        rounds: dict[str, list[Result]] = {"raw": [], "naive": [], "worker": [], "ceiling": []}
+        for _ in range(args.rounds):
+            # Interleaved, so that each phase meets the machine's load and the emulators' JIT
+            # state of the same moment as the others.
+            rounds["raw"].append(run_raw(messages, args.timeout))
+            rounds["naive"].append(run_naive(messages, fires, args.timeout))
+            rounds["worker"].append(run_worker(messages, fires, args.timeout, config)[0])
+            rounds["ceiling"].append(run_worker(messages, fires, args.timeout, config, in_memory=True)[0])
         _, lags = run_worker(None, args.latency_fires, args.timeout, config,
                              paced=paced_publisher(args.latency_fires, args.latency_rate))
     finally:
         for emulator in reversed(emulators):
             emulator.stop()
 
+    raw, naive, ours, ceiling = (median(rounds[phase]) for phase in ("raw", "naive", "worker", "ceiling"))
     print(f"worker benchmark: {fires} fires + {len(messages) - fires} duplicates = {len(messages)} "
           f"messages per phase; overlap {args.overlap}; executors {args.executors}, "
           f"max messages {args.max_messages}; "
           f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
-    print(f"{'phase':<36} {'msgs/s':>8} {'fires/s':>8} {'seconds':>8}")
-    print(f"{'-' * 36} {'-' * 8} {'-' * 8} {'-' * 8}")
-    for result in (raw, naive, ours, ceiling):
+    print(f"median of {args.rounds} interleaved rounds (msgs/s of every round in brackets):")
+    print(f"{'phase':<36} {'msgs/s':>8} {'fires/s':>8} {'seconds':>8}  rounds")
+    print(f"{'-' * 36} {'-' * 8} {'-' * 8} {'-' * 8}  {'-' * 20}")
+    for result, phase in zip((raw, naive, ours, ceiling), ("raw", "naive", "worker", "ceiling"), strict=True):
         fire_rate = "" if result.fire_rate is None else f"{result.fire_rate:8.0f}"
-        print(f"{result.name:<36} {result.rate:8.0f} {fire_rate:>8} {result.seconds:8.2f}")
+        every = " ".join(f"{r.rate:.0f}" for r in rounds[phase])
+        print(f"{result.name:<36} {result.rate:8.0f} {fire_rate:>8} {result.seconds:8.2f}  [{every}]")
     print("CPU ms per message (this process; each emulator with its children):")
     for result in (raw, naive, ours, ceiling):
         print(f"  {result.name:<36} {result.cpu_ms_per_message}")
-    print(f"worker: {ours.deferred} duplicates arrived while their original ran and were "
+    print(f"worker (median round): {ours.deferred} duplicates arrived while their original ran and were "
           f"deferred (nacked with a delay, then acked as duplicates)")
     print(f"fire-to-start latency at {args.latency_rate:g} fires/s ({len(lags)} fires): "
           f"p50 {percentile(lags, 0.5) * 1000:.0f} ms, p99 {percentile(lags, 0.99) * 1000:.0f} ms, "

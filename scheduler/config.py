@@ -47,7 +47,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Prefix of the Cloud Scheduler job IDs this deployment owns; other jobs are never touched.",
             "scion-"),
     Setting("collection_prefix", "SCION_SCHEDULER_COLLECTION_PREFIX", "--collection-prefix",
-            "Prefix of the Firestore collections for executions and schedule state.", "scion_"),
+            "Prefix of the Firestore collections: executions, the running fire of each schedule, and schedule state.", "scion_"),
     Setting("database", "SCION_SCHEDULER_DATABASE", "--database",
             "Firestore database ID.", "(default)"),
     Setting("signing_key", "SCION_SCHEDULER_SIGNING_KEY", "--signing-key",

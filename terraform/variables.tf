@@ -48,7 +48,7 @@ variable "job_prefix" {
 }
 
 variable "collection_prefix" {
-  description = "Prefix of the Firestore collections (<prefix>executions, <prefix>schedule_state) (SCION_SCHEDULER_COLLECTION_PREFIX). Defaults to name_prefix with '-' replaced by '_', plus '_'."
+  description = "Prefix of the Firestore collections (<prefix>executions, <prefix>schedule_running, <prefix>schedule_state) (SCION_SCHEDULER_COLLECTION_PREFIX). Defaults to name_prefix with '-' replaced by '_', plus '_'."
   type        = string
   default     = null
 

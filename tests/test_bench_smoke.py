@@ -1,5 +1,5 @@
-"""The sync benchmark still runs: a tiny run in a subprocess, exit 0 and its table printed.
-No timing is asserted; the benchmark itself reports speed."""
+"""The benchmarks still run: a tiny run of each in a subprocess, exit 0 and its table printed.
+No timing is asserted; the benchmarks themselves report speed."""
 
 from __future__ import annotations
 
@@ -34,3 +34,39 @@ def test_bench_sync_runs_and_prints_its_table(pubsub_emulator: str) -> None:
     assert columns[:4] == ["sync", "wall s", "plan s", "steps"] and "ListJobs" in columns
     steps = {row[0]: int(row[3]) for row in table[1:]}
     assert steps == {"first": 21, "no-op": 0, "one change": 1}  # 20 creates and one pause
+
+
+@pytest.mark.emulator
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_worker_runs_every_phase_and_checks_its_goals() -> None:
+    # It starts its own emulators, like the command in bench/README.md.
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST")}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_worker.py"), "--fires", "60", "--warmup", "0",
+         "--rounds", "1", "--latency-fires", "20", "--latency-rate", "50"],
+        capture_output=True, text=True, timeout=280, env=env, cwd=ROOT, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for phase in ("a. raw pull and ack", "b. naive", "c. this worker", "c0. transport + pipeline"):
+        assert any(line.startswith(phase) for line in lines), result.stdout
+    assert any(line.startswith("fire-to-start latency at 50 fires/s (20 fires)") for line in lines)
+    assert lines[-1].startswith("goal: worker >= 3x naive:")
+
+
+@pytest.mark.emulator
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_claim_runs_and_prints_its_table() -> None:
+    env = {key: value for key, value in os.environ.items() if key != "FIRESTORE_EMULATOR_HOST"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_claim.py"), "--ops", "20", "--rounds", "1"],
+        capture_output=True, text=True, timeout=280, env=env, cwd=ROOT, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    for row in ("plain create() of the execution", "FirestoreLedger.claim, new fire, overlap skip",
+                "FirestoreLedger.claim, duplicate at another replica (BUSY), overlap skip",
+                "SqliteLedger.claim, new fire, overlap skip"):
+        assert row in result.stdout, result.stdout

@@ -594,7 +594,7 @@ def test_firestore_a_failed_combined_commit_tells_fast_claims_at_once(
     firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Fast-path claims fall back to a read when their commit fails, so a failed combined commit
-    gives them no Commit of their own: only the other groups are split and committed again."""
+    gives them no Commit of their own: the other groups are committed again without them."""
     from worker.firestore_wire import Write
 
     ledger, _ = firestore_pair
@@ -607,7 +607,11 @@ def test_firestore_a_failed_combined_commit_tells_fast_claims_at_once(
     results = commit_batch(ledger, groups, tentative=frozenset({0, 1}))
     assert results[0] is None and results[1] is None
     assert results[2] is not None and results[3] is not None
-    assert commits == [4, 1, 1]
+    assert commits == [4, 2]
+    alone = commit_batch(ledger, [[Write(ledger._execution_name("taken"), {"n": 5})],
+                                  [Write(ledger._execution_name("f4"), {"n": 4})]], tentative=frozenset({0}))
+    assert alone[0] is None and alone[1] is not None
+    assert commits == [4, 2, 2, 1]
 
 
 @pytest.mark.emulator

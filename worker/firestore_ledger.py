@@ -359,8 +359,8 @@ class FirestoreLedger:
     def _commit_together(self, groups: Sequence[_Group], indices: list[int],
                          results: list[list[Any] | BaseException | None]) -> None:
         """Commit the groups at `indices` as one Commit. When a precondition fails, the
-        tentative groups are told at once and the others are split in halves, each half
-        committed the same way, so that one lost race among n groups costs about 2 log2(n) more
+        tentative groups are told at once and the others committed again without them; among
+        those, a failed commit is split in halves, each half committed the same way, so that one lost race among n groups costs about 2 log2(n) more
         Commits rather than n, and each group still gets its own outcome. A request one group's
         data can make invalid is split the same way; any other error (the store unavailable
         after the client's retries) is every group's outcome at once, rather than 2n - 1 more
@@ -388,7 +388,10 @@ class FirestoreLedger:
                 offset += size
             return
         if lost_race:
-            indices = [index for index in indices if not groups[index].tentative]
+            certain = [index for index in indices if not groups[index].tentative]
+            if len(certain) < len(indices):
+                self._commit_together(groups, certain, results)
+                return
         if len(indices) > 1:
             middle = len(indices) // 2
             self._commit_together(groups, indices[:middle], results)
