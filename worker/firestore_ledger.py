@@ -513,15 +513,18 @@ class FirestoreLedger:
             if plan.result.run:
                 data[CLAIM_ID] = claim_id
             writes.append(Write(exec_name, data, _version(exec_snap)))
-        writes += self._running_writes(running_name, plan.execution.execution_id, running,
-                                       _version(running_snap), plan.schedule_state)
-        versions = self._commit(writes) if writes else []
+        running_writes = self._running_writes(running_name, plan.execution.execution_id, running,
+                                              _version(running_snap), plan.schedule_state)
+        versions = self._commit(writes + running_writes) if writes or running_writes else []
         if versions is None:
             return None
         if plan.result.run:
-            ours = plan.schedule_state is not None
-            self._remember(_Held(plan.execution, versions[0], plan.schedule_state if ours else None,
-                                 versions[1] if ours else None))
+            if running_writes:
+                self._remember(_Held(plan.execution, versions[0], plan.schedule_state, versions[1]))
+            else:
+                ours = running is not None and running.running_execution_id == plan.execution.execution_id
+                self._remember(_Held(plan.execution, versions[0], running if ours else None,
+                                     _version(running_snap) if ours else None))
         return Claim(plan.result, plan.execution)
 
     def _running_writes(self, name: str, execution_id: str, old: ScheduleState | None, old_version: Any,
