@@ -283,57 +283,47 @@ def _race_before_commit(monkeypatch: pytest.MonkeyPatch, ledger: Any, rival_move
 
 
 @pytest.mark.emulator
-def test_firestore_fast_claim_that_loses_the_race_for_the_schedule_re_decides(
-    firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(("overlap", "rival_minute", "expected"), [
+    ("skip", 1, ClaimResult.OVERLAP),  # another fire of the schedule now runs
+    ("allow", 0, ClaimResult.BUSY),  # the same fire now runs on the rival
+])
+def test_firestore_fast_claim_that_loses_a_race_re_decides_from_the_read(
+    firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch, overlap: str, rival_minute: int,
+    expected: ClaimResult,
 ) -> None:
     ledger, rival = firestore_pair
     moves = _race_before_commit(monkeypatch, ledger, lambda: rival.claim(
-        request_for("s", 1, "rival", now=T0, overlap="skip")).result)
-    claim = ledger.claim(request_for("s", 0, "w1", now=T0, overlap="skip"))
+        request_for("s", rival_minute, "rival", now=T0, overlap=overlap)).result)
+    claim = ledger.claim(request_for("s", 0, "w1", now=T0, overlap=overlap))
     assert moves == [ClaimResult.CLAIMED]
-    assert claim.result is ClaimResult.OVERLAP
+    assert claim.result is expected
+    if expected is ClaimResult.BUSY:
+        assert claim.execution.worker_id == "rival"
 
 
 @pytest.mark.emulator
-def test_firestore_fast_claim_that_loses_the_race_for_the_fire_is_busy(
-    firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(("rival_minute", "rival_result", "expected"), [
+    # A running document left with a lapsed lease sends both claims to the read: the rival's
+    # guarded update of it lands between this claim's read and its commit.
+    (1, ClaimResult.CLAIMED, ClaimResult.OVERLAP),
+    # The fire itself was left with a lapsed lease, and the rival takes it over first.
+    (0, ClaimResult.TAKEN_OVER, ClaimResult.BUSY),
+])
+def test_firestore_claim_that_loses_a_race_after_its_read_re_decides(
+    firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch, rival_minute: int,
+    rival_result: ClaimResult, expected: ClaimResult,
 ) -> None:
     ledger, rival = firestore_pair
-    moves = _race_before_commit(monkeypatch, ledger, lambda: rival.claim(
-        request_for("s", 0, "rival", now=T0, overlap="allow")).result)
-    claim = ledger.claim(request_for("s", 0, "w1", now=T0, overlap="allow"))
-    assert moves == [ClaimResult.CLAIMED]
-    assert claim.result is ClaimResult.BUSY and claim.execution.worker_id == "rival"
-
-
-@pytest.mark.emulator
-def test_firestore_claim_that_loses_the_race_for_the_schedule_after_its_read_re_decides(
-    firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A running document left with a lapsed lease sends both claims to the read: the rival's
-    guarded update lands between this claim's read and its commit."""
-    ledger, rival = firestore_pair
-    rival.claim(request_for("s", -1, "dead", now=T0, overlap="skip", lease=timedelta(seconds=1)))
+    dead_minute = -1 if rival_minute else 0
+    rival.claim(request_for("s", dead_minute, "dead", now=T0, overlap="skip", lease=timedelta(seconds=1)))
     later = T0 + timedelta(minutes=1)
     moves = _race_after_read(monkeypatch, ledger, lambda: rival.claim(
-        request_for("s", 1, "rival", now=later, overlap="skip")).result)
+        request_for("s", rival_minute, "rival", now=later, overlap="skip")).result)
     claim = ledger.claim(request_for("s", 0, "w1", now=later, overlap="skip"))
-    assert moves == [ClaimResult.CLAIMED]
-    assert claim.result is ClaimResult.OVERLAP
-
-
-@pytest.mark.emulator
-def test_firestore_claim_that_loses_the_race_for_the_fire_is_busy(
-    firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    ledger, rival = firestore_pair
-    ledger.claim(request_for("s", 0, "dead", now=T0, overlap="skip", lease=timedelta(seconds=1)))
-    later = T0 + timedelta(minutes=1)
-    moves = _race_after_read(monkeypatch, ledger, lambda: rival.claim(
-        request_for("s", 0, "rival", now=later, overlap="skip")).result)
-    claim = ledger.claim(request_for("s", 0, "w1", now=later, overlap="skip"))
-    assert moves == [ClaimResult.TAKEN_OVER]
-    assert claim.result is ClaimResult.BUSY and claim.execution.worker_id == "rival"
+    assert moves == [rival_result]
+    assert claim.result is expected
+    if expected is ClaimResult.BUSY:
+        assert claim.execution.worker_id == "rival"
 
 
 @pytest.mark.emulator
