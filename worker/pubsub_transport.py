@@ -263,6 +263,9 @@ class PubSubTransport:
             # The stream failed: the client nacks the dropped messages; running ones go on.
             stream.detached = True
             return dropped
+        if dropped:
+            log.info("stopping: queued deliveries handed back to Pub/Sub", count=len(dropped),
+                     message_ids=[message.message_id for message in dropped])
         for message in dropped:
             message.nack()
         self._await_in_flight()
