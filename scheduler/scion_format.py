@@ -2,17 +2,19 @@
 
 Two kinds of item, as in the hub's `pkg/store/models.go`:
 
-* recurring schedules (`GET /api/v1/projects/{projectId}/schedules`): `id`, `projectId` (older
-  hubs send `groveId`), `name`, `cronExpr` (5 fields, UTC), `eventType`, `payload` (JSON text),
-  `status` (`active`, `paused`, `deleted`);
-* one-shot scheduled events (`GET /api/v1/projects/{projectId}/scheduled-events`): `id`,
-  `projectId`, `eventType`, `fireAt` (RFC 3339), `payload`, `status` (`pending`, `fired`,
-  `cancelled`, `expired`, `failed`), optional `scheduleId`.
+* recurring schedules (`GET /api/v1/groves/{groveId}/schedules`, `Schedule` at
+  `pkg/store/models.go:1076`): `id`, `groveId`, `name`, `cronExpr` (5 fields, UTC), `eventType`,
+  `payload` (JSON text), `status` (`active`, `paused`, `deleted`);
+* one-shot scheduled events (`GET /api/v1/groves/{groveId}/scheduled-events`, `ScheduledEvent`
+  at `pkg/store/models.go:1041`): `id`, `groveId`, `eventType`, `fireAt` (RFC 3339), `payload`,
+  `status` (`pending`, `fired`, `cancelled`, `expired`, `failed`), optional `scheduleId`.
+
+An item names its grove by `groveId` only: the hub has no other key for it.
 
 A document is a list of items, the hub's paged envelope (`{"schedules": [...], "nextCursor",
 "totalCount", "serverTime"}` or `{"events": [...], ...}`), `{"schedules": [...], "events":
 [...]}`, or a list of such envelopes (every page of a listing, e.g. `jq -s .` over the pages).
-An envelope's `null` list is an empty one: that is how the hub answers for a project with no
+An envelope's `null` list is an empty one: that is how the hub answers for a grove with no
 schedules or no events.
 Read-only fields the hub adds, and fields a newer hub may add, are ignored: the hub's JSON is
 taken as it is, so a hub upgrade does not break a handover.
@@ -67,11 +69,11 @@ MAX_DESCRIPTION = 500
 # days, so without a bound a long outage would end in a burst of stale work.
 HUB_CATCHUP_WINDOW = "1d"
 
-ACTION_FIELDS = frozenset({"type", "kind", "project_id", "name", "event_type", "payload", "timeout"})
+ACTION_FIELDS = frozenset({"type", "kind", "grove_id", "name", "event_type", "payload", "timeout"})
 
 # Keys only the hub's JSON has; the native format refuses every one of them as unknown, so their
 # presence cannot be a native file.
-_HUB_ITEM_KEYS = frozenset({"cronExpr", "eventType", "fireAt", "projectId", "groveId", "scheduleId"})
+_HUB_ITEM_KEYS = frozenset({"cronExpr", "eventType", "fireAt", "groveId", "scheduleId"})
 _ENVELOPE_KEYS = frozenset({"nextCursor", "totalCount", "serverTime"})
 _ENVELOPE_LISTS = {"schedules": KIND_SCHEDULE, "events": KIND_EVENT}
 
@@ -105,7 +107,7 @@ def detect_format(data: Any) -> Format:
 
     Only keys the native format refuses count as evidence, so a native file never reads as the
     hub's: a native `{"schedules": [...]}` has neither `events`, nor `nextCursor`/`totalCount`/
-    `serverTime`, nor an item with `cronExpr`, `eventType`, `fireAt`, `projectId`, `groveId`."""
+    `serverTime`, nor an item with `cronExpr`, `eventType`, `fireAt`, `groveId`, `scheduleId`."""
     if isinstance(data, Mapping):
         if "events" in data or set(data) & _ENVELOPE_KEYS:
             return "scion"
@@ -205,10 +207,10 @@ def check_action_params(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[tu
         problems.append(("kind", f"must be {KIND_SCHEDULE!r} (a recurring schedule) or {KIND_EVENT!r} "
                                  f"(a one-shot scheduled event) (got {kind!r})"))
     params["kind"] = kind
-    reason = _check_path_segment(raw.get("project_id"), "hub project ID the schedule belongs to")
+    reason = _check_path_segment(raw.get("grove_id"), "hub grove ID the schedule belongs to")
     if reason:
-        problems.append(("project_id", reason))
-    params["project_id"] = raw.get("project_id")
+        problems.append(("grove_id", reason))
+    params["grove_id"] = raw.get("grove_id")
     name = raw.get("name")
     if name is not None:
         if not isinstance(name, str):
@@ -252,7 +254,7 @@ def _pages(data: Any) -> Iterator[tuple[Mapping[str, Any] | None, str, str | Non
     document; `items` is whatever the document holds there (checked to be a list by the caller).
 
     A `null` list in an envelope is an empty one: the hub builds its listing as a nil Go slice,
-    which encoding/json writes as `null` when the project has no schedules or events."""
+    which encoding/json writes as `null` when the grove has no schedules or events."""
     if isinstance(data, Mapping):
         envelopes: list[Any] = [data]
     elif isinstance(data, list) and data and all(map(_is_envelope, data)):
@@ -320,15 +322,11 @@ def _label(item_id: str, name: Any) -> str:
     return f'{item_id} "{name}"' if isinstance(name, str) and name else item_id
 
 
-def _project(raw: Mapping[str, Any], add: Any) -> str | None:
-    project, grove = raw.get("projectId"), raw.get("groveId")
-    if project and grove and project != grove:
-        add("projectId", f"projectId {project!r} and groveId {grove!r} disagree")
-        return None
-    value = project or grove
-    reason = _check_path_segment(value, "project ID (projectId, or groveId from older hubs)")
+def _grove(raw: Mapping[str, Any], add: Any) -> str | None:
+    value = raw.get("groveId")
+    reason = _check_path_segment(value, "grove ID (groveId) the item belongs to")
     if reason:
-        add("projectId", reason)
+        add("groveId", reason)
         return None
     assert isinstance(value, str)
     return value
@@ -348,8 +346,8 @@ def _checked_payload(raw: Mapping[str, Any], event_type: Any, add: Any) -> dict[
 def _convert_schedule(raw: Mapping[str, Any], item_id: str, add: Any) -> dict[str, Any] | None:
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
-        add("name", "required: the schedule's name (unique in its project)")
-    project = _project(raw, add)
+        add("name", "required: the schedule's name (unique in its grove)")
+    grove = _grove(raw, add)
     cron = raw.get("cronExpr")
     if not isinstance(cron, str) or not cron.strip():
         add("cronExpr", "required: a 5-field cron expression (UTC)")
@@ -363,24 +361,24 @@ def _convert_schedule(raw: Mapping[str, Any], item_id: str, add: Any) -> dict[st
     if reason:
         add("eventType", reason)
     payload = _checked_payload(raw, event_type, add)
-    if project is None or payload is None or not isinstance(name, str):
+    if grove is None or payload is None or not isinstance(name, str):
         return None
     return {
         "id": item_id,
         "cron": cron,
         "timezone": "UTC",
         "paused": raw.get("status") == "paused",
-        "action": {"type": ACTION_TYPE, "kind": KIND_SCHEDULE, "project_id": project, "name": name,
+        "action": {"type": ACTION_TYPE, "kind": KIND_SCHEDULE, "grove_id": grove, "name": name,
                    "event_type": event_type, "payload": payload},
         "catchup": "latest",
         "catchup_window": HUB_CATCHUP_WINDOW,
-        "labels": {"scion-kind": KIND_SCHEDULE, "scion-project": project},
+        "labels": {"scion-kind": KIND_SCHEDULE, "scion-grove": grove},
         "description": name[:MAX_DESCRIPTION],
     }
 
 
 def _convert_event(raw: Mapping[str, Any], item_id: str, add: Any) -> dict[str, Any] | None:
-    project = _project(raw, add)
+    grove = _grove(raw, add)
     fire_at: datetime | None = None
     value = raw.get("fireAt")
     if not isinstance(value, str):
@@ -395,16 +393,16 @@ def _convert_event(raw: Mapping[str, Any], item_id: str, add: Any) -> dict[str, 
     if reason:
         add("eventType", reason)
     payload = _checked_payload(raw, event_type, add)
-    if project is None or payload is None or fire_at is None:
+    if grove is None or payload is None or fire_at is None:
         return None
     return {
         "id": item_id,
         "at": format_instant(fire_at),
-        "action": {"type": ACTION_TYPE, "kind": KIND_EVENT, "project_id": project,
+        "action": {"type": ACTION_TYPE, "kind": KIND_EVENT, "grove_id": grove,
                    "event_type": event_type, "payload": payload},
         "catchup": "latest",
         "catchup_window": HUB_CATCHUP_WINDOW,
-        "labels": {"scion-kind": KIND_EVENT, "scion-project": project},
+        "labels": {"scion-kind": KIND_EVENT, "scion-grove": grove},
         "description": f"Scion one-shot {event_type} event",
     }
 
@@ -474,11 +472,12 @@ def convert(data: Any) -> Conversion:
             if item_kind == KIND_SCHEDULE:
                 document = _convert_schedule(raw, item_id, add)
                 name = raw.get("name")
-                project = document["action"]["project_id"] if document else None
-                if document and isinstance(name, str) and project:
-                    previous = names.setdefault((project, name), item_id)
+                grove = document["action"]["grove_id"] if document else None
+                if document and isinstance(name, str) and grove:
+                    previous = names.setdefault((grove, name), item_id)
                     if previous != item_id:
-                        add("name", f"another schedule of project {project!r} has this name ({previous})")
+                        add("name", f"another schedule of grove {grove!r} has this name "
+                                    f"({previous})")
                         continue
             else:
                 document = _convert_event(raw, item_id, add)

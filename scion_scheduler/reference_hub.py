@@ -39,11 +39,12 @@ from scheduler.logs import get_logger
 log = get_logger(__name__)
 
 FIRE_PATH = re.compile(
-    r"^/api/v1/projects/(?P<project>[^/]+)/(?P<collection>schedules|scheduled-events)/(?P<item>[^/]+)/fire$"
+    r"^/api/v1/groves/(?P<grove>[^/]+)/(?P<collection>schedules|scheduled-events)/"
+    r"(?P<item>[^/]+)/fire$"
 )
 KINDS = {"schedules": "schedule", "scheduled-events": "event"}
 MAX_BODY_BYTES = 1_000_000
-REQUIRED_BODY_FIELDS = ("scheduleId", "projectId", "eventType", "payload", "fireTime",
+REQUIRED_BODY_FIELDS = ("scheduleId", "groveId", "eventType", "payload", "fireTime",
                         "executionId", "trigger", "attempt")
 
 
@@ -53,7 +54,7 @@ class FireCall:
     `received_at` is when the request arrived, before any switched delay or hold."""
 
     kind: str
-    project_id: str
+    grove_id: str
     item_id: str
     headers: Mapping[str, str]
     body: Any
@@ -243,7 +244,7 @@ class ReferenceHub:
                 return behaviour
         return None
 
-    def handle_fire(self, kind: str, project_id: str, item_id: str, headers: Mapping[str, str],
+    def handle_fire(self, kind: str, grove_id: str, item_id: str, headers: Mapping[str, str],
                     raw_body: bytes) -> tuple[int, dict[str, Any]]:
         """Decide the answer to one fire request and record it (the handler's whole logic)."""
         body: Any = None
@@ -269,12 +270,12 @@ class ReferenceHub:
             elif behaviour is not None and behaviour.status is not None:
                 status, answer = HTTPStatus(behaviour.status), {"error": "answered by a switch"}
             elif status == HTTPStatus.OK:
-                status, answer = self._decide(kind, project_id, item_id, headers, body)
-            call = FireCall(kind, project_id, item_id, dict(headers), body, int(status), received_at)
+                status, answer = self._decide(kind, grove_id, item_id, headers, body)
+            call = FireCall(kind, grove_id, item_id, dict(headers), body, int(status), received_at)
             self._state.calls.append(call)
             self._lock.notify_all()
         fire_time = body.get("fireTime") if isinstance(body, dict) else None
-        log.info("reference hub: fire", kind=kind, project_id=project_id, schedule_id=item_id,
+        log.info("reference hub: fire", kind=kind, grove_id=grove_id, schedule_id=item_id,
                  fire_time=fire_time, execution_id=call.idempotency_key, status=int(status))
         if self._on_call is not None:
             self._on_call(call)
@@ -298,7 +299,7 @@ class ReferenceHub:
             self._on_call(call)
         return int(HTTPStatus.OK)
 
-    def _decide(self, kind: str, project_id: str, item_id: str, headers: Mapping[str, str],
+    def _decide(self, kind: str, grove_id: str, item_id: str, headers: Mapping[str, str],
                 body: Any) -> tuple[HTTPStatus, dict[str, Any]]:
         if not self._authorized(headers.get("authorization")):
             return HTTPStatus.UNAUTHORIZED, {"error": "missing or wrong bearer token"}
@@ -307,8 +308,8 @@ class ReferenceHub:
             return HTTPStatus.BAD_REQUEST, {"error": f"body must be an object with {', '.join(REQUIRED_BODY_FIELDS)}"}
         if not key or key != body.get("executionId"):
             return HTTPStatus.BAD_REQUEST, {"error": "Idempotency-Key must equal executionId"}
-        if body.get("scheduleId") != item_id or body.get("projectId") != project_id:
-            return HTTPStatus.BAD_REQUEST, {"error": "scheduleId and projectId must match the path"}
+        if body.get("scheduleId") != item_id or body.get("groveId") != grove_id:
+            return HTTPStatus.BAD_REQUEST, {"error": "scheduleId and groveId must match the path"}
         if item_id in self._state.gone:
             return HTTPStatus.NOT_FOUND, {"error": f"{kind} {item_id} not found"}
         if key in self._state.executions:
@@ -376,7 +377,8 @@ class _Handler(BaseHTTPRequestHandler):
         if match:
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, answer = self.reference_hub.handle_fire(
-                KINDS[match["collection"]], unquote(match["project"]), unquote(match["item"]), headers, raw)
+                KINDS[match["collection"]], unquote(match["grove"]), unquote(match["item"]),
+                headers, raw)
             self._reply(status, answer)
             return
         if not self.path.startswith("/_reference/"):

@@ -1,6 +1,6 @@
 """The Scion hub's JSON, copied in shape from its REST API (`pkg/store/models.go`,
 `pkg/hub/handlers_schedules.go`): UUIDs, camelCase, payloads as JSON text, the read-only fields
-the hub adds, `groveId` next to (or, from older hubs, instead of) `projectId`, and the paged
+the hub adds, `groveId` (the only key naming the item's grove), and the paged
 envelopes `{"schedules"|"events": [...], "nextCursor", "totalCount", "serverTime"}`."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-PROJECT = "0b8e6c1e-5a4f-4d36-9a51-2f0f5c0d7a11"
+GROVE = "0b8e6c1e-5a4f-4d36-9a51-2f0f5c0d7a11"
 
 
 def new_id() -> str:
@@ -36,13 +36,13 @@ def dispatch_payload(agent: str = "nightly-triage") -> str:
 def schedule(
     *, id: str | None = None, name: str = "daily summary", cron: str = "0 9 * * *",
     event_type: str = "message", payload: str | None = None, status: str = "active",
-    project: str = PROJECT, grove_only: bool = False,
+    grove: str = GROVE,
 ) -> dict[str, Any]:
-    """One recurring schedule as `GET /api/v1/projects/{projectId}/schedules` returns it."""
+    """One recurring schedule as `GET /api/v1/groves/{groveId}/schedules` returns it."""
     now = datetime(2026, 3, 2, 8, 15, 3, 123456, tzinfo=UTC)
     item: dict[str, Any] = {
         "id": id or new_id(),
-        "projectId": project,
+        "groveId": grove,
         "name": name,
         "cronExpr": cron,
         "eventType": event_type,
@@ -57,23 +57,20 @@ def schedule(
         "createdAt": go_time(now - timedelta(days=42)),
         "createdBy": "user-7f3c",
         "updatedAt": go_time(now - timedelta(days=2)),
-        "groveId": project,
     }
-    if grove_only:
-        del item["projectId"]
     return item
 
 
 def event(
     *, id: str | None = None, fire_at: datetime | None = None, event_type: str = "message",
-    payload: str | None = None, status: str = "pending", project: str = PROJECT,
-    schedule_id: str | None = None, grove_only: bool = False,
+    payload: str | None = None, status: str = "pending", grove: str = GROVE,
+    schedule_id: str | None = None,
 ) -> dict[str, Any]:
-    """One scheduled event as `GET /api/v1/projects/{projectId}/scheduled-events` returns it."""
+    """One scheduled event as `GET /api/v1/groves/{groveId}/scheduled-events` returns it."""
     fire_at = fire_at or datetime(2026, 6, 1, 12, 30, tzinfo=UTC)
     item: dict[str, Any] = {
         "id": id or new_id(),
-        "projectId": project,
+        "groveId": grove,
         "eventType": event_type,
         "fireAt": go_time(fire_at),
         "payload": payload if payload is not None else (
@@ -82,14 +79,11 @@ def event(
         "status": status,
         "createdAt": go_time(fire_at - timedelta(hours=3)),
         "createdBy": "user-7f3c",
-        "groveId": project,
     }
     if schedule_id:
         item["scheduleId"] = schedule_id
     if status != "pending":
         item["firedAt"] = go_time(fire_at)
-    if grove_only:
-        del item["projectId"]
     return item
 
 

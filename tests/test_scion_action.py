@@ -12,7 +12,7 @@ import google.auth.exceptions
 import httpx
 import pytest
 from memory_ledger import MemoryLedger
-from scion_hub_data import PROJECT, envelope, event, new_id, schedule
+from scion_hub_data import GROVE, envelope, event, new_id, schedule
 
 from scheduler.config import Settings
 from scheduler.contract import build_message, execution_id
@@ -64,12 +64,12 @@ def test_a_fire_reaches_the_schedules_endpoint_with_the_body_and_headers(hub: Re
     result = action_for(hub)(context)
     assert result is not None and result.state is State.SUCCEEDED and result.detail == "HTTP 200"
     (call,) = hub.calls
-    assert (call.kind, call.project_id, call.item_id) == ("schedule", PROJECT, item["id"])
+    assert (call.kind, call.grove_id, call.item_id) == ("schedule", GROVE, item["id"])
     assert call.idempotency_key == context.execution_id
     assert call.headers["authorization"] == f"Bearer {TOKEN}"
     assert call.headers["x-scion-fire-time"] == "2026-03-02T09:00:00Z"
     assert call.body == {
-        "scheduleId": item["id"], "kind": "schedule", "projectId": PROJECT, "name": "daily summary",
+        "scheduleId": item["id"], "kind": "schedule", "groveId": GROVE, "name": "daily summary",
         "eventType": "message", "payload": json.loads(item["payload"]),
         "fireTime": "2026-03-02T09:00:00Z", "executionId": context.execution_id,
         "trigger": "scheduled", "attempt": 2,
@@ -88,7 +88,7 @@ def test_a_one_shot_event_reaches_the_scheduled_events_endpoint(hub: ReferenceHu
 
 def test_ids_are_percent_encoded_in_the_path() -> None:
     assert fire_url("https://hub.test/base/", "schedule", "p/1", "a b") == \
-        "https://hub.test/base/api/v1/projects/p%2F1/schedules/a%20b/fire"
+        "https://hub.test/base/api/v1/groves/p%2F1/schedules/a%20b/fire"
     assert fire_url("https://hub.test", "event", "p", "e").endswith("/scheduled-events/e/fire")
 
 
@@ -375,13 +375,13 @@ def test_holds_are_set_and_released_over_http_too(hub: ReferenceHub) -> None:
 
 
 def test_the_reference_hub_checks_the_request_like_the_contract_says(hub: ReferenceHub) -> None:
-    url = f"{hub.url}/api/v1/projects/p/schedules/s1/fire"
+    url = f"{hub.url}/api/v1/groves/p/schedules/s1/fire"
     headers = {"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": "k1"}
-    body = {"scheduleId": "s1", "projectId": "p", "eventType": "message", "payload": {},
+    body = {"scheduleId": "s1", "groveId": "p", "eventType": "message", "payload": {},
             "fireTime": "2026-03-02T09:00:00Z", "executionId": "k2", "trigger": "scheduled",
             "attempt": 1}
     assert httpx.post(url, json=body, headers=headers).status_code == 400  # key != executionId
-    assert httpx.post(url, json=body | {"executionId": "k1", "projectId": "q"},
+    assert httpx.post(url, json=body | {"executionId": "k1", "groveId": "q"},
                       headers=headers).status_code == 400  # path and body disagree
     assert httpx.post(url, content=b"{", headers=headers).status_code == 400
     assert httpx.post(url, json=body | {"executionId": "k1"}, headers=headers).status_code == 200

@@ -200,7 +200,7 @@ def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorde
     # test, so each switch below meets exactly the fire it is meant for.
     cron = f"{slot.minute} {slot.hour} * * *"
     grove = new_id()
-    ok = schedule(name="ok", cron=cron, project=grove, grove_only=True)
+    ok = schedule(name="ok", cron=cron, grove=grove)
     dup, gone, flagged, flaky = (schedule(name=n, cron=cron) for n in ("dup", "gone", "flagged", "flaky"))
     one_shot = event(fire_at=slot, event_type="dispatch_agent")
     late_cancel = event(fire_at=slot)
@@ -245,9 +245,9 @@ def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorde
     calls = hub.calls
     (call,) = _calls_for(calls, ok["id"], slot)
     assert call.status == 200 and call.idempotency_key == execution_id(ok["id"], slot)
-    assert call.project_id == grove  # the fire URL's project is the groveId
+    assert call.grove_id == grove  # the fire URL's grove is the item's groveId
     assert call.body == {
-        "scheduleId": ok["id"], "kind": "schedule", "projectId": grove, "name": "ok",
+        "scheduleId": ok["id"], "kind": "schedule", "groveId": grove, "name": "ok",
         "eventType": "message", "payload": json.loads(ok["payload"]),
         "fireTime": format_instant(slot), "executionId": execution_id(ok["id"], slot),
         "trigger": "scheduled", "attempt": 1,

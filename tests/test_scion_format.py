@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import structlog
 from scion_hub_data import (
-    PROJECT,
+    GROVE,
     envelope,
     event,
     message_payload,
@@ -88,7 +88,7 @@ def test_an_active_schedule_becomes_a_recurring_schedule_with_the_scion_action()
     assert s.description == "daily summary"
     assert s.action.type == ACTION_TYPE
     assert dict(s.action.params) == {
-        "kind": "schedule", "project_id": PROJECT, "name": "daily summary", "event_type": "message",
+        "kind": "schedule", "grove_id": GROVE, "name": "daily summary", "event_type": "message",
         "payload": json.loads(item["payload"]),
     }
 
@@ -100,16 +100,19 @@ def test_a_paused_schedule_is_kept_paused_and_a_deleted_one_is_absent() -> None:
     assert loaded.absent == (deleted["id"],)
 
 
-def test_the_older_groveid_variant_is_read_as_the_project() -> None:
-    (s,) = load([schedule(grove_only=True, project="grove-1")]).schedules
-    assert s.action.params["project_id"] == "grove-1"
+def test_the_grove_comes_from_groveid() -> None:
+    (s,) = load([schedule(grove="grove-1")]).schedules
+    assert s.action.params["grove_id"] == "grove-1"
+    assert s.labels["scion-grove"] == "grove-1"
 
 
-def test_projectid_and_groveid_that_disagree_are_refused() -> None:
-    item = schedule(project="p1")
-    item["groveId"] = "p2"
+def test_an_item_without_groveid_is_refused_even_with_a_projectid() -> None:
+    # The hub names an item's grove by groveId only (pkg/store/models.go:1043, 1078); a
+    # projectId is not one and is ignored like any other unknown key.
+    item = schedule()
+    item["projectId"] = item.pop("groveId")
     (error,) = errors_of([item])
-    assert error.field == "projectId" and "disagree" in error.reason
+    assert error.field == "groveId" and "grove ID" in error.reason
 
 
 def test_dispatch_agent_schedules_are_accepted() -> None:
@@ -337,7 +340,7 @@ def test_a_scion_action_written_by_hand_is_validated_like_the_hub() -> None:
     with pytest.raises(ValidationError) as info:
         parse_schedule(raw, known_action_types=KNOWN)
     fields = sorted(e.field for e in info.value.errors)
-    assert fields == ["action.colour", "action.kind", "action.payload.agentName", "action.project_id"]
+    assert fields == ["action.colour", "action.grove_id", "action.kind", "action.payload.agentName"]
 
 
 # --------------------------------------------------------------------------- files and the CLI
@@ -367,7 +370,7 @@ def test_files_in_the_hub_format_load_and_validate_from_the_cli(
 
 
 def test_a_hand_written_scion_schedule_catches_up_with_latest_unless_it_says_otherwise() -> None:
-    action = {"type": "scion", "project_id": "p", "event_type": "dispatch_agent",
+    action = {"type": "scion", "grove_id": "p", "event_type": "dispatch_agent",
               "payload": {"agentName": "triage"}}
     base = {"id": "x", "cron": "0 * * * *", "action": action}
     assert parse_schedule(base, known_action_types=KNOWN).catchup == "latest"

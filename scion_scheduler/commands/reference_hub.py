@@ -21,7 +21,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "reference-hub",
         help="run a reference Scion hub that implements the fire endpoints and records each call",
-        description="Serve POST /api/v1/projects/{projectId}/schedules/{id}/fire and "
+        description="Serve POST /api/v1/groves/{groveId}/schedules/{id}/fire and "
                     ".../scheduled-events/{id}/fire as docs/hub-fire-endpoint.md specifies, for "
                     "the local demo and tests (point SCION_HUB_URL at it). Calls are logged and "
                     "listed at GET /_reference/calls; POST /_reference/behaviour switches answers "

@@ -1,6 +1,6 @@
 """The built-in `scion` action: fire a hub schedule back into the Scion hub.
 
-`POST {SCION_HUB_URL}/api/v1/projects/{projectId}/schedules/{id}/fire` for a recurring
+`POST {SCION_HUB_URL}/api/v1/groves/{groveId}/schedules/{id}/fire` for a recurring
 schedule, `.../scheduled-events/{id}/fire` for a one-shot event, with the JSON body and headers
 of `docs/hub-fire-endpoint.md`: `Idempotency-Key` is the execution ID, so the hub runs each fire
 once however often it is delivered, retried or taken over.
@@ -42,10 +42,10 @@ log = get_logger(__name__)
 COLLECTIONS = {KIND_SCHEDULE: "schedules", KIND_EVENT: "scheduled-events"}
 
 
-def fire_url(base_url: str, kind: str, project_id: str, item_id: str) -> str:
+def fire_url(base_url: str, kind: str, grove_id: str, item_id: str) -> str:
     """The fire endpoint of one hub item; path segments are percent-encoded."""
     collection = COLLECTIONS[kind]
-    return (f"{base_url.rstrip('/')}/api/v1/projects/{quote(project_id, safe='')}/{collection}/"
+    return (f"{base_url.rstrip('/')}/api/v1/groves/{quote(grove_id, safe='')}/{collection}/"
             f"{quote(item_id, safe='')}/fire")
 
 
@@ -55,7 +55,7 @@ def fire_body(context: ActionContext) -> dict[str, Any]:
     return {
         "scheduleId": context.schedule_id,
         "kind": params.get("kind", KIND_SCHEDULE),
-        "projectId": params.get("project_id"),
+        "groveId": params.get("grove_id"),
         "name": params.get("name"),
         "eventType": params.get("event_type"),
         "payload": params.get("payload"),
@@ -113,11 +113,11 @@ class ScionAction:
         if not self._base_url:
             raise ActionError("scion action: SCION_HUB_URL is not set on this worker", retryable=True)
         params = context.params
-        kind, project_id = params.get("kind", KIND_SCHEDULE), params.get("project_id")
-        if kind not in COLLECTIONS or not isinstance(project_id, str) or not project_id:
-            raise ActionError(f"scion action: bad parameters kind={kind!r} project_id={project_id!r}",
+        kind, grove_id = params.get("kind", KIND_SCHEDULE), params.get("grove_id")
+        if kind not in COLLECTIONS or not isinstance(grove_id, str) or not grove_id:
+            raise ActionError(f"scion action: bad parameters kind={kind!r} grove_id={grove_id!r}",
                               retryable=False)
-        url = fire_url(self._base_url, kind, project_id, context.schedule_id)
+        url = fire_url(self._base_url, kind, grove_id, context.schedule_id)
         fire = {"schedule_id": context.schedule_id, "fire_time": format_instant(context.fire_time),
                 "execution_id": context.execution_id, "attempt": context.attempt}
         response = send(self._client, "POST", url, headers=self._headers(context),
