@@ -61,7 +61,7 @@ ONE_SHOT_ID = "one-shot-demo"
 ONE_SHOT_DELAY = timedelta(seconds=60)
 # The subscription as terraform/variables.tf sets it by default (tests/test_local_stack.py
 # checks that the two agree).
-ACK_DEADLINE_SECONDS = 60
+ACK_DEADLINE_SECONDS = 10
 RETRY_MINIMUM_BACKOFF_SECONDS = 10
 RETRY_MAXIMUM_BACKOFF_SECONDS = 600
 MAX_DELIVERY_ATTEMPTS = 10

@@ -53,3 +53,38 @@ resource "google_firestore_index" "executions_history" {
 
   depends_on = [google_project_service.this]
 }
+
+# The reaper's query, `where state == "running" and lease_until < now order by
+# lease_until`: every replica runs it a few times per lease to find claims
+# whose holder died (README, Failure model).
+resource "google_firestore_index" "executions_lapsed" {
+  project     = var.project_id
+  database    = local.database
+  collection  = local.executions_collection
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "state"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "lease_until"
+    order      = "ASCENDING"
+  }
+
+  depends_on = [google_project_service.this]
+}
+
+# A running execution keeps its contract message (up to 64 KiB) for the
+# reaper; nothing queries it, so it is not indexed.
+resource "google_firestore_field" "executions_message" {
+  project    = var.project_id
+  database   = local.database
+  collection = local.executions_collection
+  field      = "message"
+
+  index_config {}
+
+  depends_on = [google_project_service.this]
+}

@@ -75,9 +75,9 @@ variable "enable_apis" {
 # ---------------------------------------------------------------------------
 
 variable "ack_deadline_seconds" {
-  description = "Initial ack deadline of the workers' subscription. The client library extends it while a fire runs; this bounds how long a crashed worker holds a fire before another replica gets it."
+  description = "Initial ack deadline of the workers' subscription, in seconds. The client library extends it (by at most scion-worker's --max-lease-extension, 10 s) while a fire runs; this bounds how long a crashed worker holds fires it had not yet claimed before another replica gets them. Claimed fires are taken over from the ledger by the reaper whatever this is (README, Failure model)."
   type        = number
-  default     = 60
+  default     = 10
 
   validation {
     condition     = var.ack_deadline_seconds >= 10 && var.ack_deadline_seconds <= 600 && floor(var.ack_deadline_seconds) == var.ack_deadline_seconds

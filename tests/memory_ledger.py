@@ -95,7 +95,8 @@ class MemoryLedger:
             if current is None:
                 return False
             self._executions[execution_id] = released = replace(
-                current, lease_until=now, error=error[:MAX_ERROR_LENGTH] if error else None)
+                current, lease_until=now, worker_id=None,
+                error=error[:MAX_ERROR_LENGTH] if error else None)
             self._set_running(released)
             return True
 

@@ -175,17 +175,16 @@ def test_lapsed_leases_are_taken_over_exactly_once(ledger: Ledger) -> None:
 
     results = race(work)
     won = winners(results)
-    for schedule_id, minute in allow:
+    # Overlap skip never skips a fire that was claimed once (README, Failure model): each of the
+    # dead worker's fires, skip or allow, is taken over exactly once.
+    for schedule_id, minute in allow + skip:
         exec_id = execution_id(schedule_id, T0 + timedelta(minutes=minute))
         assert won[exec_id] == 1
         stored = ledger.get(exec_id)
         assert stored is not None and stored.attempt == 2 and stored.worker_id != "dead"
-    shared = [execution_id(schedule_id, T0 + timedelta(minutes=minute)) for schedule_id, minute in skip]
-    assert sum(won[exec_id] for exec_id in shared) == 1
-    states = Counter(stored.state for stored in map(ledger.get, shared) if stored is not None)
-    assert states == Counter({State.RUNNING: 1, State.SKIPPED: len(skip) - 1})
-    assert {result for _, result in results if not result.run} <= {
-        ClaimResult.BUSY, ClaimResult.DONE, ClaimResult.OVERLAP}
+        assert stored.state is State.RUNNING
+    not_run = {result for _, result in results if not result.run}
+    assert not_run <= {ClaimResult.BUSY, ClaimResult.DONE}
 
 
 def _claim_in_process(kind: str, where: str, worker: str, barrier: Any, queue: Any) -> None:

@@ -20,9 +20,12 @@ from worker.ledger import (
     ClaimRequest,
     ClaimResult,
     Execution,
+    FireMessage,
+    LapsedClaims,
     Ledger,
     State,
 )
+from worker.ledger_rules import REAP_WINDOW, reap_due
 from worker.sqlite_ledger import SqliteLedger
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -46,6 +49,18 @@ def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
     client = firestore.Client(project=request.getfixturevalue("project_id"))
     yield FirestoreLedger(client)
     client.close()
+
+
+@pytest.fixture
+def lapsed(ledger: Ledger, request: pytest.FixtureRequest) -> LapsedClaims:
+    """The reaper's port on the same store as `ledger`."""
+    if isinstance(ledger, SqliteLedger):
+        return ledger
+    from google.cloud import firestore
+
+    from worker.firestore_lapsed import FirestoreLapsedClaims
+
+    return FirestoreLapsedClaims(firestore.Client(project=request.getfixturevalue("project_id")))
 
 
 def fire(minute: int, schedule_id: str = SCHEDULE) -> tuple[str, datetime]:
@@ -180,13 +195,70 @@ def test_a_released_fire_no_longer_blocks(ledger: Ledger) -> None:
     assert ledger.claim(req(1, worker="w2")).result is ClaimResult.CLAIMED
 
 
-def test_takeover_is_skipped_while_another_fire_of_the_schedule_runs(ledger: Ledger) -> None:
+def test_a_takeover_is_never_skipped_for_a_newer_fire_that_started_meanwhile(
+    ledger: Ledger,
+) -> None:
+    """Overlap skip across a takeover (README, Failure model): the fire claimed first runs on;
+    the newer one, started while the first one's holder was dead, stays the running fire."""
     stale = ledger.claim(req(0, lease=timedelta(seconds=30))).execution
-    ledger.claim(req(1, worker="w2"))
-    claim = ledger.claim(req(0, worker="w3", now=T0 + timedelta(minutes=2)))
-    assert claim.result is ClaimResult.OVERLAP
+    newer = ledger.claim(req(1, worker="w2")).execution
+    claim = ledger.claim(req(0, worker="w3", now=T0 + timedelta(minutes=1, seconds=5)))
+    assert claim.result is ClaimResult.TAKEN_OVER
     record = ledger.get(stale.execution_id)
-    assert record is not None and record.state is State.SKIPPED and record.attempt == 1
+    assert record is not None and (record.state, record.attempt) == (State.RUNNING, 2)
+    state = ledger.schedule_state(SCHEDULE)
+    assert state is not None and state.running_execution_id == newer.execution_id
+    # A later fire is still skipped while the newer one runs; both finish normally.
+    assert ledger.claim(req(2, worker="w4")).result is ClaimResult.OVERLAP
+    assert ledger.finish(stale.execution_id, "w3", State.SUCCEEDED, now=T0 + timedelta(minutes=2))
+    state = ledger.schedule_state(SCHEDULE)
+    assert state is not None and state.running_execution_id == newer.execution_id
+    assert ledger.finish(newer.execution_id, "w2", State.SUCCEEDED, now=T0 + timedelta(minutes=3))
+
+
+def test_a_takeover_names_itself_the_running_fire_when_none_runs(ledger: Ledger) -> None:
+    stale = ledger.claim(req(0, lease=timedelta(seconds=30))).execution
+    taken = ledger.claim(req(0, worker="w2", now=T0 + timedelta(seconds=40))).execution
+    state = ledger.schedule_state(SCHEDULE)
+    assert state is not None and state.running_execution_id == stale.execution_id
+    assert state.running_lease_until == taken.lease_until
+    assert ledger.claim(req(1, worker="w3")).result is ClaimResult.OVERLAP
+
+
+def test_lapsed_lists_running_executions_past_their_lease_with_their_message(
+    ledger: Ledger, lapsed: LapsedClaims,
+) -> None:
+    message = FireMessage("m-1", b'{"x": 1}', {"schedule_id": SCHEDULE, "k": "v"}, T0)
+    short = timedelta(seconds=10)
+    first = ledger.claim(replace(req(0, overlap="allow", lease=short), message=message)).execution
+    ledger.claim(req(1, overlap="allow", lease=short * 3))
+    done = ledger.claim(req(2, overlap="allow", lease=short)).execution
+    ledger.finish(done.execution_id, "w1", State.SUCCEEDED, now=T0 + timedelta(minutes=2))
+    assert lapsed.lapsed(T0 + timedelta(seconds=5), limit=10) == []
+    found = lapsed.lapsed(T0 + timedelta(minutes=1, seconds=15), limit=10)
+    assert [e.execution_id for e in found] == [first.execution_id]
+    assert found[0].message == message and ledger.get(first.execution_id) == found[0]
+    later = lapsed.lapsed(T0 + timedelta(hours=1), limit=10)
+    assert [e.fire_time for e in later] == [T0, T0 + timedelta(minutes=1)]
+    assert len(lapsed.lapsed(T0 + timedelta(hours=1), limit=1)) == 1
+    assert lapsed.lapsed(T0 + REAP_WINDOW + timedelta(hours=1), limit=10) == []
+    # The message goes with the final record.
+    assert ledger.finish(first.execution_id, "w1", State.SUCCEEDED, now=T0 + timedelta(hours=1))
+    finished = ledger.get(first.execution_id)
+    assert finished is not None and finished.message is None
+
+
+def test_a_takeover_keeps_the_message_and_a_release_leaves_no_holder(ledger: Ledger) -> None:
+    message = FireMessage("m-1", b"data", {"a": "b"}, T0)
+    first = ledger.claim(replace(req(0), message=message)).execution
+    assert ledger.release(first.execution_id, "w1", now=T0 + timedelta(seconds=3), error="503")
+    released = ledger.get(first.execution_id)
+    assert released is not None and released.worker_id is None and released.message == message
+    assert not reap_due(released, T0 + timedelta(seconds=12))
+    assert reap_due(released, T0 + timedelta(seconds=13))
+    taken = ledger.claim(req(0, worker="w2", now=T0 + timedelta(seconds=4))).execution
+    assert (taken.worker_id, taken.attempt, taken.message) == ("w2", 2, message)
+    assert ledger.get(first.execution_id) == taken
 
 
 def test_other_schedules_do_not_block(ledger: Ledger) -> None:

@@ -327,6 +327,23 @@ def test_firestore_ttl_and_history_index_are_on_the_executions_collection() -> N
     assert fields == [("schedule_id", "ASCENDING"), ("fire_time", "DESCENDING")]
 
 
+def test_firestore_serves_the_reapers_query_and_leaves_the_message_unindexed() -> None:
+    index = resource(MODULE_DIR, "google_firestore_index", "executions_lapsed")
+    assert index["collection"] == "${local.executions_collection}"
+    fields = [(f["field_path"], f["order"]) for f in index["fields"]]
+    assert fields == [("state", "ASCENDING"), ("lease_until", "ASCENDING")]
+    message = resource(MODULE_DIR, "google_firestore_field", "executions_message")
+    assert message["field"] == "message" and message["index_config"] in ({}, [{}])
+
+
+def test_the_subscriptions_ack_deadline_is_the_workers_lease_extension() -> None:
+    """Both are part of the takeover budget (README, Failure model): 10 s, Pub/Sub's minimum."""
+    from worker.pubsub_transport import DEFAULT_MAX_LEASE_EXTENSION
+
+    default = named(MODULE_DIR, "variable")["ack_deadline_seconds"]["default"]
+    assert default == DEFAULT_MAX_LEASE_EXTENSION.total_seconds() == 10
+
+
 # --------------------------------------------------------------------------- Cloud Run worker
 
 

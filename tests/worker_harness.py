@@ -142,9 +142,7 @@ class Worker:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115  # closed in wait()/close()
         self.process = subprocess.Popen(
-            # A dead worker's messages come back within 10 s instead of the default 60 s.
-            [str(VENV_BIN / "scion-worker"), "run", "--health-port", str(self.port),
-             "--max-lease-extension", "10", *args],
+            [str(VENV_BIN / "scion-worker"), "run", "--health-port", str(self.port), *args],
             env=dict(env), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
 

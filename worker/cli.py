@@ -56,6 +56,7 @@ def _seconds(name: str, minimum: float, maximum: float = float("inf")) -> Callab
 
 def _register_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from worker import pubsub_transport as defaults
+    from worker.pipeline import DEFAULT_LEASE
 
     # Settings flags are accepted after `run` too; SUPPRESS keeps an absent one from hiding a
     # value given before `run`.
@@ -81,9 +82,11 @@ def _register_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     group.add_argument("--grace-period", type=_seconds("--grace-period", 0), metavar="SECONDS",
                        default=defaults.DEFAULT_GRACE_PERIOD.total_seconds(),
                        help="on SIGTERM, how long running actions may finish (default %(default)s)")
-    group.add_argument("--lease", type=_seconds("--lease", 1), metavar="SECONDS", default=60.0,
-                       help="claim lease, renewed while an action runs; a dead worker's fire is "
-                            "taken over after it (default %(default)s)")
+    group.add_argument("--lease", type=_seconds("--lease", 1), metavar="SECONDS",
+                       default=DEFAULT_LEASE.total_seconds(),
+                       help="claim lease, renewed every third of it while an action runs; a dead "
+                            "worker's fire is taken over within it plus a quarter "
+                            "(default %(default)s)")
     group.add_argument("--max-lease-duration", type=_seconds("--max-lease-duration", 10),
                        metavar="SECONDS", default=defaults.DEFAULT_MAX_LEASE_DURATION.total_seconds(),
                        help="longest the client extends a message's ack deadline while its action "

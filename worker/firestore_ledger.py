@@ -88,6 +88,7 @@ from worker.ledger import (
     ClaimRequest,
     ClaimResult,
     Execution,
+    FireMessage,
     ScheduleState,
     State,
 )
@@ -103,6 +104,7 @@ from worker.ledger_rules import (
     validate_final_state,
     validate_request,
 )
+from worker.server_clock import ServerClock
 
 log = get_logger(__name__)
 
@@ -160,6 +162,7 @@ def execution_document(execution: Execution) -> dict[str, Any]:
         "error": truncate_error(execution.error),
         "detail": execution.detail,
         "expire_at": _stored(execution.expire_at, "expire_at"),
+        "message": None if execution.message is None else execution.message.to_json(),
     }
 
 
@@ -184,7 +187,8 @@ def summary_document(state: ScheduleState) -> dict[str, Any]:
     }
 
 
-def _execution_from(execution_id: str, data: dict[str, Any]) -> Execution:
+def execution_from_document(execution_id: str, data: dict[str, Any]) -> Execution:
+    """An execution from the fields of its document."""
     return Execution(
         execution_id=execution_id,
         schedule_id=data["schedule_id"],
@@ -201,11 +205,12 @@ def _execution_from(execution_id: str, data: dict[str, Any]) -> Execution:
         duration_s=data.get("duration_s"),
         error=data.get("error"),
         detail=data.get("detail"),
+        message=None if data.get("message") is None else FireMessage.from_json(data["message"]),
     )
 
 
 def _execution(document: StoredDocument | None) -> Execution | None:
-    return None if document is None else _execution_from(document.id, document.fields)
+    return None if document is None else execution_from_document(document.id, document.fields)
 
 
 def _running(document: StoredDocument | None) -> ScheduleState | None:
@@ -288,11 +293,15 @@ class FirestoreLedger:
     """The ledger in Firestore; safe for many threads, processes and machines at once."""
 
     def __init__(self, client: firestore.Client, collection_prefix: str = "scion_", *,
-                 max_attempts: int = 30, max_batch: int = MAX_BATCH) -> None:
-        self._wire = FirestoreWire(client)
+                 max_attempts: int = 30, max_batch: int = MAX_BATCH,
+                 clock: ServerClock | None = None) -> None:
+        # The time leases are measured against (`worker.server_clock`): the pipeline's clock.
+        self.clock = clock or ServerClock()
+        self._wire = FirestoreWire(client, self.clock)
         self._executions = client.collection(f"{collection_prefix}executions")
         self._running_collection = f"{collection_prefix}schedule_running"
         self._summary_collection = f"{collection_prefix}schedule_state"
+        self.clock.syncs_with(lambda: self._wire.sync_clock(self._running_name("")))
         self._max_attempts = max_attempts
         # One sender each (the default): while its call is in flight the next batch gathers, so
         # batches grow with the load. Two senders halved the batches, and Firestore's cost is
@@ -679,7 +688,8 @@ class FirestoreLedger:
         if before is not None:
             query = query.where(filter=firestore.FieldFilter("fire_time", "<", require_aware(before, "before")))
         query = query.order_by("fire_time", direction=firestore.Query.DESCENDING).limit(limit)
-        return [_execution_from(snapshot.id, snapshot.to_dict() or {}) for snapshot in query.stream()]
+        return [execution_from_document(snapshot.id, snapshot.to_dict() or {})
+                for snapshot in query.stream()]
 
     def schedule_state(self, schedule_id: str) -> ScheduleState | None:
         """The per-schedule summary (the running fire and the last finished one), or None if

@@ -32,6 +32,8 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.types import document as document_types
 from google.cloud.firestore_v1.types import firestore as firestore_types
 
+from worker.server_clock import ServerClock
+
 _Value = document_types.Value.pb()
 _CommitRequest = firestore_types.CommitRequest.pb()
 _CommitResponse = firestore_types.CommitResponse.pb()
@@ -39,6 +41,8 @@ _BatchGetRequest = firestore_types.BatchGetDocumentsRequest.pb()
 _BatchGetResponse = firestore_types.BatchGetDocumentsResponse.pb()
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A read made only to learn the server's time fails fast rather than retrying for minutes.
+_CLOCK_READ_TIMEOUT_S = 5.0
 
 # The retry policies of the generated client for these two methods (google-cloud-firestore's
 # transports/base.py): a Commit is retried only where it cannot have been applied twice in a
@@ -142,9 +146,11 @@ class Write:
 
 
 class FirestoreWire:
-    """BatchGetDocuments and Commit for one database, on the channel of `client`."""
+    """BatchGetDocuments and Commit for one database, on the channel of `client`. Each reply's
+    server time (`read_time`, `commit_time`) is reported to `clock`."""
 
-    def __init__(self, client: firestore.Client) -> None:
+    def __init__(self, client: firestore.Client, clock: ServerClock | None = None) -> None:
+        self._clock = clock
         # The client's own channel (emulator or production credentials alike), its database
         # and its metadata (resource prefix; the emulator's owner token), so that these calls
         # go exactly where the rest of the client's calls go.
@@ -168,11 +174,18 @@ class FirestoreWire:
         """The full resource name of a document."""
         return f"{self._documents}/{collection}/{document_id}"
 
-    def get_all(self, names: Sequence[str]) -> dict[str, StoredDocument | None]:
-        """The documents by name (None where absent), read in one BatchGetDocuments."""
+    def get_all(self, names: Sequence[str], *,
+                quick: bool = False) -> dict[str, StoredDocument | None]:
+        """The documents by name (None where absent), read in one BatchGetDocuments. `quick`:
+        one try with a short deadline, no retries."""
         request = _BatchGetRequest(database=self.database, documents=list(dict.fromkeys(names)))
         found: dict[str, StoredDocument | None] = {}
-        for response in self._batch_get(request, metadata=self._metadata):
+        options: dict[str, Any] = {"retry": None, "timeout": _CLOCK_READ_TIMEOUT_S} if quick else {}
+        sent = self._sent()
+        for response in self._batch_get(request, metadata=self._metadata, **options):
+            if sent is not None:
+                self._observe(response.read_time, sent)
+                sent = None
             kind = response.WhichOneof("result")
             if kind == "found":
                 doc = response.found
@@ -199,5 +212,18 @@ class FirestoreWire:
                 pb.current_document.exists = False
             else:
                 pb.current_document.update_time.CopyFrom(write.update_time)
+        sent = self._sent()
         response = self._commit(request, metadata=self._metadata)
+        self._observe(response.commit_time, sent)
         return [result.update_time for result in response.write_results]
+
+    def sync_clock(self, name: str) -> None:
+        """Read the document `name` (absent or not) only to measure the server's time."""
+        self.get_all([name], quick=True)
+
+    def _sent(self) -> datetime | None:
+        return None if self._clock is None else self._clock.local()
+
+    def _observe(self, stamp: Any, sent: datetime | None) -> None:
+        if self._clock is not None and sent is not None and stamp.seconds:
+            self._clock.observe(decode_timestamp(stamp), sent, self._clock.local())

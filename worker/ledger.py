@@ -10,8 +10,14 @@ The claim decides, atomically with respect to every other worker:
 * `running`, lease over -> take it over, attempt + 1: TAKEN_OVER (the holder died, or gave up)
 * `running`, lease live -> BUSY: neither run nor lose it; the delivery is retried later
 * finished              -> DONE: a duplicate delivery, acknowledged and skipped
-* overlap `skip` and another fire of the same schedule is running with a live lease ->
-  this fire is recorded `skipped`: OVERLAP
+* overlap `skip`, no record, and another fire of the same schedule is running with a live
+  lease -> this fire is recorded `skipped`: OVERLAP. A fire that was claimed once is never
+  skipped: its takeover runs even when a newer fire of the schedule started while its holder
+  was dead (see the README's failure model).
+
+A running execution keeps the contract message that brought it (`FireMessage`), so that the
+reaper (`worker.reaper`) can take over a claim whose holder died without waiting for Pub/Sub to
+redeliver it; `LapsedClaims` is the port through which it finds them.
 
 The overlap check reads and writes a per-schedule state record (which fire runs now, the last
 fire and its outcome) in the same atomic step as the claim.
@@ -19,6 +25,9 @@ fire and its outcome) in the same atomic step as the claim.
 
 from __future__ import annotations
 
+import base64
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -26,6 +35,9 @@ from typing import Protocol
 
 DEFAULT_RETENTION = timedelta(days=30)
 MAX_ERROR_LENGTH = 2_000
+# A message larger than this is not kept with its execution (a ledger document holds at most
+# 1 MiB); such a fire's takeover waits for Pub/Sub's redelivery.
+MAX_KEPT_MESSAGE_BYTES = 64 * 1024
 
 
 class State(StrEnum):
@@ -58,6 +70,41 @@ class ClaimResult(StrEnum):
 
 
 @dataclass(frozen=True)
+class FireMessage:
+    """The contract message as it was delivered: enough to handle the fire again (its
+    signature still verifies, its fire time derives the same) when its holder died."""
+
+    message_id: str
+    data: bytes
+    attributes: Mapping[str, str]
+    published_at: datetime
+
+    def to_json(self) -> str:
+        """The stored form: one JSON string (both stores keep it as text)."""
+        return json.dumps({
+            "message_id": self.message_id, "data": base64.b64encode(self.data).decode("ascii"),
+            "attributes": dict(self.attributes), "published_at": self.published_at.isoformat(),
+        }, separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str) -> FireMessage:
+        """The message from its stored form; ValueError when it is not one."""
+        try:
+            stored = json.loads(raw)
+            published_at = datetime.fromisoformat(stored["published_at"])
+            return cls(str(stored["message_id"]), base64.b64decode(stored["data"]),
+                       {str(k): str(v) for k, v in stored["attributes"].items()}, published_at)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise ValueError(f"message: not a stored fire message ({exc})") from exc
+
+
+def kept_message(message: FireMessage) -> FireMessage | None:
+    """`message` when it is small enough to keep with its execution, else None."""
+    size = len(message.data) + sum(len(k) + len(v) for k, v in message.attributes.items())
+    return message if size <= MAX_KEPT_MESSAGE_BYTES else None
+
+
+@dataclass(frozen=True)
 class Execution:
     """One execution record (history entry). Times are aware UTC datetimes."""
 
@@ -76,6 +123,8 @@ class Execution:
     duration_s: float | None = None
     error: str | None = None
     detail: str | None = None
+    # While running: the message to take it over from (None once final, or when too large).
+    message: FireMessage | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +140,7 @@ class ClaimRequest:
     overlap: str
     now: datetime
     retention: timedelta = DEFAULT_RETENTION
+    message: FireMessage | None = None
 
 
 @dataclass(frozen=True)
@@ -137,7 +187,8 @@ class Ledger(Protocol):
 
     def release(self, execution_id: str, worker_id: str, *, now: datetime, error: str | None = None) -> bool:
         """Give up a held execution without finishing it (retryable failure, shutdown): it stays
-        `running` with its lease ended, so the next delivery takes it over at once."""
+        `running` with its lease ended and no holder, so the next delivery takes it over at
+        once (and the reaper after the retry backoff, `ledger_rules.reap_due`)."""
         ...
 
     def record(self, execution: Execution) -> bool:
@@ -155,4 +206,14 @@ class Ledger(Protocol):
 
     def schedule_state(self, schedule_id: str) -> ScheduleState | None:
         """The per-schedule summary, or None if the schedule never fired."""
+        ...
+
+
+class LapsedClaims(Protocol):
+    """What the reaper asks the ledger: the running executions whose lease has lapsed."""
+
+    def lapsed(self, now: datetime, *, limit: int) -> list[Execution]:
+        """Up to `limit` running executions whose lease ended by `now` (at most
+        `ledger_rules.REAP_WINDOW` before it), the longest lapsed first. The store's index
+        finds them; `ledger_rules.reap_due` decides which to take over."""
         ...

@@ -82,12 +82,45 @@ class Change:
     schedule_state: ScheduleState | None
 
 
+# The reaper looks this far back for lapsed claims: older ones are left to their TTL (their
+# catch-up window has long passed, and they cannot make the reaper's query slower).
+REAP_WINDOW = timedelta(days=1)
+# A released execution (its holder failed and nacked it for a retry) is left to Pub/Sub's
+# redelivery for the subscription's retry backoff; the reaper retries it only after this
+# backoff, doubled per attempt (as the subscription's own policy is, from Terraform's defaults).
+RETRY_BACKOFF_MIN = timedelta(seconds=10)
+RETRY_BACKOFF_MAX = timedelta(seconds=600)
+
+
+def lease_live(lease_until: datetime | None, now: datetime) -> bool:
+    """Whether a lease ending at `lease_until` still holds at `now`: the one comparison behind
+    BUSY, overlap and the reaper, so every judgement of a lease agrees at the boundary."""
+    return lease_until is not None and lease_until > now
+
+
+def retry_backoff(attempt: int) -> timedelta:
+    """How long after a release the reaper waits before retrying attempt `attempt` + 1."""
+    return min(RETRY_BACKOFF_MIN * (1 << max(0, min(attempt - 1, 16))), RETRY_BACKOFF_MAX)
+
+
+def reap_due(execution: Execution, now: datetime) -> bool:
+    """Whether the reaper should take `execution` over at `now`: it is running and its holder's
+    lease lapsed (the holder died or is cut off), or it was released (no holder: a retryable
+    failure) and the retry backoff since the release has passed."""
+    if execution.state != State.RUNNING or execution.lease_until is None:
+        return False
+    due = execution.lease_until
+    if execution.worker_id is None:
+        due += retry_backoff(execution.attempt)
+    return not lease_live(due, now) and execution.lease_until > now - REAP_WINDOW
+
+
 def blocker(state: ScheduleState | None, execution_id: str, now: datetime) -> ScheduleState | None:
     """The schedule state when another fire of the schedule runs with a live lease (so an
     overlap-skip fire must be skipped), else None."""
     if state is None or state.running_execution_id in (None, execution_id):
         return None
-    if state.running_lease_until is None or state.running_lease_until <= now:
+    if not lease_live(state.running_lease_until, now):
         return None
     return state
 
@@ -130,6 +163,7 @@ def new_claim(request: ClaimRequest) -> Execution:
         worker_id=request.worker_id,
         lease_until=request.now + request.lease,
         started_at=request.now,
+        message=request.message,
     )
 
 
@@ -158,13 +192,18 @@ def decide_existing(request: ClaimRequest, existing: Execution) -> ClaimResult |
     recognises its own write itself, as the Firestore ledger does)."""
     if existing.state != State.RUNNING:
         return ClaimResult.DONE
-    if existing.lease_until is not None and existing.lease_until > request.now:
+    if lease_live(existing.lease_until, request.now):
         return ClaimResult.BUSY
     return None
 
 
 def plan_claim(request: ClaimRequest, existing: Execution | None, state: ScheduleState | None) -> ClaimPlan:
-    """Decide a claim from the execution record and the schedule state as they stand."""
+    """Decide a claim from the execution record and the schedule state as they stand.
+
+    Overlap `skip` skips only a fire that never started. A takeover continues a fire that was
+    claimed first, so a newer fire that started while its holder was dead never makes it
+    `skipped`: it runs, and names itself the schedule's running fire only if that is free (the
+    newer one keeps blocking later fires while it runs)."""
     skip = request.overlap == "skip"
     if existing is None:
         running = blocker(state, request.execution_id, request.now) if skip else None
@@ -175,19 +214,17 @@ def plan_claim(request: ClaimRequest, existing: Execution | None, state: Schedul
     settled = decide_existing(request, existing)
     if settled is not None:
         return ClaimPlan(settled, existing, False, None)
-    running = blocker(state, request.execution_id, request.now) if skip else None
-    if running is not None:
-        skipped = replace(existing, state=State.SKIPPED, lease_until=None, finished_at=request.now,
-                          detail=_skip_detail(running))
-        return ClaimPlan(ClaimResult.OVERLAP, skipped, True, None)
     taken = replace(
         existing,
         attempt=existing.attempt + 1,
         worker_id=request.worker_id,
         lease_until=request.now + request.lease,
         started_at=request.now,
+        message=request.message or existing.message,
     )
-    return ClaimPlan(ClaimResult.TAKEN_OVER, taken, True, _running_after(request, state, taken))
+    newer = blocker(state, request.execution_id, request.now) if skip else None
+    running = _running_after(request, state, taken) if newer is None else None
+    return ClaimPlan(ClaimResult.TAKEN_OVER, taken, True, running)
 
 
 def _held(existing: Execution | None, worker_id: str) -> bool:
@@ -214,6 +251,7 @@ def plan_finish(
         duration_s=max(0.0, (now - started).total_seconds()),
         error=truncate_error(error),
         detail=detail,
+        message=None,
     )
     base = state or ScheduleState(schedule_id=existing.schedule_id)
     if _is_running(base, existing.execution_id):
@@ -229,8 +267,8 @@ def plan_finish(
 
 
 def _with_lease(existing: Execution, state: ScheduleState | None, lease_until: datetime,
-                error: str | None) -> Change:
-    updated = replace(existing, lease_until=lease_until, error=error)
+                error: str | None, holder: str | None) -> Change:
+    updated = replace(existing, lease_until=lease_until, error=error, worker_id=holder)
     summary = None
     if state is not None and _is_running(state, existing.execution_id):
         summary = replace(state, running_lease_until=lease_until)
@@ -244,15 +282,16 @@ def plan_renew(
     schedule's running fire), or None when `worker_id` does not hold it."""
     if existing is None or not _held(existing, worker_id):
         return None
-    return _with_lease(existing, state, lease_until, existing.error)
+    return _with_lease(existing, state, lease_until, existing.error, worker_id)
 
 
 def plan_release(
     existing: Execution | None, state: ScheduleState | None, worker_id: str, *, now: datetime,
     error: str | None,
 ) -> Change | None:
-    """The execution still running but with its lease ended at `now` and the error kept, so the
-    next delivery takes it over; None when `worker_id` does not hold it."""
+    """The execution still running but with its lease ended at `now`, no holder and the error
+    kept, so the next delivery takes it over (and the reaper once its retry backoff passed,
+    `reap_due`); None when `worker_id` does not hold it."""
     if existing is None or not _held(existing, worker_id):
         return None
-    return _with_lease(existing, state, now, truncate_error(error))
+    return _with_lease(existing, state, now, truncate_error(error), None)

@@ -46,8 +46,10 @@ from worker.ledger import (
     ClaimRequest,
     ClaimResult,
     Execution,
+    FireMessage,
     Ledger,
     State,
+    kept_message,
 )
 from worker.metrics import WorkerMetrics
 
@@ -59,6 +61,9 @@ NONE_CATCHUP_GRACE = timedelta(seconds=60)
 STORE_RETRY_DELAY = timedelta(seconds=10)
 # Never ask for a redelivery sooner than this: a lease about to lapse is still live for a moment.
 MIN_BUSY_DELAY = timedelta(seconds=1)
+# The claim lease: a dead worker's fire is taken over within it plus one reaper interval (the
+# README's failure model has the whole budget). Renewed every third of it while an action runs.
+DEFAULT_LEASE = timedelta(seconds=12)
 # Pub/Sub's OpenTelemetry propagation stores the W3C `traceparent` under this attribute.
 TRACEPARENT_ATTRIBUTE = "googclient_traceparent"
 
@@ -118,7 +123,7 @@ class Pipeline:
         *,
         worker_id: str,
         signing_key: str | None = None,
-        lease: timedelta = timedelta(seconds=60),
+        lease: timedelta = DEFAULT_LEASE,
         skew: timedelta = DEFAULT_SKEW,
         retention: timedelta = DEFAULT_RETENTION,
         metrics: WorkerMetrics | None = None,
@@ -178,11 +183,11 @@ class Pipeline:
             schedule_id=fire.schedule_id, fire_time=format_instant(fire_time), execution_id=eid,
             trigger=fire.trigger, attempt=0,
         ):
-            return self._handle_fire(fire, fire_time, eid, handler, stopping)
+            return self._handle_fire(fire, fire_time, eid, handler, stopping, delivery)
 
     def _handle_fire(
         self, fire: Fire, fire_time: datetime, eid: str, handler: ActionHandler,
-        stopping: threading.Event | None,
+        stopping: threading.Event | None, delivery: Delivery,
     ) -> Disposition:
         if not self._due(fire, fire_time):
             log.info("fire not due: a one-shot runs only at its own time",
@@ -199,7 +204,7 @@ class Pipeline:
             # A record exists already (an earlier attempt started in time): the claim decides.
         if stopping is not None and stopping.is_set():
             return self._interrupted()
-        claim = self._claim(fire, fire_time, eid)
+        claim = self._claim(fire, fire_time, eid, delivery)
         if claim is None:
             return Disposition(ack=False, outcome="error", delay=STORE_RETRY_DELAY)
         with bound(attempt=claim.execution.attempt):
@@ -295,11 +300,15 @@ class Pipeline:
             log.warning("fire missed", reason=reason)
         return written
 
-    def _claim(self, fire: Fire, fire_time: datetime, eid: str) -> Claim | None:
+    def _claim(self, fire: Fire, fire_time: datetime, eid: str, delivery: Delivery) -> Claim | None:
+        # The message is kept with the running execution, for the reaper (`worker.reaper`).
+        message = FireMessage(delivery.message_id, delivery.data, delivery.attributes,
+                              delivery.published_at)
         request = ClaimRequest(
             execution_id=eid, schedule_id=fire.schedule_id, fire_time=fire_time,
             trigger=fire.trigger, worker_id=self.worker_id, lease=self.lease,
             overlap=fire.overlap, now=self.clock(), retention=self.retention,
+            message=kept_message(message),
         )
         started = time.monotonic()
         try:

@@ -51,8 +51,9 @@ DEFAULT_EXECUTORS = 64
 DEFAULT_MAX_LEASE_DURATION = timedelta(hours=1)
 DEFAULT_GRACE_PERIOD = timedelta(seconds=30)
 # Each ack-deadline extension (and the stream's deadline for messages not yet leased) is at most
-# this long: a message held by a worker that died returns to another replica within it.
-DEFAULT_MAX_LEASE_EXTENSION = timedelta(seconds=60)
+# this long: a message held by a worker that died returns to another replica within it. 10 s,
+# Pub/Sub's minimum, as the subscription's ack deadline: part of the takeover budget (README).
+DEFAULT_MAX_LEASE_EXTENSION = timedelta(seconds=10)
 # Pub/Sub accepts ack deadlines of 0..600 s.
 MAX_ACK_DEADLINE_S = 600
 _POLL_S = 0.2

@@ -15,10 +15,11 @@ from scheduler import gcp
 from scheduler.config import Settings
 from scheduler.logs import get_logger
 from worker.action import ActionRegistry
+from worker.firestore_lapsed import FirestoreLapsedClaims
 from worker.firestore_ledger import FirestoreLedger
 from worker.health import HealthServer
 from worker.metrics import WorkerMetrics
-from worker.pipeline import Pipeline, make_worker_id
+from worker.pipeline import DEFAULT_LEASE, Pipeline, make_worker_id
 from worker.pubsub_transport import (
     DEFAULT_EXECUTORS,
     DEFAULT_GRACE_PERIOD,
@@ -28,11 +29,14 @@ from worker.pubsub_transport import (
     DEFAULT_MAX_MESSAGES,
     PubSubTransport,
 )
+from worker.reaper import Reaper
 
 log = get_logger(__name__)
 
 DEFAULT_HEALTH_PORT = 8080
-DEFAULT_LEASE = timedelta(seconds=60)
+# The reaper sweeps this many times per lease: a dead worker's claim is taken over at most a
+# lease plus a quarter of it after its last renewal (the README's failure model).
+REAP_SWEEPS_PER_LEASE = 4
 
 
 @dataclass(frozen=True)
@@ -67,10 +71,14 @@ def run_worker(settings: Settings, options: RunOptions) -> int:
     settings.require("project", "subscription")
     worker_id = make_worker_id()
     metrics = WorkerMetrics()
-    ledger = FirestoreLedger.from_settings(settings)
+    client = gcp.firestore_client(settings)
+    ledger = FirestoreLedger.from_settings(settings, client)
+    # Every lease is measured in Firestore's time, never this machine's (`worker.server_clock`).
+    clock = ledger.clock.now
+    clock()
     pipeline = Pipeline(ledger, ActionRegistry(), worker_id=worker_id,
                         signing_key=settings.signing_key or None, lease=options.lease,
-                        metrics=metrics, trace_project=settings.project)
+                        metrics=metrics, clock=clock, trace_project=settings.project)
     transport = PubSubTransport(
         gcp.subscriber_client(settings), settings.subscription_path,
         max_messages=options.max_messages, max_bytes=options.max_bytes,
@@ -89,6 +97,10 @@ def run_worker(settings: Settings, options: RunOptions) -> int:
     signal.signal(signal.SIGINT, on_signal)
     health = HealthServer(options.health_port, ready=lambda: transport.ready,
                           registry=metrics.registry).start()
+    reaper = Reaper(FirestoreLapsedClaims(client, settings.collection_prefix or "scion_"),
+                    lambda delivery: pipeline.handle(delivery, stop), clock=clock,
+                    interval=options.lease / REAP_SWEEPS_PER_LEASE)
+    reaper.start(stop)
     log.info("worker starting", worker_id=worker_id, subscription=settings.subscription_path,
              health_port=health.port, executors=options.executors,
              max_messages=options.max_messages, lease_s=options.lease.total_seconds(),
@@ -97,8 +109,13 @@ def run_worker(settings: Settings, options: RunOptions) -> int:
         transport.run(lambda delivery: pipeline.handle(delivery, stop), stop)
     finally:
         health.stop()
-    log.info("worker stopped", worker_id=worker_id, abandoned=transport.abandoned)
-    if transport.abandoned:
+    # Takeovers the reaper runs get the grace period too; then they are released like the rest.
+    reaped = reaper.wait_idle(options.grace_period.total_seconds())
+    if not reaped:
+        pipeline.release_running("worker stopped before the action finished")
+    log.info("worker stopped", worker_id=worker_id, abandoned=transport.abandoned,
+             reaper_abandoned=reaper.busy)
+    if transport.abandoned or not reaped:
         # The abandoned actions' threads would hold the interpreter open until they end; their
         # claims are released and their messages handed back, so nothing is lost by leaving now.
         sys.stdout.flush()

@@ -31,10 +31,12 @@ from worker.ledger import (
     Claim,
     ClaimRequest,
     Execution,
+    FireMessage,
     ScheduleState,
     State,
 )
 from worker.ledger_rules import (
+    REAP_WINDOW,
     Change,
     plan_claim,
     plan_finish,
@@ -66,10 +68,12 @@ CREATE TABLE IF NOT EXISTS executions (
     duration_s   REAL,
     error        TEXT,
     detail       TEXT,
-    expire_at    TEXT NOT NULL
+    expire_at    TEXT NOT NULL,
+    message      TEXT
 );
 CREATE INDEX IF NOT EXISTS executions_history ON executions (schedule_id, fire_time DESC);
 CREATE INDEX IF NOT EXISTS executions_expiry ON executions (expire_at);
+CREATE INDEX IF NOT EXISTS executions_lapsed ON executions (state, lease_until);
 CREATE TABLE IF NOT EXISTS schedule_state (
     schedule_id          TEXT PRIMARY KEY,
     running_execution_id TEXT,
@@ -85,7 +89,7 @@ CREATE TABLE IF NOT EXISTS schedule_state (
 _EXECUTION_COLUMNS = (
     "execution_id", "schedule_id", "fire_time", "trigger", "state", "attempt", "worker_id",
     "lease_until", "created_at", "started_at", "finished_at", "duration_s", "error", "detail",
-    "expire_at",
+    "expire_at", "message",
 )
 _STATE_COLUMNS = (
     "schedule_id", "running_execution_id", "running_fire_time", "running_lease_until",
@@ -124,6 +128,7 @@ def _execution_row(execution: Execution) -> tuple[Any, ...]:
         _text(execution.started_at, "started_at"), _text(execution.finished_at, "finished_at"),
         execution.duration_s, truncate_error(execution.error), execution.detail,
         _text(execution.expire_at, "expire_at"),
+        None if execution.message is None else execution.message.to_json(),
     )
 
 
@@ -157,6 +162,7 @@ def _execution(row: sqlite3.Row | None) -> Execution | None:
         duration_s=row["duration_s"],
         error=row["error"],
         detail=row["detail"],
+        message=None if row["message"] is None else FireMessage.from_json(row["message"]),
     )
 
 
@@ -193,6 +199,10 @@ class SqliteLedger:
         self._connections: list[sqlite3.Connection] = []
         self._last_purge: datetime | None = None
         with self._immediate() as conn:
+            columns = {row["name"] for row in conn.execute("PRAGMA table_info(executions)")}
+            if columns and "message" not in columns:
+                # A file from before executions kept their message (the reaper needs it).
+                conn.execute("ALTER TABLE executions ADD COLUMN message TEXT")
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 conn.execute(statement)
 
@@ -339,6 +349,16 @@ class SqliteLedger:
     def schedule_state(self, schedule_id: str) -> ScheduleState | None:
         """The per-schedule summary, or None if the schedule never fired."""
         return self._read_state(self._connection(), schedule_id)
+
+    def lapsed(self, now: datetime, *, limit: int) -> list[Execution]:
+        """Running executions whose lease ended by `now` (one process, one clock: `now` is
+        this process's), the longest lapsed first; served by the `executions_lapsed` index."""
+        rows = self._connection().execute(
+            "SELECT * FROM executions WHERE state = ? AND lease_until <= ? AND lease_until > ? "
+            "ORDER BY lease_until LIMIT ?",
+            (str(State.RUNNING), _text(now, "now"), _text(now - REAP_WINDOW, "now"), limit),
+        ).fetchall()
+        return [execution for execution in map(_execution, rows) if execution is not None]
 
     def purge_expired(self, now: datetime) -> int:
         """Delete the records whose `expire_at` has passed (SQLite has no TTL); the number deleted."""

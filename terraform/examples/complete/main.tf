@@ -10,7 +10,7 @@ module "scion_scheduler" {
 
   # Pub/Sub delivery: a worker that dies mid-fire gives it back after a
   # minute; a fire that keeps failing is dead-lettered after 10 attempts.
-  ack_deadline_seconds          = 60
+  ack_deadline_seconds          = 10
   retry_minimum_backoff_seconds = 10
   retry_maximum_backoff_seconds = 600
   max_delivery_attempts         = 10
