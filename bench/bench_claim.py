@@ -92,7 +92,8 @@ def firestore_round(client: Any, tag: str, ops: int, threads: int) -> list[tuple
     """One round of every Firestore measurement: (name, RPCs, operations per second)."""
     from google.cloud import firestore
 
-    from worker.firestore_ledger import FirestoreLedger, execution_document, running_document
+    from worker.firestore_documents import execution_document, running_document
+    from worker.firestore_ledger import FirestoreLedger
 
     docs, states = client.collection("plain"), client.collection("state")
     # The baselines write the very documents a claim writes, so only the method differs.

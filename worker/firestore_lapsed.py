@@ -13,7 +13,7 @@ from datetime import datetime
 
 from google.cloud import firestore
 
-from worker.firestore_ledger import execution_from_document
+from worker.firestore_documents import execution_from_document
 from worker.ledger import Execution, State
 from worker.ledger_rules import REAP_WINDOW, require_aware
 

@@ -60,7 +60,6 @@ fire in one process claim one after the other, so that they never make each othe
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import random
 import secrets
@@ -68,8 +67,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from google.api_core import exceptions as api_exceptions
@@ -80,6 +79,16 @@ from scheduler.config import Settings
 from scheduler.logs import get_logger
 from scheduler.model import format_instant
 from worker.coalescer import Coalescer
+from worker.firestore_documents import (
+    execution_document,
+    execution_from_document,
+    execution_of,
+    running_document,
+    running_of,
+    state_document_id,
+    summary_document,
+    with_summary,
+)
 from worker.firestore_wire import FirestoreWire, StoredDocument, Write
 from worker.keyed_locks import KeyedLocks
 from worker.ledger import (
@@ -88,7 +97,6 @@ from worker.ledger import (
     ClaimRequest,
     ClaimResult,
     Execution,
-    FireMessage,
     ScheduleState,
     State,
 )
@@ -100,7 +108,6 @@ from worker.ledger_rules import (
     plan_release,
     plan_renew,
     require_aware,
-    truncate_error,
     validate_final_state,
     validate_request,
 )
@@ -117,128 +124,6 @@ _LOST_RACE = (api_exceptions.Conflict, api_exceptions.FailedPrecondition, api_ex
 _GROUP_ERRORS = (TypeError, ValueError, api_exceptions.InvalidArgument)
 
 _Decide = Callable[[Execution, ScheduleState | None], Change | None]
-
-
-def state_document_id(schedule_id: str) -> str:
-    """The schedule state document's ID: sha256 hex of the schedule ID."""
-    return hashlib.sha256(schedule_id.encode("utf-8")).hexdigest()
-
-
-def _stored(value: datetime | None, name: str) -> datetime | None:
-    return None if value is None else require_aware(value, name)
-
-
-def _utc(value: Any) -> datetime | None:
-    """A stored timestamp as a plain aware UTC datetime (the client returns a subclass with
-    nanoseconds; Firestore keeps microseconds)."""
-    if value is None:
-        return None
-    moment: datetime = value.astimezone(UTC)
-    return datetime(moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second,
-                    moment.microsecond, tzinfo=UTC)
-
-
-def _required_utc(value: Any, name: str) -> datetime:
-    moment = _utc(value)
-    if moment is None:
-        raise ValueError(f"{name}: missing in a stored record")
-    return moment
-
-
-def execution_document(execution: Execution) -> dict[str, Any]:
-    """The fields of an execution document (None: the field is left out when written)."""
-    return {
-        "schedule_id": execution.schedule_id,
-        "fire_time": _stored(execution.fire_time, "fire_time"),
-        "trigger": execution.trigger,
-        "state": str(execution.state),
-        "attempt": execution.attempt,
-        "worker_id": execution.worker_id,
-        "lease_until": _stored(execution.lease_until, "lease_until"),
-        "created_at": _stored(execution.created_at, "created_at"),
-        "started_at": _stored(execution.started_at, "started_at"),
-        "finished_at": _stored(execution.finished_at, "finished_at"),
-        "duration_s": execution.duration_s,
-        "error": truncate_error(execution.error),
-        "detail": execution.detail,
-        "expire_at": _stored(execution.expire_at, "expire_at"),
-        "message": None if execution.message is None else execution.message.to_json(),
-    }
-
-
-def running_document(state: ScheduleState) -> dict[str, Any]:
-    """The fields of a running document: the schedule's running fire and its lease."""
-    return {
-        "schedule_id": state.schedule_id,
-        "running_execution_id": state.running_execution_id,
-        "running_fire_time": _stored(state.running_fire_time, "running_fire_time"),
-        "running_lease_until": _stored(state.running_lease_until, "running_lease_until"),
-    }
-
-
-def summary_document(state: ScheduleState) -> dict[str, Any]:
-    """The fields of a schedule state document: the last finished fire (None: left out)."""
-    return {
-        "schedule_id": state.schedule_id,
-        "last_execution_id": state.last_execution_id,
-        "last_fire_time": _stored(state.last_fire_time, "last_fire_time"),
-        "last_state": None if state.last_state is None else str(state.last_state),
-        "last_finished_at": _stored(state.last_finished_at, "last_finished_at"),
-    }
-
-
-def execution_from_document(execution_id: str, data: dict[str, Any]) -> Execution:
-    """An execution from the fields of its document."""
-    return Execution(
-        execution_id=execution_id,
-        schedule_id=data["schedule_id"],
-        fire_time=_required_utc(data.get("fire_time"), "fire_time"),
-        trigger=data["trigger"],
-        state=State(data["state"]),
-        attempt=int(data["attempt"]),
-        created_at=_required_utc(data.get("created_at"), "created_at"),
-        expire_at=_required_utc(data.get("expire_at"), "expire_at"),
-        worker_id=data.get("worker_id"),
-        lease_until=_utc(data.get("lease_until")),
-        started_at=_utc(data.get("started_at")),
-        finished_at=_utc(data.get("finished_at")),
-        duration_s=data.get("duration_s"),
-        error=data.get("error"),
-        detail=data.get("detail"),
-        message=None if data.get("message") is None else FireMessage.from_json(data["message"]),
-    )
-
-
-def _execution(document: StoredDocument | None) -> Execution | None:
-    return None if document is None else execution_from_document(document.id, document.fields)
-
-
-def _running(document: StoredDocument | None) -> ScheduleState | None:
-    """The schedule state as far as decisions read it: the running fire, from its document."""
-    if document is None:
-        return None
-    data = document.fields
-    return ScheduleState(
-        schedule_id=data["schedule_id"],
-        running_execution_id=data.get("running_execution_id"),
-        running_fire_time=_utc(data.get("running_fire_time")),
-        running_lease_until=_utc(data.get("running_lease_until")),
-    )
-
-
-def _with_summary(running: ScheduleState | None, summary: StoredDocument | None) -> ScheduleState | None:
-    """`running` with the last finished fire from the schedule state document added."""
-    if summary is None:
-        return running
-    data = summary.fields
-    last_state = data.get("last_state")
-    return replace(
-        running or ScheduleState(schedule_id=data["schedule_id"]),
-        last_execution_id=data.get("last_execution_id"),
-        last_fire_time=_utc(data.get("last_fire_time")),
-        last_state=None if last_state is None else State(last_state),
-        last_finished_at=_utc(data.get("last_finished_at")),
-    )
 
 
 def _running_fields(state: ScheduleState | None) -> tuple[Any, ...]:
@@ -506,8 +391,8 @@ class FirestoreLedger:
         skip = request.overlap == "skip"
         snapshots = self._get_all([exec_name, running_name] if skip else [exec_name])
         exec_snap, running_snap = snapshots[0], snapshots[1] if skip else None
-        running = _running(running_snap)
-        existing = _execution(exec_snap)
+        running = running_of(running_snap)
+        existing = execution_of(exec_snap)
         if existing is not None and exec_snap is not None and exec_snap.fields.get(CLAIM_ID) == claim_id:
             # This call's own commit landed (its reply was lost): the claim is held.
             result = ClaimResult.CLAIMED if existing.attempt == 1 else ClaimResult.TAKEN_OVER
@@ -609,7 +494,7 @@ class FirestoreLedger:
         attempt = 0
         while True:
             exec_snap = self._get_all([exec_name])[0]
-            existing = _execution(exec_snap)
+            existing = execution_of(exec_snap)
             if existing is None:
                 return False
             if existing == tried:
@@ -617,7 +502,7 @@ class FirestoreLedger:
                 # the retry failed the precondition that the landed commit had changed).
                 return True
             running_snap = self._get_all([self._running_name(existing.schedule_id)])[0]
-            running = _running(running_snap)
+            running = running_of(running_snap)
             change = decide(existing, running)
             if change is None:
                 return False
@@ -678,7 +563,7 @@ class FirestoreLedger:
 
     def get(self, execution_id: str) -> Execution | None:
         """One record, or None."""
-        return _execution(self._get_all([self._execution_name(execution_id)])[0])
+        return execution_of(self._get_all([self._execution_name(execution_id)])[0])
 
     def history(self, schedule_id: str, *, limit: int = 20, before: datetime | None = None) -> list[Execution]:
         """A schedule's executions, newest fire time first; `before` pages (fire_time < before)."""
@@ -695,4 +580,4 @@ class FirestoreLedger:
         """The per-schedule summary (the running fire and the last finished one), or None if
         the schedule never fired."""
         running, summary = self._get_all([self._running_name(schedule_id), self._summary_name(schedule_id)])
-        return _with_summary(_running(running), summary)
+        return with_summary(running_of(running), summary)
