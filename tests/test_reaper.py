@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 from scheduler.contract import build_message, execution_id
 from scheduler.model import Action, Schedule
 from worker.action import ActionContext, ActionRegistry, ActionResult
-from worker.ledger import ClaimRequest, FireMessage, State
+from worker.ledger import ClaimRequest, Execution, FireMessage, State
 from worker.pipeline import Delivery, Pipeline
 from worker.reaper import Reaper
 from worker.sqlite_ledger import SqliteLedger
@@ -82,7 +82,7 @@ def replica(ledger: SqliteLedger, clock: Clock, action: Action_,
             name: str) -> tuple[Pipeline, Reaper]:
     pipeline = Pipeline(ledger, ActionRegistry({"custom": action}), worker_id=name,
                         signing_key=KEY, lease=LEASE, clock=clock)
-    return pipeline, Reaper(ledger, pipeline.handle, clock=clock, interval=LEASE / 4)
+    return pipeline, Reaper(ledger, pipeline.handle, clock=clock, interval=LEASE / 4, grace=LEASE)
 
 
 def test_a_dead_holders_claim_is_taken_over_once_its_lease_lapsed(ledger: SqliteLedger) -> None:
@@ -173,3 +173,56 @@ def test_overlap_skip_across_a_slot_runs_both_fires_and_skips_neither(ledger: Sq
     taken = ledger.get(first)
     assert taken is not None and (taken.state, taken.attempt) == (State.SUCCEEDED, 2)
     assert [(c.fire_time, c.attempt) for c in action.calls] == [(nxt, 1), (SLOT, 2)]
+
+
+class Flaky:
+    """The ledger's lapsed claims, behind a store that fails or stalls when told to."""
+
+    def __init__(self, ledger: SqliteLedger) -> None:
+        self.ledger = ledger
+        self.fail = False
+        self.stall = 0.0
+
+    def lapsed(self, now: datetime, *, limit: int) -> list[Execution]:
+        if self.fail:
+            raise ConnectionError("store unreachable")
+        time.sleep(self.stall)
+        return self.ledger.lapsed(now, limit=limit)
+
+
+@pytest.mark.parametrize("outage", ["unreachable", "stalled"])
+def test_after_a_store_outage_live_holders_renew_before_anything_is_taken_over(
+    ledger: SqliteLedger, outage: str,
+) -> None:
+    """Nobody could renew while the store was down, so leases lapsed on live holders too."""
+    sched, clock, action = every_minute(), Clock(SLOT), Action_()
+    claim_and_die(ledger, sched, SLOT, clock.now)
+    clock.now += LEASE * 2
+    store = Flaky(ledger)
+    pipeline = Pipeline(ledger, ActionRegistry({"custom": action}), worker_id="w2",
+                        signing_key=KEY, lease=LEASE, clock=clock)
+    grace = timedelta(seconds=0.5)
+    reaper = Reaper(store, pipeline.handle, clock=clock, interval=timedelta(seconds=0.1),
+                    grace=grace)
+    stop = threading.Event()
+    if outage == "unreachable":
+        store.fail = True
+        thread = reaper.start(stop)
+        time.sleep(0.4)
+        store.fail = False
+    else:
+        store.stall = 0.2
+        assert reaper.sweep() == 0
+        store.stall = 0.0
+        thread = reaper.start(stop)
+    back = time.monotonic()
+    try:
+        deadline = back + WAIT_S
+        while not action.calls:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert time.monotonic() - back > grace.total_seconds() - 0.35
+    finally:
+        stop.set()
+        thread.join(WAIT_S)
+    assert reaper.wait_idle(WAIT_S)

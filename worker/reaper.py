@@ -14,12 +14,18 @@ fire time derives the same.
 Which lapsed executions are due is `worker.ledger_rules.reap_due`: a dead holder's at once, a
 released one (a retryable failure, nacked for a retry) only after the retry backoff, so the
 reaper never retries a failing target faster than Pub/Sub's backoff would.
+
+A lease also lapses while its holder lives when the store was unreachable or frozen: nobody
+could renew. So after a sweep fails, or its query answers later than a sweep interval, the
+reaper takes nothing over for `grace` (the lease: three renewals) once the store answers
+promptly again; live holders renew (or finish) first, and only the dead stay lapsed.
 """
 
 from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -41,7 +47,7 @@ class Reaper:
     """Sweeps the ledger for lapsed claims every `interval` and runs each through `handle`."""
 
     def __init__(self, claims: LapsedClaims, handle: Callable[[Delivery], Disposition], *,
-                 clock: Callable[[], datetime], interval: timedelta,
+                 clock: Callable[[], datetime], interval: timedelta, grace: timedelta,
                  threads: int = DEFAULT_THREADS) -> None:
         if interval <= timedelta(0) or threads < 1:
             raise ValueError(f"interval must be positive and threads at least 1 "
@@ -50,6 +56,8 @@ class Reaper:
         self._handle = handle
         self._clock = clock
         self._interval = interval.total_seconds()
+        self._grace = grace.total_seconds()
+        self._quiet_until = 0.0
         self._slots = threading.BoundedSemaphore(threads)
         self._lock = threading.Lock()
         self._running: set[str] = set()
@@ -72,14 +80,20 @@ class Reaper:
                 self.sweep()
             except Exception:
                 log.exception("reaper sweep failed; trying again at the next one")
+                self._hold_off()
             stop.wait(self._interval)
 
     def sweep(self) -> int:
         """One sweep: start a takeover of every due lapsed claim that this reaper is not
         already running. Returns how many it started."""
+        asked = time.monotonic()
         now = self._clock()
-        due = [execution for execution in self._claims.lapsed(now, limit=MAX_PER_SWEEP)
-               if reap_due(execution, now)]
+        lapsed = self._claims.lapsed(now, limit=MAX_PER_SWEEP)
+        if time.monotonic() - asked > self._interval:
+            self._hold_off()
+        if time.monotonic() < self._quiet_until:
+            return 0
+        due = [execution for execution in lapsed if reap_due(execution, now)]
         # In another order on every replica, so that they race for different claims first.
         random.shuffle(due)
         started = 0
@@ -115,6 +129,14 @@ class Reaper:
                 self._running.discard(execution.execution_id)
                 self._idle.notify_all()
             self._slots.release()
+
+    def _hold_off(self) -> None:
+        """The store was unreachable or stalled: leave the leases that lapsed meanwhile to their
+        holders for a grace period."""
+        if time.monotonic() >= self._quiet_until:
+            log.warning("the store was unreachable or slow; no takeovers until live holders "
+                        "have renewed", grace_s=self._grace)
+        self._quiet_until = time.monotonic() + self._grace
 
     def _warn_once(self, execution: Execution) -> None:
         if execution.execution_id in self._warned:
