@@ -30,8 +30,8 @@ def _utc(value: Any) -> datetime | None:
     if value is None:
         return None
     moment: datetime = value.astimezone(UTC)
-    return datetime(moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second,
-                    moment.microsecond, tzinfo=UTC)
+    return datetime(moment.year, moment.month, moment.day, moment.hour, moment.minute,
+                    moment.second, moment.microsecond, tzinfo=UTC)
 
 
 def _required_utc(value: Any, name: str) -> datetime:

@@ -75,7 +75,7 @@ def run_worker(settings: Settings, options: RunOptions) -> int:
     ledger = FirestoreLedger.from_settings(settings, client)
     # Every lease is measured in Firestore's time, never this machine's (`worker.server_clock`).
     clock = ledger.clock.now
-    clock()
+    clock()  # measures the offset to the server's time now, before the first claim needs it
     pipeline = Pipeline(ledger, ActionRegistry(), worker_id=worker_id,
                         signing_key=settings.signing_key or None, lease=options.lease,
                         metrics=metrics, clock=clock, trace_project=settings.project)
