@@ -226,3 +226,23 @@ def test_after_a_store_outage_live_holders_renew_before_anything_is_taken_over(
         stop.set()
         thread.join(WAIT_S)
     assert reaper.wait_idle(WAIT_S)
+
+
+def test_a_ledger_file_from_before_kept_messages_gains_the_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE executions (execution_id TEXT PRIMARY KEY, schedule_id TEXT "
+                     "NOT NULL, fire_time TEXT NOT NULL, trigger TEXT NOT NULL, state TEXT NOT "
+                     "NULL, attempt INTEGER NOT NULL, worker_id TEXT, lease_until TEXT, created_at "
+                     "TEXT NOT NULL, started_at TEXT, finished_at TEXT, duration_s REAL, error "
+                     "TEXT, detail TEXT, expire_at TEXT NOT NULL)")
+    ledger = SqliteLedger(path)
+    try:
+        sched = every_minute()
+        eid = claim_and_die(ledger, sched, SLOT, SLOT)
+        [lapsed] = ledger.lapsed(SLOT + LEASE, limit=5)
+        assert lapsed.execution_id == eid and lapsed.message == message_of(sched, SLOT)
+    finally:
+        ledger.close()
