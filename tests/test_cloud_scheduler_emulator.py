@@ -199,7 +199,7 @@ def test_accepted_locations_can_be_replaced(parent: str, make_job: JobFactory) -
     with CloudSchedulerEmulator(publisher=ScriptedPublisher(0), locations=["moon-base1"]) as emulator:
         moon = parent.rsplit("/", 1)[0] + "/moon-base1"
         emulator.store.create(moon, scheduler_v1.Job.pb(make_job(name=f"{moon}/jobs/j")))
-        with pytest.raises(ApiError, match="not a Cloud Scheduler location"):
+        with pytest.raises(ApiError, match="is not a valid location"):
             emulator.store.create(parent, scheduler_v1.Job.pb(make_job()))
 
 
@@ -393,9 +393,11 @@ def test_enabled_job_fires_at_the_minute_and_paused_one_does_not(client: Any, pa
     assert pubsub.pull(paused_sub, wait=1) == []
 
 
-def test_http_target_jobs_are_kept_but_not_delivered(client: Any, parent: str, make_job: JobFactory) -> None:
+def test_app_engine_jobs_are_kept_but_not_delivered(client: Any, parent: str,
+                                                    make_job: JobFactory) -> None:
     job = make_job(pubsub_target=None)
-    job = scheduler_v1.Job(name=job.name, schedule=job.schedule, http_target={"uri": "https://example.com/"})
+    job = scheduler_v1.Job(name=job.name, schedule=job.schedule,
+                           app_engine_http_target={"relative_uri": "/tick"})
     created = client.create_job(parent=parent, job=job)
     assert created.state == scheduler_v1.Job.State.ENABLED
     client.run_job(name=created.name)
