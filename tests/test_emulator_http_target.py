@@ -6,12 +6,9 @@ is logged and kept in the job's status."""
 from __future__ import annotations
 
 import base64
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
@@ -27,6 +24,7 @@ from google.cloud.scheduler_v1.services.cloud_scheduler.transports import (
     CloudSchedulerGrpcTransport,
 )
 from google.oauth2 import id_token
+from http_target_server import Target
 
 from scheduler.emulator import CloudSchedulerEmulator
 from scheduler.emulator.http_target import code_for_http_status
@@ -35,48 +33,6 @@ from scheduler.emulator.oidc import ISSUER, PEM_CERTS_PATH
 pytestmark = [pytest.mark.emulator, pytest.mark.timeout(120)]
 
 SERVICE_ACCOUNT = "invoker@demo.iam.gserviceaccount.com"
-
-
-@dataclass
-class Received:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    at: datetime
-
-
-class Target:
-    """A local HTTP target that records requests and answers with scripted statuses (the last
-    one repeats)."""
-
-    def __init__(self) -> None:
-        self.requests: list[Received] = []
-        self.statuses = [200]
-        target = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                target.requests.append(Received(self.command, self.path, dict(self.headers),
-                                                self.rfile.read(length), datetime.now(UTC)))
-                index = min(len(target.requests), len(target.statuses)) - 1
-                self.send_response(target.statuses[index])
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")
