@@ -4,6 +4,11 @@ gRPC face's codes and messages, and both faces share one store."""
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -252,3 +257,46 @@ def test_a_taken_rest_port_is_an_error(emulator: CloudSchedulerEmulator) -> None
 
     with pytest.raises(EmulatorError, match="cannot listen"):
         CloudSchedulerEmulator(rest_port=emulator.rest_port).start()
+
+
+def test_the_command_serves_rest_beside_grpc_and_says_how_to_point_gcloud_at_it(
+        parent: str) -> None:
+    from scion_scheduler.emulators import free_port
+
+    port, rest_port = free_port(), free_port()
+    command = [sys.executable, "-m", "scion_scheduler.cli", "--log-format", "json", "emulator",
+               "--port", str(port), "--rest-port", str(rest_port)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        base = f"http://127.0.0.1:{rest_port}"
+        listed = _eventually_answered(f"{base}/v1/{parent}/jobs")
+        assert listed == {}
+        keys = httpx.get(f"{base}/oauth2/v3/certs", timeout=10).json()["keys"]
+        assert [key["kty"] for key in keys] == ["RSA"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr.decode()
+    lines = [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]
+    [ready] = [line for line in lines if line["message"] == "ready"]
+    assert ready["rest_url"] == f"{base}/" and ready["jwks_url"] == f"{base}/oauth2/v3/certs"
+    assert [line["command"] for line in lines if line["message"] == "for gcloud"] == [
+        f"gcloud config set api_endpoint_overrides/cloudscheduler {base}/",
+        "gcloud config set auth/disable_credentials true"]
+
+
+def _eventually_answered(url: str) -> Any:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return httpx.get(url, timeout=5).json()
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_the_command_refuses_a_bad_rest_port() -> None:
+    result = subprocess.run([sys.executable, "-m", "scion_scheduler.cli", "emulator",
+                             "--rest-port", "70000"], capture_output=True, timeout=60, check=False)
+    assert result.returncode == 2 and b"--rest-port: must be from 0 to 65535" in result.stderr
