@@ -4,6 +4,7 @@ and answers with scripted statuses."""
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +27,7 @@ class Target:
     def __init__(self) -> None:
         self.requests: list[Received] = []
         self.statuses = [200]
+        self.delay = 0.0  # seconds before each answer
         target = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -34,6 +36,7 @@ class Target:
                 target.requests.append(Received(self.command, self.path, dict(self.headers),
                                                 self.rfile.read(length), datetime.now(UTC)))
                 index = min(len(target.requests), len(target.statuses)) - 1
+                time.sleep(target.delay)
                 self.send_response(target.statuses[index])
                 self.send_header("Content-Length", "0")
                 self.end_headers()

@@ -27,8 +27,9 @@ from google.oauth2 import id_token
 from http_target_server import Target
 
 from scheduler.emulator import CloudSchedulerEmulator
-from scheduler.emulator.http_target import code_for_http_status
-from scheduler.emulator.oidc import ISSUER, PEM_CERTS_PATH
+from scheduler.emulator.http_target import HttpAttempt, HttpDeliverer, code_for_http_status
+from scheduler.emulator.oidc import ISSUER, PEM_CERTS_PATH, TokenIssuer
+from scheduler.emulator.store import Execution
 
 pytestmark = [pytest.mark.emulator, pytest.mark.timeout(120)]
 
@@ -182,6 +183,26 @@ def test_an_unreachable_target_fails_the_attempt(client: Any, parent: str) -> No
     client.run_job(name=created.name)
     code = _eventually(lambda: client.get_job(name=created.name).status.code)
     assert code == grpc.StatusCode.UNAVAILABLE.value[0]
+
+
+def test_no_answer_within_the_attempt_deadline_is_deadline_exceeded(target: Target) -> None:
+    """The deadline itself, on a deliverer (the API's 15 s minimum would make this slow)."""
+    target.delay = 2.0
+    now = datetime.now(UTC)
+    execution = Execution(name="projects/p/locations/l/jobs/slow", slot=now, trigger="manual",
+                          attempt=1, first_attempt=now, topic="", data=b"", attributes={},
+                          http=scheduler_v1.HttpTarget.pb()(uri=f"{target.url}/slow"),
+                          deadline=0.3)
+    deliverer = HttpDeliverer(TokenIssuer())
+    results: list[HttpAttempt] = []
+    try:
+        deliverer.deliver(execution, results.append)
+        [result] = _eventually(lambda: results)
+    finally:
+        deliverer.close()
+    assert result.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    assert result.http_status is None and 0.25 <= result.seconds < 2.0
+    assert "attempt deadline (0.3s)" in result.message
 
 
 @pytest.mark.parametrize(("http_target", "fields", "reason"), [

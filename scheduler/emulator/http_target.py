@@ -29,7 +29,7 @@ from google.cloud import scheduler_v1
 
 from scheduler.emulator.oidc import TokenIssuer
 from scheduler.emulator.store import Execution
-from scheduler.emulator.validation import USER_AGENT
+from scheduler.emulator.validation import POST, USER_AGENT
 from scheduler.naming import job_id_of
 
 _REPLACED = frozenset({"host", "content-length", "user-agent", "authorization"})
@@ -102,7 +102,8 @@ class HttpDeliverer:
         started = time.monotonic()
         status: int | None = None
         try:
-            method = scheduler_v1.HttpMethod(target.http_method).name
+            # HTTP_METHOD_UNSPECIFIED means POST (a job from an old state file may have it).
+            method = scheduler_v1.HttpMethod(target.http_method or POST).name
             response = self._client.request(
                 method, target.uri, headers=request_headers(execution, target, self.issuer),
                 content=bytes(target.body), timeout=execution.deadline)
