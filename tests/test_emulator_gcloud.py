@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -21,13 +20,13 @@ from typing import Any
 
 import grpc
 import pytest
+from emulator_helpers import Target, eventually
 from google.auth.transport.requests import Request
 from google.cloud import scheduler_v1
 from google.cloud.scheduler_v1.services.cloud_scheduler.transports import (
     CloudSchedulerGrpcTransport,
 )
 from google.oauth2 import id_token
-from http_target_server import Target
 
 from scheduler.emulator import CloudSchedulerEmulator
 from scheduler.emulator.oidc import PEM_CERTS_PATH
@@ -93,14 +92,6 @@ def client(emulator: CloudSchedulerEmulator) -> Any:
     return scheduler_v1.CloudSchedulerClient(transport=transport)
 
 
-def _eventually(check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.1)
-
 
 def test_a_pubsub_job_through_every_verb(gcloud: Gcloud, client: Any, project: str,
                                          pubsub_emulator: str) -> None:
@@ -144,10 +135,10 @@ def test_a_pubsub_job_through_every_verb(gcloud: Gcloud, client: Any, project: s
     assert client.get_job(name=name).state == scheduler_v1.Job.State.ENABLED
 
     _ok(gcloud("run", "nightly"))
-    response = _eventually(lambda: subscriber.pull(subscription=subscription, max_messages=5,
+    response = eventually(lambda: subscriber.pull(subscription=subscription, max_messages=5,
                                                    timeout=5).received_messages)
     assert [m.message.data for m in response] == [b"bye"]
-    ran = _eventually(lambda: "status" in (j := _ok(gcloud("describe", "nightly", "--format=json")))
+    ran = eventually(lambda: "status" in (j := _ok(gcloud("describe", "nightly", "--format=json")))
                       and j)
     assert ran["status"] == {} and ran["lastAttemptTime"] >= updated["userUpdateTime"]
 
@@ -179,7 +170,7 @@ def test_an_http_job_through_every_verb(gcloud: Gcloud, emulator: CloudScheduler
         assert created["attemptDeadline"] == "20s"
 
         _ok(gcloud("run", "hook"))
-        first, retry = _eventually(lambda: len(target.requests) == 2 and target.requests)
+        first, retry = eventually(lambda: len(target.requests) == 2 and target.requests)
         assert retry.at - first.at >= timedelta(seconds=0.9)  # --min-backoff=1s
         assert (retry.method, retry.path, retry.body) == ("PUT", "/hook", b'{"x": 1}')
         token = retry.headers["Authorization"].removeprefix("Bearer ")
@@ -194,7 +185,7 @@ def test_an_http_job_through_every_verb(gcloud: Gcloud, emulator: CloudScheduler
         assert updated["httpTarget"]["uri"] == f"{target.url}/v2"
         assert updated["httpTarget"]["headers"]["X-B"] == "2"
         _ok(gcloud("run", "hook"))
-        third = _eventually(lambda: len(target.requests) == 3 and target.requests[2])
+        third = eventually(lambda: len(target.requests) == 3 and target.requests[2])
         assert third.path == "/v2" and "Authorization" not in third.headers
         assert [job["name"].rsplit("/", 1)[1] for job in _ok(gcloud("list", "--format=json"))] \
             == ["hook"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +17,7 @@ import requests
 import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicNumbers
+from emulator_helpers import Target, eventually
 from google.auth import jwt
 from google.auth.transport.requests import Request
 from google.cloud import scheduler_v1
@@ -24,7 +25,6 @@ from google.cloud.scheduler_v1.services.cloud_scheduler.transports import (
     CloudSchedulerGrpcTransport,
 )
 from google.oauth2 import id_token
-from http_target_server import Target
 
 from scheduler.emulator import CloudSchedulerEmulator
 from scheduler.emulator.http_target import HttpAttempt, HttpDeliverer, code_for_http_status
@@ -60,14 +60,6 @@ def parent(project_id: str) -> str:
     return f"projects/{project_id}/locations/us-central1"
 
 
-def _eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.05)
-
 
 def _http_job(parent: str, uri: str, job_id: str = "call", **fields: Any) -> scheduler_v1.Job:
     return scheduler_v1.Job({"name": f"{parent}/jobs/{job_id}", "schedule": "0 0 1 1 *",
@@ -86,7 +78,7 @@ def test_run_sends_method_headers_body_and_a_verifiable_oidc_token(
     assert created.http_target.headers["User-Agent"] == "Google-Cloud-Scheduler"
 
     client.run_job(name=created.name)
-    [received] = _eventually(lambda: target.requests)
+    [received] = eventually(lambda: target.requests)
     assert (received.method, received.path, received.body) == ("PUT", "/hook?x=1", b'{"a": 1}')
     headers = {k.lower(): v for k, v in received.headers.items()}
     assert headers["content-type"] == "application/json" and headers["x-custom"] == "yes"
@@ -114,7 +106,7 @@ def test_run_sends_method_headers_body_and_a_verifiable_oidc_token(
         id_token.verify_token(token, Request(), audience="https://other.app",
                               certs_url=f"http://127.0.0.1:{emulator.rest_port}{PEM_CERTS_PATH}")
 
-    done = _eventually(lambda: scheduler_v1.Job.pb(j := client.get_job(name=created.name))
+    done = eventually(lambda: scheduler_v1.Job.pb(j := client.get_job(name=created.name))
                        .HasField("status") and j)
     assert done.status.code == 0
 
@@ -129,7 +121,7 @@ def test_the_audience_defaults_to_the_uri_and_a_body_gets_a_content_type(
     created = client.create_job(parent=parent, job=_http_job(parent, uri, http_target={
         "body": b"raw", "oidc_token": {"service_account_email": SERVICE_ACCOUNT}}))
     client.run_job(name=created.name)
-    [received] = _eventually(lambda: target.requests)
+    [received] = eventually(lambda: target.requests)
     headers = {k.lower(): v for k, v in received.headers.items()}
     assert received.method == "POST"  # HTTP_METHOD_UNSPECIFIED means POST
     assert headers["content-type"] == "application/octet-stream"
@@ -146,8 +138,8 @@ def test_a_failing_target_is_retried_per_the_retry_config(
         created = client.create_job(parent=parent, job=_http_job(
             parent, f"{target.url}/flaky", retry_config=retry))
         client.run_job(name=created.name)
-        assert _eventually(lambda: len(target.requests) == 3)
-        job = _eventually(lambda: (j := client.get_job(name=created.name)).status.code == 0
+        assert eventually(lambda: len(target.requests) == 3)
+        job = eventually(lambda: (j := client.get_job(name=created.name)).status.code == 0
                           and scheduler_v1.Job.pb(j).HasField("status") and j)
     assert job
     gaps = [b.at - a.at for a, b in zip(target.requests, target.requests[1:], strict=False)]
@@ -169,7 +161,7 @@ def test_retries_stop_at_retry_count_and_the_status_keeps_the_last_failure(
     created = client.create_job(parent=parent, job=_http_job(
         parent, f"{target.url}/gone", retry_config=retry))
     client.run_job(name=created.name)
-    assert _eventually(lambda: len(target.requests) >= 3)
+    assert eventually(lambda: len(target.requests) >= 3)
     time.sleep(1.0)
     assert len(target.requests) == 3
     job = client.get_job(name=created.name)
@@ -181,7 +173,7 @@ def test_retries_stop_at_retry_count_and_the_status_keeps_the_last_failure(
 def test_an_unreachable_target_fails_the_attempt(client: Any, parent: str) -> None:
     created = client.create_job(parent=parent, job=_http_job(parent, "http://127.0.0.1:9/none"))
     client.run_job(name=created.name)
-    code = _eventually(lambda: client.get_job(name=created.name).status.code)
+    code = eventually(lambda: client.get_job(name=created.name).status.code)
     assert code == grpc.StatusCode.UNAVAILABLE.value[0]
 
 
@@ -197,7 +189,7 @@ def test_no_answer_within_the_attempt_deadline_is_deadline_exceeded(target: Targ
     results: list[HttpAttempt] = []
     try:
         deliverer.deliver(execution, results.append)
-        [result] = _eventually(lambda: results)
+        [result] = eventually(lambda: results)
     finally:
         deliverer.close()
     assert result.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
@@ -239,12 +231,12 @@ def test_an_http_job_fires_at_its_slot(client: Any, parent: str, target: Target)
     created = client.create_job(parent=parent, job=_http_job(
         parent, f"{target.url}/tick", schedule="* * * * *", time_zone="America/New_York"))
     slot = datetime.fromtimestamp(created.schedule_time.timestamp(), UTC)
-    [received] = _eventually(lambda: target.requests,
+    [received] = eventually(lambda: target.requests,
                              timeout=(slot - datetime.now(UTC)).total_seconds() + 15)
     assert slot <= received.at < slot + timedelta(seconds=15)
     stamp = {k.lower(): v for k, v in received.headers.items()}["x-cloudscheduler-scheduletime"]
     assert datetime.fromisoformat(stamp) == slot
-    after = _eventually(lambda: scheduler_v1.Job.pb(j := client.get_job(name=created.name))
+    after = eventually(lambda: scheduler_v1.Job.pb(j := client.get_job(name=created.name))
                         .HasField("status") and j)
     assert after.status.code == 0
     assert datetime.fromtimestamp(after.last_attempt_time.timestamp(), UTC) >= slot

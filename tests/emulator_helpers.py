@@ -1,10 +1,12 @@
-"""A local HTTP target for the Cloud Scheduler emulator's HTTP jobs: it records every request
-and answers with scripted statuses."""
+"""Helpers of the Cloud Scheduler emulator's tests: waiting for what happens in the background,
+and a local HTTP target for HTTP jobs that records every request and answers with scripted
+statuses."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,3 +55,13 @@ class Target:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+    """`check()` once it is truthy, polling until `timeout` seconds; its last value otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.05)
