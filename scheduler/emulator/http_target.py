@@ -16,6 +16,7 @@ Cloud Scheduler sends them (HttpTarget in the v1 API reference):
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -91,7 +92,19 @@ class HttpDeliverer:
     def __init__(self, issuer: TokenIssuer, workers: int = 8) -> None:
         self.issuer = issuer
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cs-emulator-http")
-        self._client = httpx.Client(follow_redirects=False)
+        self._lock = threading.Lock()
+        # Built on first use: an httpx client costs tens of milliseconds (its TLS context),
+        # which an emulator without HTTP jobs need not pay.
+        self._client: httpx.Client | None = None
+        self._closed = False
+
+    def _get(self) -> httpx.Client:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the emulator is stopping")
+            if self._client is None:
+                self._client = httpx.Client(follow_redirects=False)
+            return self._client
 
     def deliver(self, execution: Execution, done: Callable[[HttpAttempt], None]) -> None:
         """Start one attempt of `execution` (whose `http` is set)."""
@@ -104,7 +117,7 @@ class HttpDeliverer:
         try:
             # HTTP_METHOD_UNSPECIFIED means POST (a job from an old state file may have it).
             method = scheduler_v1.HttpMethod(target.http_method or POST).name
-            response = self._client.request(
+            response = self._get().request(
                 method, target.uri, headers=request_headers(execution, target, self.issuer),
                 content=bytes(target.body), timeout=execution.deadline)
             status = response.status_code
@@ -121,4 +134,8 @@ class HttpDeliverer:
     def close(self) -> None:
         """Drop attempts not yet started and release the connections."""
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._client.close()
+        with self._lock:
+            self._closed = True
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
