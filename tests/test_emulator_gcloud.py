@@ -196,7 +196,8 @@ def test_an_http_job_through_every_verb(gcloud: Gcloud, emulator: CloudScheduler
 
 BAD_INPUT = {
     "bad job name": (["create", "pubsub", "no spaces allowed", "--schedule=* * * * *",
-                      "--topic=t", "--message-body=x"], LOCATION, "INVALID_ARGUMENT", "job.name"),
+                      "--topic=t", "--message-body=x"], LOCATION, "INVALID_ARGUMENT",
+                     'Job name must be formatted: "projects/<PROJECT_ID>/locations/<LOCATION_ID>'),
     "bad cron": (["create", "pubsub", "j", "--schedule=every day", "--topic=t",
                   "--message-body=x"], LOCATION, "INVALID_ARGUMENT",
                  "Schedule or time zone is invalid"),

@@ -177,6 +177,7 @@ class JobStore:
         (the ones ListLocations lists); returns (project, location)."""
         project, location = check_parent(parent, what)
         if location not in self.locations:
+            # The words of the sibling Cloud Tasks service (googleapis/nodejs-tasks#509).
             raise invalid(f"{what}: Location {location!r} is not a valid location. "
                           "Use ListLocations to list valid locations.")
         return project, location

@@ -71,11 +71,13 @@ def check_name(name: str, what: str = "name") -> str:
     """Validate a full job name; returns its parent."""
     match = NAME_RE.match(name)
     if not match:
+        # The service's words (googleapis/nodejs-scheduler#114), then what the emulator checks.
         raise invalid(
-            f"{what}: {name!r} is not of the form projects/PROJECT_ID/locations/LOCATION_ID/jobs/JOB_ID "
-            "(JOB_ID: letters, digits, '-' or '_', at most 500 characters)"
+            f'{what}: Job name must be formatted: "projects/<PROJECT_ID>/locations/<LOCATION_ID>'
+            f'/jobs/<JOB_ID>". Got {name!r} (JOB_ID: letters, digits, \'-\' or \'_\', at most '
+            "500 characters)"
         )
-    return match.group(1)
+    return str(match.group(1))
 
 
 def seconds(duration: Any) -> float:
@@ -117,6 +119,8 @@ def validate_job(job: Any, parent: str) -> None:
         raise invalid(f"job.description: must not be longer than {MAX_DESCRIPTION} characters")
     if not job.schedule:
         raise invalid("job.schedule: is required")
+    # "Schedule or time zone is invalid." is the service's message for both
+    # (googleapis/google-cloud-go#1352); the emulator adds which and why.
     try:
         validate_cron(job.schedule)
     except CronError as exc:
