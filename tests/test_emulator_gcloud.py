@@ -75,8 +75,10 @@ def gcloud(emulator: CloudSchedulerEmulator, project: str,
     env.update({"CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDSCHEDULER": emulator.rest_url,
                 "CLOUDSDK_AUTH_DISABLE_CREDENTIALS": "true", "CLOUDSDK_CORE_PROJECT": project})
 
-    def run(*args: str, location: str = LOCATION) -> subprocess.CompletedProcess[str]:
-        return _run(env, "scheduler", "jobs", *args, f"--location={location}")
+    def run(*args: str, location: str | None = LOCATION,
+            **more_env: str) -> subprocess.CompletedProcess[str]:
+        where = [f"--location={location}"] if location else []
+        return _run({**env, **more_env}, "scheduler", "jobs", *args, *where)
 
     return run
 
@@ -238,3 +240,18 @@ def test_the_two_config_lines_point_gcloud_at_the_emulator(
     locations = _run(env, "scheduler", "locations", "list", "--project=configured",
                      "--format=value(locationId)")
     assert LOCATION in locations.stdout.split(), locations.stderr
+
+
+def test_without_location_gcloud_takes_the_default_from_the_app_engine_lookup(
+        gcloud: Gcloud, emulator: CloudSchedulerEmulator, project: str) -> None:
+    """SDK 528 asks App Engine whether the project has an app before it takes ListLocations'
+    first location as the default; the emulator answers that lookup too."""
+    assert emulator.rest_url is not None
+    app_engine = {"CLOUDSDK_API_ENDPOINT_OVERRIDES_APPENGINE": emulator.rest_url}
+    created = gcloud("create", "pubsub", "anywhere", "--schedule=0 0 * * *", "--topic=t",
+                     "--message-body=x", "--format=json", location=None, **app_engine)
+    assert _ok(created)["name"] == f"projects/{project}/locations/{LOCATION}/jobs/anywhere"
+    assert f"App Engine app location ({LOCATION}) as the default" in created.stderr
+    listed = _ok(gcloud("list", "--format=json", location=None, **app_engine))
+    assert [job["name"].rsplit("/", 1)[1] for job in listed] == ["anywhere"]
+    _ok(gcloud("delete", "anywhere", "--quiet"))

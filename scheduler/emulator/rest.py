@@ -168,6 +168,15 @@ def rest_app(service: CloudSchedulerService, issuer: TokenIssuer) -> FastAPI:
     def pem_certificates() -> dict[str, str]:
         return issuer.pem_certificates()
 
+    @app.get("/v1/apps/{project}")
+    def app_engine_application(project: str) -> dict[str, Any]:
+        # gcloud scheduler without --location (SDK 528, googlecloudsdk/command_lib/scheduler/
+        # util.py AppLocationResolver) asks App Engine whether the project has an app, and if
+        # so takes the first location ListLocations returns. With api_endpoint_overrides/
+        # appengine pointed here, every project has one, in the emulator's default location.
+        return {"name": f"apps/{project}", "id": project,
+                "locationId": service.default_location()}
+
     @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PATCH", "DELETE"])
     async def v1(request: Request) -> JSONResponse:
         found = match(request.method, request.url.path)

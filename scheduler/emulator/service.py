@@ -29,6 +29,7 @@ LOCATIONS_SERVICE = "google.cloud.location.Locations"
 LOCATION_METHODS = ("ListLocations", "GetLocation")
 METHODS = ("ListJobs", "GetJob", "CreateJob", "UpdateJob", "DeleteJob",
            "PauseJob", "ResumeJob", "RunJob", *LOCATION_METHODS)
+DEFAULT_LOCATION = "us-central1"
 # The transient codes a client is expected to retry (google.api_core and scheduler.sync do).
 FAULT_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED")
 
@@ -162,9 +163,21 @@ class CloudSchedulerService:
         # Only the `projects/P` form is checked: "any" stands in for the location.
         check_parent(f"{request.name}/locations/any", "name")
         response = locations_pb2.ListLocationsResponse()
-        for location in sorted(self.store.locations):
+        for location in self.listed_locations():
             response.locations.append(_location(f"{request.name}/locations/{location}", location))
         return response
+
+    def listed_locations(self) -> list[str]:
+        """The locations in ListLocations' order: the default location first (where the service
+        puts the project's App Engine app's, which gcloud takes as its default), then the rest
+        sorted."""
+        default = self.default_location()
+        return [default, *sorted(self.store.locations - {default})]
+
+    def default_location(self) -> str:
+        """The location gcloud picks when given no --location (us-central1 when offered)."""
+        locations = self.store.locations
+        return DEFAULT_LOCATION if DEFAULT_LOCATION in locations else min(locations)
 
     def _get_location(self, request: Any) -> Any:
         _, location = self.store.check_location(request.name, "name")
