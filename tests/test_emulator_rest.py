@@ -232,6 +232,8 @@ def test_bad_requests_get_googles_error_body(rest: httpx.Client, parent: str) ->
     wrong_verb = rest.put(f"/v1/{parent}/jobs/j")
     assert wrong_verb.status_code == 404 and wrong_verb.json()["error"]["status"] == "NOT_FOUND"
     assert rest.get(f"/v1/{parent}/jobs", params={"bogus": "1"}).status_code == 400
+    clash = rest.post(f"/v1/{parent}/jobs/j:run", params={"name.x": "1"}, json={"name": "n"})
+    assert clash.json()["error"]["status"] == "INVALID_ARGUMENT"
 
 
 def test_system_parameters_are_not_request_fields() -> None:

@@ -97,6 +97,9 @@ def _dotted(fields: dict[str, Any], path: str, value: Any) -> None:
     *parents, last = path.split(".")
     for part in parents:
         fields = fields.setdefault(part, {})
+        if not isinstance(fields, dict):
+            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"Invalid JSON payload received. {path!r}: {part!r} is no message")
     fields[last] = value
 
 
