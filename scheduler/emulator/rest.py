@@ -205,6 +205,11 @@ class RestServer:
     def __init__(self, app: FastAPI, port: int) -> None:
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
+            # Accepted connections inherit these: without TCP_NODELAY every small answer waits
+            # for the client's delayed ACK (about 40 ms a call); SO_REUSEADDR lets a restarted
+            # emulator take its port back at once, while a live listener still refuses it.
+            self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self._socket.bind(("127.0.0.1", port))
             self._socket.listen(128)
         except OSError:
