@@ -380,7 +380,7 @@ def _start_and_serve(started: contextlib.ExitStack, schedules: list[Schedule], w
     env.update({"SCION_SCHEDULER_PROJECT": project, "SCION_SCHEDULER_SIGNING_KEY": SIGNING_KEY,
                 "SCION_SCHEDULER_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"})
     settings = Settings.from_env(env)
-    account.say(f"gcloud scheduler (with --project {project} --location {settings.location}) "
+    account.say(f"gcloud scheduler (--project {project} --location {settings.location}) "
                 "sees these jobs after:")
     for command in scheduler_emulator.gcloud_config():
         account.say(f"  {command}")

@@ -345,7 +345,8 @@ def test_run_job_delivers_one_message_at_once(client: Any, parent: str, make_job
     assert messages[0].data == b'{"action": 1}'
     assert dict(messages[0].attributes) == {"schedule-id": "s1", "cron": "x"}
     assert pubsub.pull(sub, wait=1.5) == []
-    done = eventually(lambda: scheduler_v1.Job.pb(client.get_job(name=created.name)).HasField("status"))
+    done = eventually(lambda: scheduler_v1.Job.pb(client.get_job(name=created.name))
+                      .HasField("status"))
     assert done and client.get_job(name=created.name).status.code == 0
 
 
@@ -455,7 +456,8 @@ def test_failed_publish_is_retried_until_it_succeeds(monkeypatch: pytest.MonkeyP
         created = client.create_job(parent=parent, job=make_job(retry_config={"retry_count": 3, **FAST_RETRY}))
         client.run_job(name=created.name)
         assert eventually(lambda: len(publisher.attempts) == 3)
-        job = eventually(lambda: (j := client.get_job(name=created.name)).schedule_time == created.schedule_time
+        job = eventually(lambda: (j := client.get_job(name=created.name)).schedule_time
+                         == created.schedule_time
                           and j)
         assert job.status.code == 0
         gaps = [b - a for a, b in zip(publisher.attempts, publisher.attempts[1:], strict=False)]
@@ -616,7 +618,8 @@ def test_command_serves_logs_fires_and_stops_on_sigterm(tmp_path: Any, parent: s
         client.run_job(name=created.name)
         assert len(pubsub.pull(sub, wait=30)) == 1
         # The fire is logged right after its result lands in the job's status.
-        assert eventually(lambda: scheduler_v1.Job.pb(client.get_job(name=created.name)).HasField("status"),
+        assert eventually(lambda: scheduler_v1.Job.pb(client.get_job(name=created.name))
+                          .HasField("status"),
                            timeout=30)
     finally:
         lines = _stop(process)

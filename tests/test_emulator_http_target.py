@@ -90,8 +90,9 @@ def test_run_sends_method_headers_body_and_a_verifiable_oidc_token(
     assert scheme == "Bearer"
 
     # As a Cloud Run service verifies Google's tokens, with the emulator's certificates URL.
+    certs_url = f"http://127.0.0.1:{emulator.rest_port}{PEM_CERTS_PATH}"
     claims = id_token.verify_token(token, Request(), audience="https://my.app",
-                                   certs_url=f"http://127.0.0.1:{emulator.rest_port}{PEM_CERTS_PATH}")
+                                   certs_url=certs_url)
     assert claims["iss"] == ISSUER and claims["email"] == SERVICE_ACCOUNT
     assert claims["email_verified"] is True and claims["exp"] - claims["iat"] == 3600
     # And with the JWK set, the form most other libraries read.
@@ -104,11 +105,37 @@ def test_run_sends_method_headers_body_and_a_verifiable_oidc_token(
     assert jwt.decode(token, certs={key["kid"]: pem}, audience="https://my.app") == claims
     with pytest.raises(ValueError):
         id_token.verify_token(token, Request(), audience="https://other.app",
-                              certs_url=f"http://127.0.0.1:{emulator.rest_port}{PEM_CERTS_PATH}")
+                              certs_url=certs_url)
 
     done = eventually(lambda: scheduler_v1.Job.pb(j := client.get_job(name=created.name))
                        .HasField("status") and j)
     assert done.status.code == 0
+
+
+def test_this_projects_api_accepts_the_emulators_tokens_with_only_the_certificates_moved(
+        emulator: CloudSchedulerEmulator, client: Any, parent: str, target: Target) -> None:
+    """`scion_scheduler.api.auth` checks callers as Google's docs say, with Google's own
+    certificates URL; pointing that URL at the emulator is all a local run needs."""
+    from scion_scheduler.api.auth import OidcPolicy, google_verifier
+
+    oidc = {"service_account_email": SERVICE_ACCOUNT, "audience": "scion-scheduler"}
+    created = client.create_job(parent=parent, job=_http_job(
+        parent, f"{target.url}/api", http_target={"oidc_token": oidc}))
+    client.run_job(name=created.name)
+    [received] = eventually(lambda: target.requests)
+    token = received.headers["Authorization"].removeprefix("Bearer ")
+
+    class ToEmulator(requests.adapters.HTTPAdapter):
+        def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+            request.url = request.url.replace("https://www.googleapis.com",
+                                              f"http://127.0.0.1:{emulator.rest_port}")
+            return super().send(request, **kwargs)
+
+    session = requests.Session()
+    session.mount("https://www.googleapis.com/", ToEmulator())
+    policy = OidcPolicy(("scion-scheduler",), frozenset({SERVICE_ACCOUNT}),
+                        google_verifier(session))
+    assert policy.check(token) == SERVICE_ACCOUNT
 
 
 def _int(b64: str) -> int:
@@ -240,5 +267,6 @@ def test_an_http_job_fires_at_its_slot(client: Any, parent: str, target: Target)
                         .HasField("status") and j)
     assert after.status.code == 0
     assert datetime.fromtimestamp(after.last_attempt_time.timestamp(), UTC) >= slot
-    assert datetime.fromtimestamp(after.schedule_time.timestamp(), UTC) == slot + timedelta(minutes=1)
+    next_slot = datetime.fromtimestamp(after.schedule_time.timestamp(), UTC)
+    assert next_slot == slot + timedelta(minutes=1)
     assert received.path == "/tick"

@@ -125,7 +125,8 @@ class HttpDeliverer:
             message = "" if code == 0 else f"HTTP {status} from {target.uri}"
         except httpx.TimeoutException:
             code = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
-            message = f"no answer from {target.uri} within the attempt deadline ({execution.deadline:g}s)"
+            message = (f"no answer from {target.uri} within the attempt deadline "
+                       f"({execution.deadline:g}s)")
         except Exception as exc:  # refused connection, bad host, closed client: the attempt fails
             code = grpc.StatusCode.UNAVAILABLE.value[0]
             message = f"cannot reach {target.uri}: {exc or type(exc).__name__}"

@@ -63,7 +63,8 @@ class Route:
 
 def _route(verb: str, pattern: str, suffix: str, rpc: str, field: str,
            body: str | None = None) -> Route:
-    return Route(verb, re.compile(rf"^/v1/(?P<path>{pattern}){re.escape(suffix)}$"), rpc, field, body)
+    pattern_re = re.compile(rf"^/v1/(?P<path>{pattern}){re.escape(suffix)}$")
+    return Route(verb, pattern_re, rpc, field, body)
 
 
 ROUTES = (

@@ -126,7 +126,8 @@ class CloudSchedulerService:
 
     def generic_handlers(self) -> list[grpc.GenericRpcHandler]:
         """Both services as generic handlers for `grpc.Server.add_generic_rpc_handlers`."""
-        by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {SERVICE: {}, LOCATIONS_SERVICE: {}}
+        by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {
+            SERVICE: {}, LOCATIONS_SERVICE: {}}
         for method, (request_pb, _) in self.methods.items():
             service = LOCATIONS_SERVICE if method in LOCATION_METHODS else SERVICE
             by_service[service][method] = self._grpc_handler(method, request_pb)

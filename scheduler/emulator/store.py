@@ -228,7 +228,8 @@ class JobStore:
             try:
                 after = base64.urlsafe_b64decode(page_token.encode()).decode()
             except (ValueError, UnicodeDecodeError) as exc:
-                raise invalid(f"page_token: {page_token!r} is not a token this service returned") from exc
+                raise invalid(f"page_token: {page_token!r} is not a token this service "
+                              "returned") from exc
             if not after.startswith(prefix):
                 raise invalid(f"page_token: {page_token!r} does not belong to parent {parent!r}")
         with self._lock:

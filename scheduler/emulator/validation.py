@@ -63,7 +63,8 @@ def check_parent(parent: str, what: str = "parent") -> tuple[str, str]:
     """Validate `projects/P/locations/L`; returns (project, location)."""
     match = PARENT_RE.match(parent)
     if not match:
-        raise invalid(f"{what}: {parent!r} is not of the form projects/PROJECT_ID/locations/LOCATION_ID")
+        raise invalid(f"{what}: {parent!r} is not of the form "
+                      "projects/PROJECT_ID/locations/LOCATION_ID")
     return match.group(1), match.group(2)
 
 
@@ -125,13 +126,14 @@ def validate_job(job: Any, parent: str) -> None:
         validate_cron(job.schedule)
     except CronError as exc:
         raise invalid(f"job.schedule: Schedule or time zone is invalid: {exc}") from exc
-    if not (job.time_zone == "" or job.time_zone.lower() == "utc" or is_valid_timezone(job.time_zone)):
-        raise invalid(
-            f"job.time_zone: Schedule or time zone is invalid: {job.time_zone!r} is not a tz database name"
-        )
+    zone = job.time_zone
+    if not (zone == "" or zone.lower() == "utc" or is_valid_timezone(zone)):
+        raise invalid(f"job.time_zone: Schedule or time zone is invalid: {zone!r} is not a tz "
+                      "database name")
     target = job.WhichOneof("target")
     if target is None:
-        raise invalid("job.target: exactly one of pubsub_target, app_engine_http_target, http_target is required")
+        raise invalid("job.target: exactly one of pubsub_target, app_engine_http_target, "
+                      "http_target is required")
     if target == "pubsub_target":
         _validate_pubsub(job.pubsub_target, project)
     elif target == "http_target":
@@ -145,7 +147,8 @@ def _validate_pubsub(target: Any, project: str) -> None:
     match = TOPIC_RE.match(target.topic_name)
     if not match:
         raise invalid(
-            f"job.pubsub_target.topic_name: {target.topic_name!r} is not of the form projects/PROJECT_ID/topics/TOPIC_ID"
+            f"job.pubsub_target.topic_name: {target.topic_name!r} is not of the form "
+            "projects/PROJECT_ID/topics/TOPIC_ID"
         )
     if match.group(1) != project:
         raise invalid(
@@ -153,7 +156,8 @@ def _validate_pubsub(target: Any, project: str) -> None:
         )
     if not target.data and not target.attributes:
         raise invalid(
-            "job.pubsub_target: the message must contain either non-empty data or at least one attribute"
+            "job.pubsub_target: the message must contain either non-empty data or at least one "
+            "attribute"
         )
 
 
@@ -176,7 +180,8 @@ def _validate_http(job: Any) -> None:
 
 def _validate_retry(retry: Any) -> None:
     if not 0 <= retry.retry_count <= MAX_RETRY_COUNT:
-        raise invalid(f"job.retry_config.retry_count: must be from 0 to {MAX_RETRY_COUNT}, got {retry.retry_count}")
+        raise invalid(f"job.retry_config.retry_count: must be from 0 to {MAX_RETRY_COUNT}, "
+                      f"got {retry.retry_count}")
     if retry.max_doublings < 0:
         raise invalid("job.retry_config.max_doublings: must not be negative")
     for what in ("max_retry_duration", "min_backoff_duration", "max_backoff_duration"):
@@ -192,8 +197,10 @@ def check_mask(paths: Iterable[str]) -> list[str]:
         return list(UPDATABLE)
     for path in given:
         top = path.split(".", 1)[0]
-        if top not in UPDATABLE or not field_mask_pb2.FieldMask(paths=[path]).IsValidForDescriptor(JobPb.DESCRIPTOR):
-            reason = "output only" if top in OUTPUT_ONLY else "cannot be updated" if top == "name" else "unknown field"
+        mask = field_mask_pb2.FieldMask(paths=[path])
+        if top not in UPDATABLE or not mask.IsValidForDescriptor(JobPb.DESCRIPTOR):
+            reason = ("output only" if top in OUTPUT_ONLY
+                      else "cannot be updated" if top == "name" else "unknown field")
             raise invalid(f"update_mask: Invalid mask for Job: {path} ({reason})")
     return given
 
