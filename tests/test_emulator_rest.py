@@ -236,6 +236,24 @@ def test_bad_requests_get_googles_error_body(rest: httpx.Client, parent: str) ->
     assert clash.json()["error"]["status"] == "INVALID_ARGUMENT"
 
 
+def test_locations_page_with_the_default_first(rest: httpx.Client, project_id: str) -> None:
+    first = rest.get(f"/v1/projects/{project_id}/locations", params={"pageSize": 2}).json()
+    seen = [loc["locationId"] for loc in first["locations"]]
+    assert len(seen) == 2 and seen[0] == LOCATION
+    assert first["locations"][0]["labels"] == {"cloud.googleapis.com/region": LOCATION}
+    token = first["nextPageToken"]
+    while token:
+        page = rest.get(f"/v1/projects/{project_id}/locations",
+                        params={"pageSize": 20, "pageToken": token}).json()
+        seen += [loc["locationId"] for loc in page["locations"]]
+        token = page.get("nextPageToken", "")
+    everything = rest.get(f"/v1/projects/{project_id}/locations").json()
+    assert "nextPageToken" not in everything
+    assert seen == [loc["locationId"] for loc in everything["locations"]]
+    bad = rest.get(f"/v1/projects/{project_id}/locations", params={"pageToken": "x"})
+    assert bad.status_code == 400
+
+
 def test_system_parameters_are_not_request_fields() -> None:
     assert {"alt", "$alt", "prettyPrint", "fields"} <= SYSTEM_PARAMETERS
 

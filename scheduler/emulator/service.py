@@ -163,8 +163,17 @@ class CloudSchedulerService:
     def _list_locations(self, request: Any) -> Any:
         # Only the `projects/P` form is checked: "any" stands in for the location.
         check_parent(f"{request.name}/locations/any", "name")
-        response = locations_pb2.ListLocationsResponse()
-        for location in self.listed_locations():
+        listed = self.listed_locations()
+        start = 0
+        if request.page_token:
+            if not request.page_token.isdigit() or int(request.page_token) >= len(listed):
+                raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"page_token: "
+                               f"{request.page_token!r} is not a token this service returned")
+            start = int(request.page_token)
+        end = len(listed) if request.page_size <= 0 else start + request.page_size
+        response = locations_pb2.ListLocationsResponse(
+            next_page_token=str(end) if end < len(listed) else "")
+        for location in listed[start:end]:
             response.locations.append(_location(f"{request.name}/locations/{location}", location))
         return response
 
