@@ -71,11 +71,13 @@ def test_run_sends_method_headers_body_and_a_verifiable_oidc_token(
         emulator: CloudSchedulerEmulator, client: Any, parent: str, target: Target) -> None:
     job = _http_job(parent, f"{target.url}/hook?x=1", http_target={
         "http_method": "PUT", "body": b'{"a": 1}',
-        "headers": {"Content-Type": "application/json", "X-Custom": "yes", "Host": "ignored"},
+        "headers": {"Content-Type": "application/json", "X-Custom": "yes", "Host": "ignored",
+                    "user-agent": "mine"},
         "oidc_token": {"service_account_email": SERVICE_ACCOUNT, "audience": "https://my.app"}})
     created = client.create_job(parent=parent, job=job)
     assert created.attempt_deadline == timedelta(minutes=3)
     assert created.http_target.headers["User-Agent"] == "Google-Cloud-Scheduler"
+    assert "user-agent" not in created.http_target.headers
 
     client.run_job(name=created.name)
     [received] = eventually(lambda: target.requests)

@@ -106,7 +106,10 @@ def fill_defaults(job: Any) -> None:
         target = job.http_target
         if target.http_method == 0:
             target.http_method = POST
-        # The service stores the User-Agent it sends as one of the job's headers.
+        # The service stores the User-Agent it sends as one of the job's headers, in place of
+        # any the user gave.
+        for name in [n for n in target.headers if n.lower() == "user-agent"]:
+            del target.headers[name]
         target.headers["User-Agent"] = USER_AGENT
         if not job.HasField("attempt_deadline"):
             job.attempt_deadline.FromTimedelta(DEFAULT_HTTP_DEADLINE)
