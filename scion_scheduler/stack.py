@@ -364,7 +364,8 @@ def _start_and_serve(started: contextlib.ExitStack, schedules: list[Schedule], w
     # too, whatever the caller's environment pointed at.
     for emulator in emulators:
         _set_env(started, emulator.env_var, emulator.host)
-    scheduler_emulator = CloudSchedulerEmulator(port=0, pubsub_host=emulators[0].host).start()
+    scheduler_emulator = CloudSchedulerEmulator(port=0, pubsub_host=emulators[0].host,
+                                                rest_port=0).start()
     started.callback(scheduler_emulator.stop)
     _set_env(started, "CLOUD_SCHEDULER_EMULATOR_HOST", scheduler_emulator.host)
     target = start_target(account)
@@ -379,6 +380,10 @@ def _start_and_serve(started: contextlib.ExitStack, schedules: list[Schedule], w
     env.update({"SCION_SCHEDULER_PROJECT": project, "SCION_SCHEDULER_SIGNING_KEY": SIGNING_KEY,
                 "SCION_SCHEDULER_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"})
     settings = Settings.from_env(env)
+    account.say(f"gcloud scheduler (--project {project} --location {settings.location}) "
+                "sees these jobs after:")
+    for command in scheduler_emulator.gcloud_config():
+        account.say(f"  {command}")
     create_pubsub_resources(settings)
     account.say(f"created {settings.topic_path}, its dead-letter topic and {settings.subscription_path}")
 

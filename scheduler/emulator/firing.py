@@ -1,6 +1,7 @@
-"""The emulator's clock: one thread, one heap of due times, publishing to Pub/Sub.
+"""The emulator's clock: one thread, one heap of due times, publishing to Pub/Sub and calling
+HTTP targets (`scheduler.emulator.http_target`).
 
-Every ENABLED job with a Pub/Sub target has an entry `(schedule_time, generation)` in the heap.
+Every ENABLED job has an entry `(schedule_time, generation)` in the heap.
 The store bumps a job's generation whenever its due time changes (an update, a pause, a fire, a
 retry) and tells the clock, which pushes a fresh entry; an entry whose generation is no longer
 the job's is dropped when it comes up. So there is no thread per job and no search: thousands
@@ -25,6 +26,7 @@ import grpc
 from google.api_core.exceptions import MethodNotImplemented
 
 from scheduler.contract import ATTR_SCHEDULE_ID, execution_id
+from scheduler.emulator.http_target import HttpAttempt, HttpDeliverer
 from scheduler.emulator.store import Execution, JobStore
 from scheduler.logs import get_logger
 from scheduler.naming import job_id_of
@@ -141,11 +143,13 @@ class PubsubPublisher:
 
 
 class FiringClock:
-    """Fires due jobs of `store` through `publisher` from a single thread."""
+    """Fires due jobs of `store` from a single thread: Pub/Sub jobs through `publisher`, HTTP
+    jobs through `http`."""
 
-    def __init__(self, store: JobStore, publisher: Publisher) -> None:
+    def __init__(self, store: JobStore, publisher: Publisher, http: HttpDeliverer) -> None:
         self.store = store
         self.publisher = publisher
+        self.http = http
         self._heap: list[tuple[float, int, str, int]] = []
         self._current: dict[str, int] = {}
         self._seq = 0
@@ -219,33 +223,51 @@ class FiringClock:
                     log.exception("firing a job failed", job=name)
 
     def dispatch(self, execution: Execution) -> None:
-        """Publish one attempt; the result is recorded in the job when it comes back."""
-        def done(message_id: str | None, error: BaseException | None) -> None:
-            self._finished(execution, message_id, error)
+        """Start one attempt; its result is recorded in the job when it comes back."""
+        started = time.monotonic()
+        if execution.http is not None:
+            def answered(attempt: HttpAttempt) -> None:
+                self._finished(execution, attempt.code, attempt.message, attempt.seconds,
+                               http_status=attempt.http_status)
+
+            self.http.deliver(execution, answered)
+            return
+
+        def published(message_id: str | None, error: BaseException | None) -> None:
+            seconds = time.monotonic() - started
+            if error is None:
+                self._finished(execution, 0, "", seconds, message_id=message_id)
+            else:
+                self._finished(execution, status_code_of(error),
+                               str(error) or type(error).__name__, seconds)
 
         if not execution.topic:
-            done(None, MethodNotImplemented("the emulator delivers Pub/Sub targets only"))
+            published(None, MethodNotImplemented(
+                "the emulator delivers Pub/Sub and HTTP targets only"))
             return
-        self.publisher.publish(execution.topic, execution.data, execution.attributes, done)
+        self.publisher.publish(execution.topic, execution.data, execution.attributes, published)
 
-    def _finished(self, execution: Execution, message_id: str | None, error: BaseException | None) -> None:
+    def _finished(self, execution: Execution, code: int, message: str, seconds: float,
+                  **outcome: Any) -> None:
+        """Record an attempt's result and log it (job, target, status, duration)."""
         schedule_id = execution.attributes.get(ATTR_SCHEDULE_ID) or job_id_of(execution.name)
         fields = {
             "job": execution.name,
+            "target": execution.http.uri if execution.http is not None else execution.topic,
             "schedule_time": execution.slot.isoformat(),
             "schedule_id": schedule_id,
             "fire_time": execution.slot.isoformat(),
             "execution_id": execution_id(schedule_id, execution.slot, execution.trigger),
             "trigger": execution.trigger,
             "attempt": execution.attempt,
+            "duration_ms": round(seconds * 1000, 1),
+            **outcome,
         }
-        if error is None:
-            self.store.record(execution, 0, "")
-            log.info("job fired", message_id=message_id, **fields)
+        retry_at = self.store.record(execution, code, message)
+        if code == 0:
+            log.info("job fired", **fields)
             return
-        code = status_code_of(error)
-        retry_at = self.store.record(execution, code, str(error) or type(error).__name__)
-        log.warning("job attempt failed", code=code_name(code), error=str(error),
+        log.warning("job attempt failed", code=code_name(code), error=message,
                     retry_at=retry_at.isoformat() if retry_at else None, **fields)
 
 

@@ -1,8 +1,10 @@
-"""`CloudSchedulerEmulator`: the gRPC server, the firing clock and the state file, together.
+"""`CloudSchedulerEmulator`: the gRPC server, the REST server (when asked for), the firing
+clock and the state file, together.
 
-    with CloudSchedulerEmulator(pubsub_host="127.0.0.1:8085") as emu:
+    with CloudSchedulerEmulator(pubsub_host="127.0.0.1:8085", rest_port=0) as emu:
         os.environ["CLOUD_SCHEDULER_EMULATOR_HOST"] = emu.host
         ...  # the official client, built by scheduler.gcp.cloud_scheduler_client
+        ...  # gcloud, with api_endpoint_overrides/cloudscheduler set to emu.rest_url
 
 The state file (when given) is loaded at start and rewritten, atomically (temporary file, then
 `os.replace`), shortly after every change and at stop. Writes are coalesced so that thousands
@@ -25,6 +27,9 @@ from types import TracebackType
 import grpc
 
 from scheduler.emulator.firing import FiringClock, Publisher, PubsubPublisher
+from scheduler.emulator.http_target import HttpDeliverer
+from scheduler.emulator.oidc import JWKS_PATH, TokenIssuer
+from scheduler.emulator.rest import RestServer, rest_app
 from scheduler.emulator.service import CloudSchedulerService, fault_plan
 from scheduler.emulator.store import JobStore
 from scheduler.logs import get_logger
@@ -39,22 +44,29 @@ class EmulatorError(RuntimeError):
 
 
 class CloudSchedulerEmulator:
-    """A Cloud Scheduler emulator on 127.0.0.1:`port` (0: a free port) that publishes fires to
-    the Pub/Sub emulator at `pubsub_host` (None: PUBSUB_EMULATOR_HOST) and keeps its jobs in
-    `state_file` when one is given. `locations` replaces the Cloud Scheduler regions it accepts
-    (default `scheduler.emulator.store.LOCATIONS`), for a region newer than that list."""
+    """A Cloud Scheduler emulator on 127.0.0.1:`port` (gRPC; 0: a free port) and, when
+    `rest_port` is given, 127.0.0.1:`rest_port` (REST; 0: a free port), both over one store. It
+    publishes fires to the Pub/Sub emulator at `pubsub_host` (None: PUBSUB_EMULATOR_HOST), calls
+    HTTP targets, and keeps its jobs in `state_file` when one is given. `locations` replaces the
+    Cloud Scheduler regions it accepts (default `scheduler.emulator.store.LOCATIONS`), for a
+    region newer than that list."""
 
     def __init__(self, port: int = 0, pubsub_host: str | None = None,
                  state_file: str | os.PathLike[str] | None = None,
-                 publisher: Publisher | None = None, locations: Iterable[str] | None = None) -> None:
+                 publisher: Publisher | None = None, locations: Iterable[str] | None = None,
+                 rest_port: int | None = None) -> None:
         self.port = port
+        self.rest_port = rest_port
         self.pubsub_host = pubsub_host
         self.state_file = Path(state_file) if state_file is not None else None
         self.store = JobStore() if locations is None else JobStore(locations=frozenset(locations))
         self.publisher: Publisher = publisher or PubsubPublisher(pubsub_host)
-        self.clock = FiringClock(self.store, self.publisher)
+        self.issuer = TokenIssuer()
+        self.http = HttpDeliverer(self.issuer)
+        self.clock = FiringClock(self.store, self.publisher, self.http)
         self.service = CloudSchedulerService(self.store, self.clock.dispatch)
         self._server: grpc.Server | None = None
+        self._rest: RestServer | None = None
         self._saver: threading.Thread | None = None
         self._stopping = threading.Event()
         self._saved_version = -1
@@ -63,6 +75,24 @@ class CloudSchedulerEmulator:
     def host(self) -> str:
         """`127.0.0.1:PORT`, the value for CLOUD_SCHEDULER_EMULATOR_HOST."""
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def rest_url(self) -> str | None:
+        """`http://127.0.0.1:PORT/`, the value for gcloud's
+        `api_endpoint_overrides/cloudscheduler` (None without a REST face)."""
+        return f"http://127.0.0.1:{self.rest_port}/" if self._rest is not None else None
+
+    @property
+    def jwks_url(self) -> str | None:
+        """Where the REST face publishes the key of the OIDC tokens HTTP targets receive."""
+        return f"http://127.0.0.1:{self.rest_port}{JWKS_PATH}" if self._rest is not None else None
+
+    def gcloud_config(self) -> list[str]:
+        """The two commands that point gcloud at the REST face (none without one)."""
+        if self.rest_url is None:
+            return []
+        return [f"gcloud config set api_endpoint_overrides/cloudscheduler {self.rest_url}",
+                "gcloud config set auth/disable_credentials true"]
 
     @property
     def call_counts(self) -> Counter[str]:
@@ -99,14 +129,25 @@ class CloudSchedulerEmulator:
         if bound == 0:
             raise EmulatorError(f"cannot listen on 127.0.0.1:{self.port}")
         self.port = bound
+        if self.rest_port is not None:
+            self.issuer.start()
+            try:
+                self._rest = RestServer(rest_app(self.service, self.issuer), self.rest_port)
+            except OSError as exc:
+                server.stop(None)
+                raise EmulatorError(f"cannot listen on 127.0.0.1:{self.rest_port}: {exc}") from exc
+            self.rest_port = self._rest.port
         self.store.listener = self.clock.schedule
         self.clock.start()
         server.start()
         self._server = server
+        if self._rest is not None:
+            self._rest.start()
         if self.state_file is not None:
             self._saver = threading.Thread(target=self._save_loop, name="cs-emulator-save", daemon=True)
             self._saver.start()
-        log.info("cloud scheduler emulator started", host=self.host, pubsub_host=self.pubsub_host,
+        log.info("cloud scheduler emulator started", host=self.host, rest_url=self.rest_url,
+                 jwks_url=self.jwks_url, pubsub_host=self.pubsub_host,
                  state_file=str(self.state_file) if self.state_file else None, jobs=len(self.store.names()))
         return self
 
@@ -115,8 +156,12 @@ class CloudSchedulerEmulator:
         server, self._server = self._server, None
         if server is None:
             return
+        rest, self._rest = self._rest, None
+        if rest is not None:
+            rest.stop()
         server.stop(grace=1).wait(5)
         self.clock.stop()
+        self.http.close()
         self.store.listener = None
         self._stopping.set()
         if self._saver is not None:

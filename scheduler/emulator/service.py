@@ -20,13 +20,16 @@ from google.cloud import scheduler_v1
 from google.cloud.location import locations_pb2
 from google.protobuf import empty_pb2
 
-from scheduler.emulator.store import ApiError, Execution, JobStore, check_parent
+from scheduler.emulator.store import Execution, JobStore
+from scheduler.emulator.validation import ApiError, check_parent
 from scheduler.logs import get_logger
 
 SERVICE = "google.cloud.scheduler.v1.CloudScheduler"
 LOCATIONS_SERVICE = "google.cloud.location.Locations"
+LOCATION_METHODS = ("ListLocations", "GetLocation")
 METHODS = ("ListJobs", "GetJob", "CreateJob", "UpdateJob", "DeleteJob",
-           "PauseJob", "ResumeJob", "RunJob", "ListLocations", "GetLocation")
+           "PauseJob", "ResumeJob", "RunJob", *LOCATION_METHODS)
+DEFAULT_LOCATION = "us-central1"
 # The transient codes a client is expected to retry (google.api_core and scheduler.sync do).
 FAULT_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED")
 
@@ -68,6 +71,9 @@ class CloudSchedulerService:
         self._lock = threading.Lock()
         self._plan: FaultPlan | None = None
         self._random = random.Random()
+        # Every method by RPC name: (request protobuf class, handler from request to response).
+        # Both faces (gRPC here, REST in `scheduler.emulator.rest`) go through `call`.
+        self.methods = self._methods()
 
     def set_faults(self, plan: FaultPlan | None, seed: int | None = None) -> None:
         """Start (or, with None, stop) failing calls."""
@@ -85,50 +91,55 @@ class CloudSchedulerService:
                 return None
             return self._random.choice(plan.codes)
 
+    def _methods(self) -> dict[str, tuple[Any, Callable[[Any], Any]]]:
+        s = scheduler_v1
+        return {
+            "ListJobs": (s.ListJobsRequest.pb(), self._list_jobs),
+            "GetJob": (s.GetJobRequest.pb(), lambda r: self.store.get(r.name)),
+            "CreateJob": (s.CreateJobRequest.pb(), lambda r: self.store.create(r.parent, r.job)),
+            "UpdateJob": (s.UpdateJobRequest.pb(),
+                          lambda r: self.store.update(r.job, r.update_mask.paths)),
+            "DeleteJob": (s.DeleteJobRequest.pb(), self._delete_job),
+            "PauseJob": (s.PauseJobRequest.pb(), lambda r: self.store.pause(r.name)),
+            "ResumeJob": (s.ResumeJobRequest.pb(), lambda r: self.store.resume(r.name)),
+            "RunJob": (s.RunJobRequest.pb(), self._run_job),
+            "ListLocations": (locations_pb2.ListLocationsRequest, self._list_locations),
+            "GetLocation": (locations_pb2.GetLocationRequest, self._get_location),
+        }
+
+    def call(self, method: str, request: Any) -> Any:
+        """Run one call as either face receives it: counted, maybe failed by fault injection,
+        logged. Raises `ApiError` with the code and message both faces answer."""
+        log.debug("api call", method=method, request=_summary(request))
+        code = self._fault(method)
+        if code is not None:
+            log.debug("api call failed by fault injection", method=method, code=code.name)
+            raise ApiError(code, f"injected fault: {code.name}")
+        try:
+            return self.methods[method][1](request)
+        except ApiError as exc:
+            log.debug("api call refused", method=method, code=exc.code.name, reason=exc.message)
+            raise
+        except Exception as exc:  # a bug of ours must answer INTERNAL, not hang the client
+            log.exception("api call crashed", method=method)
+            raise ApiError(grpc.StatusCode.INTERNAL, f"emulator error: {exc}") from exc
+
     def generic_handlers(self) -> list[grpc.GenericRpcHandler]:
         """Both services as generic handlers for `grpc.Server.add_generic_rpc_handlers`."""
-        s = scheduler_v1
-        scheduler: dict[str, grpc.RpcMethodHandler] = {
-            "ListJobs": self._handler("ListJobs", s.ListJobsRequest, self._list_jobs),
-            "GetJob": self._handler("GetJob", s.GetJobRequest, lambda r: self.store.get(r.name)),
-            "CreateJob": self._handler("CreateJob", s.CreateJobRequest,
-                                       lambda r: self.store.create(r.parent, r.job)),
-            "UpdateJob": self._handler("UpdateJob", s.UpdateJobRequest,
-                                       lambda r: self.store.update(r.job, r.update_mask.paths)),
-            "DeleteJob": self._handler("DeleteJob", s.DeleteJobRequest, self._delete_job),
-            "PauseJob": self._handler("PauseJob", s.PauseJobRequest, lambda r: self.store.pause(r.name)),
-            "ResumeJob": self._handler("ResumeJob", s.ResumeJobRequest, lambda r: self.store.resume(r.name)),
-            "RunJob": self._handler("RunJob", s.RunJobRequest, self._run_job),
-        }
-        locations: dict[str, grpc.RpcMethodHandler] = {
-            "ListLocations": self._raw_handler("ListLocations", locations_pb2.ListLocationsRequest,
-                                               self._list_locations),
-            "GetLocation": self._raw_handler("GetLocation", locations_pb2.GetLocationRequest,
-                                             self._get_location),
-        }
-        return [
-            grpc.method_handlers_generic_handler(SERVICE, scheduler),
-            grpc.method_handlers_generic_handler(LOCATIONS_SERVICE, locations),
-        ]
+        by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {
+            SERVICE: {}, LOCATIONS_SERVICE: {}}
+        for method, (request_pb, _) in self.methods.items():
+            service = LOCATIONS_SERVICE if method in LOCATION_METHODS else SERVICE
+            by_service[service][method] = self._grpc_handler(method, request_pb)
+        return [grpc.method_handlers_generic_handler(name, methods)
+                for name, methods in by_service.items()]
 
-    def _handler(self, method: str, request_type: Any, fn: Callable[[Any], Any]) -> grpc.RpcMethodHandler:
-        return self._raw_handler(method, request_type.pb(), fn)
-
-    def _raw_handler(self, method: str, request_pb: Any, fn: Callable[[Any], Any]) -> grpc.RpcMethodHandler:
+    def _grpc_handler(self, method: str, request_pb: Any) -> grpc.RpcMethodHandler:
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
-            log.debug("api call", method=method, request=_summary(request))
-            code = self._fault(method)
-            if code is not None:
-                log.debug("api call failed by fault injection", method=method, code=code.name)
-                context.abort(code, f"injected fault: {code.name}")
             try:
-                return fn(request)
+                return self.call(method, request)
             except ApiError as exc:
-                log.debug("api call refused", method=method, code=exc.code.name, reason=exc.message)
                 context.abort(exc.code, exc.message)
-            except Exception as exc:  # a bug of ours must answer INTERNAL, not hang the client
-                log.exception("api call crashed", method=method)
-                context.abort(grpc.StatusCode.INTERNAL, f"emulator error: {exc}")
 
         return grpc.unary_unary_rpc_method_handler(
             handle, request_deserializer=request_pb.FromString, response_serializer=_serialize
@@ -152,15 +163,42 @@ class CloudSchedulerService:
     def _list_locations(self, request: Any) -> Any:
         # Only the `projects/P` form is checked: "any" stands in for the location.
         check_parent(f"{request.name}/locations/any", "name")
-        response = locations_pb2.ListLocationsResponse()
-        for location in sorted(self.store.locations):
-            response.locations.add(name=f"{request.name}/locations/{location}", location_id=location,
-                                   display_name=location)
+        listed = self.listed_locations()
+        start = 0
+        if request.page_token:
+            if not request.page_token.isdigit() or int(request.page_token) >= len(listed):
+                raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"page_token: "
+                               f"{request.page_token!r} is not a token this service returned")
+            start = int(request.page_token)
+        end = len(listed) if request.page_size <= 0 else start + request.page_size
+        response = locations_pb2.ListLocationsResponse(
+            next_page_token=str(end) if end < len(listed) else "")
+        for location in listed[start:end]:
+            response.locations.append(_location(f"{request.name}/locations/{location}", location))
         return response
+
+    def listed_locations(self) -> list[str]:
+        """The locations in ListLocations' order: the default location first (where the service
+        puts the project's App Engine app's, which gcloud takes as its default), then the rest
+        sorted."""
+        default = self.default_location()
+        return [default, *sorted(self.store.locations - {default})]
+
+    def default_location(self) -> str:
+        """The location gcloud picks when given no --location (us-central1 when offered)."""
+        locations = self.store.locations
+        return DEFAULT_LOCATION if DEFAULT_LOCATION in locations else min(locations)
 
     def _get_location(self, request: Any) -> Any:
         _, location = self.store.check_location(request.name, "name")
-        return locations_pb2.Location(name=request.name, location_id=location, display_name=location)
+        return _location(request.name, location)
+
+
+def _location(name: str, location: str) -> Any:
+    # The service labels each location with its region; gcloud reads that label (its only
+    # one) to pick a default location (googlecloudsdk/command_lib/scheduler/util.py, SDK 528).
+    return locations_pb2.Location(name=name, location_id=location, display_name=location,
+                                  labels={"cloud.googleapis.com/region": location})
 
 
 def _serialize(message: Any) -> bytes:

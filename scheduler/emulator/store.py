@@ -20,8 +20,9 @@ google.cloud.scheduler.v1):
 * `retry_config` gets the documented defaults filled in (min backoff 5 s, max backoff 1 h,
   max doublings 5); `retry_count` must be 0 to 5. A failed attempt is retried with that
   backoff, never past the next scheduled start.
-* Only Pub/Sub targets are delivered; HTTP and App Engine jobs are stored, scheduled and
-  validated, and each of their attempts is recorded as UNIMPLEMENTED.
+* Pub/Sub and HTTP targets are delivered (`scheduler.emulator.firing`,
+  `scheduler.emulator.http_target`); App Engine jobs are stored, scheduled and validated, and
+  each of their attempts is recorded as UNIMPLEMENTED.
 * UpdateJob with an update mask applies only the named paths; without one it replaces every
   updatable field. Output-only fields and `name` in a mask are refused with INVALID_ARGUMENT
   ("Invalid mask for Job: ..." as the real service says).
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import base64
 import bisect
-import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -41,22 +41,30 @@ from typing import Any
 
 import grpc
 from google.cloud import scheduler_v1
-from google.protobuf import field_mask_pb2, json_format
+from google.protobuf import json_format
 
-from scheduler.cron import CronError, is_valid_timezone, iter_fires, validate_cron
+from scheduler.cron import iter_fires
+from scheduler.emulator.validation import (
+    DEFAULT_MAX_BACKOFF,
+    DEFAULT_MIN_BACKOFF,
+    OUTPUT_ONLY,
+    ApiError,
+    JobPb,
+    apply_mask,
+    check_mask,
+    check_name,
+    check_parent,
+    fill_defaults,
+    invalid,
+    seconds,
+    validate_job,
+)
 
-JobPb: Any = scheduler_v1.Job.pb()
 _STATE = scheduler_v1.Job.State
 ENABLED = int(_STATE.ENABLED)
 PAUSED = int(_STATE.PAUSED)
 
 MAX_PAGE_SIZE = 500
-MAX_JOB_BYTES = 1_000_000
-MAX_DESCRIPTION = 500
-MAX_RETRY_COUNT = 5
-DEFAULT_MIN_BACKOFF = timedelta(seconds=5)
-DEFAULT_MAX_BACKOFF = timedelta(hours=1)
-DEFAULT_MAX_DOUBLINGS = 5
 # A job with a long max_retry_duration would otherwise retry without end; the real service is
 # bounded by the next scheduled start, and so is this one, plus this cap for slow schedules.
 MAX_ATTEMPTS = 50
@@ -80,30 +88,6 @@ LOCATIONS = frozenset({
     "us-central1", "us-east1", "us-east4", "us-east5", "us-south1",
     "us-west1", "us-west2", "us-west3", "us-west4",
 })
-
-_PROJECT = r"[A-Za-z0-9:.-]+"
-_LOCATION = r"[A-Za-z0-9_-]+"
-_JOB_ID = r"[A-Za-z0-9_-]{1,500}"
-PARENT_RE = re.compile(rf"^projects/({_PROJECT})/locations/({_LOCATION})$")
-NAME_RE = re.compile(rf"^(projects/{_PROJECT}/locations/{_LOCATION})/jobs/({_JOB_ID})$")
-TOPIC_RE = re.compile(r"^projects/([^/]+)/topics/([^/]+)$")
-
-TARGETS = ("pubsub_target", "app_engine_http_target", "http_target")
-UPDATABLE = ("description", *TARGETS, "schedule", "time_zone", "retry_config", "attempt_deadline")
-OUTPUT_ONLY = ("user_update_time", "state", "status", "schedule_time", "last_attempt_time")
-
-
-class ApiError(Exception):
-    """A request the service refuses, with the gRPC status code to answer."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def _invalid(message: str) -> ApiError:
-    return ApiError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 def utcnow() -> datetime:
@@ -130,121 +114,12 @@ def spec_of(job: Any) -> CronSpecOf:
     return CronSpecOf(job.schedule, zone_of(job.time_zone))
 
 
-def check_parent(parent: str, what: str = "parent") -> tuple[str, str]:
-    """Validate `projects/P/locations/L`; returns (project, location)."""
-    match = PARENT_RE.match(parent)
-    if not match:
-        raise _invalid(f"{what}: {parent!r} is not of the form projects/PROJECT_ID/locations/LOCATION_ID")
-    return match.group(1), match.group(2)
-
-
-def check_name(name: str, what: str = "name") -> str:
-    """Validate a full job name; returns its parent."""
-    match = NAME_RE.match(name)
-    if not match:
-        raise _invalid(
-            f"{what}: {name!r} is not of the form projects/PROJECT_ID/locations/LOCATION_ID/jobs/JOB_ID "
-            "(JOB_ID: letters, digits, '-' or '_', at most 500 characters)"
-        )
-    return match.group(1)
-
-
-def _seconds(duration: Any) -> float:
-    return float(duration.seconds) + float(duration.nanos) / 1e9
-
-
-def _check_duration(duration: Any, what: str) -> None:
-    if duration.seconds < 0 or duration.nanos < 0:
-        raise _invalid(f"job.retry_config.{what}: must not be negative")
-
-
-def fill_defaults(job: Any) -> None:
-    """Fill `retry_config` with the documented defaults, as the service reports them."""
-    retry = job.retry_config
-    if retry.min_backoff_duration.seconds == 0 and retry.min_backoff_duration.nanos == 0:
-        retry.min_backoff_duration.FromTimedelta(DEFAULT_MIN_BACKOFF)
-    if retry.max_backoff_duration.seconds == 0 and retry.max_backoff_duration.nanos == 0:
-        retry.max_backoff_duration.FromTimedelta(DEFAULT_MAX_BACKOFF)
-    if retry.max_doublings == 0:
-        retry.max_doublings = DEFAULT_MAX_DOUBLINGS
-    # The service shows a zero max_retry_duration as present ("0s": unlimited).
-    retry.max_retry_duration.SetInParent()
-
-
-def validate_job(job: Any, parent: str) -> None:
-    """Check every user-settable field of a complete job (after create defaults or an update
-    merge); raises `ApiError(INVALID_ARGUMENT)` naming the field."""
-    project = parent.split("/")[1]
-    if len(job.description) > MAX_DESCRIPTION:
-        raise _invalid(f"job.description: must not be longer than {MAX_DESCRIPTION} characters")
-    if not job.schedule:
-        raise _invalid("job.schedule: is required")
-    try:
-        validate_cron(job.schedule)
-    except CronError as exc:
-        raise _invalid(f"job.schedule: Schedule or time zone is invalid: {exc}") from exc
-    if not (job.time_zone == "" or job.time_zone.lower() == "utc" or is_valid_timezone(job.time_zone)):
-        raise _invalid(
-            f"job.time_zone: Schedule or time zone is invalid: {job.time_zone!r} is not a tz database name"
-        )
-    target = job.WhichOneof("target")
-    if target is None:
-        raise _invalid("job.target: exactly one of pubsub_target, app_engine_http_target, http_target is required")
-    if target == "pubsub_target":
-        _validate_pubsub(job.pubsub_target, project)
-    elif target == "http_target" and not job.http_target.uri:
-        raise _invalid("job.http_target.uri: is required")
-    _validate_retry(job.retry_config)
-    if job.ByteSize() > MAX_JOB_BYTES:
-        raise _invalid(f"job: is {job.ByteSize()} bytes; the maximum size of a job is 1MB")
-
-
-def _validate_pubsub(target: Any, project: str) -> None:
-    match = TOPIC_RE.match(target.topic_name)
-    if not match:
-        raise _invalid(
-            f"job.pubsub_target.topic_name: {target.topic_name!r} is not of the form projects/PROJECT_ID/topics/TOPIC_ID"
-        )
-    if match.group(1) != project:
-        raise _invalid(
-            f"job.pubsub_target.topic_name: the topic must be in the job's project {project!r}"
-        )
-    if not target.data and not target.attributes:
-        raise _invalid(
-            "job.pubsub_target: the message must contain either non-empty data or at least one attribute"
-        )
-
-
-def _validate_retry(retry: Any) -> None:
-    if not 0 <= retry.retry_count <= MAX_RETRY_COUNT:
-        raise _invalid(f"job.retry_config.retry_count: must be from 0 to {MAX_RETRY_COUNT}, got {retry.retry_count}")
-    if retry.max_doublings < 0:
-        raise _invalid("job.retry_config.max_doublings: must not be negative")
-    for what in ("max_retry_duration", "min_backoff_duration", "max_backoff_duration"):
-        _check_duration(getattr(retry, what), what)
-    if _seconds(retry.min_backoff_duration) > _seconds(retry.max_backoff_duration) > 0:
-        raise _invalid("job.retry_config.min_backoff_duration: must not exceed max_backoff_duration")
-
-
-def check_mask(paths: Iterable[str]) -> list[str]:
-    """Validate an UpdateJob mask; returns its paths, or every updatable field when empty."""
-    given = list(paths)
-    if not given:
-        return list(UPDATABLE)
-    for path in given:
-        top = path.split(".", 1)[0]
-        if top not in UPDATABLE or not field_mask_pb2.FieldMask(paths=[path]).IsValidForDescriptor(JobPb.DESCRIPTOR):
-            reason = "output only" if top in OUTPUT_ONLY else "cannot be updated" if top == "name" else "unknown field"
-            raise _invalid(f"update_mask: Invalid mask for Job: {path} ({reason})")
-    return given
-
-
 def backoff(retry: Any, failures: int) -> timedelta:
     """Wait before the retry that follows `failures` failed attempts (1 after the first):
     `min_backoff` doubled `max_doublings` times, then growing linearly by that last interval,
     capped at `max_backoff` (RetryConfig.max_doublings in the API reference)."""
-    low = _seconds(retry.min_backoff_duration) or DEFAULT_MIN_BACKOFF.total_seconds()
-    high = _seconds(retry.max_backoff_duration) or DEFAULT_MAX_BACKOFF.total_seconds()
+    low = seconds(retry.min_backoff_duration) or DEFAULT_MIN_BACKOFF.total_seconds()
+    high = seconds(retry.max_backoff_duration) or DEFAULT_MAX_BACKOFF.total_seconds()
     doublings = retry.max_doublings
     k = failures - 1
     interval = low * 2**k if k <= doublings else low * 2**doublings * (k - doublings + 1)
@@ -264,6 +139,10 @@ class Execution:
     data: bytes
     attributes: dict[str, str]
     token: int = 0
+    # An HTTP job's target (a copy of its `HttpTarget` message) and its attempt deadline in
+    # seconds; None for the other targets.
+    http: Any = None
+    deadline: float = 0.0
 
 
 @dataclass
@@ -298,8 +177,9 @@ class JobStore:
         (the ones ListLocations lists); returns (project, location)."""
         project, location = check_parent(parent, what)
         if location not in self.locations:
-            raise _invalid(f"{what}: location {location!r} is not a Cloud Scheduler location "
-                           "(ListLocations lists the valid ones)")
+            # The words of the sibling Cloud Tasks service (googleapis/nodejs-tasks#509).
+            raise invalid(f"{what}: Location {location!r} is not a valid location. "
+                          "Use ListLocations to list valid locations.")
         return project, location
 
     def create(self, parent: str, job: Any) -> Any:
@@ -310,7 +190,7 @@ class JobStore:
         if not new.name:
             new.name = f"{parent}/jobs/{uuid.uuid4().hex}"
         if check_name(new.name, "job.name") != parent:
-            raise _invalid(f"job.name: {new.name!r} is not in the parent {parent!r}")
+            raise invalid(f"job.name: {new.name!r} is not in the parent {parent!r}")
         for output in OUTPUT_ONLY:
             new.ClearField(output)
         fill_defaults(new)
@@ -340,7 +220,7 @@ class JobStore:
         deletes between calls."""
         self.check_location(parent)
         if page_size < 0:
-            raise _invalid("page_size: must not be negative")
+            raise invalid("page_size: must not be negative")
         size = MAX_PAGE_SIZE if page_size == 0 else min(page_size, MAX_PAGE_SIZE)
         prefix = f"{parent}/jobs/"
         after = prefix
@@ -348,9 +228,10 @@ class JobStore:
             try:
                 after = base64.urlsafe_b64decode(page_token.encode()).decode()
             except (ValueError, UnicodeDecodeError) as exc:
-                raise _invalid(f"page_token: {page_token!r} is not a token this service returned") from exc
+                raise invalid(f"page_token: {page_token!r} is not a token this service "
+                              "returned") from exc
             if not after.startswith(prefix):
-                raise _invalid(f"page_token: {page_token!r} does not belong to parent {parent!r}")
+                raise invalid(f"page_token: {page_token!r} does not belong to parent {parent!r}")
         with self._lock:
             start = bisect.bisect_right(self._names, after)
             names = [n for n in self._names[start:start + size + 1] if n.startswith(prefix)]
@@ -369,9 +250,7 @@ class JobStore:
             current = self._find(job.name)
             merged = JobPb()
             merged.CopyFrom(current)
-            field_mask_pb2.FieldMask(paths=mask_paths).MergeMessage(
-                job, merged, replace_message_field=True, replace_repeated_field=True
-            )
+            apply_mask(job, merged, mask_paths)
             fill_defaults(merged)
             validate_job(merged, parent)
             now = self.now()
@@ -500,7 +379,7 @@ class JobStore:
         if retry.retry_count == 0 or execution.attempt >= MAX_ATTEMPTS:
             return None
         at = self.now() + backoff(retry, execution.attempt)
-        limit = _seconds(retry.max_retry_duration)
+        limit = seconds(retry.max_retry_duration)
         within_count = execution.attempt <= retry.retry_count
         within_duration = limit > 0 and (at - execution.first_attempt).total_seconds() <= limit
         # "retried until both limits are reached" and never past the next scheduled start.
@@ -570,13 +449,18 @@ class JobStore:
 
     @staticmethod
     def _execution(job: Any, slot: datetime, trigger: str, now: datetime) -> Execution:
-        # Only Pub/Sub targets are delivered; an HTTP or App Engine job gets an empty topic,
-        # which the clock records as an UNIMPLEMENTED attempt.
+        # An App Engine job has neither a topic nor an HTTP target: the clock records its
+        # attempts as UNIMPLEMENTED.
         target = job.pubsub_target
-        return Execution(
+        execution = Execution(
             name=job.name, slot=slot, trigger=trigger, attempt=1, first_attempt=now,
             topic=target.topic_name, data=bytes(target.data), attributes=dict(target.attributes),
         )
+        if job.WhichOneof("target") == "http_target":
+            execution.http = type(job.http_target)()
+            execution.http.CopyFrom(job.http_target)
+            execution.deadline = seconds(job.attempt_deadline)
+        return execution
 
     def _touch(self) -> None:
         with self._lock:

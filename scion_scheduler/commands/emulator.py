@@ -22,12 +22,17 @@ def register(sub: Any) -> None:
     """Add `emulator`."""
     p = sub.add_parser(
         "emulator",
-        help="run a local Cloud Scheduler emulator (gRPC) that publishes fires to Pub/Sub",
+        help="run a local Cloud Scheduler emulator (gRPC, and REST for gcloud) that fires jobs",
         description="Serve google.cloud.scheduler.v1.CloudScheduler on 127.0.0.1 for the official "
-                    "client (point CLOUD_SCHEDULER_EMULATOR_HOST at it) and publish every ENABLED "
-                    "job's Pub/Sub message at each cron slot. Runs until SIGINT or SIGTERM.",
+                    "client (point CLOUD_SCHEDULER_EMULATOR_HOST at it) and, with --rest-port, its "
+                    "REST API for gcloud and REST clients; publish every ENABLED Pub/Sub job's "
+                    "message and call every HTTP job's URI at each cron slot. Runs until SIGINT "
+                    "or SIGTERM.",
     )
     p.add_argument("--port", type=int, default=8086, help="port on 127.0.0.1 (0: any free port; default 8086)")
+    p.add_argument("--rest-port", type=int, metavar="PORT",
+                   help="also serve the REST API (and the OIDC keys, /oauth2/v3/certs) on this "
+                        "port of 127.0.0.1 (0: any free port; default: no REST)")
     p.add_argument("--pubsub-host", metavar="HOST:PORT",
                    help="Pub/Sub emulator to publish to (default: PUBSUB_EMULATOR_HOST)")
     p.add_argument("--state-file", metavar="FILE", help="keep the jobs in this JSON file across restarts")
@@ -48,8 +53,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     configure(settings.log_format, args.log_level)
     if not 0.0 <= args.fail_rate <= 1.0:
         return fail(f"--fail-rate: must be from 0 to 1, got {args.fail_rate}")
-    if args.port < 0 or args.port > 65535:
-        return fail(f"--port: must be from 0 to 65535, got {args.port}")
+    for flag, port in (("--port", args.port), ("--rest-port", args.rest_port)):
+        if port is not None and not 0 <= port <= 65535:
+            return fail(f"{flag}: must be from 0 to 65535, got {port}")
     stop = threading.Event()
 
     def on_signal(signum: int, _: FrameType | None) -> None:
@@ -60,7 +66,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     started = time.monotonic()
     emulator = CloudSchedulerEmulator(port=args.port, pubsub_host=args.pubsub_host or settings.pubsub_emulator_host,
-                                      state_file=args.state_file)
+                                      state_file=args.state_file, rest_port=args.rest_port)
     try:
         emulator.start()
     except EmulatorError as exc:
@@ -71,8 +77,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                                 args.fail_method, args.fail_seed)
             log.info("fault injection on", rate=args.fail_rate, codes=args.fail_code or ["UNAVAILABLE"],
                      methods=args.fail_method or "all")
-        log.info("ready", host=emulator.host, startup_seconds=round(time.monotonic() - started, 3),
+        log.info("ready", host=emulator.host, rest_url=emulator.rest_url,
+                 jwks_url=emulator.jwks_url, startup_seconds=round(time.monotonic() - started, 3),
                  hint=f"export CLOUD_SCHEDULER_EMULATOR_HOST={emulator.host}")
+        for command in emulator.gcloud_config():
+            log.info("for gcloud", command=command)
         stop.wait()
     finally:
         emulator.stop()
