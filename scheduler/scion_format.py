@@ -444,7 +444,8 @@ def convert_item(raw: Any, kind: str | None = None, *, where: str = "(item)") ->
     told by `cronExpr` or `fireAt`; `where` names an item without a usable ID in errors. Checks
     only the item itself: a document's duplicate IDs and names are `convert`'s."""
     if not isinstance(raw, Mapping):
-        return ItemConversion(None, where, errors=[FieldError(where, "(item)", "must be an object")])
+        return ItemConversion(None, where,
+                              errors=[FieldError(where, "(item)", "must be an object")])
     raw_id = raw.get("id")
     usable = isinstance(raw_id, str) and bool(raw_id.strip())
     out = ItemConversion(raw_id if isinstance(raw_id, str) and usable else None,
@@ -454,7 +455,8 @@ def convert_item(raw: Any, kind: str | None = None, *, where: str = "(item)") ->
     def add(field_name: str, reason: str) -> None:
         out.errors.append(FieldError(out.label, field_name, reason))
 
-    reason = _check_path_segment(raw_id, "hub ID") if usable else "required: the hub's ID of the item"
+    reason = (_check_path_segment(raw_id, "hub ID") if usable
+              else "required: the hub's ID of the item")
     if reason:
         add("id", reason)
         out.item_id = None

@@ -93,7 +93,9 @@ class HubClient:
         seen: dict[str, int] = {}
         cursor = ""
         for number in range(1, MAX_PAGES + 1):
-            query = {"limit": str(PAGE_LIMIT), **(params or {})} | ({"cursor": cursor} if cursor else {})
+            query = {"limit": str(PAGE_LIMIT), **(params or {})}
+            if cursor:
+                query["cursor"] = cursor
             response = self._get(path, query)
             if response.status_code != 200:
                 raise HubError(f"GET {path}: HTTP {response.status_code}: {_error_text(response)}")
@@ -111,7 +113,8 @@ class HubClient:
             if not cursor:
                 break
         else:
-            raise ListingRefused(f"{key} of grove {grove}: still a nextCursor after {MAX_PAGES} pages")
+            raise ListingRefused(f"{key} of grove {grove}: still a nextCursor after {MAX_PAGES} "
+                                 "pages")
         total = max((p.get("totalCount") or 0 for p in pages), default=0)
         if len(seen) < total:
             raise ListingRefused(f"{key} of grove {grove}: the hub reported {total} but its pages "

@@ -294,10 +294,12 @@ class ReferenceHub:
             time.sleep(behaviour.delay)
         with self._lock:
             if stopping:
-                status, answer = HTTPStatus.SERVICE_UNAVAILABLE, _error("unavailable", "the hub is stopping")
+                status = HTTPStatus.SERVICE_UNAVAILABLE
+                answer = _error("unavailable", "the hub is stopping")
             # A switched answer changes nothing: after a switched 500 the retry still fires.
             elif behaviour is not None and behaviour.status is not None:
-                status, answer = HTTPStatus(behaviour.status), _error("switched", "answered by a switch")
+                status = HTTPStatus(behaviour.status)
+                answer = _error("switched", "answered by a switch")
             elif status == HTTPStatus.OK:
                 status, answer = self._decide(kind, grove_id, item_id, headers, body)
             call = FireCall(kind, grove_id, item_id, dict(headers), body, int(status), received_at)

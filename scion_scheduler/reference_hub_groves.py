@@ -150,7 +150,8 @@ class GroveStore:
         if raw.lstrip("-").isdigit() and int(raw) > 0:
             limit = int(raw)
         limit = min(limit, self.limits.max_limit)
-        rows = sorted(rows, key=lambda r: (r.created, r.seq), reverse=True)  # ORDER BY created_at DESC
+        # ORDER BY created_at DESC
+        rows = sorted(rows, key=lambda r: (r.created, r.seq), reverse=True)
         cursor = query.get("cursor", "")
         if cursor and self.limits.real_cursors and events:
             rows = [r for r in rows if str(r.item.get("id")) < cursor]  # scheduled_event.go:208-226
@@ -159,7 +160,8 @@ class GroveStore:
             rows = rows[ids.index(cursor) + 1:] if cursor in ids else []
         # (the real schedule listing never reads the cursor: schedule.go:162-171)
         page = rows[:limit + 1]
-        out: dict[str, Any] = {"events" if events else "schedules": [r.item for r in page[:limit]] or None}
+        items = [r.item for r in page[:limit]] or None  # a nil slice is `null`
+        out: dict[str, Any] = {"events" if events else "schedules": items}
         if len(page) > limit:
             out["nextCursor"] = page[limit - 1].item.get("id")
         if total:
@@ -171,7 +173,8 @@ class GroveStore:
         """`ListSchedulesResponse` (handlers_schedules.go:57-63, 251-283; schedule.go:120-196)."""
         status, name = query.get("status", ""), query.get("name", "")
         rows = [r for r in self.schedules.values() if r.item.get("groveId") == grove
-                and (r.item.get("status") == status if status else r.item.get("status") != "deleted")
+                and (r.item.get("status") == status if status
+                     else r.item.get("status") != "deleted")
                 and (not name or r.item.get("name") == name)]
         return self._page(rows, query, events=False)
 
