@@ -103,10 +103,12 @@ class HubClient:
             ids = [str(item.get("id")) for item in page[key] or [] if isinstance(item, dict)]
             repeated = [i for i in ids if i in seen]
             if repeated:
-                again = "came back again" if len(repeated) == len(ids) else "repeats items of"
+                earlier = seen[repeated[0]]
+                again = (f"is page {earlier} again" if len(repeated) == len(ids)
+                         else f"repeats items of page {earlier}")
                 raise ListingRefused(
-                    f"{key} of grove {grove}: page {number} {again} page {seen[repeated[0]]} "
-                    f"({len(repeated)} ID(s) seen twice, e.g. {repeated[0]}); {_LIMITS[key]}")
+                    f"{key} of grove {grove}: page {number} {again} ({len(repeated)} ID(s) seen "
+                    f"twice, e.g. {repeated[0]}); {_LIMITS[key]}")
             seen.update(dict.fromkeys(ids, number))
             pages.append(page)
             cursor = page.get("nextCursor") or ""

@@ -299,6 +299,14 @@ def parse_query(raw: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
 
 
+def _collection(method: str, listing: Callable[[], dict[str, Any]],
+                create: Callable[[], Answer]) -> Answer:
+    """A collection route: GET lists, POST creates, anything else is 405."""
+    if method == "GET":
+        return _json_answer(200, listing())
+    return create() if method == "POST" else METHOD_NOT_ALLOWED
+
+
 def route(store: GroveStore, method: str, path: str, query: str, body: Any,
           created_by: str) -> Answer:
     """Answer one request under `/api/v1/groves/{groveId}/` (schedules and scheduled events;
@@ -311,22 +319,16 @@ def route(store: GroveStore, method: str, path: str, query: str, body: Any,
     if rest.startswith("scheduled-events"):
         event_path = unquote(rest.removeprefix("scheduled-events").removeprefix("/"))
         if not event_path:
-            if method == "GET":
-                return _json_answer(200, store.list_events(grove, params))
-            if method == "POST":
-                return store.create_event(grove, body, created_by)
-            return METHOD_NOT_ALLOWED
+            return _collection(method, lambda: store.list_events(grove, params),
+                               lambda: store.create_event(grove, body, created_by))
         if method in ("GET", "DELETE"):
             return store.event_item(grove, event_path, method)
         return METHOD_NOT_ALLOWED
     if rest.startswith("schedules"):
         schedule_path = rest.removeprefix("schedules").removeprefix("/")
         if not schedule_path:
-            if method == "GET":
-                return _json_answer(200, store.list_schedules(grove, params))
-            if method == "POST":
-                return store.create_schedule(grove, body, created_by)
-            return METHOD_NOT_ALLOWED
+            return _collection(method, lambda: store.list_schedules(grove, params),
+                               lambda: store.create_schedule(grove, body, created_by))
         schedule_id, _, action = schedule_path.partition("/")
         if action in ("pause", "resume", "history"):
             return store.schedule_action(grove, unquote(schedule_id), action, method)

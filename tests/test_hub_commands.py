@@ -118,7 +118,7 @@ def test_a_250_schedule_grove_is_refused_with_the_hubs_limit_and_nothing_is_prun
         code, out, err = run(capsys, "hub", "pull", "--hub-url", hub.url, "--grove", GROVE,
                              "--sync", "--prune", "--out", str(out_file))
     assert code == 1 and not out["ok"]
-    assert "page 2 came back again page 1" in err
+    assert "page 2 is page 1 again" in err
     assert "pkg/store/sqlite/schedule.go:154-193" in err and "nothing pruned" in err
     assert not out_file.exists()
     assert jobs(env) == before and len(before) == len(first)

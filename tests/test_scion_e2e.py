@@ -189,8 +189,8 @@ def test_the_hubs_json_becomes_jobs_and_what_the_hub_marks_gone_is_removed(stack
 
 @pytest.mark.slow
 def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorded(stack: Stack) -> None:
-    """One minute, every case: a plain fire (of a schedule from an older hub, which names its
-    project `groveId` only), 409, 404 from a schedule deleted at the hub, a 500 that is retried,
+    """One minute, every case: a plain fire (of a schedule in a grove of its own), 409, 410
+    from a schedule deleted at the hub, a 500 that is retried,
     a pending one-shot whose worker is killed while the hub holds its request, a one-shot
     cancelled at the hub after the sync, and one cancelled before it. The hub's JSON comes as
     its paged envelopes."""
@@ -254,7 +254,7 @@ def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorde
     }
     assert [c.status for c in _calls_for(calls, dup["id"], slot)] == [409]
     for item in (gone, flagged, late_cancel):
-        assert [c.status for c in _calls_for(calls, item["id"], slot)] == [404]
+        assert [c.status for c in _calls_for(calls, item["id"], slot)] == [410]
     assert [c.status for c in _calls_for(calls, flaky["id"], slot)] == [500, 200]
     # The killed worker's request fired the one-shot; the takeover's got 409: it fired once.
     one_shot_calls = _calls_for(calls, one_shot["id"], slot)
@@ -271,7 +271,9 @@ def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorde
     assert outcome(ok) == (State.SUCCEEDED, "HTTP 200", 1)
     assert outcome(dup) == (State.SUCCEEDED, "duplicate", 1)
     for item in (gone, flagged, late_cancel):
-        assert outcome(item)[:2] == (State.CANCELLED, "schedule gone")
+        what = "Schedule" if item is not late_cancel else "Scheduled event"
+        detail = f"gone at the hub: {what} {item['id']} is gone"
+        assert outcome(item)[:2] == (State.CANCELLED, detail)
     assert outcome(flaky) == (State.SUCCEEDED, "HTTP 200", 2)
     # Completed once, by the other worker's attempt 2, which found it done at the hub.
     assert outcome(one_shot) == (State.SUCCEEDED, "duplicate", 2)
