@@ -123,6 +123,19 @@ def _hub_status(response: httpx.Response) -> tuple[str | None, str | None]:
     return (status if isinstance(status, str) else None, reason if isinstance(reason, str) else None)
 
 
+# Hub base URLs whose missing fire endpoint this process has logged: once per hub and process,
+# however many actions the registry made (its lazy load may race) and however many fires fail.
+_NO_ENDPOINT_LOGGED: set[str] = set()
+_NO_ENDPOINT_LOCK = threading.Lock()
+
+
+def _first_time(base_url: str) -> bool:
+    with _NO_ENDPOINT_LOCK:
+        first = base_url not in _NO_ENDPOINT_LOGGED
+        _NO_ENDPOINT_LOGGED.add(base_url)
+    return first
+
+
 def _gone_reason(response: httpx.Response) -> str:
     _, message = _hub_error(response.content)
     return message or "no reason given"
@@ -145,8 +158,6 @@ class ScionAction:
         self._audience = settings.hub_audience or (settings.hub_url or "").rstrip("/")
         self._client = client if client is not None else httpx.Client(follow_redirects=False)
         self._id_tokens = id_tokens if id_tokens is not None else IdTokenCache()
-        self._no_endpoint_lock = threading.Lock()
-        self._no_endpoint_logged = False
 
     def __call__(self, context: ActionContext) -> ActionResult | None:
         """Call the hub's fire endpoint; see the module docstring for the outcomes."""
@@ -177,9 +188,7 @@ class ScionAction:
         if status == 410:
             return ActionResult(State.CANCELLED, f"gone at the hub: {_gone_reason(response)}")
         if is_route_not_found(kind, status, response.content):
-            with self._no_endpoint_lock:
-                first, self._no_endpoint_logged = not self._no_endpoint_logged, True
-            if first:
+            if _first_time(self._base_url):
                 log.error(f"scion action: {NO_FIRE_ENDPOINT}; every scion fire fails until the "
                           "hub implements docs/hub-fire-endpoint.md (check with `scion-scheduler "
                           "hub check`)", url=url, status=status, **fire)
