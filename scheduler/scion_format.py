@@ -32,8 +32,14 @@ What becomes what:
 Items that are going away are not validated beyond their ID: garbage in a deleted record must
 not block the sync that removes it.
 
-This module only converts; `scheduler.validation` turns the result into `Schedule`s (and is the
-only caller), so every native rule (cron, size limit, ...) applies to hub schedules too.
+The hub validates little (a PATCH sets event type, status and payload unchecked,
+`pkg/hub/handlers_schedules.go:334-342`), so a real listing can hold items this project refuses:
+`convert` reports each by hub ID (`Conversion.refused`) apart from problems with the document
+as a whole (`Conversion.document_errors`), so a caller may refuse items one by one.
+`convert_item` converts a single item, for callers that take the hub's items one at a time.
+
+This module only converts; `scheduler.validation` turns the result into `Schedule`s, so every
+native rule (cron, size limit, ...) applies to hub schedules too.
 """
 
 from __future__ import annotations
