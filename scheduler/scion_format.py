@@ -310,28 +310,55 @@ def _json_type(value: Any) -> str:
     return "an object" if isinstance(value, Mapping) else type(value).__name__
 
 
+# Why a hub listing may not add up (pkg/store/sqlite/schedule.go:154-193: the schedule store
+# never reads `cursor`; scheduled_event.go:189-248: the event store pages by `id < cursor` over a
+# created_at order), for the errors that refuse such a listing.
+_HUB_LIMITS = {
+    "schedules": "the hub's schedule listing returns page 1 for every cursor "
+                 "(pkg/store/sqlite/schedule.go:154-193)",
+    "events": "the hub's event listing skips and repeats items across pages "
+              "(pkg/store/sqlite/scheduled_event.go:189-248)",
+}
+
+
+def _page_ids(items: Any) -> list[str]:
+    return [i["id"] for i in items if isinstance(i, Mapping) and isinstance(i.get("id"), str)]
+
+
 def _completeness_errors(data: Any) -> list[FieldError]:
     """A listing that stops before its last page would, under prune, delete the jobs of every
-    schedule on the pages left out; so an incomplete listing is refused."""
+    schedule on the pages left out; so an incomplete listing is refused: its last page still
+    has a `nextCursor`, it holds fewer distinct items than its `totalCount`, or one item is on
+    two pages (the hub's cursor limits: a page came back again, or pages overlap and skip)."""
     errors: list[FieldError] = []
-    pages: dict[str, list[Mapping[str, Any]]] = {}
+    pages: dict[str, list[tuple[Mapping[str, Any], list[str]]]] = {}
     counts: dict[str, int] = {}
     for envelope, key, _, items, _ in _pages(data):
         if envelope is not None:
-            pages.setdefault(key, []).append(envelope)
+            pages.setdefault(key, []).append((envelope, _page_ids(items)))
             counts[key] = counts.get(key, 0) + len(items)
-    for key, envelopes in pages.items():
+    for key, listed in pages.items():
+        envelopes = [e for e, _ in listed]
         if all(isinstance(e.get("nextCursor"), str) and e["nextCursor"] for e in envelopes):
             errors.append(FieldError(
                 "(file)", f"{key}.nextCursor",
                 "the listing has more pages than given (every page carries a nextCursor); fetch "
                 "every page, or a sync with prune would delete the jobs of the schedules left out"))
+        first_page: dict[str, int] = {}
+        for number, (_, ids) in enumerate(listed):
+            for item_id in dict.fromkeys(ids):
+                if first_page.setdefault(item_id, number) != number:
+                    errors.append(FieldError(
+                        "(file)", key, f"{item_id} is on page {first_page[item_id]} and on page "
+                        f"{number}: the pages do not add up to the listing; {_HUB_LIMITS[key]}"))
+                    return errors
         totals = [e["totalCount"] for e in envelopes
                   if isinstance(e.get("totalCount"), int) and not isinstance(e["totalCount"], bool)]
-        if totals and max(totals) > counts[key]:
+        held = counts[key]  # no item is on two pages by now
+        if totals and max(totals) > held:
             errors.append(FieldError(
                 "(file)", f"{key}.totalCount",
-                f"the hub reported {max(totals)} {key} but the document holds {counts[key]}; fetch "
+                f"the hub reported {max(totals)} {key} but the document holds {held}; fetch "
                 "every page"))
     return errors
 

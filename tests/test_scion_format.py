@@ -424,3 +424,15 @@ def test_convert_item_converts_one_hub_item() -> None:
     assert one.document is not None and one.document["action"]["kind"] == "event"
     assert convert_item(dict(item, status="fired")).absent
     assert convert_item("x", where="items[0]").errors[0].field == "(item)"
+
+
+def test_pages_that_repeat_an_item_are_refused_whole_even_item_by_item() -> None:
+    # The real hub's schedule listing never reads `cursor` (pkg/store/sqlite/schedule.go:162-171):
+    # "page 2" is page 1 again, and a document of both pages holds enough items to pass a count.
+    page = [schedule(name=f"s{n}") for n in range(3)]
+    pages = [envelope("schedules", page, next_cursor=page[-1]["id"], total=5),
+             envelope("schedules", page, total=5)]
+    with pytest.raises(ValidationError) as info:
+        schedules_from_data(pages, format="scion", strict=False)
+    (error,) = info.value.errors
+    assert "is on page 0 and on page 1" in error.reason and "schedule.go" in error.reason
