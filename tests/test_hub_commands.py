@@ -18,10 +18,11 @@ from typing import Any
 import httpx
 import pytest
 import structlog
+from emulated_control import operator_env
 from scion_hub_data import GROVE, event, schedule
 from structlog.testing import capture_logs
 
-from scheduler.config import SETTINGS, Settings
+from scheduler.config import Settings
 from scheduler.contract import build_message, execution_id
 from scheduler.gcp import cloud_scheduler_client, firestore_client
 from scheduler.validation import schedules_from_data
@@ -44,16 +45,12 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, cloud_scheduler_emulator: Any, pubsub_emulator: str,
         project_id: str) -> Iterator[Settings]:
-    for setting in SETTINGS:
-        if not setting.attr.endswith("_emulator_host"):
-            monkeypatch.delenv(setting.env, raising=False)
-    for name, value in {
+    operator_env(monkeypatch, {
         "SCION_SCHEDULER_PROJECT": project_id, "SCION_SCHEDULER_LOCATION": "europe-west1",
         "SCION_SCHEDULER_TOPIC": "fires", "SCION_SCHEDULER_WRITE_RATE": "6000",
         "SCION_SCHEDULER_SYNC_CONCURRENCY": "16", "SCION_SCHEDULER_LOG_FORMAT": "json",
         "SCION_HUB_TOKEN": TOKEN,
-    }.items():
-        monkeypatch.setenv(name, value)
+    })
     yield Settings.from_env()
     structlog.reset_defaults()
 

@@ -22,9 +22,10 @@ from typing import Any
 
 import pytest
 import structlog
+from emulated_control import operator_env
 from scion_hub_data import envelope, event, new_id, schedule
 
-from scheduler.config import SETTINGS, Settings
+from scheduler.config import Settings
 from scheduler.contract import build_message, execution_id
 from scheduler.gcp import (
     cloud_scheduler_client,
@@ -117,17 +118,12 @@ def stack(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
           cloud_scheduler_emulator: Any, pubsub_emulator: str, firestore_emulator: str,
           project_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Stack]:
     """The stack; `indirect` parameters are passed to the `ReferenceHub`."""
-    for setting in SETTINGS:
-        if not setting.attr.endswith("_emulator_host"):
-            monkeypatch.delenv(setting.env, raising=False)
-    values = {
+    operator_env(monkeypatch, {
         "SCION_SCHEDULER_PROJECT": project_id, "SCION_SCHEDULER_LOCATION": "europe-west1",
         "SCION_SCHEDULER_TOPIC": "fires", "SCION_SCHEDULER_SUBSCRIPTION": "workers",
         "SCION_SCHEDULER_WRITE_RATE": "1000", "SCION_SCHEDULER_LOG_FORMAT": "json",
         "SCION_HUB_TOKEN": TOKEN,
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
+    })
     settings = Settings.from_env()
     publisher_client(settings).create_topic(name=settings.topic_path)
     subscriber_client(settings).create_subscription(

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import structlog
+from emulated_control import operator_env
 from scion_hub_data import (
     GROVE,
     envelope,
@@ -20,7 +21,6 @@ from scion_hub_data import (
     schedule,
 )
 
-from scheduler.config import SETTINGS
 from scheduler.contract import build_message, decode_message
 from scheduler.model import FieldError, ValidationError
 from scheduler.scion_format import ACTION_TYPE, convert_item, detect_format
@@ -301,15 +301,12 @@ def test_null_is_an_empty_listing_only_inside_an_envelope() -> None:
 def test_a_document_whose_event_listing_is_null_plans_and_syncs(
         tmp_path: Path, capsys: Any, cli: Callable[[list[str]], int], monkeypatch: pytest.MonkeyPatch,
         cloud_scheduler_emulator: Any, project_id: str) -> None:
-    """A hub project with schedules but no events is handed over; then with nothing at all,
+    """A hub grove with schedules but no events is handed over; then with nothing at all,
     `--prune` empties Cloud Scheduler."""
-    for setting in SETTINGS:
-        if not setting.attr.endswith("_emulator_host"):
-            monkeypatch.delenv(setting.env, raising=False)
-    for name, value in {"SCION_SCHEDULER_PROJECT": project_id, "SCION_SCHEDULER_LOCATION": "europe-west1",
-                        "SCION_SCHEDULER_TOPIC": "fires", "SCION_SCHEDULER_WRITE_RATE": "1000",
-                        "SCION_SCHEDULER_LOG_FORMAT": "json"}.items():
-        monkeypatch.setenv(name, value)
+    operator_env(monkeypatch, {
+        "SCION_SCHEDULER_PROJECT": project_id, "SCION_SCHEDULER_LOCATION": "europe-west1",
+        "SCION_SCHEDULER_TOPIC": "fires", "SCION_SCHEDULER_WRITE_RATE": "1000",
+        "SCION_SCHEDULER_LOG_FORMAT": "json"})
     item = schedule()
     path = tmp_path / "hub.json"
     path.write_text(json.dumps([envelope("schedules", [item], total=1), envelope("events", None)]))
