@@ -100,10 +100,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Service-account emails, comma-separated, whose ID tokens the HTTP API accepts."),
     Setting("hub_url", "SCION_HUB_URL", "--hub-url",
             "Base URL of the Scion hub whose fire endpoint the `scion` action calls (e.g. "
-            "https://hub.example.com); workers need it for schedules taken from the hub."),
+            "https://hub.example.com); workers need it for schedules taken from the hub, and "
+            "`hub check`/`hub pull` use it when --hub-url is not given."),
     Setting("hub_token", "SCION_HUB_TOKEN", "--hub-token",
             "Bearer token the `scion` action presents to the hub; without it, a Google-signed OIDC "
-            "ID token is used (on GCP).", secret=True),
+            "ID token is used (on GCP). `hub check` and `hub pull` present it to the hub's API.",
+            secret=True),
     Setting("hub_audience", "SCION_HUB_AUDIENCE", "--hub-audience",
             "Audience of the OIDC ID token the `scion` action presents to the hub. Default: "
             "SCION_HUB_URL."),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -156,9 +156,11 @@ class SchedulerControl:
 
     # -- sync --------------------------------------------------------------------------------
 
-    def plan(self, schedules: Sequence[Schedule], *, prune: bool = True) -> Plan:
-        """What `reconcile` would change (one paged listing, no writes)."""
-        return self.syncer.plan(schedules, prune=prune)
+    def plan(self, schedules: Sequence[Schedule], *, prune: bool = True,
+             keep: Collection[str] = ()) -> Plan:
+        """What `reconcile` would change (one paged listing, no writes); the jobs of the
+        schedule IDs in `keep` are left as they are, even with `prune`."""
+        return self.syncer.plan(schedules, prune=prune, keep=keep)
 
     def apply(self, plan: Plan) -> ApplyResult:
         """Run a plan's steps; see `scheduler.sync.Syncer.apply`."""

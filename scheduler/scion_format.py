@@ -32,8 +32,14 @@ What becomes what:
 Items that are going away are not validated beyond their ID: garbage in a deleted record must
 not block the sync that removes it.
 
-This module only converts; `scheduler.validation` turns the result into `Schedule`s (and is the
-only caller), so every native rule (cron, size limit, ...) applies to hub schedules too.
+The hub validates little (a PATCH sets event type, status and payload unchecked,
+`pkg/hub/handlers_schedules.go:334-342`), so a real listing can hold items this project refuses:
+`convert` reports each by hub ID (`Conversion.refused`) apart from problems with the document
+as a whole (`Conversion.document_errors`), so a caller may refuse items one by one.
+`convert_item` converts a single item, for callers that take the hub's items one at a time.
+
+This module only converts; `scheduler.validation` turns the result into `Schedule`s, so every
+native rule (cron, size limit, ...) applies to hub schedules too.
 """
 
 from __future__ import annotations
@@ -84,11 +90,30 @@ class Conversion:
 
     `documents` are the wanted schedules in this project's schedule-file form; `absent` the hub
     IDs whose jobs must not exist; `labels` how to name each ID in an error (ID and hub name);
-    `errors` every problem found, each naming the item by hub ID and name."""
+    `errors` every problem found, each naming the item by hub ID and name. Of those,
+    `document_errors` are about the document as a whole (its shape, a listing cut short), and
+    `refused` holds the hub IDs of the items refused (a document or an absent ID listed under
+    such an ID is to be ignored: an ID listed twice is refused as a whole)."""
 
     documents: list[dict[str, Any]] = field(default_factory=list)
     absent: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
+    errors: list[FieldError] = field(default_factory=list)
+    document_errors: list[FieldError] = field(default_factory=list)
+    refused: dict[str, None] = field(default_factory=dict)
+
+
+@dataclass
+class ItemConversion:
+    """One hub item converted (`convert_item`). `item_id` is its hub ID, None when it has no
+    usable one; `label` names it in errors (ID and hub name); `document` is the native schedule
+    document when the item is wanted, `absent` is True when its job must not exist, and `errors`
+    lists every problem (none when it converted)."""
+
+    item_id: str | None
+    label: str
+    document: dict[str, Any] | None = None
+    absent: bool = False
     errors: list[FieldError] = field(default_factory=list)
 
 
@@ -242,13 +267,6 @@ def check_action_params(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[tu
 # --------------------------------------------------------------------------- hub documents
 
 
-@dataclass(frozen=True)
-class _Item:
-    raw: Any
-    kind: str | None  # from the envelope it came in, when it came in one
-    where: str        # position, for items without a usable ID
-
-
 def _pages(data: Any) -> Iterator[tuple[Mapping[str, Any] | None, str, str | None, Any, str]]:
     """(envelope or None, list key, kind or None, items, where) for every list of items in the
     document; `items` is whatever the document holds there (checked to be a list by the caller).
@@ -292,28 +310,55 @@ def _json_type(value: Any) -> str:
     return "an object" if isinstance(value, Mapping) else type(value).__name__
 
 
+# Why a hub listing may not add up (pkg/store/sqlite/schedule.go:154-193: the schedule store
+# never reads `cursor`; scheduled_event.go:189-248: the event store pages by `id < cursor` over a
+# created_at order), for the errors that refuse such a listing.
+_HUB_LIMITS = {
+    "schedules": "the hub's schedule listing returns page 1 for every cursor "
+                 "(pkg/store/sqlite/schedule.go:154-193)",
+    "events": "the hub's event listing skips and repeats items across pages "
+              "(pkg/store/sqlite/scheduled_event.go:189-248)",
+}
+
+
+def _page_ids(items: Any) -> list[str]:
+    return [i["id"] for i in items if isinstance(i, Mapping) and isinstance(i.get("id"), str)]
+
+
 def _completeness_errors(data: Any) -> list[FieldError]:
     """A listing that stops before its last page would, under prune, delete the jobs of every
-    schedule on the pages left out; so an incomplete listing is refused."""
+    schedule on the pages left out; so an incomplete listing is refused: its last page still
+    has a `nextCursor`, it holds fewer distinct items than its `totalCount`, or one item is on
+    two pages (the hub's cursor limits: a page came back again, or pages overlap and skip)."""
     errors: list[FieldError] = []
-    pages: dict[str, list[Mapping[str, Any]]] = {}
+    pages: dict[str, list[tuple[Mapping[str, Any], list[str]]]] = {}
     counts: dict[str, int] = {}
     for envelope, key, _, items, _ in _pages(data):
         if envelope is not None:
-            pages.setdefault(key, []).append(envelope)
+            pages.setdefault(key, []).append((envelope, _page_ids(items)))
             counts[key] = counts.get(key, 0) + len(items)
-    for key, envelopes in pages.items():
+    for key, listed in pages.items():
+        envelopes = [e for e, _ in listed]
         if all(isinstance(e.get("nextCursor"), str) and e["nextCursor"] for e in envelopes):
             errors.append(FieldError(
                 "(file)", f"{key}.nextCursor",
                 "the listing has more pages than given (every page carries a nextCursor); fetch "
                 "every page, or a sync with prune would delete the jobs of the schedules left out"))
+        first_page: dict[str, int] = {}
+        for number, (_, ids) in enumerate(listed):
+            for item_id in dict.fromkeys(ids):
+                if first_page.setdefault(item_id, number) != number:
+                    errors.append(FieldError(
+                        "(file)", key, f"{item_id} is on page {first_page[item_id]} and on page "
+                        f"{number}: the pages do not add up to the listing; {_HUB_LIMITS[key]}"))
+                    return errors
         totals = [e["totalCount"] for e in envelopes
                   if isinstance(e.get("totalCount"), int) and not isinstance(e["totalCount"], bool)]
-        if totals and max(totals) > counts[key]:
+        held = counts[key]  # no item is on two pages by now
+        if totals and max(totals) > held:
             errors.append(FieldError(
                 "(file)", f"{key}.totalCount",
-                f"the hub reported {max(totals)} {key} but the document holds {counts[key]}; fetch "
+                f"the hub reported {max(totals)} {key} but the document holds {held}; fetch "
                 "every page"))
     return errors
 
@@ -407,10 +452,9 @@ def _convert_event(raw: Mapping[str, Any], item_id: str, add: Any) -> dict[str, 
     }
 
 
-def _kind_of(item: _Item, add: Any) -> str | None:
-    raw = item.raw
-    if item.kind is not None:
-        return item.kind
+def _kind_of(raw: Mapping[str, Any], kind: str | None, add: Any) -> str | None:
+    if kind is not None:
+        return kind
     if "cronExpr" in raw:
         return KIND_SCHEDULE
     if "fireAt" in raw:
@@ -419,68 +463,90 @@ def _kind_of(item: _Item, add: Any) -> str | None:
     return None
 
 
+def _is_absent(raw: Mapping[str, Any], kind: str, status: Any) -> bool:
+    if kind == KIND_SCHEDULE:
+        return bool(status == "deleted")
+    return status != "pending" or bool(raw.get("scheduleId"))
+
+
+def convert_item(raw: Any, kind: str | None = None, *, where: str = "(item)") -> ItemConversion:
+    """Convert one hub item, as the hub stores and returns it (a `Schedule` or a
+    `ScheduledEvent`, pkg/store/models.go:1041-1093), into a native schedule document.
+
+    `kind` is `schedule` or `event` when known (from the listing the item came in), else it is
+    told by `cronExpr` or `fireAt`; `where` names an item without a usable ID in errors. Checks
+    only the item itself: a document's duplicate IDs and names are `convert`'s."""
+    if not isinstance(raw, Mapping):
+        return ItemConversion(None, where,
+                              errors=[FieldError(where, "(item)", "must be an object")])
+    raw_id = raw.get("id")
+    usable = isinstance(raw_id, str) and bool(raw_id.strip())
+    out = ItemConversion(raw_id if isinstance(raw_id, str) and usable else None,
+                         _label(raw_id if isinstance(raw_id, str) and usable else where,
+                                raw.get("name")))
+
+    def add(field_name: str, reason: str) -> None:
+        out.errors.append(FieldError(out.label, field_name, reason))
+
+    reason = (_check_path_segment(raw_id, "hub ID") if usable
+              else "required: the hub's ID of the item")
+    if reason:
+        add("id", reason)
+        out.item_id = None
+        return out
+    assert isinstance(raw_id, str)
+    item_kind = _kind_of(raw, kind, add)
+    if item_kind is None:
+        return out
+    status = raw.get("status", "active" if item_kind == KIND_SCHEDULE else "pending")
+    allowed = SCHEDULE_STATUSES if item_kind == KIND_SCHEDULE else EVENT_STATUSES
+    if status not in allowed:
+        add("status", f"must be one of {', '.join(allowed)} (got {status!r})")
+    elif _is_absent(raw, item_kind, status):
+        out.absent = True
+    else:
+        convert_one = _convert_schedule if item_kind == KIND_SCHEDULE else _convert_event
+        document = convert_one(raw, raw_id, add)
+        out.document = document if not out.errors else None
+    return out
+
+
 def convert(data: Any) -> Conversion:
     """Convert the hub's JSON into native schedule documents plus the absent IDs; every
-    problem is collected in `errors` rather than raised."""
+    problem is collected in `errors` rather than raised (see `Conversion`)."""
     out = Conversion()
-    out.errors.extend(_shape_errors(data))
-    if out.errors:
-        return out
-    out.errors.extend(_completeness_errors(data))
-    if out.errors:
+    out.document_errors.extend(_shape_errors(data))
+    if not out.document_errors:
+        out.document_errors.extend(_completeness_errors(data))
+    if out.document_errors:
+        out.errors.extend(out.document_errors)
         return out
     seen: dict[str, str] = {}
     names: dict[tuple[str, str], str] = {}
     for _, _, kind, items, where in _pages(data):
         for index, raw in enumerate(items):
-            item = _Item(raw, kind, f"{where}[{index}]")
-            if not isinstance(raw, Mapping):
-                out.errors.append(FieldError(item.where, "(item)", "must be an object"))
+            one = convert_item(raw, kind, where=f"{where}[{index}]")
+            out.errors.extend(one.errors)
+            item_id = one.item_id
+            if item_id is None:
                 continue
-            raw_id = raw.get("id")
-            id_ok = isinstance(raw_id, str) and bool(raw_id.strip())
-            item_id = raw_id if isinstance(raw_id, str) and id_ok else item.where
-            label = _label(item_id, raw.get("name"))
-            out.labels[item_id] = label
-
-            def add(field_name: str, reason: str, label: str = label) -> None:
-                out.errors.append(FieldError(label, field_name, reason))
-
-            if not id_ok:
-                add("id", "required: the hub's ID of the item")
-                continue
-            reason = _check_path_segment(raw_id, "hub ID")
-            if reason:
-                add("id", reason)
-                continue
-            item_kind = _kind_of(item, add)
-            if item_kind is None:
-                continue
+            out.labels[item_id] = one.label
+            problem = None
             if item_id in seen:
-                add("id", f"listed twice (also at {seen[item_id]})")
-                continue
-            seen[item_id] = item.where
-            status = raw.get("status", "active" if item_kind == KIND_SCHEDULE else "pending")
-            allowed = SCHEDULE_STATUSES if item_kind == KIND_SCHEDULE else EVENT_STATUSES
-            if status not in allowed:
-                add("status", f"must be one of {', '.join(allowed)} (got {status!r})")
-                continue
-            if status == "deleted" or (item_kind == KIND_EVENT and (status != "pending" or raw.get("scheduleId"))):
+                problem = ("id", f"listed twice (also at {seen[item_id]})")
+            elif one.document is not None and one.document["action"]["kind"] == KIND_SCHEDULE:
+                grove, name = one.document["action"]["grove_id"], one.document["action"]["name"]
+                previous = names.setdefault((grove, name), item_id)
+                if previous != item_id:
+                    problem = ("name", f"another schedule of grove {grove!r} has this name "
+                                       f"({previous})")
+            seen.setdefault(item_id, f"{where}[{index}]")
+            if problem is not None:
+                out.errors.append(FieldError(one.label, *problem))
+            if problem is not None or one.errors:
+                out.refused[item_id] = None
+            elif one.absent:
                 out.absent.append(item_id)
-                continue
-            before = len(out.errors)
-            if item_kind == KIND_SCHEDULE:
-                document = _convert_schedule(raw, item_id, add)
-                name = raw.get("name")
-                grove = document["action"]["grove_id"] if document else None
-                if document and isinstance(name, str) and grove:
-                    previous = names.setdefault((grove, name), item_id)
-                    if previous != item_id:
-                        add("name", f"another schedule of grove {grove!r} has this name "
-                                    f"({previous})")
-                        continue
-            else:
-                document = _convert_event(raw, item_id, add)
-            if document is not None and len(out.errors) == before:
-                out.documents.append(document)
+            elif one.document is not None:
+                out.documents.append(one.document)
     return out

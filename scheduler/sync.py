@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -93,6 +93,7 @@ class Plan:
     expired: tuple[str, ...] = ()
     list_retries: tuple[str, ...] = ()
     prune: bool = True
+    held: tuple[str, ...] = ()
 
     @property
     def is_noop(self) -> bool:
@@ -117,6 +118,7 @@ class Plan:
             "expired_one_shots": list(self.expired),
             "prune": self.prune,
             "list_retries": list(self.list_retries),
+            "held_for_refused_items": list(self.held),
         }
 
     def describe(self) -> str:
@@ -126,6 +128,8 @@ class Plan:
         lines.append(f"plan: {counts or 'no changes'}; {self.unchanged} job(s) in sync")
         if self.kept:
             lines.append(f"kept {len(self.kept)} job(s) without a schedule (use --prune to delete)")
+        if self.held:
+            lines.append(f"left {len(self.held)} job(s) of refused items exactly as they are")
         return "\n".join(lines)
 
 
@@ -295,9 +299,11 @@ def steps_for(schedule: Schedule, job: scheduler_v1.Job | None, spec: JobSpec,
 
 def compute_plan(jobs: Iterable[scheduler_v1.Job], schedules: Sequence[Schedule], spec: JobSpec,
                  *, now: datetime, grace: timedelta, prune: bool = True,
-                 list_retries: Sequence[str] = ()) -> Plan:
+                 list_retries: Sequence[str] = (), keep: Collection[str] = ()) -> Plan:
     """Compare existing jobs with the schedules; no API calls. Jobs outside the prefix are
-    counted and otherwise ignored; owned jobs without a schedule are deleted only with `prune`."""
+    counted and otherwise ignored; owned jobs without a schedule are deleted only with `prune`,
+    and never the job of a schedule ID in `keep` (an item refused from a hub listing, whose job
+    is left exactly as it is)."""
     by_job_id: dict[str, Schedule] = {}
     duplicates = []
     for schedule in schedules:
@@ -310,6 +316,7 @@ def compute_plan(jobs: Iterable[scheduler_v1.Job], schedules: Sequence[Schedule]
     steps: list[Step] = []
     matched: set[str] = set()
     kept: list[str] = []
+    held: list[str] = []
     unchanged = foreign = 0
     for job in jobs:
         job_id = job_id_of(job.name)
@@ -319,7 +326,9 @@ def compute_plan(jobs: Iterable[scheduler_v1.Job], schedules: Sequence[Schedule]
         wanted = by_job_id.get(job_id)
         if wanted is None:
             owner = spec.owner_schedule_id(job)
-            if prune:
+            if owner is not None and owner in keep:
+                held.append(job_id)
+            elif prune:
                 reason = "no schedule" if owner is not None else "under the prefix but names no schedule"
                 steps.append(Step("delete", job_id, owner, reason))
             else:
@@ -340,7 +349,7 @@ def compute_plan(jobs: Iterable[scheduler_v1.Job], schedules: Sequence[Schedule]
         steps.extend(steps_for(schedule, None, spec, now=now, grace=grace))
     steps.sort(key=lambda s: s.job_id)  # stable: a job's create stays before its pause
     return Plan(tuple(steps), unchanged, tuple(sorted(kept)), foreign, tuple(sorted(expired)),
-                tuple(list_retries), prune)
+                tuple(list_retries), prune, tuple(sorted(held)))
 
 
 @dataclass(frozen=True)
@@ -429,12 +438,13 @@ class Syncer:
 
     # -- plan and apply ----------------------------------------------------------------------
 
-    def plan(self, schedules: Sequence[Schedule], *, prune: bool = True) -> Plan:
-        """List the jobs once and compare them with `schedules`."""
+    def plan(self, schedules: Sequence[Schedule], *, prune: bool = True,
+             keep: Collection[str] = ()) -> Plan:
+        """List the jobs once and compare them with `schedules` (see `compute_plan`)."""
         tracker = _Tracker(None)
         jobs = list(self.iter_jobs(tracker))
         return compute_plan(jobs, schedules, self.spec, now=self.clock(), grace=self.grace,
-                            prune=prune, list_retries=tracker.retries)
+                            prune=prune, list_retries=tracker.retries, keep=keep)
 
     def plan_one(self, schedule: Schedule) -> tuple[Plan, scheduler_v1.Job | None]:
         """The steps for one schedule after a single GetJob (no listing), and the job as read."""

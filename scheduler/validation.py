@@ -320,19 +320,26 @@ def parse_document_text(text: str, *, source: str = "(input)") -> Any:
 class ScheduleSet:
     """A validated schedule document: the schedules wanted, and the IDs whose jobs must not exist
     (from the hub's format: deleted schedules and events no longer pending; see
-    `scheduler.scion_format`). `format` is the format the document was read in."""
+    `scheduler.scion_format`). `format` is the format the document was read in. A hub listing
+    read item by item (`strict=False`) also carries the `refused` items' errors and `keep`: the
+    hub IDs of the refused items, whose jobs must be left exactly as they are."""
 
     schedules: list[Schedule]
     absent: tuple[str, ...] = ()
     format: str = "native"
+    refused: tuple[FieldError, ...] = ()
+    keep: tuple[str, ...] = ()
 
 
 def schedules_from_data(
-    data: Any, *, format: str = "auto", known_action_types: frozenset[str] | None = None
+    data: Any, *, format: str = "auto", known_action_types: frozenset[str] | None = None,
+    strict: bool = True,
 ) -> ScheduleSet:
     """Validate a parsed document in this project's format (`native`), the Scion hub's JSON
-    (`scion`), or whichever it is (`auto`); all or nothing. Hub items are named in errors by
-    their hub ID and name."""
+    (`scion`), or whichever it is (`auto`). All or nothing, except a hub listing with
+    `strict=False`: then each invalid item is refused on its own (`ScheduleSet.refused`,
+    `keep`) and the rest is returned, unless the document as a whole is wrong (its shape, a
+    listing cut short). Hub items are named in errors by their hub ID and name."""
     try:
         fmt = scion_format.resolve_format(data, format)
     except ValueError as exc:
@@ -341,6 +348,8 @@ def schedules_from_data(
         schedules = validate_schedules(documents_from_data(data), known_action_types=known_action_types)
         return ScheduleSet(schedules, (), fmt)
     conversion = scion_format.convert(data)
+    if not strict:
+        return _item_by_item(conversion, known_action_types or registered_action_types())
     errors = list(conversion.errors)
     schedules = []
     try:
@@ -353,13 +362,36 @@ def schedules_from_data(
     return ScheduleSet(schedules, tuple(conversion.absent), fmt)
 
 
+def _item_by_item(conversion: scion_format.Conversion, known: frozenset[str]) -> ScheduleSet:
+    """The valid items of a hub listing, and the refused ones with every reason."""
+    if conversion.document_errors:
+        raise ValidationError(conversion.document_errors)
+    refused = dict(conversion.refused)
+    errors = list(conversion.errors)
+    schedules = []
+    for document in conversion.documents:
+        if document["id"] in refused:
+            continue
+        found, schedule = _parse(document, 0, known)
+        if schedule is None:
+            refused[document["id"]] = None
+            errors.extend(FieldError(conversion.labels.get(e.schedule_id, e.schedule_id), e.field,
+                                     e.reason) for e in found)
+        else:
+            schedules.append(schedule)
+    absent = tuple(i for i in conversion.absent if i not in refused)
+    return ScheduleSet(schedules, absent, "scion", tuple(errors), tuple(refused))
+
+
 def load_schedule_set(
-    path: str | Path, *, format: str = "auto", known_action_types: frozenset[str] | None = None
+    path: str | Path, *, format: str = "auto", known_action_types: frozenset[str] | None = None,
+    strict: bool = True,
 ) -> ScheduleSet:
     """Load and validate a schedule file in either format (see `schedules_from_data`)."""
     text = _read_text(path)
     data = parse_document_text(text, source=str(path))
-    return schedules_from_data(data, format=format, known_action_types=known_action_types)
+    return schedules_from_data(data, format=format, known_action_types=known_action_types,
+                               strict=strict)
 
 
 def load_schedules(

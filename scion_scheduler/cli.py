@@ -22,6 +22,7 @@ from scion_scheduler.commands import (
     control,
     emulator,
     history,
+    hub,
     local,
     reference_hub,
     schedules,
@@ -30,7 +31,7 @@ from scion_scheduler.commands import (
 )
 
 COMMAND_MODULES: tuple[ModuleType, ...] = (
-    schedules, emulator, control, serve, reference_hub, history, local, up,
+    schedules, emulator, control, serve, reference_hub, history, local, up, hub,
 )
 
 DESCRIPTION = """\

@@ -1,11 +1,20 @@
-"""A reference Scion hub: the fire endpoints of `docs/hub-fire-endpoint.md`, and nothing else.
+"""A reference Scion hub: the real hub's grove routes, plus the fire endpoints it will add.
 
-For tests and the local demo. It implements the contract the way the real hub must (one fire
-per execution ID, 409 for a repeat, 404 for an item that is gone, a one-shot event fires once)
-and records every call it receives. Switches make it answer 409, 404, 500, any other status, or
-slowly, for every item or one, always or for the next N calls; a hold keeps every request for
-one item unanswered until it is released, so a test can act (kill the caller) while the hub is
-known to have the request and not to have answered it.
+For tests and the local demo. Two parts:
+
+* the hub's own schedule and scheduled-event API under `/api/v1/groves/{groveId}/`, with its
+  JSON, error body and listing limits (`scion_scheduler.reference_hub_groves`); seed a grove
+  with `hub.groves.put_schedule(item)` / `put_event(item)` or through the API itself;
+* the fire endpoints of `docs/hub-fire-endpoint.md`, implemented the way the real hub must (one
+  fire per execution ID, 409 for a repeat, 410 for an item that is gone, a one-shot event fires
+  once; `GET` on a fire endpoint is the probe: 401 or 405). `fire_endpoint=False` is today's
+  hub, which has none: the routers answer as the real ones do (404 "Schedule action not found",
+  405 for an event's POST).
+
+Every fire call is recorded. Switches make it answer 409, 410, 500, any other status, or slowly,
+for every item or one, always or for the next N calls; a hold keeps every request for one item
+unanswered until it is released, so a test can act (kill the caller) while the hub is known to
+have the request and not to have answered it.
 
 Run it with `scion-scheduler reference-hub --port N`; from another process, read the calls with
 `GET /_reference/calls`, set a switch with `POST /_reference/behaviour` (JSON `{"status": 500,
@@ -13,9 +22,9 @@ Run it with `scion-scheduler reference-hub --port N`; from another process, read
 (`{"item_id": "..."}`), hold and release an item's requests with `POST /_reference/hold` and
 `POST /_reference/release` (`{"item_id": "..."}`), and start over with `POST /_reference/reset`.
 
-A request of any method to any other path (outside `/_reference/`) is recorded as a plain
-`http` call (its path as the item, its method kept) and answered 200, so the same server is the
-recording target of the `http` actions in the local stack's examples.
+A request of any method to any other path (outside `/_reference/` and `/api/v1/groves/`) is
+recorded as a plain `http` call (its path as the item, its method kept) and answered 200, so the
+same server is the recording target of the `http` actions in the local stack's examples.
 """
 
 from __future__ import annotations
@@ -29,12 +38,23 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from scheduler.logs import get_logger
+from scion_scheduler.reference_hub_groves import (
+    METHOD_NOT_ALLOWED,
+    UNAUTHORIZED,
+    Answer,
+    GroveStore,
+    ListingLimits,
+    error_answer,
+    go_json,
+    route,
+)
+from scion_scheduler.reference_hub_http import ReferenceHubHandler
 
 log = get_logger(__name__)
 
@@ -43,9 +63,13 @@ FIRE_PATH = re.compile(
     r"(?P<item>[^/]+)/fire$"
 )
 KINDS = {"schedules": "schedule", "scheduled-events": "event"}
-MAX_BODY_BYTES = 1_000_000
 REQUIRED_BODY_FIELDS = ("scheduleId", "groveId", "eventType", "payload", "fireTime",
                         "executionId", "trigger", "attempt")
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    """The hub's error body (pkg/hub/errors.go:30-41)."""
+    return {"error": {"code": code, "message": message}}
 
 
 @dataclass(frozen=True)
@@ -98,9 +122,13 @@ class ReferenceHub:
     """The server; `url` is its base URL once started. Thread-safe."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None,
-                 on_call: Callable[[FireCall], None] | None = None) -> None:
+                 on_call: Callable[[FireCall], None] | None = None, fire_endpoint: bool = True,
+                 limits: ListingLimits | None = None) -> None:
         self._address = (host, port)
         self._token = token
+        self.fire_endpoint = fire_endpoint
+        self._limits = limits or ListingLimits()
+        self.groves = GroveStore(self._limits, on_gone=self.mark_gone)
         self._on_call = on_call
         self._lock = threading.Condition()
         self._state = _State()
@@ -114,7 +142,7 @@ class ReferenceHub:
         """Listen and serve in a background thread."""
         hub = self
 
-        class Handler(_Handler):
+        class Handler(ReferenceHubHandler):
             reference_hub = hub
 
         with self._lock:
@@ -168,7 +196,7 @@ class ReferenceHub:
             self._state.behaviours.clear()
 
     def mark_gone(self, item_id: str) -> None:
-        """The item was deleted (schedule) or cancelled (event): its fires get 404."""
+        """The item was deleted (schedule) or cancelled (event): its fires get 410."""
         with self._lock:
             self._state.gone.add(item_id)
 
@@ -187,9 +215,10 @@ class ReferenceHub:
             self._lock.notify_all()
 
     def reset(self) -> None:
-        """Forget every call, execution, switch, hold and gone item."""
+        """Forget every call, execution, switch, hold, gone item and grove."""
         with self._lock:
             self._state = _State()
+            self.groves = GroveStore(self._limits, on_gone=self.mark_gone)
             self._lock.notify_all()
 
     @property
@@ -252,7 +281,7 @@ class ReferenceHub:
         try:
             body = json.loads(raw_body.decode("utf-8")) if raw_body else None
         except (UnicodeDecodeError, json.JSONDecodeError):
-            status, answer = HTTPStatus.BAD_REQUEST, {"error": "body is not JSON"}
+            status, answer = HTTPStatus.BAD_REQUEST, _error("invalid_request", "body is not JSON")
         received_at = datetime.now(UTC).isoformat()
         with self._lock:
             self._state.arrivals.append(item_id)
@@ -265,10 +294,12 @@ class ReferenceHub:
             time.sleep(behaviour.delay)
         with self._lock:
             if stopping:
-                status, answer = HTTPStatus.SERVICE_UNAVAILABLE, {"error": "the hub is stopping"}
+                status = HTTPStatus.SERVICE_UNAVAILABLE
+                answer = _error("unavailable", "the hub is stopping")
             # A switched answer changes nothing: after a switched 500 the retry still fires.
             elif behaviour is not None and behaviour.status is not None:
-                status, answer = HTTPStatus(behaviour.status), {"error": "answered by a switch"}
+                status = HTTPStatus(behaviour.status)
+                answer = _error("switched", "answered by a switch")
             elif status == HTTPStatus.OK:
                 status, answer = self._decide(kind, grove_id, item_id, headers, body)
             call = FireCall(kind, grove_id, item_id, dict(headers), body, int(status), received_at)
@@ -299,111 +330,52 @@ class ReferenceHub:
             self._on_call(call)
         return int(HTTPStatus.OK)
 
+    def handle_grove(self, method: str, target: str, headers: Mapping[str, str],
+                     raw_body: bytes) -> Answer:
+        """Answer a request under `/api/v1/groves/`: a fire (`POST` to a fire endpoint), the
+        fire endpoint's probe (any other method: 401, or 405 with `Allow: POST`, nothing loaded
+        or fired), or the hub's schedule API; with `fire_endpoint` off, today's hub, whose
+        routers answer the fire paths as they answer any unknown path."""
+        parts = urlsplit(target)
+        fire = FIRE_PATH.match(parts.path)
+        if fire and self.fire_endpoint and method == "POST":
+            status, answer = self.handle_fire(KINDS[fire["collection"]], unquote(fire["grove"]),
+                                              unquote(fire["item"]), headers, raw_body)
+            return status, go_json(answer), {}
+        # The hub authenticates before it routes (handlers_schedules.go:67-72).
+        if not self._authorized(headers.get("authorization")):
+            return UNAUTHORIZED
+        if fire and self.fire_endpoint:
+            return METHOD_NOT_ALLOWED[0], METHOD_NOT_ALLOWED[1], {"Allow": "POST"}
+        try:
+            body = json.loads(raw_body) if raw_body else None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return error_answer(400, "invalid_request", f"Invalid request body: {exc}")
+        with self._lock:
+            return route(self.groves, method, parts.path, parts.query, body, "reference-hub-user")
+
     def _decide(self, kind: str, grove_id: str, item_id: str, headers: Mapping[str, str],
                 body: Any) -> tuple[HTTPStatus, dict[str, Any]]:
         if not self._authorized(headers.get("authorization")):
-            return HTTPStatus.UNAUTHORIZED, {"error": "missing or wrong bearer token"}
+            return HTTPStatus.UNAUTHORIZED, _error("unauthorized", "Authentication required")
         key = headers.get("idempotency-key")
         if not isinstance(body, dict) or any(f not in body for f in REQUIRED_BODY_FIELDS):
-            return HTTPStatus.BAD_REQUEST, {"error": f"body must be an object with {', '.join(REQUIRED_BODY_FIELDS)}"}
+            return HTTPStatus.BAD_REQUEST, _error(
+                "invalid_request", f"body must be an object with {', '.join(REQUIRED_BODY_FIELDS)}")
         if not key or key != body.get("executionId"):
-            return HTTPStatus.BAD_REQUEST, {"error": "Idempotency-Key must equal executionId"}
+            return HTTPStatus.BAD_REQUEST, _error("invalid_request",
+                                                  "Idempotency-Key must equal executionId")
         if body.get("scheduleId") != item_id or body.get("groveId") != grove_id:
-            return HTTPStatus.BAD_REQUEST, {"error": "scheduleId and groveId must match the path"}
+            return HTTPStatus.BAD_REQUEST, _error("invalid_request",
+                                                  "scheduleId and groveId must match the path")
         if item_id in self._state.gone:
-            return HTTPStatus.NOT_FOUND, {"error": f"{kind} {item_id} not found"}
+            what = "Schedule" if kind == "schedule" else "Scheduled event"
+            return HTTPStatus.GONE, _error("gone", f"{what} {item_id} is gone")
         if key in self._state.executions:
-            return HTTPStatus.CONFLICT, {"error": "already handled", "executionId": key}
+            return HTTPStatus.CONFLICT, _error("conflict", f"execution {key} was already handled")
         if kind == "event" and item_id in self._state.fired_events:
-            return HTTPStatus.CONFLICT, {"error": "event already fired"}
+            return HTTPStatus.CONFLICT, _error("conflict", "event already fired")
         self._state.executions[key] = item_id
         if kind == "event":
             self._state.fired_events.add(item_id)
         return HTTPStatus.OK, {"status": "fired", "executionId": key}
-
-
-class _Handler(BaseHTTPRequestHandler):
-    reference_hub: ReferenceHub
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Calls are logged by the hub itself, as structured lines."""
-
-    def _read_body(self) -> bytes | None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
-            self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"})
-            return None
-        return self.rfile.read(length) if length else b""
-
-    def _reply(self, status: int, payload: Any) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        try:
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            # The caller gave up or died (a killed worker); the call is recorded all the same.
-            self.close_connection = True
-
-    def _plain(self) -> None:
-        raw = self._read_body()
-        if raw is None:
-            return
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        self._reply(self.reference_hub.handle_plain(unquote(self.path), headers, raw, self.command),
-                    {"status": "recorded"})
-
-    def do_GET(self) -> None:
-        """`GET /_reference/calls`: every call recorded, as JSON; any other path is a plain call."""
-        if self.path == "/_reference/calls":
-            self._reply(HTTPStatus.OK, [c.to_dict() for c in self.reference_hub.calls])
-        elif not self.path.startswith("/_reference/"):
-            self._plain()
-        else:
-            self._reply(HTTPStatus.NOT_FOUND, {"error": "not found"})
-
-    # An `http` action may use any method; the plain calls record them all.
-    do_PUT = do_PATCH = do_DELETE = _plain
-
-    def do_POST(self) -> None:
-        """The fire endpoints, and the control endpoints under `/_reference/`."""
-        raw = self._read_body()
-        if raw is None:
-            return
-        match = FIRE_PATH.match(self.path)
-        if match:
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            status, answer = self.reference_hub.handle_fire(
-                KINDS[match["collection"]], unquote(match["grove"]), unquote(match["item"]),
-                headers, raw)
-            self._reply(status, answer)
-            return
-        if not self.path.startswith("/_reference/"):
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            self._reply(self.reference_hub.handle_plain(unquote(self.path), headers, raw, "POST"),
-                        {"status": "recorded"})
-            return
-        try:
-            control = json.loads(raw) if raw else {}
-        except json.JSONDecodeError:
-            self._reply(HTTPStatus.BAD_REQUEST, {"error": "body is not JSON"})
-            return
-        hub = self.reference_hub
-        if self.path == "/_reference/behaviour" and isinstance(control, dict):
-            hub.set_behaviour(control.get("status"), delay=float(control.get("delay", 0.0)),
-                              item_id=control.get("item_id"), times=control.get("times"))
-        elif self.path == "/_reference/gone" and isinstance(control, dict) and control.get("item_id"):
-            hub.mark_gone(str(control["item_id"]))
-        elif self.path == "/_reference/hold" and isinstance(control, dict) and control.get("item_id"):
-            hub.hold(str(control["item_id"]))
-        elif self.path == "/_reference/release" and isinstance(control, dict) and control.get("item_id"):
-            hub.release(str(control["item_id"]))
-        elif self.path == "/_reference/reset":
-            hub.reset()
-        else:
-            self._reply(HTTPStatus.NOT_FOUND, {"error": "not found"})
-            return
-        self._reply(HTTPStatus.OK, {"ok": True})

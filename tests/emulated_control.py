@@ -3,9 +3,12 @@ one project per test, fast retries and no write limit."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from scheduler.config import Settings
+import pytest
+
+from scheduler.config import SETTINGS, Settings
 
 KEY = "test-signing-key"
 FAST = {
@@ -22,3 +25,13 @@ def emulated_settings(emulator: Any, pubsub: str, project: str, **overrides: str
         signing_key=KEY, cloud_scheduler_emulator_host=emulator.host, pubsub_emulator_host=pubsub,
         **{**FAST, **overrides},
     )
+
+
+def operator_env(monkeypatch: pytest.MonkeyPatch, values: Mapping[str, str]) -> None:
+    """Configuration through the environment only, as an operator runs the tools: every
+    setting's variable cleared (the emulator hosts kept), then `values` set."""
+    for setting in SETTINGS:
+        if not setting.attr.endswith("_emulator_host"):
+            monkeypatch.delenv(setting.env, raising=False)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)

@@ -19,8 +19,11 @@ def new_id() -> str:
 
 
 def go_time(value: datetime) -> str:
-    """A time as Go's encoding/json writes it (RFC 3339 with nanoseconds)."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond:06d}000Z"
+    """A time as Go's encoding/json writes it (RFC 3339, nanoseconds with trailing zeros
+    trimmed: `time.Time.MarshalJSON` uses RFC3339Nano)."""
+    value = value.astimezone(UTC)
+    fraction = f"{value.microsecond:06d}".rstrip("0")
+    return value.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}Z" if fraction else "Z")
 
 
 def message_payload(agent: str = "reviewer", text: str = "Summarise yesterday's PRs") -> str:

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 import structlog
 import yaml
+from emulated_control import operator_env
 from google.api_core import exceptions as gexc
 
-from scheduler.config import SETTINGS, Settings
+from scheduler.config import Settings
 from scheduler.contract import decode_message
 from scheduler.gcp import publisher_client, subscriber_client
 from scion_scheduler.cli import main
@@ -29,18 +30,13 @@ ACTION = {"type": "http", "url": "https://hub.example/run"}
 def env(monkeypatch: pytest.MonkeyPatch, cloud_scheduler_emulator: Any, pubsub_emulator: str,
         project_id: str) -> Iterator[Any]:
     """Configuration through the environment only, as an operator would run the tool."""
-    for setting in SETTINGS:
-        if not setting.attr.endswith("_emulator_host"):
-            monkeypatch.delenv(setting.env, raising=False)
-    values = {
+    operator_env(monkeypatch, {
         "SCION_SCHEDULER_PROJECT": project_id, "SCION_SCHEDULER_LOCATION": "europe-west1",
         "SCION_SCHEDULER_TOPIC": "fires", "SCION_SCHEDULER_SUBSCRIPTION": "workers",
         "SCION_SCHEDULER_SIGNING_KEY": KEY, "SCION_SCHEDULER_WRITE_RATE": "1000",
         "SCION_SCHEDULER_API_RETRY_INITIAL": "0.01s", "SCION_SCHEDULER_API_RETRY_MAXIMUM": "0.05s",
         "SCION_SCHEDULER_API_RETRY_TIMEOUT": "20s", "SCION_SCHEDULER_LOG_FORMAT": "json",
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
+    })
     yield cloud_scheduler_emulator
     # `main` pointed structlog at pytest's captured stderr, which is closed by now.
     structlog.reset_defaults()

@@ -120,7 +120,9 @@ def test_a_gone_schedule_is_cancelled(hub: ReferenceHub) -> None:
     s = hub_schedule()
     hub.mark_gone(s.id)
     result = action_for(hub)(context_for(s))
-    assert result is not None and (result.state, result.detail) == (State.CANCELLED, "schedule gone")
+    assert result is not None and result.state is State.CANCELLED
+    assert result.detail == f"gone at the hub: Schedule {s.id} is gone"
+    assert hub.calls[0].status == 410
 
 
 def test_a_hub_that_skips_the_fire_records_it_skipped() -> None:
@@ -135,7 +137,7 @@ def test_a_hub_that_skips_the_fire_records_it_skipped() -> None:
 
 
 @pytest.mark.parametrize(("status", "retryable"), [
-    (500, True), (503, True), (429, True), (400, False), (403, False), (422, False),
+    (500, True), (503, True), (429, True), (400, False), (403, False), (404, False), (422, False),
 ])
 def test_errors_retry_on_5xx_and_429_and_fail_on_other_4xx(
         hub: ReferenceHub, status: int, retryable: bool) -> None:
@@ -272,7 +274,7 @@ def _deliver(pipeline: Pipeline, s: Schedule, published_at: datetime) -> str:
 @pytest.mark.parametrize(("switch", "outcome", "state", "detail"), [
     (None, "succeeded", State.SUCCEEDED, "HTTP 200"),
     (409, "succeeded", State.SUCCEEDED, "duplicate"),
-    (404, "cancelled", State.CANCELLED, "schedule gone"),
+    (410, "cancelled", State.CANCELLED, "gone at the hub: answered by a switch"),
 ])
 def test_the_pipeline_records_what_the_hub_answered(
         hub: ReferenceHub, switch: int | None, outcome: str, state: State, detail: str) -> None:
@@ -316,7 +318,7 @@ def test_the_reference_hub_is_driven_over_http_too(hub: ReferenceHub) -> None:
         result = action_for(hub)(context_for(s))
         assert result is not None and result.state is State.CANCELLED
         calls = client.get("/_reference/calls").json()
-        assert [c["status"] for c in calls] == [500, 404]
+        assert [c["status"] for c in calls] == [500, 410]
         assert calls[0]["headers"]["idempotency-key"] == calls[0]["body"]["executionId"]
         client.post("/_reference/reset")
         assert client.get("/_reference/calls").json() == []

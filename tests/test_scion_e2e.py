@@ -22,9 +22,10 @@ from typing import Any
 
 import pytest
 import structlog
+from emulated_control import operator_env
 from scion_hub_data import envelope, event, new_id, schedule
 
-from scheduler.config import SETTINGS, Settings
+from scheduler.config import Settings
 from scheduler.contract import build_message, execution_id
 from scheduler.gcp import (
     cloud_scheduler_client,
@@ -75,6 +76,17 @@ class Stack:
         assert code == 0, out
         return out
 
+    def run_now(self, item_id: str) -> str:
+        """`scion-scheduler run ID`: a manual fire through Pub/Sub; its execution ID."""
+        self.capsys.readouterr()
+        try:
+            code = main(["run", item_id, "--output", "json"])
+        finally:
+            structlog.reset_defaults()
+        out: dict[str, Any] = json.loads(self.capsys.readouterr().out)
+        assert code == 0, out
+        return str(out["execution_id"])
+
     def jobs(self) -> dict[str, Any]:
         """Cloud Scheduler's jobs by ID."""
         client = cloud_scheduler_client(self.settings)
@@ -102,25 +114,21 @@ class Stack:
 
 
 @pytest.fixture
-def stack(monkeypatch: pytest.MonkeyPatch, cloud_scheduler_emulator: Any, pubsub_emulator: str,
-          firestore_emulator: str, project_id: str, tmp_path: Path,
-          capsys: pytest.CaptureFixture[str]) -> Iterator[Stack]:
-    for setting in SETTINGS:
-        if not setting.attr.endswith("_emulator_host"):
-            monkeypatch.delenv(setting.env, raising=False)
-    values = {
+def stack(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+          cloud_scheduler_emulator: Any, pubsub_emulator: str, firestore_emulator: str,
+          project_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Stack]:
+    """The stack; `indirect` parameters are passed to the `ReferenceHub`."""
+    operator_env(monkeypatch, {
         "SCION_SCHEDULER_PROJECT": project_id, "SCION_SCHEDULER_LOCATION": "europe-west1",
         "SCION_SCHEDULER_TOPIC": "fires", "SCION_SCHEDULER_SUBSCRIPTION": "workers",
         "SCION_SCHEDULER_WRITE_RATE": "1000", "SCION_SCHEDULER_LOG_FORMAT": "json",
         "SCION_HUB_TOKEN": TOKEN,
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
+    })
     settings = Settings.from_env()
     publisher_client(settings).create_topic(name=settings.topic_path)
     subscriber_client(settings).create_subscription(
         name=settings.subscription_path, topic=settings.topic_path, ack_deadline_seconds=10)
-    with ReferenceHub(token=TOKEN) as hub:
+    with ReferenceHub(token=TOKEN, **getattr(request, "param", {})) as hub:
         env = dict(os.environ) | {"SCION_HUB_URL": hub.url}
         running = Stack(settings, env, hub, tmp_path, capsys)
         try:
@@ -189,8 +197,8 @@ def test_the_hubs_json_becomes_jobs_and_what_the_hub_marks_gone_is_removed(stack
 
 @pytest.mark.slow
 def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorded(stack: Stack) -> None:
-    """One minute, every case: a plain fire (of a schedule from an older hub, which names its
-    project `groveId` only), 409, 404 from a schedule deleted at the hub, a 500 that is retried,
+    """One minute, every case: a plain fire (of a schedule in a grove of its own), 409, 410
+    from a schedule deleted at the hub, a 500 that is retried,
     a pending one-shot whose worker is killed while the hub holds its request, a one-shot
     cancelled at the hub after the sync, and one cancelled before it. The hub's JSON comes as
     its paged envelopes."""
@@ -254,7 +262,7 @@ def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorde
     }
     assert [c.status for c in _calls_for(calls, dup["id"], slot)] == [409]
     for item in (gone, flagged, late_cancel):
-        assert [c.status for c in _calls_for(calls, item["id"], slot)] == [404]
+        assert [c.status for c in _calls_for(calls, item["id"], slot)] == [410]
     assert [c.status for c in _calls_for(calls, flaky["id"], slot)] == [500, 200]
     # The killed worker's request fired the one-shot; the takeover's got 409: it fired once.
     one_shot_calls = _calls_for(calls, one_shot["id"], slot)
@@ -271,7 +279,9 @@ def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorde
     assert outcome(ok) == (State.SUCCEEDED, "HTTP 200", 1)
     assert outcome(dup) == (State.SUCCEEDED, "duplicate", 1)
     for item in (gone, flagged, late_cancel):
-        assert outcome(item)[:2] == (State.CANCELLED, "schedule gone")
+        what = "Schedule" if item is not late_cancel else "Scheduled event"
+        detail = f"gone at the hub: {what} {item['id']} is gone"
+        assert outcome(item)[:2] == (State.CANCELLED, detail)
     assert outcome(flaky) == (State.SUCCEEDED, "HTTP 200", 2)
     # Completed once, by the other worker's attempt 2, which found it done at the hub.
     assert outcome(one_shot) == (State.SUCCEEDED, "duplicate", 2)
@@ -289,6 +299,41 @@ def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorde
     out = stack.sync(listing, "--prune")
     assert [(s["kind"], s["schedule_id"]) for s in out["plan"]["steps"]] == [("delete", gone["id"])]
     assert set(stack.jobs()) == {f"scion-{i['id']}" for i in (ok, dup, flaky)}
+
+
+# --------------------------------------------------------------------------- a hub without the endpoint
+
+
+@pytest.mark.parametrize("stack", [{"fire_endpoint": False}], indirect=True)
+def test_a_hub_without_the_fire_endpoint_fails_each_fire_and_the_worker_says_so_once(
+        stack: Stack) -> None:
+    """Today's hub has no fire endpoint: its routers answer a schedule's fire with 404
+    "Schedule action not found" (handlers_schedules.go:134-135) and an event's with 405
+    (handlers_scheduled_events.go:91-100). Manual fires through Pub/Sub reach a worker process;
+    each is recorded `failed`, never `cancelled`, and the worker logs the cause once."""
+    item = schedule(name="daily")
+    one_shot = event(fire_at=datetime.now(UTC).replace(microsecond=0) + timedelta(days=1))
+    stack.sync({"schedules": [item], "events": [one_shot]})
+    worker = stack.start_worker("worker-a")
+    ledger = stack.ledger()
+    runs = {i["id"]: stack.run_now(i["id"]) for i in (item, one_shot)}
+
+    def final(item_id: str) -> Execution | None:
+        record = ledger.get(runs[item_id])
+        return record if record is not None and record.state in FINAL_STATES else None
+
+    _wait_until(lambda: all(map(final, runs)), 90, "both fires to be recorded")
+    for item_id in runs:
+        record = final(item_id)
+        assert record is not None and record.state is State.FAILED, record
+        assert "the hub has no fire endpoint" in (record.error or "")
+    worker.terminate()
+    worker.wait(timeout=30)
+    lines = [json.loads(line) for line in (stack.tmp / "worker-a.log").read_text().splitlines()
+             if line.startswith("{")]
+    said = [line for line in lines if "the hub has no fire endpoint;" in line.get("message", "")]
+    assert len(said) == 1 and said[0]["level"] == "error"
+    assert stack.hub.calls == []  # no fire endpoint, so no fire
 
 
 # --------------------------------------------------------------------------- catch-up after an outage

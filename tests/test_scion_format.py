@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import structlog
+from emulated_control import operator_env
 from scion_hub_data import (
     GROVE,
     envelope,
@@ -20,10 +21,9 @@ from scion_hub_data import (
     schedule,
 )
 
-from scheduler.config import SETTINGS
 from scheduler.contract import build_message, decode_message
 from scheduler.model import FieldError, ValidationError
-from scheduler.scion_format import ACTION_TYPE, detect_format
+from scheduler.scion_format import ACTION_TYPE, convert_item, detect_format
 from scheduler.validation import (
     load_schedule_set,
     load_schedules,
@@ -301,15 +301,12 @@ def test_null_is_an_empty_listing_only_inside_an_envelope() -> None:
 def test_a_document_whose_event_listing_is_null_plans_and_syncs(
         tmp_path: Path, capsys: Any, cli: Callable[[list[str]], int], monkeypatch: pytest.MonkeyPatch,
         cloud_scheduler_emulator: Any, project_id: str) -> None:
-    """A hub project with schedules but no events is handed over; then with nothing at all,
+    """A hub grove with schedules but no events is handed over; then with nothing at all,
     `--prune` empties Cloud Scheduler."""
-    for setting in SETTINGS:
-        if not setting.attr.endswith("_emulator_host"):
-            monkeypatch.delenv(setting.env, raising=False)
-    for name, value in {"SCION_SCHEDULER_PROJECT": project_id, "SCION_SCHEDULER_LOCATION": "europe-west1",
-                        "SCION_SCHEDULER_TOPIC": "fires", "SCION_SCHEDULER_WRITE_RATE": "1000",
-                        "SCION_SCHEDULER_LOG_FORMAT": "json"}.items():
-        monkeypatch.setenv(name, value)
+    operator_env(monkeypatch, {
+        "SCION_SCHEDULER_PROJECT": project_id, "SCION_SCHEDULER_LOCATION": "europe-west1",
+        "SCION_SCHEDULER_TOPIC": "fires", "SCION_SCHEDULER_WRITE_RATE": "1000",
+        "SCION_SCHEDULER_LOG_FORMAT": "json"})
     item = schedule()
     path = tmp_path / "hub.json"
     path.write_text(json.dumps([envelope("schedules", [item], total=1), envelope("events", None)]))
@@ -376,3 +373,63 @@ def test_a_hand_written_scion_schedule_catches_up_with_latest_unless_it_says_oth
     assert parse_schedule(base, known_action_types=KNOWN).catchup == "latest"
     assert parse_schedule(base | {"catchup": "all"}, known_action_types=KNOWN).catchup == "all"
     assert parse_schedule(NATIVE[0], known_action_types=KNOWN).catchup == "all"
+
+
+# --------------------------------------------------------------------------- item by item
+
+
+def test_a_listing_with_invalid_items_is_read_item_by_item_unless_strict() -> None:
+    good, bad_payload, bad_type = schedule(name="a"), schedule(name="b"), schedule(name="c")
+    bad_payload["payload"] = "not json"  # a PATCH sets it unchecked (handlers_schedules.go:337-339)
+    bad_type["eventType"] = "status_update"
+    no_id = schedule(name="d")
+    del no_id["id"]
+    document = envelope("schedules", [good, bad_payload, bad_type, no_id])
+    with pytest.raises(ValidationError):
+        schedules_from_data(document, format="scion")
+    loaded = schedules_from_data(document, format="scion", strict=False)
+    assert [s.id for s in loaded.schedules] == [good["id"]]
+    assert set(loaded.keep) == {bad_payload["id"], bad_type["id"]}
+    refused = {(e.schedule_id.split()[0], e.field) for e in loaded.refused}
+    assert refused == {(bad_payload["id"], "payload"), (bad_type["id"], "eventType"),
+                       ("schedules[3]", "id")}
+
+
+def test_an_id_listed_twice_is_refused_as_a_whole() -> None:
+    item = schedule()
+    loaded = schedules_from_data([item, dict(item, name="other")], format="scion", strict=False)
+    assert loaded.schedules == [] and loaded.keep == (item["id"],)
+
+
+def test_a_document_wrong_as_a_whole_is_refused_whole_even_item_by_item() -> None:
+    cut_short = envelope("schedules", [schedule()], next_cursor="more", total=2)
+    with pytest.raises(ValidationError):
+        schedules_from_data(cut_short, format="scion", strict=False)
+
+
+def test_native_files_stay_all_or_nothing() -> None:
+    native = [{"id": "a", "cron": "* * * * *", "action": {"type": "http", "url": "https://x.test"}},
+              {"id": "b", "cron": "nope", "action": {"type": "http", "url": "https://x.test"}}]
+    with pytest.raises(ValidationError):
+        schedules_from_data(native, format="native", strict=False)
+
+
+def test_convert_item_converts_one_hub_item() -> None:
+    item = event()
+    one = convert_item(item)
+    assert one.item_id == item["id"] and one.errors == [] and not one.absent
+    assert one.document is not None and one.document["action"]["kind"] == "event"
+    assert convert_item(dict(item, status="fired")).absent
+    assert convert_item("x", where="items[0]").errors[0].field == "(item)"
+
+
+def test_pages_that_repeat_an_item_are_refused_whole_even_item_by_item() -> None:
+    # The real hub's schedule listing never reads `cursor` (pkg/store/sqlite/schedule.go:162-171):
+    # "page 2" is page 1 again, and a document of both pages holds enough items to pass a count.
+    page = [schedule(name=f"s{n}") for n in range(3)]
+    pages = [envelope("schedules", page, next_cursor=page[-1]["id"], total=5),
+             envelope("schedules", page, total=5)]
+    with pytest.raises(ValidationError) as info:
+        schedules_from_data(pages, format="scion", strict=False)
+    (error,) = info.value.errors
+    assert "is on page 0 and on page 1" in error.reason and "schedule.go" in error.reason

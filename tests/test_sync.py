@@ -162,6 +162,17 @@ def test_foreign_jobs_are_never_steps_and_orphans_need_prune() -> None:
     assert compute_plan(jobs, [], s, now=NOW, grace=GRACE).counts()["delete"] == 2
 
 
+def test_a_kept_schedules_job_is_never_pruned_nor_edited() -> None:
+    """The job of an item refused from a hub listing stays exactly as it is, even with prune."""
+    s = spec()
+    held, gone = make(2)
+    jobs = [existing(s, held), existing(s, gone)]
+    plan = compute_plan(jobs, [], s, now=NOW, grace=GRACE, prune=True, keep={held.id})
+    assert [(st.kind, st.schedule_id) for st in plan.steps] == [("delete", gone.id)]
+    assert plan.held == (s.job_id(held.id),) and plan.kept == ()
+    assert plan.to_dict()["held_for_refused_items"] == [s.job_id(held.id)]
+
+
 def test_digest_named_jobs_are_matched_through_their_schedule_id_attribute() -> None:
     s = spec()
     long_id = "é" * 200  # its readable job ID would be far over 500 characters

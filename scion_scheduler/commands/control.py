@@ -2,8 +2,12 @@
 
 Every command checks the required settings (project, location, topic) before anything else, and
 `sync`/`plan` validate the whole schedule file before the first API call, so bad input (exit 2)
-never applies anything. Exit 1 means some step or lookup failed; `--output json` prints the
-plan, each step's outcome, or the job, as machine-readable JSON.
+never applies anything. One exception: the hub's JSON is taken item by item unless `--strict`,
+because a real grove can hold items the hub never validated; each invalid item is refused on
+its own, listed with its ID, field and reason, and its job left exactly as it is (never edited,
+never pruned), while every valid item is synced, and the command exits 1. Exit 1 also means some
+step or lookup failed; `--output json` prints the plan, each step's outcome, the refused items,
+or the job, as machine-readable JSON.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from scheduler.control import JobInfo, JobNotFound, SchedulerControl
 from scheduler.jobs import JobSpec
 from scheduler.model import format_instant
 from scheduler.sync import ApplyResult, Plan, Step
-from scheduler.validation import load_schedule_set
+from scheduler.validation import ScheduleSet, load_schedule_set
 from scion_scheduler.commands.schedules import add_format_flag
 
 REQUIRED = ("project", "location", "topic")
@@ -41,6 +45,7 @@ def register(sub: Any) -> None:
                    help="also delete jobs under the prefix whose schedule is not in the file")
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     add_format_flag(p)
+    add_strict_flag(p)
     _output(p)
     p.set_defaults(handler=sync)
 
@@ -48,6 +53,7 @@ def register(sub: Any) -> None:
     p.add_argument("--file", required=True, help="YAML or JSON schedule file")
     p.add_argument("--prune", action="store_true", help="plan deletes of jobs without a schedule")
     add_format_flag(p)
+    add_strict_flag(p)
     _output(p)
     p.set_defaults(handler=plan)
 
@@ -105,42 +111,72 @@ def _delete_absent(plan: Plan, absent: Sequence[str], spec: JobSpec) -> Plan:
                    kept=tuple(job_id for job_id in plan.kept if job_id not in gone))
 
 
-def _result_code(result: ApplyResult) -> int:
-    return EXIT_OK if result.ok else EXIT_FAILED
+def add_strict_flag(parser: argparse.ArgumentParser) -> None:
+    """`--strict`: the hub's JSON all or nothing, as a native schedule file always is."""
+    parser.add_argument(
+        "--strict", action="store_true",
+        help="refuse the hub's whole document when any item is invalid (exit 2); by default each "
+             "invalid item is refused on its own and its job left as it is, the rest is synced, "
+             "and the exit code is 1. A native schedule file is always all or nothing")
 
 
-def sync(args: argparse.Namespace, settings: Settings) -> int:
-    """Plan, then (unless --dry-run) apply; exit 1 when any step failed."""
-    settings.require(*REQUIRED)
-    loaded = load_schedule_set(args.file, format=args.format)
+def _refusals(loaded: ScheduleSet) -> tuple[list[dict[str, str]], str]:
+    """The refused items as JSON and as text (empty when none)."""
+    if not loaded.refused:
+        return [], ""
+    lines = [f"refused {e.schedule_id}: {e.field}: {e.reason}" for e in loaded.refused]
+    lines.append(f"{len(loaded.keep) or len(loaded.refused)} hub item(s) refused; the job of each "
+                 "was left exactly as it is")
+    return [{"id": e.schedule_id, "field": e.field, "reason": e.reason}
+            for e in loaded.refused], "\n".join(lines)
+
+
+def _plan_for(control: SchedulerControl, loaded: ScheduleSet, prune: bool) -> Plan:
+    return _delete_absent(control.plan(loaded.schedules, prune=prune, keep=loaded.keep),
+                          loaded.absent, control.spec)
+
+
+def sync_loaded(args: argparse.Namespace, settings: Settings, loaded: ScheduleSet) -> int:
+    """Plan, then (unless `args.dry_run`) apply a validated set; exit 1 when any step failed or
+    any hub item was refused. Also the last step of `hub pull --sync`."""
+    refused, refused_text = _refusals(loaded)
 
     def act() -> int:
         with _control(settings) as control:
-            the_plan = _delete_absent(control.plan(loaded.schedules, prune=args.prune), loaded.absent,
-                                      control.spec)
+            the_plan = _plan_for(control, loaded, args.prune)
             if args.dry_run:
-                emit({"dry_run": True, "ok": True, "plan": the_plan.to_dict(), "result": None},
-                     args.output, the_plan.describe())
-                return EXIT_OK
+                emit({"dry_run": True, "ok": not refused, "plan": the_plan.to_dict(),
+                      "result": None, "refused": refused}, args.output,
+                     "\n".join(filter(None, [the_plan.describe(), refused_text])))
+                return EXIT_FAILED if refused else EXIT_OK
             result = control.apply(the_plan)
-        emit({"dry_run": False, "ok": result.ok, "plan": the_plan.to_dict(), "result": result.to_dict()},
-             args.output, the_plan.describe() + "\n" + result.describe())
-        return _result_code(result)
+        emit({"dry_run": False, "ok": result.ok and not refused, "plan": the_plan.to_dict(),
+              "result": result.to_dict(), "refused": refused}, args.output,
+             "\n".join(filter(None, [the_plan.describe(), result.describe(), refused_text])))
+        return EXIT_OK if result.ok and not refused else EXIT_FAILED
 
     return _guarded(args, act)
 
 
-def plan(args: argparse.Namespace, settings: Settings) -> int:
-    """Print the plan for a schedule file."""
+def sync(args: argparse.Namespace, settings: Settings) -> int:
+    """Plan, then (unless --dry-run) apply; exit 1 when any step failed or an item was refused."""
     settings.require(*REQUIRED)
-    loaded = load_schedule_set(args.file, format=args.format)
+    return sync_loaded(args, settings, load_schedule_set(args.file, format=args.format,
+                                                         strict=args.strict))
+
+
+def plan(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the plan for a schedule file; exit 1 when a hub item was refused."""
+    settings.require(*REQUIRED)
+    loaded = load_schedule_set(args.file, format=args.format, strict=args.strict)
+    refused, refused_text = _refusals(loaded)
 
     def act() -> int:
         with _control(settings) as control:
-            the_plan = _delete_absent(control.plan(loaded.schedules, prune=args.prune), loaded.absent,
-                                      control.spec)
-        emit(the_plan.to_dict(), args.output, the_plan.describe())
-        return EXIT_OK
+            the_plan = _plan_for(control, loaded, args.prune)
+        emit(the_plan.to_dict() | ({"refused": refused} if refused else {}), args.output,
+             "\n".join(filter(None, [the_plan.describe(), refused_text])))
+        return EXIT_FAILED if refused else EXIT_OK
 
     return _guarded(args, act)
 
@@ -189,7 +225,7 @@ def _single(args: argparse.Namespace, settings: Settings,
         with _control(settings) as control:
             result = op(control, args.id)
         emit(result.to_dict(), args.output, result.describe())
-        return _result_code(result)
+        return EXIT_OK if result.ok else EXIT_FAILED
 
     return _guarded(args, act)
 

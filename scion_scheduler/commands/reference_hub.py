@@ -1,4 +1,5 @@
-"""`reference-hub`: run the reference Scion hub (the fire endpoints) until SIGINT or SIGTERM."""
+"""`reference-hub`: run the reference Scion hub (its grove routes and the fire endpoints) until
+SIGINT or SIGTERM."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from scheduler.cli_base import EXIT_OK, fail
 from scheduler.config import Settings
 from scheduler.logs import get_logger
 from scion_scheduler.reference_hub import ReferenceHub
+from scion_scheduler.reference_hub_groves import ListingLimits
 
 log = get_logger(__name__)
 
@@ -20,10 +22,12 @@ def register(sub: Any) -> None:
     """Add `reference-hub`."""
     p = sub.add_parser(
         "reference-hub",
-        help="run a reference Scion hub that implements the fire endpoints and records each call",
-        description="Serve POST /api/v1/groves/{groveId}/schedules/{id}/fire and "
-                    ".../scheduled-events/{id}/fire as docs/hub-fire-endpoint.md specifies, for "
-                    "the local demo and tests (point SCION_HUB_URL at it). Calls are logged and "
+        help="run a reference Scion hub: the real hub's grove routes plus the fire endpoints",
+        description="Serve the real hub's /api/v1/groves/{groveId}/schedules and "
+                    "/scheduled-events routes (its JSON, errors and listing limits) and POST "
+                    ".../schedules/{id}/fire and .../scheduled-events/{id}/fire as "
+                    "docs/hub-fire-endpoint.md specifies, for the local demo and tests (point "
+                    "SCION_HUB_URL at it). Fire calls are logged and "
                     "listed at GET /_reference/calls; POST /_reference/behaviour switches answers "
                     "(409, 404, 500, slow), /_reference/gone marks an item deleted, "
                     "/_reference/hold and /_reference/release keep an item's requests unanswered "
@@ -32,6 +36,10 @@ def register(sub: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8087, help="port (0: any free port; default 8087)")
     p.add_argument("--token", help="require this bearer token (default: none; SCION_HUB_TOKEN if set)")
+    p.add_argument("--no-fire-endpoint", action="store_true",
+                   help="be today's hub, which has no fire endpoint (its routers answer 404/405)")
+    p.add_argument("--mended-cursors", action="store_true",
+                   help="page the listings correctly (the real hub's store does not)")
     p.set_defaults(handler=run)
 
 
@@ -48,7 +56,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        hub = ReferenceHub(args.host, args.port, token=args.token or settings.hub_token).start()
+        hub = ReferenceHub(args.host, args.port, token=args.token or settings.hub_token,
+                           fire_endpoint=not args.no_fire_endpoint,
+                           limits=ListingLimits(real_cursors=not args.mended_cursors)).start()
     except OSError as exc:
         return fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
     try:

@@ -14,16 +14,23 @@ A worker that cannot call the hub (no SCION_HUB_URL, a malformed setting, no cre
 the fire *retryably*: the problem is this replica's configuration, and a redelivery may reach a
 replica that is configured; after `max_attempts` the fire is recorded failed with the reason.
 
-Outcomes: 2xx succeeded (`{"status": "skipped"}` in the answer records `skipped`: the hub
-chose not to run it, e.g. the schedule is paused there); 409 succeeded as a duplicate (the hub
-already handled this execution); 404 cancelled (the schedule is gone; the next reconcile
-removes its job); 429, 5xx, timeouts and connection errors are retried; every other status
-fails without retry.
+Outcomes (docs/hub-fire-endpoint.md): 2xx succeeded (`{"status": "skipped"}` in the answer
+records `skipped`: the hub chose not to run it, e.g. the schedule is paused there); 409 succeeded
+as a duplicate (the hub already handled this execution); 410 Gone cancelled (the schedule or event
+is gone at the hub; the next sync removes its job); 429, 5xx, timeouts and connection errors are
+retried; every other status fails without retry. A 404 in particular is never `cancelled`: a hub
+without the fire endpoint answers the route itself with 404 (`NotFound(w, "Schedule action")`,
+pkg/hub/handlers_schedules.go:135), and an event's fire with 405 (`MethodNotAllowed`,
+pkg/hub/handlers_scheduled_events.go:99), so recording either as "gone" would silently drop every
+fire of a hub that was never upgraded. When the answer is that route-not-found, the worker logs
+"the hub has no fire endpoint" once.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
+import threading
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -40,6 +47,14 @@ from worker.ledger import State
 log = get_logger(__name__)
 
 COLLECTIONS = {KIND_SCHEDULE: "schedules", KIND_EVENT: "scheduled-events"}
+NO_FIRE_ENDPOINT = "the hub has no fire endpoint"
+# What a hub without the fire endpoint answers a POST to it (pkg/hub/errors.go:162-165, 200-204):
+# the schedule router's unknown action (handlers_schedules.go:134-135), and the event router, which
+# takes "{id}/fire" for an event ID and allows no POST on it (handlers_scheduled_events.go:92-99).
+_ROUTE_NOT_FOUND = {
+    KIND_SCHEDULE: (404, "not_found", "Schedule action not found"),
+    KIND_EVENT: (405, "method_not_allowed", "Method not allowed"),
+}
 
 
 def fire_url(base_url: str, kind: str, grove_id: str, item_id: str) -> str:
@@ -76,6 +91,26 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
+def _hub_error(body: bytes) -> tuple[str | None, str | None]:
+    """`error.code` and `error.message` of the hub's error body (pkg/hub/errors.go:30-41)."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return None, None
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if not isinstance(error, dict):
+        return None, None
+    code, message = error.get("code"), error.get("message")
+    return (code if isinstance(code, str) else None, message if isinstance(message, str) else None)
+
+
+def is_route_not_found(kind: str, status: int, body: bytes) -> bool:
+    """True when `status` and `body` are what a hub without the fire endpoint answers a POST to
+    the fire endpoint of a `kind` item: the hub's own routers, not an answer about the item."""
+    expected = _ROUTE_NOT_FOUND.get(kind)
+    return expected is not None and (status, *_hub_error(body)) == expected
+
+
 def _hub_status(response: httpx.Response) -> tuple[str | None, str | None]:
     """`status` and `reason` from a JSON answer, when there is one."""
     try:
@@ -86,6 +121,24 @@ def _hub_status(response: httpx.Response) -> tuple[str | None, str | None]:
         return None, None
     status, reason = answer.get("status"), answer.get("reason")
     return (status if isinstance(status, str) else None, reason if isinstance(reason, str) else None)
+
+
+# Hub base URLs whose missing fire endpoint this process has logged: once per hub and process,
+# however many actions the registry made (its lazy load may race) and however many fires fail.
+_NO_ENDPOINT_LOGGED: set[str] = set()
+_NO_ENDPOINT_LOCK = threading.Lock()
+
+
+def _first_time(base_url: str) -> bool:
+    with _NO_ENDPOINT_LOCK:
+        first = base_url not in _NO_ENDPOINT_LOGGED
+        _NO_ENDPOINT_LOGGED.add(base_url)
+    return first
+
+
+def _gone_reason(response: httpx.Response) -> str:
+    _, message = _hub_error(response.content)
+    return message or "no reason given"
 
 
 class ScionAction:
@@ -132,8 +185,15 @@ class ScionAction:
             return ActionResult(detail=f"HTTP {status}")
         if status == 409:
             return ActionResult(State.SUCCEEDED, "duplicate")
-        if status == 404:
-            return ActionResult(State.CANCELLED, "schedule gone")
+        if status == 410:
+            return ActionResult(State.CANCELLED, f"gone at the hub: {_gone_reason(response)}")
+        if is_route_not_found(kind, status, response.content):
+            if _first_time(self._base_url):
+                log.error(f"scion action: {NO_FIRE_ENDPOINT}; every scion fire fails until the "
+                          "hub implements docs/hub-fire-endpoint.md (check with `scion-scheduler "
+                          "hub check`)", url=url, status=status, **fire)
+            raise ActionError(f"POST {url}: HTTP {status}: {NO_FIRE_ENDPOINT} "
+                              f"({response.text[:200].strip()})", retryable=False)
         retryable = status == 429 or status >= 500
         raise ActionError(f"POST {url}: HTTP {status}: {response.text[:200]}", retryable=retryable)
 
