@@ -17,44 +17,49 @@ routes on the raw path (`RawPathMiddleware`) and decodes the captured ID itself.
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from typing import Annotated, Any
-from urllib.parse import unquote_to_bytes
 
-from fastapi import Depends, FastAPI, Header, Path, Query, Request, Security
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPBearer
 from google.api_core import exceptions as gexc
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scheduler.cli_base import package_version
 from scheduler.contract import ContractError
-from scheduler.control import JobNotFound, SchedulerControl
-from scheduler.jobs_decode import job_fingerprint
+from scheduler.control import JobNotFound
 from scheduler.logs import get_logger
 from scheduler.model import FieldError, Schedule, ValidationError, format_instant, parse_instant
-from scheduler.sync import ApplyResult
-from scheduler.validation import MAX_ID_LENGTH, parse_schedule, validate_schedules
-from scion_scheduler.api.auth import Authenticator, AuthError
-from scion_scheduler.api.middleware import (
-    ApiMetrics,
-    BodyLimitMiddleware,
-    MetricsMiddleware,
-    RawPathMiddleware,
+from scheduler.validation import parse_schedule, validate_schedules
+from scion_scheduler.api.auth import AuthError
+from scion_scheduler.api.common import (
+    REQUEST,
+    ApiContext,
+    ApiError,
+    Caller,
+    IfMatch,
+    JsonBody,
+    body_ref,
+    check_if_match,
+    existing_id,
+    get_job,
+    invalid,
+    not_found,
+    path_id,
+    responses,
+    set_etag,
+    view,
+    write_status,
 )
+from scion_scheduler.api.middleware import BodyLimitMiddleware, MetricsMiddleware, RawPathMiddleware
 from scion_scheduler.api.schemas import (
-    ErrorOut,
     ExecutionPageOut,
-    FieldErrorOut,
     HealthOut,
     RunOut,
     ScheduleDocument,
@@ -66,168 +71,19 @@ from scion_scheduler.api.schemas import (
 )
 from scion_scheduler.api.views import execution_out, plan_out, schedule_out, step_outcomes
 from worker.history import list_runs
-from worker.keyed_locks import KeyedLocks
-from worker.ledger import Ledger
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "ApiContext", "create_app"]
 
 log = get_logger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-REQUEST = "(request)"
 _SYNC_FIELDS = frozenset({"schedules", "prune", "dry_run"})
-_HTTP_CODE = re.compile(r"^(?:gave up after retrying: )?(\d{3}) ")
-
-
-class ApiError(Exception):
-    """An error response: status, code, message, field errors, and step outcomes of a write."""
-
-    def __init__(self, status: int, code: str, message: str, errors: Sequence[FieldError] = (),
-                 result: ApplyResult | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.errors = tuple(errors)
-        self.result = result
-
-    def response(self) -> JSONResponse:
-        """The JSON error document."""
-        body = ErrorOut(
-            code=self.code, message=self.message,
-            errors=[FieldErrorOut(schedule_id=e.schedule_id, field=e.field, reason=e.reason)
-                    for e in self.errors],
-            outcomes=step_outcomes(self.result.outcomes) if self.result is not None else None,
-        )
-        return JSONResponse(body.model_dump(exclude_none=True), status_code=self.status)
-
-
-def _invalid(errors: Sequence[FieldError]) -> ApiError:
-    return ApiError(422, "invalid_argument", f"{len(errors)} validation error(s)", errors)
-
-
-def _bad_request(field_name: str, reason: str) -> ApiError:
-    return ApiError(400, "bad_request", reason, [FieldError(REQUEST, field_name, reason)])
-
-
-def _not_found(schedule_id: str) -> ApiError:
-    return ApiError(404, "not_found", f"no schedule {schedule_id!r}",
-                    [FieldError(schedule_id, "id", "no such schedule")])
-
-
-@dataclass
-class ApiContext:
-    """What the routes work with; built once by `create_app`."""
-
-    control: SchedulerControl
-    history: Ledger | None
-    authenticator: Authenticator
-    metrics: ApiMetrics = field(default_factory=ApiMetrics)
-    locks: KeyedLocks = field(default_factory=KeyedLocks)
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-
-
-# -- request helpers ---------------------------------------------------------------------------
-
-def decode_id(raw: str) -> str | None:
-    """The schedule ID a percent-encoded path segment stands for; None when it cannot be one
-    (not UTF-8, empty, too long, or not printable)."""
-    try:
-        value = unquote_to_bytes(raw).decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if not value or len(value) > MAX_ID_LENGTH or not value.isprintable():
-        return None
-    return value
-
-
-def _existing_id(raw: str) -> str:
-    schedule_id = decode_id(raw)
-    if schedule_id is None:
-        raise _not_found(raw)
-    return schedule_id
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-async def read_json(request: Request) -> Any:
-    """The request body as JSON (the body size limit is enforced by `BodyLimitMiddleware`)."""
-    raw = await request.body()
-    if not raw.strip():
-        raise _bad_request("(body)", "a JSON body is required")
-    try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise _bad_request("(body)", f"not valid JSON: {exc}") from exc
-
-
-JsonBody = Annotated[Any, Depends(read_json)]
-_bearer = HTTPBearer(auto_error=False, description="SCION_SCHEDULER_API_TOKEN, or a Google-signed "
-                     "ID token of an allowed service account.")
-
-
-def _caller(request: Request, _: Annotated[Any, Security(_bearer)]) -> str:
-    """The authenticated caller; the `Security` parameter only documents the scheme."""
-    context: ApiContext = request.app.state.context
-    return context.authenticator.authenticate(request.headers.get("authorization"))
-
-
-Caller = Annotated[str, Depends(_caller)]
+DOCUMENTED_BODIES: tuple[type[BaseModel], ...] = (ScheduleDocument, SyncRequest)
 RawId = Annotated[str, Path(description="The schedule ID, percent-encoded as one segment.",
                             examples=["daily-report"])]
-IfMatch = Annotated[str | None, Header(alias="If-Match", description="A `fingerprint` (ETag) "
-                                       "read earlier: refuse with 409 if it changed since.")]
-
-
-def _etags(header: str | None) -> list[str] | None:
-    if header is None:
-        return None
-    tags = []
-    for part in header.split(","):
-        tag = part.strip()
-        tag = tag.removeprefix("W/")
-        tags.append(tag.strip('"'))
-    return tags
-
-
-def _write_status(result: ApplyResult) -> ApiError:
-    """The error for a write that Cloud Scheduler refused: 409 for a conflicting concurrent
-    change (ABORTED, ALREADY_EXISTS, a job gone meanwhile), 503 when it kept being unavailable,
-    else 502."""
-    failed = result.failed[0]
-    match = _HTTP_CODE.match(failed.error)
-    code = int(match.group(1)) if match else 0
-    if code in (404, 409):
-        return ApiError(409, "conflict", f"a concurrent change interfered: {failed.error}",
-                        result=result)
-    if code in (429, 503, 504) or failed.error.startswith("gave up after retrying"):
-        return ApiError(503, "unavailable", f"Cloud Scheduler is unavailable: {failed.error}",
-                        result=result)
-    return ApiError(502, "upstream_error", f"Cloud Scheduler refused the change: {failed.error}",
-                    result=result)
 
 
 # -- the app -----------------------------------------------------------------------------------
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorOut, "description": text} for status, text in (
-        (401, "Missing or invalid credentials."), (403, "The caller is not allowed."),
-        (404, "No such schedule."), (409, "A concurrent change conflicts."),
-        (413, "The body is too large."), (422, "The document is not valid."),
-        (400, "The body is not JSON."),
-        (502, "Cloud Scheduler refused the change."), (503, "Cloud Scheduler is unavailable."),
-    )
-}
-
-
-def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {s: _ERRORS[s] for s in (401, 403, 422, 503, *statuses)}
-
-
-def _body(model: str) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": f"#/components/schemas/{model}"}}}}}
-
 
 def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     """The ASGI app. Routes run blocking Cloud Scheduler and Firestore calls in the threadpool."""
@@ -240,32 +96,6 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
     app.state.context = context
     control = context.control
     spec = control.spec
-
-    def get_job(schedule_id: str) -> Any:
-        return control.syncer.get_job(spec.job_id(schedule_id))
-
-    def view(job: Any, schedule_id: str) -> ScheduleOut:
-        out = schedule_out(job, spec, context.clock())
-        if out is None:
-            raise _not_found(schedule_id)
-        return out
-
-    def check_if_match(schedule_id: str, if_match: str | None, job: Any) -> None:
-        tags = _etags(if_match)
-        if tags is None:
-            return
-        if job is None:
-            raise ApiError(409, "conflict", f"schedule {schedule_id!r} does not exist (If-Match)",
-                           [FieldError(schedule_id, "If-Match", "the schedule does not exist")])
-        current = job_fingerprint(job)
-        if "*" not in tags and current not in tags:
-            raise ApiError(409, "conflict", f"schedule {schedule_id!r} changed meanwhile",
-                           [FieldError(schedule_id, "If-Match",
-                                       f"the current fingerprint is {current!r}")])
-
-    def etag(response: Response, out: ScheduleOut | None) -> None:
-        if out is not None and out.fingerprint:
-            response.headers["ETag"] = f'"{out.fingerprint}"'
 
     # -- errors --------------------------------------------------------------------------------
 
@@ -287,7 +117,7 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [FieldError(REQUEST, ".".join(str(p) for p in e.get("loc", ())), str(e.get("msg")))
                   for e in exc.errors()]
-        return _invalid(errors).response()
+        return invalid(errors).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -318,13 +148,13 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
         """Liveness; needs no credentials."""
         return HealthOut()
 
-    @app.get("/metrics", tags=["operations"], responses=_responses(), response_model=None)
+    @app.get("/metrics", tags=["operations"], responses=responses(), response_model=None)
     def metrics(_: Caller) -> Response:
         """Prometheus metrics: request counts and latency by route and status."""
         return Response(generate_latest(context.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/schedules", response_model=ScheduleListOut, tags=["schedules"],
-             responses=_responses(422))
+             responses=responses(422))
     def list_schedules(
         who: Caller,
         page_size: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -343,30 +173,26 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
         return ScheduleListOut(schedules=page, next_page_token=page[-1].id if more else None)
 
     @app.get("/v1/schedules/{schedule_id}", response_model=ScheduleOut, tags=["schedules"],
-             responses=_responses(404))
+             responses=responses(404))
     def get_schedule(schedule_id: RawId, who: Caller, response: Response) -> ScheduleOut:
         """One schedule, read back from its job, with job state and next fire times."""
-        sid = _existing_id(schedule_id)
-        job = get_job(sid)
+        sid = existing_id(schedule_id)
+        job = get_job(context, sid)
         if job is None:
-            raise _not_found(sid)
-        out = view(job, sid)
-        etag(response, out)
+            raise not_found(sid)
+        out = view(context, job, sid)
+        set_etag(response, out)
         return out
 
     @app.put("/v1/schedules/{schedule_id}", response_model=WriteOut, tags=["schedules"],
              responses={201: {"model": WriteOut, "description": "The job was created."},
-                        **_responses(400, 409, 413, 502)},
-             openapi_extra=_body("ScheduleDocument"), status_code=200)
+                        **responses(400, 409, 413, 502)},
+             openapi_extra=body_ref("ScheduleDocument"), status_code=200)
     async def put_schedule(schedule_id: RawId, who: Caller, response: Response,
                            body: JsonBody, if_match: IfMatch = None) -> WriteOut:
         """Create or replace a schedule: one GetJob, then at most one create or update (plus a
         pause or resume when `paused` changed). 201 when the job was created."""
-        sid = decode_id(schedule_id)
-        if sid is None:
-            raise _invalid([FieldError(REQUEST, "id", "the path segment is not a valid schedule "
-                                                      "ID (printable text, at most "
-                                                      f"{MAX_ID_LENGTH} characters)")])
+        sid = path_id(schedule_id)
         schedule = _schedule_for_put(sid, body)
         return await run_in_threadpool(_put, sid, schedule, if_match, response, who)
 
@@ -374,71 +200,71 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
              who: str) -> WriteOut:
         with context.locks.hold(spec.job_id(sid)):
             if if_match is not None:
-                check_if_match(sid, if_match, get_job(sid))
+                check_if_match(sid, if_match, get_job(context, sid))
             result = control.upsert(schedule)
             if not result.ok:
-                raise _write_status(result)
-            job = get_job(sid)
+                raise write_status(result)
+            job = get_job(context, sid)
         created = any(o.step.kind == "create" for o in result.outcomes)
-        out = view(job, sid) if job is not None else None
+        out = view(context, job, sid) if job is not None else None
         log.info("schedule upserted", schedule_id=sid, caller=who, created=created,
                  steps=[o.step.kind for o in result.outcomes])
         response.status_code = 201 if created else 200
-        etag(response, out)
+        set_etag(response, out)
         return WriteOut(schedule=out, outcomes=step_outcomes(result.outcomes))
 
     @app.delete("/v1/schedules/{schedule_id}", response_model=WriteOut, tags=["schedules"],
-                responses=_responses(404, 409, 502))
+                responses=responses(404, 409, 502))
     def delete_schedule(schedule_id: RawId, who: Caller, if_match: IfMatch = None) -> WriteOut:
         """Delete a schedule's job. 404 when it has none."""
-        sid = _existing_id(schedule_id)
+        sid = existing_id(schedule_id)
         with context.locks.hold(spec.job_id(sid)):
-            job = get_job(sid)
+            job = get_job(context, sid)
             if job is None:
-                raise _not_found(sid)
+                raise not_found(sid)
             check_if_match(sid, if_match, job)
             result = control.remove(sid)
             if not result.ok:
-                raise _write_status(result)
+                raise write_status(result)
         log.info("schedule deleted", schedule_id=sid, caller=who)
         return WriteOut(schedule=None, outcomes=step_outcomes(result.outcomes))
 
     def _state_change(sid: str, if_match: str | None, pause: bool, response: Response,
                       who: str) -> WriteOut:
         with context.locks.hold(spec.job_id(sid)):
-            job = get_job(sid)
+            job = get_job(context, sid)
             if job is None:
-                raise _not_found(sid)
+                raise not_found(sid)
             check_if_match(sid, if_match, job)
             result = control.pause(sid) if pause else control.resume(sid)
             if not result.ok:
-                raise _write_status(result)
-            after = get_job(sid)
-        out = view(after, sid) if after is not None else None
-        etag(response, out)
+                raise write_status(result)
+            after = get_job(context, sid)
+        out = view(context, after, sid) if after is not None else None
+        set_etag(response, out)
         log.info("schedule paused" if pause else "schedule resumed", schedule_id=sid, caller=who)
         return WriteOut(schedule=out, outcomes=step_outcomes(result.outcomes))
 
     @app.post("/v1/schedules/{schedule_id}:pause", response_model=WriteOut, tags=["schedules"],
-              responses=_responses(404, 409, 502))
+              responses=responses(404, 409, 502))
     def pause_schedule(schedule_id: RawId, who: Caller, response: Response,
                        if_match: IfMatch = None) -> WriteOut:
         """Pause a schedule's job (pausing a paused one is success)."""
-        return _state_change(_existing_id(schedule_id), if_match, True, response, who)
+        return _state_change(existing_id(schedule_id), if_match, True, response, who)
 
     @app.post("/v1/schedules/{schedule_id}:resume", response_model=WriteOut, tags=["schedules"],
-              responses=_responses(404, 409, 502))
+              responses=responses(404, 409, 502))
     def resume_schedule(schedule_id: RawId, who: Caller, response: Response,
                        if_match: IfMatch = None) -> WriteOut:
         """Resume a schedule's job (resuming an enabled one is success)."""
-        return _state_change(_existing_id(schedule_id), if_match, False, response, who)
+        return _state_change(existing_id(schedule_id), if_match, False, response, who)
 
     @app.post("/v1/schedules/{schedule_id}:run", response_model=RunOut, tags=["schedules"],
-              responses=_responses(404, 409))
+              responses=responses(404, 409))
     def run_schedule(schedule_id: RawId, who: Caller) -> RunOut:
         """Fire once now (a manual run, its own execution, never deduplicated against a slot):
         the job's message is published to the topic with `trigger=manual`."""
-        sid = _existing_id(schedule_id)
+        sid = existing_id(schedule_id)
         try:
             run = control.run_now(sid)
             log.info("manual run requested", schedule_id=sid, caller=who,
@@ -449,7 +275,7 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
         return RunOut.model_validate(run.to_dict())
 
     @app.post("/v1/schedules:sync", response_model=SyncOut, tags=["schedules"],
-              responses=_responses(400, 413, 422), openapi_extra=_body("SyncRequest"))
+              responses=responses(400, 413, 422), openapi_extra=body_ref("SyncRequest"))
     async def sync_schedules(who: Caller, body: JsonBody) -> SyncOut:
         """Make Cloud Scheduler match a full desired set: the plan (create, update, pause,
         resume, and with `prune` delete) and, unless `dry_run`, each step's outcome. The whole
@@ -461,7 +287,7 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
         try:
             plan = control.plan(schedules, prune=prune)
         except ValidationError as exc:  # two IDs that map to one job
-            raise _invalid(exc.errors) from exc
+            raise invalid(exc.errors) from exc
         if dry_run:
             return SyncOut(dry_run=True, ok=True, plan=plan_out(plan), outcomes=[])
         result = control.apply(plan)
@@ -470,7 +296,7 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
                        outcomes=step_outcomes(result.outcomes))
 
     @app.get("/v1/schedules/{schedule_id}/executions", response_model=ExecutionPageOut,
-             tags=["history"], responses=_responses(404, 422))
+             tags=["history"], responses=responses(404, 422))
     def list_executions(
         schedule_id: RawId, who: Caller,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -479,7 +305,7 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
     ) -> ExecutionPageOut:
         """A schedule's executions, newest fire time first, `limit` at a time. History outlives
         the schedule; 404 only when there is neither a job nor any execution."""
-        sid = _existing_id(schedule_id)
+        sid = existing_id(schedule_id)
         if context.history is None:
             raise ApiError(503, "unavailable", "no execution store is configured")
         before = None
@@ -487,10 +313,10 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
             try:
                 before = parse_instant(page_token)
             except ValueError as exc:
-                raise _invalid([FieldError(REQUEST, "query.page_token", str(exc))]) from exc
+                raise invalid([FieldError(REQUEST, "query.page_token", str(exc))]) from exc
         found = list_runs(context.history, sid, limit=limit, before=before)
-        if not found and before is None and get_job(sid) is None:
-            raise _not_found(sid)
+        if not found and before is None and get_job(context, sid) is None:
+            raise not_found(sid)
         token = format_instant(found[-1].fire_time) if len(found) == limit else None
         return ExecutionPageOut(executions=[execution_out(e) for e in found], next_page_token=token)
 
@@ -499,7 +325,7 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
             document = get_openapi(title=app.title, version=app.version,
                                    description=app.description, routes=app.routes)
             _, extra = models_json_schema(
-                [(ScheduleDocument, "validation"), (SyncRequest, "validation")],
+                [(model, "validation") for model in DOCUMENTED_BODIES],
                 ref_template="#/components/schemas/{model}")
             document.setdefault("components", {}).setdefault("schemas", {}).update(
                 extra.get("$defs", {}))
@@ -520,21 +346,21 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
 
 def _schedule_for_put(schedule_id: str, body: Any) -> Schedule:
     if not isinstance(body, Mapping):
-        raise _invalid([FieldError(schedule_id, "(schedule)", "must be a JSON object")])
+        raise invalid([FieldError(schedule_id, "(schedule)", "must be a JSON object")])
     document = dict(body)
     given = document.setdefault("id", schedule_id)
     if given != schedule_id:
-        raise _invalid([FieldError(schedule_id, "id",
+        raise invalid([FieldError(schedule_id, "id",
                                    f"must match the ID in the path (got {given!r})")])
     try:
         return parse_schedule(document)
     except ValidationError as exc:
-        raise _invalid(exc.errors) from exc
+        raise invalid(exc.errors) from exc
 
 
 def _sync_request(body: Any) -> tuple[list[Schedule], bool, bool]:
     if not isinstance(body, Mapping):
-        raise _invalid([FieldError(REQUEST, "(body)", "must be a JSON object with `schedules`")])
+        raise invalid([FieldError(REQUEST, "(body)", "must be a JSON object with `schedules`")])
     errors = [FieldError(REQUEST, str(k), "unknown field") for k in sorted(set(body) - _SYNC_FIELDS)]
     flags = {}
     for name in ("prune", "dry_run"):
@@ -552,5 +378,5 @@ def _sync_request(body: Any) -> tuple[list[Schedule], bool, bool]:
         except ValidationError as exc:
             errors.extend(exc.errors)
     if errors:
-        raise _invalid(errors)
+        raise invalid(errors)
     return schedules, flags["prune"], flags["dry_run"]
