@@ -37,6 +37,7 @@ from scheduler.control import JobNotFound
 from scheduler.logs import get_logger
 from scheduler.model import FieldError, Schedule, ValidationError, format_instant, parse_instant
 from scheduler.validation import parse_schedule, validate_schedules
+from scion_scheduler.api import groves
 from scion_scheduler.api.auth import AuthError
 from scion_scheduler.api.common import (
     REQUEST,
@@ -57,6 +58,7 @@ from scion_scheduler.api.common import (
     view,
     write_status,
 )
+from scion_scheduler.api.hub_schemas import SCHEMA_MODELS as HUB_MODELS
 from scion_scheduler.api.middleware import BodyLimitMiddleware, MetricsMiddleware, RawPathMiddleware
 from scion_scheduler.api.schemas import (
     ExecutionPageOut,
@@ -78,7 +80,7 @@ log = get_logger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 _SYNC_FIELDS = frozenset({"schedules", "prune", "dry_run"})
-DOCUMENTED_BODIES: tuple[type[BaseModel], ...] = (ScheduleDocument, SyncRequest)
+DOCUMENTED_BODIES: tuple[type[BaseModel], ...] = (ScheduleDocument, SyncRequest, *HUB_MODELS)
 RawId = Annotated[str, Path(description="The schedule ID, percent-encoded as one segment.",
                             examples=["daily-report"])]
 
@@ -90,7 +92,8 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
     app = FastAPI(
         title="scion-scheduler control API", version=package_version(),
         description="Create, change, pause, run and delete Scion schedules (one Cloud Scheduler "
-                    "job each) and read their execution history.",
+                    "job each) and read their execution history; or hand a hub grove's "
+                    "schedules and events over as the hub stores them (`/v1/groves`).",
         docs_url=None, redoc_url=None,
     )
     app.state.context = context
@@ -319,6 +322,8 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
             raise not_found(sid)
         token = format_instant(found[-1].fire_time) if len(found) == limit else None
         return ExecutionPageOut(executions=[execution_out(e) for e in found], next_page_token=token)
+
+    app.include_router(groves.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

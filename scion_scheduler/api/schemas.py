@@ -143,6 +143,8 @@ class PlanOut(BaseModel):
     expired_one_shots: list[str]
     prune: bool
     list_retries: list[str]
+    held_for_refused_items: list[str] = Field(
+        default_factory=list, description="Jobs of refused hub items, left exactly as they are.")
 
 
 class WriteOut(BaseModel):
