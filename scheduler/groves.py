@@ -62,7 +62,8 @@ def job_owner(job: scheduler_v1.Job) -> Owner | None:
 def foreign_reason(owner: Owner | None, grove: str, kind: str) -> str | None:
     """Why a job with `owner` is not this grove's item of `kind` (None when it is)."""
     if owner is None:
-        return "a job with this ID exists and is not a hub item's (a native schedule's?)"
+        return ("a job with this ID exists and is not a hub item's (a native schedule's, or one "
+                "whose message cannot be read)")
     if owner.grove != grove:
         return f"a job with this ID belongs to grove {owner.grove!r}"
     if owner.kind != kind:
