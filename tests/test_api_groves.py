@@ -43,7 +43,7 @@ from scion_scheduler.api.hub_schemas import EXAMPLE_HUB_EVENT, EXAMPLE_HUB_SCHED
 
 TOKEN = "grove-api-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-BODY_LIMIT = 32 * 1024
+BODY_LIMIT = 128 * 1024  # a 150-item listing is about 84 KB
 GROVE = EXAMPLE_HUB_SCHEDULE["groveId"]
 OTHER_GROVE = "5d0c9a3e-7b21-4f6e-8c4d-1e2f3a4b5c6d"
 
@@ -330,6 +330,17 @@ def test_refused_items_keep_their_jobs_and_strict_refuses_the_whole_sync(api: Ap
     after = api.job(broken["id"])
     assert after is not None and after.schedule == job_before.schedule
     assert dict(after.pubsub_target.attributes) == dict(job_before.pubsub_target.attributes)
+
+
+def test_a_150_schedule_grove_with_3_invalid_items_hands_over_147(api: Api) -> None:
+    items = [schedule(name=f"s{i}", cron=f"{i % 60} {i % 24} * * *") for i in range(150)]
+    for i in (10, 70, 130):
+        items[i] = {**items[i], "cronExpr": "61 * * * *"}
+    answer = api.client.post(sync_path(), json=envelope("schedules", items, total=150))
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["ok"] is False and len(body["refused"]) == 3
+    assert body["plan"]["counts"]["create"] == 147 and len(api.job_ids()) == 147
 
 
 @pytest.mark.parametrize(("listing", "field"), [
