@@ -152,3 +152,16 @@ def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         scheduler_main([])
     assert info.value.code == 2
+
+
+def test_the_lease_and_the_lease_extension_have_one_default_each() -> None:
+    """`scion-worker run`, RunOptions and the pipeline share the takeover budget's values."""
+    from worker.cli import build_parser
+    from worker.pipeline import DEFAULT_LEASE
+    from worker.pubsub_transport import DEFAULT_MAX_LEASE_EXTENSION
+    from worker.runner import RunOptions
+
+    args = build_parser().parse_args(["run"])
+    assert args.lease == DEFAULT_LEASE.total_seconds() == 12
+    assert RunOptions().lease == DEFAULT_LEASE
+    assert args.max_lease_extension == DEFAULT_MAX_LEASE_EXTENSION.total_seconds() == 10

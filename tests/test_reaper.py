@@ -246,3 +246,4 @@ def test_a_ledger_file_from_before_kept_messages_gains_the_column(tmp_path: Path
         assert lapsed.execution_id == eid and lapsed.message == message_of(sched, SLOT)
     finally:
         ledger.close()
+
