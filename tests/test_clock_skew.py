@@ -72,7 +72,7 @@ def replica(client: firestore.Client, skew: timedelta, action: Gate, name: str) 
     pipeline = Pipeline(ledger, ActionRegistry({"custom": action}), worker_id=name,
                         signing_key=KEY, lease=LEASE, clock=ledger.clock.now)
     reaper = Reaper(FirestoreLapsedClaims(client), pipeline.handle, clock=ledger.clock.now,
-                    interval=LEASE / 4, grace=LEASE)
+                    interval=LEASE / 4, grace=LEASE, worker_id=name)
     return Replica(ledger, pipeline, reaper, machine_clock)
 
 

@@ -82,7 +82,8 @@ def replica(ledger: SqliteLedger, clock: Clock, action: Action_,
             name: str) -> tuple[Pipeline, Reaper]:
     pipeline = Pipeline(ledger, ActionRegistry({"custom": action}), worker_id=name,
                         signing_key=KEY, lease=LEASE, clock=clock)
-    return pipeline, Reaper(ledger, pipeline.handle, clock=clock, interval=LEASE / 4, grace=LEASE)
+    return pipeline, Reaper(ledger, pipeline.handle, clock=clock, interval=LEASE / 4, grace=LEASE,
+                            worker_id=name)
 
 
 def test_a_dead_holders_claim_is_taken_over_once_its_lease_lapsed(ledger: SqliteLedger) -> None:
@@ -247,3 +248,15 @@ def test_a_ledger_file_from_before_kept_messages_gains_the_column(tmp_path: Path
     finally:
         ledger.close()
 
+
+
+def test_a_reaper_leaves_its_own_workers_claims_to_it(ledger: SqliteLedger) -> None:
+    """A lapse of its own live claim is a late renewal, not a death (other replicas still take
+    it over if it stays lapsed)."""
+    sched, clock, action = every_minute(), Clock(SLOT), Action_()
+    claim_and_die(ledger, sched, SLOT, clock.now)
+    _, own = replica(ledger, clock, action, "dead")
+    _, other = replica(ledger, clock, action, "w2")
+    clock.now += LEASE
+    assert own.sweep() == 0
+    assert other.sweep() == 1 and other.wait_idle(WAIT_S)

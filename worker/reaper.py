@@ -48,13 +48,16 @@ class Reaper:
 
     def __init__(self, claims: LapsedClaims, handle: Callable[[Delivery], Disposition], *,
                  clock: Callable[[], datetime], interval: timedelta, grace: timedelta,
-                 threads: int = DEFAULT_THREADS) -> None:
+                 worker_id: str | None = None, threads: int = DEFAULT_THREADS) -> None:
         if interval <= timedelta(0) or threads < 1:
             raise ValueError(f"interval must be positive and threads at least 1 "
                              f"(got {interval}, {threads})")
         self._claims = claims
         self._handle = handle
         self._clock = clock
+        # This worker's own claims are never its reaper's: it is alive, and still renewing or
+        # finishing them (a lapse seen from here is a renewal that is late, not a death).
+        self._worker_id = worker_id
         self._interval = interval.total_seconds()
         self._grace = grace.total_seconds()
         self._quiet_until = 0.0
@@ -93,7 +96,8 @@ class Reaper:
             self._hold_off()
         if time.monotonic() < self._quiet_until:
             return 0
-        due = [execution for execution in lapsed if reap_due(execution, now)]
+        due = [execution for execution in lapsed
+               if reap_due(execution, now) and execution.worker_id != self._worker_id]
         # In another order on every replica, so that they race for different claims first.
         random.shuffle(due)
         started = 0

@@ -99,7 +99,8 @@ def run_worker(settings: Settings, options: RunOptions) -> int:
                           registry=metrics.registry).start()
     reaper = Reaper(FirestoreLapsedClaims(client, settings.collection_prefix or "scion_"),
                     lambda delivery: pipeline.handle(delivery, stop), clock=clock,
-                    interval=options.lease / REAP_SWEEPS_PER_LEASE, grace=options.lease)
+                    interval=options.lease / REAP_SWEEPS_PER_LEASE, grace=options.lease,
+                    worker_id=worker_id)
     reaper.start(stop)
     log.info("worker starting", worker_id=worker_id, subscription=settings.subscription_path,
              health_port=health.port, executors=options.executors,
