@@ -55,7 +55,7 @@ class MemoryLedger:
                 self._set_last(skipped)
                 return Claim(ClaimResult.OVERLAP, skipped)
             running = self._new(request, State.RUNNING, attempt=1, lease_until=now + request.lease,
-                                started_at=now)
+                                started_at=now, message=request.message)
             self._executions[running.execution_id] = running
             self._set_running(running)
             return Claim(ClaimResult.CLAIMED, running)

@@ -226,6 +226,34 @@ def test_busy_fire_is_nacked_until_the_holders_lease_ends(h: Harness) -> None:
 
 
 @on_every_ledger
+def test_a_long_running_fires_duplicate_waits_as_long_as_it_has_run(h: Harness) -> None:
+    """The reaper takes the fire over if its holder dies (its message is kept), so a duplicate
+    need not come back every lease and use up the dead-letter policy's attempts."""
+    sched = schedule()
+    started, release = threading.Event(), threading.Event()
+
+    def behaviour(context: ActionContext) -> None:
+        started.set()
+        release.wait(WAIT_S)
+
+    h.action.behaviour = behaviour
+    thread, out = in_thread(lambda: h.handle(delivery(sched)))
+    try:
+        assert started.wait(WAIT_S)
+        h.clock.advance(timedelta(seconds=100))
+        assert h.pipeline.ledger.renew(execution_id(sched.id, SLOT), "w1",
+                                       h.clock() + timedelta(seconds=12))
+        other = Pipeline(h.ledger, ActionRegistry({"custom": Recorder()}), worker_id="w2",
+                         signing_key=KEY, lease=timedelta(seconds=12), clock=h.clock)
+        result = other.handle(delivery(sched))
+        assert result == Disposition(ack=False, outcome="busy", delay=timedelta(seconds=100))
+    finally:
+        release.set()
+        thread.join(WAIT_S)
+    assert out[0].outcome == "succeeded"
+
+
+@on_every_ledger
 def test_fire_of_a_dead_holder_is_taken_over_after_its_lease(h: Harness) -> None:
     sched = schedule()
     h.claim_as("w2", sched, SLOT, timedelta(seconds=60))

@@ -61,6 +61,8 @@ NONE_CATCHUP_GRACE = timedelta(seconds=60)
 STORE_RETRY_DELAY = timedelta(seconds=10)
 # Never ask for a redelivery sooner than this: a lease about to lapse is still live for a moment.
 MIN_BUSY_DELAY = timedelta(seconds=1)
+# Pub/Sub's longest ack deadline, the longest a nack can delay a redelivery.
+MAX_BUSY_DELAY = timedelta(seconds=600)
 # The claim lease: a dead worker's fire is taken over within it plus one reaper interval (the
 # README's failure model has the whole budget). Renewed every third of it while an action runs.
 DEFAULT_LEASE = timedelta(seconds=12)
@@ -320,10 +322,18 @@ class Pipeline:
         return claim
 
     def _busy_delay(self, execution: Execution) -> timedelta:
-        """Until the holder's lease lapses: by then it has finished, or the fire can be taken over."""
+        """Until the holder's lease lapses (by then it has finished, or the fire can be taken
+        over), or, when the reaper can take it over without this delivery (its message is
+        kept), as long as the action has run so far: a long action's duplicates then come back
+        a few times, not once a lease until the dead-letter policy's attempts run out."""
+        now = self.clock()
         if execution.lease_until is None:
             return self.lease
-        return max(execution.lease_until - self.clock(), MIN_BUSY_DELAY)
+        until_lapse = max(execution.lease_until - now, MIN_BUSY_DELAY)
+        if execution.message is None:
+            return until_lapse
+        running = now - (execution.started_at or execution.created_at)
+        return max(until_lapse, min(running, MAX_BUSY_DELAY))
 
     def _succeeded(self, eid: str, result: ActionResult | None) -> Disposition:
         state = result.state if result is not None else State.SUCCEEDED
