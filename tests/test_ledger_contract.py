@@ -52,15 +52,18 @@ def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
 
 
 @pytest.fixture
-def lapsed(ledger: Ledger, request: pytest.FixtureRequest) -> LapsedClaims:
+def lapsed(ledger: Ledger, request: pytest.FixtureRequest) -> Iterator[LapsedClaims]:
     """The reaper's port on the same store as `ledger`."""
     if isinstance(ledger, SqliteLedger):
-        return ledger
+        yield ledger
+        return
     from google.cloud import firestore
 
     from worker.firestore_lapsed import FirestoreLapsedClaims
 
-    return FirestoreLapsedClaims(firestore.Client(project=request.getfixturevalue("project_id")))
+    client = firestore.Client(project=request.getfixturevalue("project_id"))
+    yield FirestoreLapsedClaims(client)
+    client.close()
 
 
 def fire(minute: int, schedule_id: str = SCHEDULE) -> tuple[str, datetime]:
