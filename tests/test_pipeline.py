@@ -27,7 +27,7 @@ from scheduler.model import Action, Schedule
 from worker.action import ActionContext, ActionError, ActionRegistry, ActionResult
 from worker.ledger import ClaimRequest, Ledger, State
 from worker.metrics import WorkerMetrics
-from worker.pipeline import Delivery, Disposition, Pipeline, make_worker_id
+from worker.pipeline import Delivery, Disposition, Pipeline, make_worker_id, retry_delay
 from worker.sqlite_ledger import SqliteLedger
 
 KEY = "test-signing-key"
@@ -360,7 +360,8 @@ def fail_with(exc: Exception) -> Callable[[ActionContext], ActionResult | None]:
 def test_retryable_failure_is_retried_then_failed_at_max_attempts(h: Harness) -> None:
     sched = schedule(max_attempts=2)
     h.action.behaviour = fail_with(ActionError("HTTP 503", retryable=True))
-    assert h.handle(delivery(sched)) == Disposition(ack=False, outcome="retry")
+    assert h.handle(delivery(sched)) == Disposition(ack=False, outcome="retry",
+                                                    delay=retry_delay(1))
     eid = execution_id(sched.id, SLOT)
     record = h.ledger.get(eid)
     assert record is not None and record.state is State.RUNNING and record.error == "HTTP 503"
@@ -588,3 +589,81 @@ def test_a_broken_plugin_rejects_the_message_without_crashing() -> None:
     pipeline = Pipeline(MemoryLedger(), BrokenPluginRegistry(), worker_id="w1", signing_key=KEY,
                         clock=lambda: SLOT + timedelta(seconds=2))
     assert pipeline.handle(delivery(schedule())) == Disposition(ack=True, outcome="rejected")
+
+
+# Retries inside the worker (`retry_budget`): the broker's redelivery is not relied on.
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    import worker.pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "RETRY_BASE_DELAY", timedelta(milliseconds=10))
+    monkeypatch.setattr(pipeline_module, "STORE_RETRY_DELAY", timedelta(milliseconds=10))
+    monkeypatch.setattr(pipeline_module, "FINISH_RETRY_DELAY", timedelta(milliseconds=10))
+
+
+class FlakyLedger(MemoryLedger):
+    """Claims and finishes fail `failures` times each before they work (a store outage)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.claim_failures = failures
+        self.finish_failures = failures
+
+    def claim(self, request: ClaimRequest) -> Any:
+        if self.claim_failures:
+            self.claim_failures -= 1
+            raise ConnectionError("store unavailable")
+        return super().claim(request)
+
+    def finish(self, *args: Any, **kwargs: Any) -> bool:
+        if self.finish_failures:
+            self.finish_failures -= 1
+            raise ConnectionError("store unavailable")
+        return super().finish(*args, **kwargs)
+
+
+def in_process(ledger: Ledger, recorder: Recorder) -> Pipeline:
+    return Pipeline(ledger, ActionRegistry({"custom": recorder}), worker_id="w1", signing_key=KEY,
+                    clock=lambda: SLOT + timedelta(seconds=2), retry_budget=timedelta(seconds=5))
+
+
+@pytest.mark.usefixtures("fast_retries")
+def test_a_target_that_recovers_within_max_attempts_succeeds_in_one_delivery() -> None:
+    outcomes = iter([ActionError("HTTP 503", retryable=True)] * 2)
+
+    def behaviour(_: ActionContext) -> ActionResult | None:
+        error = next(outcomes, None)
+        if error is not None:
+            raise error
+        return None
+
+    ledger, recorder = MemoryLedger(), Recorder(behaviour)
+    assert in_process(ledger, recorder).handle(delivery(schedule())) == Disposition(
+        ack=True, outcome="succeeded")
+    assert [c.attempt for c in recorder.calls] == [1, 2, 3]
+    record = ledger.get(execution_id("team/report", SLOT))
+    assert record is not None and record.state is State.SUCCEEDED and record.attempt == 3
+
+
+@pytest.mark.usefixtures("fast_retries")
+def test_a_store_outage_is_waited_out_and_a_finished_action_never_runs_again() -> None:
+    """Claims fail, then the finish fails after the action ran: the claim is retried, and the
+    finish is retried while the execution is held, so the action runs exactly once."""
+    ledger, recorder = FlakyLedger(failures=3), Recorder()
+    assert in_process(ledger, recorder).handle(delivery(schedule())).outcome == "succeeded"
+    assert len(recorder.calls) == 1
+    record = ledger.get(execution_id("team/report", SLOT))
+    assert record is not None and record.state is State.SUCCEEDED
+
+
+@pytest.mark.usefixtures("fast_retries")
+def test_retries_beyond_the_budget_go_back_to_the_transport() -> None:
+    recorder = Recorder(fail_with(ActionError("HTTP 503", retryable=True)))
+    pipeline = Pipeline(MemoryLedger(), ActionRegistry({"custom": recorder}), worker_id="w1",
+                        signing_key=KEY, clock=lambda: SLOT + timedelta(seconds=2),
+                        retry_budget=timedelta(milliseconds=25))
+    result = pipeline.handle(delivery(schedule()))
+    # 10 ms then 20 ms: the second wait would pass the 25 ms budget.
+    assert result.outcome == "retry" and not result.ack and result.delay is not None
+    assert [c.attempt for c in recorder.calls] == [1, 2]

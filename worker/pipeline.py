@@ -66,6 +66,19 @@ MAX_BUSY_DELAY = timedelta(seconds=600)
 # The claim lease: a dead worker's fire is taken over within it plus one reaper interval (the
 # README's failure model has the whole budget). Renewed every third of it while an action runs.
 DEFAULT_LEASE = timedelta(seconds=12)
+# A retryable action failure is retried by this worker, not left to the subscription's retry
+# policy: the broker's nack backoff grows to minutes (10-600 s by Terraform's defaults) and the
+# Pub/Sub emulator was seen holding nacked fires far beyond it (see `worker.pubsub_transport`).
+# The waits double from RETRY_BASE_DELAY up to RETRY_MAX_DELAY: with the default 5 attempts the
+# last one starts 30 s after the first, so a target that recovers within 30 s succeeds.
+RETRY_BASE_DELAY = timedelta(seconds=2)
+RETRY_MAX_DELAY = timedelta(seconds=30)
+# How long one delivery may wait in this worker for its retries and for the store to come back,
+# in total, before it is handed back to Pub/Sub (with a delay) instead.
+IN_PROCESS_RETRY_BUDGET = timedelta(seconds=120)
+# While the action's outcome cannot be recorded, the finish is retried this often as long as
+# this worker holds the execution (the heartbeat renews its lease meanwhile).
+FINISH_RETRY_DELAY = timedelta(seconds=1)
 # Pub/Sub's OpenTelemetry propagation stores the W3C `traceparent` under this attribute.
 TRACEPARENT_ATTRIBUTE = "googclient_traceparent"
 
@@ -73,6 +86,11 @@ TRACEPARENT_ATTRIBUTE = "googclient_traceparent"
 def utc_now() -> datetime:
     """The current time as an aware UTC datetime."""
     return datetime.now(UTC)
+
+
+def retry_delay(attempt: int) -> timedelta:
+    """The wait before the attempt after `attempt` (1-based): doubling, capped."""
+    return min(RETRY_BASE_DELAY * (1 << min(max(0, attempt - 1), 16)), RETRY_MAX_DELAY)
 
 
 def make_worker_id() -> str:
@@ -116,7 +134,11 @@ class _Held:
 
 
 class Pipeline:
-    """Handles deliveries; thread-safe, one instance per worker process."""
+    """Handles deliveries; thread-safe, one instance per worker process.
+
+    `retry_budget`: how long one delivery may wait in this worker for retries of its action
+    and for the store to come back (`IN_PROCESS_RETRY_BUDGET` in `scion-worker`); zero hands
+    every retry back to the transport at once."""
 
     def __init__(
         self,
@@ -131,6 +153,7 @@ class Pipeline:
         metrics: WorkerMetrics | None = None,
         clock: Callable[[], datetime] = utc_now,
         trace_project: str | None = None,
+        retry_budget: timedelta = timedelta(0),
     ) -> None:
         if lease <= timedelta(0):
             raise ValueError(f"lease must be positive (got {lease})")
@@ -144,6 +167,7 @@ class Pipeline:
         self.clock = clock
         self._signing_key = signing_key
         self._trace_project = trace_project
+        self.retry_budget = retry_budget
         self._held: dict[str, _Held] = {}
         self._held_lock = threading.Lock()
         self._heartbeat_thread: threading.Thread | None = None
@@ -204,13 +228,36 @@ class Pipeline:
             if written:
                 return Disposition(ack=True, outcome="missed")
             # A record exists already (an earlier attempt started in time): the claim decides.
-        if stopping is not None and stopping.is_set():
-            return self._interrupted()
-        claim = self._claim(fire, fire_time, eid, delivery)
-        if claim is None:
-            return Disposition(ack=False, outcome="error", delay=STORE_RETRY_DELAY)
-        with bound(attempt=claim.execution.attempt):
-            return self._after_claim(fire, fire_time, eid, handler, claim)
+        waited = timedelta(0)
+        while True:
+            if stopping is not None and stopping.is_set():
+                return self._interrupted()
+            claim = self._claim(fire, fire_time, eid, delivery)
+            if claim is None:
+                disposition = Disposition(ack=False, outcome="error", delay=STORE_RETRY_DELAY)
+            else:
+                with bound(attempt=claim.execution.attempt):
+                    disposition = self._after_claim(fire, fire_time, eid, handler, claim)
+            if not self._retry_here(disposition, waited, stopping):
+                return disposition
+            assert disposition.delay is not None
+            waited += disposition.delay
+
+    def _retry_here(self, disposition: Disposition, waited: timedelta,
+                    stopping: threading.Event | None) -> bool:
+        """Wait here and try the delivery again (True) for a retryable failure or a store
+        outage, while the delivery's in-process budget lasts; the message stays leased by the
+        transport meanwhile. False: dispose of it as `disposition` says."""
+        if disposition.outcome not in ("retry", "error") or disposition.delay is None:
+            return False
+        if waited + disposition.delay > self.retry_budget:
+            return False
+        log.info("trying again in this worker", outcome=disposition.outcome,
+                 delay_s=disposition.delay.total_seconds())
+        if stopping is not None:
+            return not stopping.wait(disposition.delay.total_seconds())
+        time.sleep(disposition.delay.total_seconds())
+        return True
 
     def _after_claim(
         self, fire: Fire, fire_time: datetime, eid: str, handler: ActionHandler, claim: Claim,
@@ -248,15 +295,15 @@ class Pipeline:
         result: ActionResult | None = None
         error: Exception | None = None
         started = time.monotonic()
-        with self._holding(eid):
+        with self._holding(eid) as held:
             try:
                 result = handler(context)
             except Exception as exc:  # ActionError says whether to retry; anything else is retryable
                 error = exc
-        self.metrics.action_duration.observe(time.monotonic() - started)
-        if error is not None:
-            return self._failed(fire, eid, attempt, error)
-        return self._succeeded(eid, result if isinstance(result, ActionResult) else None)
+            self.metrics.action_duration.observe(time.monotonic() - started)
+            if error is not None:
+                return self._failed(fire, eid, attempt, error, held)
+            return self._succeeded(eid, result if isinstance(result, ActionResult) else None, held)
 
     # Steps.
 
@@ -335,27 +382,31 @@ class Pipeline:
         running = now - (execution.started_at or execution.created_at)
         return max(until_lapse, min(running, MAX_BUSY_DELAY))
 
-    def _succeeded(self, eid: str, result: ActionResult | None) -> Disposition:
+    def _succeeded(self, eid: str, result: ActionResult | None, held: _Held) -> Disposition:
         state = result.state if result is not None else State.SUCCEEDED
         detail = result.detail if result is not None else None
         if state not in FINAL_STATES:
-            return self._finish(eid, State.FAILED, outcome="failed",
+            return self._finish(eid, State.FAILED, outcome="failed", held=held,
                                 error=f"the action returned the non-final state {state!s}")
         log.info("action finished", state=str(state), detail=detail)
-        return self._finish(eid, state, detail=detail, outcome=str(state))
+        return self._finish(eid, state, detail=detail, outcome=str(state), held=held)
 
-    def _failed(self, fire: Fire, eid: str, attempt: int, exc: Exception) -> Disposition:
+    def _failed(
+        self, fire: Fire, eid: str, attempt: int, exc: Exception, held: _Held,
+    ) -> Disposition:
         retryable = exc.retryable if isinstance(exc, ActionError) else True
         error = str(exc) if isinstance(exc, ActionError) else f"{type(exc).__name__}: {exc}"
         if not retryable:
             log.warning("action failed, not retryable", error=error)
-            return self._finish(eid, State.FAILED, error=error, outcome="failed")
+            return self._finish(eid, State.FAILED, error=error, outcome="failed", held=held)
         if attempt >= fire.max_attempts:
             log.warning("action failed on its last attempt", error=error,
                         max_attempts=fire.max_attempts, exc_info=not isinstance(exc, ActionError))
-            return self._finish(eid, State.FAILED, error=error, outcome="failed")
+            return self._finish(eid, State.FAILED, error=error, outcome="failed", held=held)
         log.warning("action failed; redelivery will retry it", error=error,
                     max_attempts=fire.max_attempts, exc_info=not isinstance(exc, ActionError))
+        with held.lock:
+            held.active = False  # no renewal of the lease being released
         try:
             released = self.ledger.release(eid, self.worker_id, now=self.clock(), error=error)
         except Exception:
@@ -365,19 +416,29 @@ class Pipeline:
         if not released:
             log.warning("another worker holds the fire now; leaving it to that worker")
             return Disposition(ack=True, outcome="lost")
-        return Disposition(ack=False, outcome="retry")
+        return Disposition(ack=False, outcome="retry", delay=retry_delay(attempt))
 
     def _finish(
         self, eid: str, state: State, *, outcome: str, error: str | None = None,
-        detail: str | None = None,
+        detail: str | None = None, held: _Held | None = None,
     ) -> Disposition:
-        try:
-            finished = self.ledger.finish(eid, self.worker_id, state, now=self.clock(),
-                                          error=error, detail=detail)
-        except Exception:
-            # Nacked: the redelivery finds the lease lapsed, takes over and tries again.
-            log.exception("could not record the outcome; the delivery will be retried")
-            return Disposition(ack=False, outcome="error", delay=STORE_RETRY_DELAY)
+        """Record the outcome. While this worker holds the execution (`held` active: the
+        heartbeat renews its lease), a failed write is retried here: handing the delivery back
+        would let the lease lapse and the action that already ran be taken over and run again.
+        Only the loss of the lease (or a stop) ends the retries."""
+        while True:
+            try:
+                finished = self.ledger.finish(eid, self.worker_id, state, now=self.clock(),
+                                              error=error, detail=detail)
+                break
+            except Exception:
+                if held is None or not held.active:
+                    # Nacked: the redelivery finds the lease lapsed, takes over and tries again.
+                    log.exception("could not record the outcome; the delivery will be retried")
+                    return Disposition(ack=False, outcome="error", delay=STORE_RETRY_DELAY)
+                log.exception("could not record the outcome; retrying while the lease is held",
+                              retry_in_s=FINISH_RETRY_DELAY.total_seconds())
+                time.sleep(FINISH_RETRY_DELAY.total_seconds())
         if not finished:
             log.warning("outcome not recorded: another worker took the fire over", state=str(state))
             return Disposition(ack=True, outcome="lost")
@@ -411,7 +472,7 @@ class Pipeline:
     # Holding executions: the heartbeat and the shutdown release.
 
     @contextmanager
-    def _holding(self, eid: str) -> Iterator[None]:
+    def _holding(self, eid: str) -> Iterator[_Held]:
         """Hold an execution while its action runs; the heartbeat renews its lease meanwhile."""
         held = _Held(eid, structlog.contextvars.get_contextvars())
         with self._held_lock:
@@ -421,7 +482,7 @@ class Pipeline:
                     target=self._heartbeat, name=f"lease-heartbeat-{self.worker_id}", daemon=True)
                 self._heartbeat_thread.start()
         try:
-            yield
+            yield held
         finally:
             # Under the execution's lock: a renewal in flight completes first, none follows.
             with held.lock:

@@ -19,7 +19,7 @@ from worker.firestore_lapsed import FirestoreLapsedClaims
 from worker.firestore_ledger import FirestoreLedger
 from worker.health import HealthServer
 from worker.metrics import WorkerMetrics
-from worker.pipeline import DEFAULT_LEASE, Pipeline, make_worker_id
+from worker.pipeline import DEFAULT_LEASE, IN_PROCESS_RETRY_BUDGET, Pipeline, make_worker_id
 from worker.pubsub_transport import (
     DEFAULT_EXECUTORS,
     DEFAULT_GRACE_PERIOD,
@@ -78,7 +78,8 @@ def run_worker(settings: Settings, options: RunOptions) -> int:
     clock()  # measures the offset to the server's time now, before the first claim needs it
     pipeline = Pipeline(ledger, ActionRegistry(), worker_id=worker_id,
                         signing_key=settings.signing_key or None, lease=options.lease,
-                        metrics=metrics, clock=clock, trace_project=settings.project)
+                        metrics=metrics, clock=clock, trace_project=settings.project,
+                        retry_budget=IN_PROCESS_RETRY_BUDGET)
     transport = PubSubTransport(
         gcp.subscriber_client(settings), settings.subscription_path,
         max_messages=options.max_messages, max_bytes=options.max_bytes,
