@@ -1,8 +1,9 @@
 """Health and metrics over HTTP, for Cloud Run and GKE probes and Prometheus scrapes.
 
 * `GET /livez`   200 while the process serves requests (liveness: restart only a wedged process).
-* `GET /readyz`  200 while the transport is streaming, else 503 (readiness: a replica whose
-  stream is down or reconnecting is taken out of rotation, not restarted).
+* `GET /readyz`  200 while the worker can do its work, else 503 (readiness: a replica whose
+  stream is down or reconnecting, or whose store fails or hangs, is taken out of rotation, not
+  restarted). The body names each failing dependency and why (`worker.dependencies`).
 * `GET /metrics` the worker's registry in the Prometheus text format.
 
 The standard library's threading HTTP server is enough for three tiny endpoints and keeps the
@@ -27,9 +28,11 @@ class HealthServer:
     """Serves `/livez`, `/readyz` and `/metrics` on a daemon thread. Port 0 picks a free one."""
 
     def __init__(
-        self, port: int, *, ready: Callable[[], bool], registry: CollectorRegistry,
+        self, port: int, *, ready: Callable[[], bool | tuple[bool, str]],
+        registry: CollectorRegistry,
         host: str = "0.0.0.0",  # probes come from outside the container
     ) -> None:
+        """`ready` says whether the worker is ready, or that and a body naming what is wrong."""
         self._ready = ready
         self._registry = registry
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
@@ -62,8 +65,10 @@ class HealthServer:
                 if path == "/livez":
                     self._send(200, b"ok\n")
                 elif path == "/readyz":
-                    ready = server._ready()
-                    self._send(200 if ready else 503, b"ready\n" if ready else b"not streaming\n")
+                    answer = server._ready()
+                    ready, body = answer if isinstance(answer, tuple) else (
+                        answer, "ready\n" if answer else "not streaming\n")
+                    self._send(200 if ready else 503, body.encode())
                 elif path == "/metrics":
                     self._send(200, generate_latest(server._registry), CONTENT_TYPE_LATEST)
                 else:

@@ -10,14 +10,17 @@ import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from types import FrameType
+from typing import cast
 
 from scheduler import gcp
 from scheduler.config import Settings
 from scheduler.logs import get_logger
 from worker.action import ActionRegistry
+from worker.dependencies import DependencyHealth, MonitoredActions, MonitoredLedger
 from worker.firestore_lapsed import FirestoreLapsedClaims
 from worker.firestore_ledger import FirestoreLedger
 from worker.health import HealthServer
+from worker.ledger import Ledger
 from worker.metrics import WorkerMetrics
 from worker.pipeline import DEFAULT_LEASE, IN_PROCESS_RETRY_BUDGET, Pipeline, make_worker_id
 from worker.pubsub_transport import (
@@ -72,11 +75,14 @@ def run_worker(settings: Settings, options: RunOptions) -> int:
     worker_id = make_worker_id()
     metrics = WorkerMetrics()
     client = gcp.firestore_client(settings)
-    ledger = FirestoreLedger.from_settings(settings, client)
+    store = FirestoreLedger.from_settings(settings, client)
     # Every lease is measured in Firestore's time, never this machine's (`worker.server_clock`).
-    clock = ledger.clock.now
+    clock = store.clock.now
     clock()  # measures the offset to the server's time now, before the first claim needs it
-    pipeline = Pipeline(ledger, ActionRegistry(), worker_id=worker_id,
+    health_of = DependencyHealth(metrics)
+    ledger = cast(Ledger, MonitoredLedger(store, health_of))
+    actions = MonitoredActions(ActionRegistry(), health_of)
+    pipeline = Pipeline(ledger, actions, worker_id=worker_id,
                         signing_key=settings.signing_key or None, lease=options.lease,
                         metrics=metrics, clock=clock, trace_project=settings.project,
                         retry_budget=IN_PROCESS_RETRY_BUDGET)
@@ -96,7 +102,8 @@ def run_worker(settings: Settings, options: RunOptions) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    health = HealthServer(options.health_port, ready=lambda: transport.ready,
+    health_of.pubsub_ready = lambda: transport.ready
+    health = HealthServer(options.health_port, ready=health_of.readiness,
                           registry=metrics.registry).start()
     reaper = Reaper(FirestoreLapsedClaims(client, settings.collection_prefix or "scion_"),
                     lambda delivery: pipeline.handle(delivery, stop), clock=clock,
