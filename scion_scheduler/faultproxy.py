@@ -52,14 +52,21 @@ class _Pair:
     closed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def close(self) -> None:
+    def close(self, reset: bool = True) -> None:
         with self.lock:
             if self.closed:
                 return
             self.closed = True
-        _reset(self.client)
-        if self.upstream is not None:
-            _reset(self.upstream)
+        for sock in (self.client, self.upstream):
+            if sock is None:
+                continue
+            if reset:
+                _reset(sock)
+            else:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(OSError):
+                    sock.close()
 
 
 class FaultProxy:
@@ -101,13 +108,13 @@ class FaultProxy:
         with contextlib.suppress(OSError):
             self._listener.close()
 
-    def cut(self) -> int:
-        """Reset every open connection; returns how many."""
+    def cut(self, reset: bool = True) -> int:
+        """Close every open connection, with an RST (`reset`) or a FIN; returns how many."""
         with self._lock:
             pairs = list(self._pairs)
             self._pairs.clear()
         for pair in pairs:
-            pair.close()
+            pair.close(reset)
         log.info("fault proxy cut connections", count=len(pairs))
         return len(pairs)
 
