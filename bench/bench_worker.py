@@ -146,17 +146,20 @@ class Counter:
 OVERLAP = ["skip"]
 
 
-def schedules(count: int) -> list[Schedule]:
-    """Distinct schedules (one fire each in flight: the common case of many schedules)."""
+def schedules(count: int, action: dict[str, Any] | None = None) -> list[Schedule]:
+    """Distinct schedules (one fire each in flight: the common case of many schedules), each
+    with `action` (default: the no-op)."""
+    action = action or {"type": NOOP}
     return [parse_schedule({"id": f"bench-{i:05d}", "cron": "* * * * *", "overlap": OVERLAP[0],
-                            "action": {"type": NOOP}}, known_action_types=frozenset({NOOP}))
+                            "action": action}, known_action_types=frozenset({NOOP, "http"}))
             for i in range(count)]
 
 
-def fire_messages(fires: int, seed: int = 7) -> tuple[list[Message], int]:
+def fire_messages(fires: int, seed: int = 7,
+                  action: dict[str, Any] | None = None) -> tuple[list[Message], int]:
     """`fires` distinct manual fires plus DUPLICATE_SHARE duplicates, shuffled."""
     base = datetime.now(UTC)
-    plan = schedules(fires)
+    plan = schedules(fires, action)
     messages = [build_message(s, signing_key=SIGNING_KEY, trigger="manual",
                               fire_time=base + timedelta(microseconds=i))
                 for i, s in enumerate(plan)]
