@@ -124,13 +124,16 @@ class Disposition:
 
 @dataclass
 class _Held:
-    """An execution this worker holds while its action runs, with its log context. `active`
-    turns False, under `lock`, when the action ends, the lease is lost or it is released."""
+    """An execution this worker holds while its action runs and its outcome is recorded, with
+    its log context. `active` turns False, under `lock`, when that is over, the lease is lost
+    or it is released. `finishing` once the outcome is being recorded: a renewal that finds the
+    execution no longer held then most likely raced the finish that landed."""
 
     execution_id: str
     log_context: Mapping[str, Any]
     lock: threading.Lock = field(default_factory=threading.Lock)
     active: bool = True
+    finishing: bool = False
 
 
 class Pipeline:
@@ -426,6 +429,8 @@ class Pipeline:
         heartbeat renews its lease), a failed write is retried here: handing the delivery back
         would let the lease lapse and the action that already ran be taken over and run again.
         Only the loss of the lease (or a stop) ends the retries."""
+        if held is not None:
+            held.finishing = True
         while True:
             try:
                 finished = self.ledger.finish(eid, self.worker_id, state, now=self.clock(),
@@ -517,7 +522,10 @@ class Pipeline:
             if not renewed:
                 # The action runs on; its outcome is then not recorded (finish says False).
                 held.active = False
-                log.warning("lease lost: another worker took the fire over")
+                if held.finishing:
+                    log.debug("renewal found the execution finished or taken over")
+                else:
+                    log.warning("lease lost: another worker took the fire over")
 
     def release_running(self, reason: str) -> list[str]:
         """Release every execution this worker still holds (the transport calls this when the
