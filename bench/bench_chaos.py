@@ -302,8 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-logs", action="store_true", help="keep the workers' logs")
     args = parser.parse_args(argv)
     configure("console", "WARNING")
-    # A stopped benchmark still stops its emulators and workers (the `finally` below).
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # A stopped benchmark prints what it measured so far and stops its emulators and workers.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -345,9 +345,15 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         threading.Thread(target=publish_paced, daemon=True, args=(
             pubsub.host, settings.topic_path, messages, args.publish_seconds, published)).start()
-        last_fault = run_faults(faults(args.scale, workers, firestore, proxy, target), started, say)
-        published.wait()
-        drained = wait_drained(target, fires, max(3.0, 10 * args.scale), args.timeout, say)
+        last_fault = drained = time.monotonic()
+        try:
+            last_fault = run_faults(faults(args.scale, workers, firestore, proxy, target),
+                                    started, say)
+            published.wait()
+            drained = wait_drained(target, fires, max(3.0, 10 * args.scale), args.timeout, say)
+        except KeyboardInterrupt:
+            say("interrupted: the figures so far")
+            drained = time.monotonic()
         readiness.stop.set()
         executed, duplicates = target.counts()
         with target.lock:
