@@ -219,9 +219,21 @@ def dead_letters(settings: Settings) -> int:
     return total
 
 
-def faults(scale: float, workers: list[Worker], firestore: Emulator, proxy: FaultProxy,
-           target: Target) -> list[Fault]:
-    """The fault timeline, every time and length multiplied by `scale`."""
+FAULTS = ("kill", "firestore", "pubsub", "target")
+
+
+def fault_names(raw: str) -> list[str]:
+    """`--faults`: names from FAULTS, comma-separated."""
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(FAULTS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown faults {unknown}; choose from {FAULTS}")
+    return names
+
+
+def faults(chosen: list[str], scale: float, workers: list[Worker], firestore: Emulator,
+           proxy: FaultProxy, target: Target) -> list[Fault]:
+    """The chosen faults' timeline, every time and length multiplied by `scale`."""
     assert firestore.process is not None
     group = firestore.process.pid
 
@@ -236,14 +248,17 @@ def faults(scale: float, workers: list[Worker], firestore: Emulator, proxy: Faul
         assert workers[0].process is not None
         workers[0].process.send_signal(signal.SIGKILL)
 
-    return [
-        Fault("SIGKILL of worker w1", 15 * scale, 0, kill_worker),
-        Fault("Firestore frozen", 30 * scale, 30 * scale,
-              lambda: os.killpg(group, signal.SIGSTOP), lambda: os.killpg(group, signal.SIGCONT)),
-        Fault("Pub/Sub connections cut", 70 * scale, 30 * scale, cut_pubsub, restore_pubsub),
-        Fault("target answers 503", 105 * scale, 20 * scale, target.outage.set,
-              target.outage.clear),
-    ]
+    timeline = {
+        "kill": Fault("SIGKILL of worker w1", 15 * scale, 0, kill_worker),
+        "firestore": Fault("Firestore frozen", 30 * scale, 30 * scale,
+                           lambda: os.killpg(group, signal.SIGSTOP),
+                           lambda: os.killpg(group, signal.SIGCONT)),
+        "pubsub": Fault("Pub/Sub connections cut", 70 * scale, 30 * scale, cut_pubsub,
+                        restore_pubsub),
+        "target": Fault("target answers 503", 105 * scale, 20 * scale, target.outage.set,
+                        target.outage.clear),
+    }
+    return [timeline[name] for name in chosen]
 
 
 def run_faults(timeline: list[Fault], started: float, say: Callable[[str], None]) -> float:
@@ -300,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="fault timeline multiplier")
     parser.add_argument("--timeout", type=float, default=900.0, help="longest wait to drain")
     parser.add_argument("--keep-logs", action="store_true", help="keep the workers' logs")
+    parser.add_argument("--faults", type=fault_names, default=list(FAULTS),
+                        help=f"which faults, comma-separated (default: all of {','.join(FAULTS)})")
     args = parser.parse_args(argv)
     configure("console", "WARNING")
     # A stopped benchmark prints what it measured so far and stops its emulators and workers.
@@ -347,8 +364,8 @@ def main(argv: list[str] | None = None) -> int:
             pubsub.host, settings.topic_path, messages, args.publish_seconds, published)).start()
         last_fault = drained = time.monotonic()
         try:
-            last_fault = run_faults(faults(args.scale, workers, firestore, proxy, target),
-                                    started, say)
+            timeline = faults(args.faults, args.scale, workers, firestore, proxy, target)
+            last_fault = run_faults(timeline, started, say)
             published.wait()
             drained = wait_drained(target, fires, max(3.0, 10 * args.scale), args.timeout, say)
         except KeyboardInterrupt:
