@@ -667,3 +667,57 @@ def test_retries_beyond_the_budget_go_back_to_the_transport() -> None:
     # 10 ms then 20 ms: the second wait would pass the 25 ms budget.
     assert result.outcome == "retry" and not result.ack and result.delay is not None
     assert [c.attempt for c in recorder.calls] == [1, 2]
+
+
+# A claim that lands late (the store hung longer than the lease) and duplicates in one process.
+
+class SlowClaimLedger(MemoryLedger):
+    """Each claim lands `delay` after it was asked for (the clock moves on meanwhile), and
+    `taken` says whether another worker took the fire in that time."""
+
+    def __init__(self, clock: FakeClock, delay: timedelta, taken: bool = False) -> None:
+        super().__init__()
+        self.clock, self.delay, self.taken = clock, delay, taken
+
+    def claim(self, request: ClaimRequest) -> Any:
+        claim = super().claim(request)
+        self.clock.advance(self.delay)
+        return claim
+
+    def renew(self, execution_id: str, worker_id: str, lease_until: datetime) -> bool:
+        return not self.taken and super().renew(execution_id, worker_id, lease_until)
+
+
+@pytest.mark.parametrize("taken", [False, True])
+def test_a_claim_whose_lease_lapsed_on_the_way_is_renewed_before_the_action(taken: bool) -> None:
+    clock = FakeClock(SLOT + timedelta(seconds=2))
+    ledger, recorder = SlowClaimLedger(clock, timedelta(seconds=61), taken), Recorder()
+    pipeline = Pipeline(ledger, ActionRegistry({"custom": recorder}), worker_id="w1",
+                        signing_key=KEY, clock=clock, lease=timedelta(seconds=60))
+    result = pipeline.handle(delivery(schedule()))
+    if taken:
+        assert result == Disposition(ack=True, outcome="lost") and recorder.calls == []
+    else:
+        assert result.outcome == "succeeded" and len(recorder.calls) == 1
+
+
+def test_a_second_delivery_of_a_fire_this_process_is_running_waits() -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def behaviour(_: ActionContext) -> ActionResult | None:
+        started.set()
+        release.wait(10)
+        return None
+
+    recorder = Recorder(behaviour)
+    pipeline = Pipeline(MemoryLedger(), ActionRegistry({"custom": recorder}), worker_id="w1",
+                        signing_key=KEY, clock=lambda: SLOT + timedelta(seconds=2))
+    first: list[Disposition] = []
+    thread = threading.Thread(target=lambda: first.append(pipeline.handle(delivery(schedule()))))
+    thread.start()
+    assert started.wait(10)
+    second = pipeline.handle(delivery(schedule()))
+    release.set()
+    thread.join(10)
+    assert second.outcome == "busy" and not second.ack
+    assert first[0].outcome == "succeeded" and len(recorder.calls) == 1

@@ -173,6 +173,9 @@ class Pipeline:
         self.retry_budget = retry_budget
         self._held: dict[str, _Held] = {}
         self._held_lock = threading.Lock()
+        # Executions a delivery of this process is claiming or running: a second delivery of
+        # one waits, since the ledger cannot tell this worker's two claims apart.
+        self._handling: set[str] = set()
         self._heartbeat_thread: threading.Thread | None = None
 
     # The policy, top to bottom.
@@ -231,6 +234,22 @@ class Pipeline:
             if written:
                 return Disposition(ack=True, outcome="missed")
             # A record exists already (an earlier attempt started in time): the claim decides.
+        with self._held_lock:
+            duplicate = eid in self._handling
+            self._handling.add(eid)
+        if duplicate:
+            log.info("fire is being handled by this worker already; redelivery later")
+            return Disposition(ack=False, outcome="busy", delay=self.lease)
+        try:
+            return self._claim_and_run(fire, fire_time, eid, handler, stopping, delivery)
+        finally:
+            with self._held_lock:
+                self._handling.discard(eid)
+
+    def _claim_and_run(
+        self, fire: Fire, fire_time: datetime, eid: str, handler: ActionHandler,
+        stopping: threading.Event | None, delivery: Delivery,
+    ) -> Disposition:
         waited = timedelta(0)
         while True:
             if stopping is not None and stopping.is_set():
@@ -281,7 +300,27 @@ class Pipeline:
         if execution.attempt > fire.max_attempts:
             log.warning("max attempts exhausted before this attempt", max_attempts=fire.max_attempts)
             return self._finish(eid, State.FAILED, error="max attempts exhausted", outcome="failed")
+        fresh = self._fresh_lease(eid, execution)
+        if fresh is None:
+            return Disposition(ack=False, outcome="error", delay=STORE_RETRY_DELAY)
+        if not fresh:
+            log.warning("the claim lapsed before the action could start; another worker has it")
+            return Disposition(ack=True, outcome="lost")
         return self._run(fire, fire_time, eid, handler, claim)
+
+    def _fresh_lease(self, eid: str, execution: Execution) -> bool | None:
+        """A claim that took long to land (a store that hung) can carry a lease that lapsed on
+        the way, so another delivery could take the fire over while its action runs: renew
+        such a lease before the action starts. False when another worker holds the fire now,
+        None when the store failed."""
+        if execution.lease_until is None or \
+                execution.lease_until - self.clock() >= self.lease * 2 / 3:
+            return True
+        try:
+            return self.ledger.renew(eid, self.worker_id, self.clock() + self.lease)
+        except Exception:
+            log.exception("could not renew a claim that took long to land; retrying")
+            return None
 
     def _run(
         self, fire: Fire, fire_time: datetime, eid: str, handler: ActionHandler, claim: Claim,
