@@ -721,3 +721,36 @@ def test_a_second_delivery_of_a_fire_this_process_is_running_waits() -> None:
     thread.join(10)
     assert second.outcome == "busy" and not second.ack
     assert first[0].outcome == "succeeded" and len(recorder.calls) == 1
+
+
+def test_a_duplicate_elsewhere_during_a_retry_wait_finds_the_fire_busy(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker takes a released fire back before it waits to retry, so a duplicate delivered
+    to another worker meanwhile spends no attempt of its own."""
+    import worker.pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "RETRY_BASE_DELAY", timedelta(milliseconds=500))
+    ledger, failures = MemoryLedger(), iter([ActionError("HTTP 503", retryable=True)])
+
+    def behaviour(_: ActionContext) -> ActionResult | None:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return None
+
+    first, other = Recorder(behaviour), Recorder()
+    workers = [Pipeline(ledger, ActionRegistry({"custom": recorder}), worker_id=name,
+                        signing_key=KEY, clock=lambda: SLOT + timedelta(seconds=2),
+                        retry_budget=timedelta(seconds=5))
+               for name, recorder in (("w1", first), ("w2", other))]
+    results: list[Disposition] = []
+    thread = threading.Thread(target=lambda: results.append(workers[0].handle(delivery(schedule()))))
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not first.calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)  # inside the 500 ms wait
+    assert workers[1].handle(delivery(schedule())).outcome == "busy"
+    thread.join(10)
+    assert results[0].outcome == "succeeded" and other.calls == []
+    assert [c.attempt for c in first.calls] == [1, 2]

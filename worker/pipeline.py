@@ -88,6 +88,14 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _wait(delay: timedelta, stopping: threading.Event | None) -> bool:
+    """Sleep `delay`; False when `stopping` was set meanwhile."""
+    if stopping is None:
+        time.sleep(delay.total_seconds())
+        return True
+    return not stopping.wait(delay.total_seconds())
+
+
 def retry_delay(attempt: int) -> timedelta:
     """The wait before the attempt after `attempt` (1-based): doubling, capped."""
     return min(RETRY_BASE_DELAY * (1 << min(max(0, attempt - 1), 16)), RETRY_MAX_DELAY)
@@ -250,36 +258,46 @@ class Pipeline:
         self, fire: Fire, fire_time: datetime, eid: str, handler: ActionHandler,
         stopping: threading.Event | None, delivery: Delivery,
     ) -> Disposition:
+        if stopping is not None and stopping.is_set():
+            return self._interrupted()
         waited = timedelta(0)
+        claim = self._claim(fire, fire_time, eid, delivery)
         while True:
-            if stopping is not None and stopping.is_set():
-                return self._interrupted()
-            claim = self._claim(fire, fire_time, eid, delivery)
             if claim is None:
                 disposition = Disposition(ack=False, outcome="error", delay=STORE_RETRY_DELAY)
             else:
                 with bound(attempt=claim.execution.attempt):
                     disposition = self._after_claim(fire, fire_time, eid, handler, claim)
-            if not self._retry_here(disposition, waited, stopping):
+            delay = disposition.delay
+            if disposition.outcome not in ("retry", "error") or delay is None \
+                    or waited + delay > self.retry_budget:
                 return disposition
-            assert disposition.delay is not None
-            waited += disposition.delay
+            waited += delay
+            log.info("trying again in this worker", outcome=disposition.outcome,
+                     delay_s=delay.total_seconds())
+            if disposition.outcome == "error":
+                if not _wait(delay, stopping):
+                    return self._interrupted()
+                claim = self._claim(fire, fire_time, eid, delivery)
+                continue
+            # Take the released fire back at once and hold it through the wait: a duplicate
+            # delivery elsewhere then finds it busy instead of spending an attempt of its own.
+            claim = self._claim(fire, fire_time, eid, delivery)
+            if claim is None or claim.result not in (ClaimResult.CLAIMED, ClaimResult.TAKEN_OVER):
+                continue
+            with self._holding(eid) as held:
+                if _wait(delay, stopping):
+                    continue
+                with held.lock:
+                    held.active = False
+                self._release_quietly(eid, "worker stopping before the retry")
+                return self._interrupted()
 
-    def _retry_here(self, disposition: Disposition, waited: timedelta,
-                    stopping: threading.Event | None) -> bool:
-        """Wait here and try the delivery again (True) for a retryable failure or a store
-        outage, while the delivery's in-process budget lasts; the message stays leased by the
-        transport meanwhile. False: dispose of it as `disposition` says."""
-        if disposition.outcome not in ("retry", "error") or disposition.delay is None:
-            return False
-        if waited + disposition.delay > self.retry_budget:
-            return False
-        log.info("trying again in this worker", outcome=disposition.outcome,
-                 delay_s=disposition.delay.total_seconds())
-        if stopping is not None:
-            return not stopping.wait(disposition.delay.total_seconds())
-        time.sleep(disposition.delay.total_seconds())
-        return True
+    def _release_quietly(self, eid: str, reason: str) -> None:
+        try:
+            self.ledger.release(eid, self.worker_id, now=self.clock(), error=reason)
+        except Exception:
+            log.exception("could not release the execution; its lease will lapse")
 
     def _after_claim(
         self, fire: Fire, fire_time: datetime, eid: str, handler: ActionHandler, claim: Claim,
