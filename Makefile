@@ -17,8 +17,10 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 test: install
-	@# pytest exits 5 when it collected no tests: that must fail, not pass quietly.
-	$(BIN)/pytest; status=$$?; if [ $$status -eq 5 ]; then echo 'pytest collected no tests'; exit 1; fi; exit $$status
+	@# pytest exits 5 when it collected no tests: that must fail, not pass quietly. Three xdist
+	@# workers, one test file each at a time: most end-to-end tests wait on the wall clock (cron
+	@# slots, leases), so they overlap well even on two cores; module fixtures stay per file.
+	$(BIN)/pytest -n 3 --dist loadfile; status=$$?; if [ $$status -eq 5 ]; then echo 'pytest collected no tests'; exit 1; fi; exit $$status
 
 lint: install
 	$(BIN)/ruff check .
