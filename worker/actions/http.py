@@ -98,7 +98,7 @@ def send(client: httpx.Client, method: str, url: str, *, egress: EgressPolicy,
     header, refused by the egress policy)."""
     problem = egress.check_url(url)
     if problem:
-        raise ActionError(f"{method} {url}: refused by the egress policy: {url} {problem}",
+        raise ActionError(f"{method} {url}: refused by the egress policy: the URL {problem}",
                           retryable=False)
     try:
         return client.request(method, url, **request)
