@@ -53,7 +53,8 @@ _LABEL = r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?"
 _HOST_PATTERN = re.compile(rf"\*|(\*\.)?{_LABEL}(\.{_LABEL})*")
 
 # A schedule may not set these: `Host` would send the request to another virtual host than the
-# one the policy checked, the metadata headers are what metadata servers require of a caller,
+# one the policy checked, the metadata headers are what metadata servers require of a caller
+# (the hub's own metadata sidecar too: pkg/sciontool/metadata/server.go:258 of the Scion repo),
 # and hop-by-hop headers belong to the connection, not to the request (RFC 9110 7.6.1).
 FORBIDDEN_HEADERS = frozenset({
     "host", "metadata-flavor", "x-google-metadata-request", "metadata", "connection", "keep-alive",

@@ -13,6 +13,8 @@ server on GCP), cached until shortly before it expires and never logged.
 A worker that cannot call the hub (no SCION_HUB_URL, a malformed setting, no credentials) fails
 the fire *retryably*: the problem is this replica's configuration, and a redelivery may reach a
 replica that is configured; after `max_attempts` the fire is recorded failed with the reason.
+The hub's URL goes through the egress policy (`SCION_SCHEDULER_ALLOWED_TARGETS`) like any
+target: refused, the fire fails without retry and nothing is sent.
 
 Outcomes (docs/hub-fire-endpoint.md): 2xx succeeded (`{"status": "skipped"}` in the answer
 records `skipped`: the hub chose not to run it, e.g. the schedule is paused there); 409 succeeded
