@@ -31,7 +31,9 @@ run: install
 	$(BIN)/scion-scheduler up --file examples/schedules.yaml
 
 local: install
-	$(BIN)/scion-scheduler local --file examples/schedules.yaml
+	@# The examples call the reference hub on loopback, which the egress policy refuses unless named.
+	$(BIN)/scion-scheduler --allowed-targets '*,http://127.0.0.1:8087/' local \
+		--file examples/schedules.yaml
 
 bench: install
 	$(BIN)/python bench/bench_sync.py

@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from scheduler.egress import EgressPolicy
 from scheduler.model import parse_duration
 
 
@@ -109,6 +110,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("hub_audience", "SCION_HUB_AUDIENCE", "--hub-audience",
             "Audience of the OIDC ID token the `scion` action presents to the hub. Default: "
             "SCION_HUB_URL."),
+    Setting("allowed_targets", "SCION_SCHEDULER_ALLOWED_TARGETS", "--allowed-targets",
+            "Where actions may send requests: URL prefixes, hosts, host patterns or networks, "
+            "comma-separated (e.g. `https://hub.example.com/,*.run.app`); empty means any public "
+            "address. Link-local, metadata, loopback and private addresses only when named (see "
+            "Egress policy)."),
 )
 
 SETTINGS_BY_ATTR: Mapping[str, Setting] = {s.attr: s for s in SETTINGS}
@@ -163,6 +169,7 @@ class Settings:
     hub_url: str | None = None
     hub_token: str | None = None
     hub_audience: str | None = None
+    allowed_targets: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -215,6 +222,7 @@ class Settings:
             if getattr(self, attr) is not None:
                 self.duration(attr)
         self._validate_hub_url()
+        self.egress_policy()
 
     def _validate_hub_url(self) -> None:
         if self.hub_url is None:
@@ -227,6 +235,13 @@ class Settings:
             raise ConfigError(
                 f"SCION_HUB_URL must be the hub's absolute http(s) base URL (got {self.hub_url!r})"
             )
+
+    def egress_policy(self) -> EgressPolicy:
+        """The parsed `allowed_targets`: where actions may send requests."""
+        try:
+            return EgressPolicy.parse(self.allowed_targets)
+        except ValueError as exc:
+            raise ConfigError(f"SCION_SCHEDULER_ALLOWED_TARGETS: {exc}") from exc
 
     def _raw(self, attr: str) -> str:
         raw = getattr(self, attr)

@@ -15,7 +15,7 @@ T0 = datetime(2026, 3, 28, 23, 58, 30, tzinfo=UTC)
 
 
 def _schedule(sid: str, **extra: object) -> object:
-    doc = {"id": sid, "action": {"type": "http", "url": "http://127.0.0.1:9/x"}, **extra}
+    doc = {"id": sid, "action": {"type": "http", "url": "https://hub.example.com/x"}, **extra}
     if "at" not in doc and "cron" not in doc:
         doc["cron"] = "* * * * *"
     return parse_schedule(doc)

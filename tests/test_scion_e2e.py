@@ -123,6 +123,7 @@ def stack(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
         "SCION_SCHEDULER_TOPIC": "fires", "SCION_SCHEDULER_SUBSCRIPTION": "workers",
         "SCION_SCHEDULER_WRITE_RATE": "1000", "SCION_SCHEDULER_LOG_FORMAT": "json",
         "SCION_HUB_TOKEN": TOKEN,
+        "SCION_SCHEDULER_ALLOWED_TARGETS": "127.0.0.1",  # the reference hub is on loopback
     })
     settings = Settings.from_env()
     publisher_client(settings).create_topic(name=settings.topic_path)
@@ -351,7 +352,8 @@ def test_after_an_outage_latest_runs_one_fire_and_records_the_rest_missed(stack:
     for n, slot in enumerate(slots):
         transport.put(Delivery(f"m{n}", message.data, message.attributes, slot + timedelta(seconds=3)))
     ledger = stack.ledger()
-    action = ScionAction(settings=Settings(hub_url=stack.hub.url, hub_token=TOKEN))
+    action = ScionAction(settings=Settings(hub_url=stack.hub.url, hub_token=TOKEN,
+                                           allowed_targets="127.0.0.1"))
     pipeline = Pipeline(ledger, ActionRegistry({"scion": action}), worker_id="late-worker",
                         clock=lambda: now)
     stop = threading.Event()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from scheduler.model import OVERLAP_POLICIES, format_instant
+from scheduler.redaction import redact
 from worker.ledger import (
     FINAL_STATES,
     MAX_ERROR_LENGTH,
@@ -32,10 +33,11 @@ def require_aware(value: datetime, name: str) -> datetime:
 
 
 def truncate_error(error: str | None) -> str | None:
-    """The error as stored: at most MAX_ERROR_LENGTH characters."""
-    if error is None or len(error) <= MAX_ERROR_LENGTH:
-        return error
-    return error[:MAX_ERROR_LENGTH]
+    """The error as stored: redacted (an action's error may quote a target's answer, whatever
+    the action type) and at most MAX_ERROR_LENGTH characters."""
+    if error is None:
+        return None
+    return redact(error)[:MAX_ERROR_LENGTH]
 
 
 def validate_request(request: ClaimRequest) -> None:

@@ -15,6 +15,7 @@ from scheduler import gcp
 from scheduler.config import Settings
 from scheduler.logs import get_logger
 from worker.action import ActionRegistry
+from worker.actions import builtin_handlers
 from worker.firestore_lapsed import FirestoreLapsedClaims
 from worker.firestore_ledger import FirestoreLedger
 from worker.health import HealthServer
@@ -76,7 +77,7 @@ def run_worker(settings: Settings, options: RunOptions) -> int:
     # Every lease is measured in Firestore's time, never this machine's (`worker.server_clock`).
     clock = ledger.clock.now
     clock()  # measures the offset to the server's time now, before the first claim needs it
-    pipeline = Pipeline(ledger, ActionRegistry(), worker_id=worker_id,
+    pipeline = Pipeline(ledger, ActionRegistry(builtin_handlers(settings)), worker_id=worker_id,
                         signing_key=settings.signing_key or None, lease=options.lease,
                         metrics=metrics, clock=clock, trace_project=settings.project)
     transport = PubSubTransport(

@@ -34,6 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from scheduler.cli_base import package_version
 from scheduler.contract import ContractError
 from scheduler.control import JobNotFound
+from scheduler.egress import EgressPolicy
 from scheduler.logs import get_logger
 from scheduler.model import FieldError, Schedule, ValidationError, format_instant, parse_instant
 from scheduler.validation import parse_schedule, validate_schedules
@@ -99,6 +100,8 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
     app.state.context = context
     control = context.control
     spec = control.spec
+    # Where schedules' actions may send requests: a refused target never becomes a job.
+    egress = control.settings.egress_policy()
 
     # -- errors --------------------------------------------------------------------------------
 
@@ -196,7 +199,7 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
         """Create or replace a schedule: one GetJob, then at most one create or update (plus a
         pause or resume when `paused` changed). 201 when the job was created."""
         sid = path_id(schedule_id)
-        schedule = _schedule_for_put(sid, body)
+        schedule = _schedule_for_put(sid, body, egress)
         return await run_in_threadpool(_put, sid, schedule, if_match, response, who)
 
     def _put(sid: str, schedule: Schedule, if_match: str | None, response: Response,
@@ -283,7 +286,7 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
         """Make Cloud Scheduler match a full desired set: the plan (create, update, pause,
         resume, and with `prune` delete) and, unless `dry_run`, each step's outcome. The whole
         set is validated first; one invalid schedule means nothing is applied."""
-        schedules, prune, dry_run = _sync_request(body)
+        schedules, prune, dry_run = _sync_request(body, egress)
         return await run_in_threadpool(_sync, schedules, prune, dry_run)
 
     def _sync(schedules: list[Schedule], prune: bool, dry_run: bool) -> SyncOut:
@@ -349,7 +352,7 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
     return app
 
 
-def _schedule_for_put(schedule_id: str, body: Any) -> Schedule:
+def _schedule_for_put(schedule_id: str, body: Any, egress: EgressPolicy) -> Schedule:
     if not isinstance(body, Mapping):
         raise invalid([FieldError(schedule_id, "(schedule)", "must be a JSON object")])
     document = dict(body)
@@ -358,12 +361,12 @@ def _schedule_for_put(schedule_id: str, body: Any) -> Schedule:
         raise invalid([FieldError(schedule_id, "id",
                                    f"must match the ID in the path (got {given!r})")])
     try:
-        return parse_schedule(document)
+        return parse_schedule(document, egress=egress)
     except ValidationError as exc:
         raise invalid(exc.errors) from exc
 
 
-def _sync_request(body: Any) -> tuple[list[Schedule], bool, bool]:
+def _sync_request(body: Any, egress: EgressPolicy) -> tuple[list[Schedule], bool, bool]:
     if not isinstance(body, Mapping):
         raise invalid([FieldError(REQUEST, "(body)", "must be a JSON object with `schedules`")])
     errors = [FieldError(REQUEST, str(k), "unknown field") for k in sorted(set(body) - _SYNC_FIELDS)]
@@ -379,7 +382,7 @@ def _sync_request(body: Any) -> tuple[list[Schedule], bool, bool]:
         errors.append(FieldError(REQUEST, "schedules", "required: a list of schedules"))
     else:
         try:
-            schedules = validate_schedules(raws)
+            schedules = validate_schedules(raws, egress=egress)
         except ValidationError as exc:
             errors.extend(exc.errors)
     if errors:

@@ -161,14 +161,15 @@ def sync_loaded(args: argparse.Namespace, settings: Settings, loaded: ScheduleSe
 def sync(args: argparse.Namespace, settings: Settings) -> int:
     """Plan, then (unless --dry-run) apply; exit 1 when any step failed or an item was refused."""
     settings.require(*REQUIRED)
-    return sync_loaded(args, settings, load_schedule_set(args.file, format=args.format,
-                                                         strict=args.strict))
+    return sync_loaded(args, settings, load_schedule_set(
+        args.file, format=args.format, strict=args.strict, egress=settings.egress_policy()))
 
 
 def plan(args: argparse.Namespace, settings: Settings) -> int:
     """Print the plan for a schedule file; exit 1 when a hub item was refused."""
     settings.require(*REQUIRED)
-    loaded = load_schedule_set(args.file, format=args.format, strict=args.strict)
+    loaded = load_schedule_set(args.file, format=args.format, strict=args.strict,
+                               egress=settings.egress_policy())
     refused, refused_text = _refusals(loaded)
 
     def act() -> int:

@@ -41,7 +41,7 @@ def register(sub: Any) -> None:
 
 def validate(args: argparse.Namespace, settings: Settings) -> int:
     """Validate the file; errors surface as `ValidationError` (exit 2) in `main`."""
-    loaded = load_schedule_set(args.file, format=args.format)
+    loaded = load_schedule_set(args.file, format=args.format, egress=settings.egress_policy())
     gone = f"; {len(loaded.absent)} gone at the hub" if loaded.absent else ""
     emit({"valid": True, "schedules": len(loaded.schedules), "format": loaded.format,
           "absent": list(loaded.absent)}, args.output,
@@ -61,7 +61,7 @@ def show_next(args: argparse.Namespace, settings: Settings) -> int:
     after = args.after or datetime.now(UTC)
     result: dict[str, list[str]] = {}
     lines = []
-    for schedule in load_schedules(args.file, format=args.format):
+    for schedule in load_schedules(args.file, format=args.format, egress=settings.egress_policy()):
         if schedule.paused:
             fires = []
         elif schedule.fire_at is not None:
