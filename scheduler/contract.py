@@ -8,8 +8,8 @@ Attributes (all strings):
     scion-format   format version, "1"
     schedule-id    the hub's schedule ID, verbatim
     fingerprint    `Schedule.fingerprint()` of the definition the message was built from
-    cron, timezone the effective cron and time zone (a one-shot's are its minute, in UTC)
-    at             for a one-shot, its fire time (RFC 3339)
+    cron, timezone the effective cron and time zone (a one-shot's are its job's minute, in UTC)
+    at             for a one-shot, its exact fire time (RFC 3339, to the microsecond)
     trigger        "scheduled", or "manual" for a run-now
     fire-time      for a manual run only: its exact fire time
     signature      optional, "v1=" + hex HMAC-SHA256 over the other attributes and the data
@@ -41,6 +41,7 @@ from scheduler.model import (
     Overlap,
     Schedule,
     format_instant,
+    one_shot_slot,
     parse_instant,
 )
 
@@ -123,10 +124,16 @@ class Fire:
 
     def derive_fire_time(self, published_at: datetime, skew: timedelta = DEFAULT_SKEW) -> datetime:
         """The fire time this delivery is for: exact for a manual run, else the cron slot that
-        the publish time belongs to (see `scheduler.cron.fire_time_for`)."""
+        the publish time belongs to (see `scheduler.cron.fire_time_for`). A one-shot's job
+        fires at its slot, ahead of `at`, and that slot stands for `at` itself: the worker holds
+        the fire until then. (A job written before the slot moved ahead fires at `at`'s own
+        minute, which stands for `at` too.)"""
         if self.fire_time is not None:
             return self.fire_time
-        return fire_time_for(self, published_at, skew)
+        slot = fire_time_for(self, published_at, skew)
+        if self.at is not None and slot in (one_shot_slot(self.at), self.at):
+            return self.at
+        return slot
 
 
 def execution_id(schedule_id: str, fire_time: datetime, trigger: str = "scheduled") -> str:
@@ -184,8 +191,8 @@ def build_message(
         ATTR_TIMEZONE: schedule.effective_timezone,
         ATTR_TRIGGER: trigger,
     }
-    if schedule.fire_at is not None:
-        attributes[ATTR_AT] = format_instant(schedule.fire_at)
+    if schedule.at is not None:
+        attributes[ATTR_AT] = format_instant(schedule.at)
     if fire_time is not None:
         attributes[ATTR_FIRE_TIME] = format_instant(fire_time)
     if signing_key:

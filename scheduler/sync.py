@@ -259,7 +259,7 @@ def _error_text(exc: Exception) -> str:
 
 
 def _is_expired(schedule: Schedule, now: datetime, grace: timedelta) -> bool:
-    return schedule.fire_at is not None and schedule.fire_at + grace < now
+    return schedule.at is not None and schedule.at + grace < now
 
 
 def steps_for(schedule: Schedule, job: scheduler_v1.Job | None, spec: JobSpec,
@@ -269,9 +269,9 @@ def steps_for(schedule: Schedule, job: scheduler_v1.Job | None, spec: JobSpec,
     if _is_expired(schedule, now, grace):
         if job is None:
             return []
-        assert schedule.fire_at is not None
+        assert schedule.at is not None
         return [Step("delete", job_id, schedule.id,
-                     f"one-shot fired at {format_instant(schedule.fire_at)}; grace has passed")]
+                     f"one-shot fired at {format_instant(schedule.at)}; grace has passed")]
     desired = spec.desired_job(schedule)
     if job is None:
         steps = [Step("create", job_id, schedule.id, "no job", paused=schedule.paused, job=desired)]

@@ -118,7 +118,7 @@ def test_next_prints_fire_times(good_file: Path, capsys: pytest.CaptureFixture[s
     assert json.loads(capsys.readouterr().out) == {
         "every-5": ["2026-03-28T12:05:00Z", "2026-03-28T12:10:00Z", "2026-03-28T12:15:00Z"],
         "berlin": ["2026-03-30T00:30:00Z", "2026-03-31T00:30:00Z", "2026-04-01T00:30:00Z"],
-        "far-one-shot": ["2031-06-01T12:01:00Z"],
+        "far-one-shot": ["2031-06-01T12:00:30Z"],
         "past-one-shot": [],
         "paused": [],
     }
@@ -127,7 +127,7 @@ def test_next_prints_fire_times(good_file: Path, capsys: pytest.CaptureFixture[s
     assert capsys.readouterr().out.splitlines() == [
         "every-5: 2026-03-28T12:05:00Z",
         "berlin: 2026-03-30T00:30:00Z",
-        "far-one-shot: 2031-06-01T12:01:00Z",
+        "far-one-shot: 2031-06-01T12:00:30Z",
         "past-one-shot: (none)",
         "paused: (paused)",
     ]
@@ -138,7 +138,7 @@ def test_next_from_now_through_the_console_script(good_file: Path) -> None:
     assert result.returncode == 0, result.stderr
     fires = json.loads(result.stdout)
     assert len(fires["every-5"]) == 3 and fires["every-5"] == sorted(fires["every-5"])
-    assert fires["far-one-shot"] == ["2031-06-01T12:01:00Z"]
+    assert fires["far-one-shot"] == ["2031-06-01T12:00:30Z"]
 
 
 def test_next_rejects_a_bad_after(good_file: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -75,6 +75,11 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def wait_on(event: threading.Event, seconds: float) -> bool:
+    """Wait up to `seconds` for `event`; True when it was set (the pipeline's waiting seam)."""
+    return event.wait(seconds)
+
+
 def make_worker_id() -> str:
     """A worker ID unique across replicas and restarts: `{hostname}-{pid}-{4 random hex}`."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
@@ -131,6 +136,7 @@ class Pipeline:
         metrics: WorkerMetrics | None = None,
         clock: Callable[[], datetime] = utc_now,
         trace_project: str | None = None,
+        wait: Callable[[threading.Event, float], bool] = wait_on,
     ) -> None:
         if lease <= timedelta(0):
             raise ValueError(f"lease must be positive (got {lease})")
@@ -142,6 +148,7 @@ class Pipeline:
         self.retention = retention
         self.metrics = metrics if metrics is not None else WorkerMetrics()
         self.clock = clock
+        self._wait = wait
         self._signing_key = signing_key
         self._trace_project = trace_project
         self._held: dict[str, _Held] = {}
@@ -210,10 +217,11 @@ class Pipeline:
         if claim is None:
             return Disposition(ack=False, outcome="error", delay=STORE_RETRY_DELAY)
         with bound(attempt=claim.execution.attempt):
-            return self._after_claim(fire, fire_time, eid, handler, claim)
+            return self._after_claim(fire, fire_time, eid, handler, claim, stopping)
 
     def _after_claim(
         self, fire: Fire, fire_time: datetime, eid: str, handler: ActionHandler, claim: Claim,
+        stopping: threading.Event | None,
     ) -> Disposition:
         execution = claim.execution
         if claim.result is ClaimResult.DONE:
@@ -231,6 +239,8 @@ class Pipeline:
         if execution.attempt > fire.max_attempts:
             log.warning("max attempts exhausted before this attempt", max_attempts=fire.max_attempts)
             return self._finish(eid, State.FAILED, error="max attempts exhausted", outcome="failed")
+        if not self._hold_until(eid, fire_time, stopping):
+            return self._release_held(eid)
         return self._run(fire, fire_time, eid, handler, claim)
 
     def _run(
@@ -259,6 +269,33 @@ class Pipeline:
         return self._succeeded(eid, result if isinstance(result, ActionResult) else None)
 
     # Steps.
+
+    def _hold_until(self, eid: str, fire_time: datetime, stopping: threading.Event | None) -> bool:
+        """Wait for `fire_time` when the fire came early: a one-shot's job fires ahead of its
+        `at` (`scheduler.model.one_shot_slot`), and the hub fires it at that very second. The
+        execution is held meanwhile, so the heartbeat renews its lease (the transport extends
+        the message's) and a duplicate delivery finds it busy. False when the worker began to
+        stop first."""
+        early = fire_time - self.clock()
+        if early <= timedelta(0):
+            return True
+        log.info("holding the fire until its time", hold_s=round(early.total_seconds(), 3))
+        stop = stopping if stopping is not None else threading.Event()
+        with self._holding(eid):
+            while (remaining := (fire_time - self.clock()).total_seconds()) > 0:
+                if self._wait(stop, remaining):
+                    return False
+        return True
+
+    def _release_held(self, eid: str) -> Disposition:
+        """Hand back a fire held for its time when the worker stops: released (after the
+        heartbeat let go of it), so another replica takes it over at once and holds it in turn."""
+        try:
+            self.ledger.release(eid, self.worker_id, now=self.clock(),
+                                error="worker stopped while holding the fire for its time")
+        except Exception:
+            log.exception("could not release the held fire; its lease will lapse")
+        return self._interrupted()
 
     def _due(self, fire: Fire, fire_time: datetime) -> bool:
         """The one-shot rule: its job's cron repeats every year, only the `at` slot is real.

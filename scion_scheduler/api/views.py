@@ -50,8 +50,8 @@ def schedule_out(job: Any, spec: JobSpec, now: datetime, fires: int = 5) -> Sche
                            next_fires=[], problem=str(exc))
     upcoming: list[datetime] = []
     if not is_paused(job) and fires > 0:
-        if schedule.fire_at is not None:
-            upcoming = [schedule.fire_at] if schedule.fire_at > now else []
+        if schedule.at is not None:
+            upcoming = [schedule.at] if schedule.at > now else []
         else:
             upcoming = next_fires(schedule, now, fires)
     problem = None

@@ -64,9 +64,9 @@ def show_next(args: argparse.Namespace, settings: Settings) -> int:
     for schedule in load_schedules(args.file, format=args.format, egress=settings.egress_policy()):
         if schedule.paused:
             fires = []
-        elif schedule.fire_at is not None:
-            # Its minute cron repeats yearly: the one fire is `fire_at`, however far ahead.
-            fires = [schedule.fire_at] if schedule.fire_at > after and args.n > 0 else []
+        elif schedule.at is not None:
+            # Its minute cron repeats yearly: the one fire is `at`, however far ahead.
+            fires = [schedule.at] if schedule.at > after and args.n > 0 else []
         else:
             fires = next_fires(schedule, after, args.n)
         result[schedule.id] = [format_instant(f) for f in fires]
