@@ -91,7 +91,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Total time one Cloud Scheduler API call may take, retries included.", "2m"),
     Setting("one_shot_grace", "SCION_SCHEDULER_ONE_SHOT_GRACE", "--one-shot-grace",
             "How long a one-shot (`at`) schedule's job is kept after its fire time, so that the "
-            "fire can still be delivered, before a sync deletes it.", "10m"),
+            "fire can still be delivered, before a sync deletes it; longer when the schedule's "
+            "catch-up window is (up to 7 days), since the job is how a sync knows not to fire a "
+            "past-due one-shot again.", "10m"),
     Setting("api_token", "SCION_SCHEDULER_API_TOKEN", "--api-token",
             "Bearer token that callers of the HTTP API (`serve`) must present.", secret=True),
     Setting("api_audience", "SCION_SCHEDULER_API_AUDIENCE", "--api-audience",

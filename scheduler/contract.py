@@ -10,7 +10,8 @@ Attributes (all strings):
     fingerprint    `Schedule.fingerprint()` of the definition the message was built from
     cron, timezone the effective cron and time zone (a one-shot's are its job's minute, in UTC)
     at             for a one-shot, its exact fire time (RFC 3339, to the microsecond)
-    trigger        "scheduled", or "manual" for a run-now
+    trigger        "scheduled", "manual" for a run-now, or "expired" for a one-shot's fire that a
+                   sync publishes once after its `at` has passed (see below)
     fire-time      for a manual run only: its exact fire time
     signature      optional, "v1=" + hex HMAC-SHA256 over the other attributes and the data
 
@@ -20,6 +21,11 @@ Data: JSON `{"action": {...}, "overlap", "catchup", "catchup_window" (seconds),
 A manual run carries an exact, sub-second fire time and its execution ID includes the trigger,
 so it is never deduplicated against a scheduled slot. The execution ID of a scheduled fire is
 derived from (schedule ID, fire time) alone, so every redelivery of a fire maps to one ID.
+
+An expired fire is the hub's `expired` event (a pending event found past its `fireAt`, fired
+once however late: scion pkg/hub/scheduler.go:237-247, :296-299, pkg/store/models.go:1060): the
+one-shot's own fire, only late, so its fire time is `at` and its execution ID is the scheduled
+fire's. Whichever delivery claims first runs; every other is a duplicate.
 """
 
 from __future__ import annotations
@@ -46,8 +52,10 @@ from scheduler.model import (
 )
 
 FORMAT_VERSION = "1"
-Trigger = Literal["scheduled", "manual"]
-TRIGGERS: tuple[str, ...] = ("scheduled", "manual")
+Trigger = Literal["scheduled", "manual", "expired"]
+TRIGGERS: tuple[str, ...] = ("scheduled", "manual", "expired")
+# Triggers whose fire is the schedule's own slot, and so shares its execution ID.
+_SLOT_TRIGGERS = frozenset({"scheduled", "expired"})
 
 # Cloud Scheduler stores at most 1 MB per job including about 1 KB of request overhead
 # (https://cloud.google.com/scheduler/quotas); the fire message is the bulk of a job.
@@ -123,13 +131,16 @@ class Fire:
         return self.at is not None
 
     def derive_fire_time(self, published_at: datetime, skew: timedelta = DEFAULT_SKEW) -> datetime:
-        """The fire time this delivery is for: exact for a manual run, else the cron slot that
+        """The fire time this delivery is for: exact for a manual run, `at` for an expired
+        one-shot, else the cron slot that
         the publish time belongs to (see `scheduler.cron.fire_time_for`). A one-shot's job
         fires at its slot, ahead of `at`, and that slot stands for `at` itself: the worker holds
         the fire until then. (A job written before the slot moved ahead fires at `at`'s own
         minute, which stands for `at` too.)"""
         if self.fire_time is not None:
             return self.fire_time
+        if self.trigger == "expired" and self.at is not None:
+            return self.at
         slot = fire_time_for(self, published_at, skew)
         if self.at is not None and slot in (one_shot_slot(self.at), self.at):
             return self.at
@@ -139,7 +150,7 @@ class Fire:
 def execution_id(schedule_id: str, fire_time: datetime, trigger: str = "scheduled") -> str:
     """Stable ID of one execution: the same for every delivery of the same fire."""
     parts = [schedule_id, format_instant(fire_time)]
-    if trigger != "scheduled":
+    if trigger not in _SLOT_TRIGGERS:
         parts.append(trigger)
     return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:32]
 
@@ -178,9 +189,11 @@ def build_message(
     fire_time: datetime | None = None,
 ) -> Message:
     """The message a schedule's job publishes (or, with `trigger="manual"` and a `fire_time`,
-    the message of a run-now)."""
+    the message of a run-now; with `trigger="expired"`, a past one-shot's late fire)."""
     if (trigger == "manual") != (fire_time is not None):
         raise ValueError("a manual trigger needs an exact fire_time, and only a manual one has it")
+    if trigger == "expired" and schedule.at is None:
+        raise ValueError("only a one-shot has an expired fire")
     data = json.dumps(_payload(schedule), sort_keys=True, separators=(",", ":"),
                       ensure_ascii=False).encode("utf-8")
     attributes = {
@@ -244,6 +257,8 @@ def decode_message(
     fire_time = _instant(attributes, ATTR_FIRE_TIME)
     if (trigger == "manual") != (fire_time is not None):
         raise ContractError("a manual trigger must carry fire-time, and only a manual one may")
+    if trigger == "expired" and ATTR_AT not in attributes:
+        raise ContractError("an expired trigger is a one-shot's: it must carry at")
     try:
         payload = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

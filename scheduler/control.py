@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -141,7 +141,7 @@ class SchedulerControl:
         self._publisher_lock = threading.Lock()
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         client = scheduler_client if scheduler_client is not None else gcp.cloud_scheduler_client(settings)
-        self.syncer = Syncer.from_settings(client, settings, clock=self.clock)
+        self.syncer = Syncer.from_settings(client, settings, clock=self.clock, publish=self._publish)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> SchedulerControl:
@@ -180,8 +180,17 @@ class SchedulerControl:
         pause, pause then update, update then resume. A failed second write is tried once more;
         if it still fails, the first is undone (`_undo`), so a failed upsert leaves the job as it
         was, or paused, never enabled against a paused schedule. The undo steps' outcomes follow
-        the others in the result."""
+        the others in the result. A one-shot's own fire (`scheduler.sync.one_shot_fire`)
+        goes out last, whatever became of the job."""
         plan, previous = self.syncer.plan_one(schedule)
+        fires = tuple(step for step in plan.steps if step.kind == "fire")
+        if not fires:
+            return self._upsert_job(plan, previous, schedule)
+        job = self._upsert_job(replace(plan, steps=plan.steps[:-len(fires)]), previous, schedule)
+        fired = self.apply(Plan(fires, prune=False))
+        return ApplyResult(plan, job.outcomes + fired.outcomes, job.seconds + fired.seconds)
+
+    def _upsert_job(self, plan: Plan, previous: Any, schedule: Schedule) -> ApplyResult:
         if len(plan.steps) < 2:
             return self.apply(plan)
         started = time.monotonic()
@@ -303,14 +312,18 @@ class SchedulerControl:
                                     trigger="manual", fire_time=fire_time)
         else:
             message = self._manual_from_job(job, schedule_id, fire_time)
-        future = self._publisher_client().publish(
-            self.settings.topic_path, message.data, **dict(message.attributes))
-        message_id = str(future.result(timeout=PUBLISH_TIMEOUT_SECONDS))
+        message_id = self._publish(message)
         run = RunResult(schedule_id, job_id, fire_time, execution_id(schedule_id, fire_time, "manual"),
                         message_id)
         log.info("manual fire published", schedule_id=schedule_id, fire_time=format_instant(fire_time),
                  execution_id=run.execution_id, message_id=message_id)
         return run
+
+    def _publish(self, message: Message) -> str:
+        """Publish a fire message straight to the topic; its message ID."""
+        future = self._publisher_client().publish(
+            self.settings.topic_path, message.data, **dict(message.attributes))
+        return str(future.result(timeout=PUBLISH_TIMEOUT_SECONDS))
 
     def _manual_from_job(self, job: Any, schedule_id: str, fire_time: datetime) -> Message:
         key = self.settings.signing_key or None

@@ -69,11 +69,13 @@ EVENT_STATUSES: tuple[str, ...] = ("pending", "fired", "cancelled", "expired", "
 DEFAULT_TIMEOUT_S = 60.0
 MAX_TIMEOUT_S = 1800.0
 MAX_DESCRIPTION = 500
-# The hub fires a late occurrence however late it is (a recurring schedule once, a one-shot event
-# on the next start). Here the newest missed fire runs if it is at most a day late: a message to
-# an agent that is days late does more harm than good, and Pub/Sub keeps undelivered fires for
-# days, so without a bound a long outage would end in a burst of stale work.
-HUB_CATCHUP_WINDOW = "1d"
+# The hub fires a late occurrence however late it is: a recurring schedule once, at the first
+# tick after an outage (scion pkg/hub/server.go:1715-1735 lists every schedule whose next_run_at
+# has passed, and :1754 moves it past now), a pending event once, at start-up, as `expired`
+# (pkg/hub/scheduler.go:237-247). So does this project, with `catchup: latest` and a window no
+# fire can outlast: Pub/Sub keeps a subscription's messages at most 7 days (and a sync fires a
+# past-due one-shot at most that late, `scheduler.sync.MAX_LATE_FIRE`).
+HUB_CATCHUP_WINDOW = "7d"
 
 ACTION_FIELDS = frozenset({"type", "kind", "grove_id", "name", "event_type", "payload", "timeout"})
 

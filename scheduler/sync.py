@@ -33,16 +33,19 @@ from google.cloud import scheduler_v1
 from google.protobuf import field_mask_pb2
 
 from scheduler.config import Settings
-from scheduler.jobs import ALL_FIELDS, JobSpec, JobState, diff_mask, is_paused
+from scheduler.contract import ATTR_AT, Message, build_message
+from scheduler.jobs import ALL_FIELDS, JobSpec, JobState, attributes_of, diff_mask, is_paused
 from scheduler.logs import get_logger
 from scheduler.model import FieldError, Schedule, ValidationError, format_instant
 from scheduler.naming import is_owned, job_id_of
 
 log = get_logger(__name__)
 
-StepKind = Literal["create", "update", "pause", "resume", "delete"]
+StepKind = Literal["create", "update", "pause", "resume", "delete", "fire"]
 StepStatus = Literal["ok", "failed", "skipped"]
-_KIND_ORDER: dict[str, int] = {"delete": 0, "create": 1, "update": 2, "pause": 3, "resume": 4}
+_KIND_ORDER: dict[str, int] = {
+    "delete": 0, "create": 1, "update": 2, "pause": 3, "resume": 4, "fire": 5,
+}
 WRITE_METHODS = ("CreateJob", "UpdateJob", "DeleteJob", "PauseJob", "ResumeJob")
 RETRYABLE: tuple[type[Exception], ...] = (
     gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.ResourceExhausted,
@@ -50,6 +53,12 @@ RETRYABLE: tuple[type[Exception], ...] = (
 # ListJobs returns at most 500 jobs a page; the largest page keeps a 5,000-job listing to 10 reads.
 # `Syncer(list_page_size=...)` takes smaller pages, so tests can page through a few hundred jobs.
 LIST_PAGE_SIZE = 500
+# A one-shot handed over after its `at` fires once, however late, as the hub fires a pending
+# event found past its fireAt at start-up (scion pkg/hub/scheduler.go:237-247) - but no later
+# than its catch-up window allows, and never later than this: Pub/Sub keeps a subscription's
+# fires at most 7 days, so no scheduled fire is ever later, and the ledger keeps every record
+# for 30 days, so a sync that publishes the fire again inside this bound finds it done.
+MAX_LATE_FIRE = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,7 @@ class Step:
     update_mask: tuple[str, ...] = ()
     paused: bool = False
     job: scheduler_v1.Job | None = field(default=None, compare=False, repr=False)
+    message: Message | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The step as JSON-compatible data."""
@@ -258,13 +268,57 @@ def _error_text(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _late_fire_bound(schedule: Schedule) -> timedelta:
+    """How late after `at` a sync may still fire a one-shot itself (see `MAX_LATE_FIRE`)."""
+    return min(schedule.catchup_window, MAX_LATE_FIRE)
+
+
 def _is_expired(schedule: Schedule, now: datetime, grace: timedelta) -> bool:
-    return schedule.at is not None and schedule.at + grace < now
+    """Whether a one-shot's job is done with: `grace` after `at`, or as long as a sync may
+    still fire it late, whichever is longer. Until then the job is the record that its fire
+    went out (at the job's slot, or from the sync that wrote the job), so no sync fires it
+    again."""
+    if schedule.at is None:
+        return False
+    return schedule.at + max(grace, _late_fire_bound(schedule)) < now
+
+
+def one_shot_fire(schedule: Schedule, job: scheduler_v1.Job | None, spec: JobSpec,
+                  *, now: datetime) -> Step | None:
+    """The fire a sync publishes itself for a one-shot whose job can no longer fire it: its job
+    slot has passed, and the job is missing, paused or for another `at`. Before `at` it is the
+    job's own message (the worker holds it until `at`); after `at` it is an `expired` fire, as
+    the hub fires a past-due pending event (see `MAX_LATE_FIRE`). Either has the execution ID of
+    the one-shot's fire, so a fire published twice, or after the job's, runs once."""
+    at, slot = schedule.at, schedule.job_slot
+    if at is None or slot is None or schedule.paused or now < slot:
+        return None
+    if job is not None and not is_paused(job) \
+            and attributes_of(job).get(ATTR_AT) == format_instant(at):
+        return None  # the job fired it at its slot, or the sync that wrote it late did
+    job_id = spec.job_id(schedule.id)
+    if now < at:
+        message = build_message(schedule, signing_key=spec.signing_key)
+        return Step("fire", job_id, schedule.id, "its job's slot has passed; fired now, held "
+                    f"until {format_instant(at)}", message=message)
+    if now - at > _late_fire_bound(schedule):
+        return None
+    message = build_message(schedule, signing_key=spec.signing_key, trigger="expired")
+    return Step("fire", job_id, schedule.id,
+                f"past due since {format_instant(at)}: fired once now, as expired", message=message)
 
 
 def steps_for(schedule: Schedule, job: scheduler_v1.Job | None, spec: JobSpec,
               *, now: datetime, grace: timedelta) -> list[Step]:
-    """The steps that bring one schedule's job (None when it does not exist) in line."""
+    """The steps that bring one schedule's job (None when it does not exist) in line, and the
+    fire of a one-shot that its job can no longer publish (`one_shot_fire`), last."""
+    fire = one_shot_fire(schedule, job, spec, now=now)
+    steps = _job_steps(schedule, job, spec, now=now, grace=grace)
+    return [*steps, fire] if fire is not None else steps
+
+
+def _job_steps(schedule: Schedule, job: scheduler_v1.Job | None, spec: JobSpec,
+               *, now: datetime, grace: timedelta) -> list[Step]:
     job_id = spec.job_id(schedule.id)
     if _is_expired(schedule, now, grace):
         if job is None:
@@ -345,7 +399,6 @@ def compute_plan(jobs: Iterable[scheduler_v1.Job], schedules: Sequence[Schedule]
             continue
         if _is_expired(schedule, now, grace):
             expired.append(schedule.id)
-            continue
         steps.extend(steps_for(schedule, None, spec, now=now, grace=grace))
     steps.sort(key=lambda s: s.job_id)  # stable: a job's create stays before its pause
     return Plan(tuple(steps), unchanged, tuple(sorted(kept)), foreign, tuple(sorted(expired)),
@@ -377,7 +430,8 @@ class Syncer:
     def __init__(self, client: Any, spec: JobSpec, *, api_retry: ApiRetry, write_rate: float,
                  concurrency: int, one_shot_grace: timedelta,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 list_page_size: int = LIST_PAGE_SIZE) -> None:
+                 list_page_size: int = LIST_PAGE_SIZE,
+                 publish: Callable[[Message], str] | None = None) -> None:
         if not 1 <= list_page_size <= LIST_PAGE_SIZE:
             raise ValueError(f"list_page_size: must be from 1 to {LIST_PAGE_SIZE}, got {list_page_size}")
         self.client = client
@@ -388,6 +442,8 @@ class Syncer:
         self.concurrency = concurrency
         self.grace = one_shot_grace
         self.clock = clock
+        # Publishes a fire message to the topic (its message ID): the fires of `one_shot_fire`.
+        self.publish = publish
 
     @classmethod
     def from_settings(cls, client: Any, settings: Settings, **kwargs: Any) -> Syncer:
@@ -481,7 +537,8 @@ class Syncer:
         outcomes: list[StepOutcome] = []
         failed: StepOutcome | None = None
         for step in steps:
-            if failed is not None:
+            # A fire needs no job: it goes out even when the job's own steps failed.
+            if failed is not None and step.kind != "fire":
                 outcomes.append(StepOutcome(step, "skipped", f"not attempted: its {failed.step.kind} failed"))
                 continue
             outcome = self._apply_step(step)
@@ -508,6 +565,10 @@ class Syncer:
 
     def _run(self, step: Step, tracker: _Tracker) -> str:
         client = self.client
+        if step.kind == "fire":
+            if self.publish is None or step.message is None:
+                raise RuntimeError("this sync cannot publish fires (no publisher)")
+            return f"published as message {self.publish(step.message)}"
         if step.kind == "create":
             try:
                 self._write(client.create_job, tracker, parent=self.spec.location_path, job=step.job)

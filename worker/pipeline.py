@@ -304,8 +304,9 @@ class Pipeline:
 
     def _missed_reason(self, fire: Fire, fire_time: datetime, now: datetime) -> str | None:
         """Why a scheduled fire is too late to start (None when it may run). Manual fires are
-        never missed: someone asked for them now."""
-        if fire.trigger != "scheduled":
+        never missed: someone asked for them now. An expired one-shot's fire is its scheduled
+        fire, late, so the schedule's catch-up policy applies to it as to any late delivery."""
+        if fire.trigger == "manual":
             return None
         late = now - fire_time
         if late > fire.catchup_window:

@@ -116,7 +116,7 @@ class ScheduleListOut(BaseModel):
 class StepOut(BaseModel):
     """One planned change to one job."""
 
-    kind: Literal["create", "update", "pause", "resume", "delete"]
+    kind: Literal["create", "update", "pause", "resume", "delete", "fire"]
     job_id: str
     schedule_id: str | None
     reason: str
