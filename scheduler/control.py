@@ -141,7 +141,8 @@ class SchedulerControl:
         self._publisher_lock = threading.Lock()
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         client = scheduler_client if scheduler_client is not None else gcp.cloud_scheduler_client(settings)
-        self.syncer = Syncer.from_settings(client, settings, clock=self.clock, publish=self._publish)
+        self.syncer = Syncer.from_settings(client, settings, clock=self.clock,
+                                           publish=self._publish)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> SchedulerControl:

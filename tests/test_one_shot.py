@@ -37,7 +37,8 @@ def holding(h: Harness, wait: object, *, worker_id: str = "w1") -> Pipeline:
     """The harness's pipeline again, with a `wait` seam of the test's own."""
     h.pipeline = Pipeline(
         h.ledger, ActionRegistry({"custom": h.action}), worker_id=worker_id, signing_key=KEY,
-        lease=h.pipeline.lease, metrics=h.metrics, clock=h.clock, wait=wait,  # type: ignore[arg-type]
+        lease=h.pipeline.lease, metrics=h.metrics, clock=h.clock,
+        wait=wait,  # type: ignore[arg-type]
     )
     return h.pipeline
 

@@ -86,7 +86,8 @@ class JobOut(BaseModel):
 
     job_id: str
     state: str = Field(description="ENABLED, PAUSED, DISABLED or UPDATE_FAILED.")
-    schedule: str = Field(description="The cron the job runs (a one-shot's is its minute).")
+    schedule: str = Field(
+        description="The cron the job runs (a one-shot's: the minute at least 30 s before `at`).")
     time_zone: str
     scheduled_time: str | None = Field(description="Cloud Scheduler's next attempt, if any.")
     last_attempt_time: str | None
