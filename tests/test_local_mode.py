@@ -29,7 +29,7 @@ from scheduler.clock import Checkpoint, LocalClock
 from scheduler.config import Settings
 from scheduler.contract import execution_id
 from scheduler.egress import EgressPolicy
-from scheduler.model import Schedule
+from scheduler.model import Schedule, format_instant
 from scheduler.validation import load_schedules, parse_schedule
 from scion_scheduler import local
 from scion_scheduler.local import run_local
@@ -402,3 +402,16 @@ def _wait(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def test_a_one_shot_fires_at_its_second_not_at_a_minute(tmp_path: Path, target: Target) -> None:
+    """As the hub's one-shot timers do (scion pkg/hub/scheduler.go:263-271)."""
+    at = S1 + timedelta(seconds=17, microseconds=500000)
+    schedule_file = tmp_path / "s.yaml"
+    schedule_file.write_text(
+        f"- id: once\n  at: '{format_instant(at)}'\n  action: {{type: http, url: '{target.url}'}}\n")
+    with running(schedule_file, tmp_path / "scion.db", at - timedelta(seconds=2)) as clock:
+        _wait(lambda: bool(target.keys()))
+        arrived = clock()
+    assert timedelta(0) <= arrived - at <= timedelta(seconds=2)
+    assert target.keys() == [execution_id("once", at)]
