@@ -181,7 +181,7 @@ class SchedulerControl:
         pause, pause then update, update then resume. A failed second write is tried once more;
         if it still fails, the first is undone (`_undo`), so a failed upsert leaves the job as it
         was, or paused, never enabled against a paused schedule. The undo steps' outcomes follow
-        the others in the result. A one-shot's own fire (`scheduler.sync.one_shot_fire`)
+        the others in the result. A one-shot's own fire (`scheduler.one_shots.sync_fire`)
         goes out last, whatever became of the job."""
         plan, previous = self.syncer.plan_one(schedule)
         fires = tuple(step for step in plan.steps if step.kind == "fire")

@@ -74,7 +74,7 @@ MAX_DESCRIPTION = 500
 # has passed, and :1754 moves it past now), a pending event once, at start-up, as `expired`
 # (pkg/hub/scheduler.go:237-247). So does this project, with `catchup: latest` and a window no
 # fire can outlast: Pub/Sub keeps a subscription's messages at most 7 days (and a sync fires a
-# past-due one-shot at most that late, `scheduler.sync.MAX_LATE_FIRE`).
+# past-due one-shot at most that late, `scheduler.one_shots.MAX_LATE_FIRE`).
 HUB_CATCHUP_WINDOW = "7d"
 
 ACTION_FIELDS = frozenset({"type", "kind", "grove_id", "name", "event_type", "payload", "timeout"})

@@ -33,11 +33,12 @@ from google.cloud import scheduler_v1
 from google.protobuf import field_mask_pb2
 
 from scheduler.config import Settings
-from scheduler.contract import ATTR_AT, Message, build_message
-from scheduler.jobs import ALL_FIELDS, JobSpec, JobState, attributes_of, diff_mask, is_paused
+from scheduler.contract import Message
+from scheduler.jobs import ALL_FIELDS, JobSpec, JobState, diff_mask, is_paused
 from scheduler.logs import get_logger
 from scheduler.model import FieldError, Schedule, ValidationError, format_instant
 from scheduler.naming import is_owned, job_id_of
+from scheduler.one_shots import is_done_with, sync_fire
 
 log = get_logger(__name__)
 
@@ -53,12 +54,6 @@ RETRYABLE: tuple[type[Exception], ...] = (
 # ListJobs returns at most 500 jobs a page; the largest page keeps a 5,000-job listing to 10 reads.
 # `Syncer(list_page_size=...)` takes smaller pages, so tests can page through a few hundred jobs.
 LIST_PAGE_SIZE = 500
-# A one-shot handed over after its `at` fires once, however late, as the hub fires a pending
-# event found past its fireAt at start-up (scion pkg/hub/scheduler.go:237-247) - but no later
-# than its catch-up window allows, and never later than this: Pub/Sub keeps a subscription's
-# fires at most 7 days, so no scheduled fire is ever later, and the ledger keeps every record
-# for 30 days, so a sync that publishes the fire again inside this bound finds it done.
-MAX_LATE_FIRE = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -268,59 +263,22 @@ def _error_text(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _late_fire_bound(schedule: Schedule) -> timedelta:
-    """How late after `at` a sync may still fire a one-shot itself (see `MAX_LATE_FIRE`)."""
-    return min(schedule.catchup_window, MAX_LATE_FIRE)
-
-
-def _is_expired(schedule: Schedule, now: datetime, grace: timedelta) -> bool:
-    """Whether a one-shot's job is done with: `grace` after `at`, or as long as a sync may
-    still fire it late, whichever is longer. Until then the job is the record that its fire
-    went out (at the job's slot, or from the sync that wrote the job), so no sync fires it
-    again."""
-    if schedule.at is None:
-        return False
-    return schedule.at + max(grace, _late_fire_bound(schedule)) < now
-
-
-def one_shot_fire(schedule: Schedule, job: scheduler_v1.Job | None, spec: JobSpec,
-                  *, now: datetime) -> Step | None:
-    """The fire a sync publishes itself for a one-shot whose job can no longer fire it: its job
-    slot has passed, and the job is missing, paused or for another `at`. Before `at` it is the
-    job's own message (the worker holds it until `at`); after `at` it is an `expired` fire, as
-    the hub fires a past-due pending event (see `MAX_LATE_FIRE`). Either has the execution ID of
-    the one-shot's fire, so a fire published twice, or after the job's, runs once."""
-    at, slot = schedule.at, schedule.job_slot
-    if at is None or slot is None or schedule.paused or now < slot:
-        return None
-    if job is not None and not is_paused(job) \
-            and attributes_of(job).get(ATTR_AT) == format_instant(at):
-        return None  # the job fired it at its slot, or the sync that wrote it late did
-    job_id = spec.job_id(schedule.id)
-    if now < at:
-        message = build_message(schedule, signing_key=spec.signing_key)
-        return Step("fire", job_id, schedule.id, "its job's slot has passed; fired now, held "
-                    f"until {format_instant(at)}", message=message)
-    if now - at > _late_fire_bound(schedule):
-        return None
-    message = build_message(schedule, signing_key=spec.signing_key, trigger="expired")
-    return Step("fire", job_id, schedule.id,
-                f"past due since {format_instant(at)}: fired once now, as expired", message=message)
-
-
 def steps_for(schedule: Schedule, job: scheduler_v1.Job | None, spec: JobSpec,
               *, now: datetime, grace: timedelta) -> list[Step]:
     """The steps that bring one schedule's job (None when it does not exist) in line, and the
-    fire of a one-shot that its job can no longer publish (`one_shot_fire`), last."""
-    fire = one_shot_fire(schedule, job, spec, now=now)
+    fire of a one-shot that its job can no longer publish (`scheduler.one_shots`), last."""
     steps = _job_steps(schedule, job, spec, now=now, grace=grace)
-    return [*steps, fire] if fire is not None else steps
+    fire = sync_fire(schedule, job, now=now, signing_key=spec.signing_key)
+    if fire is None:
+        return steps
+    return [*steps, Step("fire", spec.job_id(schedule.id), schedule.id, fire.reason,
+                         message=fire.message)]
 
 
 def _job_steps(schedule: Schedule, job: scheduler_v1.Job | None, spec: JobSpec,
                *, now: datetime, grace: timedelta) -> list[Step]:
     job_id = spec.job_id(schedule.id)
-    if _is_expired(schedule, now, grace):
+    if is_done_with(schedule, now, grace):
         if job is None:
             return []
         assert schedule.at is not None
@@ -390,14 +348,14 @@ def compute_plan(jobs: Iterable[scheduler_v1.Job], schedules: Sequence[Schedule]
             continue
         matched.add(job_id)
         found = steps_for(wanted, job, spec, now=now, grace=grace)
-        if not found and not _is_expired(wanted, now, grace):
+        if not found and not is_done_with(wanted, now, grace):
             unchanged += 1
         steps.extend(found)
     expired = []
     for job_id, schedule in by_job_id.items():
         if job_id in matched:
             continue
-        if _is_expired(schedule, now, grace):
+        if is_done_with(schedule, now, grace):
             expired.append(schedule.id)
         steps.extend(steps_for(schedule, None, spec, now=now, grace=grace))
     steps.sort(key=lambda s: s.job_id)  # stable: a job's create stays before its pause
@@ -442,7 +400,7 @@ class Syncer:
         self.concurrency = concurrency
         self.grace = one_shot_grace
         self.clock = clock
-        # Publishes a fire message to the topic (its message ID): the fires of `one_shot_fire`.
+        # Publishes a fire message to the topic (its message ID): the fires of `sync_fire`.
         self.publish = publish
 
     @classmethod
@@ -508,7 +466,7 @@ class Syncer:
         job = self.get_job(self.spec.job_id(schedule.id), tracker)
         now = self.clock()
         steps = tuple(steps_for(schedule, job, self.spec, now=now, grace=self.grace))
-        expired = (schedule.id,) if job is None and _is_expired(schedule, now, self.grace) else ()
+        expired = (schedule.id,) if job is None and is_done_with(schedule, now, self.grace) else ()
         return Plan(steps, unchanged=int(job is not None and not steps), expired=expired,
                     list_retries=tuple(tracker.retries), prune=False), job
 

@@ -23,7 +23,8 @@ from test_pipeline import KEY, WAIT_S, Harness, delivery, in_thread, schedule, w
 from scheduler.contract import ATTR_TRIGGER, build_message, execution_id
 from scheduler.jobs import JobRetry, JobSpec
 from scheduler.model import ONE_SHOT_LEAD, Schedule, one_shot_slot
-from scheduler.sync import MAX_LATE_FIRE, Step, compute_plan
+from scheduler.one_shots import MAX_LATE_FIRE
+from scheduler.sync import Step, compute_plan
 from scheduler.validation import schedules_from_data
 from worker.action import ActionContext, ActionRegistry
 from worker.ledger import ClaimResult, State
