@@ -1,8 +1,9 @@
 """The pipeline: what happens to one delivery, whatever transport brought it and whatever store
 keeps the ledger.
 
-    receive -> decode and verify -> derive the fire time -> policy checks -> claim -> run the
-    action (the lease renewed by a heartbeat) -> record the outcome -> a `Disposition`
+    receive -> decode and verify -> derive the fire time -> policy checks -> claim -> hold
+    until the fire time if it came early -> run the action (the lease renewed by a heartbeat)
+    -> record the outcome -> a `Disposition`
 
 Every step is a small method; `Pipeline.handle` reads top to bottom as the policy. The
 transport turns the `Disposition` into an ack or a nack (with a delay where it can), and never
@@ -272,7 +273,8 @@ class Pipeline:
 
     def _hold_until(self, eid: str, fire_time: datetime, stopping: threading.Event | None) -> bool:
         """Wait for `fire_time` when the fire came early: a one-shot's job fires ahead of its
-        `at` (`scheduler.model.one_shot_slot`), and the hub fires it at that very second. The
+        `at` (`scheduler.model.one_shot_slot`), and the hub fires it at that very second (a
+        slot published a moment early, within the skew, waits for its slot too). The
         execution is held meanwhile, so the heartbeat renews its lease (the transport extends
         the message's) and a duplicate delivery finds it busy. False when the worker began to
         stop first."""
