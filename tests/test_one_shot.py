@@ -18,7 +18,7 @@ from typing import Any
 from google.cloud import scheduler_v1
 from scion_hub_data import event as hub_event
 from scion_hub_data import schedule as hub_schedule
-from test_pipeline import KEY, WAIT_S, Harness, delivery, in_thread, schedule, wait_for
+from test_pipeline import KEY, SLOT, WAIT_S, Harness, delivery, in_thread, schedule, wait_for
 
 from scheduler.contract import ATTR_TRIGGER, build_message, execution_id
 from scheduler.jobs import JobRetry, JobSpec
@@ -78,6 +78,17 @@ def test_a_fire_delivered_at_or_after_its_second_is_not_held() -> None:
     holding(h, fake_wait(h, waits))
     assert h.handle(delivery(schedule(cron=None, at=AT), AT)).outcome == "succeeded"
     assert waits == [] and [c.fire_time for c in h.action.calls] == [AT]
+
+
+def test_only_a_one_shot_is_held_not_an_early_cron_slot_nor_a_manual_fire() -> None:
+    h = Harness(now=SLOT - timedelta(seconds=2))
+    waits: list[float] = []
+    holding(h, fake_wait(h, waits))
+    # Published 3 s before its slot: early only by the clocks' difference, so it runs now.
+    assert h.handle(delivery(schedule(), SLOT - timedelta(seconds=3))).outcome == "succeeded"
+    later = SLOT + timedelta(minutes=1)
+    assert h.handle(delivery(schedule(), trigger="manual", fire_time=later)).outcome == "succeeded"
+    assert waits == [] and [c.fire_time for c in h.action.calls] == [SLOT, later]
 
 
 def test_a_duplicate_during_the_hold_is_busy_and_the_held_lease_is_renewed() -> None:

@@ -1,9 +1,9 @@
 """The pipeline: what happens to one delivery, whatever transport brought it and whatever store
 keeps the ledger.
 
-    receive -> decode and verify -> derive the fire time -> policy checks -> claim -> hold
-    until the fire time if it came early -> run the action (the lease renewed by a heartbeat)
-    -> record the outcome -> a `Disposition`
+    receive -> decode and verify -> derive the fire time -> policy checks -> claim -> hold a
+    one-shot until its `at` -> run the action (the lease renewed by a heartbeat) -> record the
+    outcome -> a `Disposition`
 
 Every step is a small method; `Pipeline.handle` reads top to bottom as the policy. The
 transport turns the `Disposition` into an ack or a nack (with a delay where it can), and never
@@ -240,7 +240,7 @@ class Pipeline:
         if execution.attempt > fire.max_attempts:
             log.warning("max attempts exhausted before this attempt", max_attempts=fire.max_attempts)
             return self._finish(eid, State.FAILED, error="max attempts exhausted", outcome="failed")
-        if not self._hold_until(eid, fire_time, stopping):
+        if fire_time == fire.at and not self._hold_until(eid, fire_time, stopping):
             return self._release_held(eid)
         return self._run(fire, fire_time, eid, handler, claim)
 
@@ -273,8 +273,9 @@ class Pipeline:
 
     def _hold_until(self, eid: str, fire_time: datetime, stopping: threading.Event | None) -> bool:
         """Wait for `fire_time` when the fire came early: a one-shot's job fires ahead of its
-        `at` (`scheduler.model.one_shot_slot`), and the hub fires it at that very second (a
-        slot published a moment early, within the skew, waits for its slot too). The
+        `at` (`scheduler.model.one_shot_slot`), and the hub fires it at that very second. Only
+        a one-shot's own fire is held: a cron slot published a moment early (within the skew)
+        is early only by the clocks' difference, and a manual fire is due when asked for. The
         execution is held meanwhile, so the heartbeat renews its lease (the transport extends
         the message's) and a duplicate delivery finds it busy. False when the worker began to
         stop first."""
