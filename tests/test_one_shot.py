@@ -3,9 +3,10 @@ scion pkg/hub/scheduler.go:263-271), not at a minute.
 
 The job fires at the minute at least `ONE_SHOT_LEAD` before `at`; the worker claims the fire,
 holds it until `at` (its lease renewed meanwhile) and then runs it. These tests drive the
-pipeline on the in-memory ledger with the fake clock of `test_pipeline`, through the pipeline's
-`wait` seam; the emulator test in `test_one_shot_e2e.py` shows the same through Cloud
-Scheduler, Pub/Sub, Firestore and two worker processes.
+pipeline with the fake clock of `test_pipeline`, through the pipeline's `wait` seam, on the
+in-memory ledger (and, where the ledger decides, on SQLite and the Firestore emulator too);
+`test_one_shot_e2e.py` shows the same through Cloud Scheduler, Pub/Sub, Firestore and two
+worker processes.
 """
 
 from __future__ import annotations
@@ -15,10 +16,22 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+import test_pipeline
 from google.cloud import scheduler_v1
 from scion_hub_data import event as hub_event
 from scion_hub_data import schedule as hub_schedule
-from test_pipeline import KEY, SLOT, WAIT_S, Harness, delivery, in_thread, schedule, wait_for
+from test_pipeline import (
+    KEY,
+    LEDGERS,
+    SLOT,
+    WAIT_S,
+    Harness,
+    delivery,
+    in_thread,
+    schedule,
+    wait_for,
+)
 
 from scheduler.contract import ATTR_TRIGGER, build_message, execution_id
 from scheduler.jobs import JobRetry, JobSpec
@@ -29,6 +42,10 @@ from scheduler.validation import schedules_from_data
 from worker.action import ActionContext, ActionRegistry
 from worker.ledger import ClaimResult, State
 from worker.pipeline import Delivery, Disposition, Pipeline
+
+# `test_pipeline`'s harness fixture, here on each ledger: memory, SQLite and Firestore (emulator).
+any_ledger = test_pipeline.h
+on_every_ledger = pytest.mark.parametrize("any_ledger", LEDGERS, indirect=True)
 
 AT = datetime(2026, 3, 2, 10, 0, 42, 250000, tzinfo=UTC)
 JOB_SLOT = one_shot_slot(AT)  # 10:00:00, when the job publishes
@@ -186,6 +203,14 @@ def hub_items(*items: dict[str, Any]) -> list[Schedule]:
                                     known_action_types=frozenset({"scion"})).schedules)
 
 
+def scion_pipeline(h: Harness, now: datetime) -> Harness:
+    """The harness at `now`, its recorder registered as the hub's `scion` action."""
+    h.clock.set(now)
+    h.pipeline = Pipeline(h.ledger, ActionRegistry({"scion": h.action}), worker_id="w1",
+                          signing_key=KEY, clock=h.clock)
+    return h
+
+
 def kinds(steps: tuple[Step, ...]) -> list[tuple[str, str | None]]:
     return [(step.kind, step.message.attributes[ATTR_TRIGGER] if step.message else None)
             for step in steps]
@@ -209,7 +234,10 @@ def test_a_one_shot_handed_over_after_its_job_slot_is_fired_by_the_sync_and_held
     assert compute_plan([SPEC.desired_job(sched)], [sched], SPEC, now=now, grace=GRACE).is_noop
 
 
-def test_a_past_due_one_shot_fires_once_as_expired_however_often_it_is_synced() -> None:
+@on_every_ledger
+def test_a_past_due_one_shot_fires_once_as_expired_however_often_it_is_synced(
+    any_ledger: Harness,
+) -> None:
     [event] = hub_items(hub_event(fire_at=AT))
     now = AT + timedelta(hours=5)  # the hub was down, as at its start-up recovery
     plan = compute_plan([], [event], SPEC, now=now, grace=GRACE)
@@ -221,9 +249,7 @@ def test_a_past_due_one_shot_fires_once_as_expired_however_often_it_is_synced() 
     # one-shot's own execution ID.
     fire = plan.steps[1].message
     assert fire is not None
-    h = Harness(now=now)
-    h.pipeline = Pipeline(h.ledger, ActionRegistry({"scion": h.action}), worker_id="w1",
-                          signing_key=KEY, clock=h.clock)
+    h = scion_pipeline(any_ledger, now)
     first = h.handle(Delivery("m1", fire.data, fire.attributes, now))
     again = h.handle(Delivery("m2", fire.data, fire.attributes, now + timedelta(minutes=5)))
     assert (first.outcome, again.outcome) == ("succeeded", "duplicate")
@@ -232,11 +258,12 @@ def test_a_past_due_one_shot_fires_once_as_expired_however_often_it_is_synced() 
     assert [(c.fire_time, c.trigger) for c in h.action.calls] == [(AT, "expired")]
 
 
-def test_a_one_shot_already_fired_by_its_job_is_a_duplicate_of_its_expired_fire() -> None:
+@on_every_ledger
+def test_a_one_shot_already_fired_by_its_job_is_a_duplicate_of_its_expired_fire(
+    any_ledger: Harness,
+) -> None:
     [event] = hub_items(hub_event(fire_at=AT))
-    h = Harness(now=AT)
-    h.pipeline = Pipeline(h.ledger, ActionRegistry({"scion": h.action}), worker_id="w1",
-                          signing_key=KEY, clock=h.clock)
+    h = scion_pipeline(any_ledger, AT)
     scheduled = build_message(event, signing_key=KEY)
     assert h.handle(Delivery("m1", scheduled.data, scheduled.attributes, JOB_SLOT)).outcome \
         == "succeeded"
@@ -271,7 +298,10 @@ def test_a_paused_one_shot_is_not_fired_and_a_resumed_one_is() -> None:
 
 # --- a hub schedule after an outage fires once, however late ------------------------------------
 
-def test_a_hub_schedule_whose_last_slot_was_three_days_ago_still_fires_once() -> None:
+@on_every_ledger
+def test_a_hub_schedule_whose_last_slot_was_three_days_ago_still_fires_once(
+    any_ledger: Harness,
+) -> None:
     """The hub's evaluator fires a schedule whose next_run_at has passed at its first tick,
     however late (scion pkg/hub/server.go:1715-1735), and moves next_run_at past now (:1754).
     Here the workers come back after 3 days to that week's backlog: the newest fire runs, the
@@ -279,9 +309,7 @@ def test_a_hub_schedule_whose_last_slot_was_three_days_ago_still_fires_once() ->
     [weekly] = hub_items(hub_schedule(cron="0 9 * * MON"))
     mondays = [datetime(2026, 2, 16, 9, tzinfo=UTC), datetime(2026, 2, 23, 9, tzinfo=UTC)]
     now = mondays[-1] + timedelta(days=3)
-    h = Harness(now=now)
-    h.pipeline = Pipeline(h.ledger, ActionRegistry({"scion": h.action}), worker_id="w1",
-                          signing_key=KEY, clock=h.clock)
+    h = scion_pipeline(any_ledger, now)
     message = build_message(weekly, signing_key=KEY)
     outcomes = [h.handle(Delivery(f"m{i}", message.data, message.attributes, slot)).outcome
                 for i, slot in enumerate(mondays)]
