@@ -211,7 +211,7 @@ def _slots(schedule: Schedule, since: datetime, until: datetime) -> list[datetim
 def _next_slot(schedule: Schedule, after: datetime) -> datetime | None:
     if schedule.at is not None:
         return schedule.at if schedule.at > after else None
-    return next(iter_fires(schedule, after))
+    return next(iter_fires(schedule, after), None)
 
 
 def _wait_any(stop: threading.Event, changed: threading.Event, seconds: float) -> None:

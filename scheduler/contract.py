@@ -9,6 +9,8 @@ Attributes (all strings):
     schedule-id    the hub's schedule ID, verbatim
     fingerprint    `Schedule.fingerprint()` of the definition the message was built from
     cron, timezone the effective cron and time zone (a one-shot's are its job's minute, in UTC)
+    cron-dialect   "robfig" for a schedule handed over from the Scion hub, whose `cron` is the
+                   hub's own expression (the job runs its translation); absent for unix-cron
     at             for a one-shot, its exact fire time (RFC 3339, to the microsecond)
     trigger        "scheduled", "manual" for a run-now, or "expired" for a one-shot's fire that a
                    sync publishes once after its `at` has passed (see below)
@@ -38,7 +40,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from scheduler.cron import DEFAULT_SKEW, CronError, fire_time_for, is_valid_timezone, validate_cron
+from scheduler.cron import (
+    CRON_DIALECTS,
+    DEFAULT_SKEW,
+    CronDialect,
+    CronError,
+    fire_time_for,
+    is_valid_timezone,
+    validate_cron,
+)
 from scheduler.model import (
     CATCHUP_POLICIES,
     OVERLAP_POLICIES,
@@ -66,6 +76,7 @@ ATTR_SCHEDULE_ID = "schedule-id"
 ATTR_FINGERPRINT = "fingerprint"
 ATTR_CRON = "cron"
 ATTR_TIMEZONE = "timezone"
+ATTR_CRON_DIALECT = "cron-dialect"
 ATTR_AT = "at"
 ATTR_TRIGGER = "trigger"
 ATTR_FIRE_TIME = "fire-time"
@@ -76,7 +87,7 @@ _SIGNATURE_SCHEME = "v1="
 _MAX_SECONDS = 10**12
 _SIGNED_ATTRIBUTES = frozenset({
     ATTR_FORMAT, ATTR_SCHEDULE_ID, ATTR_FINGERPRINT, ATTR_CRON, ATTR_TIMEZONE, ATTR_AT,
-    ATTR_TRIGGER, ATTR_FIRE_TIME,
+    ATTR_TRIGGER, ATTR_FIRE_TIME, ATTR_CRON_DIALECT,
 })
 
 
@@ -114,6 +125,7 @@ class Fire:
     catchup_window: timedelta = timedelta(minutes=15)
     max_attempts: int = 5
     labels: Mapping[str, str] = field(default_factory=dict)
+    cron_dialect: CronDialect = CronDialect.UNIX
 
     @property
     def effective_cron(self) -> str:
@@ -133,7 +145,8 @@ class Fire:
     def derive_fire_time(self, published_at: datetime, skew: timedelta = DEFAULT_SKEW) -> datetime:
         """The fire time this delivery is for: exact for a manual run, `at` for an expired
         one-shot, else the cron slot that
-        the publish time belongs to (see `scheduler.cron.fire_time_for`). A one-shot's job
+        the publish time belongs to (see `scheduler.cron.fire_time_for`), read in the cron's
+        dialect: a hub schedule's publish maps to the hub's own slot. A one-shot's job
         fires at its slot, ahead of `at`, and that slot stands for `at` itself: the worker holds
         the fire until then. (A job written before the slot moved ahead fires at `at`'s own
         minute, which stands for `at` too.)"""
@@ -204,6 +217,8 @@ def build_message(
         ATTR_TIMEZONE: schedule.effective_timezone,
         ATTR_TRIGGER: trigger,
     }
+    if schedule.cron_dialect is not CronDialect.UNIX:
+        attributes[ATTR_CRON_DIALECT] = schedule.cron_dialect.value
     if schedule.at is not None:
         attributes[ATTR_AT] = format_instant(schedule.at)
     if fire_time is not None:
@@ -284,8 +299,11 @@ def decode_message(
         raise ContractError("labels must be an object")
     cron = _required(attributes, ATTR_CRON)
     timezone = _required(attributes, ATTR_TIMEZONE)
+    dialect = attributes.get(ATTR_CRON_DIALECT, CronDialect.UNIX.value)
+    if dialect not in CRON_DIALECTS:
+        raise ContractError(f"attribute {ATTR_CRON_DIALECT!r}: unknown dialect {dialect!r}")
     try:
-        validate_cron(cron)
+        validate_cron(cron, CronDialect(dialect))
     except CronError as exc:
         raise ContractError(f"attribute 'cron': {exc}") from exc
     if not is_valid_timezone(timezone):
@@ -304,5 +322,6 @@ def decode_message(
         catchup_window=timedelta(seconds=window),
         max_attempts=max_attempts,
         labels={str(k): str(v) for k, v in labels.items()},
+        cron_dialect=CronDialect(dialect),
     )
 

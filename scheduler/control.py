@@ -36,7 +36,7 @@ from scheduler.contract import (
     execution_id,
     sign,
 )
-from scheduler.cron import next_fires
+from scheduler.cron import CronDialect, next_fires
 from scheduler.jobs import JobSpec, attributes_of, diff_mask, is_paused
 from scheduler.logs import get_logger
 from scheduler.model import Schedule, format_instant, parse_instant
@@ -108,6 +108,8 @@ class RunResult:
 class _JobCron:
     effective_cron: str
     effective_timezone: str
+    # A job's own schedule is always Cloud Scheduler's unix-cron.
+    cron_dialect: CronDialect = CronDialect.UNIX
 
 
 def _fields_of(job: Any, paths: Sequence[str]) -> scheduler_v1.Job:

@@ -49,6 +49,7 @@ def schedule_from_job(job: scheduler_v1.Job) -> Schedule:
         max_attempts=fire.max_attempts,
         labels=dict(fire.labels),
         description=job.description,
+        cron_dialect=fire.cron_dialect,
     )
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from scheduler.cron_base import CronDialect
+
 Overlap = Literal["skip", "allow"]
 Catchup = Literal["all", "latest", "none"]
 OVERLAP_POLICIES: tuple[str, ...] = ("skip", "allow")
@@ -77,6 +79,9 @@ class Schedule:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     labels: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
+    # How `cron` is read: schedules handed over from the Scion hub keep its robfig dialect,
+    # and their jobs run a translation of it (`scheduler.cron_translate`).
+    cron_dialect: CronDialect = CronDialect.UNIX
 
     @property
     def one_shot(self) -> bool:
@@ -107,6 +112,9 @@ class Schedule:
         out: dict[str, Any] = {"id": self.id}
         if self.cron is not None:
             out["cron"] = self.cron
+        if self.cron_dialect is not CronDialect.UNIX:
+            # Only when not the default, so that no native schedule's fingerprint changes.
+            out["cron_dialect"] = self.cron_dialect.value
         if self.at is not None:
             out["at"] = format_instant(self.at)
         out.update({

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from scheduler.cron import CronError, validate_cron
+from scheduler.cron import CronDialect, CronError, validate_cron
 from scheduler.model import FieldError, format_instant, parse_duration, parse_instant
 
 Format = Literal["native", "scion"]
@@ -400,7 +400,7 @@ def _convert_schedule(raw: Mapping[str, Any], item_id: str, add: Any) -> dict[st
         add("cronExpr", "required: a 5-field cron expression (UTC)")
     else:
         try:
-            validate_cron(cron)
+            validate_cron(cron, CronDialect.ROBFIG)
         except CronError as exc:
             add("cronExpr", str(exc))
     event_type = raw.get("eventType")
@@ -412,7 +412,7 @@ def _convert_schedule(raw: Mapping[str, Any], item_id: str, add: Any) -> dict[st
         return None
     return {
         "id": item_id,
-        "cron": cron,
+        "cron": cron, "cron_dialect": CronDialect.ROBFIG.value,  # the hub's own semantics
         "timezone": "UTC",
         "paused": raw.get("status") == "paused",
         "action": {"type": ACTION_TYPE, "kind": KIND_SCHEDULE, "grove_id": grove, "name": name,

@@ -20,7 +20,7 @@ import yaml
 
 from scheduler import scion_format
 from scheduler.contract import MAX_MESSAGE_BYTES, message_size
-from scheduler.cron import CronError, is_valid_timezone, validate_cron
+from scheduler.cron import CRON_DIALECTS, CronDialect, CronError, is_valid_timezone, validate_cron
 from scheduler.egress import EgressPolicy, header_problem
 from scheduler.model import (
     CATCHUP_POLICIES,
@@ -44,7 +44,7 @@ MAX_ID_LENGTH = 256
 
 _SCHEDULE_FIELDS = frozenset({
     "id", "cron", "at", "timezone", "paused", "action", "overlap", "catchup", "catchup_window",
-    "max_attempts", "labels", "description",
+    "max_attempts", "labels", "description", "cron_dialect",
 })
 _HTTP_FIELDS = frozenset({"type", "url", "method", "headers", "body", "timeout", "oidc_audience"})
 # Without a deployment's SCION_SCHEDULER_ALLOWED_TARGETS: any public address, nothing else.
@@ -210,14 +210,15 @@ def _parse(
 
     cron, at = raw.get("cron"), raw.get("at")
     at_value: datetime | None = None
+    dialect = _cron_dialect(raw, c)
     if (cron is None) == (at is None):
         c.add("cron", "exactly one of `cron` (recurring) or `at` (one-shot) is required")
     elif cron is not None:
         if not isinstance(cron, str):
             c.add("cron", "must be a string such as '*/5 * * * *'")
-        else:
+        elif dialect is not None:
             try:
-                validate_cron(cron)
+                validate_cron(cron, dialect)
             except CronError as exc:
                 c.add("cron", str(exc))
     else:
@@ -276,13 +277,25 @@ def _parse(
     schedule = Schedule(
         id=sid, action=action, cron=cron, at=at_value, timezone=timezone, paused=paused,
         overlap=overlap, catchup=catchup, catchup_window=catchup_window, max_attempts=max_attempts,
-        labels=dict(labels), description=description,
+        labels=dict(labels), description=description, cron_dialect=dialect or CronDialect.UNIX,
     )
     size = message_size(schedule)
     if size > MAX_MESSAGE_BYTES:
         c.add("action", f"the fire message built from it is {size} bytes; the limit is {MAX_MESSAGE_BYTES}")
         return c.errors, None
     return [], schedule
+
+
+def _cron_dialect(raw: Mapping[str, Any], c: _Collector) -> CronDialect | None:
+    """The schedule's cron dialect (None when it is not a valid one)."""
+    value = raw.get("cron_dialect", CronDialect.UNIX.value)
+    if value not in CRON_DIALECTS:
+        c.add("cron_dialect", f"must be one of {', '.join(CRON_DIALECTS)} (got {value!r})")
+        return None
+    if value != CronDialect.UNIX.value and raw.get("cron") is None:
+        c.add("cron_dialect", "applies to `cron` only; a one-shot `at` has no cron")
+        return None
+    return CronDialect(value)
 
 
 def validate_schedules(
