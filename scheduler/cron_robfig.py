@@ -177,10 +177,10 @@ def parse(expr: str) -> RobfigSpec:
     if not expr:
         raise CronError("is empty")
     tz, rest = _prefix_zone(expr)
-    if rest.strip(_GO_SPACE.replace("\u2000-\u200a", "")).startswith("@"):
-        raise CronError(f"descriptors such as {rest.split()[0]!r} are not accepted by the hub "
-                        "(its parser has no Descriptor option): use five fields")
     fields = [f for f in _FIELDS_RE.split(rest) if f]
+    if fields and fields[0].startswith("@"):
+        raise CronError(f"descriptors such as {fields[0]!r} are not accepted by the hub "
+                        "(its parser has no Descriptor option): use five fields")
     if len(fields) != 5:
         raise CronError("must have 5 fields (minute hour day-of-month month day-of-week), "
                         f"got {len(fields)}")
