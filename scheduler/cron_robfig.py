@@ -25,11 +25,12 @@ time, stepping hours and minutes in absolute time. In a zone whose clocks shift 
 away from midnight (every zone the hub is likely to name) that is exactly the wall-clock rule:
 a slot in the skipped hour does not fire (robfig `doc.go:169-170`), a slot in the repeated hour
 fires at both instants. Two places differ, and this module follows robfig there too, by walking
-the same way: where clocks shift by 30 minutes (Australia/Lord_Howe), the first matching hour
-the walk reaches by whole hours after the shift is entered at :30, so its earlier minutes do
-not fire; and where clocks shift at midnight, the day walk moves by whole days. Dates and times
-are normalised as Go's `time.Date` does: a wall time in a gap or overlap takes the offset in
-force at (wall - offset at wall).
+the same way: where clocks shift by 30 minutes (Australia/Lord_Howe), an hour walk across the
+shift stands at :30 until an hour matches, whose earlier minutes then do not fire, and a minute
+walk across the forward shift can fire at its first minute whatever the hour field says; where
+clocks shift at midnight, the day walk moves by whole days from a midnight that may not exist.
+Dates and times are normalised as Go's `time.Date` does: a wall time in a gap or overlap takes
+the offset in force at (wall - offset at wall).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 from scheduler.cron_base import CronError, is_valid_timezone, zone
@@ -329,13 +331,22 @@ def iter_fires(spec: RobfigSpec, tz: ZoneInfo, after: datetime) -> Iterator[date
 
 
 def latest_at_or_before(spec: RobfigSpec, tz: ZoneInfo, instant: datetime) -> datetime:
-    """The newest fire `<= instant`. robfig has no backward walk, so this walks forwards from
-    ever earlier starts (a minute, then four times further back each time) until a start's
-    next fire is not after `instant`, and keeps the last fire up to `instant`."""
+    """The newest fire `<= instant` as the hub's evaluator reaches it, chaining each `Next` from
+    the fire before. robfig has no backward walk, so this walks forwards from ever earlier starts
+    (a minute, then four times further back each time) until a start's next fire is not after
+    `instant`, and keeps the last fire up to `instant`. Any start gives the chain's answer except
+    after a clock change robfig walks off the wall clock at (see the module docstring): there
+    the chain is followed from the last fire before the change."""
+    floor, converged = _chain_floor(spec, tz, instant)
+    if floor is not None and not converged:
+        return floor
     back = timedelta(minutes=1)
     while back < timedelta(days=366 * (_YEAR_LIMIT + 3)):
+        start = instant - back
+        if floor is not None and start < floor:
+            start = floor - timedelta(microseconds=1)
         found = None
-        for fire in iter_fires(spec, tz, instant - back):
+        for fire in iter_fires(spec, tz, start):
             if fire > instant:
                 break
             found = fire
@@ -343,6 +354,51 @@ def latest_at_or_before(spec: RobfigSpec, tz: ZoneInfo, instant: datetime) -> da
             return found
         back *= 4
     raise CronError(f"no fire in the {_YEAR_LIMIT + 3} years up to {instant.isoformat()}")
+
+
+# How far back a clock change robfig walks off the wall clock at is looked for: the walk is back
+# on whole hours at the first fire the wall clock has too, within days for any daily or weekly
+# schedule and within a month for a monthly one.
+_IRREGULAR_LOOKBACK = timedelta(days=35)
+
+
+def _chain_floor(
+    spec: RobfigSpec, tz: ZoneInfo, instant: datetime,
+) -> tuple[datetime | None, bool]:
+    """After an irregular clock change (30 minutes, or at midnight) in the lookback, follow the
+    chain from its last fire before the change up to its first fire after it that the wall
+    clock has too (True: from there on any start walks as the chain does), or else to its last
+    fire up to `instant` (False: that is the answer). (None, False) without such a change."""
+    change = _irregular_change(tz, instant)
+    if change is None:
+        return None, False
+    floor = latest_at_or_before(spec, tz, change - timedelta(seconds=1))
+    for fire in iter_fires(spec, tz, floor):
+        if fire > instant:
+            break
+        floor = fire
+        local = fire.astimezone(tz)
+        if fire >= change and (local.minute in spec.minutes and local.hour in spec.hours
+                and local.month in spec.months and spec.day_matches(local.day, _weekday(local))):
+            return floor, True
+    return floor, False
+
+
+def _irregular_change(tz: ZoneInfo, instant: datetime) -> datetime | None:
+    """The first clock change in the lookback before `instant` that is not a whole hour away
+    from midnight."""
+    end = int(instant.timestamp())
+    days = [end - d * 86400 for d in range(_IRREGULAR_LOOKBACK.days, -1, -1)]
+    for low, high in pairwise(days):
+        if _offset(low, tz) == _offset(high, tz):
+            continue
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (middle, high) if _offset(middle, tz) == _offset(low, tz) else (low, middle)
+        shift = _offset(high, tz) - _offset(low, tz)
+        if shift % 3600 or {_local(low, tz).hour, _local(high, tz).hour} & {23, 0}:
+            return datetime.fromtimestamp(high, UTC)
+    return None
 
 
 @lru_cache(maxsize=4096)

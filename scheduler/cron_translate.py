@@ -15,9 +15,11 @@ The job runs Cloud Scheduler's unix-cron, so everything robfig reads differently
 Away from clock changes, and across every whole-hour clock change that is not at midnight, the
 job then fires at exactly the hub's instants: both read wall-clock time literally (a slot in the
 skipped hour does not fire, one in the repeated hour fires at both instants). Where robfig does
-not (a 30-minute shift, or a shift at midnight; see `scheduler.cron_robfig`), the job fires at
-the wall-clock slots, a superset of the hub's at a 30-minute shift, and the worker derives each
-publish's fire time with the hub's own semantics (`scheduler.cron.fire_time_for`).
+not (a 30-minute shift, or a shift at midnight; see `scheduler.cron_robfig`), no unix-cron can
+follow it: the job fires at the wall-clock slots and the worker derives each publish's fire time
+with the hub's own semantics (`scheduler.cron.fire_time_for`), so a publish at a slot the hub
+would not fire maps to the hub's previous slot and shares its execution ID; a fire the hub adds
+at the shift is not made.
 """
 
 from __future__ import annotations

@@ -16,11 +16,13 @@ import json
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from itertools import takewhile
+from itertools import pairwise, takewhile
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 import robfig_oracle as oracle
+import scion_hub_data as hub_data
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from schedule_strategies import ROBFIG_ZONES, robfig_expressions
@@ -39,6 +41,7 @@ from scheduler.jobs import JobRetry, JobSpec
 from scheduler.jobs_decode import schedule_from_job
 from scheduler.model import Schedule
 from scheduler.validation import parse_schedule
+from scion_scheduler.cli import main as scheduler_main
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -386,3 +389,64 @@ def test_an_unknown_or_misplaced_dialect_is_refused() -> None:
     attributes = {**message.attributes, ATTR_CRON_DIALECT: "quartz"}
     with pytest.raises(ContractError, match="unknown dialect"):
         decode_message(message.data, attributes)
+
+
+# `scion-scheduler next` on the hub's own JSON shows the hub's fire times.
+
+NEXT_CLASSES = [
+    "CRON_TZ=Europe/Berlin 30 2 * * *", "TZ=America/New_York 30 1 * * *", "0 12 ? * MON",
+    "5/15 9 * * *", "*/60 * * * *", "0 0 * jan,Jul,DEC sun", "0 0 */1 * MON", "0 0 */2 * MON",
+    "CRON_TZ=Australia/Sydney 0 2 * * *", "TZ=Australia/Lord_Howe 45 2 * * *",
+]
+
+
+@pytest.mark.parametrize("after", ["2026-03-27T00:00:00Z", "2026-10-23T00:00:00Z"])
+def test_next_shows_the_hubs_fire_times(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], after: str,
+) -> None:
+    items = [hub_data.schedule(id=f"s{i}", name=f"s{i}", cron=cron)
+             for i, cron in enumerate(NEXT_CLASSES)]
+    refused = hub_data.schedule(id="dow7", name="dow7", cron="0 0 * * 7")
+    path = tmp_path / "hub.json"
+    path.write_text(json.dumps({"schedules": items}))
+    code = scheduler_main(["next", "--file", str(path), "--format", "scion", "--output", "json",
+                           "--count", "6", "--after", after])
+    assert code == 0
+    shown = json.loads(capsys.readouterr().out)
+    start = datetime.fromisoformat(after)
+    for i, cron in enumerate(NEXT_CLASSES):
+        expected = oracle.next_fires(cron, start, 6)
+        assert shown[f"s{i}"] == [f.strftime("%Y-%m-%dT%H:%M:%SZ") for f in expected], cron
+    path.write_text(json.dumps({"schedules": [*items, refused]}))
+    assert scheduler_main(["next", "--file", str(path), "--format", "scion"]) == 2
+    assert "day of week field '7'" in capsys.readouterr().err
+
+
+def test_a_publish_at_a_slot_the_hub_would_not_fire_maps_to_the_hubs_previous_slot() -> None:
+    # Lord Howe, 4 October 2026: the job fires at 05:00 (+11), the hub does not (see
+    # test_lord_howe_where_robfig_leaves_the_wall_clock); the worker derives the hub's previous
+    # slot, 3 October 05:00 (+10:30), whose execution ID the publish then shares.
+    fire = decode_message(**vars(build_message(hub_schedule(
+        "CRON_TZ=Australia/Lord_Howe 0 5 * * *"))))
+    assert fire.derive_fire_time(utc(2026, 10, 3, 18) + timedelta(seconds=3)) == utc(
+        2026, 10, 2, 18, 30)
+
+
+@FAST
+@given(robfig_expressions(), st.sampled_from(
+    ["Australia/Lord_Howe", "Europe/Berlin", "America/New_York"]), st.data())
+def test_the_worker_derives_the_slots_the_hubs_chain_reaches(
+    expr: str, zone: str, data: st.DataObject,
+) -> None:
+    """Each fire of the hub's chain (each `Next` from the fire before), also across a clock
+    change robfig walks off the wall clock at, is the slot a publish shortly after it maps to."""
+    expr = f"CRON_TZ={zone} {expr}"
+    try:
+        cron_robfig.parse(expr)
+    except CronError:
+        assume(False)
+    change = data.draw(st.sampled_from(transitions(zone)))
+    chain = hub_fires(expr, change - timedelta(minutes=data.draw(st.integers(0, 26 * 60))))
+    for fire, following in pairwise(chain):
+        probe = min(fire + timedelta(seconds=30), following - timedelta(seconds=1))
+        assert latest_fire_at_or_before(Spec(expr), probe) == fire, (fire, following)

@@ -29,9 +29,11 @@ def register(sub: Any) -> None:
     add_format_flag(p)
     p.set_defaults(handler=validate)
 
-    p = sub.add_parser("next", help="show the next fire times of every schedule in a file")
+    p = sub.add_parser("next", help="show the next fire times of every schedule in a file "
+                                    "(a hub schedule's as the hub's own cron computes them)")
     p.add_argument("--file", required=True, help="YAML or JSON schedule file")
-    p.add_argument("-n", type=int, default=3, help="how many fire times per schedule (default 3)")
+    p.add_argument("-n", "--count", dest="n", type=int, default=3,
+                   help="how many fire times per schedule (default 3)")
     p.add_argument("--after", type=_instant, default=None, metavar="INSTANT",
                    help="list fire times after this RFC 3339 instant (default: now)")
     p.add_argument("--output", choices=("text", "json"), default="text")
@@ -57,7 +59,8 @@ def _instant(text: str) -> datetime:
 
 
 def show_next(args: argparse.Namespace, settings: Settings) -> int:
-    """Print upcoming fire times (UTC)."""
+    """Print upcoming fire times (UTC), each schedule's in its cron dialect: a schedule from the
+    hub's JSON fires when the hub's robfig/cron would fire it."""
     after = args.after or datetime.now(UTC)
     result: dict[str, list[str]] = {}
     lines = []
