@@ -450,3 +450,12 @@ def test_the_worker_derives_the_slots_the_hubs_chain_reaches(
     for fire, following in pairwise(chain):
         probe = min(fire + timedelta(seconds=30), following - timedelta(seconds=1))
         assert latest_fire_at_or_before(Spec(expr), probe) == fire, (fire, following)
+
+
+def test_a_hub_schedules_job_runs_the_translation_and_its_message_the_hubs_expression() -> None:
+    hub = hub_schedule("CRON_TZ=Europe/Berlin 0 0 */2 * MON")
+    job = JobSpec("projects/p/locations/l", "projects/p/topics/t", "scion-", RETRY).desired_job(hub)
+    assert (job.schedule, job.time_zone) == ("0 0 1-31/2 * 1", "Europe/Berlin")
+    attributes = dict(job.pubsub_target.attributes)
+    assert attributes["cron"] == "CRON_TZ=Europe/Berlin 0 0 */2 * MON"
+    assert (attributes["timezone"], attributes[ATTR_CRON_DIALECT]) == ("UTC", "robfig")

@@ -56,6 +56,9 @@ class ScheduleDocument(BaseModel):
 
     id: str | None = Field(default=None, description="Optional in a PUT; must match the path.")
     cron: str | None = Field(default=None, description="Five-field unix cron, e.g. `*/5 * * * *`.")
+    cron_dialect: Literal["unix", "robfig"] = Field(
+        default="unix", description="How `cron` is read: Cloud Scheduler's unix-cron, or the "
+        "Scion hub's robfig/cron v3.0.1 (`CRON_TZ=`, `?`, `5/15`, ...), which hub items keep.")
     at: str | None = Field(default=None, description="One-shot fire time, RFC 3339 with offset.")
     timezone: str = Field(default="UTC", description="IANA time zone the cron runs in.")
     paused: bool = False
