@@ -70,3 +70,12 @@ def test_bench_claim_runs_and_prints_its_table() -> None:
                 "FirestoreLedger.claim, duplicate at another replica (BUSY), overlap skip",
                 "SqliteLedger.claim, new fire, overlap skip"):
         assert row in result.stdout, result.stdout
+
+
+def test_bench_cron_runs_and_prints_its_table() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_cron.py"), "--fires", "3"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "robfig/unix" in result.stdout and "Australia/Lord_Howe" in result.stdout
