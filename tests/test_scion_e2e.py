@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import structlog
@@ -367,3 +368,26 @@ def test_after_an_outage_latest_runs_one_fire_and_records_the_rest_missed(stack:
     assert [c.body["fireTime"] for c in stack.hub.calls] == [format_instant(slots[-1])]
     states = {r.fire_time: r.state for r in ledger.history(s.id)}
     assert states == {slots[0]: State.MISSED, slots[1]: State.MISSED, slots[2]: State.SUCCEEDED}
+
+
+@pytest.mark.slow
+def test_a_hub_expression_fires_at_the_hubs_instant_through_the_emulators(stack: Stack) -> None:
+    """Syntax only the hub's robfig dialect has (a zone prefix, `?`, `N/60`) through the sync,
+    the Cloud Scheduler emulator's job (its unix-cron translation), Pub/Sub and a worker: the hub
+    is called back once, with its own fire time."""
+    slot = _next_slot()
+    local = slot.astimezone(ZoneInfo("Asia/Kolkata"))  # a half-hour offset from UTC
+    item = schedule(name="robfig", cron=f"CRON_TZ=Asia/Kolkata {local.minute}/60 {local.hour} ? * ?")
+    stack.sync([envelope("schedules", [item], total=1)])
+    job = stack.jobs()[f"scion-{item['id']}"]
+    assert (job.schedule, job.time_zone) == (f"{local.minute} {local.hour} * * *", "Asia/Kolkata")
+    assert job.pubsub_target.attributes["cron-dialect"] == "robfig"
+    stack.start_worker("worker")
+    ledger = stack.ledger()
+
+    def succeeded() -> bool:
+        record = _record(ledger, item["id"], slot)
+        return record is not None and record.state is State.SUCCEEDED
+
+    _wait_until(succeeded, (slot - datetime.now(UTC)).total_seconds() + 45, "the fire")
+    assert len(_calls_for(stack.hub.calls, item["id"], slot)) == 1
