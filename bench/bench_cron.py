@@ -43,7 +43,8 @@ def main() -> None:
             slots = next_fires(fire, START, args.fires)
             publishes = [slot + timedelta(seconds=2) for slot in slots]
             rates.append(_rate(fire, publishes))
-        print(f"{cron:<14} {zone:<20} {rates[0]:>9.0f} {rates[1]:>10.0f} {rates[1] / rates[0]:>12.2f}")
+        ratio = rates[1] / rates[0]
+        print(f"{cron:<14} {zone:<20} {rates[0]:>9.0f} {rates[1]:>10.0f} {ratio:>12.2f}")
 
 
 if __name__ == "__main__":

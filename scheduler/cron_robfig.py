@@ -3,7 +3,7 @@
 The hub parses every `cronExpr` with `cron.NewParser(Minute | Hour | Dom | Month | Dow)`
 (scion `pkg/hub/handlers_schedules.go:166,324,414`, `pkg/hub/server.go:1745`): five fields, no
 descriptors (`@daily`, `@every` are refused, robfig `parser.go:106-108`), and computes every next
-run as `Next(now)` with `now` in UTC (`handlers_schedules.go:216,331,420`, `server.go:1715-1751`),
+run as `Next(now)` with `now` in UTC (`handlers_schedules.go:216,331,420`, `server.go:1717,1754`),
 so an expression without a zone prefix runs in UTC (robfig `spec.go:72-79`: a schedule without a
 location runs in the location of the time it is given). What it accepts beyond unix-cron, each
 read from robfig `parser.go` at v3.0.1:

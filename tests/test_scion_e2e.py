@@ -377,7 +377,8 @@ def test_a_hub_expression_fires_at_the_hubs_instant_through_the_emulators(stack:
     is called back once, with its own fire time."""
     slot = _next_slot()
     local = slot.astimezone(ZoneInfo("Asia/Kolkata"))  # a half-hour offset from UTC
-    item = schedule(name="robfig", cron=f"CRON_TZ=Asia/Kolkata {local.minute}/60 {local.hour} ? * ?")
+    cron = f"CRON_TZ=Asia/Kolkata {local.minute}/60 {local.hour} ? * ?"
+    item = schedule(name="robfig", cron=cron)
     stack.sync([envelope("schedules", [item], total=1)])
     job = stack.jobs()[f"scion-{item['id']}"]
     assert (job.schedule, job.time_zone) == (f"{local.minute} {local.hour} * * *", "Asia/Kolkata")
