@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from scheduler.logs import configure
-from scion_scheduler.emulators import Emulator
+from scion_scheduler.google_emulators import Emulator
 
 
 @pytest.fixture(autouse=True)

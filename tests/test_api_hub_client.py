@@ -21,7 +21,7 @@ import pytest
 
 from scheduler.config import Settings
 from scheduler.gcp import publisher_client, subscriber_client
-from scion_scheduler.emulators import free_port
+from scion_scheduler.google_emulators import free_port
 
 TOKEN = "hub-client-token"
 KEY = "hub-client-signing-key"

@@ -25,7 +25,7 @@ from scheduler.config import Settings
 from scheduler.emulator import CloudSchedulerEmulator, EmulatorError
 from scheduler.emulator.store import ApiError, backoff
 from scheduler.gcp import cloud_scheduler_client
-from scion_scheduler.emulators import free_port
+from scion_scheduler.google_emulators import free_port
 
 pytestmark = [pytest.mark.emulator, pytest.mark.timeout(120)]
 

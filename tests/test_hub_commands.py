@@ -27,7 +27,7 @@ from scheduler.contract import build_message, execution_id
 from scheduler.gcp import cloud_scheduler_client, firestore_client
 from scheduler.validation import schedules_from_data
 from scion_scheduler.cli import main
-from scion_scheduler.emulators import free_port
+from scion_scheduler.google_emulators import free_port
 from scion_scheduler.reference_hub import ReferenceHub
 from scion_scheduler.reference_hub_groves import ListingLimits
 from worker.action import ActionRegistry

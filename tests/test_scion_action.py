@@ -18,7 +18,7 @@ from scheduler.config import Settings
 from scheduler.contract import build_message, execution_id
 from scheduler.model import Schedule
 from scheduler.validation import schedules_from_data
-from scion_scheduler.emulators import free_port
+from scion_scheduler.google_emulators import free_port
 from scion_scheduler.reference_hub import ReferenceHub
 from worker.action import ActionContext, ActionError, ActionRegistry
 from worker.actions.http import IdTokenCache

@@ -37,7 +37,7 @@ from scheduler.gcp import (
 from scheduler.model import format_instant
 from scheduler.validation import schedules_from_data
 from scion_scheduler.cli import main
-from scion_scheduler.emulators import free_port
+from scion_scheduler.google_emulators import free_port
 from scion_scheduler.reference_hub import FireCall, ReferenceHub
 from worker.action import ActionRegistry
 from worker.actions.scion import ScionAction

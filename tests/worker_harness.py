@@ -26,7 +26,7 @@ from scheduler.contract import Message, build_message
 from scheduler.egress import EgressPolicy
 from scheduler.model import Schedule
 from scheduler.validation import parse_schedule
-from scion_scheduler.emulators import free_port
+from scion_scheduler.google_emulators import free_port
 from worker.firestore_ledger import FirestoreLedger
 
 SIGNING_KEY = "e2e-signing-key"

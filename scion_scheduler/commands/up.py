@@ -12,7 +12,7 @@ from typing import Any
 from scheduler.cli_base import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, fail
 from scheduler.config import Settings
 from scheduler.logs import configure
-from scion_scheduler.emulators import EmulatorError
+from scion_scheduler.google_emulators import EmulatorError
 from scion_scheduler.local import install_stop_signals
 from scion_scheduler.stack import PROJECT, PROJECT_ID, StackError, run_stack
 
