@@ -15,6 +15,12 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 
+# What a command that needs Google's APIs says when it finds no credentials (google-auth's
+# `DefaultCredentialsError`), instead of that error's traceback.
+NO_CREDENTIALS = ("no Google credentials: set GOOGLE_APPLICATION_CREDENTIALS (or run `gcloud "
+                  "auth application-default login`), or point CLOUD_SCHEDULER_EMULATOR_HOST, "
+                  "PUBSUB_EMULATOR_HOST and FIRESTORE_EMULATOR_HOST at emulators")
+
 
 def package_version() -> str:
     """The installed distribution's version."""

@@ -8,8 +8,11 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from google.auth.exceptions import DefaultCredentialsError
+
 from scheduler.cli_base import (
     EXIT_BAD_INPUT,
+    NO_CREDENTIALS,
     emit,
     fail,
     new_parser,
@@ -79,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return bad_input(args, str(exc), [_error(e.schedule_id, e.field, e.reason) for e in exc.errors])
     except ConfigError as exc:
         return bad_input(args, str(exc), [_error(None, _settings_named(str(exc)), str(exc))])
+    except DefaultCredentialsError:
+        # Raised when a client is built, before any call: nothing was applied.
+        return bad_input(args, NO_CREDENTIALS,
+                         [_error(None, "GOOGLE_APPLICATION_CREDENTIALS", NO_CREDENTIALS)])
     except OSError as exc:
         reason = str(exc.strerror or exc)
         message = f"{exc.filename or ''}: {reason}".strip(": ")
