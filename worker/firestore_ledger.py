@@ -62,7 +62,6 @@ import itertools
 import random
 import secrets
 import time
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -98,10 +97,11 @@ from worker.ledger import (
 )
 from worker.ledger_rules import (
     Change,
+    Decide,
+    finishing,
     plan_claim,
-    plan_finish,
-    plan_release,
-    plan_renew,
+    releasing,
+    renewal,
     require_aware,
     validate_final_state,
     validate_request,
@@ -109,8 +109,6 @@ from worker.ledger_rules import (
 from worker.server_clock import ServerClock
 
 log = get_logger(__name__)
-
-_Decide = Callable[[Execution, ScheduleState | None], Change | None]
 
 
 def _running_fields(state: ScheduleState | None) -> tuple[Any, ...]:
@@ -289,7 +287,7 @@ class FirestoreLedger:
                                 summary_document(change.schedule_state), blind=True))
         return writes
 
-    def _change(self, execution_id: str, decide: _Decide, what: str, *, keep: bool = False,
+    def _change(self, execution_id: str, decide: Decide, what: str, *, keep: bool = False,
                 last: bool = False) -> bool:
         """Apply `decide`'s change to a held execution and its schedule's documents under
         preconditions: first from the records as this process wrote them, then, if those are
@@ -308,7 +306,7 @@ class FirestoreLedger:
                 tried = outcome or None
             return self._change_stored(execution_id, decide, what, tried, keep=keep, last=last)
 
-    def _change_held(self, held: Held, decide: _Decide, *, keep: bool, last: bool) -> bool | Execution:
+    def _change_held(self, held: Held, decide: Decide, *, keep: bool, last: bool) -> bool | Execution:
         """One attempt from the remembered records: True when it landed, else the execution it
         tried to write (the commit may have landed with its reply lost) or False."""
         change = decide(held.execution, held.running)
@@ -332,7 +330,7 @@ class FirestoreLedger:
             running, running_version = change.schedule_state, versions[1]
         self.fires.hold(Held(change.execution, versions[0], running, running_version))
 
-    def _change_stored(self, execution_id: str, decide: _Decide, what: str, tried: Execution | None,
+    def _change_stored(self, execution_id: str, decide: Decide, what: str, tried: Execution | None,
                        *, keep: bool, last: bool) -> bool:
         exec_name = self.execution_name(execution_id)
         attempt = 0
@@ -365,34 +363,20 @@ class FirestoreLedger:
 
     def renew(self, execution_id: str, worker_id: str, lease_until: datetime) -> bool:
         """Extend the lease; False when this worker no longer holds the execution."""
-        require_aware(lease_until, "lease_until")
-        return self._change(
-            execution_id, lambda existing, state: plan_renew(existing, state, worker_id, lease_until), "renew",
-            keep=True,
-        )
+        return self._change(execution_id, renewal(worker_id, lease_until), "renew", keep=True)
 
     def finish(
         self, execution_id: str, worker_id: str, state: State, *, now: datetime,
         error: str | None = None, detail: str | None = None,
     ) -> bool:
         """Record a final state and clear the schedule's running fire; False when not held."""
-        final = validate_final_state(state)
-        require_aware(now, "now")
-        return self._change(
-            execution_id,
-            lambda existing, summary: plan_finish(existing, summary, worker_id, final, now=now,
-                                                  error=error, detail=detail),
-            "finish", last=True,
-        )
+        decide = finishing(worker_id, state, now=now, error=error, detail=detail)
+        return self._change(execution_id, decide, "finish", last=True)
 
-    def release(self, execution_id: str, worker_id: str, *, now: datetime, error: str | None = None) -> bool:
+    def release(self, execution_id: str, worker_id: str, *, now: datetime,
+                error: str | None = None) -> bool:
         """End the lease now, keeping the execution running, so the next delivery takes it over."""
-        require_aware(now, "now")
-        return self._change(
-            execution_id,
-            lambda existing, summary: plan_release(existing, summary, worker_id, now=now, error=error),
-            "release",
-        )
+        return self._change(execution_id, releasing(worker_id, now=now, error=error), "release")
 
     def record(self, execution: Execution) -> bool:
         """Write a final record unless one exists for that execution; True when written."""

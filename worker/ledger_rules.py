@@ -8,6 +8,7 @@ makes the Firestore and SQLite ledgers behave identically; the contract suite ch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -297,3 +298,30 @@ def plan_release(
     if existing is None or not _held(existing, worker_id):
         return None
     return _with_lease(existing, state, now, truncate_error(error), None)
+
+
+# A holder's change to an execution it holds, decided from the stored (or remembered) records:
+# what an adapter applies under its own atomicity (`renewal`, `finishing`, `releasing`).
+Decide = Callable[[Execution, ScheduleState | None], Change | None]
+
+
+def renewal(worker_id: str, lease_until: datetime) -> Decide:
+    """The decision of `Ledger.renew`; its arguments checked now."""
+    require_aware(lease_until, "lease_until")
+    return lambda existing, state: plan_renew(existing, state, worker_id, lease_until)
+
+
+def finishing(worker_id: str, state: State, *, now: datetime, error: str | None,
+              detail: str | None) -> Decide:
+    """The decision of `Ledger.finish`; its arguments checked now."""
+    final = validate_final_state(state)
+    require_aware(now, "now")
+    return lambda existing, summary: plan_finish(existing, summary, worker_id, final, now=now,
+                                                 error=error, detail=detail)
+
+
+def releasing(worker_id: str, *, now: datetime, error: str | None) -> Decide:
+    """The decision of `Ledger.release`; its arguments checked now."""
+    require_aware(now, "now")
+    return lambda existing, summary: plan_release(existing, summary, worker_id, now=now,
+                                                  error=error)
