@@ -1,11 +1,17 @@
-"""What both command-line tools share: settings flags, logging, version, exit codes."""
+"""What both command-line tools share: settings flags, logging, version, exit codes, and the
+stop event that SIGINT and SIGTERM set."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
+from types import FrameType
 from typing import Any
 
 from scheduler import logs
@@ -75,3 +81,33 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
     """Report an error on stderr and return the exit code to use."""
     sys.stderr.write(f"error: {message}\n")
     return code
+
+
+class StopEvent(threading.Event):
+    """Set by SIGINT or SIGTERM while `stop_on_signals` is in force; `signals` names them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signals: list[str] = []
+
+
+@contextmanager
+def stop_on_signals(logger: Any = None) -> Iterator[StopEvent]:
+    """While the block runs, SIGINT and SIGTERM set the event it is given (each logged as
+    "stopping" on `logger`, when given) instead of interrupting; the previous handlers come
+    back afterwards. Must be entered on the main thread."""
+    stop = StopEvent()
+
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        stop.signals.append(name)
+        if logger is not None:
+            logger.info("stopping", signal=name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

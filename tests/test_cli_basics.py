@@ -165,3 +165,17 @@ def test_the_lease_and_the_lease_extension_have_one_default_each() -> None:
     assert args.lease == DEFAULT_LEASE.total_seconds() == 12
     assert RunOptions().lease == DEFAULT_LEASE
     assert args.max_lease_extension == DEFAULT_MAX_LEASE_EXTENSION.total_seconds() == 10
+
+
+def test_stop_on_signals_sets_the_event_and_puts_the_handlers_back() -> None:
+    import signal
+
+    from scheduler.cli_base import stop_on_signals
+
+    before = signal.getsignal(signal.SIGTERM)
+    with stop_on_signals() as stop:
+        assert not stop.is_set()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.wait(5)
+        assert stop.signals == ["SIGTERM"]
+    assert signal.getsignal(signal.SIGTERM) is before
