@@ -127,6 +127,48 @@ def _timestamp(value: Any) -> datetime | None:
     return value.astimezone(UTC)
 
 
+def upcoming_fires(job: Any, at: datetime | None, cron: Any, now: datetime,
+                   fires: int) -> tuple[datetime, ...]:
+    """A job's next `fires` fire times after `now`: none while it is paused, the one-shot `at`
+    while it is ahead, else those of `cron` (what `next_fires` reads)."""
+    if fires <= 0 or is_paused(job):
+        return ()
+    if at is not None:
+        return (at,) if at > now else ()
+    return tuple(next_fires(cron, now, fires))
+
+
+def job_info(job: Any, spec: JobSpec, now: datetime, fires: int) -> JobInfo:
+    """What a job of this deployment holds, read back as Cloud Scheduler returned it, with its
+    next `fires` fire times (from the job's own cron and zone, or its one-shot instant)."""
+    attributes = attributes_of(job)
+    at: datetime | None = None
+    if ATTR_AT in attributes:
+        try:
+            at = parse_instant(attributes[ATTR_AT])
+        except ValueError:
+            at = None
+    try:
+        upcoming = upcoming_fires(job, at, _JobCron(job.schedule, job.time_zone or "UTC"), now,
+                                  fires)
+    except (ValueError, KeyError):  # a hand-edited job may carry what cron cannot read
+        upcoming = ()
+    return JobInfo(
+        job_id=job_id_of(job.name),
+        schedule_id=spec.owner_schedule_id(job),
+        state=job.state.name,
+        schedule=job.schedule,
+        time_zone=job.time_zone,
+        description=job.description,
+        topic=job.pubsub_target.topic_name if "pubsub_target" in job else "",
+        fingerprint=attributes.get(ATTR_FINGERPRINT),
+        at=at,
+        next_fires=upcoming,
+        scheduled_time=_timestamp(job.schedule_time),
+        last_attempt_time=_timestamp(job.last_attempt_time),
+    )
+
+
 class SchedulerControl:
     """Settings plus the Cloud Scheduler and Pub/Sub clients, behind the control operations.
 
@@ -293,13 +335,13 @@ class SchedulerControl:
     def list_jobs(self) -> list[JobInfo]:
         """Every job under the prefix (one paged listing), by job ID, each with its next fire."""
         now = self.clock()
-        return sorted((self._info(job, now, 1) for job in self.syncer.owned_jobs()),
+        return sorted((job_info(job, self.spec, now, 1) for job in self.syncer.owned_jobs()),
                       key=lambda info: info.job_id)
 
     def describe(self, schedule_id: str, *, fires: int = 5) -> JobInfo:
         """A schedule's job: its state, and its next `fires` fire times (none when paused)."""
         job = self._get(schedule_id)
-        return self._info(job, self.clock(), fires)
+        return job_info(job, self.spec, self.clock(), fires)
 
     def run_now(self, schedule_id: str, schedule: Schedule | None = None) -> RunResult:
         """Fire once now: publish the job's message with `trigger=manual` and `fire-time=now`
@@ -351,38 +393,6 @@ class SchedulerControl:
             raise JobNotFound(f"no job for schedule {schedule_id!r} "
                               f"(looked for {self.spec.job_id(schedule_id)})")
         return job
-
-    def _info(self, job: Any, now: datetime, fires: int) -> JobInfo:
-        attributes = attributes_of(job)
-        at: datetime | None = None
-        if ATTR_AT in attributes:
-            try:
-                at = parse_instant(attributes[ATTR_AT])
-            except ValueError:
-                at = None
-        upcoming: tuple[datetime, ...] = ()
-        if fires and not is_paused(job):
-            if at is not None:
-                upcoming = (at,) if at > now else ()
-            else:
-                try:
-                    upcoming = tuple(next_fires(_JobCron(job.schedule, job.time_zone or "UTC"), now, fires))
-                except (ValueError, KeyError):  # a hand-edited job may carry what cron cannot read
-                    upcoming = ()
-        return JobInfo(
-            job_id=job_id_of(job.name),
-            schedule_id=self.spec.owner_schedule_id(job),
-            state=job.state.name,
-            schedule=job.schedule,
-            time_zone=job.time_zone,
-            description=job.description,
-            topic=job.pubsub_target.topic_name if "pubsub_target" in job else "",
-            fingerprint=attributes.get(ATTR_FINGERPRINT),
-            at=at,
-            next_fires=upcoming,
-            scheduled_time=_timestamp(job.schedule_time),
-            last_attempt_time=_timestamp(job.last_attempt_time),
-        )
 
     def _publisher_client(self) -> Any:
         # The hub may run manual fires from several threads; one publisher serves them all.
