@@ -8,14 +8,16 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from types import FrameType
 from typing import Any
 
+from google.auth.exceptions import DefaultCredentialsError
+
 from scheduler import logs
-from scheduler.config import SETTINGS, Settings
+from scheduler.config import SETTINGS, ConfigError, Settings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -81,6 +83,37 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
     """Report an error on stderr and return the exit code to use."""
     sys.stderr.write(f"error: {message}\n")
     return code
+
+
+# What a tool makes of an exception its command raised: the exit code after saying so in one
+# line, or None to let it propagate (a bug's traceback).
+Explain = Callable[[argparse.Namespace, Exception], int | None]
+
+
+def user_error(_: argparse.Namespace, exc: Exception) -> int | None:
+    """Exit 2 with one line for the mistakes every tool's user can make: a bad or missing
+    setting (`ConfigError`), or no Google credentials."""
+    if isinstance(exc, ConfigError):
+        return fail(str(exc), EXIT_BAD_INPUT)
+    if isinstance(exc, DefaultCredentialsError):
+        return fail(NO_CREDENTIALS, EXIT_BAD_INPUT)
+    return None
+
+
+def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+                explain: Explain = user_error) -> int:
+    """A console script's body: parse `argv`, resolve the settings, set up logging and run the
+    chosen command's handler; an exception `explain` recognises becomes its exit code."""
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        setup_logging(settings)
+        return int(args.handler(args, settings))
+    except Exception as exc:
+        code = explain(args, exc)
+        if code is None:
+            raise
+        return code
 
 
 class StopEvent(threading.Event):
