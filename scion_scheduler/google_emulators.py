@@ -46,10 +46,12 @@ def check_prerequisites() -> None:
             "cloud-firestore-emulator components (gcloud components install ...)"
         )
     if shutil.which("java") is None:
-        raise EmulatorError("java is not on PATH: the Pub/Sub and Firestore emulators need a Java 11+ runtime")
+        raise EmulatorError("java is not on PATH: the Pub/Sub and Firestore emulators need a "
+                            "Java 11+ runtime")
 
 
-def wait_until_answers(host: str, timeout: float = 60.0, process: subprocess.Popen[bytes] | None = None) -> None:
+def wait_until_answers(host: str, timeout: float = 60.0,
+                       process: subprocess.Popen[bytes] | None = None) -> None:
     """Poll `http://host/` until it answers HTTP 200."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -92,7 +94,8 @@ class Emulator:
             args.append("--quiet")
         log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True
         )
         try:
             wait_until_answers(self.host, timeout, self.process)

@@ -374,7 +374,8 @@ def test_firestore_commit_that_landed_but_reported_a_lost_race_is_recognised(
     must see that its write landed rather than report BUSY or a lost execution."""
     ledger, _ = firestore_pair
     commit = ledger.batches.commit
-    monkeypatch.setattr(ledger.batches, "commit", lambda writes, **options: commit(writes, **options) and None)
+    monkeypatch.setattr(ledger.batches, "commit",
+                        lambda writes, **options: commit(writes, **options) and None)
     request = request_for("s", 0, "w1", now=T0, overlap=overlap)
     assert ledger.claim(request).result is ClaimResult.CLAIMED
     assert ledger.finish(request.execution_id, "w1", State.SUCCEEDED, now=T0 + timedelta(seconds=1))
@@ -393,7 +394,8 @@ def test_firestore_renew_and_finish_of_a_held_execution_read_nothing(
     ledger.claim(request)
     reads: list[int] = []
     read = ledger.batches.get_all
-    monkeypatch.setattr(ledger.batches, "get_all", lambda refs: reads.append(len(refs)) or read(refs))
+    monkeypatch.setattr(ledger.batches, "get_all",
+                        lambda refs: reads.append(len(refs)) or read(refs))
     assert ledger.renew(request.execution_id, "w1", T0 + 2 * LEASE)
     assert ledger.finish(request.execution_id, "w1", State.SUCCEEDED, now=T0 + timedelta(seconds=5))
     assert reads == []
@@ -429,7 +431,8 @@ def test_firestore_combined_commit_tells_only_the_group_that_lost(firestore_pair
     docs.document("taken").create({"n": 0})
     groups = [[Write(ledger.execution_name("a"), {"n": 1})],
               [Write(ledger.execution_name("taken"), {"n": 2})],
-              [Write(ledger.execution_name("b"), {"n": 3}), Write(ledger.execution_name("c"), {"n": 4})]]
+              [Write(ledger.execution_name("b"), {"n": 3}),
+               Write(ledger.execution_name("c"), {"n": 4})]]
     results = commit_batch(ledger, groups)
     assert results[1] is None
     assert len(results[0]) == 1 and len(results[2]) == 2
@@ -464,7 +467,8 @@ def test_firestore_one_lost_race_splits_a_combined_commit_in_halves(
     groups[21] = [Write(ledger.execution_name("taken"), {"n": 21})]
     commits: list[int] = []
     commit_now = ledger.batches.commit_now
-    monkeypatch.setattr(ledger.batches, "commit_now", lambda writes: commits.append(len(writes)) or commit_now(writes))
+    monkeypatch.setattr(ledger.batches, "commit_now",
+                        lambda writes: commits.append(len(writes)) or commit_now(writes))
     results = commit_batch(ledger, groups)
     assert [index for index, result in enumerate(results) if result is None] == [21]
     assert len(commits) == 11 and commits[0] == 32
@@ -519,7 +523,8 @@ def test_firestore_an_unavailable_store_fails_a_combined_commit_once(
         raise api_exceptions.ServiceUnavailable("store down")
 
     monkeypatch.setattr(ledger.batches.wire, "commit", unavailable)
-    results = commit_batch(ledger, [[Write(ledger.execution_name(f"u{i}"), {"n": i})] for i in range(8)])
+    results = commit_batch(ledger, [[Write(ledger.execution_name(f"u{i}"), {"n": i})]
+                                    for i in range(8)])
     assert calls == [8]
     assert all(isinstance(result, api_exceptions.ServiceUnavailable) for result in results)
 
@@ -546,8 +551,10 @@ def test_firestore_fresh_claim_is_one_commit_and_no_read(
     reads: list[int] = []
     commits: list[int] = []
     read, commit_now = ledger.batches.get_all, ledger.batches.commit_now
-    monkeypatch.setattr(ledger.batches, "get_all", lambda refs: reads.append(len(refs)) or read(refs))
-    monkeypatch.setattr(ledger.batches, "commit_now", lambda writes: commits.append(len(writes)) or commit_now(writes))
+    monkeypatch.setattr(ledger.batches, "get_all",
+                        lambda refs: reads.append(len(refs)) or read(refs))
+    monkeypatch.setattr(ledger.batches, "commit_now",
+                        lambda writes: commits.append(len(writes)) or commit_now(writes))
     assert ledger.claim(request_for("s", 0, "w1", now=T0, overlap="skip")).result is ClaimResult.CLAIMED
     assert ledger.claim(request_for("t", 0, "w1", now=T0, overlap="allow")).result is ClaimResult.CLAIMED
     assert (reads, commits) == ([], [2, 1])
@@ -568,7 +575,8 @@ def test_firestore_fires_this_process_finished_or_holds_are_answered_without_a_c
     calls: list[str] = []
     read, commit = ledger.batches.get_all, ledger.batches.commit
     monkeypatch.setattr(ledger.batches, "get_all", lambda refs: calls.append("read") or read(refs))
-    monkeypatch.setattr(ledger.batches, "commit", lambda writes, **options: calls.append("commit") or commit(writes, **options))
+    monkeypatch.setattr(ledger.batches, "commit", lambda writes, **options: (
+        calls.append("commit") or commit(writes, **options)))
     duplicate = ledger.claim(request_for("s", 0, "w2", now=T0 + timedelta(hours=1), overlap="skip"))
     assert duplicate.result is ClaimResult.DONE and duplicate.execution.state is State.SUCCEEDED
     busy = ledger.claim(request_for("s", 1, "w2", now=T0 + timedelta(seconds=10), overlap="skip"))
@@ -593,13 +601,15 @@ def test_firestore_a_failed_combined_commit_tells_fast_claims_at_once(
     groups[1] = [Write(ledger.execution_name("taken"), {"n": 1})]
     commits: list[int] = []
     commit_now = ledger.batches.commit_now
-    monkeypatch.setattr(ledger.batches, "commit_now", lambda writes: commits.append(len(writes)) or commit_now(writes))
+    monkeypatch.setattr(ledger.batches, "commit_now",
+                        lambda writes: commits.append(len(writes)) or commit_now(writes))
     results = commit_batch(ledger, groups, tentative=frozenset({0, 1}))
     assert results[0] is None and results[1] is None
     assert results[2] is not None and results[3] is not None
     assert commits == [4, 2]
     alone = commit_batch(ledger, [[Write(ledger.execution_name("taken"), {"n": 5})],
-                                  [Write(ledger.execution_name("f4"), {"n": 4})]], tentative=frozenset({0}))
+                                  [Write(ledger.execution_name("f4"), {"n": 4})]],
+                         tentative=frozenset({0}))
     assert alone[0] is None and alone[1] is not None
     assert commits == [4, 2, 2, 1]
 

@@ -278,9 +278,11 @@ class FirestoreLedger:
 
     def _change_writes(self, existing: Execution, exec_version: Any, running: ScheduleState | None,
                        running_version: Any, change: Change, *, summary: bool) -> list[Write]:
-        writes = [Write(self.execution_name(existing.execution_id), execution_document(change.execution),
+        writes = [Write(self.execution_name(existing.execution_id),
+                        execution_document(change.execution),
                         exec_version)]
-        writes += self._running_writes(self.running_name(existing.schedule_id), existing.execution_id,
+        writes += self._running_writes(self.running_name(existing.schedule_id),
+                                       existing.execution_id,
                                        running, running_version, change.schedule_state)
         if summary and change.schedule_state is not None:
             writes.append(Write(self._summary_name(existing.schedule_id),
@@ -306,7 +308,8 @@ class FirestoreLedger:
                 tried = outcome or None
             return self._change_stored(execution_id, decide, what, tried, keep=keep, last=last)
 
-    def _change_held(self, held: Held, decide: Decide, *, keep: bool, last: bool) -> bool | Execution:
+    def _change_held(self, held: Held, decide: Decide, *, keep: bool,
+                     last: bool) -> bool | Execution:
         """One attempt from the remembered records: True when it landed, else the execution it
         tried to write (the commit may have landed with its reply lost) or False."""
         change = decide(held.execution, held.running)
@@ -397,7 +400,8 @@ class FirestoreLedger:
         """A schedule's executions, newest fire time first; `before` pages (fire_time < before)."""
         if limit < 1:
             raise ValueError(f"limit: must be at least 1 (got {limit})")
-        query = self.executions.where(filter=firestore.FieldFilter("schedule_id", "==", schedule_id))
+        query = self.executions.where(
+            filter=firestore.FieldFilter("schedule_id", "==", schedule_id))
         if before is not None:
             query = query.where(filter=firestore.FieldFilter("fire_time", "<", require_aware(before, "before")))
         query = query.order_by("fire_time", direction=firestore.Query.DESCENDING).limit(limit)
@@ -407,5 +411,6 @@ class FirestoreLedger:
     def schedule_state(self, schedule_id: str) -> ScheduleState | None:
         """The per-schedule summary (the running fire and the last finished one), or None if
         the schedule never fired."""
-        running, summary = self.batches.get_all([self.running_name(schedule_id), self._summary_name(schedule_id)])
+        running, summary = self.batches.get_all([self.running_name(schedule_id),
+                                                 self._summary_name(schedule_id)])
         return with_summary(running_of(running), summary)

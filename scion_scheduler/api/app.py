@@ -69,7 +69,8 @@ def create_app(context: ApiContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
     install_error_handlers(app)
     for router in (operations, schedules.router, schedules.history, groves.router):
         app.include_router(router)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented override
+    # FastAPI's documented way to extend the document.
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     # Last added runs first: raw-path routing, then metrics (which reads the matched route),
     # then the body limit.
     app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes)

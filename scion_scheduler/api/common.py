@@ -1,7 +1,8 @@
 """What every router of the API shares: the context, the error document, request helpers
 (body, IDs, credentials, `If-Match`) and the reads a write is checked against.
 
-The routers (`schedules`, `groves`, and `app`'s operations routes) differ only in the documents they take;
+The routers (`schedules`, `groves`, and `app`'s operations routes) differ only in the documents
+they take;
 auth, errors, `If-Match`/ETag and the per-schedule write lock are these, once.
 """
 

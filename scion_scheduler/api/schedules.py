@@ -260,7 +260,8 @@ def _schedule_for_put(schedule_id: str, body: Any, egress: EgressPolicy) -> Sche
 def _sync_request(body: Any, egress: EgressPolicy) -> tuple[list[Schedule], bool, bool]:
     if not isinstance(body, Mapping):
         raise invalid([FieldError(REQUEST, "(body)", "must be a JSON object with `schedules`")])
-    errors = [FieldError(REQUEST, str(k), "unknown field") for k in sorted(set(body) - _SYNC_FIELDS)]
+    errors = [FieldError(REQUEST, str(k), "unknown field")
+              for k in sorted(set(body) - _SYNC_FIELDS)]
     flags = {}
     for name in ("prune", "dry_run"):
         value = body.get(name, False)
