@@ -30,7 +30,7 @@ from typing import Any
 
 from scheduler.contract import execution_id
 from scheduler.logs import configure
-from scion_scheduler.emulators import Emulator
+from scion_scheduler.google_emulators import Emulator
 from worker.ledger import ClaimRequest, ClaimResult, Ledger, ScheduleState
 from worker.ledger_rules import new_claim
 from worker.sqlite_ledger import SqliteLedger

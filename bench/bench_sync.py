@@ -29,7 +29,7 @@ from scheduler.emulator import CloudSchedulerEmulator
 from scheduler.model import Schedule
 from scheduler.sync import WRITE_METHODS, ApplyResult
 from scheduler.validation import parse_schedule, validate_schedules
-from scion_scheduler.emulators import Emulator
+from scion_scheduler.google_emulators import Emulator
 
 METHODS = ("ListJobs", "GetJob", *WRITE_METHODS)
 PRODUCTION_RATE = float(SETTINGS_BY_ATTR["write_rate"].default or 5)

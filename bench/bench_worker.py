@@ -39,7 +39,7 @@ from scheduler.contract import Message, build_message, decode_message, execution
 from scheduler.logs import configure
 from scheduler.model import Schedule
 from scheduler.validation import parse_schedule
-from scion_scheduler.emulators import Emulator
+from scion_scheduler.google_emulators import Emulator
 from worker.pubsub_transport import DEFAULT_EXECUTORS
 
 SIGNING_KEY = "bench-key"

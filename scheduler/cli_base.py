@@ -1,19 +1,33 @@
-"""What both command-line tools share: settings flags, logging, version, exit codes."""
+"""What both command-line tools share: settings flags, logging, version, exit codes, and the
+stop event that SIGINT and SIGTERM set."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
+from types import FrameType
 from typing import Any
 
+from google.auth.exceptions import DefaultCredentialsError
+
 from scheduler import logs
-from scheduler.config import SETTINGS, Settings
+from scheduler.config import SETTINGS, ConfigError, Settings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+
+# What a command that needs Google's APIs says when it finds no credentials (google-auth's
+# `DefaultCredentialsError`), instead of that error's traceback.
+NO_CREDENTIALS = ("no Google credentials: set GOOGLE_APPLICATION_CREDENTIALS (or run `gcloud "
+                  "auth application-default login`), or point CLOUD_SCHEDULER_EMULATOR_HOST, "
+                  "PUBSUB_EMULATOR_HOST and FIRESTORE_EMULATOR_HOST at emulators")
 
 
 def package_version() -> str:
@@ -69,3 +83,64 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
     """Report an error on stderr and return the exit code to use."""
     sys.stderr.write(f"error: {message}\n")
     return code
+
+
+# What a tool makes of an exception its command raised: the exit code after saying so in one
+# line, or None to let it propagate (a bug's traceback).
+Explain = Callable[[argparse.Namespace, Exception], int | None]
+
+
+def user_error(_: argparse.Namespace, exc: Exception) -> int | None:
+    """Exit 2 with one line for the mistakes every tool's user can make: a bad or missing
+    setting (`ConfigError`), or no Google credentials."""
+    if isinstance(exc, ConfigError):
+        return fail(str(exc), EXIT_BAD_INPUT)
+    if isinstance(exc, DefaultCredentialsError):
+        return fail(NO_CREDENTIALS, EXIT_BAD_INPUT)
+    return None
+
+
+def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+                explain: Explain = user_error) -> int:
+    """A console script's body: parse `argv`, resolve the settings, set up logging and run the
+    chosen command's handler; an exception `explain` recognises becomes its exit code."""
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        setup_logging(settings)
+        return int(args.handler(args, settings))
+    except Exception as exc:
+        code = explain(args, exc)
+        if code is None:
+            raise
+        return code
+
+
+class StopEvent(threading.Event):
+    """Set by SIGINT or SIGTERM while `stop_on_signals` is in force; `signals` names them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signals: list[str] = []
+
+
+@contextmanager
+def stop_on_signals(logger: Any = None) -> Iterator[StopEvent]:
+    """While the block runs, SIGINT and SIGTERM set the event it is given (each logged as
+    "stopping" on `logger`, when given) instead of interrupting; the previous handlers come
+    back afterwards. Must be entered on the main thread."""
+    stop = StopEvent()
+
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        stop.signals.append(name)
+        if logger is not None:
+            logger.info("stopping", signal=name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -198,8 +198,8 @@ class LocalClock:
 
 
 def _slots(schedule: Schedule, since: datetime, until: datetime) -> list[datetime]:
-    if schedule.fire_at is not None:
-        return [schedule.fire_at] if since < schedule.fire_at <= until else []
+    if schedule.at is not None:
+        return [schedule.at] if since < schedule.at <= until else []
     slots = []
     for slot in iter_fires(schedule, since):
         if slot > until:
@@ -209,9 +209,9 @@ def _slots(schedule: Schedule, since: datetime, until: datetime) -> list[datetim
 
 
 def _next_slot(schedule: Schedule, after: datetime) -> datetime | None:
-    if schedule.fire_at is not None:
-        return schedule.fire_at if schedule.fire_at > after else None
-    return next(iter_fires(schedule, after))
+    if schedule.at is not None:
+        return schedule.at if schedule.at > after else None
+    return next(iter_fires(schedule, after), None)
 
 
 def _wait_any(stop: threading.Event, changed: threading.Event, seconds: float) -> None:

@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from scheduler.egress import EgressPolicy
 from scheduler.model import parse_duration
 
 
@@ -90,7 +91,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Total time one Cloud Scheduler API call may take, retries included.", "2m"),
     Setting("one_shot_grace", "SCION_SCHEDULER_ONE_SHOT_GRACE", "--one-shot-grace",
             "How long a one-shot (`at`) schedule's job is kept after its fire time, so that the "
-            "fire can still be delivered, before a sync deletes it.", "10m"),
+            "fire can still be delivered, before a sync deletes it; longer when the schedule's "
+            "catch-up window is (up to 7 days), since the job is how a sync knows not to fire a "
+            "past-due one-shot again.", "10m"),
     Setting("api_token", "SCION_SCHEDULER_API_TOKEN", "--api-token",
             "Bearer token that callers of the HTTP API (`serve`) must present.", secret=True),
     Setting("api_audience", "SCION_SCHEDULER_API_AUDIENCE", "--api-audience",
@@ -109,6 +112,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("hub_audience", "SCION_HUB_AUDIENCE", "--hub-audience",
             "Audience of the OIDC ID token the `scion` action presents to the hub. Default: "
             "SCION_HUB_URL."),
+    Setting("allowed_targets", "SCION_SCHEDULER_ALLOWED_TARGETS", "--allowed-targets",
+            "Where actions may send requests: URL prefixes, hosts, host patterns or networks, "
+            "comma-separated (e.g. `https://hub.example.com/,*.run.app`); empty means any public "
+            "address. Link-local, metadata, loopback and private addresses only when named (see "
+            "Egress policy)."),
 )
 
 SETTINGS_BY_ATTR: Mapping[str, Setting] = {s.attr: s for s in SETTINGS}
@@ -163,6 +171,7 @@ class Settings:
     hub_url: str | None = None
     hub_token: str | None = None
     hub_audience: str | None = None
+    allowed_targets: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -215,6 +224,7 @@ class Settings:
             if getattr(self, attr) is not None:
                 self.duration(attr)
         self._validate_hub_url()
+        self.egress_policy()
 
     def _validate_hub_url(self) -> None:
         if self.hub_url is None:
@@ -227,6 +237,13 @@ class Settings:
             raise ConfigError(
                 f"SCION_HUB_URL must be the hub's absolute http(s) base URL (got {self.hub_url!r})"
             )
+
+    def egress_policy(self) -> EgressPolicy:
+        """The parsed `allowed_targets`: where actions may send requests."""
+        try:
+            return EgressPolicy.parse(self.allowed_targets)
+        except ValueError as exc:
+            raise ConfigError(f"SCION_SCHEDULER_ALLOWED_TARGETS: {exc}") from exc
 
     def _raw(self, attr: str) -> str:
         raw = getattr(self, attr)

@@ -8,9 +8,12 @@ Attributes (all strings):
     scion-format   format version, "1"
     schedule-id    the hub's schedule ID, verbatim
     fingerprint    `Schedule.fingerprint()` of the definition the message was built from
-    cron, timezone the effective cron and time zone (a one-shot's are its minute, in UTC)
-    at             for a one-shot, its fire time (RFC 3339)
-    trigger        "scheduled", or "manual" for a run-now
+    cron, timezone the effective cron and time zone (a one-shot's are its job's minute, in UTC)
+    cron-dialect   "robfig" for a schedule handed over from the Scion hub, whose `cron` is the
+                   hub's own expression (the job runs its translation); absent for unix-cron
+    at             for a one-shot, its exact fire time (RFC 3339, to the microsecond)
+    trigger        "scheduled", "manual" for a run-now, or "expired" for a one-shot's fire that a
+                   sync publishes once after its `at` has passed (see below)
     fire-time      for a manual run only: its exact fire time
     signature      optional, "v1=" + hex HMAC-SHA256 over the other attributes and the data
 
@@ -20,6 +23,11 @@ Data: JSON `{"action": {...}, "overlap", "catchup", "catchup_window" (seconds),
 A manual run carries an exact, sub-second fire time and its execution ID includes the trigger,
 so it is never deduplicated against a scheduled slot. The execution ID of a scheduled fire is
 derived from (schedule ID, fire time) alone, so every redelivery of a fire maps to one ID.
+
+An expired fire is the hub's `expired` event (a pending event found past its `fireAt`, fired
+once however late: scion pkg/hub/scheduler.go:237-247, :296-299, pkg/store/models.go:1060): the
+one-shot's own fire, only late, so its fire time is `at` and its execution ID is the scheduled
+fire's. Whichever delivery claims first runs; every other is a duplicate.
 """
 
 from __future__ import annotations
@@ -32,7 +40,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from scheduler.cron import DEFAULT_SKEW, CronError, fire_time_for, is_valid_timezone, validate_cron
+from scheduler.cron import (
+    CRON_DIALECTS,
+    DEFAULT_SKEW,
+    CronDialect,
+    CronError,
+    fire_time_for,
+    is_valid_timezone,
+    validate_cron,
+)
 from scheduler.model import (
     CATCHUP_POLICIES,
     OVERLAP_POLICIES,
@@ -41,12 +57,15 @@ from scheduler.model import (
     Overlap,
     Schedule,
     format_instant,
+    one_shot_slot,
     parse_instant,
 )
 
 FORMAT_VERSION = "1"
-Trigger = Literal["scheduled", "manual"]
-TRIGGERS: tuple[str, ...] = ("scheduled", "manual")
+Trigger = Literal["scheduled", "manual", "expired"]
+TRIGGERS: tuple[str, ...] = ("scheduled", "manual", "expired")
+# Triggers whose fire is the schedule's own slot, and so shares its execution ID.
+_SLOT_TRIGGERS = frozenset({"scheduled", "expired"})
 
 # Cloud Scheduler stores at most 1 MB per job including about 1 KB of request overhead
 # (https://cloud.google.com/scheduler/quotas); the fire message is the bulk of a job.
@@ -57,6 +76,7 @@ ATTR_SCHEDULE_ID = "schedule-id"
 ATTR_FINGERPRINT = "fingerprint"
 ATTR_CRON = "cron"
 ATTR_TIMEZONE = "timezone"
+ATTR_CRON_DIALECT = "cron-dialect"
 ATTR_AT = "at"
 ATTR_TRIGGER = "trigger"
 ATTR_FIRE_TIME = "fire-time"
@@ -67,7 +87,7 @@ _SIGNATURE_SCHEME = "v1="
 _MAX_SECONDS = 10**12
 _SIGNED_ATTRIBUTES = frozenset({
     ATTR_FORMAT, ATTR_SCHEDULE_ID, ATTR_FINGERPRINT, ATTR_CRON, ATTR_TIMEZONE, ATTR_AT,
-    ATTR_TRIGGER, ATTR_FIRE_TIME,
+    ATTR_TRIGGER, ATTR_FIRE_TIME, ATTR_CRON_DIALECT,
 })
 
 
@@ -105,6 +125,7 @@ class Fire:
     catchup_window: timedelta = timedelta(minutes=15)
     max_attempts: int = 5
     labels: Mapping[str, str] = field(default_factory=dict)
+    cron_dialect: CronDialect = CronDialect.UNIX
 
     @property
     def effective_cron(self) -> str:
@@ -122,17 +143,27 @@ class Fire:
         return self.at is not None
 
     def derive_fire_time(self, published_at: datetime, skew: timedelta = DEFAULT_SKEW) -> datetime:
-        """The fire time this delivery is for: exact for a manual run, else the cron slot that
-        the publish time belongs to (see `scheduler.cron.fire_time_for`)."""
+        """The fire time this delivery is for: exact for a manual run, `at` for an expired
+        one-shot, else the cron slot that
+        the publish time belongs to (see `scheduler.cron.fire_time_for`), read in the cron's
+        dialect: a hub schedule's publish maps to the hub's own slot. A one-shot's job
+        fires at its slot, ahead of `at`, and that slot stands for `at` itself: the worker holds
+        the fire until then. (A job written before the slot moved ahead fires at `at`'s own
+        minute, which stands for `at` too.)"""
         if self.fire_time is not None:
             return self.fire_time
-        return fire_time_for(self, published_at, skew)
+        if self.trigger == "expired" and self.at is not None:
+            return self.at
+        slot = fire_time_for(self, published_at, skew)
+        if self.at is not None and slot in (one_shot_slot(self.at), self.at):
+            return self.at
+        return slot
 
 
 def execution_id(schedule_id: str, fire_time: datetime, trigger: str = "scheduled") -> str:
     """Stable ID of one execution: the same for every delivery of the same fire."""
     parts = [schedule_id, format_instant(fire_time)]
-    if trigger != "scheduled":
+    if trigger not in _SLOT_TRIGGERS:
         parts.append(trigger)
     return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:32]
 
@@ -171,9 +202,11 @@ def build_message(
     fire_time: datetime | None = None,
 ) -> Message:
     """The message a schedule's job publishes (or, with `trigger="manual"` and a `fire_time`,
-    the message of a run-now)."""
+    the message of a run-now; with `trigger="expired"`, a past one-shot's late fire)."""
     if (trigger == "manual") != (fire_time is not None):
         raise ValueError("a manual trigger needs an exact fire_time, and only a manual one has it")
+    if trigger == "expired" and schedule.at is None:
+        raise ValueError("only a one-shot has an expired fire")
     data = json.dumps(_payload(schedule), sort_keys=True, separators=(",", ":"),
                       ensure_ascii=False).encode("utf-8")
     attributes = {
@@ -184,8 +217,10 @@ def build_message(
         ATTR_TIMEZONE: schedule.effective_timezone,
         ATTR_TRIGGER: trigger,
     }
-    if schedule.fire_at is not None:
-        attributes[ATTR_AT] = format_instant(schedule.fire_at)
+    if schedule.cron_dialect is not CronDialect.UNIX:
+        attributes[ATTR_CRON_DIALECT] = schedule.cron_dialect.value
+    if schedule.at is not None:
+        attributes[ATTR_AT] = format_instant(schedule.at)
     if fire_time is not None:
         attributes[ATTR_FIRE_TIME] = format_instant(fire_time)
     if signing_key:
@@ -237,6 +272,8 @@ def decode_message(
     fire_time = _instant(attributes, ATTR_FIRE_TIME)
     if (trigger == "manual") != (fire_time is not None):
         raise ContractError("a manual trigger must carry fire-time, and only a manual one may")
+    if trigger == "expired" and ATTR_AT not in attributes:
+        raise ContractError("an expired trigger is a one-shot's: it must carry at")
     try:
         payload = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -262,8 +299,11 @@ def decode_message(
         raise ContractError("labels must be an object")
     cron = _required(attributes, ATTR_CRON)
     timezone = _required(attributes, ATTR_TIMEZONE)
+    dialect = attributes.get(ATTR_CRON_DIALECT, CronDialect.UNIX.value)
+    if dialect not in CRON_DIALECTS:
+        raise ContractError(f"attribute {ATTR_CRON_DIALECT!r}: unknown dialect {dialect!r}")
     try:
-        validate_cron(cron)
+        validate_cron(cron, CronDialect(dialect))
     except CronError as exc:
         raise ContractError(f"attribute 'cron': {exc}") from exc
     if not is_valid_timezone(timezone):
@@ -282,5 +322,6 @@ def decode_message(
         catchup_window=timedelta(seconds=window),
         max_attempts=max_attempts,
         labels={str(k): str(v) for k, v in labels.items()},
+        cron_dialect=CronDialect(dialect),
     )
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -36,7 +36,7 @@ from scheduler.contract import (
     execution_id,
     sign,
 )
-from scheduler.cron import next_fires
+from scheduler.cron import CronDialect, next_fires
 from scheduler.jobs import JobSpec, attributes_of, diff_mask, is_paused
 from scheduler.logs import get_logger
 from scheduler.model import Schedule, format_instant, parse_instant
@@ -108,6 +108,8 @@ class RunResult:
 class _JobCron:
     effective_cron: str
     effective_timezone: str
+    # A job's own schedule is always Cloud Scheduler's unix-cron.
+    cron_dialect: CronDialect = CronDialect.UNIX
 
 
 def _fields_of(job: Any, paths: Sequence[str]) -> scheduler_v1.Job:
@@ -123,6 +125,48 @@ def _timestamp(value: Any) -> datetime | None:
     if not isinstance(value, datetime) or value.timestamp() <= 0:
         return None
     return value.astimezone(UTC)
+
+
+def upcoming_fires(job: Any, at: datetime | None, cron: Any, now: datetime,
+                   fires: int) -> tuple[datetime, ...]:
+    """A job's next `fires` fire times after `now`: none while it is paused, the one-shot `at`
+    while it is ahead, else those of `cron` (what `next_fires` reads)."""
+    if fires <= 0 or is_paused(job):
+        return ()
+    if at is not None:
+        return (at,) if at > now else ()
+    return tuple(next_fires(cron, now, fires))
+
+
+def job_info(job: Any, spec: JobSpec, now: datetime, fires: int) -> JobInfo:
+    """What a job of this deployment holds, read back as Cloud Scheduler returned it, with its
+    next `fires` fire times (from the job's own cron and zone, or its one-shot instant)."""
+    attributes = attributes_of(job)
+    at: datetime | None = None
+    if ATTR_AT in attributes:
+        try:
+            at = parse_instant(attributes[ATTR_AT])
+        except ValueError:
+            at = None
+    try:
+        upcoming = upcoming_fires(job, at, _JobCron(job.schedule, job.time_zone or "UTC"), now,
+                                  fires)
+    except (ValueError, KeyError):  # a hand-edited job may carry what cron cannot read
+        upcoming = ()
+    return JobInfo(
+        job_id=job_id_of(job.name),
+        schedule_id=spec.owner_schedule_id(job),
+        state=job.state.name,
+        schedule=job.schedule,
+        time_zone=job.time_zone,
+        description=job.description,
+        topic=job.pubsub_target.topic_name if "pubsub_target" in job else "",
+        fingerprint=attributes.get(ATTR_FINGERPRINT),
+        at=at,
+        next_fires=upcoming,
+        scheduled_time=_timestamp(job.schedule_time),
+        last_attempt_time=_timestamp(job.last_attempt_time),
+    )
 
 
 class SchedulerControl:
@@ -141,7 +185,8 @@ class SchedulerControl:
         self._publisher_lock = threading.Lock()
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         client = scheduler_client if scheduler_client is not None else gcp.cloud_scheduler_client(settings)
-        self.syncer = Syncer.from_settings(client, settings, clock=self.clock)
+        self.syncer = Syncer.from_settings(client, settings, clock=self.clock,
+                                           publish=self._publish)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> SchedulerControl:
@@ -180,8 +225,17 @@ class SchedulerControl:
         pause, pause then update, update then resume. A failed second write is tried once more;
         if it still fails, the first is undone (`_undo`), so a failed upsert leaves the job as it
         was, or paused, never enabled against a paused schedule. The undo steps' outcomes follow
-        the others in the result."""
+        the others in the result. A one-shot's own fire (`scheduler.one_shots.sync_fire`)
+        goes out last, whatever became of the job."""
         plan, previous = self.syncer.plan_one(schedule)
+        fires = tuple(step for step in plan.steps if step.kind == "fire")
+        if not fires:
+            return self._upsert_job(plan, previous, schedule)
+        job = self._upsert_job(replace(plan, steps=plan.steps[:-len(fires)]), previous, schedule)
+        fired = self.apply(Plan(fires, prune=False))
+        return ApplyResult(plan, job.outcomes + fired.outcomes, job.seconds + fired.seconds)
+
+    def _upsert_job(self, plan: Plan, previous: Any, schedule: Schedule) -> ApplyResult:
         if len(plan.steps) < 2:
             return self.apply(plan)
         started = time.monotonic()
@@ -281,13 +335,13 @@ class SchedulerControl:
     def list_jobs(self) -> list[JobInfo]:
         """Every job under the prefix (one paged listing), by job ID, each with its next fire."""
         now = self.clock()
-        return sorted((self._info(job, now, 1) for job in self.syncer.owned_jobs()),
+        return sorted((job_info(job, self.spec, now, 1) for job in self.syncer.owned_jobs()),
                       key=lambda info: info.job_id)
 
     def describe(self, schedule_id: str, *, fires: int = 5) -> JobInfo:
         """A schedule's job: its state, and its next `fires` fire times (none when paused)."""
         job = self._get(schedule_id)
-        return self._info(job, self.clock(), fires)
+        return job_info(job, self.spec, self.clock(), fires)
 
     def run_now(self, schedule_id: str, schedule: Schedule | None = None) -> RunResult:
         """Fire once now: publish the job's message with `trigger=manual` and `fire-time=now`
@@ -303,14 +357,18 @@ class SchedulerControl:
                                     trigger="manual", fire_time=fire_time)
         else:
             message = self._manual_from_job(job, schedule_id, fire_time)
-        future = self._publisher_client().publish(
-            self.settings.topic_path, message.data, **dict(message.attributes))
-        message_id = str(future.result(timeout=PUBLISH_TIMEOUT_SECONDS))
+        message_id = self._publish(message)
         run = RunResult(schedule_id, job_id, fire_time, execution_id(schedule_id, fire_time, "manual"),
                         message_id)
         log.info("manual fire published", schedule_id=schedule_id, fire_time=format_instant(fire_time),
                  execution_id=run.execution_id, message_id=message_id)
         return run
+
+    def _publish(self, message: Message) -> str:
+        """Publish a fire message straight to the topic; its message ID."""
+        future = self._publisher_client().publish(
+            self.settings.topic_path, message.data, **dict(message.attributes))
+        return str(future.result(timeout=PUBLISH_TIMEOUT_SECONDS))
 
     def _manual_from_job(self, job: Any, schedule_id: str, fire_time: datetime) -> Message:
         key = self.settings.signing_key or None
@@ -335,38 +393,6 @@ class SchedulerControl:
             raise JobNotFound(f"no job for schedule {schedule_id!r} "
                               f"(looked for {self.spec.job_id(schedule_id)})")
         return job
-
-    def _info(self, job: Any, now: datetime, fires: int) -> JobInfo:
-        attributes = attributes_of(job)
-        at: datetime | None = None
-        if ATTR_AT in attributes:
-            try:
-                at = parse_instant(attributes[ATTR_AT])
-            except ValueError:
-                at = None
-        upcoming: tuple[datetime, ...] = ()
-        if fires and not is_paused(job):
-            if at is not None:
-                upcoming = (at,) if at > now else ()
-            else:
-                try:
-                    upcoming = tuple(next_fires(_JobCron(job.schedule, job.time_zone or "UTC"), now, fires))
-                except (ValueError, KeyError):  # a hand-edited job may carry what cron cannot read
-                    upcoming = ()
-        return JobInfo(
-            job_id=job_id_of(job.name),
-            schedule_id=self.spec.owner_schedule_id(job),
-            state=job.state.name,
-            schedule=job.schedule,
-            time_zone=job.time_zone,
-            description=job.description,
-            topic=job.pubsub_target.topic_name if "pubsub_target" in job else "",
-            fingerprint=attributes.get(ATTR_FINGERPRINT),
-            at=at,
-            next_fires=upcoming,
-            scheduled_time=_timestamp(job.schedule_time),
-            last_attempt_time=_timestamp(job.last_attempt_time),
-        )
 
     def _publisher_client(self) -> Any:
         # The hub may run manual fires from several threads; one publisher serves them all.

@@ -11,6 +11,10 @@ cron-job-schedules, section *Time zone*). Taken literally, and modelled exactly 
 Slots are produced by croniter over *naive* wall-clock times and mapped to instants with
 `zoneinfo`, so the DST rule above is ours and explicit rather than a side effect of how a
 library handles aware datetimes. Every instant returned is an aware UTC datetime.
+
+The functions that take a `CronSpec` read its cron in the spec's `cron_dialect`: schedules
+handed over from the Scion hub keep the hub's robfig dialect (`scheduler.cron_robfig`), whose
+fires their jobs reproduce (`scheduler.cron_translate`).
 """
 
 from __future__ import annotations
@@ -21,9 +25,17 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import ZoneInfo
 
 from croniter import croniter
+
+from scheduler import cron_robfig
+from scheduler.cron_base import CRON_DIALECTS as CRON_DIALECTS
+from scheduler.cron_base import CronDialect as CronDialect
+from scheduler.cron_base import CronError as CronError
+from scheduler.cron_base import is_utc as _is_utc
+from scheduler.cron_base import is_valid_timezone as is_valid_timezone
+from scheduler.cron_base import zone as _zone
 
 DEFAULT_SKEW = timedelta(seconds=5)
 
@@ -32,18 +44,18 @@ DEFAULT_SKEW = timedelta(seconds=5)
 _MAX_SHIFT = timedelta(hours=3)
 
 
-class CronError(ValueError):
-    """A cron expression Cloud Scheduler would not accept, with the reason."""
-
-
 class CronSpec(Protocol):
-    """Anything that knows its cron and time zone: a `Schedule` or a decoded fire message."""
+    """Anything that knows its cron, its dialect and its time zone: a `Schedule`, a decoded fire
+    message, or a job's schedule."""
 
     @property
     def effective_cron(self) -> str: ...
 
     @property
     def effective_timezone(self) -> str: ...
+
+    @property
+    def cron_dialect(self) -> CronDialect: ...
 
 
 _MONTHS = {m: i for i, m in enumerate(
@@ -131,11 +143,15 @@ def _walls(expr: str, start: datetime) -> Any:
 
 
 @lru_cache(maxsize=4096)
-def validate_cron(expr: str) -> None:
+def validate_cron(expr: str, dialect: CronDialect = CronDialect.UNIX) -> None:
     """Accept exactly Cloud Scheduler's unix-cron: five fields of values, ranges, steps, lists,
     and month or weekday names. Six-field (seconds) and extended syntax (L, W, #, ?) are refused,
     as is an expression that can never fire (e.g. 30 February). Successful checks are cached:
-    the worker validates the cron of every message it receives."""
+    the worker validates the cron of every message it receives. With the robfig dialect, accept
+    exactly what the Scion hub accepts (`scheduler.cron_robfig.parse`)."""
+    if dialect is CronDialect.ROBFIG:
+        cron_robfig.validate(expr)
+        return
     fields = expr.split()
     if len(fields) != 5:
         hint = " (a sixth field for seconds is not supported by Cloud Scheduler)" if len(fields) == 6 else ""
@@ -146,31 +162,6 @@ def validate_cron(expr: str) -> None:
         _walls(expr, datetime(2000, 1, 1)).get_next(datetime)
     except Exception as exc:  # croniter signals an impossible date with its own exception types
         raise CronError(f"{expr!r} never fires ({exc})") from exc
-
-
-# Names a system zoneinfo directory holds that are not tz database zones: `localtime` is the
-# host's own zone, which would make a schedule fire at different instants on different hosts.
-_NOT_ZONES = frozenset({"localtime", "posixrules"})
-
-
-@lru_cache(maxsize=1)
-def _known_zones() -> frozenset[str]:
-    return frozenset(available_timezones()) - _NOT_ZONES
-
-
-def is_valid_timezone(name: str) -> bool:
-    """An IANA zone name in the tz database (the `tzdata` package backs it where the system
-    has none)."""
-    return name in _known_zones()
-
-
-@lru_cache(maxsize=4096)
-def _zone(name: str) -> ZoneInfo:
-    return ZoneInfo("UTC" if name in ("UTC", "Etc/UTC") else name)
-
-
-def _is_utc(tz: ZoneInfo) -> bool:
-    return tz.key in ("UTC", "Etc/UTC")
 
 
 def _shift_near(tz: ZoneInfo, instant: datetime) -> timedelta:
@@ -192,9 +183,13 @@ def _occurrences(wall: datetime, tz: ZoneInfo) -> list[datetime]:
 
 def iter_fires(spec: CronSpec, after: datetime, *, reverse: bool = False) -> Iterator[datetime]:
     """Every fire instant strictly after `after` (or strictly before it, newest first, with
-    `reverse`), in order, without end."""
+    `reverse`), in order, without end (a robfig spec ends where robfig finds no fire within
+    five years)."""
     expr, tz = spec.effective_cron, _zone(spec.effective_timezone)
     after = after.astimezone(UTC)
+    if spec.cron_dialect is CronDialect.ROBFIG:
+        yield from _robfig_fires(expr, spec.effective_timezone, after, reverse=reverse)
+        return
     if _is_utc(tz):
         walls = _walls(expr, after.replace(tzinfo=None))
         step = walls.get_prev if reverse else walls.get_next
@@ -221,6 +216,19 @@ def iter_fires(spec: CronSpec, after: datetime, *, reverse: bool = False) -> Ite
                 yield instant
 
 
+def _robfig_fires(
+    expr: str, timezone: str, after: datetime, *, reverse: bool,
+) -> Iterator[datetime]:
+    spec = cron_robfig.parse(expr)
+    tz = cron_robfig.location(spec, timezone)
+    if not reverse:
+        yield from cron_robfig.iter_fires(spec, tz, after)
+        return
+    while True:
+        after = cron_robfig.latest_at_or_before(spec, tz, after - timedelta(microseconds=1))
+        yield after
+
+
 def next_fires(spec: CronSpec, after: datetime, n: int) -> list[datetime]:
     """The next `n` fire instants strictly after `after` (UTC, ascending)."""
     fires: list[datetime] = []
@@ -237,9 +245,11 @@ def latest_fire_at_or_before(spec: CronSpec, instant: datetime) -> datetime:
 
 
 @lru_cache(maxsize=4096)
-def shortest_interval(expr: str) -> timedelta:
+def shortest_interval(expr: str, dialect: CronDialect = CronDialect.UNIX) -> timedelta:
     """The shortest gap between two consecutive slots of `expr` (on a steady UTC clock, sampled
     over up to 400 slots; every cron's shortest possible gap is one minute, where it stops)."""
+    if dialect is CronDialect.ROBFIG:
+        return cron_robfig.shortest_interval(expr)
     walls = _walls(expr, datetime(2001, 1, 1))
     previous = walls.get_next(datetime)
     shortest = timedelta.max
@@ -258,7 +268,7 @@ def fire_time_for(spec: CronSpec, published_at: datetime, skew: timedelta = DEFA
     schedule's shortest interval (so a slightly early publish from a skewed clock still lands on
     its own slot, and a late one, after retries, on the slot it was for)."""
     published_at = published_at.astimezone(UTC)
-    tolerance = min(skew, shortest_interval(spec.effective_cron) / 2)
+    tolerance = min(skew, shortest_interval(spec.effective_cron, spec.cron_dialect) / 2)
     return latest_fire_at_or_before(spec, published_at + tolerance)
 
 

@@ -18,6 +18,8 @@ from google.cloud import scheduler_v1
 
 from scheduler.config import Settings
 from scheduler.contract import ATTR_SCHEDULE_ID, build_message
+from scheduler.cron import CronDialect
+from scheduler.cron_translate import job_schedule
 from scheduler.model import Schedule
 from scheduler.naming import is_owned, job_id_for, job_id_of, job_name, schedule_id_for
 
@@ -100,13 +102,18 @@ class JobSpec:
         return job_name(self.location_path, self.job_id(schedule_id))
 
     def desired_job(self, schedule: Schedule) -> scheduler_v1.Job:
-        """The job a schedule requires (state aside: pausing is a separate call)."""
+        """The job a schedule requires (state aside: pausing is a separate call). A hub
+        schedule's job runs the unix-cron translation of its robfig expression; its fire message
+        keeps the hub's expression, which the worker derives fire times from."""
         message = build_message(schedule, signing_key=self.signing_key)
+        cron, time_zone = schedule.effective_cron, schedule.effective_timezone
+        if schedule.cron_dialect is CronDialect.ROBFIG:
+            cron, time_zone = job_schedule(cron, time_zone)
         return scheduler_v1.Job(
             name=self.job_name(schedule.id),
             description=schedule.description,
-            schedule=schedule.effective_cron,
-            time_zone=schedule.effective_timezone,
+            schedule=cron,
+            time_zone=time_zone,
             pubsub_target=scheduler_v1.PubsubTarget(
                 topic_name=self.topic_path,
                 data=message.data,

@@ -3,12 +3,10 @@
 The API keeps no copy of the schedules it is given: every job's fire message already carries the
 whole runtime definition (`scheduler.contract`), its description the schedule's description, and
 its state whether it is paused. So a schedule can be read back from its job, and the jobs are the
-store. Two things a job cannot give back exactly, both harmless for what a fire does:
-
-* a one-shot's `at` comes back as its fire time (`at` rounded up to the minute), and its time
-  zone as UTC, because that is what the job runs on;
-* a fingerprint recomputed from the rebuilt schedule can therefore differ from the one in the
-  job's attributes for such a one-shot; `job_fingerprint` reads the job's own.
+store. One thing a job cannot give back exactly, harmless for what a fire does: a one-shot's
+time zone comes back as UTC, which is what the job runs on (its `at` comes back exactly, from the
+message), so a fingerprint recomputed from the rebuilt one-shot can differ from the one in the
+job's attributes; `job_fingerprint` reads the job's own.
 """
 
 from __future__ import annotations
@@ -51,6 +49,7 @@ def schedule_from_job(job: scheduler_v1.Job) -> Schedule:
         max_attempts=fire.max_attempts,
         labels=dict(fire.labels),
         description=job.description,
+        cron_dialect=fire.cron_dialect,
     )
 
 

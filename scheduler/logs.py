@@ -4,6 +4,8 @@ Production output is one JSON object per line that Cloud Logging parses: `severi
 `message`, `timestamp`, and `logging.googleapis.com/trace` when a trace is bound. On a
 terminal it is readable key=value. Context (schedule_id, fire_time, execution_id, ...) is bound
 with `bound` (structlog's context variables) so every line about a fire carries it.
+Fields that may quote a target's answer (`error`, `detail`, `url`, ...) are redacted
+(`scheduler.redaction`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import structlog
+
+from scheduler.redaction import redact_log_fields
 
 _SEVERITY = {
     "debug": "DEBUG", "info": "INFO", "warning": "WARNING", "warn": "WARNING",
@@ -60,6 +64,7 @@ def configure(fmt: str | None = "auto", level: str = "INFO", stream: Any = None)
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
         structlog.processors.format_exc_info,
+        redact_log_fields,
     ]
     renderer: list[Any]
     if use_json:

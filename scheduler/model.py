@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from scheduler.cron_base import CronDialect
+
 Overlap = Literal["skip", "allow"]
 Catchup = Literal["all", "latest", "none"]
 OVERLAP_POLICIES: tuple[str, ...] = ("skip", "allow")
@@ -22,7 +24,10 @@ CATCHUP_POLICIES: tuple[str, ...] = ("all", "latest", "none")
 
 DEFAULT_CATCHUP_WINDOW = timedelta(minutes=15)
 DEFAULT_MAX_ATTEMPTS = 5
-
+# A one-shot's job fires at the whole minute at least this long before its `at`, and the worker
+# holds the fire until `at` (Cloud Scheduler fires on minute boundaries only). Long enough for a
+# publish that Cloud Scheduler retries twice at the default 5 s backoff to still arrive in time.
+ONE_SHOT_LEAD = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,9 @@ class Schedule:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     labels: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
+    # How `cron` is read: schedules handed over from the Scion hub keep its robfig dialect,
+    # and their jobs run a translation of it (`scheduler.cron_translate`).
+    cron_dialect: CronDialect = CronDialect.UNIX
 
     @property
     def one_shot(self) -> bool:
@@ -81,22 +89,18 @@ class Schedule:
         return self.at is not None
 
     @property
-    def fire_at(self) -> datetime | None:
-        """The one-shot's fire time: `at` rounded up to a whole minute, because Cloud Scheduler
-        fires on minute boundaries and firing late is safer than firing before the asked time."""
-        if self.at is None:
-            return None
-        floor = self.at.replace(second=0, microsecond=0)
-        return floor if floor == self.at else floor + timedelta(minutes=1)
+    def job_slot(self) -> datetime | None:
+        """The minute a one-shot's job fires (see `one_shot_slot`); None for a cron schedule."""
+        return None if self.at is None else one_shot_slot(self.at)
 
     @property
     def effective_cron(self) -> str:
-        """The cron Cloud Scheduler runs: the schedule's own, or the one-shot's minute of its day."""
+        """The cron Cloud Scheduler runs: the schedule's own, or the one-shot's job slot."""
         if self.cron is not None:
             return self.cron
-        fire_at = self.fire_at
-        assert fire_at is not None
-        return f"{fire_at.minute} {fire_at.hour} {fire_at.day} {fire_at.month} *"
+        slot = self.job_slot
+        assert slot is not None
+        return f"{slot.minute} {slot.hour} {slot.day} {slot.month} *"
 
     @property
     def effective_timezone(self) -> str:
@@ -108,6 +112,9 @@ class Schedule:
         out: dict[str, Any] = {"id": self.id}
         if self.cron is not None:
             out["cron"] = self.cron
+        if self.cron_dialect is not CronDialect.UNIX:
+            # Only when not the default, so that no native schedule's fingerprint changes.
+            out["cron_dialect"] = self.cron_dialect.value
         if self.at is not None:
             out["at"] = format_instant(self.at)
         out.update({
@@ -131,6 +138,13 @@ class Schedule:
         material.pop("description")
         canonical = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def one_shot_slot(at: datetime) -> datetime:
+    """The minute a one-shot's job fires: the whole minute at or before `at - ONE_SHOT_LEAD`.
+    The hub fires a one-shot at its exact `fireAt` (`time.AfterFunc`, scion pkg/hub/scheduler.go
+    :263-271), so the fire is published early and held until `at`, never rounded up."""
+    return (at.astimezone(UTC) - ONE_SHOT_LEAD).replace(second=0, microsecond=0)
 
 
 def format_instant(value: datetime) -> str:

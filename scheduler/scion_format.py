@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from scheduler.cron import CronError, validate_cron
+from scheduler.cron import CronDialect, CronError, validate_cron
 from scheduler.model import FieldError, format_instant, parse_duration, parse_instant
 
 Format = Literal["native", "scion"]
@@ -69,11 +69,13 @@ EVENT_STATUSES: tuple[str, ...] = ("pending", "fired", "cancelled", "expired", "
 DEFAULT_TIMEOUT_S = 60.0
 MAX_TIMEOUT_S = 1800.0
 MAX_DESCRIPTION = 500
-# The hub fires a late occurrence however late it is (a recurring schedule once, a one-shot event
-# on the next start). Here the newest missed fire runs if it is at most a day late: a message to
-# an agent that is days late does more harm than good, and Pub/Sub keeps undelivered fires for
-# days, so without a bound a long outage would end in a burst of stale work.
-HUB_CATCHUP_WINDOW = "1d"
+# The hub fires a late occurrence however late it is: a recurring schedule once, at the first
+# tick after an outage (scion pkg/hub/server.go:1715-1735 lists every schedule whose next_run_at
+# has passed, and :1754 moves it past now), a pending event once, at start-up, as `expired`
+# (pkg/hub/scheduler.go:237-247). So does this project, with `catchup: latest` and a window no
+# fire can outlast: Pub/Sub keeps a subscription's messages at most 7 days (and a sync fires a
+# past-due one-shot at most that late, `scheduler.one_shots.MAX_LATE_FIRE`).
+HUB_CATCHUP_WINDOW = "7d"
 
 ACTION_FIELDS = frozenset({"type", "kind", "grove_id", "name", "event_type", "payload", "timeout"})
 
@@ -398,7 +400,7 @@ def _convert_schedule(raw: Mapping[str, Any], item_id: str, add: Any) -> dict[st
         add("cronExpr", "required: a 5-field cron expression (UTC)")
     else:
         try:
-            validate_cron(cron)
+            validate_cron(cron, CronDialect.ROBFIG)
         except CronError as exc:
             add("cronExpr", str(exc))
     event_type = raw.get("eventType")
@@ -410,7 +412,7 @@ def _convert_schedule(raw: Mapping[str, Any], item_id: str, add: Any) -> dict[st
         return None
     return {
         "id": item_id,
-        "cron": cron,
+        "cron": cron, "cron_dialect": CronDialect.ROBFIG.value,  # the hub's own semantics
         "timezone": "UTC",
         "paused": raw.get("status") == "paused",
         "action": {"type": ACTION_TYPE, "kind": KIND_SCHEDULE, "grove_id": grove, "name": name,

@@ -33,16 +33,20 @@ from google.cloud import scheduler_v1
 from google.protobuf import field_mask_pb2
 
 from scheduler.config import Settings
+from scheduler.contract import Message
 from scheduler.jobs import ALL_FIELDS, JobSpec, JobState, diff_mask, is_paused
 from scheduler.logs import get_logger
 from scheduler.model import FieldError, Schedule, ValidationError, format_instant
 from scheduler.naming import is_owned, job_id_of
+from scheduler.one_shots import is_done_with, sync_fire
 
 log = get_logger(__name__)
 
-StepKind = Literal["create", "update", "pause", "resume", "delete"]
+StepKind = Literal["create", "update", "pause", "resume", "delete", "fire"]
 StepStatus = Literal["ok", "failed", "skipped"]
-_KIND_ORDER: dict[str, int] = {"delete": 0, "create": 1, "update": 2, "pause": 3, "resume": 4}
+_KIND_ORDER: dict[str, int] = {
+    "delete": 0, "create": 1, "update": 2, "pause": 3, "resume": 4, "fire": 5,
+}
 WRITE_METHODS = ("CreateJob", "UpdateJob", "DeleteJob", "PauseJob", "ResumeJob")
 RETRYABLE: tuple[type[Exception], ...] = (
     gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.ResourceExhausted,
@@ -64,6 +68,7 @@ class Step:
     update_mask: tuple[str, ...] = ()
     paused: bool = False
     job: scheduler_v1.Job | None = field(default=None, compare=False, repr=False)
+    message: Message | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The step as JSON-compatible data."""
@@ -258,20 +263,27 @@ def _error_text(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _is_expired(schedule: Schedule, now: datetime, grace: timedelta) -> bool:
-    return schedule.fire_at is not None and schedule.fire_at + grace < now
-
-
 def steps_for(schedule: Schedule, job: scheduler_v1.Job | None, spec: JobSpec,
               *, now: datetime, grace: timedelta) -> list[Step]:
-    """The steps that bring one schedule's job (None when it does not exist) in line."""
+    """The steps that bring one schedule's job (None when it does not exist) in line, and the
+    fire of a one-shot that its job can no longer publish (`scheduler.one_shots`), last."""
+    steps = _job_steps(schedule, job, spec, now=now, grace=grace)
+    fire = sync_fire(schedule, job, now=now, signing_key=spec.signing_key)
+    if fire is None:
+        return steps
+    return [*steps, Step("fire", spec.job_id(schedule.id), schedule.id, fire.reason,
+                         message=fire.message)]
+
+
+def _job_steps(schedule: Schedule, job: scheduler_v1.Job | None, spec: JobSpec,
+               *, now: datetime, grace: timedelta) -> list[Step]:
     job_id = spec.job_id(schedule.id)
-    if _is_expired(schedule, now, grace):
+    if is_done_with(schedule, now, grace):
         if job is None:
             return []
-        assert schedule.fire_at is not None
+        assert schedule.at is not None
         return [Step("delete", job_id, schedule.id,
-                     f"one-shot fired at {format_instant(schedule.fire_at)}; grace has passed")]
+                     f"one-shot fired at {format_instant(schedule.at)}; grace has passed")]
     desired = spec.desired_job(schedule)
     if job is None:
         steps = [Step("create", job_id, schedule.id, "no job", paused=schedule.paused, job=desired)]
@@ -336,16 +348,15 @@ def compute_plan(jobs: Iterable[scheduler_v1.Job], schedules: Sequence[Schedule]
             continue
         matched.add(job_id)
         found = steps_for(wanted, job, spec, now=now, grace=grace)
-        if not found and not _is_expired(wanted, now, grace):
+        if not found and not is_done_with(wanted, now, grace):
             unchanged += 1
         steps.extend(found)
     expired = []
     for job_id, schedule in by_job_id.items():
         if job_id in matched:
             continue
-        if _is_expired(schedule, now, grace):
+        if is_done_with(schedule, now, grace):
             expired.append(schedule.id)
-            continue
         steps.extend(steps_for(schedule, None, spec, now=now, grace=grace))
     steps.sort(key=lambda s: s.job_id)  # stable: a job's create stays before its pause
     return Plan(tuple(steps), unchanged, tuple(sorted(kept)), foreign, tuple(sorted(expired)),
@@ -377,7 +388,8 @@ class Syncer:
     def __init__(self, client: Any, spec: JobSpec, *, api_retry: ApiRetry, write_rate: float,
                  concurrency: int, one_shot_grace: timedelta,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 list_page_size: int = LIST_PAGE_SIZE) -> None:
+                 list_page_size: int = LIST_PAGE_SIZE,
+                 publish: Callable[[Message], str] | None = None) -> None:
         if not 1 <= list_page_size <= LIST_PAGE_SIZE:
             raise ValueError(f"list_page_size: must be from 1 to {LIST_PAGE_SIZE}, got {list_page_size}")
         self.client = client
@@ -388,6 +400,8 @@ class Syncer:
         self.concurrency = concurrency
         self.grace = one_shot_grace
         self.clock = clock
+        # Publishes a fire message to the topic (its message ID): the fires of `sync_fire`.
+        self.publish = publish
 
     @classmethod
     def from_settings(cls, client: Any, settings: Settings, **kwargs: Any) -> Syncer:
@@ -452,7 +466,7 @@ class Syncer:
         job = self.get_job(self.spec.job_id(schedule.id), tracker)
         now = self.clock()
         steps = tuple(steps_for(schedule, job, self.spec, now=now, grace=self.grace))
-        expired = (schedule.id,) if job is None and _is_expired(schedule, now, self.grace) else ()
+        expired = (schedule.id,) if job is None and is_done_with(schedule, now, self.grace) else ()
         return Plan(steps, unchanged=int(job is not None and not steps), expired=expired,
                     list_retries=tuple(tracker.retries), prune=False), job
 
@@ -481,7 +495,8 @@ class Syncer:
         outcomes: list[StepOutcome] = []
         failed: StepOutcome | None = None
         for step in steps:
-            if failed is not None:
+            # A fire needs no job: it goes out even when the job's own steps failed.
+            if failed is not None and step.kind != "fire":
                 outcomes.append(StepOutcome(step, "skipped", f"not attempted: its {failed.step.kind} failed"))
                 continue
             outcome = self._apply_step(step)
@@ -508,6 +523,10 @@ class Syncer:
 
     def _run(self, step: Step, tracker: _Tracker) -> str:
         client = self.client
+        if step.kind == "fire":
+            if self.publish is None or step.message is None:
+                raise RuntimeError("this sync cannot publish fires (no publisher)")
+            return f"published as message {self.publish(step.message)}"
         if step.kind == "create":
             try:
                 self._write(client.create_job, tracker, parent=self.spec.location_path, job=step.job)

@@ -20,7 +20,8 @@ import yaml
 
 from scheduler import scion_format
 from scheduler.contract import MAX_MESSAGE_BYTES, message_size
-from scheduler.cron import CronError, is_valid_timezone, validate_cron
+from scheduler.cron import CRON_DIALECTS, CronDialect, CronError, is_valid_timezone, validate_cron
+from scheduler.egress import EgressPolicy, header_problem
 from scheduler.model import (
     CATCHUP_POLICIES,
     DEFAULT_CATCHUP_WINDOW,
@@ -43,9 +44,11 @@ MAX_ID_LENGTH = 256
 
 _SCHEDULE_FIELDS = frozenset({
     "id", "cron", "at", "timezone", "paused", "action", "overlap", "catchup", "catchup_window",
-    "max_attempts", "labels", "description",
+    "max_attempts", "labels", "description", "cron_dialect",
 })
 _HTTP_FIELDS = frozenset({"type", "url", "method", "headers", "body", "timeout", "oidc_audience"})
+# Without a deployment's SCION_SCHEDULER_ALLOWED_TARGETS: any public address, nothing else.
+PUBLIC_ONLY = EgressPolicy()
 
 
 def registered_action_types() -> frozenset[str]:
@@ -119,6 +122,20 @@ def _check_http_action(raw: Mapping[str, Any], c: _Collector) -> dict[str, Any]:
     return params
 
 
+def _check_egress(params: Mapping[str, Any], c: _Collector, egress: EgressPolicy) -> None:
+    """Refuse what the worker would refuse to send (see `scheduler.egress`), so that it never
+    becomes a job: a target the policy refuses, by its text, and a header a schedule may not set."""
+    url = params.get("url")
+    malformed = any(error.field == "action.url" for error in c.errors)
+    problem = egress.check_url(url) if isinstance(url, str) and not malformed else None
+    if problem:
+        c.add("action.url", f"{problem} (got {url!r})")
+    for name in params.get("headers", {}):
+        problem = header_problem(name, oidc=bool(params.get("oidc_audience")))
+        if problem:
+            c.add(f"action.headers.{name}", problem)
+
+
 def _check_scion_action(raw: Mapping[str, Any], c: _Collector) -> dict[str, Any]:
     params, problems = scion_format.check_action_params(raw)
     for field_name, reason in problems:
@@ -126,7 +143,8 @@ def _check_scion_action(raw: Mapping[str, Any], c: _Collector) -> dict[str, Any]
     return params
 
 
-def _check_action(raw: Any, c: _Collector, known_types: frozenset[str]) -> Action | None:
+def _check_action(raw: Any, c: _Collector, known_types: frozenset[str],
+                  egress: EgressPolicy) -> Action | None:
     if not isinstance(raw, Mapping):
         c.add("action", "required: an object with a `type`")
         return None
@@ -140,6 +158,7 @@ def _check_action(raw: Any, c: _Collector, known_types: frozenset[str]) -> Actio
         return None
     if action_type == "http":
         params = _check_http_action(raw, c)
+        _check_egress(params, c, egress)
     elif action_type == scion_format.ACTION_TYPE:
         params = _check_scion_action(raw, c)
     else:
@@ -158,16 +177,18 @@ def _default_catchup(action: Any) -> str:
     return "latest" if is_scion else "all"
 
 
-def parse_schedule(raw: Any, *, known_action_types: frozenset[str] | None = None) -> Schedule:
-    """Validate one schedule document; raises `ValidationError` listing every problem in it."""
-    errors, schedule = _parse(raw, 0, known_action_types or registered_action_types())
+def parse_schedule(raw: Any, *, known_action_types: frozenset[str] | None = None,
+                   egress: EgressPolicy = PUBLIC_ONLY) -> Schedule:
+    """Validate one schedule document; raises `ValidationError` listing every problem in it.
+    `egress`: where its action may send requests (the deployment's allowed targets)."""
+    errors, schedule = _parse(raw, 0, known_action_types or registered_action_types(), egress)
     if errors or schedule is None:
         raise ValidationError(errors)
     return schedule
 
 
 def _parse(
-    raw: Any, index: int, known_types: frozenset[str]
+    raw: Any, index: int, known_types: frozenset[str], egress: EgressPolicy
 ) -> tuple[list[FieldError], Schedule | None]:
     if not isinstance(raw, Mapping):
         return [FieldError(f"#{index}", "(schedule)", "must be an object")], None
@@ -189,14 +210,15 @@ def _parse(
 
     cron, at = raw.get("cron"), raw.get("at")
     at_value: datetime | None = None
+    dialect = _cron_dialect(raw, c)
     if (cron is None) == (at is None):
         c.add("cron", "exactly one of `cron` (recurring) or `at` (one-shot) is required")
     elif cron is not None:
         if not isinstance(cron, str):
             c.add("cron", "must be a string such as '*/5 * * * *'")
-        else:
+        elif dialect is not None:
             try:
-                validate_cron(cron)
+                validate_cron(cron, dialect)
             except CronError as exc:
                 c.add("cron", str(exc))
     else:
@@ -248,14 +270,14 @@ def _parse(
     elif len(description) > 500:
         c.add("description", "must be at most 500 characters (Cloud Scheduler's limit)")
 
-    action = _check_action(raw.get("action"), c, known_types)
+    action = _check_action(raw.get("action"), c, known_types, egress)
     if c.errors or action is None:
         return c.errors, None
     assert isinstance(sid, str)  # no errors means the id check passed
     schedule = Schedule(
         id=sid, action=action, cron=cron, at=at_value, timezone=timezone, paused=paused,
         overlap=overlap, catchup=catchup, catchup_window=catchup_window, max_attempts=max_attempts,
-        labels=dict(labels), description=description,
+        labels=dict(labels), description=description, cron_dialect=dialect or CronDialect.UNIX,
     )
     size = message_size(schedule)
     if size > MAX_MESSAGE_BYTES:
@@ -264,8 +286,21 @@ def _parse(
     return [], schedule
 
 
+def _cron_dialect(raw: Mapping[str, Any], c: _Collector) -> CronDialect | None:
+    """The schedule's cron dialect (None when it is not a valid one)."""
+    value = raw.get("cron_dialect", CronDialect.UNIX.value)
+    if value not in CRON_DIALECTS:
+        c.add("cron_dialect", f"must be one of {', '.join(CRON_DIALECTS)} (got {value!r})")
+        return None
+    if value != CronDialect.UNIX.value and raw.get("cron") is None:
+        c.add("cron_dialect", "applies to `cron` only; a one-shot `at` has no cron")
+        return None
+    return CronDialect(value)
+
+
 def validate_schedules(
-    raws: Iterable[Any], *, known_action_types: frozenset[str] | None = None
+    raws: Iterable[Any], *, known_action_types: frozenset[str] | None = None,
+    egress: EgressPolicy = PUBLIC_ONLY,
 ) -> list[Schedule]:
     """Validate many documents at once: every error of every schedule, and duplicate IDs."""
     known = known_action_types or registered_action_types()
@@ -273,7 +308,7 @@ def validate_schedules(
     schedules: list[Schedule] = []
     seen: set[str] = set()
     for index, raw in enumerate(raws):
-        found, schedule = _parse(raw, index, known)
+        found, schedule = _parse(raw, index, known, egress)
         errors.extend(found)
         # From the document, so that a duplicate is reported even when a copy is invalid.
         sid = raw.get("id") if isinstance(raw, Mapping) else None
@@ -333,7 +368,7 @@ class ScheduleSet:
 
 def schedules_from_data(
     data: Any, *, format: str = "auto", known_action_types: frozenset[str] | None = None,
-    strict: bool = True,
+    strict: bool = True, egress: EgressPolicy = PUBLIC_ONLY,
 ) -> ScheduleSet:
     """Validate a parsed document in this project's format (`native`), the Scion hub's JSON
     (`scion`), or whichever it is (`auto`). All or nothing, except a hub listing with
@@ -345,15 +380,17 @@ def schedules_from_data(
     except ValueError as exc:
         raise ValidationError([FieldError("(file)", "format", str(exc))]) from exc
     if fmt == "native":
-        schedules = validate_schedules(documents_from_data(data), known_action_types=known_action_types)
+        schedules = validate_schedules(documents_from_data(data),
+                                       known_action_types=known_action_types, egress=egress)
         return ScheduleSet(schedules, (), fmt)
     conversion = scion_format.convert(data)
     if not strict:
-        return _item_by_item(conversion, known_action_types or registered_action_types())
+        return _item_by_item(conversion, known_action_types or registered_action_types(), egress)
     errors = list(conversion.errors)
     schedules = []
     try:
-        schedules = validate_schedules(conversion.documents, known_action_types=known_action_types)
+        schedules = validate_schedules(conversion.documents, known_action_types=known_action_types,
+                                       egress=egress)
     except ValidationError as exc:
         errors.extend(FieldError(conversion.labels.get(e.schedule_id, e.schedule_id), e.field, e.reason)
                       for e in exc.errors)
@@ -362,7 +399,8 @@ def schedules_from_data(
     return ScheduleSet(schedules, tuple(conversion.absent), fmt)
 
 
-def _item_by_item(conversion: scion_format.Conversion, known: frozenset[str]) -> ScheduleSet:
+def _item_by_item(conversion: scion_format.Conversion, known: frozenset[str],
+                  egress: EgressPolicy) -> ScheduleSet:
     """The valid items of a hub listing, and the refused ones with every reason."""
     if conversion.document_errors:
         raise ValidationError(conversion.document_errors)
@@ -372,7 +410,7 @@ def _item_by_item(conversion: scion_format.Conversion, known: frozenset[str]) ->
     for document in conversion.documents:
         if document["id"] in refused:
             continue
-        found, schedule = _parse(document, 0, known)
+        found, schedule = _parse(document, 0, known, egress)
         if schedule is None:
             refused[document["id"]] = None
             errors.extend(FieldError(conversion.labels.get(e.schedule_id, e.schedule_id), e.field,
@@ -385,19 +423,21 @@ def _item_by_item(conversion: scion_format.Conversion, known: frozenset[str]) ->
 
 def load_schedule_set(
     path: str | Path, *, format: str = "auto", known_action_types: frozenset[str] | None = None,
-    strict: bool = True,
+    strict: bool = True, egress: EgressPolicy = PUBLIC_ONLY,
 ) -> ScheduleSet:
     """Load and validate a schedule file in either format (see `schedules_from_data`)."""
     text = _read_text(path)
     data = parse_document_text(text, source=str(path))
     return schedules_from_data(data, format=format, known_action_types=known_action_types,
-                               strict=strict)
+                               strict=strict, egress=egress)
 
 
 def load_schedules(
-    path: str | Path, *, known_action_types: frozenset[str] | None = None, format: str = "auto"
+    path: str | Path, *, known_action_types: frozenset[str] | None = None, format: str = "auto",
+    egress: EgressPolicy = PUBLIC_ONLY,
 ) -> list[Schedule]:
     """Load and validate a schedule file; all or nothing. The Scion hub's JSON is detected
     (`format="auto"`) or asked for (`format="scion"`); see `load_schedule_set` for the IDs that
     such a document marks as gone."""
-    return load_schedule_set(path, format=format, known_action_types=known_action_types).schedules
+    return load_schedule_set(path, format=format, known_action_types=known_action_types,
+                             egress=egress).schedules

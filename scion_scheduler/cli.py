@@ -8,13 +8,15 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from google.auth.exceptions import DefaultCredentialsError
+
 from scheduler.cli_base import (
     EXIT_BAD_INPUT,
+    NO_CREDENTIALS,
     emit,
     fail,
     new_parser,
-    settings_from_args,
-    setup_logging,
+    run_command,
 )
 from scheduler.config import SETTINGS, ConfigError
 from scheduler.model import ValidationError
@@ -68,22 +70,28 @@ def bad_input(args: argparse.Namespace, message: str, errors: list[dict[str, str
     return fail(message, EXIT_BAD_INPUT)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `scion-scheduler` console script."""
-    args = build_parser().parse_args(argv)
-    try:
-        settings = settings_from_args(args)
-        setup_logging(settings)
-        code: int = args.handler(args, settings)
-    except ValidationError as exc:
-        return bad_input(args, str(exc), [_error(e.schedule_id, e.field, e.reason) for e in exc.errors])
-    except ConfigError as exc:
+def _explain(args: argparse.Namespace, exc: Exception) -> int | None:
+    """Bad input or configuration: exit 2, naming every problem (as JSON too with --output
+    json); anything else propagates."""
+    if isinstance(exc, ValidationError):
+        return bad_input(args, str(exc),
+                         [_error(e.schedule_id, e.field, e.reason) for e in exc.errors])
+    if isinstance(exc, ConfigError):
         return bad_input(args, str(exc), [_error(None, _settings_named(str(exc)), str(exc))])
-    except OSError as exc:
+    if isinstance(exc, DefaultCredentialsError):
+        # Raised when a client is built, before any call: nothing was applied.
+        return bad_input(args, NO_CREDENTIALS,
+                         [_error(None, "GOOGLE_APPLICATION_CREDENTIALS", NO_CREDENTIALS)])
+    if isinstance(exc, OSError):
         reason = str(exc.strerror or exc)
         message = f"{exc.filename or ''}: {reason}".strip(": ")
         return bad_input(args, message, [_error("(file)", str(exc.filename or "file"), reason)])
-    return code
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `scion-scheduler` console script."""
+    return run_command(build_parser(), argv, _explain)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from scheduler.logs import get_logger
 from scheduler.model import ValidationError
 from scheduler.validation import load_schedules
 from worker.action import ActionRegistry
+from worker.actions import builtin_handlers
 from worker.pipeline import Delivery, Disposition, Pipeline, make_worker_id
 from worker.queue_transport import QueueTransport
 from worker.sqlite_ledger import SqliteLedger
@@ -42,8 +43,10 @@ def run_local(schedule_file: Path, store: Path, settings: Settings, stop: thread
     store.parent.mkdir(parents=True, exist_ok=True)
     # Taken before the load, so that a change made while the file is read is reloaded, not missed.
     mtime = schedule_file.stat().st_mtime
-    schedules = load_schedules(schedule_file)
-    pipeline = Pipeline(SqliteLedger(store), ActionRegistry(), worker_id=make_worker_id(),
+    egress = settings.egress_policy()
+    schedules = load_schedules(schedule_file, egress=egress)
+    pipeline = Pipeline(SqliteLedger(store), ActionRegistry(builtin_handlers(settings)),
+                        worker_id=make_worker_id(),
                         signing_key=settings.signing_key, clock=clock)
     # Released rather than left to their leases, so the next start takes them over at once.
     transport = QueueTransport(grace_period=GRACE_PERIOD, before_abandon=lambda: pipeline.release_running(
@@ -81,7 +84,7 @@ def run_local(schedule_file: Path, store: Path, settings: Settings, stop: thread
         mtime = current
         reload_now.clear()
         try:
-            reloaded = load_schedules(schedule_file)
+            reloaded = load_schedules(schedule_file, egress=egress)
         except (ValidationError, OSError) as exc:
             log.error("schedule file not reloaded; the running set is kept", error=str(exc))
             continue

@@ -42,6 +42,7 @@ from urllib.parse import urlsplit, urlunsplit
 from scheduler.config import Settings
 from scheduler.contract import build_message
 from scheduler.control import SchedulerControl
+from scheduler.egress import EgressPolicy
 from scheduler.emulator import CloudSchedulerEmulator
 from scheduler.model import Schedule, format_instant, parse_instant
 from scheduler.validation import load_schedules, parse_schedule
@@ -75,6 +76,16 @@ READY_TIMEOUT_SECONDS = 60.0
 EMULATOR_VARS = ("PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST", "CLOUD_SCHEDULER_EMULATOR_HOST")
 
 
+def allowed_targets(*target_urls: str) -> str:
+    """The stack's SCION_SCHEDULER_ALLOWED_TARGETS: any public address (`*`), and its own
+    recording target, named, since a loopback address is refused unless named."""
+    return ",".join(["*", *(f"{url.rstrip('/')}/" for url in target_urls)])
+
+
+# What the schedule file may call: the examples' documented target, under either name.
+FILE_TARGETS = allowed_targets(*(f"http://{host}:{TARGET_PORT}" for host in sorted(TARGET_ALIASES)))
+
+
 class StackError(RuntimeError):
     """The stack could not start; the message says what failed and where its log is."""
 
@@ -89,7 +100,8 @@ def one_shot(now: datetime, target_url: str) -> Schedule:
         at += timedelta(minutes=1)
     return parse_schedule({"id": ONE_SHOT_ID, "at": format_instant(at),
                            "description": "added by `up`: a one-shot a minute after start",
-                           "action": {"type": "http", "url": f"{target_url}/one-shot"}})
+                           "action": {"type": "http", "url": f"{target_url}/one-shot"}},
+                          egress=EgressPolicy.parse(allowed_targets(target_url)))
 
 
 def route_to_target(schedules: list[Schedule], target_url: str) -> list[Schedule]:
@@ -339,7 +351,7 @@ def run_stack(schedule_file: Path, workdir: Path, stop: threading.Event, out: Te
     when starting fails halfway or `stop` is set during start-up. Raises `EmulatorError` when
     gcloud or Java is missing, before anything is started."""
     check_prerequisites()
-    schedules = load_schedules(schedule_file)
+    schedules = load_schedules(schedule_file, egress=EgressPolicy.parse(FILE_TARGETS))
     workdir.mkdir(parents=True, exist_ok=True)
     account = Account(out)
     with contextlib.ExitStack() as started:
@@ -378,7 +390,8 @@ def _start_and_serve(started: contextlib.ExitStack, schedules: list[Schedule], w
     # The caller's SCION_* settings (a real project, a real hub) must not leak into the demo.
     env = {key: value for key, value in os.environ.items() if not key.startswith("SCION_")}
     env.update({"SCION_SCHEDULER_PROJECT": project, "SCION_SCHEDULER_SIGNING_KEY": SIGNING_KEY,
-                "SCION_SCHEDULER_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"})
+                "SCION_SCHEDULER_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1",
+                "SCION_SCHEDULER_ALLOWED_TARGETS": allowed_targets(target.url)})
     settings = Settings.from_env(env)
     account.say(f"gcloud scheduler (--project {project} --location {settings.location}) "
                 "sees these jobs after:")

@@ -26,6 +26,10 @@ locals {
 
   labels = merge({ "managed-by" = "terraform", "app" = "scion-scheduler" }, var.labels)
 
+  # The same egress policy on the hub and the workers: validation refuses at
+  # sync what the workers would refuse to send. Empty means any public address.
+  allowed_targets = join(",", var.allowed_targets)
+
   # Environment of the workers. Every key is the `env` of an entry of SETTINGS
   # in scheduler/config.py (tests/test_terraform.py checks it). The signing key
   # is not here: it is a secret, read from Secret Manager (see worker.tf).
@@ -36,6 +40,7 @@ locals {
     SCION_SCHEDULER_DATABASE          = local.database
     SCION_SCHEDULER_COLLECTION_PREFIX = local.collection_prefix
     SCION_SCHEDULER_LOG_FORMAT        = var.log_format
+    SCION_SCHEDULER_ALLOWED_TARGETS   = local.allowed_targets
   }
 
   # Environment of the hub's control module: where to put jobs and what they
@@ -48,6 +53,7 @@ locals {
     SCION_SCHEDULER_DATABASE          = local.database
     SCION_SCHEDULER_COLLECTION_PREFIX = local.collection_prefix
     SCION_SCHEDULER_LOG_FORMAT        = var.log_format
+    SCION_SCHEDULER_ALLOWED_TARGETS   = local.allowed_targets
   }
   # ...and, when the hub replicas also run the worker loop, its subscription.
   hub_env_worker_loop = {

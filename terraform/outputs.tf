@@ -77,6 +77,6 @@ output "hub_env" {
 }
 
 output "worker_env" {
-  description = "Environment variables to set on a worker that is not deployed by this module. Add SCION_SCHEDULER_SIGNING_KEY from signing_key_secret when set."
+  description = "Environment variables to set on a worker that is not deployed by this module (the egress policy, SCION_SCHEDULER_ALLOWED_TARGETS, included). Add SCION_SCHEDULER_SIGNING_KEY from signing_key_secret when set."
   value       = local.worker_env
 }

@@ -260,6 +260,17 @@ variable "log_format" {
   }
 }
 
+variable "allowed_targets" {
+  description = "Where actions may send requests (SCION_SCHEDULER_ALLOWED_TARGETS, set on the hub and the workers): URL prefixes, hosts, host patterns (*.run.app) or networks, e.g. the hub's https://hub.example.com/. Empty: any public address. Metadata, link-local, loopback and private addresses are refused unless named."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for t in var.allowed_targets : length(regexall("[,\\s]", t)) == 0 && t != ""])
+    error_message = "Each allowed_targets entry is one non-empty target without commas or spaces."
+  }
+}
+
 # ---------------------------------------------------------------------------
 # Optional: the worker as a Cloud Run service
 # ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from scheduler.logs import configure
-from scion_scheduler.emulators import Emulator
+from scion_scheduler.google_emulators import Emulator
 
 
 @pytest.fixture(autouse=True)
@@ -25,6 +25,30 @@ def _logs_on_stderr() -> Iterator[None]:
     configure("console", "INFO")
     yield
     configure("console", "INFO")
+
+
+_STARTED_FOR_WORKERS: list[Emulator] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under `pytest -n N` (pytest-xdist) the controller starts each missing emulator once, before
+    it spawns the workers, which inherit the variables; otherwise every worker would start its
+    own pair of Java emulators on a 2-core machine."""
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
+        return
+    for kind in ("pubsub", "firestore"):
+        emulator = Emulator(kind)
+        if not os.environ.get(emulator.env_var):
+            _STARTED_FOR_WORKERS.append(emulator.start())
+            os.environ[emulator.env_var] = emulator.host
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop what `pytest_configure` started, after every worker has finished."""
+    while _STARTED_FOR_WORKERS:
+        emulator = _STARTED_FOR_WORKERS.pop()
+        os.environ.pop(emulator.env_var, None)
+        emulator.stop()
 
 
 def _emulator(kind: str) -> Iterator[str]:

@@ -21,7 +21,7 @@ import pytest
 
 from scheduler.config import Settings
 from scheduler.gcp import publisher_client, subscriber_client
-from scion_scheduler.emulators import free_port
+from scion_scheduler.google_emulators import free_port
 
 TOKEN = "hub-client-token"
 KEY = "hub-client-signing-key"
@@ -94,6 +94,7 @@ def test_the_hub_creates_updates_pauses_runs_reads_history_and_deletes(
         "SCION_SCHEDULER_PROJECT": project_id, "SCION_SCHEDULER_TOPIC": "fires",
         "SCION_SCHEDULER_SUBSCRIPTION": "workers", "SCION_SCHEDULER_SIGNING_KEY": KEY,
         "SCION_SCHEDULER_API_TOKEN": TOKEN, "SCION_SCHEDULER_LOG_FORMAT": "json",
+        "SCION_SCHEDULER_ALLOWED_TARGETS": "127.0.0.1",  # the target is on loopback
         "PUBSUB_EMULATOR_HOST": pubsub_emulator, "FIRESTORE_EMULATOR_HOST": firestore_emulator,
         "CLOUD_SCHEDULER_EMULATOR_HOST": cloud_scheduler_emulator.host,
     }

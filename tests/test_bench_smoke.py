@@ -90,3 +90,12 @@ def test_bench_chaos_runs_and_prints_its_figures() -> None:
     assert figures["duplicate_executions"] == "0", result.stdout
     assert int(figures["executions"]) + int(figures["lost_fires"]) == 100
     assert "last_fault_to_drained_s" in figures
+
+
+def test_bench_cron_runs_and_prints_its_table() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_cron.py"), "--fires", "3"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "robfig/unix" in result.stdout and "Australia/Lord_Howe" in result.stdout

@@ -118,7 +118,7 @@ def test_next_prints_fire_times(good_file: Path, capsys: pytest.CaptureFixture[s
     assert json.loads(capsys.readouterr().out) == {
         "every-5": ["2026-03-28T12:05:00Z", "2026-03-28T12:10:00Z", "2026-03-28T12:15:00Z"],
         "berlin": ["2026-03-30T00:30:00Z", "2026-03-31T00:30:00Z", "2026-04-01T00:30:00Z"],
-        "far-one-shot": ["2031-06-01T12:01:00Z"],
+        "far-one-shot": ["2031-06-01T12:00:30Z"],
         "past-one-shot": [],
         "paused": [],
     }
@@ -127,7 +127,7 @@ def test_next_prints_fire_times(good_file: Path, capsys: pytest.CaptureFixture[s
     assert capsys.readouterr().out.splitlines() == [
         "every-5: 2026-03-28T12:05:00Z",
         "berlin: 2026-03-30T00:30:00Z",
-        "far-one-shot: 2031-06-01T12:01:00Z",
+        "far-one-shot: 2031-06-01T12:00:30Z",
         "past-one-shot: (none)",
         "paused: (paused)",
     ]
@@ -138,7 +138,7 @@ def test_next_from_now_through_the_console_script(good_file: Path) -> None:
     assert result.returncode == 0, result.stderr
     fires = json.loads(result.stdout)
     assert len(fires["every-5"]) == 3 and fires["every-5"] == sorted(fires["every-5"])
-    assert fires["far-one-shot"] == ["2031-06-01T12:01:00Z"]
+    assert fires["far-one-shot"] == ["2031-06-01T12:00:30Z"]
 
 
 def test_next_rejects_a_bad_after(good_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -165,3 +165,17 @@ def test_the_lease_and_the_lease_extension_have_one_default_each() -> None:
     assert args.lease == DEFAULT_LEASE.total_seconds() == 12
     assert RunOptions().lease == DEFAULT_LEASE
     assert args.max_lease_extension == DEFAULT_MAX_LEASE_EXTENSION.total_seconds() == 10
+
+
+def test_stop_on_signals_sets_the_event_and_puts_the_handlers_back() -> None:
+    import signal
+
+    from scheduler.cli_base import stop_on_signals
+
+    before = signal.getsignal(signal.SIGTERM)
+    with stop_on_signals() as stop:
+        assert not stop.is_set()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.wait(5)
+        assert stop.signals == ["SIGTERM"]
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -15,7 +15,7 @@ T0 = datetime(2026, 3, 28, 23, 58, 30, tzinfo=UTC)
 
 
 def _schedule(sid: str, **extra: object) -> object:
-    doc = {"id": sid, "action": {"type": "http", "url": "http://127.0.0.1:9/x"}, **extra}
+    doc = {"id": sid, "action": {"type": "http", "url": "https://hub.example.com/x"}, **extra}
     if "at" not in doc and "cron" not in doc:
         doc["cron"] = "* * * * *"
     return parse_schedule(doc)
@@ -37,12 +37,13 @@ def test_emits_each_slot_once_with_the_slot_as_publish_time() -> None:
     assert {sid for sid, _ in fired} == {"a"}
 
 
-def test_one_shot_fires_only_at_its_minute() -> None:
+def test_one_shot_fires_once_at_its_second() -> None:
     fired: list[datetime] = []
     one_shot = _schedule("once", at="2026-03-29T00:00:20Z")
     clock = LocalClock([one_shot], lambda _m, t: fired.append(t))
     clock.emit_due(T0, T0 + timedelta(days=400))
-    assert fired == [datetime(2026, 3, 29, 0, 1, tzinfo=UTC)]
+    assert fired == [datetime(2026, 3, 29, 0, 0, 20, tzinfo=UTC)]
+    assert clock.next_due(datetime(2026, 3, 29, 0, 0, 19, tzinfo=UTC)) == fired[0]
 
 
 def test_restart_resumes_from_the_checkpoint(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from scheduler.config import Settings
 from scheduler.emulator import CloudSchedulerEmulator, EmulatorError
 from scheduler.emulator.store import ApiError, backoff
 from scheduler.gcp import cloud_scheduler_client
-from scion_scheduler.emulators import free_port
+from scion_scheduler.google_emulators import free_port
 
 pytestmark = [pytest.mark.emulator, pytest.mark.timeout(120)]
 
@@ -411,7 +411,7 @@ def test_clock_holds_one_entry_per_job_under_churn(parent: str, make_job: JobFac
         for name in names[1000:1500]:
             store.delete(name)
         assert emulator.clock.pending() == 1500
-        assert len(emulator.clock._heap) <= 2 * 1500 + 1024
+        assert emulator.clock.timer_entries() <= 2 * 1500 + 1024
     finally:
         emulator.stop()
 

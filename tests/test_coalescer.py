@@ -40,7 +40,7 @@ def test_calls_made_while_a_batch_is_out_leave_together_with_their_own_results()
         assert gate.entered.wait(5)
         rest = [pool.submit(batcher.call, item) for item in range(1, 11)]
         deadline = time.monotonic() + 5
-        while batcher._queue.qsize() < 10 and time.monotonic() < deadline:
+        while batcher.waiting < 10 and time.monotonic() < deadline:
             time.sleep(0.01)
         gate.release.set()
         assert first.result() == 0
@@ -61,7 +61,7 @@ def test_batches_are_capped_at_max_batch() -> None:
         first = pool.submit(batcher.call, 0)
         assert gate.entered.wait(5)
         rest = [pool.submit(batcher.call, item * 2) for item in range(1, 8)]
-        while batcher._queue.qsize() < 7:
+        while batcher.waiting < 7:
             time.sleep(0.01)
         gate.release.set()
         assert [f.result() for f in rest] == [item * 20 for item in range(1, 8)]
@@ -89,9 +89,9 @@ def test_idle_senders_leave_and_come_back_on_demand(monkeypatch: pytest.MonkeyPa
     batcher: Coalescer[int, int] = Coalescer("test", lambda items: [i + 1 for i in items], max_batch=10, senders=2)
     assert batcher.call(1) == 2
     deadline = time.monotonic() + 5
-    while batcher._running and time.monotonic() < deadline:
+    while batcher.senders_running and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert batcher._running == 0
+    assert batcher.senders_running == 0
     assert batcher.call(2) == 3
 
 

@@ -86,15 +86,29 @@ def test_data_carries_the_action_json_and_the_policies() -> None:
     }
 
 
-def test_a_one_shot_publishes_its_minute_in_utc() -> None:
-    s = schedule(cron=..., at="2026-03-29T02:30:20+02:00")
+def test_a_one_shot_publishes_its_job_minute_in_utc_and_its_exact_at() -> None:
+    s = schedule(cron=..., at="2026-03-29T02:30:20.5+02:00")
     attributes = build_message(s).attributes
-    assert attributes[ATTR_CRON] == "31 0 29 3 *"
+    assert attributes[ATTR_CRON] == "29 0 29 3 *"
     assert attributes[ATTR_TIMEZONE] == "UTC"
-    assert attributes[ATTR_AT] == "2026-03-29T00:31:00Z"
+    assert attributes[ATTR_AT] == "2026-03-29T00:30:20.500000Z"
     fire = decode(build_message(s))
-    assert fire.one_shot and fire.at == datetime(2026, 3, 29, 0, 31, tzinfo=UTC)
-    assert fire.derive_fire_time(datetime(2026, 3, 29, 0, 31, 0, 300000, tzinfo=UTC)) == fire.at
+    assert fire.one_shot and fire.at == datetime(2026, 3, 29, 0, 30, 20, 500000, tzinfo=UTC)
+    # The job's publish at its minute stands for `at`, not for the minute.
+    assert fire.derive_fire_time(datetime(2026, 3, 29, 0, 29, 0, 300000, tzinfo=UTC)) == fire.at
+    assert fire.derive_fire_time(datetime(2026, 3, 29, 0, 28, 57, tzinfo=UTC)) == fire.at
+    # A year later the job's cron comes round again: that slot is only a slot.
+    next_year = datetime(2027, 3, 29, 0, 29, tzinfo=UTC)
+    assert fire.derive_fire_time(next_year) == next_year
+
+
+def test_a_job_written_before_the_lead_still_fires_its_one_shot_at_at() -> None:
+    # Such a job fires at `at`'s own minute (the rounded `at` its message carries).
+    s = schedule(cron=..., at="2026-03-29T00:31:00Z")
+    message = build_message(s)
+    old = Message(message.data, {**message.attributes, ATTR_CRON: "31 0 29 3 *"})
+    fire = decode(old)
+    assert fire.derive_fire_time(datetime(2026, 3, 29, 0, 31, 0, 200000, tzinfo=UTC)) == fire.at
 
 
 def test_message_size_counts_data_and_attributes_in_bytes() -> None:
@@ -120,7 +134,7 @@ def test_decode_of_build_reproduces_the_action_and_policies(raw: dict[str, Any])
         assert (fire.overlap, fire.catchup, fire.max_attempts) == (s.overlap, s.catchup, s.max_attempts)
         assert fire.catchup_window == s.catchup_window
         assert fire.labels == s.labels
-        assert fire.at == s.fire_at
+        assert fire.at == s.at
         assert (fire.trigger, fire.fire_time) == ("scheduled", None)
 
 

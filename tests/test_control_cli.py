@@ -74,7 +74,8 @@ def test_sync_plan_dry_run_prune_list_and_describe(env: Any, tmp_path: Path,
 
     code, out = run_json(capsys, "sync", "--file", file)
     assert code == 0 and out["ok"] and not out["dry_run"]
-    assert out["plan"]["counts"] == {"delete": 0, "create": 3, "update": 0, "pause": 1, "resume": 0}
+    assert out["plan"]["counts"] == {"delete": 0, "create": 3, "update": 0, "pause": 1, "resume": 0,
+                                     "fire": 0}
     assert {o["status"] for o in out["result"]["outcomes"]} == {"ok"}
     assert len(out["result"]["outcomes"]) == 4
 

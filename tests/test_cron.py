@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from scheduler.cron import (
     DEFAULT_SKEW,
+    CronDialect,
     CronError,
     fire_time_for,
     is_slot,
@@ -43,6 +44,7 @@ class Spec:
 
     effective_cron: str
     effective_timezone: str = "UTC"
+    cron_dialect: CronDialect = CronDialect.UNIX
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:

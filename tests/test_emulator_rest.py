@@ -281,7 +281,7 @@ def test_a_taken_rest_port_is_an_error(emulator: CloudSchedulerEmulator) -> None
 
 def test_the_command_serves_rest_beside_grpc_and_says_how_to_point_gcloud_at_it(
         parent: str) -> None:
-    from scion_scheduler.emulators import free_port
+    from scion_scheduler.google_emulators import free_port
 
     port, rest_port = free_port(), free_port()
     command = [sys.executable, "-m", "scion_scheduler.cli", "--log-format", "json", "emulator",

@@ -1,4 +1,7 @@
-"""The built-in `http` action against a real local HTTP server that records every request."""
+"""The built-in `http` action against a real local HTTP server that records every request.
+
+The server listens on loopback, which the egress policy refuses unless named: every action here
+names it (`LOOPBACK`) and sends through the real egress client."""
 
 from __future__ import annotations
 
@@ -13,13 +16,13 @@ from typing import Any
 from urllib.parse import unquote
 
 import google.auth.exceptions
-import httpx
 import pytest
 import structlog
 from memory_ledger import MemoryLedger
 from structlog.testing import capture_logs
 
 from scheduler.contract import build_message, execution_id
+from scheduler.egress import EgressPolicy
 from scheduler.model import Action, Schedule, ValidationError
 from scheduler.validation import parse_schedule, registered_action_types
 from worker.action import ActionContext, ActionError, ActionRegistry, ActionResult
@@ -28,6 +31,7 @@ from worker.ledger import State
 from worker.pipeline import Delivery, Pipeline
 
 FIRE_TIME = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+LOOPBACK = EgressPolicy.parse("127.0.0.1")
 
 
 @dataclass
@@ -90,9 +94,10 @@ def target() -> Iterator[Target]:
 
 @pytest.fixture
 def action() -> Iterator[HttpAction]:
-    client = httpx.Client()
-    yield HttpAction(client, id_tokens=IdTokenCache(fetch=lambda audience: pytest.fail("no token expected")))
-    client.close()
+    handler = HttpAction(egress=LOOPBACK, id_tokens=IdTokenCache(
+        fetch=lambda audience: pytest.fail("no token expected")))
+    yield handler
+    handler.close()
 
 
 def context(params: dict[str, Any], *, schedule_id: str = "team/report", attempt: int = 1) -> ActionContext:
@@ -187,13 +192,14 @@ class FakeTokens:
 
 def test_oidc_token_is_sent_and_cached_until_near_expiry(target: Target) -> None:
     tokens = FakeTokens()
-    with httpx.Client() as client:
-        action = HttpAction(client, id_tokens=IdTokenCache(tokens.fetch, clock=lambda: tokens.now))
-        params = {"url": f"{target.base}/status/200", "oidc_audience": "https://svc.example"}
-        action(context(params))
-        action(context(params))
-        tokens.now += timedelta(minutes=56)  # within the refresh margin of the 1 h token
-        action(context(params))
+    action = HttpAction(egress=LOOPBACK,
+                        id_tokens=IdTokenCache(tokens.fetch, clock=lambda: tokens.now))
+    params = {"url": f"{target.base}/status/200", "oidc_audience": "https://svc.example"}
+    action(context(params))
+    action(context(params))
+    tokens.now += timedelta(minutes=56)  # within the refresh margin of the 1 h token
+    action(context(params))
+    action.close()
     assert tokens.fetched == ["https://svc.example", "https://svc.example"]
     assert [r.headers["Authorization"] for r in target.requests] == [
         "Bearer secret-token-1", "Bearer secret-token-1", "Bearer secret-token-2"]
@@ -207,10 +213,9 @@ def test_oidc_token_failure(target: Target, error: Exception, retryable: bool) -
     def fetch(audience: str) -> tuple[str, datetime]:
         raise error
 
-    with httpx.Client() as client:
-        action = HttpAction(client, id_tokens=IdTokenCache(fetch))
-        with pytest.raises(ActionError) as failure:
-            action(context({"url": f"{target.base}/status/200", "oidc_audience": "aud"}))
+    action = HttpAction(egress=LOOPBACK, id_tokens=IdTokenCache(fetch))
+    with pytest.raises(ActionError) as failure:
+        action(context({"url": f"{target.base}/status/200", "oidc_audience": "aud"}))
     assert failure.value.retryable is retryable
     assert target.requests == []
 
@@ -240,14 +245,14 @@ def test_through_the_pipeline_the_token_is_never_logged(target: Target) -> None:
         "url": f"{target.base}/status/503", "method": "POST", "headers": {}, "timeout": 5.0,
         "oidc_audience": "https://svc.example"}))
     message = build_message(schedule, signing_key="k")
-    with httpx.Client() as client:
-        registry = ActionRegistry({"http": HttpAction(client, id_tokens=IdTokenCache(tokens.fetch))})
-        pipeline = Pipeline(MemoryLedger(), registry, worker_id="w1", signing_key="k",
-                            clock=lambda: FIRE_TIME + timedelta(seconds=2))
-        with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
-            item = Delivery("m1", message.data, message.attributes, FIRE_TIME + timedelta(seconds=1))
-            assert pipeline.handle(item).outcome == "retry"
-            assert pipeline.handle(item).outcome == "failed"
+    handler = HttpAction(egress=LOOPBACK, id_tokens=IdTokenCache(tokens.fetch))
+    pipeline = Pipeline(MemoryLedger(), ActionRegistry({"http": handler}), worker_id="w1",
+                        signing_key="k", clock=lambda: FIRE_TIME + timedelta(seconds=2))
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        item = Delivery("m1", message.data, message.attributes, FIRE_TIME + timedelta(seconds=1))
+        assert pipeline.handle(item).outcome == "retry"
+        assert pipeline.handle(item).outcome == "failed"
+    handler.close()
     assert len(target.requests) == 2
     assert {r.headers["Idempotency-Key"] for r in target.requests} == {execution_id("s1", FIRE_TIME)}
     assert [r.headers["X-Scion-Attempt"] for r in target.requests] == ["1", "2"]

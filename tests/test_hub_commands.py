@@ -27,7 +27,7 @@ from scheduler.contract import build_message, execution_id
 from scheduler.gcp import cloud_scheduler_client, firestore_client
 from scheduler.validation import schedules_from_data
 from scion_scheduler.cli import main
-from scion_scheduler.emulators import free_port
+from scion_scheduler.google_emulators import free_port
 from scion_scheduler.reference_hub import ReferenceHub
 from scion_scheduler.reference_hub_groves import ListingLimits
 from worker.action import ActionRegistry
@@ -235,7 +235,8 @@ def test_a_hub_without_the_fire_endpoint_fails_the_fire_and_410_cancels_it(
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     with ReferenceHub(token=TOKEN, fire_endpoint=False) as hub, \
             capture_logs() as logs:
-        action = ScionAction(settings=Settings(hub_url=hub.url, hub_token=TOKEN))
+        action = ScionAction(settings=Settings(hub_url=hub.url, hub_token=TOKEN,
+                                               allowed_targets="127.0.0.1"))  # loopback, named
         pipeline = Pipeline(ledger, ActionRegistry({"scion": action}), worker_id="w1",
                             clock=lambda: now + timedelta(seconds=2))
         for s in loaded.schedules:
@@ -250,7 +251,8 @@ def test_a_hub_without_the_fire_endpoint_fails_the_fire_and_410_cancels_it(
     with ReferenceHub(token=TOKEN) as hub:
         hub.groves.put_schedule(item)
         httpx.delete(f"{hub.url}/api/v1/groves/{GROVE}/schedules/{item['id']}", headers=AUTH)
-        action = ScionAction(settings=Settings(hub_url=hub.url, hub_token=TOKEN))
+        action = ScionAction(settings=Settings(hub_url=hub.url, hub_token=TOKEN,
+                                               allowed_targets="127.0.0.1"))  # loopback, named
         pipeline = Pipeline(ledger, ActionRegistry({"scion": action}), worker_id="w1",
                             clock=lambda: now + timedelta(minutes=1, seconds=2))
         s = next(x for x in loaded.schedules if x.id == item["id"])

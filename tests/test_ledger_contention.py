@@ -245,16 +245,17 @@ def firestore_pair(firestore_emulator: str, project_id: str) -> Iterator[tuple[A
 def commit_batch(ledger: Any, groups: list[list[Any]], tentative: frozenset[int] = frozenset()) -> list[Any]:
     """The outcome of each group of writes, committed by `ledger` as one batch of callers'
     commits; the groups at the `tentative` indices are fast-path guesses."""
-    from worker.firestore_ledger import _Group
+    from worker.firestore_batch import CommitGroup
 
-    return ledger._commit_batch([_Group(group, index in tentative) for index, group in enumerate(groups)])
+    return ledger.batches.commit_batch([CommitGroup(group, index in tentative)
+                                        for index, group in enumerate(groups)])
 
 
 def _race_after_read(monkeypatch: pytest.MonkeyPatch, ledger: Any, rival_move: Callable[[], object]) -> list[object]:
     """Make the rival's move once, right after `ledger` read its documents and before it
     commits: the window an optimistic commit must detect."""
     moves: list[object] = []
-    read = ledger._get_all
+    read = ledger.batches.get_all
 
     def read_then_race(refs: list[Any]) -> list[Any]:
         snapshots = read(refs)
@@ -262,7 +263,7 @@ def _race_after_read(monkeypatch: pytest.MonkeyPatch, ledger: Any, rival_move: C
             moves.append(rival_move())
         return snapshots
 
-    monkeypatch.setattr(ledger, "_get_all", read_then_race)
+    monkeypatch.setattr(ledger.batches, "get_all", read_then_race)
     return moves
 
 
@@ -270,14 +271,14 @@ def _race_before_commit(monkeypatch: pytest.MonkeyPatch, ledger: Any, rival_move
     """Make the rival's move once, right before `ledger`'s first commit: for a fast-path claim,
     the window between deciding without a read and committing."""
     moves: list[object] = []
-    commit = ledger._commit
+    commit = ledger.batches.commit
 
     def race_then_commit(writes: list[Any], **options: Any) -> Any:
         if not moves:
             moves.append(rival_move())
         return commit(writes, **options)
 
-    monkeypatch.setattr(ledger, "_commit", race_then_commit)
+    monkeypatch.setattr(ledger.batches, "commit", race_then_commit)
     return moves
 
 
@@ -333,7 +334,7 @@ def test_firestore_finish_retries_after_a_concurrent_renew(
     request = request_for("s", 0, "w1", now=T0, overlap="skip")
     ledger.claim(request)
     commits: list[bool] = []
-    commit = ledger._commit
+    commit = ledger.batches.commit
 
     def renew_first(writes: list[Any], **options: Any) -> list[Any] | None:
         if not commits:
@@ -342,7 +343,7 @@ def test_firestore_finish_retries_after_a_concurrent_renew(
         commits.append(versions is not None)
         return versions
 
-    monkeypatch.setattr(ledger, "_commit", renew_first)
+    monkeypatch.setattr(ledger.batches, "commit", renew_first)
     assert ledger.finish(request.execution_id, "w1", State.SUCCEEDED, now=T0 + timedelta(seconds=5))
     assert commits == [True, False, True]
     state = ledger.schedule_state("s")
@@ -358,7 +359,7 @@ def test_firestore_gives_up_after_max_attempts(firestore_emulator: str, project_
 
     client = firestore.Client(project=project_id)
     ledger = FirestoreLedger(client, max_attempts=2)
-    monkeypatch.setattr(ledger, "_commit", lambda writes, **options: None)
+    monkeypatch.setattr(ledger.batches, "commit", lambda writes, **options: None)
     with pytest.raises(LedgerContention, match="claim: lost the race"):
         ledger.claim(request_for("s", 0, "w1", now=T0, overlap="skip"))
     client.close()
@@ -372,8 +373,9 @@ def test_firestore_commit_that_landed_but_reported_a_lost_race_is_recognised(
     """A commit the client retried after a lost reply fails its own precondition; the ledger
     must see that its write landed rather than report BUSY or a lost execution."""
     ledger, _ = firestore_pair
-    commit = ledger._commit
-    monkeypatch.setattr(ledger, "_commit", lambda writes, **options: commit(writes, **options) and None)
+    commit = ledger.batches.commit
+    monkeypatch.setattr(ledger.batches, "commit",
+                        lambda writes, **options: commit(writes, **options) and None)
     request = request_for("s", 0, "w1", now=T0, overlap=overlap)
     assert ledger.claim(request).result is ClaimResult.CLAIMED
     assert ledger.finish(request.execution_id, "w1", State.SUCCEEDED, now=T0 + timedelta(seconds=1))
@@ -391,8 +393,9 @@ def test_firestore_renew_and_finish_of_a_held_execution_read_nothing(
     request = request_for("s", 0, "w1", now=T0, overlap="skip")
     ledger.claim(request)
     reads: list[int] = []
-    read = ledger._get_all
-    monkeypatch.setattr(ledger, "_get_all", lambda refs: reads.append(len(refs)) or read(refs))
+    read = ledger.batches.get_all
+    monkeypatch.setattr(ledger.batches, "get_all",
+                        lambda refs: reads.append(len(refs)) or read(refs))
     assert ledger.renew(request.execution_id, "w1", T0 + 2 * LEASE)
     assert ledger.finish(request.execution_id, "w1", State.SUCCEEDED, now=T0 + timedelta(seconds=5))
     assert reads == []
@@ -424,11 +427,12 @@ def test_firestore_combined_commit_tells_only_the_group_that_lost(firestore_pair
     from worker.firestore_wire import Write
 
     ledger, _ = firestore_pair
-    docs = ledger._executions
+    docs = ledger.executions
     docs.document("taken").create({"n": 0})
-    groups = [[Write(ledger._execution_name("a"), {"n": 1})],
-              [Write(ledger._execution_name("taken"), {"n": 2})],
-              [Write(ledger._execution_name("b"), {"n": 3}), Write(ledger._execution_name("c"), {"n": 4})]]
+    groups = [[Write(ledger.execution_name("a"), {"n": 1})],
+              [Write(ledger.execution_name("taken"), {"n": 2})],
+              [Write(ledger.execution_name("b"), {"n": 3}),
+               Write(ledger.execution_name("c"), {"n": 4})]]
     results = commit_batch(ledger, groups)
     assert results[1] is None
     assert len(results[0]) == 1 and len(results[2]) == 2
@@ -441,10 +445,10 @@ def test_firestore_groups_on_the_same_document_do_not_share_a_commit(firestore_p
     from worker.firestore_wire import Write
 
     ledger, _ = firestore_pair
-    docs = ledger._executions
-    results = commit_batch(ledger, [[Write(ledger._execution_name("same"), {"n": 1})],
-                                    [Write(ledger._execution_name("other"), {"n": 2})],
-                                    [Write(ledger._execution_name("same"), {"n": 3})]])
+    docs = ledger.executions
+    results = commit_batch(ledger, [[Write(ledger.execution_name("same"), {"n": 1})],
+                                    [Write(ledger.execution_name("other"), {"n": 2})],
+                                    [Write(ledger.execution_name("same"), {"n": 3})]])
     assert results[0] is not None and results[1] is not None and results[2] is None
     assert docs.document("same").get().to_dict() == {"n": 1}
 
@@ -458,16 +462,17 @@ def test_firestore_one_lost_race_splits_a_combined_commit_in_halves(
     from worker.firestore_wire import Write
 
     ledger, _ = firestore_pair
-    ledger._executions.document("taken").create({"n": 0})
-    groups = [[Write(ledger._execution_name(f"g{i}"), {"n": i})] for i in range(32)]
-    groups[21] = [Write(ledger._execution_name("taken"), {"n": 21})]
+    ledger.executions.document("taken").create({"n": 0})
+    groups = [[Write(ledger.execution_name(f"g{i}"), {"n": i})] for i in range(32)]
+    groups[21] = [Write(ledger.execution_name("taken"), {"n": 21})]
     commits: list[int] = []
-    commit_now = ledger._commit_now
-    monkeypatch.setattr(ledger, "_commit_now", lambda writes: commits.append(len(writes)) or commit_now(writes))
+    commit_now = ledger.batches.commit_now
+    monkeypatch.setattr(ledger.batches, "commit_now",
+                        lambda writes: commits.append(len(writes)) or commit_now(writes))
     results = commit_batch(ledger, groups)
     assert [index for index, result in enumerate(results) if result is None] == [21]
     assert len(commits) == 11 and commits[0] == 32
-    stored = ledger._wire.get_all([ledger._execution_name(f"g{i}") for i in range(32)])
+    stored = ledger.batches.wire.get_all([ledger.execution_name(f"g{i}") for i in range(32)])
     assert sum(document is not None for document in stored.values()) == 31
 
 
@@ -479,7 +484,7 @@ def test_firestore_deliveries_of_one_fire_in_one_process_claim_one_at_a_time(
     and read its record (BUSY), and no commit fails a precondition."""
     ledger, _ = firestore_pair
     failed: list[int] = []
-    commit_now = ledger._commit_now
+    commit_now = ledger.batches.commit_now
 
     def counting(writes: list[Any]) -> list[Any] | None:
         versions: list[Any] | None = commit_now(writes)
@@ -487,7 +492,7 @@ def test_firestore_deliveries_of_one_fire_in_one_process_claim_one_at_a_time(
             failed.append(len(writes))
         return versions
 
-    monkeypatch.setattr(ledger, "_commit_now", counting)
+    monkeypatch.setattr(ledger.batches, "commit_now", counting)
     go = threading.Barrier(8)
 
     def claim(index: int) -> ClaimResult:
@@ -517,8 +522,9 @@ def test_firestore_an_unavailable_store_fails_a_combined_commit_once(
         calls.append(len(writes))
         raise api_exceptions.ServiceUnavailable("store down")
 
-    monkeypatch.setattr(ledger._wire, "commit", unavailable)
-    results = commit_batch(ledger, [[Write(ledger._execution_name(f"u{i}"), {"n": i})] for i in range(8)])
+    monkeypatch.setattr(ledger.batches.wire, "commit", unavailable)
+    results = commit_batch(ledger, [[Write(ledger.execution_name(f"u{i}"), {"n": i})]
+                                    for i in range(8)])
     assert calls == [8]
     assert all(isinstance(result, api_exceptions.ServiceUnavailable) for result in results)
 
@@ -528,8 +534,8 @@ def test_firestore_a_group_the_wire_cannot_encode_fails_alone(firestore_pair: tu
     from worker.firestore_wire import Write
 
     ledger, _ = firestore_pair
-    groups = [[Write(ledger._execution_name(f"v{i}"), {"n": i})] for i in range(4)]
-    groups[2] = [Write(ledger._execution_name("v2"), {"n": {"nested": 1}})]
+    groups = [[Write(ledger.execution_name(f"v{i}"), {"n": i})] for i in range(4)]
+    groups[2] = [Write(ledger.execution_name("v2"), {"n": {"nested": 1}})]
     results = commit_batch(ledger, groups)
     assert isinstance(results[2], TypeError)
     assert all(isinstance(results[i], list) for i in (0, 1, 3))
@@ -544,9 +550,11 @@ def test_firestore_fresh_claim_is_one_commit_and_no_read(
     ledger, _ = firestore_pair
     reads: list[int] = []
     commits: list[int] = []
-    read, commit_now = ledger._get_all, ledger._commit_now
-    monkeypatch.setattr(ledger, "_get_all", lambda refs: reads.append(len(refs)) or read(refs))
-    monkeypatch.setattr(ledger, "_commit_now", lambda writes: commits.append(len(writes)) or commit_now(writes))
+    read, commit_now = ledger.batches.get_all, ledger.batches.commit_now
+    monkeypatch.setattr(ledger.batches, "get_all",
+                        lambda refs: reads.append(len(refs)) or read(refs))
+    monkeypatch.setattr(ledger.batches, "commit_now",
+                        lambda writes: commits.append(len(writes)) or commit_now(writes))
     assert ledger.claim(request_for("s", 0, "w1", now=T0, overlap="skip")).result is ClaimResult.CLAIMED
     assert ledger.claim(request_for("t", 0, "w1", now=T0, overlap="allow")).result is ClaimResult.CLAIMED
     assert (reads, commits) == ([], [2, 1])
@@ -565,9 +573,10 @@ def test_firestore_fires_this_process_finished_or_holds_are_answered_without_a_c
     held = request_for("s", 1, "w1", now=T0, overlap="skip", lease=timedelta(seconds=30))
     ledger.claim(held)
     calls: list[str] = []
-    read, commit = ledger._get_all, ledger._commit
-    monkeypatch.setattr(ledger, "_get_all", lambda refs: calls.append("read") or read(refs))
-    monkeypatch.setattr(ledger, "_commit", lambda writes, **options: calls.append("commit") or commit(writes, **options))
+    read, commit = ledger.batches.get_all, ledger.batches.commit
+    monkeypatch.setattr(ledger.batches, "get_all", lambda refs: calls.append("read") or read(refs))
+    monkeypatch.setattr(ledger.batches, "commit", lambda writes, **options: (
+        calls.append("commit") or commit(writes, **options)))
     duplicate = ledger.claim(request_for("s", 0, "w2", now=T0 + timedelta(hours=1), overlap="skip"))
     assert duplicate.result is ClaimResult.DONE and duplicate.execution.state is State.SUCCEEDED
     busy = ledger.claim(request_for("s", 1, "w2", now=T0 + timedelta(seconds=10), overlap="skip"))
@@ -587,18 +596,20 @@ def test_firestore_a_failed_combined_commit_tells_fast_claims_at_once(
     from worker.firestore_wire import Write
 
     ledger, _ = firestore_pair
-    ledger._executions.document("taken").create({"n": 0})
-    groups = [[Write(ledger._execution_name(f"f{i}"), {"n": i})] for i in range(4)]
-    groups[1] = [Write(ledger._execution_name("taken"), {"n": 1})]
+    ledger.executions.document("taken").create({"n": 0})
+    groups = [[Write(ledger.execution_name(f"f{i}"), {"n": i})] for i in range(4)]
+    groups[1] = [Write(ledger.execution_name("taken"), {"n": 1})]
     commits: list[int] = []
-    commit_now = ledger._commit_now
-    monkeypatch.setattr(ledger, "_commit_now", lambda writes: commits.append(len(writes)) or commit_now(writes))
+    commit_now = ledger.batches.commit_now
+    monkeypatch.setattr(ledger.batches, "commit_now",
+                        lambda writes: commits.append(len(writes)) or commit_now(writes))
     results = commit_batch(ledger, groups, tentative=frozenset({0, 1}))
     assert results[0] is None and results[1] is None
     assert results[2] is not None and results[3] is not None
     assert commits == [4, 2]
-    alone = commit_batch(ledger, [[Write(ledger._execution_name("taken"), {"n": 5})],
-                                  [Write(ledger._execution_name("f4"), {"n": 4})]], tentative=frozenset({0}))
+    alone = commit_batch(ledger, [[Write(ledger.execution_name("taken"), {"n": 5})],
+                                  [Write(ledger.execution_name("f4"), {"n": 4})]],
+                         tentative=frozenset({0}))
     assert alone[0] is None and alone[1] is not None
     assert commits == [4, 2, 2, 1]
 
@@ -611,7 +622,7 @@ def test_firestore_finish_clears_the_running_document_and_release_keeps_the_last
     first = request_for("s", 0, "w1", now=T0, overlap="skip")
     ledger.claim(first)
     assert ledger.finish(first.execution_id, "w1", State.SUCCEEDED, now=T0 + timedelta(seconds=1))
-    assert rival._get_all([rival._running_name("s")]) == [None]
+    assert rival.batches.get_all([rival.running_name("s")]) == [None]
     second = request_for("s", 1, "w1", now=T0 + timedelta(minutes=1), overlap="skip")
     ledger.claim(second)
     assert ledger.release(second.execution_id, "w1", now=T0 + timedelta(minutes=1, seconds=1))

@@ -28,7 +28,8 @@ import structlog
 from scheduler.clock import Checkpoint, LocalClock
 from scheduler.config import Settings
 from scheduler.contract import execution_id
-from scheduler.model import Schedule
+from scheduler.egress import EgressPolicy
+from scheduler.model import Schedule, format_instant
 from scheduler.validation import load_schedules, parse_schedule
 from scion_scheduler import local
 from scion_scheduler.local import run_local
@@ -41,10 +42,19 @@ ROOT = Path(__file__).resolve().parent.parent
 S1 = datetime(2031, 1, 6, 10, 0, tzinfo=UTC)
 S2, S3 = S1 + timedelta(minutes=1), S1 + timedelta(minutes=2)
 TIMEOUT = 60.0  # generous: only an upper bound for a slow, loaded machine
+# The targets here listen on loopback, which the egress policy refuses unless named.
+LOOPBACK = EgressPolicy.parse("127.0.0.1")
+
+
+def local_settings() -> Settings:
+    """The environment's settings, with the loopback targets named."""
+    return Settings.from_env(allowed_targets="127.0.0.1")
 
 
 def test_example_file_is_valid() -> None:
-    assert len(load_schedules(ROOT / "examples" / "schedules.yaml")) == 3
+    # As `make local` loads it: its loopback target named.
+    assert len(load_schedules(ROOT / "examples" / "schedules.yaml",
+                              egress=EgressPolicy.parse("*,http://127.0.0.1:8087/"))) == 3
 
 
 def _clock_after_two_slots(checkpoint: Checkpoint, now: datetime) -> LocalClock:
@@ -52,7 +62,8 @@ def _clock_after_two_slots(checkpoint: Checkpoint, now: datetime) -> LocalClock:
     checkpoint.save(S1 - timedelta(seconds=30))
     stop = threading.Event()
     tick = parse_schedule({"id": "tick", "cron": "* * * * *",
-                           "action": {"type": "http", "url": "http://127.0.0.1:9/"}})
+                           "action": {"type": "http", "url": "http://127.0.0.1:9/"}},
+                          egress=LOOPBACK)
     clock = LocalClock([tick], lambda _m, _t: stop.set(), checkpoint=checkpoint, clock=lambda: now)
     clock.run(stop)
     return clock
@@ -158,7 +169,7 @@ def running(schedule_file: Path, store: Path, starts_at: datetime) -> Iterator[C
         return datetime.now(UTC) + offset
 
     stop = threading.Event()
-    thread = threading.Thread(target=run_local, args=(schedule_file, store, Settings.from_env(), stop),
+    thread = threading.Thread(target=run_local, args=(schedule_file, store, local_settings(), stop),
                               kwargs={"clock": clock}, name="run-local")
     thread.start()
     try:
@@ -282,7 +293,7 @@ def test_missed_fires_after_a_restart_are_handled_once(tmp_path: Path) -> None:
     now = datetime.now(UTC)
     Checkpoint(store.with_suffix(".clock.json")).save(now - timedelta(minutes=2, seconds=5))
     stop = threading.Event()
-    thread = threading.Thread(target=run_local, args=(schedule_file, store, Settings.from_env(), stop))
+    thread = threading.Thread(target=run_local, args=(schedule_file, store, local_settings(), stop))
     thread.start()
     ledger = SqliteLedger(store)
     deadline = datetime.now(UTC) + timedelta(seconds=20)
@@ -315,7 +326,8 @@ def test_the_schedule_file_is_reloaded_on_change_and_a_broken_one_is_ignored(
     schedule_file = tmp_path / "s.yaml"
     schedule_file.write_text(entry.format(id="a"))
     stop = threading.Event()
-    thread = threading.Thread(target=run_local, args=(schedule_file, tmp_path / "db.sqlite", Settings.from_env(), stop))
+    thread = threading.Thread(target=run_local,
+                              args=(schedule_file, tmp_path / "db.sqlite", local_settings(), stop))
     thread.start()
     try:
         def rewrite(text: str, bump: int) -> None:
@@ -346,6 +358,7 @@ def test_sighup_reloads_an_unchanged_mtime_file_and_sigterm_exits_0(tmp_path: Pa
     schedule_file.write_text(entry.format(id="a"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCION_")}
     env["SCION_SCHEDULER_LOG_FORMAT"] = "json"
+    env["SCION_SCHEDULER_ALLOWED_TARGETS"] = "127.0.0.1"
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "scion-scheduler"), "local", "--file", str(schedule_file),
          "--store", str(tmp_path / "scion.db")],
@@ -389,3 +402,16 @@ def _wait(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def test_a_one_shot_fires_at_its_second_not_at_a_minute(tmp_path: Path, target: Target) -> None:
+    """As the hub's one-shot timers do (scion pkg/hub/scheduler.go:263-271)."""
+    at = S1 + timedelta(seconds=17, microseconds=500000)
+    schedule_file = tmp_path / "s.yaml"
+    schedule_file.write_text(
+        f"- id: once\n  at: '{format_instant(at)}'\n  action: {{type: http, url: '{target.url}'}}\n")
+    with running(schedule_file, tmp_path / "scion.db", at - timedelta(seconds=2)) as clock:
+        _wait(lambda: bool(target.keys()))
+        arrived = clock()
+    assert timedelta(0) <= arrived - at <= timedelta(seconds=2)
+    assert target.keys() == [execution_id("once", at)]

@@ -26,6 +26,7 @@ import pytest
 from test_terraform import MODULE_DIR as TERRAFORM_ROOT
 from test_terraform import named
 
+from scheduler.egress import EgressPolicy
 from scheduler.validation import parse_schedule
 from scion_scheduler import stack
 from scion_scheduler.reference_hub import ReferenceHub
@@ -116,10 +117,11 @@ def test_requests_to_the_documented_target_are_routed_to_the_running_one() -> No
     def http(schedule_id: str, url: str) -> dict[str, object]:
         return {"id": schedule_id, "cron": "* * * * *", "action": {"type": "http", "url": url}}
 
-    schedules = [parse_schedule(http("a", "http://127.0.0.1:8087/ping?x=1")),
-                 parse_schedule(http("b", "http://localhost:8087/report")),
-                 parse_schedule(http("c", "https://example.com:8087/elsewhere")),
-                 parse_schedule(http("d", "http://127.0.0.1:9000/other"))]
+    loopback = EgressPolicy.parse("*,127.0.0.1,localhost")
+    schedules = [parse_schedule(http("a", "http://127.0.0.1:8087/ping?x=1"), egress=loopback),
+                 parse_schedule(http("b", "http://localhost:8087/report"), egress=loopback),
+                 parse_schedule(http("c", "https://example.com:8087/elsewhere"), egress=loopback),
+                 parse_schedule(http("d", "http://127.0.0.1:9000/other"), egress=loopback)]
     routed = stack.route_to_target(schedules, "http://127.0.0.1:41234")
     assert [s.action.params["url"] for s in routed] == [
         "http://127.0.0.1:41234/ping?x=1", "http://127.0.0.1:41234/report",

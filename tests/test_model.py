@@ -27,12 +27,14 @@ from scheduler.contract import MAX_MESSAGE_BYTES, message_size
 from scheduler.model import (
     DEFAULT_CATCHUP_WINDOW,
     DEFAULT_MAX_ATTEMPTS,
+    ONE_SHOT_LEAD,
     Action,
     FieldError,
     Schedule,
     ValidationError,
     format_duration,
     format_instant,
+    one_shot_slot,
     parse_duration,
     parse_instant,
 )
@@ -143,21 +145,26 @@ def test_instants() -> None:
 
 # --- one-shots ------------------------------------------------------------------------------------
 
-def test_one_shot_rounds_up_to_the_minute_in_utc() -> None:
-    s = parse_schedule(doc(cron=..., at="2026-03-29T02:30:20+02:00", timezone="Europe/Berlin"))
-    assert s.one_shot and s.at == datetime(2026, 3, 29, 0, 30, 20, tzinfo=UTC)
-    assert s.fire_at == datetime(2026, 3, 29, 0, 31, tzinfo=UTC)
-    assert s.effective_cron == "31 0 29 3 *"
+def test_one_shot_job_fires_at_the_whole_minute_at_least_the_lead_before_at_in_utc() -> None:
+    # The hub fires a one-shot at its exact fireAt; the job fires early and the worker holds.
+    s = parse_schedule(doc(cron=..., at="2026-03-29T02:30:50+02:00", timezone="Europe/Berlin"))
+    assert s.one_shot and s.at == datetime(2026, 3, 29, 0, 30, 50, tzinfo=UTC)
+    assert s.job_slot == datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
+    assert s.effective_cron == "30 0 29 3 *"
     assert s.effective_timezone == "UTC"
+    # Less than the lead after the minute: the minute before, so a late publish still lands early.
+    early = parse_schedule(doc(cron=..., at="2026-03-29T00:30:20Z"))
+    assert early.job_slot == datetime(2026, 3, 29, 0, 29, tzinfo=UTC)
 
 
-def test_one_shot_on_the_minute_is_not_moved_and_can_roll_into_next_year() -> None:
+def test_one_shot_on_the_minute_fires_its_job_a_minute_early_and_can_roll_back_a_year() -> None:
     exact = parse_schedule(doc(cron=..., at="2026-06-01T12:00:00Z"))
-    assert exact.fire_at == exact.at
-    assert exact.effective_cron == "0 12 1 6 *"
-    late = parse_schedule(doc(cron=..., at="2026-12-31T23:59:00.000001Z"))
-    assert late.fire_at == datetime(2027, 1, 1, tzinfo=UTC)
-    assert late.effective_cron == "0 0 1 1 *"
+    assert exact.job_slot == datetime(2026, 6, 1, 11, 59, tzinfo=UTC)
+    assert exact.effective_cron == "59 11 1 6 *"
+    new_year = parse_schedule(doc(cron=..., at="2027-01-01T00:00:10Z"))
+    assert new_year.job_slot == datetime(2026, 12, 31, 23, 59, tzinfo=UTC)
+    assert new_year.effective_cron == "59 23 31 12 *"
+    assert all(one_shot_slot(at) <= at - ONE_SHOT_LEAD for at in (exact.at, new_year.at) if at)
 
 
 def test_one_shot_accepts_aware_datetimes_from_python_and_yaml() -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import structlog
@@ -36,7 +37,7 @@ from scheduler.gcp import (
 from scheduler.model import format_instant
 from scheduler.validation import schedules_from_data
 from scion_scheduler.cli import main
-from scion_scheduler.emulators import free_port
+from scion_scheduler.google_emulators import free_port
 from scion_scheduler.reference_hub import FireCall, ReferenceHub
 from worker.action import ActionRegistry
 from worker.actions.scion import ScionAction
@@ -123,6 +124,7 @@ def stack(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
         "SCION_SCHEDULER_TOPIC": "fires", "SCION_SCHEDULER_SUBSCRIPTION": "workers",
         "SCION_SCHEDULER_WRITE_RATE": "1000", "SCION_SCHEDULER_LOG_FORMAT": "json",
         "SCION_HUB_TOKEN": TOKEN,
+        "SCION_SCHEDULER_ALLOWED_TARGETS": "127.0.0.1",  # the reference hub is on loopback
     })
     settings = Settings.from_env()
     publisher_client(settings).create_topic(name=settings.topic_path)
@@ -351,7 +353,8 @@ def test_after_an_outage_latest_runs_one_fire_and_records_the_rest_missed(stack:
     for n, slot in enumerate(slots):
         transport.put(Delivery(f"m{n}", message.data, message.attributes, slot + timedelta(seconds=3)))
     ledger = stack.ledger()
-    action = ScionAction(settings=Settings(hub_url=stack.hub.url, hub_token=TOKEN))
+    action = ScionAction(settings=Settings(hub_url=stack.hub.url, hub_token=TOKEN,
+                                           allowed_targets="127.0.0.1"))
     pipeline = Pipeline(ledger, ActionRegistry({"scion": action}), worker_id="late-worker",
                         clock=lambda: now)
     stop = threading.Event()
@@ -365,3 +368,27 @@ def test_after_an_outage_latest_runs_one_fire_and_records_the_rest_missed(stack:
     assert [c.body["fireTime"] for c in stack.hub.calls] == [format_instant(slots[-1])]
     states = {r.fire_time: r.state for r in ledger.history(s.id)}
     assert states == {slots[0]: State.MISSED, slots[1]: State.MISSED, slots[2]: State.SUCCEEDED}
+
+
+@pytest.mark.slow
+def test_a_hub_expression_fires_at_the_hubs_instant_through_the_emulators(stack: Stack) -> None:
+    """Syntax only the hub's robfig dialect has (a zone prefix, `?`, `N/60`) through the sync,
+    the Cloud Scheduler emulator's job (its unix-cron translation), Pub/Sub and a worker: the hub
+    is called back once, with its own fire time."""
+    slot = _next_slot()
+    local = slot.astimezone(ZoneInfo("Asia/Kolkata"))  # a half-hour offset from UTC
+    cron = f"CRON_TZ=Asia/Kolkata {local.minute}/60 {local.hour} ? * ?"
+    item = schedule(name="robfig", cron=cron)
+    stack.sync([envelope("schedules", [item], total=1)])
+    job = stack.jobs()[f"scion-{item['id']}"]
+    assert (job.schedule, job.time_zone) == (f"{local.minute} {local.hour} * * *", "Asia/Kolkata")
+    assert job.pubsub_target.attributes["cron-dialect"] == "robfig"
+    stack.start_worker("worker")
+    ledger = stack.ledger()
+
+    def succeeded() -> bool:
+        record = _record(ledger, item["id"], slot)
+        return record is not None and record.state is State.SUCCEEDED
+
+    _wait_until(succeeded, (slot - datetime.now(UTC)).total_seconds() + 45, "the fire")
+    assert len(_calls_for(stack.hub.calls, item["id"], slot)) == 1

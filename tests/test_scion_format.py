@@ -84,7 +84,7 @@ def test_an_active_schedule_becomes_a_recurring_schedule_with_the_scion_action()
     (s,) = loaded.schedules
     assert s.id == item["id"]
     assert (s.cron, s.timezone, s.paused, s.catchup) == ("0 9 * * 1-5", "UTC", False, "latest")
-    assert s.catchup_window == timedelta(days=1)
+    assert s.catchup_window == timedelta(days=7)  # fires once however late, as the hub does
     assert s.description == "daily summary"
     assert s.action.type == ACTION_TYPE
     assert dict(s.action.params) == {
@@ -145,17 +145,18 @@ def test_a_pending_event_becomes_a_one_shot_at_its_fire_time() -> None:
     item = event(fire_at=fire_at, event_type="dispatch_agent")
     loaded = load(envelope("events", [item]))
     (s,) = loaded.schedules
-    assert s.id == item["id"] and s.at == fire_at and s.fire_at == fire_at and s.cron is None
+    assert s.id == item["id"] and s.at == fire_at and s.cron is None
     assert s.catchup == "latest"
     assert s.action.params["kind"] == "event"
     assert s.action.params["event_type"] == "dispatch_agent"
     assert "name" not in s.action.params
 
 
-def test_nanosecond_fire_times_from_go_are_read_and_rounded_up_to_the_minute() -> None:
+def test_nanosecond_fire_times_from_go_are_read_and_fire_at_their_second() -> None:
     item = event(fire_at=datetime(2026, 6, 1, 12, 30, 15, 250000, tzinfo=UTC))
     (s,) = load([item]).schedules
-    assert s.fire_at == datetime(2026, 6, 1, 12, 31, tzinfo=UTC)
+    assert s.at == datetime(2026, 6, 1, 12, 30, 15, 250000, tzinfo=UTC)
+    assert s.job_slot == datetime(2026, 6, 1, 12, 29, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("status", ["fired", "cancelled", "expired", "failed"])

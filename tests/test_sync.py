@@ -197,10 +197,10 @@ def test_one_shots_are_created_before_and_deleted_after_their_time_plus_grace() 
     one = parse_schedule({"id": "once", "at": "2030-01-01T12:30:00Z", "action": ACTION})
     assert [st.kind for st in compute_plan([], [one], s, now=NOW, grace=GRACE).steps] == ["create"]
     job = existing(s, one)
-    assert job.schedule == "30 12 1 1 *" and job.time_zone == "UTC"
+    assert job.schedule == "29 12 1 1 *" and job.time_zone == "UTC"  # a minute ahead: held
     within = NOW + timedelta(minutes=35)
     assert compute_plan([job], [one], s, now=within, grace=GRACE).is_noop
-    later = NOW + timedelta(minutes=41)
+    later = NOW + timedelta(minutes=46)  # past the grace and the 15-minute catch-up window
     [step] = compute_plan([job], [one], s, now=later, grace=GRACE).steps
     assert (step.kind, step.schedule_id) == ("delete", "once")
     gone = compute_plan([], [one], s, now=later, grace=GRACE)
@@ -490,7 +490,7 @@ def test_one_shot_job_is_deleted_once_its_time_and_grace_have_passed(settings: S
         assert control.describe("once").next_fires == (at,)
         clock[0] = at + timedelta(minutes=5)
         assert control.plan([once]).is_noop  # still within the grace
-        clock[0] = at + timedelta(minutes=11)
+        clock[0] = at + timedelta(minutes=16)  # past the grace and the catch-up window
         result = control.reconcile([once])
         assert [(s.kind, s.schedule_id) for s in result.plan.steps] == [("delete", "once")]
         assert result.ok

@@ -21,6 +21,7 @@ import hcl2
 import pytest
 
 from scheduler.config import SETTINGS, SETTINGS_BY_ATTR
+from scheduler.egress import EgressPolicy
 
 MODULE_DIR = Path(__file__).resolve().parent.parent / "terraform"
 EXAMPLE_DIR = MODULE_DIR / "examples" / "complete"
@@ -202,6 +203,27 @@ def test_env_maps_give_each_component_what_it_requires() -> None:
         env["database"],
         env["collection_prefix"],
     } <= worker
+
+
+def test_the_hub_and_the_workers_get_the_same_egress_policy() -> None:
+    """Validation at sync refuses what the workers would refuse to send: one list for both."""
+    name = SETTINGS_BY_ATTR["allowed_targets"].env
+    assert name in output_env(MODULE_DIR, "hub_env")
+    assert name in output_env(MODULE_DIR, "worker_env")
+    local_values = locals_of(MODULE_DIR)
+    assert (local_values["worker_env"][name] == local_values["hub_env_control"][name]
+            == "${local.allowed_targets}")
+    assert local_values["allowed_targets"] == '${join(",", var.allowed_targets)}'
+    variable = named(MODULE_DIR, "variable")["allowed_targets"]
+    assert variable["type"] == "${list(string)}" and variable["default"] == []  # any public address
+    # The example names the hub's URL, and the list parses as the setting.
+    example = named(EXAMPLE_DIR, "variable")["allowed_targets"]["default"]
+    assert example == ["https://hub.example.com/"]
+    module = named(EXAMPLE_DIR, "module")["scion_scheduler"]
+    assert module["allowed_targets"] == "${var.allowed_targets}"
+    policy = EgressPolicy.parse(",".join(example))
+    assert policy.check_url("https://hub.example.com/api/v1/x") is None
+    assert policy.check_url("http://169.254.169.254/computeMetadata/v1/") is not None
 
 
 def test_cloud_run_worker_env_matches_worker_env_and_takes_secrets_from_secret_manager() -> None:

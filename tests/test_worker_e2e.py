@@ -20,7 +20,7 @@ import pytest
 from worker_harness import SIGNING_KEY, VENV_BIN, WAIT_S, Stack, wait_for
 
 from scheduler.contract import Message, build_message, execution_id
-from scion_scheduler.emulators import Emulator, free_port
+from scion_scheduler.google_emulators import Emulator, free_port
 from worker.ledger import State
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]

@@ -23,12 +23,16 @@ from urllib.parse import unquote
 from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler.contract import Message, build_message
+from scheduler.egress import EgressPolicy
 from scheduler.model import Schedule
 from scheduler.validation import parse_schedule
-from scion_scheduler.emulators import free_port
+from scion_scheduler.google_emulators import free_port
 from worker.firestore_ledger import FirestoreLedger
 
 SIGNING_KEY = "e2e-signing-key"
+# The target listens on loopback, which the egress policy refuses unless named.
+LOOPBACK_TARGETS = "127.0.0.1"
+LOOPBACK = EgressPolicy.parse(LOOPBACK_TARGETS)
 # An upper bound for something to happen; no test depends on its size. Generous because the
 # Pub/Sub emulator keeps routing messages to a dead subscriber's stream for up to ~45 s.
 WAIT_S = 120.0
@@ -242,7 +246,7 @@ class Stack:
         raw = {"id": schedule_id, "cron": "* * * * *", "overlap": "allow",
                "action": {"type": "http", "url": self.target.url(path), "timeout": 30}}
         raw.update(fields)
-        return parse_schedule(raw)
+        return parse_schedule(raw, egress=LOOPBACK)
 
     def publish(self, message: Message) -> str:
         future = self.publisher.publish(self.topic, message.data, **message.attributes)
@@ -265,6 +269,7 @@ class Stack:
             "SCION_SCHEDULER_SUBSCRIPTION": "workers",
             "SCION_SCHEDULER_SIGNING_KEY": SIGNING_KEY,
             "SCION_SCHEDULER_LOG_FORMAT": "json",
+            "SCION_SCHEDULER_ALLOWED_TARGETS": LOOPBACK_TARGETS,
             "PYTHONUNBUFFERED": "1",
         })
         env.pop("PORT", None)

@@ -69,6 +69,17 @@ class Coalescer(Generic[Item, Result]):
         self._running = 0
         self._lock = threading.Lock()
 
+    @property
+    def waiting(self) -> int:
+        """Calls queued and not yet taken into a batch."""
+        return self._queue.qsize()
+
+    @property
+    def senders_running(self) -> int:
+        """Sender threads alive now (they start on demand and leave when idle)."""
+        with self._lock:
+            return self._running
+
     def call(self, item: Item) -> Result:
         """Queue `item`, wait for its batch, and return its result (or raise its exception)."""
         slot: _Slot[Result] = _Slot()

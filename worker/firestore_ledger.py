@@ -49,13 +49,11 @@ takeover, another fire of the schedule), the guard fails and the change is re-re
 again from the stored records. Every decision is made by `worker.ledger_rules`, which the SQLite
 ledger shares.
 
-Batching: reads and commits go through `worker.coalescer`, so that the reads of fires handled at
-the same moment leave as one BatchGetDocuments and their commits as one Commit. A Commit is all
-or nothing, so when a combined commit fails a precondition it is split in halves and each half
-committed again (recursively), and only the group that really lost its race is told so; a
-fast-path claim in a failed commit is not retried there but told at once, since it falls back to
-the read anyway. Groups that touch the same document never share a Commit, and deliveries of one
-fire in one process claim one after the other, so that they never make each other's batches fail.
+Batching: reads and commits go through `worker.firestore_batch`, so that the reads of fires
+handled at the same moment leave as one BatchGetDocuments and their commits as one Commit (a
+failed combined Commit is split to find the group that lost). Deliveries of one fire in one
+process claim one after the other, so that they never make each other's batches fail. What this
+process wrote is remembered by `worker.held_fires`.
 """
 
 from __future__ import annotations
@@ -63,11 +61,7 @@ from __future__ import annotations
 import itertools
 import random
 import secrets
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -78,7 +72,7 @@ from scheduler import gcp
 from scheduler.config import Settings
 from scheduler.logs import get_logger
 from scheduler.model import format_instant
-from worker.coalescer import Coalescer
+from worker.firestore_batch import MAX_BATCH, FirestoreBatches
 from worker.firestore_documents import (
     execution_document,
     execution_from_document,
@@ -90,6 +84,7 @@ from worker.firestore_documents import (
     with_summary,
 )
 from worker.firestore_wire import FirestoreWire, StoredDocument, Write
+from worker.held_fires import Held, HeldFires
 from worker.keyed_locks import KeyedLocks
 from worker.ledger import (
     FINAL_STATES,
@@ -102,11 +97,11 @@ from worker.ledger import (
 )
 from worker.ledger_rules import (
     Change,
-    decide_existing,
+    Decide,
+    finishing,
     plan_claim,
-    plan_finish,
-    plan_release,
-    plan_renew,
+    releasing,
+    renewal,
     require_aware,
     validate_final_state,
     validate_request,
@@ -115,29 +110,11 @@ from worker.server_clock import ServerClock
 
 log = get_logger(__name__)
 
-# A failed create precondition is AlreadyExists (a Conflict), a stale update_time is
-# FailedPrecondition; either means another writer got there first.
-_LOST_RACE = (api_exceptions.Conflict, api_exceptions.FailedPrecondition, api_exceptions.NotFound)
-
-# Errors that one group of a combined Commit can cause by itself (a value the wire cannot
-# encode, a document the service refuses); splitting finds the group.
-_GROUP_ERRORS = (TypeError, ValueError, api_exceptions.InvalidArgument)
-
-_Decide = Callable[[Execution, ScheduleState | None], Change | None]
-
 
 def _running_fields(state: ScheduleState | None) -> tuple[Any, ...]:
     if state is None:
         return (None, None, None)
     return (state.running_execution_id, state.running_fire_time, state.running_lease_until)
-
-
-@dataclass(frozen=True)
-class _Group:
-    """The writes of one caller, committed atomically (possibly with other callers' groups)."""
-
-    writes: list[Write]
-    tentative: bool
 
 
 class LedgerContention(RuntimeError):
@@ -146,32 +123,11 @@ class LedgerContention(RuntimeError):
 
 # The field of an execution document that names the claim call which wrote it (see `claim`).
 CLAIM_ID = "claim_id"
-# Fires handled at once that share one read or one commit. A Commit takes at most 500 writes
-# and a group has at most two.
-MAX_BATCH = 100
-# How many executions this process remembers the records of, held and finished each (it holds
-# far fewer at a time; the bound only matters when a holder never finishes, e.g. an action that
-# never returns). A finished record is remembered so that a duplicate delivery of it is answered
-# without a read: 10,000 covers several minutes of fires at the benchmark's rate, when
-# redeliveries of a fire come.
-MAX_REMEMBERED = 10_000
 
 
 def _version(document: StoredDocument | None) -> Any:
     """The `update_time` a guarded write must match: None for a document read as absent."""
     return None if document is None else document.update_time
-
-
-@dataclass(frozen=True)
-class _Held:
-    """The records of an execution this process holds, as it last wrote them, with the
-    versions its commits returned: the execution, and the schedule's running document when
-    this execution is the one it names (else None: overlap `allow` never writes it)."""
-
-    execution: Execution
-    execution_version: Any
-    running: ScheduleState | None
-    running_version: Any
 
 
 class FirestoreLedger:
@@ -183,24 +139,19 @@ class FirestoreLedger:
         # The time leases are measured against (`worker.server_clock`): the pipeline's clock.
         self.clock = clock or ServerClock()
         self._wire = FirestoreWire(client, self.clock)
-        self._executions = client.collection(f"{collection_prefix}executions")
+        # The executions collection (its documents are named by `execution_name`).
+        self.executions = client.collection(f"{collection_prefix}executions")
         self._running_collection = f"{collection_prefix}schedule_running"
         self._summary_collection = f"{collection_prefix}schedule_state"
-        self.clock.syncs_with(lambda: self._wire.sync_clock(self._running_name("")))
+        self.clock.syncs_with(lambda: self._wire.sync_clock(self.running_name("")))
         self._max_attempts = max_attempts
-        # One sender each (the default): while its call is in flight the next batch gathers, so
-        # batches grow with the load. Two senders halved the batches, and Firestore's cost is
-        # mostly per call (bench_worker: ~25% fewer messages/s with two).
-        self._reader: Coalescer[list[str], list[StoredDocument | None]] = Coalescer(
-            "firestore-read", self._read_batch, max_batch=max_batch)
-        self._committer: Coalescer[_Group, list[Any] | None] = Coalescer(
-            "firestore-commit", self._commit_batch, max_batch=max_batch)
-        self._held: OrderedDict[str, _Held] = OrderedDict()
-        self._finished: OrderedDict[str, Execution] = OrderedDict()
+        # Every read and commit of a decision goes through these, batched with other threads'.
+        self.batches = FirestoreBatches(self._wire, max_batch=max_batch)
+        # The records this process wrote and still holds, and those it finished.
+        self.fires = HeldFires()
         self._claiming = KeyedLocks()
         self._claim_prefix = secrets.token_hex(8) + "-"
         self._claim_numbers = itertools.count()
-        self._held_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings, client: firestore.Client | None = None) -> FirestoreLedger:
@@ -209,93 +160,16 @@ class FirestoreLedger:
         return cls(client or gcp.firestore_client(settings),
                    collection_prefix=settings.collection_prefix or "scion_")
 
-    def _execution_name(self, execution_id: str) -> str:
-        return self._wire.name(self._executions.id, execution_id)
+    def execution_name(self, execution_id: str) -> str:
+        """The document name of an execution's record."""
+        return self._wire.name(self.executions.id, execution_id)
 
-    def _running_name(self, schedule_id: str) -> str:
+    def running_name(self, schedule_id: str) -> str:
+        """The document name of a schedule's running document (present while a fire runs)."""
         return self._wire.name(self._running_collection, state_document_id(schedule_id))
 
     def _summary_name(self, schedule_id: str) -> str:
         return self._wire.name(self._summary_collection, state_document_id(schedule_id))
-
-    # Batched store calls.
-
-    def _get_all(self, names: list[str]) -> list[StoredDocument | None]:
-        """The documents in the order of `names` (None where absent), read together with other
-        threads' reads."""
-        return self._reader.call(names)
-
-    def _read_batch(self, groups: Sequence[list[str]]) -> list[list[StoredDocument | None]]:
-        found = self._wire.get_all([name for group in groups for name in group])
-        return [[found.get(name) for name in group] for group in groups]
-
-    def _commit(self, writes: list[Write], *, tentative: bool = False) -> list[Any] | None:
-        """Commit the writes atomically under their preconditions, together with other
-        threads' commits; the new `update_time` of each write, or None when one failed.
-        `tentative`: a guess that falls back to a read when it fails, so a failed combined
-        commit does not split to find out whether this group was the one that lost."""
-        return self._committer.call(_Group(writes, tentative))
-
-    def _commit_batch(self, groups: Sequence[_Group]) -> list[list[Any] | BaseException | None]:
-        combined: list[int] = []
-        alone: list[int] = []
-        touched: set[str] = set()
-        for index, group in enumerate(groups):
-            paths = {write.name for write in group.writes}
-            (alone if paths & touched else combined).append(index)
-            touched |= paths
-        results: list[list[Any] | BaseException | None] = [None] * len(groups)
-        self._commit_together(groups, combined, results)
-        for index in alone:
-            self._commit_together(groups, [index], results)
-        return results
-
-    def _commit_together(self, groups: Sequence[_Group], indices: list[int],
-                         results: list[list[Any] | BaseException | None]) -> None:
-        """Commit the groups at `indices` as one Commit. When a precondition fails, the
-        tentative groups are told at once and the others committed again without them; among
-        those, a failed commit is split in halves, each half committed the same way, so that one lost race among n groups costs about 2 log2(n) more
-        Commits rather than n, and each group still gets its own outcome. A request one group's
-        data can make invalid is split the same way; any other error (the store unavailable
-        after the client's retries) is every group's outcome at once, rather than 2n - 1 more
-        Commits that would each retry it again."""
-        if not indices:
-            return
-        try:
-            versions = self._commit_now([write for index in indices for write in groups[index].writes])
-        except _GROUP_ERRORS as exc:
-            if len(indices) == 1:
-                results[indices[0]] = exc
-                return
-            versions, lost_race = None, False
-        except Exception as exc:
-            for index in indices:
-                results[index] = exc
-            return
-        else:
-            lost_race = versions is None
-        if versions is not None:
-            offset = 0
-            for index in indices:
-                size = len(groups[index].writes)
-                results[index] = versions[offset:offset + size]
-                offset += size
-            return
-        if lost_race:
-            certain = [index for index in indices if not groups[index].tentative]
-            if len(certain) < len(indices):
-                self._commit_together(groups, certain, results)
-                return
-        if len(indices) > 1:
-            middle = len(indices) // 2
-            self._commit_together(groups, indices[:middle], results)
-            self._commit_together(groups, indices[middle:], results)
-
-    def _commit_now(self, writes: list[Write]) -> list[Any] | None:
-        try:
-            return self._wire.commit(writes)
-        except _LOST_RACE:
-            return None
 
     def _retry(self, attempt: int, what: str, **context: Any) -> None:
         """Back off after a lost race, with jitter so that the racers spread out."""
@@ -303,38 +177,6 @@ class FirestoreLedger:
             raise LedgerContention(f"{what}: lost the race for its documents {self._max_attempts} times")
         log.debug("ledger race lost, retrying", operation=what, attempt=attempt + 1, **context)
         time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))
-
-    # What this process holds and has finished.
-
-    def _remember(self, held: _Held) -> None:
-        with self._held_lock:
-            self._held[held.execution.execution_id] = held
-            self._held.move_to_end(held.execution.execution_id)
-            while len(self._held) > MAX_REMEMBERED:
-                self._held.popitem(last=False)
-
-    def _forget(self, execution_id: str) -> _Held | None:
-        with self._held_lock:
-            return self._held.pop(execution_id, None)
-
-    def _remember_finished(self, execution: Execution) -> None:
-        with self._held_lock:
-            self._finished[execution.execution_id] = execution
-            while len(self._finished) > MAX_REMEMBERED:
-                self._finished.popitem(last=False)
-
-    def _known(self, request: ClaimRequest) -> Claim | None:
-        """DONE or BUSY when what this process wrote settles the claim: a record it finished
-        (final records never change), or one it holds with a lease live at `request.now` (only
-        its holder changes it until then). None: ask the store."""
-        with self._held_lock:
-            finished = self._finished.get(request.execution_id)
-            held = self._held.get(request.execution_id)
-        if finished is not None:
-            return Claim(ClaimResult.DONE, finished)
-        if held is not None and decide_existing(request, held.execution) is ClaimResult.BUSY:
-            return Claim(ClaimResult.BUSY, held.execution)
-        return None
 
     # The ledger.
 
@@ -352,12 +194,12 @@ class FirestoreLedger:
         # Deliveries of one fire in this process claim one after the other: racing each other
         # for the same documents would only fail commits (and the batches they share).
         with self._claiming.hold(request.execution_id):
-            claim = self._known(request) or self._claim_fresh(request, claim_id)
+            claim = self.fires.known(request) or self._claim_fresh(request, claim_id)
             while claim is None and (claim := self._claim_once(request, claim_id)) is None:
                 self._retry(attempt, "claim", **context)
                 attempt += 1
         if not claim.result.run and claim.execution.state in FINAL_STATES:
-            self._remember_finished(claim.execution)
+            self.fires.finished(claim.execution)
         notable = claim.result in (ClaimResult.TAKEN_OVER, ClaimResult.OVERLAP)
         (log.info if notable else log.debug)(
             "ledger claim", result=str(claim.result), attempt=claim.execution.attempt, retries=attempt,
@@ -372,24 +214,24 @@ class FirestoreLedger:
         plan = plan_claim(request, None, None)
         data = execution_document(plan.execution)
         data[CLAIM_ID] = claim_id
-        writes = [Write(self._execution_name(request.execution_id), data)]
-        running_name = self._running_name(request.schedule_id)
+        writes = [Write(self.execution_name(request.execution_id), data)]
+        running_name = self.running_name(request.schedule_id)
         if plan.schedule_state is not None:
             writes.append(Write(running_name, running_document(plan.schedule_state)))
-        versions = self._commit(writes, tentative=True)
+        versions = self.batches.commit(writes, tentative=True)
         if versions is None:
             return None
         running_version = versions[1] if plan.schedule_state is not None else None
-        self._remember(_Held(plan.execution, versions[0], plan.schedule_state, running_version))
+        self.fires.hold(Held(plan.execution, versions[0], plan.schedule_state, running_version))
         return Claim(plan.result, plan.execution)
 
     def _claim_once(self, request: ClaimRequest, claim_id: str) -> Claim | None:
         """Read, decide and commit once; None when the commit lost a race."""
-        exec_name = self._execution_name(request.execution_id)
-        running_name = self._running_name(request.schedule_id)
+        exec_name = self.execution_name(request.execution_id)
+        running_name = self.running_name(request.schedule_id)
         # Only overlap skip decides on (and writes) the running document.
         skip = request.overlap == "skip"
-        snapshots = self._get_all([exec_name, running_name] if skip else [exec_name])
+        snapshots = self.batches.get_all([exec_name, running_name] if skip else [exec_name])
         exec_snap, running_snap = snapshots[0], snapshots[1] if skip else None
         running = running_of(running_snap)
         existing = execution_of(exec_snap)
@@ -397,7 +239,7 @@ class FirestoreLedger:
             # This call's own commit landed (its reply was lost): the claim is held.
             result = ClaimResult.CLAIMED if existing.attempt == 1 else ClaimResult.TAKEN_OVER
             ours = running is not None and running.running_execution_id == existing.execution_id
-            self._remember(_Held(existing, exec_snap.update_time, running if ours else None,
+            self.fires.hold(Held(existing, exec_snap.update_time, running if ours else None,
                                  _version(running_snap) if ours else None))
             return Claim(result, existing)
         plan = plan_claim(request, existing, running)
@@ -409,15 +251,15 @@ class FirestoreLedger:
             writes.append(Write(exec_name, data, _version(exec_snap)))
         running_writes = self._running_writes(running_name, plan.execution.execution_id, running,
                                               _version(running_snap), plan.schedule_state)
-        versions = self._commit(writes + running_writes) if writes or running_writes else []
+        versions = self.batches.commit(writes + running_writes) if writes or running_writes else []
         if versions is None:
             return None
         if plan.result.run:
             if running_writes:
-                self._remember(_Held(plan.execution, versions[0], plan.schedule_state, versions[1]))
+                self.fires.hold(Held(plan.execution, versions[0], plan.schedule_state, versions[1]))
             else:
                 ours = running is not None and running.running_execution_id == plan.execution.execution_id
-                self._remember(_Held(plan.execution, versions[0], running if ours else None,
+                self.fires.hold(Held(plan.execution, versions[0], running if ours else None,
                                      _version(running_snap) if ours else None))
         return Claim(plan.result, plan.execution)
 
@@ -436,16 +278,18 @@ class FirestoreLedger:
 
     def _change_writes(self, existing: Execution, exec_version: Any, running: ScheduleState | None,
                        running_version: Any, change: Change, *, summary: bool) -> list[Write]:
-        writes = [Write(self._execution_name(existing.execution_id), execution_document(change.execution),
+        writes = [Write(self.execution_name(existing.execution_id),
+                        execution_document(change.execution),
                         exec_version)]
-        writes += self._running_writes(self._running_name(existing.schedule_id), existing.execution_id,
+        writes += self._running_writes(self.running_name(existing.schedule_id),
+                                       existing.execution_id,
                                        running, running_version, change.schedule_state)
         if summary and change.schedule_state is not None:
             writes.append(Write(self._summary_name(existing.schedule_id),
                                 summary_document(change.schedule_state), blind=True))
         return writes
 
-    def _change(self, execution_id: str, decide: _Decide, what: str, *, keep: bool = False,
+    def _change(self, execution_id: str, decide: Decide, what: str, *, keep: bool = False,
                 last: bool = False) -> bool:
         """Apply `decide`'s change to a held execution and its schedule's documents under
         preconditions: first from the records as this process wrote them, then, if those are
@@ -455,7 +299,7 @@ class FirestoreLedger:
         # Under the fire's claim lock: a delivery of it that arrives meanwhile waits for the
         # change to land and is then answered from it, rather than reading the store mid-change.
         with self._claiming.hold(execution_id):
-            held = self._forget(execution_id)
+            held = self.fires.take(execution_id)
             tried: Execution | None = None
             if held is not None:
                 outcome = self._change_held(held, decide, keep=keep, last=last)
@@ -464,7 +308,8 @@ class FirestoreLedger:
                 tried = outcome or None
             return self._change_stored(execution_id, decide, what, tried, keep=keep, last=last)
 
-    def _change_held(self, held: _Held, decide: _Decide, *, keep: bool, last: bool) -> bool | Execution:
+    def _change_held(self, held: Held, decide: Decide, *, keep: bool,
+                     last: bool) -> bool | Execution:
         """One attempt from the remembered records: True when it landed, else the execution it
         tried to write (the commit may have landed with its reply lost) or False."""
         change = decide(held.execution, held.running)
@@ -472,7 +317,7 @@ class FirestoreLedger:
             return False
         writes = self._change_writes(held.execution, held.execution_version, held.running,
                                      held.running_version, change, summary=last)
-        versions = self._commit(writes)
+        versions = self.batches.commit(writes)
         if versions is None:
             return change.execution
         self._after_change(change, versions, held.running, held.running_version, keep=keep)
@@ -482,18 +327,18 @@ class FirestoreLedger:
                       running_version: Any, *, keep: bool) -> None:
         if not keep:
             if change.execution.state in FINAL_STATES:
-                self._remember_finished(change.execution)
+                self.fires.finished(change.execution)
             return
         if _running_fields(change.schedule_state) != _running_fields(running):
             running, running_version = change.schedule_state, versions[1]
-        self._remember(_Held(change.execution, versions[0], running, running_version))
+        self.fires.hold(Held(change.execution, versions[0], running, running_version))
 
-    def _change_stored(self, execution_id: str, decide: _Decide, what: str, tried: Execution | None,
+    def _change_stored(self, execution_id: str, decide: Decide, what: str, tried: Execution | None,
                        *, keep: bool, last: bool) -> bool:
-        exec_name = self._execution_name(execution_id)
+        exec_name = self.execution_name(execution_id)
         attempt = 0
         while True:
-            exec_snap = self._get_all([exec_name])[0]
+            exec_snap = self.batches.get_all([exec_name])[0]
             existing = execution_of(exec_snap)
             if existing is None:
                 return False
@@ -501,7 +346,7 @@ class FirestoreLedger:
                 # The previous commit landed but its reply was lost (the client retried it and
                 # the retry failed the precondition that the landed commit had changed).
                 return True
-            running_snap = self._get_all([self._running_name(existing.schedule_id)])[0]
+            running_snap = self.batches.get_all([self.running_name(existing.schedule_id)])[0]
             running = running_of(running_snap)
             change = decide(existing, running)
             if change is None:
@@ -509,7 +354,7 @@ class FirestoreLedger:
             tried = change.execution
             writes = self._change_writes(existing, _version(exec_snap), running, _version(running_snap),
                                          change, summary=last)
-            versions = self._commit(writes)
+            versions = self.batches.commit(writes)
             if versions is not None:
                 ours = running is not None and running.running_execution_id == execution_id
                 self._after_change(change, versions, running if ours else None,
@@ -521,55 +366,42 @@ class FirestoreLedger:
 
     def renew(self, execution_id: str, worker_id: str, lease_until: datetime) -> bool:
         """Extend the lease; False when this worker no longer holds the execution."""
-        require_aware(lease_until, "lease_until")
-        return self._change(
-            execution_id, lambda existing, state: plan_renew(existing, state, worker_id, lease_until), "renew",
-            keep=True,
-        )
+        return self._change(execution_id, renewal(worker_id, lease_until), "renew", keep=True)
 
     def finish(
         self, execution_id: str, worker_id: str, state: State, *, now: datetime,
         error: str | None = None, detail: str | None = None,
     ) -> bool:
         """Record a final state and clear the schedule's running fire; False when not held."""
-        final = validate_final_state(state)
-        require_aware(now, "now")
-        return self._change(
-            execution_id,
-            lambda existing, summary: plan_finish(existing, summary, worker_id, final, now=now,
-                                                  error=error, detail=detail),
-            "finish", last=True,
-        )
+        decide = finishing(worker_id, state, now=now, error=error, detail=detail)
+        return self._change(execution_id, decide, "finish", last=True)
 
-    def release(self, execution_id: str, worker_id: str, *, now: datetime, error: str | None = None) -> bool:
+    def release(self, execution_id: str, worker_id: str, *, now: datetime,
+                error: str | None = None) -> bool:
         """End the lease now, keeping the execution running, so the next delivery takes it over."""
-        require_aware(now, "now")
-        return self._change(
-            execution_id,
-            lambda existing, summary: plan_release(existing, summary, worker_id, now=now, error=error),
-            "release",
-        )
+        return self._change(execution_id, releasing(worker_id, now=now, error=error), "release")
 
     def record(self, execution: Execution) -> bool:
         """Write a final record unless one exists for that execution; True when written."""
         validate_final_state(execution.state)
-        write = Write(self._execution_name(execution.execution_id), execution_document(execution))
+        write = Write(self.execution_name(execution.execution_id), execution_document(execution))
         try:
             self._wire.commit([write])
         except api_exceptions.AlreadyExists:
             return False
-        self._remember_finished(execution)
+        self.fires.finished(execution)
         return True
 
     def get(self, execution_id: str) -> Execution | None:
         """One record, or None."""
-        return execution_of(self._get_all([self._execution_name(execution_id)])[0])
+        return execution_of(self.batches.get_all([self.execution_name(execution_id)])[0])
 
     def history(self, schedule_id: str, *, limit: int = 20, before: datetime | None = None) -> list[Execution]:
         """A schedule's executions, newest fire time first; `before` pages (fire_time < before)."""
         if limit < 1:
             raise ValueError(f"limit: must be at least 1 (got {limit})")
-        query = self._executions.where(filter=firestore.FieldFilter("schedule_id", "==", schedule_id))
+        query = self.executions.where(
+            filter=firestore.FieldFilter("schedule_id", "==", schedule_id))
         if before is not None:
             query = query.where(filter=firestore.FieldFilter("fire_time", "<", require_aware(before, "before")))
         query = query.order_by("fire_time", direction=firestore.Query.DESCENDING).limit(limit)
@@ -579,5 +411,6 @@ class FirestoreLedger:
     def schedule_state(self, schedule_id: str) -> ScheduleState | None:
         """The per-schedule summary (the running fire and the last finished one), or None if
         the schedule never fired."""
-        running, summary = self._get_all([self._running_name(schedule_id), self._summary_name(schedule_id)])
+        running, summary = self.batches.get_all([self.running_name(schedule_id),
+                                                 self._summary_name(schedule_id)])
         return with_summary(running_of(running), summary)

@@ -8,10 +8,12 @@ makes the Firestore and SQLite ledgers behave identically; the contract suite ch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from scheduler.model import OVERLAP_POLICIES, format_instant
+from scheduler.redaction import redact
 from worker.ledger import (
     FINAL_STATES,
     MAX_ERROR_LENGTH,
@@ -32,10 +34,11 @@ def require_aware(value: datetime, name: str) -> datetime:
 
 
 def truncate_error(error: str | None) -> str | None:
-    """The error as stored: at most MAX_ERROR_LENGTH characters."""
-    if error is None or len(error) <= MAX_ERROR_LENGTH:
-        return error
-    return error[:MAX_ERROR_LENGTH]
+    """The error as stored: redacted (an action's error may quote a target's answer, whatever
+    the action type) and at most MAX_ERROR_LENGTH characters."""
+    if error is None:
+        return None
+    return redact(error)[:MAX_ERROR_LENGTH]
 
 
 def validate_request(request: ClaimRequest) -> None:
@@ -295,3 +298,30 @@ def plan_release(
     if existing is None or not _held(existing, worker_id):
         return None
     return _with_lease(existing, state, now, truncate_error(error), None)
+
+
+# A holder's change to an execution it holds, decided from the stored (or remembered) records:
+# what an adapter applies under its own atomicity (`renewal`, `finishing`, `releasing`).
+Decide = Callable[[Execution, ScheduleState | None], Change | None]
+
+
+def renewal(worker_id: str, lease_until: datetime) -> Decide:
+    """The decision of `Ledger.renew`; its arguments checked now."""
+    require_aware(lease_until, "lease_until")
+    return lambda existing, state: plan_renew(existing, state, worker_id, lease_until)
+
+
+def finishing(worker_id: str, state: State, *, now: datetime, error: str | None,
+              detail: str | None) -> Decide:
+    """The decision of `Ledger.finish`; its arguments checked now."""
+    final = validate_final_state(state)
+    require_aware(now, "now")
+    return lambda existing, summary: plan_finish(existing, summary, worker_id, final, now=now,
+                                                 error=error, detail=detail)
+
+
+def releasing(worker_id: str, *, now: datetime, error: str | None) -> Decide:
+    """The decision of `Ledger.release`; its arguments checked now."""
+    require_aware(now, "now")
+    return lambda existing, summary: plan_release(existing, summary, worker_id, now=now,
+                                                  error=error)

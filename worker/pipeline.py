@@ -1,8 +1,9 @@
 """The pipeline: what happens to one delivery, whatever transport brought it and whatever store
 keeps the ledger.
 
-    receive -> decode and verify -> derive the fire time -> policy checks -> claim -> run the
-    action (the lease renewed by a heartbeat) -> record the outcome -> a `Disposition`
+    receive -> decode and verify -> derive the fire time -> policy checks -> claim -> hold a
+    one-shot until its `at` -> run the action (the lease renewed by a heartbeat) -> record the
+    outcome -> a `Disposition`
 
 Every step is a small method; `Pipeline.handle` reads top to bottom as the policy. The
 transport turns the `Disposition` into an ack or a nack (with a delay where it can), and never
@@ -99,6 +100,9 @@ def _wait(delay: timedelta, stopping: threading.Event | None) -> bool:
 def retry_delay(attempt: int) -> timedelta:
     """The wait before the attempt after `attempt` (1-based): doubling, capped."""
     return min(RETRY_BASE_DELAY * (1 << min(max(0, attempt - 1), 16)), RETRY_MAX_DELAY)
+def wait_on(event: threading.Event, seconds: float) -> bool:
+    """Wait up to `seconds` for `event`; True when it was set (the pipeline's waiting seam)."""
+    return event.wait(seconds)
 
 
 def make_worker_id() -> str:
@@ -165,6 +169,7 @@ class Pipeline:
         clock: Callable[[], datetime] = utc_now,
         trace_project: str | None = None,
         retry_budget: timedelta = timedelta(0),
+        wait: Callable[[threading.Event, float], bool] = wait_on,
     ) -> None:
         if lease <= timedelta(0):
             raise ValueError(f"lease must be positive (got {lease})")
@@ -176,6 +181,7 @@ class Pipeline:
         self.retention = retention
         self.metrics = metrics if metrics is not None else WorkerMetrics()
         self.clock = clock
+        self._wait = wait
         self._signing_key = signing_key
         self._trace_project = trace_project
         self.retry_budget = retry_budget
@@ -267,7 +273,8 @@ class Pipeline:
                 disposition = Disposition(ack=False, outcome="error", delay=STORE_RETRY_DELAY)
             else:
                 with bound(attempt=claim.execution.attempt):
-                    disposition = self._after_claim(fire, fire_time, eid, handler, claim)
+                    disposition = self._after_claim(fire, fire_time, eid, handler, claim,
+                                                     stopping)
             delay = disposition.delay
             if disposition.outcome not in ("retry", "error") or delay is None \
                     or waited + delay > self.retry_budget:
@@ -301,6 +308,7 @@ class Pipeline:
 
     def _after_claim(
         self, fire: Fire, fire_time: datetime, eid: str, handler: ActionHandler, claim: Claim,
+        stopping: threading.Event | None,
     ) -> Disposition:
         execution = claim.execution
         if claim.result is ClaimResult.DONE:
@@ -324,6 +332,8 @@ class Pipeline:
         if not fresh:
             log.warning("the claim lapsed before the action could start; another worker has it")
             return Disposition(ack=True, outcome="lost")
+        if fire_time == fire.at and not self._hold_until(eid, fire_time, stopping):
+            return self._release_held(eid)
         return self._run(fire, fire_time, eid, handler, claim)
 
     def _fresh_lease(self, eid: str, execution: Execution) -> bool | None:
@@ -367,6 +377,35 @@ class Pipeline:
 
     # Steps.
 
+    def _hold_until(self, eid: str, fire_time: datetime, stopping: threading.Event | None) -> bool:
+        """Wait for `fire_time` when the fire came early: a one-shot's job fires ahead of its
+        `at` (`scheduler.model.one_shot_slot`), and the hub fires it at that very second. Only
+        a one-shot's own fire is held: a cron slot published a moment early (within the skew)
+        is early only by the clocks' difference, and a manual fire is due when asked for. The
+        execution is held meanwhile, so the heartbeat renews its lease (the transport extends
+        the message's) and a duplicate delivery finds it busy. False when the worker began to
+        stop first."""
+        early = fire_time - self.clock()
+        if early <= timedelta(0):
+            return True
+        log.info("holding the fire until its time", hold_s=round(early.total_seconds(), 3))
+        stop = stopping if stopping is not None else threading.Event()
+        with self._holding(eid):
+            while (remaining := (fire_time - self.clock()).total_seconds()) > 0:
+                if self._wait(stop, remaining):
+                    return False
+        return True
+
+    def _release_held(self, eid: str) -> Disposition:
+        """Hand back a fire held for its time when the worker stops: released (after the
+        heartbeat let go of it), so another replica takes it over at once and holds it in turn."""
+        try:
+            self.ledger.release(eid, self.worker_id, now=self.clock(),
+                                error="worker stopped while holding the fire for its time")
+        except Exception:
+            log.exception("could not release the held fire; its lease will lapse")
+        return self._interrupted()
+
     def _due(self, fire: Fire, fire_time: datetime) -> bool:
         """The one-shot rule: its job's cron repeats every year, only the `at` slot is real.
         A manual run of a one-shot carries its own fire time and is always due."""
@@ -374,8 +413,9 @@ class Pipeline:
 
     def _missed_reason(self, fire: Fire, fire_time: datetime, now: datetime) -> str | None:
         """Why a scheduled fire is too late to start (None when it may run). Manual fires are
-        never missed: someone asked for them now."""
-        if fire.trigger != "scheduled":
+        never missed: someone asked for them now. An expired one-shot's fire is its scheduled
+        fire, late, so the schedule's catch-up policy applies to it as to any late delivery."""
+        if fire.trigger == "manual":
             return None
         late = now - fire_time
         if late > fire.catchup_window:

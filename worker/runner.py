@@ -16,6 +16,7 @@ from scheduler import gcp
 from scheduler.config import Settings
 from scheduler.logs import get_logger
 from worker.action import ActionRegistry
+from worker.actions import builtin_handlers
 from worker.dependencies import DependencyHealth, MonitoredActions, MonitoredLedger
 from worker.firestore_lapsed import FirestoreLapsedClaims
 from worker.firestore_ledger import FirestoreLedger
@@ -81,7 +82,7 @@ def run_worker(settings: Settings, options: RunOptions) -> int:
     clock()  # measures the offset to the server's time now, before the first claim needs it
     health_of = DependencyHealth(metrics)
     ledger = cast(Ledger, MonitoredLedger(store, health_of))
-    actions = MonitoredActions(ActionRegistry(), health_of)
+    actions = MonitoredActions(ActionRegistry(builtin_handlers(settings)), health_of)
     pipeline = Pipeline(ledger, actions, worker_id=worker_id,
                         signing_key=settings.signing_key or None, lease=options.lease,
                         metrics=metrics, clock=clock, trace_project=settings.project,

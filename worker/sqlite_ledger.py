@@ -20,7 +20,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,11 +37,11 @@ from worker.ledger import (
 )
 from worker.ledger_rules import (
     REAP_WINDOW,
-    Change,
+    Decide,
+    finishing,
     plan_claim,
-    plan_finish,
-    plan_release,
-    plan_renew,
+    releasing,
+    renewal,
     require_aware,
     truncate_error,
     validate_final_state,
@@ -49,8 +49,6 @@ from worker.ledger_rules import (
 )
 
 log = get_logger(__name__)
-
-_Decide = Callable[[Execution, ScheduleState | None], Change | None]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS executions (
@@ -279,7 +277,7 @@ class SqliteLedger:
         self._maybe_purge(request.now)
         return Claim(plan.result, plan.execution)
 
-    def _change(self, execution_id: str, decide: _Decide) -> bool:
+    def _change(self, execution_id: str, decide: Decide) -> bool:
         with self._immediate() as conn:
             existing = self._read_execution(conn, execution_id)
             if existing is None:
@@ -294,31 +292,20 @@ class SqliteLedger:
 
     def renew(self, execution_id: str, worker_id: str, lease_until: datetime) -> bool:
         """Extend the lease; False when this worker no longer holds the execution."""
-        require_aware(lease_until, "lease_until")
-        return self._change(
-            execution_id, lambda existing, state: plan_renew(existing, state, worker_id, lease_until)
-        )
+        return self._change(execution_id, renewal(worker_id, lease_until))
 
     def finish(
         self, execution_id: str, worker_id: str, state: State, *, now: datetime,
         error: str | None = None, detail: str | None = None,
     ) -> bool:
         """Record a final state and clear the schedule's running fire; False when not held."""
-        final = validate_final_state(state)
-        require_aware(now, "now")
-        return self._change(
-            execution_id,
-            lambda existing, summary: plan_finish(existing, summary, worker_id, final, now=now,
-                                                  error=error, detail=detail),
-        )
+        decide = finishing(worker_id, state, now=now, error=error, detail=detail)
+        return self._change(execution_id, decide)
 
-    def release(self, execution_id: str, worker_id: str, *, now: datetime, error: str | None = None) -> bool:
+    def release(self, execution_id: str, worker_id: str, *, now: datetime,
+                error: str | None = None) -> bool:
         """End the lease now, keeping the execution running, so the next delivery takes it over."""
-        require_aware(now, "now")
-        return self._change(
-            execution_id,
-            lambda existing, summary: plan_release(existing, summary, worker_id, now=now, error=error),
-        )
+        return self._change(execution_id, releasing(worker_id, now=now, error=error))
 
     def record(self, execution: Execution) -> bool:
         """Write a final record unless one exists for that execution; True when written."""

@@ -194,6 +194,12 @@ class FiringClock:
         with self._cond:
             return len(self._current)
 
+    def timer_entries(self) -> int:
+        """How many timer entries are held, stale ones (of changed jobs) included: bounded by
+        compaction to about twice the jobs."""
+        with self._cond:
+            return len(self._heap)
+
     def _compact(self) -> None:
         self._heap = [e for e in self._heap if self._current.get(e[2]) == e[3]]
         heapq.heapify(self._heap)

@@ -43,7 +43,7 @@ import grpc
 from google.cloud import scheduler_v1
 from google.protobuf import json_format
 
-from scheduler.cron import iter_fires
+from scheduler.cron import CronDialect, iter_fires
 from scheduler.emulator.validation import (
     DEFAULT_MAX_BACKOFF,
     DEFAULT_MIN_BACKOFF,
@@ -101,6 +101,8 @@ class CronSpecOf:
 
     effective_cron: str
     effective_timezone: str
+    # A job's own schedule is always Cloud Scheduler's unix-cron.
+    cron_dialect: CronDialect = CronDialect.UNIX
 
 
 def zone_of(time_zone: str) -> str:

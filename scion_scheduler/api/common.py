@@ -1,7 +1,8 @@
 """What every router of the API shares: the context, the error document, request helpers
 (body, IDs, credentials, `If-Match`) and the reads a write is checked against.
 
-The routers (`app.create_app`'s own routes, `groves`) differ only in the documents they take;
+The routers (`schedules`, `groves`, and `app`'s operations routes) differ only in the documents
+they take;
 auth, errors, `If-Match`/ETag and the per-schedule write lock are these, once.
 """
 
@@ -12,6 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Annotated, Any
 from urllib.parse import unquote_to_bytes
 
@@ -20,6 +22,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 
 from scheduler.control import SchedulerControl
+from scheduler.egress import EgressPolicy
 from scheduler.jobs_decode import job_fingerprint
 from scheduler.model import FieldError
 from scheduler.sync import ApplyResult
@@ -89,6 +92,12 @@ class ApiContext:
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
     locks: KeyedLocks = field(default_factory=KeyedLocks)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    @cached_property
+    def egress(self) -> EgressPolicy:
+        """Where schedules' actions may send requests (a refused target never becomes a job);
+        parsed once, by `create_app`, so that a bad setting stops the app from starting."""
+        return self.control.settings.egress_policy()
 
 
 def context_of(request: Request) -> ApiContext:

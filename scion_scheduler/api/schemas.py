@@ -56,6 +56,9 @@ class ScheduleDocument(BaseModel):
 
     id: str | None = Field(default=None, description="Optional in a PUT; must match the path.")
     cron: str | None = Field(default=None, description="Five-field unix cron, e.g. `*/5 * * * *`.")
+    cron_dialect: Literal["unix", "robfig"] = Field(
+        default="unix", description="How `cron` is read: Cloud Scheduler's unix-cron, or the "
+        "Scion hub's robfig/cron v3.0.1 (`CRON_TZ=`, `?`, `5/15`, ...), which hub items keep.")
     at: str | None = Field(default=None, description="One-shot fire time, RFC 3339 with offset.")
     timezone: str = Field(default="UTC", description="IANA time zone the cron runs in.")
     paused: bool = False
@@ -86,7 +89,8 @@ class JobOut(BaseModel):
 
     job_id: str
     state: str = Field(description="ENABLED, PAUSED, DISABLED or UPDATE_FAILED.")
-    schedule: str = Field(description="The cron the job runs (a one-shot's is its minute).")
+    schedule: str = Field(
+        description="The cron the job runs (a one-shot's: the minute at least 30 s before `at`).")
     time_zone: str
     scheduled_time: str | None = Field(description="Cloud Scheduler's next attempt, if any.")
     last_attempt_time: str | None
@@ -116,7 +120,7 @@ class ScheduleListOut(BaseModel):
 class StepOut(BaseModel):
     """One planned change to one job."""
 
-    kind: Literal["create", "update", "pause", "resume", "delete"]
+    kind: Literal["create", "update", "pause", "resume", "delete", "fire"]
     job_id: str
     schedule_id: str | None
     reason: str

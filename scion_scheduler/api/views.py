@@ -4,14 +4,13 @@ ledger records to `ExecutionOut`."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from scheduler.cron import next_fires
-from scheduler.jobs import JobSpec, is_paused
+from scheduler.control import job_info, upcoming_fires
+from scheduler.jobs import JobSpec
 from scheduler.jobs_decode import JobDecodeError, job_fingerprint, schedule_from_job
 from scheduler.model import format_instant
-from scheduler.naming import job_id_of
 from scheduler.sync import Plan, StepOutcome
 from scion_scheduler.api.schemas import (
     ExecutionOut,
@@ -25,35 +24,28 @@ from worker.history import run_to_dict
 from worker.ledger import Execution
 
 
-def _timestamp(value: Any) -> str | None:
-    # proto-plus gives a datetime for a set Timestamp and the epoch for an unset one.
-    if not isinstance(value, datetime) or value.timestamp() <= 0:
-        return None
-    return format_instant(value.astimezone(UTC))
+def _instant(value: datetime | None) -> str | None:
+    return format_instant(value) if value is not None else None
 
 
 def schedule_out(job: Any, spec: JobSpec, now: datetime, fires: int = 5) -> ScheduleOut | None:
     """The schedule a job holds, with the job's state and the next `fires` fire times. None for a
     job under the prefix that names no schedule (not one of the hub's)."""
-    owner = spec.owner_schedule_id(job)
+    info = job_info(job, spec, now, 0)
+    owner = info.schedule_id
     if owner is None:
         return None
     job_out = JobOut(
-        job_id=job_id_of(job.name), state=job.state.name, schedule=job.schedule,
-        time_zone=job.time_zone, scheduled_time=_timestamp(job.schedule_time),
-        last_attempt_time=_timestamp(job.last_attempt_time),
+        job_id=info.job_id, state=info.state, schedule=info.schedule, time_zone=info.time_zone,
+        scheduled_time=_instant(info.scheduled_time),
+        last_attempt_time=_instant(info.last_attempt_time),
     )
     try:
         schedule = schedule_from_job(job)
     except JobDecodeError as exc:
         return ScheduleOut(id=owner, schedule=None, fingerprint=job_fingerprint(job), job=job_out,
                            next_fires=[], problem=str(exc))
-    upcoming: list[datetime] = []
-    if not is_paused(job) and fires > 0:
-        if schedule.fire_at is not None:
-            upcoming = [schedule.fire_at] if schedule.fire_at > now else []
-        else:
-            upcoming = next_fires(schedule, now, fires)
+    upcoming = upcoming_fires(job, schedule.at, schedule, now, fires)
     problem = None
     if schedule.id != owner:
         problem = f"the job's message names schedule {schedule.id!r}; a sync will rewrite it"

@@ -39,23 +39,21 @@ def _output(parser: argparse.ArgumentParser) -> None:
 
 def register(sub: Any) -> None:
     """Add the control commands."""
-    p = sub.add_parser("sync", help="make Cloud Scheduler match a schedule file (apply only the difference)")
-    p.add_argument("--file", required=True, help="YAML or JSON schedule file")
-    p.add_argument("--prune", action="store_true",
-                   help="also delete jobs under the prefix whose schedule is not in the file")
-    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    add_format_flag(p)
-    add_strict_flag(p)
-    _output(p)
-    p.set_defaults(handler=sync)
-
-    p = sub.add_parser("plan", help="show what sync would change (no writes)")
-    p.add_argument("--file", required=True, help="YAML or JSON schedule file")
-    p.add_argument("--prune", action="store_true", help="plan deletes of jobs without a schedule")
-    add_format_flag(p)
-    add_strict_flag(p)
-    _output(p)
-    p.set_defaults(handler=plan)
+    for name, handler, text, prune_help in (
+        ("sync", sync, "make Cloud Scheduler match a schedule file (apply only the difference)",
+         "also delete jobs under the prefix whose schedule is not in the file"),
+        ("plan", plan, "show what sync would change (no writes)",
+         "plan deletes of jobs without a schedule"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--file", required=True, help="YAML or JSON schedule file")
+        p.add_argument("--prune", action="store_true", help=prune_help)
+        if handler is sync:
+            p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+        add_format_flag(p)
+        add_strict_flag(p)
+        _output(p)
+        p.set_defaults(handler=handler)
 
     p = sub.add_parser("list", help="list the jobs under the prefix")
     _output(p)
@@ -136,49 +134,64 @@ def _plan_for(control: SchedulerControl, loaded: ScheduleSet, prune: bool) -> Pl
                           loaded.absent, control.spec)
 
 
-def sync_loaded(args: argparse.Namespace, settings: Settings, loaded: ScheduleSet) -> int:
-    """Plan, then (unless `args.dry_run`) apply a validated set; exit 1 when any step failed or
-    any hub item was refused. Also the last step of `hub pull --sync`."""
+# What a planning command does with the plan: (control, plan, refused items as JSON, as text).
+_Report = Callable[[SchedulerControl, Plan, list[dict[str, str]], str], int]
+
+
+def _planned(args: argparse.Namespace, settings: Settings, loaded: ScheduleSet,
+             report: _Report) -> int:
+    """Plan a validated set against Cloud Scheduler and hand the plan to `report`."""
     refused, refused_text = _refusals(loaded)
 
     def act() -> int:
         with _control(settings) as control:
-            the_plan = _plan_for(control, loaded, args.prune)
-            if args.dry_run:
-                emit({"dry_run": True, "ok": not refused, "plan": the_plan.to_dict(),
-                      "result": None, "refused": refused}, args.output,
-                     "\n".join(filter(None, [the_plan.describe(), refused_text])))
-                return EXIT_FAILED if refused else EXIT_OK
-            result = control.apply(the_plan)
+            return report(control, _plan_for(control, loaded, args.prune), refused, refused_text)
+
+    return _guarded(args, act)
+
+
+def _loaded(args: argparse.Namespace, settings: Settings) -> ScheduleSet:
+    """The `--file` of `sync`/`plan`, validated whole (after the required settings)."""
+    settings.require(*REQUIRED)
+    return load_schedule_set(args.file, format=args.format, strict=args.strict,
+                             egress=settings.egress_policy())
+
+
+def sync_loaded(args: argparse.Namespace, settings: Settings, loaded: ScheduleSet) -> int:
+    """Plan, then (unless `args.dry_run`) apply a validated set; exit 1 when any step failed or
+    any hub item was refused. Also the last step of `hub pull --sync`."""
+
+    def report(control: SchedulerControl, the_plan: Plan, refused: list[dict[str, str]],
+               refused_text: str) -> int:
+        if args.dry_run:
+            emit({"dry_run": True, "ok": not refused, "plan": the_plan.to_dict(),
+                  "result": None, "refused": refused}, args.output,
+                 "\n".join(filter(None, [the_plan.describe(), refused_text])))
+            return EXIT_FAILED if refused else EXIT_OK
+        result = control.apply(the_plan)
         emit({"dry_run": False, "ok": result.ok and not refused, "plan": the_plan.to_dict(),
               "result": result.to_dict(), "refused": refused}, args.output,
              "\n".join(filter(None, [the_plan.describe(), result.describe(), refused_text])))
         return EXIT_OK if result.ok and not refused else EXIT_FAILED
 
-    return _guarded(args, act)
+    return _planned(args, settings, loaded, report)
 
 
 def sync(args: argparse.Namespace, settings: Settings) -> int:
     """Plan, then (unless --dry-run) apply; exit 1 when any step failed or an item was refused."""
-    settings.require(*REQUIRED)
-    return sync_loaded(args, settings, load_schedule_set(args.file, format=args.format,
-                                                         strict=args.strict))
+    return sync_loaded(args, settings, _loaded(args, settings))
 
 
 def plan(args: argparse.Namespace, settings: Settings) -> int:
     """Print the plan for a schedule file; exit 1 when a hub item was refused."""
-    settings.require(*REQUIRED)
-    loaded = load_schedule_set(args.file, format=args.format, strict=args.strict)
-    refused, refused_text = _refusals(loaded)
 
-    def act() -> int:
-        with _control(settings) as control:
-            the_plan = _plan_for(control, loaded, args.prune)
+    def report(_: SchedulerControl, the_plan: Plan, refused: list[dict[str, str]],
+               refused_text: str) -> int:
         emit(the_plan.to_dict() | ({"refused": refused} if refused else {}), args.output,
              "\n".join(filter(None, [the_plan.describe(), refused_text])))
         return EXIT_FAILED if refused else EXIT_OK
 
-    return _guarded(args, act)
+    return _planned(args, settings, _loaded(args, settings), report)
 
 
 def _info_line(info: JobInfo) -> str:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
 import time
-from types import FrameType
 from typing import Any
 
-from scheduler.cli_base import EXIT_OK, fail
+from scheduler.cli_base import EXIT_OK, fail, stop_on_signals
 from scheduler.config import Settings
 from scheduler.emulator import CloudSchedulerEmulator, EmulatorError
 from scheduler.emulator.service import FAULT_CODES, METHODS
@@ -56,34 +53,33 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     for flag, port in (("--port", args.port), ("--rest-port", args.rest_port)):
         if port is not None and not 0 <= port <= 65535:
             return fail(f"{flag}: must be from 0 to 65535, got {port}")
-    stop = threading.Event()
-
-    def on_signal(signum: int, _: FrameType | None) -> None:
-        log.info("stopping", signal=signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    started = time.monotonic()
-    emulator = CloudSchedulerEmulator(port=args.port, pubsub_host=args.pubsub_host or settings.pubsub_emulator_host,
-                                      state_file=args.state_file, rest_port=args.rest_port)
-    try:
-        emulator.start()
-    except EmulatorError as exc:
-        return fail(str(exc))
-    try:
-        if args.fail_rate > 0:
-            emulator.set_faults(args.fail_rate, tuple(args.fail_code or ("UNAVAILABLE",)),
-                                args.fail_method, args.fail_seed)
-            log.info("fault injection on", rate=args.fail_rate, codes=args.fail_code or ["UNAVAILABLE"],
-                     methods=args.fail_method or "all")
-        log.info("ready", host=emulator.host, rest_url=emulator.rest_url,
-                 jwks_url=emulator.jwks_url, startup_seconds=round(time.monotonic() - started, 3),
-                 hint=f"export CLOUD_SCHEDULER_EMULATOR_HOST={emulator.host}")
-        for command in emulator.gcloud_config():
-            log.info("for gcloud", command=command)
-        stop.wait()
-    finally:
-        emulator.stop()
+    with stop_on_signals(log) as stop:
+        started = time.monotonic()
+        emulator = CloudSchedulerEmulator(
+            port=args.port, pubsub_host=args.pubsub_host or settings.pubsub_emulator_host,
+            state_file=args.state_file, rest_port=args.rest_port)
+        try:
+            emulator.start()
+        except EmulatorError as exc:
+            return fail(str(exc))
+        try:
+            _announce(emulator, args, started)
+            stop.wait()
+        finally:
+            emulator.stop()
     return EXIT_OK
 
+
+
+def _announce(emulator: CloudSchedulerEmulator, args: argparse.Namespace, started: float) -> None:
+    """Turn on the faults asked for, then log where the emulator answers."""
+    if args.fail_rate > 0:
+        codes = tuple(args.fail_code or ("UNAVAILABLE",))
+        emulator.set_faults(args.fail_rate, codes, args.fail_method, args.fail_seed)
+        log.info("fault injection on", rate=args.fail_rate, codes=list(codes),
+                 methods=args.fail_method or "all")
+    log.info("ready", host=emulator.host, rest_url=emulator.rest_url,
+             jwks_url=emulator.jwks_url, startup_seconds=round(time.monotonic() - started, 3),
+             hint=f"export CLOUD_SCHEDULER_EMULATOR_HOST={emulator.host}")
+    for command in emulator.gcloud_config():
+        log.info("for gcloud", command=command)

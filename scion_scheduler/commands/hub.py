@@ -118,5 +118,6 @@ def pull(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write(text)
     if not args.sync:
         return EXIT_OK
-    loaded = schedules_from_data(document, format="scion", strict=args.strict)
+    loaded = schedules_from_data(document, format="scion", strict=args.strict,
+                                 egress=settings.egress_policy())
     return sync_loaded(args, settings, loaded)

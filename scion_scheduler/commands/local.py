@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import threading
 from pathlib import Path
 from typing import Any
 
-from scheduler.cli_base import EXIT_OK
+from scheduler.cli_base import EXIT_OK, stop_on_signals
 from scheduler.config import Settings
-from scion_scheduler.local import install_stop_signals, run_local
+from scion_scheduler.local import run_local
 
 
 def register(sub: Any) -> None:
@@ -24,7 +23,6 @@ def register(sub: Any) -> None:
 
 def local(args: argparse.Namespace, settings: Settings) -> int:
     """Run until SIGINT/SIGTERM."""
-    stop = threading.Event()
-    install_stop_signals(stop)
-    run_local(Path(args.file), Path(args.store), settings, stop)
+    with stop_on_signals() as stop:
+        run_local(Path(args.file), Path(args.store), settings, stop)
     return EXIT_OK

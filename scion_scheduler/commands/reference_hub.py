@@ -4,12 +4,9 @@ SIGINT or SIGTERM."""
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
-from types import FrameType
 from typing import Any
 
-from scheduler.cli_base import EXIT_OK, fail
+from scheduler.cli_base import EXIT_OK, fail, stop_on_signals
 from scheduler.config import Settings
 from scheduler.logs import get_logger
 from scion_scheduler.reference_hub import ReferenceHub
@@ -47,23 +44,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """Serve until a signal asks to stop."""
     if not 0 <= args.port <= 65535:
         return fail(f"--port: must be from 0 to 65535, got {args.port}")
-    stop = threading.Event()
-
-    def on_signal(signum: int, _: FrameType | None) -> None:
-        log.info("stopping", signal=signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
-        hub = ReferenceHub(args.host, args.port, token=args.token or settings.hub_token,
-                           fire_endpoint=not args.no_fire_endpoint,
-                           limits=ListingLimits(real_cursors=not args.mended_cursors)).start()
-    except OSError as exc:
-        return fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
-    try:
-        log.info("ready", url=hub.url, hint=f"export SCION_HUB_URL={hub.url}")
-        stop.wait()
-    finally:
-        hub.stop()
+    with stop_on_signals(log) as stop:
+        try:
+            hub = ReferenceHub(args.host, args.port, token=args.token or settings.hub_token,
+                               fire_endpoint=not args.no_fire_endpoint,
+                               limits=ListingLimits(real_cursors=not args.mended_cursors)).start()
+        except OSError as exc:
+            return fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+        try:
+            log.info("ready", url=hub.url, hint=f"export SCION_HUB_URL={hub.url}")
+            stop.wait()
+        finally:
+            hub.stop()
     return EXIT_OK

@@ -29,9 +29,11 @@ def register(sub: Any) -> None:
     add_format_flag(p)
     p.set_defaults(handler=validate)
 
-    p = sub.add_parser("next", help="show the next fire times of every schedule in a file")
+    p = sub.add_parser("next", help="show the next fire times of every schedule in a file "
+                                    "(a hub schedule's as the hub's own cron computes them)")
     p.add_argument("--file", required=True, help="YAML or JSON schedule file")
-    p.add_argument("-n", type=int, default=3, help="how many fire times per schedule (default 3)")
+    p.add_argument("-n", "--count", dest="n", type=int, default=3,
+                   help="how many fire times per schedule (default 3)")
     p.add_argument("--after", type=_instant, default=None, metavar="INSTANT",
                    help="list fire times after this RFC 3339 instant (default: now)")
     p.add_argument("--output", choices=("text", "json"), default="text")
@@ -41,7 +43,7 @@ def register(sub: Any) -> None:
 
 def validate(args: argparse.Namespace, settings: Settings) -> int:
     """Validate the file; errors surface as `ValidationError` (exit 2) in `main`."""
-    loaded = load_schedule_set(args.file, format=args.format)
+    loaded = load_schedule_set(args.file, format=args.format, egress=settings.egress_policy())
     gone = f"; {len(loaded.absent)} gone at the hub" if loaded.absent else ""
     emit({"valid": True, "schedules": len(loaded.schedules), "format": loaded.format,
           "absent": list(loaded.absent)}, args.output,
@@ -57,16 +59,17 @@ def _instant(text: str) -> datetime:
 
 
 def show_next(args: argparse.Namespace, settings: Settings) -> int:
-    """Print upcoming fire times (UTC)."""
+    """Print upcoming fire times (UTC), each schedule's in its cron dialect: a schedule from the
+    hub's JSON fires when the hub's robfig/cron would fire it."""
     after = args.after or datetime.now(UTC)
     result: dict[str, list[str]] = {}
     lines = []
-    for schedule in load_schedules(args.file, format=args.format):
+    for schedule in load_schedules(args.file, format=args.format, egress=settings.egress_policy()):
         if schedule.paused:
             fires = []
-        elif schedule.fire_at is not None:
-            # Its minute cron repeats yearly: the one fire is `fire_at`, however far ahead.
-            fires = [schedule.fire_at] if schedule.fire_at > after and args.n > 0 else []
+        elif schedule.at is not None:
+            # Its minute cron repeats yearly: the one fire is `at`, however far ahead.
+            fires = [schedule.at] if schedule.at > after and args.n > 0 else []
         else:
             fires = next_fires(schedule, after, args.n)
         result[schedule.id] = [format_instant(f) for f in fires]

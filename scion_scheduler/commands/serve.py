@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import signal
 from typing import Any
 
-from scheduler.cli_base import EXIT_OK
+from scheduler.cli_base import EXIT_OK, stop_on_signals
 from scheduler.config import ConfigError, Settings
 from scheduler.logs import get_logger
 from scion_scheduler.api.app import DEFAULT_MAX_BODY_BYTES, ApiContext, create_app
@@ -60,16 +59,12 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to whatever
     # handler was installed before it. This one only notes it, so that the clients are closed
     # and the command exits 0 after a graceful stop, as `scion-worker run` does.
-    received: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, _frame: received.append(signum))
-                for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        # Our own structlog setup stays in charge of logging; uvicorn's access log would repeat
-        # what the metrics already count.
-        uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+        with stop_on_signals() as stopped:
+            # Our own structlog setup stays in charge of logging; uvicorn's access log would
+            # repeat what the metrics already count.
+            uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         context.control.close()
-    log.info("HTTP API stopped", signals=[signal.Signals(s).name for s in received])
+    log.info("HTTP API stopped", signals=stopped.signals)
     return EXIT_OK

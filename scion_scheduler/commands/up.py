@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
-from scheduler.cli_base import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, fail
+from scheduler.cli_base import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, fail, stop_on_signals
 from scheduler.config import Settings
 from scheduler.logs import configure
-from scion_scheduler.emulators import EmulatorError
-from scion_scheduler.local import install_stop_signals
+from scion_scheduler.google_emulators import EmulatorError
 from scion_scheduler.stack import PROJECT, PROJECT_ID, StackError, run_stack
 
 
@@ -51,16 +49,16 @@ def up(args: argparse.Namespace, settings: Settings) -> int:
                     "and hyphens, starting with a letter)", EXIT_BAD_INPUT)
     # The in-process parts log only trouble: the account on stdout is what a person reads.
     configure("console", "WARNING")
-    stop = threading.Event()
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="scion-up-"))
     # Installed explicitly, not left to KeyboardInterrupt: a shell's background job starts with
     # SIGINT ignored, and the shutdown must run in order rather than wherever the signal lands.
-    install_stop_signals(stop)
-    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="scion-up-"))
-    try:
-        account = run_stack(Path(args.file), workdir, stop, sys.stdout, args.duration, args.up_project)
-    except EmulatorError as exc:
-        return fail(str(exc), EXIT_BAD_INPUT)
-    except StackError as exc:
-        return fail(str(exc), EXIT_FAILED)
-    print(account.summary(), flush=True)
+    with stop_on_signals() as stop:
+        try:
+            account = run_stack(Path(args.file), workdir, stop, sys.stdout, args.duration,
+                                args.up_project)
+        except EmulatorError as exc:
+            return fail(str(exc), EXIT_BAD_INPUT)
+        except StackError as exc:
+            return fail(str(exc), EXIT_FAILED)
+        print(account.summary(), flush=True)
     return EXIT_OK

@@ -20,3 +20,22 @@ Schedules are validated against the registered names (`scheduler.validation
 to import. Tests and embedders can bypass the entry points with
 `worker.action.ActionRegistry({"name": handler})`.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scheduler.config import Settings
+    from worker.action import ActionHandler
+
+
+def builtin_handlers(settings: Settings) -> dict[str, ActionHandler]:
+    """The built-in action types, configured from a process's resolved settings (flags
+    included, not only the environment the entry points would read): the egress policy and
+    the hub settings. Other types still load from their entry points."""
+    from worker.actions.http import HttpAction
+    from worker.actions.scion import ScionAction
+
+    return {"http": HttpAction(egress=settings.egress_policy()),
+            "scion": ScionAction(settings=settings)}

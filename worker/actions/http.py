@@ -9,6 +9,11 @@ a printable-ASCII ID without `%`, exactly reversible with `urllib.parse.unquote`
 Classification: 2xx succeeds; 429, 5xx, timeouts and connection errors are retryable; any other
 status (3xx, which is not followed, and the other 4xx) fails without retry.
 
+Every request goes through the egress policy (`SCION_SCHEDULER_ALLOWED_TARGETS`, see
+`scheduler.egress` and `worker.egress_transport`): a refused target or a header a schedule may
+not set fails the fire without retry, and nothing is sent. What history and logs keep of a
+response is a short, redacted excerpt (`scheduler.redaction`).
+
 With `oidc_audience`, a Google-signed ID token for that audience is sent as a bearer token
 (what Cloud Run and IAP expect). It comes from the environment's credentials (the metadata
 server on GCP), is cached until shortly before it expires, and is never logged.
@@ -24,13 +29,16 @@ from urllib.parse import quote
 
 import httpx
 
+from scheduler.config import Settings
+from scheduler.egress import EgressPolicy, header_problem
 from scheduler.model import format_instant
+from scheduler.redaction import excerpt
 from worker.action import ActionContext, ActionError, ActionResult
+from worker.egress_transport import EgressRefused, egress_client
 
 DEFAULT_TIMEOUT_S = 30.0
 # Google ID tokens live an hour; one this close to expiry could lapse in flight.
 TOKEN_REFRESH_MARGIN = timedelta(minutes=5)
-BODY_EXCERPT_CHARS = 200
 _PRINTABLE_ASCII_BUT_PERCENT = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 IdTokenFetcher = Callable[[str], tuple[str, datetime]]
@@ -81,17 +89,21 @@ def _id_token_error(exc: Exception) -> ActionError:
     return ActionError(f"could not fetch an OIDC token: {type(exc).__name__}: {exc}", retryable=True)
 
 
-def _excerpt(response: httpx.Response) -> str:
-    text = " ".join(response.text.split())
-    return text if len(text) <= BODY_EXCERPT_CHARS else text[:BODY_EXCERPT_CHARS] + "..."
-
-
-def send(client: httpx.Client, method: str, url: str, **request: Any) -> httpx.Response:
-    """Send one request (shared with the `scion` action). A response of any status is returned;
-    a failure to get one raises `ActionError`: retryable for timeouts and connection errors,
-    not for a request that cannot be sent at all (bad URL or header)."""
+def send(client: httpx.Client, method: str, url: str, *, egress: EgressPolicy,
+         **request: Any) -> httpx.Response:
+    """Send one request (shared with the `scion` action) if `egress` allows its URL (the
+    client, from `egress_client`, checks the addresses it connects to). A response of any
+    status is returned; a failure to get one raises `ActionError`: retryable for timeouts and
+    connection errors, not for a request that cannot or may not be sent at all (bad URL or
+    header, refused by the egress policy)."""
+    problem = egress.check_url(url)
+    if problem:
+        raise ActionError(f"{method} {url}: refused by the egress policy: the URL {problem}",
+                          retryable=False)
     try:
         return client.request(method, url, **request)
+    except EgressRefused as exc:
+        raise ActionError(f"{method} {url}: {exc}", retryable=False) from exc
     except httpx.TimeoutException as exc:
         raise ActionError(f"{method} {url}: timed out ({type(exc).__name__})", retryable=True) from exc
     except (httpx.UnsupportedProtocol, httpx.InvalidURL, UnicodeEncodeError) as exc:
@@ -103,8 +115,12 @@ def send(client: httpx.Client, method: str, url: str, **request: Any) -> httpx.R
 class HttpAction:
     """The `http` action handler; one instance per worker, sharing one connection pool."""
 
-    def __init__(self, client: httpx.Client | None = None, *, id_tokens: IdTokenCache | None = None) -> None:
-        self._client = client if client is not None else httpx.Client(follow_redirects=False)
+    def __init__(self, client: httpx.Client | None = None, *, id_tokens: IdTokenCache | None = None,
+                 egress: EgressPolicy | None = None) -> None:
+        """`egress`: where requests may go (default: `SCION_SCHEDULER_ALLOWED_TARGETS` from the
+        environment); `client` (default: one enforcing `egress`) is for tests."""
+        self._egress = egress if egress is not None else Settings.from_env().egress_policy()
+        self._client = client if client is not None else egress_client(self._egress)
         self._id_tokens = id_tokens if id_tokens is not None else IdTokenCache()
 
     def __call__(self, context: ActionContext) -> ActionResult | None:
@@ -119,15 +135,21 @@ class HttpAction:
                                    "timeout": float(params.get("timeout", DEFAULT_TIMEOUT_S))}
         if "body" in params:
             request["json"] = params["body"]
-        response = send(self._client, method, url, **request)
+        response = send(self._client, method, url, egress=self._egress, **request)
         status = response.status_code
         if 200 <= status < 300:
             return ActionResult(detail=f"HTTP {status}")
         retryable = status == 429 or status >= 500
-        raise ActionError(f"{method} {url}: HTTP {status}: {_excerpt(response)}", retryable=retryable)
+        raise ActionError(f"{method} {url}: HTTP {status}: {excerpt(response.text)}",
+                          retryable=retryable)
 
     def _headers(self, context: ActionContext) -> dict[str, str]:
         configured: Mapping[str, str] = context.params.get("headers") or {}
+        audience = context.params.get("oidc_audience")
+        for name in configured:
+            problem = header_problem(str(name), oidc=bool(audience))
+            if problem:
+                raise ActionError(f"http action: header {problem}", retryable=False)
         headers = {str(k): str(v) for k, v in configured.items()}
         headers.update({
             "Idempotency-Key": context.execution_id,
@@ -136,7 +158,6 @@ class HttpAction:
             "X-Scion-Trigger": context.trigger,
             "X-Scion-Attempt": str(context.attempt),
         })
-        audience = context.params.get("oidc_audience")
         if audience:
             try:
                 headers["Authorization"] = f"Bearer {self._id_tokens.get(str(audience))}"

@@ -13,6 +13,8 @@ server on GCP), cached until shortly before it expires and never logged.
 A worker that cannot call the hub (no SCION_HUB_URL, a malformed setting, no credentials) fails
 the fire *retryably*: the problem is this replica's configuration, and a redelivery may reach a
 replica that is configured; after `max_attempts` the fire is recorded failed with the reason.
+The hub's URL goes through the egress policy (`SCION_SCHEDULER_ALLOWED_TARGETS`) like any
+target: refused, the fire fails without retry and nothing is sent.
 
 Outcomes (docs/hub-fire-endpoint.md): 2xx succeeded (`{"status": "skipped"}` in the answer
 records `skipped`: the hub chose not to run it, e.g. the schedule is paused there); 409 succeeded
@@ -39,9 +41,11 @@ import httpx
 from scheduler.config import ConfigError, Settings
 from scheduler.logs import get_logger
 from scheduler.model import format_instant
+from scheduler.redaction import excerpt
 from scheduler.scion_format import DEFAULT_TIMEOUT_S, KIND_EVENT, KIND_SCHEDULE
 from worker.action import ActionContext, ActionError, ActionResult
 from worker.actions.http import IdTokenCache, send
+from worker.egress_transport import egress_client
 from worker.ledger import State
 
 log = get_logger(__name__)
@@ -156,7 +160,9 @@ class ScionAction:
         self._base_url = settings.hub_url
         self._token = settings.hub_token
         self._audience = settings.hub_audience or (settings.hub_url or "").rstrip("/")
-        self._client = client if client is not None else httpx.Client(follow_redirects=False)
+        # The hub's URL goes through the egress policy like any target.
+        self._egress = settings.egress_policy()
+        self._client = client if client is not None else egress_client(self._egress)
         self._id_tokens = id_tokens if id_tokens is not None else IdTokenCache()
 
     def __call__(self, context: ActionContext) -> ActionResult | None:
@@ -173,15 +179,16 @@ class ScionAction:
         url = fire_url(self._base_url, kind, grove_id, context.schedule_id)
         fire = {"schedule_id": context.schedule_id, "fire_time": format_instant(context.fire_time),
                 "execution_id": context.execution_id, "attempt": context.attempt}
-        response = send(self._client, "POST", url, headers=self._headers(context),
-                        json=fire_body(context),
+        response = send(self._client, "POST", url, egress=self._egress,
+                        headers=self._headers(context), json=fire_body(context),
                         timeout=float(params.get("timeout", DEFAULT_TIMEOUT_S)))
         status = response.status_code
         log.info("scion action: hub answered", url=url, status=status, **fire)
         if 200 <= status < 300:
             hub_status, reason = _hub_status(response)
             if hub_status == "skipped":
-                return ActionResult(State.SKIPPED, f"hub skipped it: {reason or 'no reason given'}")
+                return ActionResult(State.SKIPPED,
+                                    f"hub skipped it: {excerpt(reason or 'no reason given')}")
             return ActionResult(detail=f"HTTP {status}")
         if status == 409:
             return ActionResult(State.SUCCEEDED, "duplicate")
@@ -195,7 +202,8 @@ class ScionAction:
             raise ActionError(f"POST {url}: HTTP {status}: {NO_FIRE_ENDPOINT} "
                               f"({response.text[:200].strip()})", retryable=False)
         retryable = status == 429 or status >= 500
-        raise ActionError(f"POST {url}: HTTP {status}: {response.text[:200]}", retryable=retryable)
+        raise ActionError(f"POST {url}: HTTP {status}: {excerpt(response.text)}",
+                          retryable=retryable)
 
     def _headers(self, context: ActionContext) -> dict[str, str]:
         headers = {

@@ -18,6 +18,10 @@ module "scion_scheduler" {
 
   signing_key_secret = var.signing_key_secret
 
+  # Where fires may go: only the hub's fire endpoint (the `scion` action), and
+  # never the metadata server or another internal address.
+  allowed_targets = var.allowed_targets
+
   # Two worker replicas, CPU always allocated, so a fire is pulled even while
   # one replica restarts.
   deploy_worker        = true

@@ -14,6 +14,12 @@ variable "worker_image" {
   type        = string
 }
 
+variable "allowed_targets" {
+  description = "Where actions may send requests (SCION_SCHEDULER_ALLOWED_TARGETS): URL prefixes, hosts, host patterns or networks. Empty: any public address."
+  type        = list(string)
+  default     = ["https://hub.example.com/"]
+}
+
 variable "signing_key_secret" {
   description = "Existing Secret Manager secret ID holding the fire-signing HMAC key, or null to leave fires unsigned. Create it beforehand (see terraform/README.md); Terraform never sees the value."
   type        = string
