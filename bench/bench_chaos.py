@@ -46,13 +46,15 @@ from bench_worker import SIGNING_KEY, fire_messages
 
 from scheduler.config import Settings
 from scheduler.contract import Message, execution_id
+from scheduler.egress import EgressPolicy
 from scheduler.logs import configure
 from scheduler.model import parse_instant
-from scion_scheduler.emulators import Emulator, free_port
 from scion_scheduler.faultproxy import FaultProxy, Mode
+from scion_scheduler.google_emulators import Emulator, free_port
 from scion_scheduler.stack import create_pubsub_resources
 
 WORKERS = 3
+LOOPBACK_TARGETS = "127.0.0.1"
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -339,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SCION_")}
         env.update({"SCION_SCHEDULER_PROJECT": project, "SCION_SCHEDULER_SIGNING_KEY": SIGNING_KEY,
                     "SCION_SCHEDULER_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1",
-                    "PUBSUB_EMULATOR_HOST": pubsub.host, "FIRESTORE_EMULATOR_HOST": firestore.host})
+                    "PUBSUB_EMULATOR_HOST": pubsub.host, "FIRESTORE_EMULATOR_HOST": firestore.host,
+                    # The local target is a loopback address, which only this allows.
+                    "SCION_SCHEDULER_ALLOWED_TARGETS": LOOPBACK_TARGETS})
         env.pop("PORT", None)
         os.environ.update({"PUBSUB_EMULATOR_HOST": pubsub.host})
         settings = Settings.from_env(env)
@@ -354,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit(f"worker {worker.name} never became ready: {worker.log_path}")
                 time.sleep(0.2)
         messages, fires = fire_messages(args.fires, action={
-            "type": "http", "url": target.url, "timeout": 10})
+            "type": "http", "url": target.url, "timeout": 10},
+            egress=EgressPolicy.parse(LOOPBACK_TARGETS))
         expected = {eid_of(m) for m in messages}
         say(f"{fires} fires, {len(messages)} deliveries; logs in {workdir}")
         readiness = Readiness(workers)

@@ -36,9 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.contract import Message, build_message, decode_message, execution_id
+from scheduler.egress import EgressPolicy
 from scheduler.logs import configure
 from scheduler.model import Schedule
-from scheduler.validation import parse_schedule
+from scheduler.validation import PUBLIC_ONLY, parse_schedule
 from scion_scheduler.google_emulators import Emulator
 from worker.pubsub_transport import DEFAULT_EXECUTORS
 
@@ -146,20 +147,22 @@ class Counter:
 OVERLAP = ["skip"]
 
 
-def schedules(count: int, action: dict[str, Any] | None = None) -> list[Schedule]:
+def schedules(count: int, action: dict[str, Any] | None = None,
+              egress: EgressPolicy = PUBLIC_ONLY) -> list[Schedule]:
     """Distinct schedules (one fire each in flight: the common case of many schedules), each
-    with `action` (default: the no-op)."""
+    with `action` (default: the no-op), whose targets `egress` allows."""
     action = action or {"type": NOOP}
     return [parse_schedule({"id": f"bench-{i:05d}", "cron": "* * * * *", "overlap": OVERLAP[0],
-                            "action": action}, known_action_types=frozenset({NOOP, "http"}))
+                            "action": action}, known_action_types=frozenset({NOOP, "http"}),
+                           egress=egress)
             for i in range(count)]
 
 
-def fire_messages(fires: int, seed: int = 7,
-                  action: dict[str, Any] | None = None) -> tuple[list[Message], int]:
+def fire_messages(fires: int, seed: int = 7, action: dict[str, Any] | None = None,
+                  egress: EgressPolicy = PUBLIC_ONLY) -> tuple[list[Message], int]:
     """`fires` distinct manual fires plus DUPLICATE_SHARE duplicates, shuffled."""
     base = datetime.now(UTC)
-    plan = schedules(fires, action)
+    plan = schedules(fires, action, egress)
     messages = [build_message(s, signing_key=SIGNING_KEY, trigger="manual",
                               fire_time=base + timedelta(microseconds=i))
                 for i, s in enumerate(plan)]

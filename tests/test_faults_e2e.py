@@ -21,8 +21,8 @@ from worker_harness import Stack, Target, Worker, wait_for
 
 from scheduler.contract import Message, execution_id
 from scheduler.model import parse_instant
-from scion_scheduler.emulators import Emulator
 from scion_scheduler.faultproxy import FaultProxy, Mode
+from scion_scheduler.google_emulators import Emulator
 from worker.ledger import State
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
