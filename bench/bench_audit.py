@@ -38,7 +38,7 @@ from scheduler.due import slots_in
 from scheduler.logs import configure
 from scheduler.model import Action, Schedule
 from scheduler.registry import ScheduleRegistry
-from scion_scheduler.emulators import Emulator
+from scion_scheduler.google_emulators import Emulator
 from worker.audit import Audit
 from worker.firestore_documents import execution_document
 from worker.firestore_ledger import FirestoreLedger

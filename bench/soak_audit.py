@@ -38,7 +38,7 @@ from scheduler.contract import execution_id
 from scheduler.control import with_registry
 from scheduler.emulator import CloudSchedulerEmulator
 from scheduler.logs import configure
-from scion_scheduler.emulators import Emulator
+from scion_scheduler.google_emulators import Emulator
 from worker.ledger import FINAL_STATES, State
 
 # After the last slot: the audit's grace, its next run, the recovered fires' claims.

@@ -46,7 +46,7 @@ from scheduler.egress import EgressPolicy
 from scheduler.emulator import CloudSchedulerEmulator
 from scheduler.model import Schedule, format_instant, parse_instant
 from scheduler.validation import load_schedules, parse_schedule
-from scion_scheduler.emulators import Emulator, check_prerequisites, free_port
+from scion_scheduler.google_emulators import Emulator, check_prerequisites, free_port
 from scion_scheduler.reference_hub import FireCall, ReferenceHub
 
 PROJECT = "scion-local"
