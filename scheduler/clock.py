@@ -33,6 +33,7 @@ from pathlib import Path
 
 from scheduler.contract import Message, build_message, execution_id
 from scheduler.cron import iter_fires
+from scheduler.due import slots_in
 from scheduler.logs import get_logger
 from scheduler.model import Schedule, format_instant, parse_instant
 
@@ -126,7 +127,7 @@ class LocalClock:
         for schedule in schedules:
             if schedule.paused:
                 continue
-            for slot in _slots(schedule, since, until):
+            for slot in slots_in(schedule, since, until):
                 log.info("fire due", schedule_id=schedule.id, fire_time=format_instant(slot),
                          execution_id=execution_id(schedule.id, slot, "scheduled"))
                 with self._lock:
@@ -195,17 +196,6 @@ class LocalClock:
             self._changed.clear()
             # Wake on a slot, on a reload, or on stop; whichever comes first.
             _wait_any(stop, self._changed, wait.total_seconds() + 0.001)
-
-
-def _slots(schedule: Schedule, since: datetime, until: datetime) -> list[datetime]:
-    if schedule.at is not None:
-        return [schedule.at] if since < schedule.at <= until else []
-    slots = []
-    for slot in iter_fires(schedule, since):
-        if slot > until:
-            break
-        slots.append(slot)
-    return slots
 
 
 def _next_slot(schedule: Schedule, after: datetime) -> datetime | None:

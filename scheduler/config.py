@@ -117,6 +117,13 @@ SETTINGS: tuple[Setting, ...] = (
             "comma-separated (e.g. `https://hub.example.com/,*.run.app`); empty means any public "
             "address. Link-local, metadata, loopback and private addresses only when named (see "
             "Egress policy)."),
+    Setting("audit_horizon", "SCION_SCHEDULER_AUDIT_HORIZON", "--audit-horizon",
+            "How far back the workers' once-a-minute audit looks for slots that were never "
+            "fired or recorded (README, The audit); each is checked every minute until then.",
+            "5m"),
+    Setting("audit_grace", "SCION_SCHEDULER_AUDIT_GRACE", "--audit-grace",
+            "How old a slot must be before the audit counts it unaccounted for: longer than a "
+            "fire takes to be published, delivered and claimed (the takeover budget).", "20s"),
 )
 
 SETTINGS_BY_ATTR: Mapping[str, Setting] = {s.attr: s for s in SETTINGS}
@@ -130,7 +137,7 @@ _INTEGERS: Mapping[str, tuple[int, int]] = {
 _NUMBERS: tuple[str, ...] = ("write_rate",)
 _DURATIONS: tuple[str, ...] = (
     "job_min_backoff", "job_max_backoff", "job_max_retry_duration", "api_retry_initial",
-    "api_retry_maximum", "api_retry_timeout", "one_shot_grace",
+    "api_retry_maximum", "api_retry_timeout", "one_shot_grace", "audit_horizon", "audit_grace",
 )
 _ZERO_DURATIONS = frozenset({"job_max_retry_duration", "one_shot_grace"})
 
@@ -172,6 +179,8 @@ class Settings:
     hub_token: str | None = None
     hub_audience: str | None = None
     allowed_targets: str | None = None
+    audit_horizon: str | None = None
+    audit_grace: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

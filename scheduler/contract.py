@@ -12,9 +12,10 @@ Attributes (all strings):
     cron-dialect   "robfig" for a schedule handed over from the Scion hub, whose `cron` is the
                    hub's own expression (the job runs its translation); absent for unix-cron
     at             for a one-shot, its exact fire time (RFC 3339, to the microsecond)
-    trigger        "scheduled", "manual" for a run-now, or "expired" for a one-shot's fire that a
+    trigger        "scheduled", "manual" for a run-now, "audit" for a slot the workers' audit
+                   found never delivered (`worker.audit`), or "expired" for a one-shot's fire that a
                    sync publishes once after its `at` has passed (see below)
-    fire-time      for a manual run only: its exact fire time
+    fire-time      for a manual run or an audit fire only: its exact fire time
     signature      optional, "v1=" + hex HMAC-SHA256 over the other attributes and the data
 
 Data: JSON `{"action": {...}, "overlap", "catchup", "catchup_window" (seconds),
@@ -62,10 +63,13 @@ from scheduler.model import (
 )
 
 FORMAT_VERSION = "1"
-Trigger = Literal["scheduled", "manual", "expired"]
-TRIGGERS: tuple[str, ...] = ("scheduled", "manual", "expired")
+Trigger = Literal["scheduled", "manual", "expired", "audit"]
+TRIGGERS: tuple[str, ...] = ("scheduled", "manual", "expired", "audit")
 # Triggers whose fire is the schedule's own slot, and so shares its execution ID.
-_SLOT_TRIGGERS = frozenset({"scheduled", "expired"})
+_SLOT_TRIGGERS = frozenset({"scheduled", "expired", "audit"})
+# Triggers whose message carries its exact fire time: a run-now's, and the slot an audit fire
+# publishes again (so its claim dedupes it against the original, if that arrives after all).
+EXACT_TRIGGERS = frozenset({"manual", "audit"})
 
 # Cloud Scheduler stores at most 1 MB per job including about 1 KB of request overhead
 # (https://cloud.google.com/scheduler/quotas); the fire message is the bulk of a job.
@@ -143,9 +147,8 @@ class Fire:
         return self.at is not None
 
     def derive_fire_time(self, published_at: datetime, skew: timedelta = DEFAULT_SKEW) -> datetime:
-        """The fire time this delivery is for: exact for a manual run, `at` for an expired
-        one-shot, else the cron slot that
-        the publish time belongs to (see `scheduler.cron.fire_time_for`), read in the cron's
+        """The fire time this delivery is for: exact for a manual run or an audit fire, `at` for
+        an expired one-shot, else the cron slot that the publish time belongs to (see `scheduler.cron.fire_time_for`), read in the cron's
         dialect: a hub schedule's publish maps to the hub's own slot. A one-shot's job
         fires at its slot, ahead of `at`, and that slot stands for `at` itself: the worker holds
         the fire until then. (A job written before the slot moved ahead fires at `at`'s own
@@ -202,9 +205,11 @@ def build_message(
     fire_time: datetime | None = None,
 ) -> Message:
     """The message a schedule's job publishes (or, with `trigger="manual"` and a `fire_time`,
-    the message of a run-now; with `trigger="expired"`, a past one-shot's late fire)."""
-    if (trigger == "manual") != (fire_time is not None):
-        raise ValueError("a manual trigger needs an exact fire_time, and only a manual one has it")
+    the message of a run-now; with `trigger="expired"`, a past one-shot's late fire; with
+    `trigger="audit"` and the slot's `fire_time`, a slot that was never delivered)."""
+    if (trigger in EXACT_TRIGGERS) != (fire_time is not None):
+        raise ValueError("a manual or audit trigger needs an exact fire_time, and only they "
+                         "have it")
     if trigger == "expired" and schedule.at is None:
         raise ValueError("only a one-shot has an expired fire")
     data = json.dumps(_payload(schedule), sort_keys=True, separators=(",", ":"),
@@ -270,8 +275,8 @@ def decode_message(
     if trigger not in TRIGGERS:
         raise ContractError(f"unknown trigger {trigger!r}")
     fire_time = _instant(attributes, ATTR_FIRE_TIME)
-    if (trigger == "manual") != (fire_time is not None):
-        raise ContractError("a manual trigger must carry fire-time, and only a manual one may")
+    if (trigger in EXACT_TRIGGERS) != (fire_time is not None):
+        raise ContractError("a manual or audit trigger must carry fire-time, and only they may")
     if trigger == "expired" and ATTR_AT not in attributes:
         raise ContractError("an expired trigger is a one-shot's: it must carry at")
     try:

@@ -41,6 +41,7 @@ from scheduler.jobs import JobSpec, attributes_of, diff_mask, is_paused
 from scheduler.logs import get_logger
 from scheduler.model import Schedule, format_instant, parse_instant
 from scheduler.naming import job_id_of
+from scheduler.registry import ScheduleRegistry
 from scheduler.sync import ApplyResult, Plan, Step, StepKind, StepOutcome, Syncer
 
 log = get_logger(__name__)
@@ -176,9 +177,12 @@ class SchedulerControl:
     `close()` (or by leaving a `with` block)."""
 
     def __init__(self, settings: Settings, *, scheduler_client: Any = None, publisher: Any = None,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None,
+                 registry: ScheduleRegistry | None = None) -> None:
         settings.require("project", "location", "topic")
         self.settings = settings
+        # Written on every job change, for the worker's audit (`scheduler.registry`).
+        self.registry = registry
         self._owns_scheduler = scheduler_client is None
         self._owns_publisher = publisher is None
         self._publisher = publisher
@@ -192,7 +196,7 @@ class SchedulerControl:
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> SchedulerControl:
         """Settings from the environment (`SCION_SCHEDULER_*`), `overrides` winning; fails with
         `ConfigError` naming every missing required setting (project, location, topic)."""
-        return cls(Settings.from_env(environ, **overrides))
+        return with_registry(Settings.from_env(environ, **overrides))
 
     @property
     def spec(self) -> JobSpec:
@@ -205,11 +209,26 @@ class SchedulerControl:
              keep: Collection[str] = ()) -> Plan:
         """What `reconcile` would change (one paged listing, no writes); the jobs of the
         schedule IDs in `keep` are left as they are, even with `prune`."""
-        return self.syncer.plan(schedules, prune=prune, keep=keep)
+        return replace(self.syncer.plan(schedules, prune=prune, keep=keep),
+                       schedules=tuple(schedules))
 
     def apply(self, plan: Plan) -> ApplyResult:
-        """Run a plan's steps; see `scheduler.sync.Syncer.apply`."""
-        return self.syncer.apply(plan)
+        """Run a plan's steps; see `scheduler.sync.Syncer.apply`. A plan of a full set also
+        brings the registry in line: documents held or deleted before their jobs are written,
+        settled after (see `scheduler.registry` for why in that order)."""
+        if self.registry is None or plan.schedules is None:
+            return self.syncer.apply(plan)
+        previous = self.registry.load()
+        deleted = {s.schedule_id for s in plan.steps if s.kind == "delete" and s.schedule_id}
+        touched = {s.schedule_id for s in plan.steps if s.schedule_id} - deleted
+        self.registry.delete(deleted & previous.keys())
+        previous.update(self.registry.hold(
+            [previous[i] for i in touched if i in previous], self.clock()))
+        result = self.syncer.apply(plan)
+        failed = {o.step.schedule_id for o in result.outcomes if not o.ok}
+        self.registry.settle([s for s in plan.schedules if s.id not in failed | deleted],
+                             previous, self.clock())
+        return result
 
     def reconcile(self, schedules: Sequence[Schedule], *, prune: bool = True) -> ApplyResult:
         """Plan and apply: jobs edited by hand are put back, missing ones created, and with
@@ -226,14 +245,33 @@ class SchedulerControl:
         if it still fails, the first is undone (`_undo`), so a failed upsert leaves the job as it
         was, or paused, never enabled against a paused schedule. The undo steps' outcomes follow
         the others in the result. A one-shot's own fire (`scheduler.one_shots.sync_fire`)
-        goes out last, whatever became of the job."""
+        goes out last, whatever became of the job. The registry document is held before a job
+        write and settled once the job matches (`scheduler.registry`)."""
         plan, previous = self.syncer.plan_one(schedule)
         fires = tuple(step for step in plan.steps if step.kind == "fire")
+        job_plan = replace(plan, steps=plan.steps[:-len(fires)]) if fires else plan
+        job = self._registered(schedule, job_plan,
+                               lambda: self._upsert_job(job_plan, previous, schedule))
         if not fires:
-            return self._upsert_job(plan, previous, schedule)
-        job = self._upsert_job(replace(plan, steps=plan.steps[:-len(fires)]), previous, schedule)
+            return job
         fired = self.apply(Plan(fires, prune=False))
         return ApplyResult(plan, job.outcomes + fired.outcomes, job.seconds + fired.seconds)
+
+    def _registered(self, schedule: Schedule, plan: Plan,
+                    write: Callable[[], ApplyResult]) -> ApplyResult:
+        """`write()` the job of `plan`, with the schedule's registry document held before (when
+        the plan writes anything) and settled after a success."""
+        registry = self.registry
+        if registry is None:
+            return write()
+        entry = registry.get(schedule.id)
+        known = {schedule.id: entry} if entry is not None else {}
+        if plan.steps and entry is not None:
+            known.update(registry.hold([entry], self.clock()))
+        result = write()
+        if result.ok:
+            registry.settle([schedule], known, self.clock())
+        return result
 
     def _upsert_job(self, plan: Plan, previous: Any, schedule: Schedule) -> ApplyResult:
         if len(plan.steps) < 2:
@@ -316,15 +354,24 @@ class SchedulerControl:
 
     def remove(self, schedule_id: str) -> ApplyResult:
         """Delete a schedule's job; a job that is already gone is success."""
+        if self.registry is not None:
+            self.registry.delete([schedule_id])
         return self._single("delete", schedule_id, "schedule removed")
 
     def pause(self, schedule_id: str) -> ApplyResult:
         """Pause a schedule's job (the next reconcile follows the schedule's own `paused`)."""
+        entry = self.registry.get(schedule_id) if self.registry is not None else None
+        if self.registry is not None and entry is not None:
+            self.registry.hold([entry], self.clock())
         return self._single("pause", schedule_id, "paused on request")
 
     def resume(self, schedule_id: str) -> ApplyResult:
-        """Resume a schedule's job."""
-        return self._single("resume", schedule_id, "resumed on request")
+        """Resume a schedule's job; its slots are owed again from then on."""
+        result = self._single("resume", schedule_id, "resumed on request")
+        entry = self.registry.get(schedule_id) if self.registry is not None else None
+        if self.registry is not None and entry is not None and result.ok:
+            self.registry.resume(entry, self.clock())
+        return result
 
     def _single(self, kind: StepKind, schedule_id: str, reason: str) -> ApplyResult:
         step = Step(kind, self.spec.job_id(schedule_id), schedule_id, reason, paused=kind == "pause")
@@ -417,3 +464,15 @@ class SchedulerControl:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def with_registry(settings: Settings, **clients: Any) -> SchedulerControl:
+    """A `SchedulerControl` that keeps the schedule registry for the audit whenever Firestore
+    is there: always on Google Cloud (the workers' ledger needs it), and against the Cloud
+    Scheduler emulator only when a Firestore emulator is configured too."""
+    registry = None
+    if settings.firestore_emulator_host or not settings.cloud_scheduler_emulator_host:
+        registry = ScheduleRegistry(gcp.firestore_client(settings),
+                                    settings.collection_prefix or "scion_",
+                                    settings.egress_policy())
+    return SchedulerControl(settings, registry=registry, **clients)

@@ -99,6 +99,9 @@ class Plan:
     list_retries: tuple[str, ...] = ()
     prune: bool = True
     held: tuple[str, ...] = ()
+    # The full desired set a sync planned from (None for a plan of single steps): applying it
+    # also brings the schedule registry in line (`scheduler.registry`).
+    schedules: tuple[Schedule, ...] | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_noop(self) -> bool:

@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import FrameType
 
 from scheduler.clock import Checkpoint, LocalClock, utc_now
 from scheduler.config import Settings
@@ -93,13 +92,3 @@ def run_local(schedule_file: Path, store: Path, settings: Settings, stop: thread
     for thread in threads:
         thread.join()
     local_clock.close()
-
-
-def install_stop_signals(stop: threading.Event) -> None:
-    """SIGINT and SIGTERM stop the local scheduler gracefully."""
-
-    def handler(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)

@@ -41,12 +41,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 from scheduler.config import Settings
 from scheduler.contract import build_message
-from scheduler.control import SchedulerControl
+from scheduler.control import SchedulerControl, with_registry
 from scheduler.egress import EgressPolicy
 from scheduler.emulator import CloudSchedulerEmulator
 from scheduler.model import Schedule, format_instant, parse_instant
 from scheduler.validation import load_schedules, parse_schedule
-from scion_scheduler.emulators import Emulator, check_prerequisites, free_port
+from scion_scheduler.google_emulators import Emulator, check_prerequisites, free_port
 from scion_scheduler.reference_hub import FireCall, ReferenceHub
 
 PROJECT = "scion-local"
@@ -402,7 +402,7 @@ def _start_and_serve(started: contextlib.ExitStack, schedules: list[Schedule], w
 
     if urlsplit(target.url).port != TARGET_PORT:
         account.say(f"port {TARGET_PORT} is taken: the schedules' requests to it go to {target.url}")
-    control = SchedulerControl(settings)
+    control = with_registry(settings)
     started.callback(control.close)
     if stop.wait(boundary_delay(datetime.now(UTC))):
         return

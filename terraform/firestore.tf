@@ -76,6 +76,10 @@ resource "google_firestore_index" "executions_lapsed" {
   depends_on = [google_project_service.this]
 }
 
+# The audit's query, `where fire_time > a and fire_time <= b`, is one range on
+# one field: Firestore's automatic single-field index on fire_time serves it,
+# so it needs no composite index (README, The audit).
+
 # A running execution keeps its contract message (up to 64 KiB) for the
 # reaper; nothing queries it, so it is not indexed.
 resource "google_firestore_field" "executions_message" {

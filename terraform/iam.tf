@@ -71,21 +71,11 @@ resource "google_project_iam_member" "worker_datastore_user" {
   member  = local.worker_member
 }
 
+# The control module writes the schedule registry the workers' audit reads
+# (`{prefix}schedules`, README "The audit") and reads execution history.
 resource "google_project_iam_member" "hub_datastore_user" {
-  count = var.hub_runs_worker ? 1 : 0
-
   project = var.project_id
   role    = "roles/datastore.user"
-  member  = local.hub_member
-}
-
-# Read-only: the hub's execution history view. Not needed when the hub runs
-# the worker loop, whose datastore.user already includes it.
-resource "google_project_iam_member" "hub_datastore_viewer" {
-  count = var.hub_reads_history && !var.hub_runs_worker ? 1 : 0
-
-  project = var.project_id
-  role    = "roles/datastore.viewer"
   member  = local.hub_member
 }
 

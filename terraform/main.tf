@@ -37,6 +37,7 @@ locals {
   worker_env = {
     SCION_SCHEDULER_PROJECT           = var.project_id
     SCION_SCHEDULER_SUBSCRIPTION      = google_pubsub_subscription.workers.name
+    SCION_SCHEDULER_TOPIC             = google_pubsub_topic.fires.name
     SCION_SCHEDULER_DATABASE          = local.database
     SCION_SCHEDULER_COLLECTION_PREFIX = local.collection_prefix
     SCION_SCHEDULER_LOG_FORMAT        = var.log_format

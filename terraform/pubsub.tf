@@ -115,6 +115,15 @@ resource "google_pubsub_topic_iam_member" "hub_publisher" {
   member  = local.hub_member
 }
 
+# The workers' audit publishes a slot that Cloud Scheduler or Pub/Sub never
+# delivered to the topic again (README, The audit).
+resource "google_pubsub_topic_iam_member" "worker_audit_publisher" {
+  project = var.project_id
+  topic   = google_pubsub_topic.fires.name
+  role    = "roles/pubsub.publisher"
+  member  = local.worker_member
+}
+
 # Cloud Scheduler publishes a Pub/Sub-target job's message as its service
 # agent; the job carries no service account of its own. See the variable's
 # description for why this is granted although the agent's project-level role

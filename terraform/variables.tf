@@ -209,14 +209,8 @@ variable "hub_service_account_email" {
   }
 }
 
-variable "hub_reads_history" {
-  description = "Grant the hub read-only Firestore access (roles/datastore.viewer, project-level) so it can show execution history. Set false when only the workers touch Firestore."
-  type        = bool
-  default     = true
-}
-
 variable "hub_runs_worker" {
-  description = "The hub replicas also run the worker loop: grant the hub's service account the worker's permissions too (subscriber on the subscription, roles/datastore.user) and add SCION_SCHEDULER_SUBSCRIPTION to hub_env."
+  description = "The hub replicas also run the worker loop: grant the hub's service account the worker's permissions too (subscriber on the subscription; it holds roles/datastore.user already, for the registry) and add SCION_SCHEDULER_SUBSCRIPTION to hub_env."
   type        = bool
   default     = false
 }

@@ -149,7 +149,7 @@ def test_an_event_put_and_deleted(api: Api) -> None:
     view = created.json()["schedule"]
     assert view["schedule"]["labels"] == {"scion-kind": "event", "scion-grove": GROVE}
     job = api.job(item["id"])
-    assert job is not None and schedule_from_job(job).fire_at is not None
+    assert job is not None and schedule_from_job(job).at == datetime(2030, 6, 1, 12, 30, 15, 500000, tzinfo=UTC)
 
     deleted = api.client.delete(item_path("scheduled-events", item["id"]))
     assert deleted.status_code == 200, deleted.text
@@ -443,9 +443,40 @@ def test_metrics_name_the_grove_routes_by_template(api: Api) -> None:
     assert item["id"] not in text and GROVE not in text
 
 
-def test_a_past_event_is_not_scheduled(api: Api) -> None:
+def test_a_past_due_event_fires_once_as_expired_and_a_stale_one_is_not_scheduled(
+        api: Api) -> None:
+    """The hub fires a pending event whose time passed once, and marks it expired
+    (pkg/hub/scheduler.go:237-247, :296-299); here within the late-fire limit (7 days)."""
+    from google.cloud import pubsub_v1
+
+    settings = api.control.settings
+    topic = f"projects/{settings.project}/topics/{settings.topic}"
+    subscription = f"projects/{settings.project}/subscriptions/late-fires"
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(name=subscription, topic=topic)
+
     past = datetime.now(UTC) - timedelta(days=3)
     item = hub_item(EXAMPLE_HUB_EVENT, fireAt=past.strftime("%Y-%m-%dT%H:%M:%SZ"))
     answer = put(api, "scheduled-events", item)
-    assert answer.status_code == 200 and answer.json()["schedule"] is None
-    assert api.job(item["id"]) is None
+    assert answer.status_code == 201, answer.text
+    fire = [o for o in answer.json()["outcomes"] if o["kind"] == "fire"]
+    assert len(fire) == 1 and fire[0]["status"] == "ok" and "expired" in fire[0]["reason"]
+    pulled = subscriber.pull(subscription=subscription, max_messages=10, timeout=10)
+    assert [m.message.attributes["trigger"] for m in pulled.received_messages] == ["expired"]
+    again = put(api, "scheduled-events", item)
+    assert again.status_code == 200 and again.json()["outcomes"] == [], again.text
+
+    stale_at = datetime.now(UTC) - timedelta(days=8)
+    stale = hub_item(EXAMPLE_HUB_EVENT, fireAt=stale_at.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    answer = put(api, "scheduled-events", stale)
+    assert answer.status_code == 200 and answer.json()["schedule"] is None, answer.text
+    assert api.job(stale["id"]) is None
+
+
+def test_a_late_fire_that_pubsub_refuses_is_a_502_naming_pubsub(api: Api) -> None:
+    past = datetime.now(UTC) - timedelta(days=3)
+    item = hub_item(EXAMPLE_HUB_EVENT, fireAt=past.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    answer = put(api, "scheduled-events", item)  # the fixture made no topic
+    assert answer.status_code == 502, answer.text
+    assert answer.json()["message"].startswith("Pub/Sub refused the one-shot's late fire")

@@ -99,3 +99,18 @@ def test_bench_cron_runs_and_prints_its_table() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "robfig/unix" in result.stdout and "Australia/Lord_Howe" in result.stdout
+
+
+@pytest.mark.emulator
+@pytest.mark.timeout(300)
+def test_bench_audit_runs_and_finds_what_the_per_schedule_baseline_finds(
+        firestore_emulator: str) -> None:
+    env = {**os.environ, "FIRESTORE_EMULATOR_HOST": firestore_emulator}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_audit.py"), "--schedules", "20"],
+        capture_output=True, text=True, timeout=240, env=env, cwd=ROOT, check=False,
+    )
+    # Exit 0: the audit and the baseline found exactly the slots left unrecorded.
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "audit of 20 every-minute schedules" in result.stdout
+    assert "1 slots unrecorded" in result.stdout

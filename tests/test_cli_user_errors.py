@@ -23,15 +23,16 @@ NEEDS_GOOGLE = [
 ]
 
 
-def run_clean(tmp_path: Path, args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
-    """`scion-scheduler ARGS` with only PATH, an empty HOME (no gcloud credentials) and `env`;
+def run_clean(tmp_path: Path, args: list[str], tool: str = "scion-scheduler",
+              **env: str) -> subprocess.CompletedProcess[str]:
+    """`TOOL ARGS` (default `scion-scheduler`) with only PATH, an empty HOME (no gcloud credentials) and `env`;
     `NO_GCE_CHECK` so that a test machine on Google Cloud does not find its metadata server."""
     schedules = tmp_path / "schedules.yaml"
     schedules.write_text(yaml.safe_dump({"schedules": SCHEDULES}))
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     clean = {"PATH": "/usr/bin:/bin", "HOME": str(home), "NO_GCE_CHECK": "True", **env}
-    argv = [str(BIN / "scion-scheduler"), *(a.format(file=schedules) for a in args)]
+    argv = [str(BIN / tool), *(a.format(file=schedules) for a in args)]
     return subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, env=clean,
                           check=False)
 
@@ -65,3 +66,9 @@ def test_without_credentials_the_command_names_them(tmp_path: Path, args: list[s
 ], ids=lambda value: value[0] if isinstance(value, list) else None)
 def test_other_missing_inputs_are_named(tmp_path: Path, args: list[str], named: str) -> None:
     assert_one_line(run_clean(tmp_path, args, SCION_SCHEDULER_PROJECT="p"), named)
+
+
+def test_the_worker_names_the_project_then_the_credentials(tmp_path: Path) -> None:
+    assert_one_line(run_clean(tmp_path, ["run"], tool="scion-worker"), "SCION_SCHEDULER_PROJECT")
+    result = run_clean(tmp_path, ["run"], tool="scion-worker", SCION_SCHEDULER_PROJECT="p")
+    assert_one_line(result, "GOOGLE_APPLICATION_CREDENTIALS", "PUBSUB_EMULATOR_HOST")

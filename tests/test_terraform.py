@@ -300,6 +300,8 @@ def test_worker_holds_only_its_documented_roles() -> None:
     allowed = {
         "roles/datastore.user",
         "roles/pubsub.subscriber",
+        # On the fires topic only: the audit publishes lost slots again (README, The audit).
+        "roles/pubsub.publisher",
         "roles/secretmanager.secretAccessor",
         # Opt-in (var.worker_telemetry_roles), for workers outside Cloud Run.
         "roles/logging.logWriter",

@@ -9,10 +9,8 @@ from datetime import timedelta
 
 from scheduler.cli_base import (
     add_settings_flags,
-    fail,
     new_parser,
-    settings_from_args,
-    setup_logging,
+    run_command,
 )
 from scheduler.config import ConfigError, Settings
 
@@ -124,15 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `scion-worker` console script."""
-    args = build_parser().parse_args(argv)
-    try:
-        settings = settings_from_args(args)
-        setup_logging(settings)
-        code: int = args.handler(args, settings)
-    except ConfigError as exc:
-        return fail(str(exc))
-    return code
+    """Entry point of the `scion-worker` console script: a missing setting or missing Google
+    credentials is one line and exit 2, never a traceback."""
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

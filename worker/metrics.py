@@ -25,7 +25,9 @@ class WorkerMetrics:
     * `executions` (label `outcome`) counts every delivery by the pipeline's outcome
       (`Disposition.outcome`: succeeded, failed, duplicate, busy, skipped, missed, ...);
     * `claim_latency`, `action_duration` and `fire_to_start_lag` are in seconds; the lag runs
-      from the fire time to the first start of its action.
+      from the fire time to the first start of its action;
+    * `audit_slots` (label `result`: audited, recovered, missed) counts the slots the audit
+      checked, those it fired again and those it recorded `missed` (`worker.audit`).
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -55,4 +57,9 @@ class WorkerMetrics:
             "scion_worker_fire_to_start_lag_seconds",
             "From a fire's time to the first start of its action.",
             buckets=_LAG_BUCKETS, registry=self.registry,
+        )
+        self.audit_slots = Counter(
+            "scion_worker_audit_slots", "Owed slots the audit checked, by result: audited (all), "
+            "recovered (fired again), missed (recorded missed).", ["result"],
+            registry=self.registry,
         )

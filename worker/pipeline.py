@@ -36,7 +36,8 @@ from scheduler.contract import (
     decode_message,
     execution_id,
 )
-from scheduler.cron import DEFAULT_SKEW, next_fires
+from scheduler.cron import DEFAULT_SKEW, is_slot
+from scheduler.due import missed_reason
 from scheduler.logs import bound, get_logger
 from scheduler.model import format_instant
 from worker.action import ActionContext, ActionError, ActionHandler, ActionRegistry, ActionResult
@@ -56,8 +57,6 @@ from worker.metrics import WorkerMetrics
 
 log = get_logger(__name__)
 
-# `catchup: none` still tolerates ordinary delivery delay; beyond this a fire counts as missed.
-NONE_CATCHUP_GRACE = timedelta(seconds=60)
 # A delivery that finds the ledger unavailable comes back after this long.
 STORE_RETRY_DELAY = timedelta(seconds=10)
 # Never ask for a redelivery sooner than this: a lease about to lapse is still live for a moment.
@@ -408,26 +407,22 @@ class Pipeline:
 
     def _due(self, fire: Fire, fire_time: datetime) -> bool:
         """The one-shot rule: its job's cron repeats every year, only the `at` slot is real.
-        A manual run of a one-shot carries its own fire time and is always due."""
-        return fire.at is None or fire.trigger != "scheduled" or fire_time == fire.at
+        A manual run of a one-shot carries its own fire time and is always due. An audit fire
+        carries its slot's time, which must be one of the schedule's slots."""
+        if fire.trigger == "manual":
+            return True
+        if fire.at is not None:
+            return fire_time == fire.at
+        return fire.trigger == "scheduled" or is_slot(fire, fire_time)
 
     def _missed_reason(self, fire: Fire, fire_time: datetime, now: datetime) -> str | None:
-        """Why a scheduled fire is too late to start (None when it may run). Manual fires are
-        never missed: someone asked for them now. An expired one-shot's fire is its scheduled
-        fire, late, so the schedule's catch-up policy applies to it as to any late delivery."""
+        """Why a slot's fire is too late to start (None when it may run): the catch-up policy,
+        as the audit applies it too (`scheduler.due.missed_reason`). Manual fires are never
+        missed: someone asked for them now. An expired one-shot's fire is its scheduled fire,
+        late, so the policy applies to it as to any late delivery."""
         if fire.trigger == "manual":
             return None
-        late = now - fire_time
-        if late > fire.catchup_window:
-            return f"late by {late.total_seconds():.0f}s, beyond the catch-up window of " \
-                   f"{fire.catchup_window.total_seconds():.0f}s"
-        if fire.catchup == "none" and late > NONE_CATCHUP_GRACE:
-            return f"late by {late.total_seconds():.0f}s and catchup is none"
-        if fire.catchup == "latest":
-            newer = next_fires(fire, fire_time, 1)
-            if newer and newer[0] <= now:
-                return f"superseded by the slot at {format_instant(newer[0])} (catchup: latest)"
-        return None
+        return missed_reason(fire, fire.catchup, fire.catchup_window, fire_time, now)
 
     def _record_missed(
         self, fire: Fire, fire_time: datetime, eid: str, now: datetime, reason: str,

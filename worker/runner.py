@@ -17,6 +17,7 @@ from scheduler.config import Settings
 from scheduler.logs import get_logger
 from worker.action import ActionRegistry
 from worker.actions import builtin_handlers
+from worker.audit import start_audit
 from worker.dependencies import DependencyHealth, MonitoredActions, MonitoredLedger
 from worker.firestore_lapsed import FirestoreLapsedClaims
 from worker.firestore_ledger import FirestoreLedger
@@ -111,6 +112,7 @@ def run_worker(settings: Settings, options: RunOptions) -> int:
                     interval=options.lease / REAP_SWEEPS_PER_LEASE, grace=options.lease,
                     worker_id=worker_id)
     reaper.start(stop)
+    start_audit(settings, client, store, metrics, worker_id, stop)
     log.info("worker starting", worker_id=worker_id, subscription=settings.subscription_path,
              health_port=health.port, executors=options.executors,
              max_messages=options.max_messages, lease_s=options.lease.total_seconds(),

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import grpc
-from google.api_core.exceptions import MethodNotImplemented
+from google.api_core.exceptions import MethodNotImplemented, PermissionDenied
 
 from scheduler.contract import ATTR_SCHEDULE_ID, execution_id
 from scheduler.emulator.http_target import HttpAttempt, HttpDeliverer
@@ -156,6 +156,9 @@ class FiringClock:
         self._cond = threading.Condition()
         self._stopped = False
         self._thread: threading.Thread | None = None
+        # Job IDs whose publishes fail (`drop_publishes`), as when the service gives up on a
+        # topic it lost permission to: every attempt and retry fails, nothing is published.
+        self.dropped: frozenset[str] = frozenset()
 
     def start(self) -> None:
         """Schedule every job and start the clock thread."""
@@ -247,6 +250,9 @@ class FiringClock:
                 self._finished(execution, status_code_of(error),
                                str(error) or type(error).__name__, seconds)
 
+        if job_id_of(execution.name) in self.dropped:
+            published(None, PermissionDenied("injected fault: publish dropped"))
+            return
         if not execution.topic:
             published(None, MethodNotImplemented(
                 "the emulator delivers Pub/Sub and HTTP targets only"))

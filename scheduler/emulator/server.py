@@ -109,6 +109,11 @@ class CloudSchedulerEmulator:
         """Stop injecting faults."""
         self.service.set_faults(None)
 
+    def drop_publishes(self, job_ids: Iterable[str]) -> None:
+        """Fail every publish attempt of these jobs (PERMISSION_DENIED, retries included), as
+        Cloud Scheduler does when it loses the topic; an empty set publishes again."""
+        self.clock.dropped = frozenset(job_ids)
+
     def start(self) -> CloudSchedulerEmulator:
         """Load the state file, bind, start serving and firing; returns self."""
         if self.state_file is not None and self.state_file.exists():

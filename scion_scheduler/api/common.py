@@ -224,6 +224,12 @@ def write_status(result: ApplyResult) -> ApiError:
     failed = result.failed[0]
     match = _HTTP_CODE.match(failed.error)
     code = int(match.group(1)) if match else 0
+    if failed.step.kind == "fire":
+        # The late one-shot's publish went to Pub/Sub, not Cloud Scheduler: a 404 there is a
+        # missing topic, not a job changed meanwhile.
+        status, kind = (503, "unavailable") if code in (429, 503, 504) else (502, "upstream_error")
+        return ApiError(status, kind, f"Pub/Sub refused the one-shot's late fire: {failed.error}",
+                        result=result)
     if code in (404, 409):
         return ApiError(409, "conflict", f"a concurrent change interfered: {failed.error}",
                         result=result)

@@ -22,7 +22,7 @@ from google.api_core import exceptions as gexc
 from scheduler.cli_base import EXIT_FAILED, EXIT_OK, emit, fail
 from scheduler.config import Settings
 from scheduler.contract import ContractError
-from scheduler.control import JobInfo, JobNotFound, SchedulerControl
+from scheduler.control import JobInfo, JobNotFound, SchedulerControl, with_registry
 from scheduler.jobs import JobSpec
 from scheduler.model import format_instant
 from scheduler.sync import ApplyResult, Plan, Step
@@ -82,7 +82,7 @@ def register(sub: Any) -> None:
 
 
 def _control(settings: Settings) -> SchedulerControl:
-    return SchedulerControl(settings)
+    return with_registry(settings)
 
 
 def _guarded(args: argparse.Namespace, action: Callable[[], int]) -> int:

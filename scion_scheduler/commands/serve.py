@@ -34,9 +34,9 @@ def register(sub: Any) -> None:
 
 def build_context(settings: Settings, store: str, authenticator: Authenticator) -> ApiContext:
     """Everything the app needs; fails with `ConfigError` before anything listens."""
-    from scheduler.control import SchedulerControl
+    from scheduler.control import with_registry
 
-    return ApiContext(control=SchedulerControl(settings), history=open_ledger(store, settings),
+    return ApiContext(control=with_registry(settings), history=open_ledger(store, settings),
                       authenticator=authenticator)
 
 

@@ -80,9 +80,15 @@ def fire_body(context: ActionContext) -> dict[str, Any]:
         "payload": params.get("payload"),
         "fireTime": format_instant(context.fire_time),
         "executionId": context.execution_id,
-        "trigger": context.trigger,
+        "trigger": _hub_trigger(context.trigger),
         "attempt": context.attempt,
     }
+
+
+def _hub_trigger(trigger: str) -> str:
+    """The hub knows `scheduled` and `manual` (docs/hub-fire-endpoint.md): a slot the audit
+    recovered is the scheduled slot, under the same execution ID."""
+    return "manual" if trigger == "manual" else "scheduled"
 
 
 def _is_loopback(url: str) -> bool:
@@ -210,7 +216,7 @@ class ScionAction:
             "Idempotency-Key": context.execution_id,
             "X-Scion-Schedule-Id": quote(context.schedule_id, safe=""),
             "X-Scion-Fire-Time": format_instant(context.fire_time),
-            "X-Scion-Trigger": context.trigger,
+            "X-Scion-Trigger": _hub_trigger(context.trigger),
             "X-Scion-Attempt": str(context.attempt),
         }
         assert self._base_url is not None

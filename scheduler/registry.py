@@ -1,0 +1,191 @@
+"""The schedule registry: what each owned schedule owes, kept in Firestore for the audit.
+
+The worker's audit (`worker.audit`) must know every schedule's definition each minute without
+spending Cloud Scheduler's read quota, so the control module writes one document per owned
+schedule in `{collection_prefix}schedules` whenever it changes a job (sync, upsert, remove,
+pause, resume). Document ID: sha256 hex of the schedule ID (any printable ID is valid, a
+document ID is not); fields:
+
+* `schedule_id`, `definition` (the schedule file form, JSON), `fingerprint`;
+* `owed_since`: when this definition took effect (created, edited or resumed): earlier slots
+  belonged to an older definition, or to nobody, and are never owed;
+* `paused_since`: from when no slot is owed (paused, or a job write in flight); absent: none;
+* `updated_at`.
+
+Issue 17 (tick mode) keeps the same documents and adds `next_fire_time` and `owner`.
+
+Order of writes, so that the audit never owes a slot the job did not fire: before a job is
+written, its document is held (`paused_since = now`); after the write succeeded it is settled
+(`owed_since = now`, not paused, unless the schedule is paused). A slot between the two is owed
+by neither definition. A removed schedule's document is deleted before its job. A failed job
+write leaves the document held until the next sync settles it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from scheduler.due import Owed
+from scheduler.egress import EgressPolicy
+from scheduler.logs import get_logger
+from scheduler.model import Schedule
+from scheduler.validation import PUBLIC_ONLY, parse_schedule, registered_action_types
+
+log = get_logger(__name__)
+
+# Firestore's limit of writes per commit.
+_BATCH = 500
+
+
+def document_id(schedule_id: str) -> str:
+    """The registry document's ID of a schedule."""
+    return hashlib.sha256(schedule_id.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registry document as read."""
+
+    owed: Owed
+    fingerprint: str
+
+    @property
+    def schedule_id(self) -> str:
+        """The schedule's ID."""
+        return self.owed.schedule.id
+
+
+def _utc(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    moment: datetime = value.astimezone(UTC)
+    return datetime(moment.year, moment.month, moment.day, moment.hour, moment.minute,
+                    moment.second, moment.microsecond, tzinfo=UTC)
+
+
+def entry_from_document(data: dict[str, Any], action_types: frozenset[str] | None = None,
+                        egress: EgressPolicy = PUBLIC_ONLY) -> Entry:
+    """An entry from a document's fields; ValueError (naming the schedule) when malformed.
+    `action_types`: the registered action types, when the caller has read them already;
+    `egress`: the deployment's allowed targets, which the definition was validated against."""
+    try:
+        schedule = parse_schedule(json.loads(data["definition"]), known_action_types=action_types,
+                                  egress=egress)
+        owed_since = _utc(data["owed_since"])
+        assert owed_since is not None
+        return Entry(Owed(schedule, owed_since, _utc(data.get("paused_since"))),
+                     str(data["fingerprint"]))
+    except Exception as exc:
+        raise ValueError(f"registry document of {data.get('schedule_id')!r}: {exc}") from exc
+
+
+def document_of(schedule: Schedule, owed_since: datetime, paused_since: datetime | None,
+                now: datetime) -> dict[str, Any]:
+    """The fields of a schedule's registry document."""
+    return {
+        "schedule_id": schedule.id,
+        "definition": json.dumps(schedule.to_dict(), sort_keys=True, ensure_ascii=False),
+        "fingerprint": schedule.fingerprint(),
+        "owed_since": owed_since,
+        "paused_since": paused_since,
+        "updated_at": now,
+    }
+
+
+def settled(schedule: Schedule, previous: Entry | None, now: datetime) -> Owed | None:
+    """What the registry should hold for `schedule` after its job is in line with it, given the
+    `previous` entry (None when it has none); None when `previous` needs no write."""
+    if previous is not None:
+        same = previous.fingerprint == schedule.fingerprint()
+        was = previous.owed
+        if schedule.paused:
+            if same and was.schedule.paused and was.paused_since is not None:
+                return None
+            return Owed(schedule, was.owed_since if same else now, was.paused_since or now)
+        if same and not was.schedule.paused and was.paused_since is None:
+            return None
+    if schedule.paused:
+        return Owed(schedule, now, now)
+    return Owed(schedule, now)
+
+
+class ScheduleRegistry:
+    """The registry collection on Firestore."""
+
+    def __init__(self, client: Any, collection_prefix: str = "scion_",
+                 egress: EgressPolicy = PUBLIC_ONLY) -> None:
+        self._client = client
+        self._egress = egress
+        self._collection = client.collection(f"{collection_prefix}schedules")
+
+    def load(self) -> dict[str, Entry]:
+        """Every entry by schedule ID: one query (a read per document)."""
+        entries = {}
+        # Read once: looking the entry points up costs more than parsing a schedule.
+        action_types = registered_action_types()
+        for snapshot in self._collection.stream():
+            try:
+                entry = entry_from_document(snapshot.to_dict() or {}, action_types, self._egress)
+            except ValueError as exc:  # one bad document must not blind the audit to the rest
+                log.error("registry document unreadable; its schedule is not audited",
+                          document=snapshot.id, error=str(exc))
+                continue
+            entries[entry.schedule_id] = entry
+        return entries
+
+    def get(self, schedule_id: str) -> Entry | None:
+        """One schedule's entry, or None."""
+        snapshot = self._collection.document(document_id(schedule_id)).get()
+        if not snapshot.exists:
+            return None
+        return entry_from_document(snapshot.to_dict() or {}, egress=self._egress)
+
+    def hold(self, entries: Iterable[Entry], now: datetime) -> dict[str, Entry]:
+        """Owe nothing from `now` on for these schedules (before their jobs are written);
+        returns the entries as they now stand."""
+        held = {e.schedule_id: e if e.owed.paused_since is not None
+                else Entry(replace(e.owed, paused_since=now), e.fingerprint) for e in entries}
+        self._write((document_id(e.schedule_id), document_of(e.owed.schedule, e.owed.owed_since,
+                                                             e.owed.paused_since, now))
+                    for e in held.values())
+        return held
+
+    def settle(self, schedules: Sequence[Schedule], previous: dict[str, Entry],
+               now: datetime) -> int:
+        """Write what each schedule owes now that its job matches it (only what changed);
+        returns how many documents were written."""
+        writes = []
+        for schedule in schedules:
+            owed = settled(schedule, previous.get(schedule.id), now)
+            if owed is not None:
+                writes.append((document_id(schedule.id),
+                               document_of(schedule, owed.owed_since, owed.paused_since, now)))
+        self._write(writes)
+        return len(writes)
+
+    def resume(self, entry: Entry, now: datetime) -> None:
+        """A resumed job owes its slots from `now` on."""
+        schedule = replace(entry.owed.schedule, paused=False)
+        self._write([(document_id(entry.schedule_id), document_of(schedule, now, None, now))])
+
+    def delete(self, schedule_ids: Iterable[str]) -> None:
+        """Forget these schedules (before their jobs are deleted)."""
+        ids = list(schedule_ids)
+        for start in range(0, len(ids), _BATCH):
+            batch = self._client.batch()
+            for schedule_id in ids[start:start + _BATCH]:
+                batch.delete(self._collection.document(document_id(schedule_id)))
+            batch.commit()
+
+    def _write(self, writes: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        pending = list(writes)
+        for start in range(0, len(pending), _BATCH):
+            batch = self._client.batch()
+            for doc_id, fields in pending[start:start + _BATCH]:
+                batch.set(self._collection.document(doc_id), fields)
+            batch.commit()

@@ -1,0 +1,212 @@
+"""The audit: once a minute, one replica fires the owed slots that nobody ever recorded.
+
+A fire that was never claimed leaves no trace in the ledger: Cloud Scheduler gave up its publish
+after its retries, or a subscriber died holding messages it had not claimed and the broker never
+redelivered them. So every replica runs this loop, and each minute exactly one of them audits:
+the audit of minute M is claimed in the ledger like a fire (`AUDIT_SCHEDULE_ID`, fire time M),
+at second `AUDIT_SECOND` of it, so the ledger's claim is the guarantee that it runs once.
+
+The audit reads the schedule registry (`scheduler.registry`, written by the control module: no
+Cloud Scheduler read) and the execution IDs recorded with a fire time in the window
+`(now - horizon, now - grace]` (one range query, `SlotRecords`), and finds the owed slots with no
+record (`scheduler.due.unaccounted`). Each one is published again with trigger `audit`, its exact
+fire time and the slot's own execution ID, so its claim dedupes it against a late original; or,
+when the schedule's catch-up policy says it is too late to start, recorded `missed`. A slot
+whose recovery was lost too is found again the next minute, until the horizon.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from prometheus_client import Counter
+
+from scheduler import gcp
+from scheduler.config import Settings
+from scheduler.contract import Message, build_message, execution_id
+from scheduler.due import Slot, missed_reason, unaccounted
+from scheduler.logs import get_logger
+from scheduler.model import format_instant
+from scheduler.registry import Entry, ScheduleRegistry
+from worker.firestore_ledger import FirestoreLedger
+from worker.firestore_slots import FirestoreSlotRecords
+from worker.ledger import DEFAULT_RETENTION, ClaimRequest, Execution, Ledger, State
+from worker.metrics import WorkerMetrics
+
+log = get_logger(__name__)
+
+# Not printable, so never the ID of a hub schedule (`scheduler.validation` refuses those).
+AUDIT_SCHEDULE_ID = "\tscion-audit"
+# The audit of a minute runs this far into it: a slot on the minute is checked half a minute
+# later, before the next one of an every-minute schedule is due (so `catchup: latest` and `none`
+# still run it).
+AUDIT_SECOND = 30
+# The audit's claim: long enough for one audit; a claimer that dies leaves the minute to the
+# next audit, whose window covers it.
+AUDIT_LEASE = timedelta(seconds=50)
+PUBLISH_TIMEOUT_S = 60.0
+
+
+class SlotRecords(Protocol):
+    """What the audit asks the ledger."""
+
+    def recorded(self, start: datetime, end: datetime) -> set[str]:
+        """The IDs of every execution with a fire time in `(start, end]`."""
+        ...
+
+
+class Registry(Protocol):
+    """What the audit reads from the schedule registry (`scheduler.registry`)."""
+
+    def load(self) -> Mapping[str, Entry]:
+        """Every owned schedule's entry, by schedule ID."""
+        ...
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """One audit's counts."""
+
+    audited: int
+    recovered: int
+    missed: int
+
+    def __str__(self) -> str:
+        return f"audited {self.audited}, recovered {self.recovered}, missed {self.missed}"
+
+
+class Audit:
+    """The audit loop of one replica."""
+
+    def __init__(self, ledger: Ledger, records: SlotRecords, registry: Registry,
+                 publish: Callable[[Message], str], *, worker_id: str,
+                 clock: Callable[[], datetime], horizon: timedelta, grace: timedelta,
+                 audit_slots: Counter, signing_key: str | None = None,
+                 retention: timedelta = DEFAULT_RETENTION) -> None:
+        if not timedelta(0) <= grace < horizon:
+            raise ValueError(f"the audit grace must be from 0 up to its horizon "
+                             f"(got {grace} and {horizon})")
+        self._ledger = ledger
+        self._records = records
+        self._registry = registry
+        self._publish = publish
+        self._worker_id = worker_id
+        self._clock = clock
+        self._horizon = horizon
+        self._grace = grace
+        self._counter = audit_slots
+        self._signing_key = signing_key
+        self._retention = retention
+
+    def start(self, stop: threading.Event) -> threading.Thread:
+        """Run on a daemon thread until `stop` is set."""
+        thread = threading.Thread(target=self.run, args=(stop,), name="audit", daemon=True)
+        thread.start()
+        return thread
+
+    def run(self, stop: threading.Event) -> None:
+        """At second `AUDIT_SECOND` of every minute, try to claim and run its audit."""
+        while True:
+            now = self._clock()
+            minute = now.replace(second=0, microsecond=0)
+            due = minute + timedelta(seconds=AUDIT_SECOND)
+            if due <= now:
+                minute += timedelta(minutes=1)
+                due += timedelta(minutes=1)
+            if stop.wait((due - now).total_seconds()):
+                return
+            try:
+                self.audit_minute(minute)
+            except Exception:
+                log.exception("audit failed; the next minute's audit covers its window")
+
+    def audit_minute(self, minute: datetime) -> AuditReport | None:
+        """Claim the audit of `minute` and run it; None when another replica has it."""
+        eid = execution_id(AUDIT_SCHEDULE_ID, minute)
+        now = self._clock()
+        claim = self._ledger.claim(ClaimRequest(
+            execution_id=eid, schedule_id=AUDIT_SCHEDULE_ID, fire_time=minute,
+            trigger="scheduled", worker_id=self._worker_id, lease=AUDIT_LEASE,
+            overlap="allow", now=now, retention=timedelta(days=1)))
+        if not claim.result.run:
+            return None
+        try:
+            report = self.audit(self._clock())
+        except Exception as exc:
+            self._ledger.finish(eid, self._worker_id, State.FAILED, now=self._clock(),
+                                error=f"{type(exc).__name__}: {exc}")
+            raise
+        self._ledger.finish(eid, self._worker_id, State.SUCCEEDED, now=self._clock(),
+                            detail=str(report))
+        log.info("audit done", minute=format_instant(minute), audited=report.audited,
+                 recovered=report.recovered, missed=report.missed)
+        return report
+
+    def audit(self, now: datetime) -> AuditReport:
+        """Fire again, or record missed, every owed slot in the window that has no record."""
+        start, end = now - self._horizon, now - self._grace
+        owed = [entry.owed for entry in self._registry.load().values()]
+        audited, missing = unaccounted(owed, self._records.recorded(start, end), start, end)
+        recovered = missed = 0
+        for slot in missing:
+            if self._settle(slot, now):
+                recovered += 1
+            else:
+                missed += 1
+        self._count("audited", audited)
+        self._count("recovered", recovered)
+        self._count("missed", missed)
+        return AuditReport(audited, recovered, missed)
+
+    def _settle(self, slot: Slot, now: datetime) -> bool:
+        """Publish the slot's fire again (True), or record it missed (False)."""
+        schedule = slot.schedule
+        fields = {"schedule_id": schedule.id, "fire_time": format_instant(slot.fire_time),
+                  "execution_id": slot.execution_id, "trigger": "audit"}
+        reason = missed_reason(schedule, schedule.catchup, schedule.catchup_window,
+                               slot.fire_time, now)
+        if reason is None:
+            message = build_message(schedule, signing_key=self._signing_key, trigger="audit",
+                                    fire_time=slot.fire_time)
+            message_id = self._publish(message)
+            log.warning("slot never fired or recorded; fired again by the audit",
+                        message_id=message_id, **fields)
+            return True
+        written = self._ledger.record(Execution(
+            execution_id=slot.execution_id, schedule_id=schedule.id, fire_time=slot.fire_time,
+            trigger="audit", state=State.MISSED, attempt=0, created_at=now,
+            expire_at=now + self._retention, worker_id=self._worker_id, finished_at=now,
+            error=f"never delivered; {reason}"))
+        if written:
+            log.warning("slot never fired or recorded; recorded missed by the audit",
+                        reason=reason, **fields)
+        return False
+
+    def _count(self, result: str, amount: int) -> None:
+        if amount:
+            self._counter.labels(result).inc(amount)
+
+
+def start_audit(settings: Settings, client: Any, ledger: FirestoreLedger,
+                metrics: WorkerMetrics, worker_id: str, stop: threading.Event) -> Audit:
+    """Start a worker's audit loop on the deployment's Firestore and fires topic."""
+    publisher = gcp.publisher_client(settings)
+    topic = settings.topic_path
+
+    def publish(message: Message) -> str:
+        future = publisher.publish(topic, message.data, **dict(message.attributes))
+        return str(future.result(timeout=PUBLISH_TIMEOUT_S))
+
+    prefix = settings.collection_prefix or "scion_"
+    registry = ScheduleRegistry(client, prefix, settings.egress_policy())
+    audit = Audit(ledger, FirestoreSlotRecords(client, prefix), registry, publish,
+                  worker_id=worker_id, clock=ledger.clock.now,
+                  horizon=settings.duration("audit_horizon"),
+                  grace=settings.duration("audit_grace"), audit_slots=metrics.audit_slots,
+                  signing_key=settings.signing_key or None)
+    audit.start(stop)
+    return audit
