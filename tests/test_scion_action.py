@@ -93,9 +93,14 @@ def test_ids_are_percent_encoded_in_the_path() -> None:
     assert fire_url("https://hub.test", "event", "p", "e").endswith("/scheduled-events/e/fire")
 
 
-def test_the_body_names_a_manual_trigger() -> None:
+@pytest.mark.parametrize(("trigger", "heard"), [
+    ("manual", "manual"), ("expired", "expired"), ("audit", "scheduled"),
+    ("scheduled", "scheduled")])
+def test_the_hub_hears_its_own_triggers(trigger: str, heard: str) -> None:
+    """An audit recovery is the scheduled slot to the hub; an expired event stays `expired`, so
+    the hub can mark the event as it would itself (docs/hub-fire-endpoint.md)."""
     s = hub_schedule()
-    assert fire_body(context_for(s, trigger="manual"))["trigger"] == "manual"
+    assert fire_body(context_for(s, trigger=trigger))["trigger"] == heard
 
 
 # --------------------------------------------------------------------------- outcomes

@@ -86,9 +86,10 @@ def fire_body(context: ActionContext) -> dict[str, Any]:
 
 
 def _hub_trigger(trigger: str) -> str:
-    """The hub knows `scheduled` and `manual` (docs/hub-fire-endpoint.md): a slot the audit
-    recovered is the scheduled slot, under the same execution ID."""
-    return "manual" if trigger == "manual" else "scheduled"
+    """The hub's triggers (docs/hub-fire-endpoint.md): `scheduled`, `manual` and `expired` (a
+    past-due event, which the hub marks expired); a slot the audit recovered is the scheduled
+    slot, under the same execution ID, so the hub hears `scheduled`."""
+    return trigger if trigger in ("manual", "expired") else "scheduled"
 
 
 def _is_loopback(url: str) -> bool:
