@@ -74,8 +74,19 @@ def requests(count: int, overlap: str, worker: str, tag: str) -> list[ClaimReque
 
 def again(batch: list[ClaimRequest], worker: str) -> list[ClaimRequest]:
     """The same fires delivered again, to another worker, while the first holds them."""
-    return [ClaimRequest(r.execution_id, r.schedule_id, r.fire_time, r.trigger, worker, r.lease, r.overlap,
-                         r.now + timedelta(seconds=1)) for r in batch]
+    return [
+        ClaimRequest(
+            r.execution_id,
+            r.schedule_id,
+            r.fire_time,
+            r.trigger,
+            worker,
+            r.lease,
+            r.overlap,
+            r.now + timedelta(seconds=1),
+        )
+        for r in batch
+    ]
 
 
 def claimer(ledger: Ledger, expected: ClaimResult) -> Callable[[ClaimRequest], object]:
@@ -98,8 +109,14 @@ def firestore_round(client: Any, tag: str, ops: int, threads: int) -> list[tuple
     docs, states = client.collection("plain"), client.collection("state")
     # The baselines write the very documents a claim writes, so only the method differs.
     baseline = [
-        (docs.document(r.execution_id), states.document(r.schedule_id), execution_document(new_claim(r)),
-         running_document(ScheduleState(r.schedule_id, r.execution_id, r.fire_time, r.now + r.lease)))
+        (
+            docs.document(r.execution_id),
+            states.document(r.schedule_id),
+            execution_document(new_claim(r)),
+            running_document(
+                ScheduleState(r.schedule_id, r.execution_id, r.fire_time, r.now + r.lease)
+            ),
+        )
         for r in requests(3 * ops, "skip", "w1", f"base{tag}")
     ]
 
@@ -116,12 +133,27 @@ def firestore_round(client: Any, tag: str, ops: int, threads: int) -> list[tuple
         transaction.set(state_ref, state)
 
     rows = [
-        ("plain create() of the execution", "Commit",
-         timed(baseline[:ops], lambda b: b[0].create(b[2]), threads)),
-        ("naive transaction: read, create", "Begin+Get+Commit",
-         timed(baseline[ops:2 * ops], lambda b: read_then_create(client.transaction(), b[0], b[2]), threads)),
-        ("claim as a transaction (2 reads, 2 writes)", "Begin+BatchGet+Commit",
-         timed(baseline[2 * ops:], lambda b: claim_transaction(client.transaction(), *b), threads)),
+        (
+            "plain create() of the execution",
+            "Commit",
+            timed(baseline[:ops], lambda b: b[0].create(b[2]), threads),
+        ),
+        (
+            "naive transaction: read, create",
+            "Begin+Get+Commit",
+            timed(
+                baseline[ops : 2 * ops],
+                lambda b: read_then_create(client.transaction(), b[0], b[2]),
+                threads,
+            ),
+        ),
+        (
+            "claim as a transaction (2 reads, 2 writes)",
+            "Begin+BatchGet+Commit",
+            timed(
+                baseline[2 * ops :], lambda b: claim_transaction(client.transaction(), *b), threads
+            ),
+        ),
     ]
     ledger, replica = FirestoreLedger(client), FirestoreLedger(client)
     for overlap in ("allow", "skip"):
@@ -129,11 +161,20 @@ def firestore_round(client: Any, tag: str, ops: int, threads: int) -> list[tuple
         rows.append((f"FirestoreLedger.claim, new fire, overlap {overlap}", "Commit",
                      timed(fresh, claimer(ledger, ClaimResult.CLAIMED), threads)))
         # Another replica guesses "new" first: its creates fail, then it reads.
-        rows.append((f"FirestoreLedger.claim, duplicate at another replica (BUSY), overlap {overlap}",
-                     "Commit (fails)+BatchGet",
-                     timed(again(fresh, "w2"), claimer(replica, ClaimResult.BUSY), threads)))
-        rows.append((f"FirestoreLedger.claim, duplicate at the holder (BUSY), overlap {overlap}", "none",
-                     timed(again(fresh, "w1"), claimer(ledger, ClaimResult.BUSY), threads)))
+        rows.append(
+            (
+                f"FirestoreLedger.claim, duplicate at another replica (BUSY), overlap {overlap}",
+                "Commit (fails)+BatchGet",
+                timed(again(fresh, "w2"), claimer(replica, ClaimResult.BUSY), threads),
+            )
+        )
+        rows.append(
+            (
+                f"FirestoreLedger.claim, duplicate at the holder (BUSY), overlap {overlap}",
+                "none",
+                timed(again(fresh, "w1"), claimer(ledger, ClaimResult.BUSY), threads),
+            )
+        )
     return rows
 
 
@@ -162,8 +203,16 @@ def sqlite_rows(ops: int, threads: int, rounds: int) -> list[Row]:
             for overlap in ("allow", "skip"):
                 fresh = requests(ops, overlap, "w1", f"sqlite{overlap}{round_index}")
                 for name, batch, expected in (
-                    (f"SqliteLedger.claim, new fire, overlap {overlap}", fresh, ClaimResult.CLAIMED),
-                    (f"SqliteLedger.claim, duplicate (BUSY), overlap {overlap}", again(fresh, "w2"), ClaimResult.BUSY),
+                    (
+                        f"SqliteLedger.claim, new fire, overlap {overlap}",
+                        fresh,
+                        ClaimResult.CLAIMED,
+                    ),
+                    (
+                        f"SqliteLedger.claim, duplicate (BUSY), overlap {overlap}",
+                        again(fresh, "w2"),
+                        ClaimResult.BUSY,
+                    ),
                 ):
                     rate = timed(batch, claimer(ledger, expected), threads)
                     rows.setdefault(name, Row(name, "BEGIN IMMEDIATE", [])).rates.append(rate)
@@ -177,7 +226,10 @@ def print_table(rows: list[Row], baseline: float, threads: int, ops: int, rounds
           f"(after a warm-up round), {os.cpu_count()} CPUs\n")
     width = max(len(row.name) for row in rows)
     method_width = max(len(row.method) for row in rows)
-    print(f"{'measurement':<{width}}  {'RPCs / method':<{method_width}}  {'ops/s':>7}  {'vs create':>9}  rounds")
+    print(
+        f"{'measurement':<{width}}  {'RPCs / method':<{method_width}}  {'ops/s':>7}  "
+        f"{'vs create':>9}  rounds"
+    )
     for row in rows:
         spread = " ".join(f"{rate:.0f}" for rate in row.rates)
         print(f"{row.name:<{width}}  {row.method:<{method_width}}  {row.rate:>7.0f}  "
@@ -187,7 +239,9 @@ def print_table(rows: list[Row], baseline: float, threads: int, ops: int, rounds
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; returns the process exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--ops", type=int, default=600, help="operations per measurement (default 600)")
+    parser.add_argument(
+        "--ops", type=int, default=600, help="operations per measurement (default 600)"
+    )
     parser.add_argument("--threads", type=int, default=4, help="client threads (default 4)")
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds (default 3)")
     args = parser.parse_args(argv)

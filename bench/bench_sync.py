@@ -86,7 +86,10 @@ def table(rows: list[Row], rate: float) -> str:
     widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
 
     def fmt(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
 
     return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *(fmt(b) for b in body)])
 
@@ -116,7 +119,9 @@ def run(args: argparse.Namespace) -> list[Row]:
         rows = [measure("first", emulator, control, schedules),
                 measure("no-op", emulator, control, schedules)]
         changed = list(schedules)
-        changed[len(changed) // 2] = parse_schedule({**changed[len(changed) // 2].to_dict(), "cron": "59 23 * * *"})
+        changed[len(changed) // 2] = parse_schedule(
+            {**changed[len(changed) // 2].to_dict(), "cron": "59 23 * * *"}
+        )
         rows.append(measure("one change", emulator, control, changed))
         return rows
     finally:
@@ -127,10 +132,14 @@ def run(args: argparse.Namespace) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--schedules", type=int, default=5000, help="how many schedules (default 5000)")
+    parser.add_argument(
+        "--schedules", type=int, default=5000, help="how many schedules (default 5000)"
+    )
     parser.add_argument("--write-rate", type=float, default=1000.0,
                         help="client-side write limit per second for the run (default 1000)")
-    parser.add_argument("--concurrency", type=int, default=8, help="concurrent API calls (default 8)")
+    parser.add_argument(
+        "--concurrency", type=int, default=8, help="concurrent API calls (default 8)"
+    )
     args = parser.parse_args(argv)
     logs.configure("console", "WARNING")
     rows = run(args)

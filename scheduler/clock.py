@@ -68,9 +68,15 @@ class Checkpoint:
         try:
             saved = json.loads(self.path.read_text())
             # `emitted_until`: the key of the first version, which saved on emission.
-            return parse_instant(saved["settled_until"] if "settled_until" in saved else saved["emitted_until"])
+            return parse_instant(
+                saved["settled_until"] if "settled_until" in saved else saved["emitted_until"]
+            )
         except (ValueError, KeyError, TypeError) as exc:
-            log.warning("clock checkpoint unreadable; starting from now", path=str(self.path), error=str(exc))
+            log.warning(
+                "clock checkpoint unreadable; starting from now",
+                path=str(self.path),
+                error=str(exc),
+            )
             return None
 
     def save(self, instant: datetime) -> None:
@@ -192,7 +198,9 @@ class LocalClock:
                     self._save()
                 since = now
             due = self.next_due(now)
-            wait = MAX_SLEEP if due is None else min(MAX_SLEEP, max(due - self._clock(), timedelta(0)))
+            wait = (
+                MAX_SLEEP if due is None else min(MAX_SLEEP, max(due - self._clock(), timedelta(0)))
+            )
             self._changed.clear()
             # Wake on a slot, on a reload, or on stop; whichever comes first.
             _wait_any(stop, self._changed, wait.total_seconds() + 0.001)

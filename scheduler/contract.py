@@ -109,7 +109,9 @@ class Message:
     @property
     def size(self) -> int:
         """Bytes counted against the job size limit."""
-        return len(self.data) + sum(len(k.encode()) + len(v.encode()) for k, v in self.attributes.items())
+        return len(self.data) + sum(
+            len(k.encode()) + len(v.encode()) for k, v in self.attributes.items()
+        )
 
 
 @dataclass(frozen=True)
@@ -148,8 +150,9 @@ class Fire:
 
     def derive_fire_time(self, published_at: datetime, skew: timedelta = DEFAULT_SKEW) -> datetime:
         """The fire time this delivery is for: exact for a manual run or an audit fire, `at` for
-        an expired one-shot, else the cron slot that the publish time belongs to (see `scheduler.cron.fire_time_for`), read in the cron's
-        dialect: a hub schedule's publish maps to the hub's own slot. A one-shot's job
+        an expired one-shot, else the cron slot that the publish time belongs to (see
+        `scheduler.cron.fire_time_for`), read in the cron's dialect: a hub schedule's publish
+        maps to the hub's own slot. A one-shot's job
         fires at its slot, ahead of `at`, and that slot stands for `at` itself: the worker holds
         the fire until then. (A job written before the slot moved ahead fires at `at`'s own
         minute, which stands for `at` too.)"""
@@ -262,7 +265,9 @@ def decode_message(
     whose signature does not match is rejected: it did not come from this deployment."""
     version = attributes.get(ATTR_FORMAT)
     if version != FORMAT_VERSION:
-        raise ContractError(f"unknown or missing format version {version!r} (expected {FORMAT_VERSION!r})")
+        raise ContractError(
+            f"unknown or missing format version {version!r} (expected {FORMAT_VERSION!r})"
+        )
     if signing_key:
         signature = attributes.get(ATTR_SIGNATURE)
         if not signature:
@@ -270,7 +275,9 @@ def decode_message(
         # As bytes: compare_digest raises TypeError for a str that is not ASCII.
         expected = sign(data, attributes, signing_key).encode("utf-8")
         if not hmac.compare_digest(signature.encode("utf-8"), expected):
-            raise ContractError("bad signature: the message was not signed with this deployment's key")
+            raise ContractError(
+                "bad signature: the message was not signed with this deployment's key"
+            )
     trigger = _required(attributes, ATTR_TRIGGER)
     if trigger not in TRIGGERS:
         raise ContractError(f"unknown trigger {trigger!r}")
@@ -298,7 +305,11 @@ def decode_message(
         raise ContractError(f"bad policy: overlap={overlap!r} catchup={catchup!r}")
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         raise ContractError(f"bad max_attempts {max_attempts!r}")
-    if isinstance(window, bool) or not isinstance(window, int | float) or not 0 <= window < _MAX_SECONDS:
+    if (
+        isinstance(window, bool)
+        or not isinstance(window, int | float)
+        or not 0 <= window < _MAX_SECONDS
+    ):
         raise ContractError(f"bad catchup_window {window!r}")
     if not isinstance(labels, dict):
         raise ContractError("labels must be an object")

@@ -188,7 +188,11 @@ class SchedulerControl:
         self._publisher = publisher
         self._publisher_lock = threading.Lock()
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
-        client = scheduler_client if scheduler_client is not None else gcp.cloud_scheduler_client(settings)
+        client = (
+            scheduler_client
+            if scheduler_client is not None
+            else gcp.cloud_scheduler_client(settings)
+        )
         self.syncer = Syncer.from_settings(client, settings, clock=self.clock,
                                            publish=self._publish)
 
@@ -280,7 +284,10 @@ class SchedulerControl:
         first, second = plan.steps
         done = self._apply_one(first)
         if not done.ok:
-            outcomes = [done, StepOutcome(second, "skipped", f"not attempted: its {first.kind} failed")]
+            outcomes = [
+                done,
+                StepOutcome(second, "skipped", f"not attempted: its {first.kind} failed"),
+            ]
             if first.kind == "create":
                 # A create that timed out may still have taken effect, leaving an enabled job
                 # for a paused schedule; deleting a job that does not exist is success.
@@ -289,11 +296,18 @@ class SchedulerControl:
         then = self._apply_one(second)
         if then.ok:
             return ApplyResult(plan, (done, then), time.monotonic() - started)
-        log.warning("second write of an upsert failed; trying it once more", schedule_id=schedule.id,
-                    job_id=second.job_id, step=second.kind, error=then.error)
+        log.warning(
+            "second write of an upsert failed; trying it once more",
+            schedule_id=schedule.id,
+            job_id=second.job_id,
+            step=second.kind,
+            error=then.error,
+        )
         again = self._apply_one(second)
         if again.ok:
-            note = "; ".join(filter(None, [f"succeeded on a second try after: {then.error}", again.note]))
+            note = "; ".join(
+                filter(None, [f"succeeded on a second try after: {then.error}", again.note])
+            )
             retried = StepOutcome(second, "ok", retries=then.retries + again.retries, note=note)
             return ApplyResult(plan, (done, retried), time.monotonic() - started)
         failed = StepOutcome(second, "failed", again.error, then.retries + again.retries,
@@ -304,7 +318,9 @@ class SchedulerControl:
     def _apply_one(self, step: Step) -> StepOutcome:
         return self.apply(Plan((step,), prune=False)).outcomes[0]
 
-    def _undo(self, done: StepOutcome, previous: Any, schedule: Schedule) -> tuple[StepOutcome, ...]:
+    def _undo(
+        self, done: StepOutcome, previous: Any, schedule: Schedule
+    ) -> tuple[StepOutcome, ...]:
         """Revert the first step of a failed upsert towards `previous` (the job as it was, None
         when there was none): delete a job just created; after an update whose resume failed,
         pause (a resume that timed out may have taken effect) and restore the fields the update
@@ -374,7 +390,9 @@ class SchedulerControl:
         return result
 
     def _single(self, kind: StepKind, schedule_id: str, reason: str) -> ApplyResult:
-        step = Step(kind, self.spec.job_id(schedule_id), schedule_id, reason, paused=kind == "pause")
+        step = Step(
+            kind, self.spec.job_id(schedule_id), schedule_id, reason, paused=kind == "pause"
+        )
         return self.apply(Plan((step,), prune=False))
 
     # -- inspect and run ---------------------------------------------------------------------
@@ -405,10 +423,20 @@ class SchedulerControl:
         else:
             message = self._manual_from_job(job, schedule_id, fire_time)
         message_id = self._publish(message)
-        run = RunResult(schedule_id, job_id, fire_time, execution_id(schedule_id, fire_time, "manual"),
-                        message_id)
-        log.info("manual fire published", schedule_id=schedule_id, fire_time=format_instant(fire_time),
-                 execution_id=run.execution_id, message_id=message_id)
+        run = RunResult(
+            schedule_id,
+            job_id,
+            fire_time,
+            execution_id(schedule_id, fire_time, "manual"),
+            message_id,
+        )
+        log.info(
+            "manual fire published",
+            schedule_id=schedule_id,
+            fire_time=format_instant(fire_time),
+            execution_id=run.execution_id,
+            message_id=message_id,
+        )
         return run
 
     def _publish(self, message: Message) -> str:

@@ -92,7 +92,9 @@ def _check_field(text: str, name: str, low: int, high: int, names: dict[str, int
         star, start, end, step = match.groups()
         if step is not None:
             if not star and end is None:
-                raise CronError(f"{name} field: a step (/{step}) must follow '*' or a range, not {start!r}")
+                raise CronError(
+                    f"{name} field: a step (/{step}) must follow '*' or a range, not {start!r}"
+                )
             if not 1 <= int(step) <= high:
                 raise CronError(f"{name} field: step {step} must be from 1 to {high}")
         if star:
@@ -154,8 +156,15 @@ def validate_cron(expr: str, dialect: CronDialect = CronDialect.UNIX) -> None:
         return
     fields = expr.split()
     if len(fields) != 5:
-        hint = " (a sixth field for seconds is not supported by Cloud Scheduler)" if len(fields) == 6 else ""
-        raise CronError(f"must have 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}{hint}")
+        hint = (
+            " (a sixth field for seconds is not supported by Cloud Scheduler)"
+            if len(fields) == 6
+            else ""
+        )
+        raise CronError(
+            "must have 5 fields (minute hour day-of-month month day-of-week), got "
+            f"{len(fields)}{hint}"
+        )
     for text, (name, low, high, names) in zip(fields, _FIELDS, strict=True):
         _check_field(text, name, low, high, names)
     try:
@@ -262,7 +271,9 @@ def shortest_interval(expr: str, dialect: CronDialect = CronDialect.UNIX) -> tim
     return shortest
 
 
-def fire_time_for(spec: CronSpec, published_at: datetime, skew: timedelta = DEFAULT_SKEW) -> datetime:
+def fire_time_for(
+    spec: CronSpec, published_at: datetime, skew: timedelta = DEFAULT_SKEW
+) -> datetime:
     """Derive the slot a Cloud Scheduler publish belongs to: the latest slot at or before
     `published_at + tolerance`, where the tolerance is `skew` but never more than half the
     schedule's shortest interval (so a slightly early publish from a skewed clock still lands on

@@ -64,4 +64,6 @@ def firestore_client(settings: Settings) -> Any:
     from google.cloud import firestore
 
     _apply_emulator_env(settings)
-    return firestore.Client(project=settings.value("project"), database=settings.database or "(default)")
+    return firestore.Client(
+        project=settings.value("project"), database=settings.database or "(default)"
+    )

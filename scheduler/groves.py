@@ -54,7 +54,11 @@ def job_owner(job: scheduler_v1.Job) -> Owner | None:
     except JobDecodeError:
         return None
     grove, kind = schedule.labels.get(GROVE_LABEL), schedule.labels.get(KIND_LABEL)
-    if schedule.action.type != scion_format.ACTION_TYPE or not grove or kind not in scion_format.KINDS:
+    if (
+        schedule.action.type != scion_format.ACTION_TYPE
+        or not grove
+        or kind not in scion_format.KINDS
+    ):
         return None
     return Owner(grove, kind)
 

@@ -33,7 +33,9 @@ def add_severity(_: Any, method: str, event: MutableMapping[str, Any]) -> Mutabl
     return event
 
 
-def rename_event_to_message(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def rename_event_to_message(
+    _: Any, __: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """Cloud Logging shows `message` as the entry's summary."""
     event["message"] = event.pop("event", "")
     return event
@@ -74,7 +76,9 @@ def configure(fmt: str | None = "auto", level: str = "INFO", stream: Any = None)
         renderer = [structlog.dev.ConsoleRenderer(colors=stream.isatty())]
     structlog.configure(
         processors=[*shared, *renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
         logger_factory=factory,
         cache_logger_on_first_use=False,
     )

@@ -157,8 +157,12 @@ def format_instant(value: datetime) -> str:
 def parse_instant(value: str) -> datetime:
     """Parse an RFC 3339 instant; an offset is required (a bare local time is ambiguous)."""
     text = value.strip()
-    if not re.match(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})$", text):
-        raise ValueError(f"{value!r} is not an RFC 3339 instant with an offset (e.g. 2026-01-31T09:00:00Z)")
+    if not re.match(
+        r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})$", text
+    ):
+        raise ValueError(
+            f"{value!r} is not an RFC 3339 instant with an offset (e.g. 2026-01-31T09:00:00Z)"
+        )
     parsed = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
     return parsed.astimezone(UTC)
 
@@ -179,11 +183,15 @@ def parse_duration(value: Any) -> timedelta:
         except OverflowError:
             raise ValueError(f"is too long (got {value!r})") from None
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"must be a duration such as '15m', '1h30m', '90s' or 'PT15M' (got {value!r})")
+        raise ValueError(
+            f"must be a duration such as '15m', '1h30m', '90s' or 'PT15M' (got {value!r})"
+        )
     text = value.strip()
     match = _DURATION_RE.match(text) or _ISO_DURATION_RE.match(text.upper())
     if not match or not any(match.groups()):
-        raise ValueError(f"must be a duration such as '15m', '1h30m', '90s' or 'PT15M' (got {value!r})")
+        raise ValueError(
+            f"must be a duration such as '15m', '1h30m', '90s' or 'PT15M' (got {value!r})"
+        )
     days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
     try:
         return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)

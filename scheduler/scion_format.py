@@ -139,10 +139,16 @@ def detect_format(data: Any) -> Format:
         if "events" in data or set(data) & _ENVELOPE_KEYS:
             return "scion"
         items = data.get("schedules")
-        return "scion" if isinstance(items, list) and any(map(_looks_like_hub_item, items)) else "native"
+        return (
+            "scion"
+            if isinstance(items, list) and any(map(_looks_like_hub_item, items))
+            else "native"
+        )
     if isinstance(data, list):
         for item in data:
-            if _looks_like_hub_item(item) or (_is_envelope(item) and detect_format(item) == "scion"):
+            if _looks_like_hub_item(item) or (
+                _is_envelope(item) and detect_format(item) == "scion"
+            ):
                 return "scion"
     return "native"
 
@@ -201,7 +207,9 @@ def check_event_payload(event_type: str, payload: Mapping[str, Any]) -> list[tup
             problems.append(("raw", "raw delivery is not supported for scheduled messages"))
     elif event_type == "dispatch_agent":
         if _text(payload, "agentName") is None:
-            problems.append(("agentName", "required for a dispatch_agent event: the agent to create"))
+            problems.append(
+                ("agentName", "required for a dispatch_agent event: the agent to create")
+            )
         for key in ("template", "task", "branch"):
             if key in payload and not isinstance(payload[key], str):
                 problems.append((key, "must be a string"))
@@ -231,8 +239,13 @@ def check_action_params(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[tu
         problems.append((key, "unknown field for a scion action"))
     kind = raw.get("kind", KIND_SCHEDULE)
     if kind not in KINDS:
-        problems.append(("kind", f"must be {KIND_SCHEDULE!r} (a recurring schedule) or {KIND_EVENT!r} "
-                                 f"(a one-shot scheduled event) (got {kind!r})"))
+        problems.append(
+            (
+                "kind",
+                f"must be {KIND_SCHEDULE!r} (a recurring schedule) or {KIND_EVENT!r} "
+                f"(a one-shot scheduled event) (got {kind!r})",
+            )
+        )
     params["kind"] = kind
     reason = _check_path_segment(raw.get("grove_id"), "hub grove ID the schedule belongs to")
     if reason:
@@ -253,7 +266,9 @@ def check_action_params(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[tu
         problems.append(("payload", reason or "required"))
     else:
         if event_type in EVENT_TYPES:
-            problems.extend((f"payload.{key}", why) for key, why in check_event_payload(event_type, payload))
+            problems.extend(
+                (f"payload.{key}", why) for key, why in check_event_payload(event_type, payload)
+            )
         params["payload"] = payload
     if "timeout" in raw:
         try:
@@ -291,10 +306,17 @@ def _pages(data: Any) -> Iterator[tuple[Mapping[str, Any] | None, str, str | Non
 
 
 def _shape_errors(data: Any) -> list[FieldError]:
-    if not isinstance(data, list) and not (isinstance(data, Mapping) and set(data) & set(_ENVELOPE_LISTS)):
-        return [FieldError("(file)", "(document)",
-                           "expected the hub's JSON: a list of schedules or scheduled events, or the "
-                           "hub's response envelope {\"schedules\": [...]} / {\"events\": [...]}")]
+    if not isinstance(data, list) and not (
+        isinstance(data, Mapping) and set(data) & set(_ENVELOPE_LISTS)
+    ):
+        return [
+            FieldError(
+                "(file)",
+                "(document)",
+                "expected the hub's JSON: a list of schedules or scheduled events, or the "
+                'hub\'s response envelope {"schedules": [...]} / {"events": [...]}',
+            )
+        ]
     return [FieldError("(file)", where, f"must be a list of hub items (got {_json_type(items)})")
             for _, _, _, items, where in _pages(data) if not isinstance(items, list)]
 

@@ -210,7 +210,9 @@ class ApplyResult:
             if not o.ok:
                 lines.append(f"{o.status.upper()} {o.step.describe()}: {o.error}")
             elif o.retries or o.note:
-                extra = "; ".join(filter(None, [o.note, f"retried {', '.join(o.retries)}" if o.retries else ""]))
+                extra = "; ".join(
+                    filter(None, [o.note, f"retried {', '.join(o.retries)}" if o.retries else ""])
+                )
                 lines.append(f"ok      {o.step.kind} {o.step.job_id}: {extra}")
         lines.append(
             f"applied {sum(1 for o in self.outcomes if o.ok)} of {len(self.outcomes)} step(s), "
@@ -344,7 +346,9 @@ def compute_plan(jobs: Iterable[scheduler_v1.Job], schedules: Sequence[Schedule]
             if owner is not None and owner in keep:
                 held.append(job_id)
             elif prune:
-                reason = "no schedule" if owner is not None else "under the prefix but names no schedule"
+                reason = (
+                    "no schedule" if owner is not None else "under the prefix but names no schedule"
+                )
                 steps.append(Step("delete", job_id, owner, reason))
             else:
                 kept.append(job_id)
@@ -394,7 +398,9 @@ class Syncer:
                  list_page_size: int = LIST_PAGE_SIZE,
                  publish: Callable[[Message], str] | None = None) -> None:
         if not 1 <= list_page_size <= LIST_PAGE_SIZE:
-            raise ValueError(f"list_page_size: must be from 1 to {LIST_PAGE_SIZE}, got {list_page_size}")
+            raise ValueError(
+                f"list_page_size: must be from 1 to {LIST_PAGE_SIZE}, got {list_page_size}"
+            )
         self.client = client
         self.list_page_size = list_page_size
         self.spec = spec
@@ -429,11 +435,15 @@ class Syncer:
         )
 
     def _read(self, method: Callable[..., Any], tracker: _Tracker, **kwargs: Any) -> Any:
-        return method(retry=self._retry(tracker, write=False), timeout=self.api_retry.timeout, **kwargs)
+        return method(
+            retry=self._retry(tracker, write=False), timeout=self.api_retry.timeout, **kwargs
+        )
 
     def _write(self, method: Callable[..., Any], tracker: _Tracker, **kwargs: Any) -> Any:
         self.limiter.acquire()
-        return method(retry=self._retry(tracker, write=True), timeout=self.api_retry.timeout, **kwargs)
+        return method(
+            retry=self._retry(tracker, write=True), timeout=self.api_retry.timeout, **kwargs
+        )
 
     def get_job(self, job_id: str, tracker: _Tracker | None = None) -> scheduler_v1.Job | None:
         """One GetJob; None when the job does not exist."""
@@ -446,7 +456,9 @@ class Syncer:
 
     def iter_jobs(self, tracker: _Tracker | None = None) -> Iterator[scheduler_v1.Job]:
         """Every job in the location, page by page (jobs outside the prefix included)."""
-        request = scheduler_v1.ListJobsRequest(parent=self.spec.location_path, page_size=self.list_page_size)
+        request = scheduler_v1.ListJobsRequest(
+            parent=self.spec.location_path, page_size=self.list_page_size
+        )
         yield from self._read(self.client.list_jobs, tracker or _Tracker(None), request=request)
 
     def owned_jobs(self) -> list[scheduler_v1.Job]:
@@ -500,7 +512,9 @@ class Syncer:
         for step in steps:
             # A fire needs no job: it goes out even when the job's own steps failed.
             if failed is not None and step.kind != "fire":
-                outcomes.append(StepOutcome(step, "skipped", f"not attempted: its {failed.step.kind} failed"))
+                outcomes.append(
+                    StepOutcome(step, "skipped", f"not attempted: its {failed.step.kind} failed")
+                )
                 continue
             outcome = self._apply_step(step)
             if not outcome.ok:
@@ -517,8 +531,15 @@ class Syncer:
             log.warning("job step failed", schedule_id=step.schedule_id, job_id=step.job_id,
                         step=step.kind, error=error, retries=tracker.retries)
             return StepOutcome(step, "failed", error, tuple(tracker.retries))
-        log.info("job step applied", schedule_id=step.schedule_id, job_id=step.job_id, step=step.kind,
-                 update_mask=list(step.update_mask), retries=tracker.retries, note=note)
+        log.info(
+            "job step applied",
+            schedule_id=step.schedule_id,
+            job_id=step.job_id,
+            step=step.kind,
+            update_mask=list(step.update_mask),
+            retries=tracker.retries,
+            note=note,
+        )
         return StepOutcome(step, "ok", retries=tuple(tracker.retries), note=note)
 
     def _name(self, step: Step) -> str:
@@ -532,7 +553,9 @@ class Syncer:
             return f"published as message {self.publish(step.message)}"
         if step.kind == "create":
             try:
-                self._write(client.create_job, tracker, parent=self.spec.location_path, job=step.job)
+                self._write(
+                    client.create_job, tracker, parent=self.spec.location_path, job=step.job
+                )
             except gexc.AlreadyExists:
                 return self._converge(step, tracker, "already existed")
             return ""
@@ -541,7 +564,9 @@ class Syncer:
             try:
                 self._write(client.update_job, tracker, job=step.job, update_mask=mask)
             except gexc.NotFound:
-                self._write(client.create_job, tracker, parent=self.spec.location_path, job=step.job)
+                self._write(
+                    client.create_job, tracker, parent=self.spec.location_path, job=step.job
+                )
                 if step.paused:
                     self._write(client.pause_job, tracker, name=self._name(step))
                 return "job was gone; created it"
@@ -570,7 +595,9 @@ class Syncer:
         assert step.job is not None
         job = self.get_job(step.job_id, tracker)
         if job is None:
-            self._write(self.client.create_job, tracker, parent=self.spec.location_path, job=step.job)
+            self._write(
+                self.client.create_job, tracker, parent=self.spec.location_path, job=step.job
+            )
             return f"{why}, then vanished; created it"
         mask = ALL_FIELDS if job.state == JobState.UPDATE_FAILED else diff_mask(job, step.job)
         notes = [why]

@@ -108,7 +108,10 @@ def _check_http_action(raw: Mapping[str, Any], c: _Collector) -> dict[str, Any]:
     if "oidc_audience" in raw:
         audience = raw["oidc_audience"]
         if not isinstance(audience, str) or not audience:
-            c.add("action.oidc_audience", "must be the non-empty audience of the OIDC ID token (e.g. the target's URL)")
+            c.add(
+                "action.oidc_audience",
+                "must be the non-empty audience of the OIDC ID token (e.g. the target's URL)",
+            )
         else:
             params["oidc_audience"] = audience
     timeout = raw.get("timeout", 30)
@@ -254,7 +257,11 @@ def _parse(
             c.add("catchup_window", str(exc))
 
     max_attempts = raw.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or not 1 <= max_attempts <= 100:
+    if (
+        isinstance(max_attempts, bool)
+        or not isinstance(max_attempts, int)
+        or not 1 <= max_attempts <= 100
+    ):
         c.add("max_attempts", f"must be a whole number from 1 to 100 (got {max_attempts!r})")
 
     labels = raw.get("labels", {})
@@ -281,7 +288,10 @@ def _parse(
     )
     size = message_size(schedule)
     if size > MAX_MESSAGE_BYTES:
-        c.add("action", f"the fire message built from it is {size} bytes; the limit is {MAX_MESSAGE_BYTES}")
+        c.add(
+            "action",
+            f"the fire message built from it is {size} bytes; the limit is {MAX_MESSAGE_BYTES}",
+        )
         return c.errors, None
     return [], schedule
 
@@ -328,7 +338,13 @@ def documents_from_data(data: Any) -> list[Any]:
     if isinstance(data, Mapping) and set(data) == {"schedules"}:
         data = data["schedules"]
     if not isinstance(data, list):
-        raise ValidationError([FieldError("(file)", "schedules", "expected a list of schedules or {\"schedules\": [...]}")])
+        raise ValidationError(
+            [
+                FieldError(
+                    "(file)", "schedules", 'expected a list of schedules or {"schedules": [...]}'
+                )
+            ]
+        )
     return data
 
 
@@ -348,7 +364,9 @@ def parse_document_text(text: str, *, source: str = "(input)") -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ValidationError([FieldError("(file)", source, f"not valid YAML or JSON: {exc}")]) from exc
+        raise ValidationError(
+            [FieldError("(file)", source, f"not valid YAML or JSON: {exc}")]
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -392,8 +410,10 @@ def schedules_from_data(
         schedules = validate_schedules(conversion.documents, known_action_types=known_action_types,
                                        egress=egress)
     except ValidationError as exc:
-        errors.extend(FieldError(conversion.labels.get(e.schedule_id, e.schedule_id), e.field, e.reason)
-                      for e in exc.errors)
+        errors.extend(
+            FieldError(conversion.labels.get(e.schedule_id, e.schedule_id), e.field, e.reason)
+            for e in exc.errors
+        )
     if errors:
         raise ValidationError(errors)
     return ScheduleSet(schedules, tuple(conversion.absent), fmt)

@@ -48,14 +48,23 @@ def run_local(schedule_file: Path, store: Path, settings: Settings, stop: thread
                         worker_id=make_worker_id(),
                         signing_key=settings.signing_key, clock=clock)
     # Released rather than left to their leases, so the next start takes them over at once.
-    transport = QueueTransport(grace_period=GRACE_PERIOD, before_abandon=lambda: pipeline.release_running(
-        "local scheduler stopped before the action finished"))
+    transport = QueueTransport(
+        grace_period=GRACE_PERIOD,
+        before_abandon=lambda: pipeline.release_running(
+            "local scheduler stopped before the action finished"
+        ),
+    )
 
     def emit(message: Message, published_at: datetime) -> None:
         transport.put(Delivery(uuid.uuid4().hex, message.data, message.attributes, published_at))
 
-    local_clock = LocalClock(schedules, emit, checkpoint=Checkpoint(store.with_suffix(".clock.json")),
-                             signing_key=settings.signing_key, clock=clock)
+    local_clock = LocalClock(
+        schedules,
+        emit,
+        checkpoint=Checkpoint(store.with_suffix(".clock.json")),
+        signing_key=settings.signing_key,
+        clock=clock,
+    )
 
     def handle(delivery: Delivery) -> Disposition:
         disposition = pipeline.handle(delivery, stop)
@@ -63,7 +72,9 @@ def run_local(schedule_file: Path, store: Path, settings: Settings, stop: thread
         # record is still running (released at the stop, or taken over by a redelivery, which
         # settles it itself), so it must be emitted again after a restart.
         if disposition.ack and disposition.outcome != "lost":
-            local_clock.settled(delivery.attributes.get(ATTR_SCHEDULE_ID, ""), delivery.published_at)
+            local_clock.settled(
+                delivery.attributes.get(ATTR_SCHEDULE_ID, ""), delivery.published_at
+            )
         return disposition
 
     reload_now = threading.Event()

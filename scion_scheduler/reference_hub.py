@@ -242,7 +242,9 @@ class ReferenceHub:
                     raise TimeoutError(f"reference hub: no request for {item_id} in {timeout}s")
                 self._lock.wait(remaining)
 
-    def wait_for(self, predicate: Callable[[list[FireCall]], bool], timeout: float) -> list[FireCall]:
+    def wait_for(
+        self, predicate: Callable[[list[FireCall]], bool], timeout: float
+    ) -> list[FireCall]:
         """Block until `predicate(calls)` holds (returns the calls) or `timeout` passes
         (raises `TimeoutError` with the calls seen)."""
         deadline = time.monotonic() + timeout
@@ -319,13 +321,23 @@ class ReferenceHub:
             body: Any = json.loads(raw_body.decode("utf-8")) if raw_body else None
         except (UnicodeDecodeError, json.JSONDecodeError):
             body = raw_body.decode("utf-8", errors="replace")
-        call = FireCall("http", "", path, dict(headers), body, int(HTTPStatus.OK), datetime.now(UTC).isoformat(),
-                        method)
+        call = FireCall(
+            "http",
+            "",
+            path,
+            dict(headers),
+            body,
+            int(HTTPStatus.OK),
+            datetime.now(UTC).isoformat(),
+            method,
+        )
         with self._lock:
             self._state.arrivals.append(path)
             self._state.calls.append(call)
             self._lock.notify_all()
-        log.info("reference hub: request", method=method, path=path, execution_id=call.idempotency_key)
+        log.info(
+            "reference hub: request", method=method, path=path, execution_id=call.idempotency_key
+        )
         if self._on_call is not None:
             self._on_call(call)
         return int(HTTPStatus.OK)

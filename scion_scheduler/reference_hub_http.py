@@ -103,11 +103,19 @@ class ReferenceHubHandler(BaseHTTPRequestHandler):
         if self.path == "/_reference/behaviour" and isinstance(control, dict):
             hub.set_behaviour(control.get("status"), delay=float(control.get("delay", 0.0)),
                               item_id=control.get("item_id"), times=control.get("times"))
-        elif self.path == "/_reference/gone" and isinstance(control, dict) and control.get("item_id"):
+        elif (
+            self.path == "/_reference/gone" and isinstance(control, dict) and control.get("item_id")
+        ):
             hub.mark_gone(str(control["item_id"]))
-        elif self.path == "/_reference/hold" and isinstance(control, dict) and control.get("item_id"):
+        elif (
+            self.path == "/_reference/hold" and isinstance(control, dict) and control.get("item_id")
+        ):
             hub.hold(str(control["item_id"]))
-        elif self.path == "/_reference/release" and isinstance(control, dict) and control.get("item_id"):
+        elif (
+            self.path == "/_reference/release"
+            and isinstance(control, dict)
+            and control.get("item_id")
+        ):
             hub.release(str(control["item_id"]))
         elif self.path == "/_reference/reset":
             hub.reset()

@@ -116,7 +116,10 @@ def route_to_target(schedules: list[Schedule], target_url: str) -> list[Schedule
         parts = urlsplit(url) if isinstance(url, str) else None
         if (parts is not None and parts.scheme == "http" and parts.hostname in TARGET_ALIASES
                 and parts.port == TARGET_PORT and parts.netloc != target.netloc):
-            params = {**schedule.action.params, "url": urlunsplit(parts._replace(netloc=target.netloc))}
+            params = {
+                **schedule.action.params,
+                "url": urlunsplit(parts._replace(netloc=target.netloc)),
+            }
             schedule = replace(schedule, action=replace(schedule.action, params=params))
         routed.append(schedule)
     return routed
@@ -189,7 +192,10 @@ class Account:
                 self.say(f"{replica}: {what} -> {message}: {event.get('error')}")
             elif message == "duplicate delivery of a finished fire":
                 self.duplicates += 1
-                self.say(f"{replica}: duplicate delivery of {what} suppressed (already {event.get('state')})")
+                self.say(
+                    f"{replica}: duplicate delivery of {what} suppressed (already "
+                    f"{event.get('state')})"
+                )
             elif message.startswith("fire is running on another worker"):
                 self.deferred += 1
                 self.say(f"{replica}: {what} is running on another replica; delivery deferred")
@@ -220,16 +226,23 @@ class Account:
         with self._lock:
             keys = Counter(c.idempotency_key for c in self.target_calls)
             doubles = sum(1 for n in keys.values() if n > 1)
-            outcomes = ", ".join(f"{n} {name}" for name, n in sorted(self.outcomes.items())) or "none"
-            return "\n".join([
-                f"summary after {time.monotonic() - self.started:.0f}s:",
-                f"  fires delivered:        {len(self.fires)}",
-                f"  executions:             {outcomes}",
-                f"  duplicates suppressed:  {self.duplicates} (+{self.deferred} deferred while running)",
-                f"  failures:               {self.failures}",
-                f"  target requests:        {len(self.target_calls)}, "
-                f"{'no execution twice' if not doubles else f'{doubles} executions received twice'}",
-            ])
+            twice = f"{doubles} executions received twice" if doubles else "no execution twice"
+            outcomes = (
+                ", ".join(f"{n} {name}" for name, n in sorted(self.outcomes.items())) or "none"
+            )
+            return "\n".join(
+                [
+                    f"summary after {time.monotonic() - self.started:.0f}s:",
+                    f"  fires delivered:        {len(self.fires)}",
+                    f"  executions:             {outcomes}",
+                    (
+                        f"  duplicates suppressed:  {self.duplicates} (+{self.deferred} "
+                        "deferred while running)"
+                    ),
+                    f"  failures:               {self.failures}",
+                    f"  target requests:        {len(self.target_calls)}, {twice}",
+                ]
+            )
 
 
 def _timestamp(event: Mapping[str, object]) -> datetime:
@@ -248,12 +261,23 @@ class Replica:
         self.health_port = free_port()
         self.log_path = log_path
         self.process = subprocess.Popen(
-            [_worker_command(), "run", "--health-port", str(self.health_port),
-             "--grace-period", str(WORKER_GRACE_SECONDS)],
-            env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                _worker_command(),
+                "run",
+                "--health-port",
+                str(self.health_port),
+                "--grace-period",
+                str(WORKER_GRACE_SECONDS),
+            ],
+            env=dict(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        self._reader = threading.Thread(target=self._read, args=(account,), name=f"{name}-log", daemon=True)
+        self._reader = threading.Thread(
+            target=self._read, args=(account,), name=f"{name}-log", daemon=True
+        )
         self._reader.start()
 
     def _read(self, account: Account) -> None:
@@ -267,7 +291,9 @@ class Replica:
     def ready(self) -> bool:
         """`/readyz` answers 200."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/readyz", timeout=2) as answer:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}/readyz", timeout=2
+            ) as answer:
                 return int(answer.status) == 200
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
@@ -398,10 +424,14 @@ def _start_and_serve(started: contextlib.ExitStack, schedules: list[Schedule], w
     for command in scheduler_emulator.gcloud_config():
         account.say(f"  {command}")
     create_pubsub_resources(settings)
-    account.say(f"created {settings.topic_path}, its dead-letter topic and {settings.subscription_path}")
+    account.say(
+        f"created {settings.topic_path}, its dead-letter topic and {settings.subscription_path}"
+    )
 
     if urlsplit(target.url).port != TARGET_PORT:
-        account.say(f"port {TARGET_PORT} is taken: the schedules' requests to it go to {target.url}")
+        account.say(
+            f"port {TARGET_PORT} is taken: the schedules' requests to it go to {target.url}"
+        )
     control = with_registry(settings)
     started.callback(control.close)
     if stop.wait(boundary_delay(datetime.now(UTC))):
@@ -426,9 +456,15 @@ def _start_and_serve(started: contextlib.ExitStack, schedules: list[Schedule], w
     if stop.is_set():
         return
 
-    threading.Thread(target=_demonstrate_duplicate, args=(control, schedules, account, settings, stop),
-                     name="duplicate-demo", daemon=True).start()
-    account.say("running; Ctrl-C for a summary" + (f" (or after {duration:g}s)" if duration else ""))
+    threading.Thread(
+        target=_demonstrate_duplicate,
+        args=(control, schedules, account, settings, stop),
+        name="duplicate-demo",
+        daemon=True,
+    ).start()
+    account.say(
+        "running; Ctrl-C for a summary" + (f" (or after {duration:g}s)" if duration else "")
+    )
     stop.wait(duration)
 
 
@@ -507,15 +543,28 @@ def _demonstrate_duplicate(control: SchedulerControl, schedules: list[Schedule],
     try:
         run = control.run_now(schedule.id, schedule)
         account.say(f"manual run of {schedule.id} published (execution {run.execution_id})")
-        if not account.wait_finished(run.execution_id, 60) or not _recorded(settings, run.execution_id, 30):
-            account.say(f"the manual run of {schedule.id} had no recorded outcome in time: no duplicate injected")
+        if not account.wait_finished(run.execution_id, 60) or not _recorded(
+            settings, run.execution_id, 30
+        ):
+            account.say(
+                f"the manual run of {schedule.id} had no recorded outcome in time: no "
+                "duplicate injected"
+            )
             return
-        message = build_message(schedule, signing_key=settings.signing_key or None, trigger="manual",
-                                fire_time=run.fire_time)
+        message = build_message(
+            schedule,
+            signing_key=settings.signing_key or None,
+            trigger="manual",
+            fire_time=run.fire_time,
+        )
         from google.cloud import pubsub_v1
 
         publisher = pubsub_v1.PublisherClient()
-        publisher.publish(settings.topic_path, message.data, **message.attributes).result(timeout=30)
-        account.say(f"injected a duplicate delivery of {schedule.id} @ {format_instant(run.fire_time)}")
+        publisher.publish(settings.topic_path, message.data, **message.attributes).result(
+            timeout=30
+        )
+        account.say(
+            f"injected a duplicate delivery of {schedule.id} @ {format_instant(run.fire_time)}"
+        )
     except Exception as exc:  # the demo goes on without it
         account.say(f"duplicate demonstration skipped: {type(exc).__name__}: {exc}")

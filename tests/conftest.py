@@ -85,7 +85,9 @@ def project_id() -> str:
 
 
 @pytest.fixture
-def cloud_scheduler_emulator(pubsub_emulator: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def cloud_scheduler_emulator(
+    pubsub_emulator: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
     """A running in-process Cloud Scheduler emulator (a `CloudSchedulerEmulator`) on a free port,
     publishing to the Pub/Sub emulator; CLOUD_SCHEDULER_EMULATOR_HOST points at it."""
     from scheduler.emulator import CloudSchedulerEmulator

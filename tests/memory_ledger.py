@@ -38,7 +38,11 @@ class MemoryLedger:
             current = self._executions.get(request.execution_id)
             if current is not None and current.state in FINAL_STATES:
                 return Claim(ClaimResult.DONE, current)
-            if current is not None and current.lease_until is not None and current.lease_until > now:
+            if (
+                current is not None
+                and current.lease_until is not None
+                and current.lease_until > now
+            ):
                 return Claim(ClaimResult.BUSY, current)
             if current is not None:
                 taken = replace(current, worker_id=request.worker_id, attempt=current.attempt + 1,
@@ -88,7 +92,9 @@ class MemoryLedger:
             self._set_last(done)
             return True
 
-    def release(self, execution_id: str, worker_id: str, *, now: datetime, error: str | None = None) -> bool:
+    def release(
+        self, execution_id: str, worker_id: str, *, now: datetime, error: str | None = None
+    ) -> bool:
         """See `worker.ledger`."""
         with self._lock:
             current = self._held(execution_id, worker_id)
@@ -114,7 +120,9 @@ class MemoryLedger:
         with self._lock:
             return self._executions.get(execution_id)
 
-    def history(self, schedule_id: str, *, limit: int = 20, before: datetime | None = None) -> list[Execution]:
+    def history(
+        self, schedule_id: str, *, limit: int = 20, before: datetime | None = None
+    ) -> list[Execution]:
         """See `worker.ledger`."""
         with self._lock:
             found = [e for e in self._executions.values() if e.schedule_id == schedule_id
@@ -129,7 +137,9 @@ class MemoryLedger:
     def steal(self, execution_id: str, worker_id: str) -> None:
         """Test helper: hand a running execution to another worker, as a takeover would."""
         with self._lock:
-            self._executions[execution_id] = replace(self._executions[execution_id], worker_id=worker_id)
+            self._executions[execution_id] = replace(
+                self._executions[execution_id], worker_id=worker_id
+            )
 
     # Internals, called with the lock held.
 

@@ -29,9 +29,14 @@ INSTANTS = st.datetimes(
 DURATIONS = st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=30))
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 CUSTOM_ACTION_TYPE = "hub.message"
@@ -60,7 +65,9 @@ def http_actions(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def custom_actions(draw: st.DrawFn) -> dict[str, Any]:
-    params = draw(st.dictionaries(st.text(max_size=10).filter(lambda k: k != "type"), JSON, max_size=4))
+    params = draw(
+        st.dictionaries(st.text(max_size=10).filter(lambda k: k != "type"), JSON, max_size=4)
+    )
     return {"type": CUSTOM_ACTION_TYPE, **params}
 
 

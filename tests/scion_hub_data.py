@@ -95,7 +95,10 @@ def envelope(key: str, items: list[dict[str, Any]] | None, *, next_cursor: str =
     """The hub's list response (ListSchedulesResponse / ListScheduledEventsResponse). `items=None`
     is the hub's answer for an empty listing: a nil Go slice, written as `null`, and no
     `totalCount` (it is `omitempty`, so 0 is left out)."""
-    out: dict[str, Any] = {key: items, "serverTime": go_time(datetime(2026, 3, 2, 8, 15, tzinfo=UTC))}
+    out: dict[str, Any] = {
+        key: items,
+        "serverTime": go_time(datetime(2026, 3, 2, 8, 15, tzinfo=UTC)),
+    }
     if next_cursor:
         out["nextCursor"] = next_cursor
     if total is not None:

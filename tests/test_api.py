@@ -67,8 +67,15 @@ class Api:
 
 
 def make_settings(emulator: Any, pubsub: str, project: str, **extra: str) -> Settings:
-    return emulated_settings(emulator, pubsub, project, api_retry_timeout="2s", sync_concurrency="4",
-                             api_token=TOKEN, **extra)
+    return emulated_settings(
+        emulator,
+        pubsub,
+        project,
+        api_retry_timeout="2s",
+        sync_concurrency="4",
+        api_token=TOKEN,
+        **extra,
+    )
 
 
 @pytest.fixture
@@ -77,10 +84,18 @@ def settings(cloud_scheduler_emulator: Any, pubsub_emulator: str, project_id: st
 
 
 @contextmanager
-def open_api(settings: Settings, emulator: Any, ledger: SqliteLedger, *,
-             scheduler_client: Any = None, authenticator: Authenticator | None = None) -> Iterator[Api]:
+def open_api(
+    settings: Settings,
+    emulator: Any,
+    ledger: SqliteLedger,
+    *,
+    scheduler_client: Any = None,
+    authenticator: Authenticator | None = None,
+) -> Iterator[Api]:
     with SchedulerControl(settings, scheduler_client=scheduler_client) as control:
-        context = ApiContext(control, ledger, authenticator or Authenticator.from_settings(settings))
+        context = ApiContext(
+            control, ledger, authenticator or Authenticator.from_settings(settings)
+        )
         app = create_app(context, max_body_bytes=BODY_LIMIT)
         with TestClient(app, headers=AUTH) as client, TestClient(app) as anon:
             yield Api(client, anon, control, emulator, ledger, settings, context)
@@ -219,7 +234,9 @@ def test_oidc_verification_errors_are_401_or_503_never_500(
 
 def test_serve_refuses_to_listen_beyond_loopback_without_authentication() -> None:
     args = build_parser().parse_args(["serve", "--host", "0.0.0.0", "--port", "18080"])
-    with pytest.raises(ConfigError, match=r"refusing to serve on 0\.0\.0\.0 without authentication"):
+    with pytest.raises(
+        ConfigError, match=r"refusing to serve on 0\.0\.0\.0 without authentication"
+    ):
         args.handler(args, Settings.from_env({}))
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.1")
@@ -237,16 +254,25 @@ def test_put_creates_then_updates_with_at_most_one_write_each(api: Api) -> None:
     assert [o["kind"] for o in body["outcomes"]] == ["create"]
     view = body["schedule"]
     assert view["id"] == "nightly" and view["job"]["state"] == "ENABLED"
-    assert view["schedule"] == parse_schedule({"id": "nightly", **doc(description="nightly report")}).to_dict()
+    assert (
+        view["schedule"]
+        == parse_schedule({"id": "nightly", **doc(description="nightly report")}).to_dict()
+    )
     assert created.headers["ETag"] == f'"{view["fingerprint"]}"'
-    assert len(view["next_fires"]) == 5 and all(f.endswith("T03:00:00Z") for f in view["next_fires"])
+    assert len(view["next_fires"]) == 5 and all(
+        f.endswith("T03:00:00Z") for f in view["next_fires"]
+    )
     assert api.writes() == 1
 
-    same = api.client.put(path("nightly"), json={"id": "nightly", **doc(description="nightly report")})
+    same = api.client.put(
+        path("nightly"), json={"id": "nightly", **doc(description="nightly report")}
+    )
     assert same.status_code == 200 and same.json()["outcomes"] == []
     assert api.writes() == 1
 
-    changed = api.client.put(path("nightly"), json=doc(cron="30 4 * * *", description="nightly report"))
+    changed = api.client.put(
+        path("nightly"), json=doc(cron="30 4 * * *", description="nightly report")
+    )
     assert changed.status_code == 200
     [step] = changed.json()["outcomes"]
     assert step["kind"] == "update" and step["status"] == "ok"
@@ -280,7 +306,9 @@ def test_invalid_documents_name_every_field_and_change_nothing(api: Api) -> None
     fields = {f for _, f in errors_of(bad)}
     assert {"cron", "timezone", "action.url", "colour", "max_attempts"} <= fields
     assert all(e["reason"] for e in bad.json()["errors"])
-    assert any(e["field"] == "colour" and e["reason"] == "unknown field" for e in bad.json()["errors"])
+    assert any(
+        e["field"] == "colour" and e["reason"] == "unknown field" for e in bad.json()["errors"]
+    )
 
     mismatch = api.client.put(path("x"), json={"id": "y", **doc()})
     assert mismatch.status_code == 422 and errors_of(mismatch) == [("x", "id")]
@@ -293,7 +321,12 @@ def test_invalid_documents_name_every_field_and_change_nothing(api: Api) -> None
 # The routes that take a body, each with a valid body, and the field a body's unknown key names.
 BODY_ROUTES = [
     ("PUT", path("a"), lambda **extra: doc(**extra), "a"),
-    ("POST", "/v1/schedules:sync", lambda **extra: {"schedules": [{"id": "a", **doc(**extra)}]}, "a"),
+    (
+        "POST",
+        "/v1/schedules:sync",
+        lambda **extra: {"schedules": [{"id": "a", **doc(**extra)}]},
+        "a",
+    ),
 ]
 BODY_IDS = ["put", "sync"]
 
@@ -302,7 +335,9 @@ BODY_IDS = ["put", "sync"]
 def test_bodies_that_are_not_json_objects_are_refused(api: Api, method: str, url: str,
                                                       body: Any, owner: str) -> None:
     for raw in (b"{not json", b"NaN", b"[1, Infinity]", b"\xff\xfe", b"", b"  \n"):
-        bad = api.client.request(method, url, content=raw, headers={"Content-Type": "application/json"})
+        bad = api.client.request(
+            method, url, content=raw, headers={"Content-Type": "application/json"}
+        )
         assert bad.status_code == 400, (raw, bad.text)
         assert bad.json()["code"] == "bad_request" and errors_of(bad) == [("(request)", "(body)")]
     for not_object in ([body()], "text", 3, None):
@@ -360,7 +395,9 @@ def test_ids_with_any_printable_character_round_trip(api: Api) -> None:
 def test_pause_resume_run_and_delete(api: Api) -> None:
     publisher, subscriber = publisher_client(api.settings), subscriber_client(api.settings)
     publisher.create_topic(name=api.settings.topic_path)
-    subscriber.create_subscription(name=api.settings.subscription_path, topic=api.settings.topic_path)
+    subscriber.create_subscription(
+        name=api.settings.subscription_path, topic=api.settings.topic_path
+    )
     try:
         assert api.client.put(path("job-1"), json=doc()).status_code == 201
 
@@ -403,7 +440,12 @@ def test_pause_resume_run_and_delete(api: Api) -> None:
 def test_if_match_with_a_stale_fingerprint_is_a_409_and_changes_nothing(api: Api) -> None:
     first = api.client.put(path("guarded"), json=doc())
     etag = first.headers["ETag"]
-    assert api.client.put(path("guarded"), json=doc(cron="5 3 * * *"), headers={"If-Match": etag}).status_code == 200
+    assert (
+        api.client.put(
+            path("guarded"), json=doc(cron="5 3 * * *"), headers={"If-Match": etag}
+        ).status_code
+        == 200
+    )
     writes = api.writes()
     stale = api.client.put(path("guarded"), json=doc(cron="6 3 * * *"), headers={"If-Match": etag})
     assert stale.status_code == 409 and stale.json()["code"] == "conflict"
@@ -446,7 +488,9 @@ def test_concurrent_writes_with_one_etag_let_the_first_through_and_refuse_the_ne
         guarded = {"If-Match": etag}
         answers: dict[str, Any] = {}
         requests = {
-            "put": lambda: api.client.put(path("raced"), json=doc(cron="2 3 * * *"), headers=guarded),
+            "put": lambda: api.client.put(
+                path("raced"), json=doc(cron="2 3 * * *"), headers=guarded
+            ),
             "delete": lambda: api.client.delete(path("raced"), headers=guarded),
             "pause": lambda: api.client.post(path("raced", ":pause"), headers=guarded),
         }
@@ -462,7 +506,11 @@ def test_concurrent_writes_with_one_etag_let_the_first_through_and_refuse_the_ne
         other.start()
         # The second request waits for the schedule's lock (it has not read the job yet).
         key = api.control.spec.job_id("raced")
-        wait_for(lambda: api.context.locks.users(key) == 2, what="the second request to wait", interval=0.01)
+        wait_for(
+            lambda: api.context.locks.users(key) == 2,
+            what="the second request to wait",
+            interval=0.01,
+        )
         held.release.set()
         first.join(120)
         other.join(120)
@@ -626,12 +674,17 @@ def test_executions_are_paged_newest_first_and_outlive_the_schedule(api: Api) ->
     failed = next(e for page in pages for e in page if e["state"] == "failed")
     assert failed["error"] == "boom" and failed["duration_s"] == 2.0
     bad_token = api.client.get(path("hist", "/executions"), params={"page_token": "yesterday"})
-    assert bad_token.status_code == 422 and errors_of(bad_token) == [("(request)", "query.page_token")]
+    assert bad_token.status_code == 422 and errors_of(bad_token) == [
+        ("(request)", "query.page_token")
+    ]
     too_many = api.client.get(path("hist", "/executions"), params={"limit": 1000})
     assert too_many.status_code == 422 and errors_of(too_many) == [("(request)", "query.limit")]
     assert api.client.get(path("never", "/executions")).status_code == 404
     api.client.put(path("fresh"), json=doc())
-    assert api.client.get(path("fresh", "/executions")).json() == {"executions": [], "next_page_token": None}
+    assert api.client.get(path("fresh", "/executions")).json() == {
+        "executions": [],
+        "next_page_token": None,
+    }
 
 
 @pytest.mark.timeout(120)
@@ -640,7 +693,9 @@ def test_executions_from_the_firestore_ledger(
 ) -> None:
     from scion_scheduler.commands.history import open_ledger
 
-    store = open_ledger("firestore", settings.with_overrides(firestore_emulator_host=firestore_emulator))
+    store = open_ledger(
+        "firestore", settings.with_overrides(firestore_emulator_host=firestore_emulator)
+    )
     base = datetime(2030, 1, 1, 3, 0, tzinfo=UTC)
     for minute in range(3):
         assert store.record(_execution("fs", base + timedelta(minutes=minute)))
@@ -650,7 +705,11 @@ def test_executions_from_the_firestore_ledger(
             first = client.get(path("fs", "/executions"), params={"limit": 2}).json()
             rest = client.get(path("fs", "/executions"),
                               params={"limit": 2, "page_token": first["next_page_token"]}).json()
-    assert [e["fire_time"][14:16] for e in first["executions"] + rest["executions"]] == ["02", "01", "00"]
+    assert [e["fire_time"][14:16] for e in first["executions"] + rest["executions"]] == [
+        "02",
+        "01",
+        "00",
+    ]
     assert rest["next_page_token"] is None
 
 
@@ -666,9 +725,16 @@ def test_metrics_count_requests_by_route_template_and_status(api: Api) -> None:
     api.client.get(path("nope-2"))
     api.anon.get("/v1/schedules")
     text = api.client.get("/metrics").text
-    assert 'scion_api_requests_total{method="GET",route="/v1/schedules/{schedule_id}",status="404"} 2.0' in text
+    assert (
+        'scion_api_requests_total{method="GET",route="/v1/schedules/{schedule_id}",status="404"} '
+        "2.0"
+    ) in text
     assert 'scion_api_requests_total{method="GET",route="/v1/schedules",status="401"} 1.0' in text
-    assert 'scion_api_request_duration_seconds_count{method="GET",route="/v1/schedules/{schedule_id}"} 2.0' in text
+    assert (
+        "scion_api_request_duration_seconds_count"
+        '{method="GET",route="/v1/schedules/{schedule_id}"} '
+        "2.0"
+    ) in text
     assert "nope" not in text
 
 
@@ -686,7 +752,9 @@ def test_the_openapi_document_describes_every_endpoint(api: Api) -> None:
     assert schemas["ScheduleDocument"]["additionalProperties"] is False
     assert "ActionDocument" in schemas and "SyncRequest" in schemas
     put = document["paths"]["/v1/schedules/{schedule_id}"]["put"]
-    assert put["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/ScheduleDocument")
+    assert put["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/ScheduleDocument"
+    )
     assert "HTTPBearer" in document["components"]["securitySchemes"]
 
 
@@ -703,7 +771,10 @@ def test_put_and_sync_refuse_targets_the_workers_would_refuse(api: Api) -> None:
                          "headers": {"Metadata-Flavor": "Google"}})
     refused = api.client.put(path("ssrf"), json=attack)
     assert refused.status_code == 422
-    assert errors_of(refused) == [("ssrf", "action.url"), ("ssrf", "action.headers.Metadata-Flavor")]
+    assert errors_of(refused) == [
+        ("ssrf", "action.url"),
+        ("ssrf", "action.headers.Metadata-Flavor"),
+    ]
     assert "link-local or metadata" in refused.json()["errors"][0]["reason"]
     loopback = doc(action={"type": "http", "url": "http://127.0.0.1:9/"})
     synced = api.client.post("/v1/schedules:sync", json={"schedules": [{"id": "lo", **loopback}]})

@@ -61,7 +61,9 @@ class _CertsAdapter(requests.adapters.BaseAdapter):
         self.reachable = reachable
         self.requests: list[str] = []
 
-    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+    def send(
+        self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
+    ) -> requests.Response:
         self.requests.append(str(request.url))
         if not self.reachable:
             raise requests.ConnectionError("connection refused")

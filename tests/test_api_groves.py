@@ -149,7 +149,9 @@ def test_an_event_put_and_deleted(api: Api) -> None:
     view = created.json()["schedule"]
     assert view["schedule"]["labels"] == {"scion-kind": "event", "scion-grove": GROVE}
     job = api.job(item["id"])
-    assert job is not None and schedule_from_job(job).at == datetime(2030, 6, 1, 12, 30, 15, 500000, tzinfo=UTC)
+    assert job is not None and schedule_from_job(job).at == datetime(
+        2030, 6, 1, 12, 30, 15, 500000, tzinfo=UTC
+    )
 
     deleted = api.client.delete(item_path("scheduled-events", item["id"]))
     assert deleted.status_code == 200, deleted.text

@@ -129,7 +129,9 @@ def test_the_hub_creates_updates_pauses_runs_reads_history_and_deletes(
                               headers={"If-Match": etag})
             assert updated.status_code == 200, updated.text
             assert [o["kind"] for o in updated.json()["outcomes"]] == ["update"]
-            assert hub.put(schedule_url, json=document, headers={"If-Match": etag}).status_code == 409
+            assert (
+                hub.put(schedule_url, json=document, headers={"If-Match": etag}).status_code == 409
+            )
 
             paused = hub.post(f"{schedule_url}:pause")
             assert paused.json()["schedule"]["job"]["state"] == "PAUSED"
@@ -150,7 +152,10 @@ def test_the_hub_creates_updates_pauses_runs_reads_history_and_deletes(
 
             [execution] = _until(finished, 60, "the worker to run the manual fire")
             assert execution["execution_id"] == execution_id
-            assert execution["trigger"] == "manual" and execution["fire_time"] == run.json()["fire_time"]
+            assert (
+                execution["trigger"] == "manual"
+                and execution["fire_time"] == run.json()["fire_time"]
+            )
             assert [c["idempotency-key"] for c in calls] == [execution_id]
 
             resumed = hub.post(f"{schedule_url}:resume")

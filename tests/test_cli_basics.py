@@ -47,7 +47,9 @@ def _restore_logging() -> Iterator[None]:
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCION_")}
-    return subprocess.run(args, capture_output=True, text=True, timeout=TIMEOUT, env=env, check=False)
+    return subprocess.run(
+        args, capture_output=True, text=True, timeout=TIMEOUT, env=env, check=False
+    )
 
 
 @pytest.fixture

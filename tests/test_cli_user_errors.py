@@ -25,8 +25,9 @@ NEEDS_GOOGLE = [
 
 def run_clean(tmp_path: Path, args: list[str], tool: str = "scion-scheduler",
               **env: str) -> subprocess.CompletedProcess[str]:
-    """`TOOL ARGS` (default `scion-scheduler`) with only PATH, an empty HOME (no gcloud credentials) and `env`;
-    `NO_GCE_CHECK` so that a test machine on Google Cloud does not find its metadata server."""
+    """`TOOL ARGS` (default `scion-scheduler`) with only PATH, an empty HOME (no gcloud
+    credentials) and `env`; `NO_GCE_CHECK` so that a test machine on Google Cloud does not find
+    its metadata server."""
     schedules = tmp_path / "schedules.yaml"
     schedules.write_text(yaml.safe_dump({"schedules": SCHEDULES}))
     home = tmp_path / "home"

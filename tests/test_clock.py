@@ -59,7 +59,9 @@ def test_restart_resumes_from_the_checkpoint(tmp_path: Path) -> None:
     assert fired[:1] == [datetime(2026, 3, 28, 23, 59, tzinfo=UTC)]
     # Nothing settled the emitted slot, so the checkpoint stays just before it: a restart now
     # would emit it again rather than lose it.
-    assert checkpoint.load() == datetime(2026, 3, 28, 23, 59, tzinfo=UTC) - timedelta(microseconds=1)
+    assert checkpoint.load() == datetime(2026, 3, 28, 23, 59, tzinfo=UTC) - timedelta(
+        microseconds=1
+    )
 
 
 def test_run_wakes_for_the_next_slot_and_for_a_reload() -> None:

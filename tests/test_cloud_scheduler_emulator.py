@@ -45,7 +45,9 @@ def parent(project_id: str) -> str:
 
 @pytest.fixture
 def make_job(project_id: str, parent: str) -> JobFactory:
-    def make(job_id: str = "job-1", schedule: str = "0 9 * * *", **overrides: Any) -> scheduler_v1.Job:
+    def make(
+        job_id: str = "job-1", schedule: str = "0 9 * * *", **overrides: Any
+    ) -> scheduler_v1.Job:
         fields: dict[str, Any] = {
             "name": f"{parent}/jobs/{job_id}",
             "schedule": schedule,
@@ -102,10 +104,14 @@ def test_list_pages_through_more_jobs_than_a_page(client: Any, parent: str, make
     assert [j.name for j in next(iter(second.pages)).jobs] == pages[1]
 
 
-def test_update_with_mask_changes_only_masked_fields(client: Any, parent: str, make_job: JobFactory) -> None:
+def test_update_with_mask_changes_only_masked_fields(
+    client: Any, parent: str, make_job: JobFactory
+) -> None:
     created = client.create_job(parent=parent, job=make_job(description="before"))
     change = scheduler_v1.Job(name=created.name, schedule="30 6 * * *", description="ignored")
-    updated = client.update_job(job=change, update_mask=field_mask_pb2.FieldMask(paths=["schedule"]))
+    updated = client.update_job(
+        job=change, update_mask=field_mask_pb2.FieldMask(paths=["schedule"])
+    )
     assert updated.schedule == "30 6 * * *"
     assert updated.description == "before"
     assert updated.pubsub_target == created.pubsub_target
@@ -122,8 +128,9 @@ def test_update_with_mask_changes_only_masked_fields(client: Any, parent: str, m
     assert updated.pubsub_target.data == b"{}"
 
 
-def test_update_without_mask_replaces_every_updatable_field(client: Any, parent: str,
-                                                            make_job: JobFactory, project_id: str) -> None:
+def test_update_without_mask_replaces_every_updatable_field(
+    client: Any, parent: str, make_job: JobFactory, project_id: str
+) -> None:
     created = client.create_job(parent=parent, job=make_job(description="before"))
     client.pause_job(name=created.name)
     replacement = scheduler_v1.Job(
@@ -198,7 +205,9 @@ def test_unknown_locations_are_refused(client: Any, make_job: JobFactory, projec
 
 
 def test_accepted_locations_can_be_replaced(parent: str, make_job: JobFactory) -> None:
-    with CloudSchedulerEmulator(publisher=ScriptedPublisher(0), locations=["moon-base1"]) as emulator:
+    with CloudSchedulerEmulator(
+        publisher=ScriptedPublisher(0), locations=["moon-base1"]
+    ) as emulator:
         moon = parent.rsplit("/", 1)[0] + "/moon-base1"
         emulator.store.create(moon, scheduler_v1.Job.pb(make_job(name=f"{moon}/jobs/j")))
         with pytest.raises(ApiError, match="is not a valid location"):
@@ -208,20 +217,26 @@ def test_accepted_locations_can_be_replaced(parent: str, make_job: JobFactory) -
 # -- validation ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("overrides", "field"), [
-    ({"name": "projects/p/locations/l/jobs/bad id"}, "job.name"),
-    ({"name": "projects/p/jobs/x"}, "job.name"),
-    ({"name": "JOB"}, "job.name"),
-    ({"schedule": "* * * *"}, "job.schedule"),
-    ({"schedule": "0 0 30 2 *"}, "job.schedule"),
-    ({"schedule": ""}, "job.schedule"),
-    ({"time_zone": "Mars/Olympus"}, "job.time_zone"),
-    ({"pubsub_target": None}, "job.target"),
-    ({"pubsub_target": {"topic_name": "fires", "data": b"x"}}, "job.pubsub_target.topic_name"),
-    ({"pubsub_target": {"topic_name": "projects/other/topics/t", "data": b"x"}}, "job.pubsub_target.topic_name"),
-    ({"retry_config": {"retry_count": 6}}, "job.retry_config.retry_count"),
-    ({"description": "x" * 501}, "job.description"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"name": "projects/p/locations/l/jobs/bad id"}, "job.name"),
+        ({"name": "projects/p/jobs/x"}, "job.name"),
+        ({"name": "JOB"}, "job.name"),
+        ({"schedule": "* * * *"}, "job.schedule"),
+        ({"schedule": "0 0 30 2 *"}, "job.schedule"),
+        ({"schedule": ""}, "job.schedule"),
+        ({"time_zone": "Mars/Olympus"}, "job.time_zone"),
+        ({"pubsub_target": None}, "job.target"),
+        ({"pubsub_target": {"topic_name": "fires", "data": b"x"}}, "job.pubsub_target.topic_name"),
+        (
+            {"pubsub_target": {"topic_name": "projects/other/topics/t", "data": b"x"}},
+            "job.pubsub_target.topic_name",
+        ),
+        ({"retry_config": {"retry_count": 6}}, "job.retry_config.retry_count"),
+        ({"description": "x" * 501}, "job.description"),
+    ],
+)
 def test_create_refuses_invalid_jobs(client: Any, parent: str, make_job: JobFactory,
                                      overrides: dict[str, Any], field: str) -> None:
     job = make_job(**{k: v for k, v in overrides.items() if v is not None})
@@ -232,7 +247,9 @@ def test_create_refuses_invalid_jobs(client: Any, parent: str, make_job: JobFact
     assert field in caught.value.message
 
 
-def test_job_id_of_500_characters_is_accepted_501_is_not(client: Any, parent: str, make_job: JobFactory) -> None:
+def test_job_id_of_500_characters_is_accepted_501_is_not(
+    client: Any, parent: str, make_job: JobFactory
+) -> None:
     client.create_job(parent=parent, job=make_job("a" * 500))
     with pytest.raises(gexc.InvalidArgument):
         client.create_job(parent=parent, job=make_job("a" * 501))
@@ -243,7 +260,9 @@ def test_parent_must_match_the_name(client: Any, make_job: JobFactory, project_i
         client.create_job(parent=f"projects/{project_id}/locations/europe-west1", job=make_job())
 
 
-def test_utc_spelled_lowercase_is_a_valid_time_zone(client: Any, parent: str, make_job: JobFactory) -> None:
+def test_utc_spelled_lowercase_is_a_valid_time_zone(
+    client: Any, parent: str, make_job: JobFactory
+) -> None:
     created = client.create_job(parent=parent, job=make_job(time_zone="utc", schedule="0 9 * * *"))
     assert _when(created.schedule_time).hour == 9
 
@@ -256,22 +275,42 @@ def test_duplicate_name_is_already_exists(client: Any, parent: str, make_job: Jo
 
 def test_missing_jobs_are_not_found(client: Any, parent: str, make_job: JobFactory) -> None:
     name = f"{parent}/jobs/missing"
-    for call in (client.get_job, client.delete_job, client.pause_job, client.resume_job, client.run_job):
+    for call in (
+        client.get_job,
+        client.delete_job,
+        client.pause_job,
+        client.resume_job,
+        client.run_job,
+    ):
         with pytest.raises(gexc.NotFound):
             call(name=name, retry=None)
     with pytest.raises(gexc.NotFound):
         client.update_job(job=make_job("missing"))
 
 
-@pytest.mark.parametrize("path", ["name", "state", "schedule_time", "user_update_time", "status",
-                                  "last_attempt_time", "timeZone", "no_such_field", "retry_config.nope"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "name",
+        "state",
+        "schedule_time",
+        "user_update_time",
+        "status",
+        "last_attempt_time",
+        "timeZone",
+        "no_such_field",
+        "retry_config.nope",
+    ],
+)
 def test_invalid_update_masks(client: Any, parent: str, make_job: JobFactory, path: str) -> None:
     created = client.create_job(parent=parent, job=make_job())
     with pytest.raises(gexc.InvalidArgument, match="Invalid mask for Job"):
         client.update_job(job=created, update_mask=field_mask_pb2.FieldMask(paths=[path]))
 
 
-def test_update_that_leaves_no_target_is_refused(client: Any, parent: str, make_job: JobFactory) -> None:
+def test_update_that_leaves_no_target_is_refused(
+    client: Any, parent: str, make_job: JobFactory
+) -> None:
     created = client.create_job(parent=parent, job=make_job())
     with pytest.raises(gexc.InvalidArgument, match=r"job\.target"):
         client.update_job(job=scheduler_v1.Job(name=created.name),
@@ -330,8 +369,14 @@ def pubsub(pubsub_emulator: str, project_id: str) -> Any:
 def test_run_job_delivers_one_message_at_once(client: Any, parent: str, make_job: JobFactory,
                                               pubsub: Any) -> None:
     topic, sub = pubsub.topic("run-now")
-    job = make_job(schedule="0 0 1 1 *", pubsub_target={
-        "topic_name": topic, "data": b'{"action": 1}', "attributes": {"schedule-id": "s1", "cron": "x"}})
+    job = make_job(
+        schedule="0 0 1 1 *",
+        pubsub_target={
+            "topic_name": topic,
+            "data": b'{"action": 1}',
+            "attributes": {"schedule-id": "s1", "cron": "x"},
+        },
+    )
     created = client.create_job(parent=parent, job=job)
     before = datetime.now(UTC) - timedelta(seconds=1)
 
@@ -352,7 +397,9 @@ def test_run_job_delivers_one_message_at_once(client: Any, parent: str, make_job
 
 def test_publish_failure_is_recorded_in_status(client: Any, parent: str, make_job: JobFactory,
                                                project_id: str, pubsub: Any) -> None:
-    job = make_job(pubsub_target={"topic_name": f"projects/{project_id}/topics/missing", "data": b"x"})
+    job = make_job(
+        pubsub_target={"topic_name": f"projects/{project_id}/topics/missing", "data": b"x"}
+    )
     created = client.create_job(parent=parent, job=job)
     client.run_job(name=created.name)
     status = eventually(lambda: client.get_job(name=created.name).status.code)
@@ -360,8 +407,9 @@ def test_publish_failure_is_recorded_in_status(client: Any, parent: str, make_jo
 
 
 @pytest.mark.slow
-def test_enabled_job_fires_at_the_minute_and_paused_one_does_not(client: Any, parent: str,
-                                                                  make_job: JobFactory, pubsub: Any) -> None:
+def test_enabled_job_fires_at_the_minute_and_paused_one_does_not(
+    client: Any, parent: str, make_job: JobFactory, pubsub: Any
+) -> None:
     """The one test that waits for a real cron slot (up to a minute)."""
     topic, sub = pubsub.topic("every-minute")
     paused_topic, paused_sub = pubsub.topic("paused")
@@ -400,11 +448,14 @@ def test_app_engine_jobs_are_kept_but_not_delivered(client: Any, parent: str,
 
 
 def test_clock_holds_one_entry_per_job_under_churn(parent: str, make_job: JobFactory) -> None:
-    """Thousands of jobs, each changed repeatedly: one live timer entry each, stale ones compacted."""
+    """Thousands of jobs, each changed repeatedly: one live timer entry each, stale ones
+    compacted."""
     emulator = CloudSchedulerEmulator(publisher=ScriptedPublisher(0)).start()
     try:
         store = emulator.store
-        names = [store.create(parent, scheduler_v1.Job.pb(make_job(f"j{i}"))).name for i in range(2000)]
+        names = [
+            store.create(parent, scheduler_v1.Job.pb(make_job(f"j{i}"))).name for i in range(2000)
+        ]
         for name in names[:1000]:
             store.pause(name)
             store.resume(name)
@@ -453,7 +504,9 @@ def test_failed_publish_is_retried_until_it_succeeds(monkeypatch: pytest.MonkeyP
     emulator, publisher = _scripted(2, monkeypatch)
     try:
         client = cloud_scheduler_client(Settings.from_env())
-        created = client.create_job(parent=parent, job=make_job(retry_config={"retry_count": 3, **FAST_RETRY}))
+        created = client.create_job(
+            parent=parent, job=make_job(retry_config={"retry_count": 3, **FAST_RETRY})
+        )
         client.run_job(name=created.name)
         assert eventually(lambda: len(publisher.attempts) == 3)
         job = eventually(lambda: (j := client.get_job(name=created.name)).schedule_time
@@ -468,11 +521,15 @@ def test_failed_publish_is_retried_until_it_succeeds(monkeypatch: pytest.MonkeyP
         emulator.stop()
 
 
-def test_retries_stop_at_retry_count(monkeypatch: pytest.MonkeyPatch, parent: str, make_job: JobFactory) -> None:
+def test_retries_stop_at_retry_count(
+    monkeypatch: pytest.MonkeyPatch, parent: str, make_job: JobFactory
+) -> None:
     emulator, publisher = _scripted(100, monkeypatch)
     try:
         client = cloud_scheduler_client(Settings.from_env())
-        created = client.create_job(parent=parent, job=make_job(retry_config={"retry_count": 2, **FAST_RETRY}))
+        created = client.create_job(
+            parent=parent, job=make_job(retry_config={"retry_count": 2, **FAST_RETRY})
+        )
         client.run_job(name=created.name)
         assert eventually(lambda: len(publisher.attempts) >= 3)
         time.sleep(1.0)
@@ -516,7 +573,9 @@ def test_state_file_survives_restart(tmp_path: Any, parent: str, make_job: JobFa
         monkeypatch.setenv("CLOUD_SCHEDULER_EMULATOR_HOST", first.host)
         client = cloud_scheduler_client(Settings.from_env())
         kept = client.create_job(parent=parent, job=make_job("kept", description="d"))
-        paused = client.pause_job(name=client.create_job(parent=parent, job=make_job("paused")).name)
+        paused = client.pause_job(
+            name=client.create_job(parent=parent, job=make_job("paused")).name
+        )
         gone = client.create_job(parent=parent, job=make_job("gone"))
         client.delete_job(name=gone.name)
     assert json.loads(state.read_text())["jobs"]
@@ -542,10 +601,13 @@ def test_unreadable_state_file_is_an_error(tmp_path: Any) -> None:
 # -- fault injection ----------------------------------------------------------------------------
 
 
-def test_faults_fail_a_share_of_calls_with_the_chosen_code(cloud_scheduler_emulator: Any, client: Any,
-                                                           parent: str, make_job: JobFactory) -> None:
+def test_faults_fail_a_share_of_calls_with_the_chosen_code(
+    cloud_scheduler_emulator: Any, client: Any, parent: str, make_job: JobFactory
+) -> None:
     created = client.create_job(parent=parent, job=make_job())
-    cloud_scheduler_emulator.set_faults(rate=0.5, codes=("RESOURCE_EXHAUSTED",), methods=["GetJob"], seed=7)
+    cloud_scheduler_emulator.set_faults(
+        rate=0.5, codes=("RESOURCE_EXHAUSTED",), methods=["GetJob"], seed=7
+    )
     before = cloud_scheduler_emulator.call_counts["GetJob"]
     outcomes = []
     for _ in range(40):
@@ -577,7 +639,11 @@ def test_client_default_retry_rides_over_unavailable(cloud_scheduler_emulator: A
 
 
 def test_fault_settings_are_validated(cloud_scheduler_emulator: Any) -> None:
-    for bad in ({"rate": 1.5}, {"rate": 0.1, "codes": ("INTERNAL",)}, {"rate": 0.1, "methods": ["Nope"]}):
+    for bad in (
+        {"rate": 1.5},
+        {"rate": 0.1, "codes": ("INTERNAL",)},
+        {"rate": 0.1, "methods": ["Nope"]},
+    ):
         with pytest.raises(ValueError):
             cloud_scheduler_emulator.set_faults(**bad)
 
@@ -600,13 +666,25 @@ def _stop(process: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]
 
 
-def test_command_serves_logs_fires_and_stops_on_sigterm(tmp_path: Any, parent: str, make_job: JobFactory,
-                                                        pubsub_emulator: str, pubsub: Any,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_command_serves_logs_fires_and_stops_on_sigterm(
+    tmp_path: Any,
+    parent: str,
+    make_job: JobFactory,
+    pubsub_emulator: str,
+    pubsub: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     _, sub = pubsub.topic("fires")  # make_job's topic
     port = free_port()
-    process = _command(port, "--pubsub-host", pubsub_emulator, "--state-file", str(tmp_path / "jobs.json"),
-                       "--log-level", "DEBUG")
+    process = _command(
+        port,
+        "--pubsub-host",
+        pubsub_emulator,
+        "--state-file",
+        str(tmp_path / "jobs.json"),
+        "--log-level",
+        "DEBUG",
+    )
     try:
         monkeypatch.setenv("CLOUD_SCHEDULER_EMULATOR_HOST", f"127.0.0.1:{port}")
         client = cloud_scheduler_client(Settings.from_env())
@@ -626,15 +704,21 @@ def test_command_serves_logs_fires_and_stops_on_sigterm(tmp_path: Any, parent: s
     events = [line["message"] for line in lines]
     assert "ready" in events and "api call" in events and "stopping" in events
     [ready] = [line for line in lines if line["message"] == "ready"]
-    assert isinstance(ready["startup_seconds"], float | int) and ready["host"] == f"127.0.0.1:{port}"
+    assert (
+        isinstance(ready["startup_seconds"], float | int) and ready["host"] == f"127.0.0.1:{port}"
+    )
     [fired] = [line for line in lines if line["message"] == "job fired"]
     assert fired["job"] == created.name and fired["trigger"] == "manual" and fired["message_id"]
     assert json.loads((tmp_path / "jobs.json").read_text())["jobs"][0]["name"] == created.name
 
 
-def test_command_publishes_to_pubsub_emulator_host_by_default(parent: str, make_job: JobFactory,
-                                                              pubsub_emulator: str, pubsub: Any,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_command_publishes_to_pubsub_emulator_host_by_default(
+    parent: str,
+    make_job: JobFactory,
+    pubsub_emulator: str,
+    pubsub: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     topic, sub = pubsub.topic("fires")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "CLOUD_SCHEDULER_EMULATOR_HOST"}
@@ -655,9 +739,13 @@ def test_command_publishes_to_pubsub_emulator_host_by_default(parent: str, make_
     assert started["pubsub_host"] == pubsub_emulator
 
 
-def test_command_fault_flags(parent: str, make_job: JobFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_command_fault_flags(
+    parent: str, make_job: JobFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     port = free_port()
-    process = _command(port, "--fail-rate", "1", "--fail-code", "RESOURCE_EXHAUSTED", "--fail-method", "GetJob")
+    process = _command(
+        port, "--fail-rate", "1", "--fail-code", "RESOURCE_EXHAUSTED", "--fail-method", "GetJob"
+    )
     try:
         monkeypatch.setenv("CLOUD_SCHEDULER_EMULATOR_HOST", f"127.0.0.1:{port}")
         client = cloud_scheduler_client(Settings.from_env())

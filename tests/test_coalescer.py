@@ -86,7 +86,9 @@ def test_a_runner_returning_the_wrong_number_of_results_is_an_error() -> None:
 
 def test_idle_senders_leave_and_come_back_on_demand(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(coalescer, "IDLE_SECONDS", 0.05)
-    batcher: Coalescer[int, int] = Coalescer("test", lambda items: [i + 1 for i in items], max_batch=10, senders=2)
+    batcher: Coalescer[int, int] = Coalescer(
+        "test", lambda items: [i + 1 for i in items], max_batch=10, senders=2
+    )
     assert batcher.call(1) == 2
     deadline = time.monotonic() + 5
     while batcher.senders_running and time.monotonic() < deadline:

@@ -17,7 +17,7 @@ from scheduler import logs
 from scheduler.cli_base import new_parser, settings_from_args
 from scheduler.config import SETTINGS, SETTINGS_BY_ATTR, ConfigError, Settings
 
-# --- settings ------------------------------------------------------------------------------------------
+# --- settings -------------------------------------------------------------------------------------
 
 def test_every_setting_has_one_field_one_variable_and_one_flag() -> None:
     attrs = [s.attr for s in SETTINGS]
@@ -68,7 +68,11 @@ def test_command_line_flags_override_environment(monkeypatch: pytest.MonkeyPatch
     parser = new_parser("prog", "test")
     args = parser.parse_args(["--project", "from-flag", "--location", "asia-east1"])
     settings = settings_from_args(args)
-    assert (settings.project, settings.location, settings.job_prefix) == ("from-flag", "asia-east1", "env-")
+    assert (settings.project, settings.location, settings.job_prefix) == (
+        "from-flag",
+        "asia-east1",
+        "env-",
+    )
     with pytest.raises(ConfigError, match="JOB_PREFIX"):
         settings_from_args(parser.parse_args(["--job-prefix", "bad prefix"]))
 
@@ -113,13 +117,15 @@ def test_bad_formats_of_other_settings_are_rejected() -> None:
         Settings.from_env({"SCION_SCHEDULER_LOG_FORMAT": "xml"})
 
 
-@pytest.mark.parametrize("url", ["hub.example.com", "ftp://hub.example.com", "http://[::1", "https://"])
+@pytest.mark.parametrize(
+    "url", ["hub.example.com", "ftp://hub.example.com", "http://[::1", "https://"]
+)
 def test_bad_hub_url_is_a_config_error(url: str) -> None:
     with pytest.raises(ConfigError, match="SCION_HUB_URL"):
         Settings.from_env({"SCION_HUB_URL": url})
 
 
-# --- logs ------------------------------------------------------------------------------------------------
+# --- logs -----------------------------------------------------------------------------------------
 
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
@@ -211,7 +217,9 @@ def test_auto_is_json_when_not_a_terminal() -> None:
     logs.get_logger("t").info("hello", k=1)
     [entry] = lines(buf)
     assert (entry["message"], entry["severity"], entry["k"]) == ("hello", "INFO", 1)
-    assert datetime.fromisoformat(str(entry["timestamp"]).replace("Z", "+00:00")).utcoffset() == timedelta(0)
+    assert datetime.fromisoformat(
+        str(entry["timestamp"]).replace("Z", "+00:00")
+    ).utcoffset() == timedelta(0)
 
 
 @pytest.mark.usefixtures("restore_logging")

@@ -60,7 +60,7 @@ def decode(message: Message, key: str | None = None) -> Fire:
     return decode_message(message.data, message.attributes, signing_key=key)
 
 
-# --- what is published -------------------------------------------------------------------------------
+# --- what is published ----------------------------------------------------------------------------
 
 def test_attributes_carry_id_version_fingerprint_cron_and_timezone() -> None:
     s = schedule()
@@ -114,12 +114,14 @@ def test_a_job_written_before_the_lead_still_fires_its_one_shot_at_at() -> None:
 def test_message_size_counts_data_and_attributes_in_bytes() -> None:
     s = schedule(id="é" * 10)
     message = build_message(s, signing_key=KEY)
-    expected = len(message.data) + sum(len(k.encode()) + len(v.encode()) for k, v in message.attributes.items())
+    expected = len(message.data) + sum(
+        len(k.encode()) + len(v.encode()) for k, v in message.attributes.items()
+    )
     assert message.size == expected
     assert message_size(s) == expected  # signature included, whatever the key
 
 
-# --- round trip ------------------------------------------------------------------------------------------
+# --- round trip -----------------------------------------------------------------------------------
 
 @PROPERTY
 @given(schedule_documents())
@@ -131,7 +133,11 @@ def test_decode_of_build_reproduces_the_action_and_policies(raw: dict[str, Any])
         assert fire.fingerprint == s.fingerprint()
         assert (fire.cron, fire.timezone) == (s.effective_cron, s.effective_timezone)
         assert fire.action == s.action
-        assert (fire.overlap, fire.catchup, fire.max_attempts) == (s.overlap, s.catchup, s.max_attempts)
+        assert (fire.overlap, fire.catchup, fire.max_attempts) == (
+            s.overlap,
+            s.catchup,
+            s.max_attempts,
+        )
         assert fire.catchup_window == s.catchup_window
         assert fire.labels == s.labels
         assert fire.at == s.at
@@ -155,7 +161,7 @@ def test_the_longest_id_fits_an_attribute_value() -> None:
     assert len(build_message(s).attributes[ATTR_SCHEDULE_ID].encode()) == 1024
 
 
-# --- signatures ---------------------------------------------------------------------------------------
+# --- signatures -----------------------------------------------------------------------------------
 
 def test_signed_message_verifies_with_the_key_from_the_environment() -> None:
     key = Settings.from_env({"SCION_SCHEDULER_SIGNING_KEY": KEY}).signing_key
@@ -188,7 +194,10 @@ FORGERIES: dict[str, Callable[[bytes, dict[str, str]], tuple[bytes, dict[str, st
     "cron": _set(ATTR_CRON, "* * * * *"),
     "timezone": _set(ATTR_TIMEZONE, "UTC"),
     "added-at": _set(ATTR_AT, "2026-01-01T00:00:00Z"),
-    "manual": lambda d, a: (d, {**a, ATTR_TRIGGER: "manual", ATTR_FIRE_TIME: "2026-01-01T00:00:00Z"}),
+    "manual": lambda d, a: (
+        d,
+        {**a, ATTR_TRIGGER: "manual", ATTR_FIRE_TIME: "2026-01-01T00:00:00Z"},
+    ),
     "signature-garbled": _set(ATTR_SIGNATURE, "v1=" + "0" * 64),
     "signature-other-scheme": _set(ATTR_SIGNATURE, "v2=abc"),
     "signature-non-ascii": _set(ATTR_SIGNATURE, "v1=é"),
@@ -236,7 +245,7 @@ def test_attributes_added_by_the_publisher_client_do_not_break_the_signature() -
     assert decode_message(message.data, attributes, signing_key=KEY).schedule_id == "daily-report"
 
 
-# --- manual runs and execution IDs ----------------------------------------------------------------------
+# --- manual runs and execution IDs ----------------------------------------------------------------
 
 def test_manual_run_carries_trigger_and_exact_fire_time() -> None:
     at = datetime(2026, 6, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -281,9 +290,11 @@ def test_every_delivery_of_a_scheduled_fire_maps_to_one_execution() -> None:
     assert ids == {execution_id(s.id, slot)}
 
 
-# --- malformed messages ----------------------------------------------------------------------------------
+# --- malformed messages ---------------------------------------------------------------------------
 
-def _break(change: Callable[[dict[str, Any], dict[str, str]], None]) -> tuple[bytes, dict[str, str]]:
+def _break(
+    change: Callable[[dict[str, Any], dict[str, str]], None],
+) -> tuple[bytes, dict[str, str]]:
     message = build_message(schedule())
     payload = json.loads(message.data)
     attributes = dict(message.attributes)
@@ -326,7 +337,10 @@ MALFORMED: dict[str, tuple[Callable[[dict[str, Any], dict[str, str]], None], str
     "bad-trigger": (_attr(ATTR_TRIGGER, "cosmic-ray"), "trigger"),
     "manual-without-time": (_attr(ATTR_TRIGGER, "manual"), "fire-time"),
     "scheduled-with-time": (_attr(ATTR_FIRE_TIME, "2026-01-01T00:00:00Z"), "fire-time"),
-    "bad-fire-time": (lambda p, a: a.update({ATTR_TRIGGER: "manual", ATTR_FIRE_TIME: "noon"}), "fire-time"),
+    "bad-fire-time": (
+        lambda p, a: a.update({ATTR_TRIGGER: "manual", ATTR_FIRE_TIME: "noon"}),
+        "fire-time",
+    ),
     "bad-at": (_attr(ATTR_AT, "2026-01-01"), "at"),
     "no-action": (_drop_field("action"), "action"),
     "action-not-object": (_field("action", "http"), "action"),

@@ -160,14 +160,18 @@ def test_run_publishes_one_manual_fire(env: Any, tmp_path: Path, project_id: str
     deadline = time.monotonic() + 30
     while not received and time.monotonic() < deadline:
         try:
-            response = subscriber.pull(subscription=settings.subscription_path, max_messages=10, timeout=5)
+            response = subscriber.pull(
+                subscription=settings.subscription_path, max_messages=10, timeout=5
+            )
         except gexc.DeadlineExceeded:
             continue
         received.extend(m.message for m in response.received_messages)
     [message] = received
     fire = decode_message(message.data, dict(message.attributes), signing_key=KEY)
     assert fire.trigger == "manual" and fire.schedule_id == "nightly"
-    assert fire.fire_time is not None and fire.fire_time.isoformat().startswith(out["fire_time"][:19])
+    assert fire.fire_time is not None and fire.fire_time.isoformat().startswith(
+        out["fire_time"][:19]
+    )
     assert fire.timezone == "Europe/Berlin" and fire.action.params["url"] == ACTION["url"]
 
     code, out = run_json(capsys, "run", "missing")
@@ -190,9 +194,17 @@ def test_bad_schedule_file_lists_every_error_and_applies_nothing(
         capsys.readouterr()
         assert main(command) == 2
         err = capsys.readouterr().err
-        for schedule_id, field in (("broken-cron", "cron"), ("no-action", "action"), ("bad-zone", "timezone")):
+        for schedule_id, field in (
+            ("broken-cron", "cron"),
+            ("no-action", "action"),
+            ("bad-zone", "timezone"),
+        ):
             assert f"schedule {schedule_id!r}: {field}" in err
-    for command in (["sync", "--file", file, "--prune"], ["plan", "--file", file], ["validate", "--file", file]):
+    for command in (
+        ["sync", "--file", file, "--prune"],
+        ["plan", "--file", file],
+        ["validate", "--file", file],
+    ):
         code, out = run_json(capsys, *command)
         assert code == 2 and out["ok"] is False
         assert {(e["schedule_id"], e["field"]) for e in out["errors"]} == {
@@ -204,8 +216,9 @@ def test_bad_schedule_file_lists_every_error_and_applies_nothing(
     assert sum(emu.call_counts.values()) == 0
 
 
-def test_bad_input_with_json_output_is_json_on_stdout(env: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_with_json_output_is_json_on_stdout(
+    env: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = str(tmp_path / "missing.yaml")
     code, out = run_json(capsys, "sync", "--file", missing)
     assert code == 2 and out["ok"] is False
@@ -228,16 +241,21 @@ def test_bad_input_with_json_output_is_json_on_stdout(env: Any, tmp_path: Path, 
 def test_missing_settings_are_named_and_exit_2(env: Any, monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv("SCION_SCHEDULER_PROJECT")
-    for argv in (["list"], ["describe", "x"], ["run", "x"], ["sync", "--file", "does-not-matter.yaml"]):
+    for argv in (
+        ["list"],
+        ["describe", "x"],
+        ["run", "x"],
+        ["sync", "--file", "does-not-matter.yaml"],
+    ):
         capsys.readouterr()
         assert main(argv) == 2
         assert "SCION_SCHEDULER_PROJECT (or --project)" in capsys.readouterr().err
     assert sum(env.call_counts.values()) == 0
 
 
-def test_a_failed_step_exits_1_with_its_error_and_retries(env: Any, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_failed_step_exits_1_with_its_error_and_retries(
+    env: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("SCION_SCHEDULER_API_RETRY_TIMEOUT", "0.3s")
     env.set_faults(1.0, codes=("RESOURCE_EXHAUSTED",), methods=["CreateJob"])
     file = write(tmp_path / "s.yaml", SCHEDULES[:2])

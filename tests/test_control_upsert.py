@@ -121,7 +121,9 @@ def test_a_pause_that_fails_once_is_tried_again(settings: Settings, real_client:
     assert flaky.calls["pause_job"] == 2
 
 
-def test_a_create_that_failed_but_took_effect_is_deleted(settings: Settings, real_client: Any) -> None:
+def test_a_create_that_failed_but_took_effect_is_deleted(
+    settings: Settings, real_client: Any
+) -> None:
     flaky = _FlakyClient(real_client, "create_job", 1, then_fail=True)
     with SchedulerControl(settings, scheduler_client=flaky) as control:
         result = control.upsert(schedule(paused=True))
@@ -158,7 +160,9 @@ def test_pause_with_an_edit_changes_nothing_when_the_pause_fails(
     assert not is_paused(job) and schedule_from_job(job) == original
 
 
-def test_a_pause_is_kept_when_the_failed_edit_took_effect(settings: Settings, real_client: Any) -> None:
+def test_a_pause_is_kept_when_the_failed_edit_took_effect(
+    settings: Settings, real_client: Any
+) -> None:
     # The update reports a failure although it was applied: lifting the pause would let the
     # new definition fire for a schedule that asked to be paused.
     with SchedulerControl(settings, scheduler_client=real_client) as setup:
@@ -180,7 +184,12 @@ def test_resume_with_an_edit_edits_first_and_restores_the_job_when_the_resume_fa
     result = control.upsert(schedule(cron="30 4 * * *", description="moved"))
     cloud_scheduler_emulator.clear_faults()
     assert [s.kind for s in result.plan.steps] == ["update", "resume"]
-    assert steps(result) == [("update", "ok"), ("resume", "failed"), ("pause", "ok"), ("update", "ok")]
+    assert steps(result) == [
+        ("update", "ok"),
+        ("resume", "failed"),
+        ("pause", "ok"),
+        ("update", "ok"),
+    ]
     assert result.outcomes[2].note == "already paused"
     job = job_of(control)
     assert is_paused(job) and schedule_from_job(job) == original

@@ -47,7 +47,9 @@ class Spec:
     cron_dialect: CronDialect = CronDialect.UNIX
 
 
-def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
     return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
@@ -57,9 +59,12 @@ def fires(cron: str, zone: str, after: datetime, n: int) -> list[datetime]:
 
 # --- DST: both transitions in three zones ------------------------------------------------------
 # 2025 transitions (UTC instant of the change):
-#   Europe/Berlin     spring 03-30 01:00 (02:00 CET -> 03:00 CEST)  autumn 10-26 01:00 (03:00 -> 02:00)
-#   America/New_York  spring 03-09 07:00 (02:00 EST -> 03:00 EDT)  autumn 11-02 06:00 (02:00 -> 01:00)
-#   Australia/Sydney  spring 10-04 16:00 (02:00 AEST -> 03:00 AEDT) autumn 04-05 16:00 (03:00 -> 02:00)
+#   Europe/Berlin     spring 03-30 01:00 (02:00 CET -> 03:00 CEST)  autumn 10-26 01:00 (03:00 ->
+#   02:00)
+#   America/New_York  spring 03-09 07:00 (02:00 EST -> 03:00 EDT)  autumn 11-02 06:00 (02:00 ->
+#   01:00)
+#   Australia/Sydney  spring 10-04 16:00 (02:00 AEST -> 03:00 AEDT) autumn 04-05 16:00 (03:00 ->
+#   02:00)
 
 DST_CASES = [
     # Berlin, clocks forward: 02:30 does not exist on 03-30.
@@ -289,10 +294,19 @@ def test_names_select_the_right_days_and_months() -> None:
 
 def test_a_range_of_one_value_is_that_value() -> None:
     # croniter widens `9-9` to the whole field; standard cron (and so this module) does not.
-    assert fires("0 9-9 * * *", "UTC", utc(2025, 6, 1), 2) == [utc(2025, 6, 1, 9), utc(2025, 6, 2, 9)]
-    assert fires("5-5 * * * *", "UTC", utc(2025, 6, 1), 2) == [utc(2025, 6, 1, 0, 5), utc(2025, 6, 1, 1, 5)]
+    assert fires("0 9-9 * * *", "UTC", utc(2025, 6, 1), 2) == [
+        utc(2025, 6, 1, 9),
+        utc(2025, 6, 2, 9),
+    ]
+    assert fires("5-5 * * * *", "UTC", utc(2025, 6, 1), 2) == [
+        utc(2025, 6, 1, 0, 5),
+        utc(2025, 6, 1, 1, 5),
+    ]
     assert fires("0 0 * * MON-MON", "UTC", utc(2025, 6, 1), 2) == [utc(2025, 6, 2), utc(2025, 6, 9)]
-    assert fires("0 0 3-3/2 JUL-JUL *", "UTC", utc(2025, 6, 1), 2) == [utc(2025, 7, 3), utc(2026, 7, 3)]
+    assert fires("0 0 3-3/2 JUL-JUL *", "UTC", utc(2025, 6, 1), 2) == [
+        utc(2025, 7, 3),
+        utc(2026, 7, 3),
+    ]
 
 
 def test_day_of_month_and_day_of_week_combine_as_in_vixie_cron() -> None:
@@ -320,7 +334,13 @@ def test_time_zones_are_tz_database_names() -> None:
 _MONTH_NAMES = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
 _DAY_NAMES = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
 # (low, high, names by value)
-_FIELD_RANGES = [(0, 59, None), (0, 23, None), (1, 31, None), (1, 12, _MONTH_NAMES), (0, 7, _DAY_NAMES)]
+_FIELD_RANGES = [
+    (0, 59, None),
+    (0, 23, None),
+    (1, 31, None),
+    (1, 12, _MONTH_NAMES),
+    (0, 7, _DAY_NAMES),
+]
 
 ZONES = [
     "UTC", "Europe/Berlin", "America/New_York", "Australia/Sydney", "Australia/Lord_Howe",
@@ -450,7 +470,9 @@ def test_property_every_fire_derives_back_from_its_publish_window(
     assert len(got) == 7
     assert after < got[0]
     assert got == sorted(set(got)), "strictly increasing"
-    tolerance = DEFAULT_SKEW  # every cron's shortest gap is a minute, so the 5 s skew is never capped
+    tolerance = (
+        DEFAULT_SKEW  # every cron's shortest gap is a minute, so the 5 s skew is never capped
+    )
     for t, nxt in pairwise(got):
         window_end = nxt - t - tolerance - MS
         for d in (-tolerance + MS, -MS, timedelta(0), MS, window_end / 2, window_end):

@@ -47,7 +47,13 @@ def test_values_round_trip_and_none_is_left_out(client: Any) -> None:
     assert stored is not None and stored.id == "doc" and stored.update_time == version
     assert stored.fields == {"s": "text", "i": 7, "f": 0.25, "b": True, "t": moment}
     # Other clients see the same document, without the empty field.
-    assert client.collection("wire").document("doc").get().to_dict().keys() == {"s", "i", "f", "b", "t"}
+    assert client.collection("wire").document("doc").get().to_dict().keys() == {
+        "s",
+        "i",
+        "f",
+        "b",
+        "t",
+    }
 
 
 def test_nulls_written_by_another_client_read_as_none(client: Any) -> None:

@@ -34,11 +34,20 @@ def store(tmp_path: Path) -> Path:
     claim("nightly", T0 + timedelta(days=1), "e2")
     ledger.finish("e2", WORKER, State.FAILED, now=T0 + timedelta(days=1, seconds=1),
                   error="HTTP 500 from target\nsecond line")
-    ledger.record(Execution(
-        execution_id="e3", schedule_id="nightly", fire_time=T0 + timedelta(days=2), trigger="scheduled",
-        state=State.MISSED, attempt=0, created_at=T0 + timedelta(days=2, hours=1),
-        expire_at=T0 + timedelta(days=32), finished_at=T0 + timedelta(days=2, hours=1),
-        error="late by 3600s, beyond the catch-up window of 900s"))
+    ledger.record(
+        Execution(
+            execution_id="e3",
+            schedule_id="nightly",
+            fire_time=T0 + timedelta(days=2),
+            trigger="scheduled",
+            state=State.MISSED,
+            attempt=0,
+            created_at=T0 + timedelta(days=2, hours=1),
+            expire_at=T0 + timedelta(days=32),
+            finished_at=T0 + timedelta(days=2, hours=1),
+            error="late by 3600s, beyond the catch-up window of 900s",
+        )
+    )
     claim("other", T0, "e4")
     ledger.close()
     return path
@@ -48,9 +57,15 @@ def test_list_runs_newest_first_and_validates(store: Path) -> None:
     ledger = SqliteLedger(store)
     runs = list_runs(ledger, "nightly", limit=2)
     assert [r.execution_id for r in runs] == ["e3", "e2"]
-    assert [r.execution_id for r in list_runs(ledger, "nightly", before=runs[-1].fire_time)] == ["e1"]
+    assert [r.execution_id for r in list_runs(ledger, "nightly", before=runs[-1].fire_time)] == [
+        "e1"
+    ]
     data = run_to_dict(runs[1])
-    assert data["state"] == "failed" and data["attempt"] == 1 and data["fire_time"] == "2026-05-02T09:00:00Z"
+    assert (
+        data["state"] == "failed"
+        and data["attempt"] == 1
+        and data["fire_time"] == "2026-05-02T09:00:00Z"
+    )
     json.dumps(data)
     with pytest.raises(ValueError, match="limit"):
         list_runs(ledger, "nightly", limit=0)
@@ -85,7 +100,9 @@ def test_runs_text_and_limit(store: Path, capsys: pytest.CaptureFixture[str]) ->
     (["runs", "x", "--store", "postgres://db"], "--store"),
     (["runs", "x", "--store", "sqlite:"], "--store"),
 ])
-def test_runs_bad_store_is_named(argv: list[str], named: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_runs_bad_store_is_named(
+    argv: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(argv) == 2
     assert named in capsys.readouterr().err
 

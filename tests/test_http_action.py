@@ -65,7 +65,9 @@ def target() -> Iterator[Target]:
                 t.release.wait(10)
                 status = 200
             else:
-                status = int(self.path.rsplit("/", 1)[-1]) if self.path.startswith("/status/") else 200
+                status = (
+                    int(self.path.rsplit("/", 1)[-1]) if self.path.startswith("/status/") else 200
+                )
             payload = f"status {status}: " + "detail " * 100
             self.send_response(status)
             if 300 <= status < 400:
@@ -82,7 +84,9 @@ def target() -> Iterator[Target]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     holder.append(Target(f"http://127.0.0.1:{server.server_address[1]}"))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield holder[0]
@@ -100,7 +104,9 @@ def action() -> Iterator[HttpAction]:
     handler.close()
 
 
-def context(params: dict[str, Any], *, schedule_id: str = "team/report", attempt: int = 1) -> ActionContext:
+def context(
+    params: dict[str, Any], *, schedule_id: str = "team/report", attempt: int = 1
+) -> ActionContext:
     return ActionContext(
         schedule_id=schedule_id, fire_time=FIRE_TIME,
         execution_id=execution_id(schedule_id, FIRE_TIME), trigger="scheduled", attempt=attempt,
@@ -130,7 +136,9 @@ def test_get_without_body_sends_none(target: Target, action: HttpAction) -> None
     assert target.requests[0].method == "GET" and target.requests[0].body == b""
 
 
-def test_non_ascii_schedule_id_is_percent_encoded_reversibly(target: Target, action: HttpAction) -> None:
+def test_non_ascii_schedule_id_is_percent_encoded_reversibly(
+    target: Target, action: HttpAction
+) -> None:
     sid = "équipe/rapport 100%"
     action(context({"url": f"{target.base}/status/200"}, schedule_id=sid))
     header = target.requests[0].headers["X-Scion-Schedule-Id"]
@@ -141,7 +149,9 @@ def test_non_ascii_schedule_id_is_percent_encoded_reversibly(target: Target, act
     (400, False), (401, False), (404, False), (409, False), (422, False), (302, False),
     (429, True), (500, True), (502, True), (503, True),
 ])
-def test_status_classification(target: Target, action: HttpAction, status: int, retryable: bool) -> None:
+def test_status_classification(
+    target: Target, action: HttpAction, status: int, retryable: bool
+) -> None:
     with pytest.raises(ActionError) as failure:
         action(context({"url": f"{target.base}/status/{status}"}))
     assert failure.value.retryable is retryable
@@ -153,7 +163,9 @@ def test_status_classification(target: Target, action: HttpAction, status: int, 
 
 @pytest.mark.parametrize("status", [200, 202, 204])
 def test_2xx_succeeds(target: Target, action: HttpAction, status: int) -> None:
-    assert action(context({"url": f"{target.base}/status/{status}"})) == ActionResult(detail=f"HTTP {status}")
+    assert action(context({"url": f"{target.base}/status/{status}"})) == ActionResult(
+        detail=f"HTTP {status}"
+    )
 
 
 def test_timeout_is_retryable(target: Target, action: HttpAction) -> None:
@@ -221,8 +233,15 @@ def test_oidc_token_failure(target: Target, error: Exception, retryable: bool) -
 
 
 def test_oidc_audience_passes_validation() -> None:
-    raw = {"id": "s", "cron": "* * * * *",
-           "action": {"type": "http", "url": "https://svc.example/run", "oidc_audience": "https://svc.example"}}
+    raw = {
+        "id": "s",
+        "cron": "* * * * *",
+        "action": {
+            "type": "http",
+            "url": "https://svc.example/run",
+            "oidc_audience": "https://svc.example",
+        },
+    }
     assert parse_schedule(raw).action.params["oidc_audience"] == "https://svc.example"
     raw["action"]["oidc_audience"] = ""
     with pytest.raises(ValidationError) as failure:
@@ -254,6 +273,8 @@ def test_through_the_pipeline_the_token_is_never_logged(target: Target) -> None:
         assert pipeline.handle(item).outcome == "failed"
     handler.close()
     assert len(target.requests) == 2
-    assert {r.headers["Idempotency-Key"] for r in target.requests} == {execution_id("s1", FIRE_TIME)}
+    assert {r.headers["Idempotency-Key"] for r in target.requests} == {
+        execution_id("s1", FIRE_TIME)
+    }
     assert [r.headers["X-Scion-Attempt"] for r in target.requests] == ["1", "2"]
     assert logs and "secret-token" not in repr(logs)

@@ -70,5 +70,7 @@ def test_the_check_sees_every_kind_of_import() -> None:
         "    __import__('workers_elsewhere')\n"
     )
     modules = [m for _, m in imported_modules(ast.parse(source))]
-    assert {"worker", "scion_scheduler.cli", "worker.pipeline", "scion_scheduler.commands"} <= set(modules)
+    assert {"worker", "scion_scheduler.cli", "worker.pipeline", "scion_scheduler.commands"} <= set(
+        modules
+    )
     assert not any(is_within(m, "worker") for m in ("workers_elsewhere", "scheduler.worker_like"))

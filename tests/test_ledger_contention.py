@@ -33,7 +33,8 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def open_ledger(kind: str, where: str) -> tuple[Ledger, Callable[[], None]]:
-    """A ledger on `where` (a SQLite file, or a Firestore project on the emulator) and its closer."""
+    """A ledger on `where` (a SQLite file, or a Firestore project on the emulator) and its
+    closer."""
     if kind == "sqlite":
         sqlite_ledger = SqliteLedger(where)
         return sqlite_ledger, sqlite_ledger.close
@@ -124,8 +125,9 @@ def test_overlap_skip_never_runs_two_fires_of_a_schedule_at_once(ledger: Ledger)
     def work(thread: int) -> list[tuple[ClaimRequest, ClaimResult]]:
         out = []
         for schedule_id, minute in random.Random(thread).sample(fires, len(fires)):
-            request = request_for(schedule_id, minute, f"w{thread}", now=datetime.now(UTC), overlap="skip",
-                                  base=base)
+            request = request_for(
+                schedule_id, minute, f"w{thread}", now=datetime.now(UTC), overlap="skip", base=base
+            )
             claim = ledger.claim(request)
             out.append((request, claim.result))
             if not claim.result.run:
@@ -136,7 +138,9 @@ def test_overlap_skip_never_runs_two_fires_of_a_schedule_at_once(ledger: Ledger)
             time.sleep(0.002)
             with lock:
                 running[schedule_id] -= 1
-            assert ledger.finish(request.execution_id, request.worker_id, State.SUCCEEDED, now=datetime.now(UTC))
+            assert ledger.finish(
+                request.execution_id, request.worker_id, State.SUCCEEDED, now=datetime.now(UTC)
+            )
         return out
 
     results = race(work)
@@ -156,7 +160,11 @@ def test_lapsed_leases_are_taken_over_exactly_once(ledger: Ledger) -> None:
     allow = [(f"a{index}", index) for index in range(8)]
     skip = [("shared", index) for index in range(6)]
     for schedule_id, minute in allow:
-        ledger.claim(request_for(schedule_id, minute, "dead", now=T0, overlap="allow", lease=timedelta(seconds=10)))
+        ledger.claim(
+            request_for(
+                schedule_id, minute, "dead", now=T0, overlap="allow", lease=timedelta(seconds=10)
+            )
+        )
     for schedule_id, minute in skip:
         # Staggered so that each fire finds the previous one's lease lapsed and claims.
         now = T0 + timedelta(minutes=minute)
@@ -197,7 +205,9 @@ def _claim_in_process(kind: str, where: str, worker: str, barrier: Any, queue: A
     ledger, close = open_ledger(kind, where)
     out = []
     for schedule_id, minute, overlap in random.Random(worker).sample(fires, len(fires)):
-        request = request_for(schedule_id, minute, worker, now=T0 + timedelta(minutes=30), overlap=overlap)
+        request = request_for(
+            schedule_id, minute, worker, now=T0 + timedelta(minutes=30), overlap=overlap
+        )
         out.append((request.execution_id, schedule_id, str(ledger.claim(request).result)))
     close()
     queue.put(out)
@@ -208,8 +218,12 @@ def test_three_processes_claim_each_fire_once(store: tuple[str, str]) -> None:
     kind, where = store
     context = multiprocessing.get_context("spawn")
     barrier, queue = context.Barrier(3), context.Queue()
-    processes = [context.Process(target=_claim_in_process, args=(kind, where, f"proc{index}", barrier, queue))
-                 for index in range(3)]
+    processes = [
+        context.Process(
+            target=_claim_in_process, args=(kind, where, f"proc{index}", barrier, queue)
+        )
+        for index in range(3)
+    ]
     for process in processes:
         process.start()
     reports = [queue.get(timeout=90) for _ in processes]
@@ -242,7 +256,9 @@ def firestore_pair(firestore_emulator: str, project_id: str) -> Iterator[tuple[A
     client.close()
 
 
-def commit_batch(ledger: Any, groups: list[list[Any]], tentative: frozenset[int] = frozenset()) -> list[Any]:
+def commit_batch(
+    ledger: Any, groups: list[list[Any]], tentative: frozenset[int] = frozenset()
+) -> list[Any]:
     """The outcome of each group of writes, committed by `ledger` as one batch of callers'
     commits; the groups at the `tentative` indices are fast-path guesses."""
     from worker.firestore_batch import CommitGroup
@@ -251,7 +267,9 @@ def commit_batch(ledger: Any, groups: list[list[Any]], tentative: frozenset[int]
                                         for index, group in enumerate(groups)])
 
 
-def _race_after_read(monkeypatch: pytest.MonkeyPatch, ledger: Any, rival_move: Callable[[], object]) -> list[object]:
+def _race_after_read(
+    monkeypatch: pytest.MonkeyPatch, ledger: Any, rival_move: Callable[[], object]
+) -> list[object]:
     """Make the rival's move once, right after `ledger` read its documents and before it
     commits: the window an optimistic commit must detect."""
     moves: list[object] = []
@@ -267,7 +285,9 @@ def _race_after_read(monkeypatch: pytest.MonkeyPatch, ledger: Any, rival_move: C
     return moves
 
 
-def _race_before_commit(monkeypatch: pytest.MonkeyPatch, ledger: Any, rival_move: Callable[[], object]) -> list[object]:
+def _race_before_commit(
+    monkeypatch: pytest.MonkeyPatch, ledger: Any, rival_move: Callable[[], object]
+) -> list[object]:
     """Make the rival's move once, right before `ledger`'s first commit: for a fast-path claim,
     the window between deciding without a read and committing."""
     moves: list[object] = []
@@ -288,7 +308,10 @@ def _race_before_commit(monkeypatch: pytest.MonkeyPatch, ledger: Any, rival_move
     ("allow", 0, ClaimResult.BUSY),  # the same fire now runs on the rival
 ])
 def test_firestore_fast_claim_that_loses_a_race_re_decides_from_the_read(
-    firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch, overlap: str, rival_minute: int,
+    firestore_pair: tuple[Any, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    overlap: str,
+    rival_minute: int,
     expected: ClaimResult,
 ) -> None:
     ledger, rival = firestore_pair
@@ -315,7 +338,9 @@ def test_firestore_claim_that_loses_a_race_after_its_read_re_decides(
 ) -> None:
     ledger, rival = firestore_pair
     dead_minute = -1 if rival_minute else 0
-    rival.claim(request_for("s", dead_minute, "dead", now=T0, overlap="skip", lease=timedelta(seconds=1)))
+    rival.claim(
+        request_for("s", dead_minute, "dead", now=T0, overlap="skip", lease=timedelta(seconds=1))
+    )
     later = T0 + timedelta(minutes=1)
     moves = _race_after_read(monkeypatch, ledger, lambda: rival.claim(
         request_for("s", rival_minute, "rival", now=later, overlap="skip")).result)
@@ -347,7 +372,11 @@ def test_firestore_finish_retries_after_a_concurrent_renew(
     assert ledger.finish(request.execution_id, "w1", State.SUCCEEDED, now=T0 + timedelta(seconds=5))
     assert commits == [True, False, True]
     state = ledger.schedule_state("s")
-    assert state is not None and state.running_execution_id is None and state.last_state is State.SUCCEEDED
+    assert (
+        state is not None
+        and state.running_execution_id is None
+        and state.last_state is State.SUCCEEDED
+    )
 
 
 @pytest.mark.emulator
@@ -402,7 +431,11 @@ def test_firestore_renew_and_finish_of_a_held_execution_read_nothing(
     stored = ledger.get(request.execution_id)
     assert stored is not None and stored.state is State.SUCCEEDED
     state = ledger.schedule_state("s")
-    assert state is not None and state.running_execution_id is None and state.last_state is State.SUCCEEDED
+    assert (
+        state is not None
+        and state.running_execution_id is None
+        and state.last_state is State.SUCCEEDED
+    )
 
 
 @pytest.mark.emulator
@@ -421,7 +454,9 @@ def test_firestore_finish_after_a_takeover_is_refused_from_the_stored_record(
 
 
 @pytest.mark.emulator
-def test_firestore_combined_commit_tells_only_the_group_that_lost(firestore_pair: tuple[Any, Any]) -> None:
+def test_firestore_combined_commit_tells_only_the_group_that_lost(
+    firestore_pair: tuple[Any, Any],
+) -> None:
     """Commits of concurrent callers leave as one Commit; when a precondition fails, each group
     is committed again alone, so that only the group that really lost its race hears so."""
     from worker.firestore_wire import Write
@@ -436,12 +471,15 @@ def test_firestore_combined_commit_tells_only_the_group_that_lost(firestore_pair
     results = commit_batch(ledger, groups)
     assert results[1] is None
     assert len(results[0]) == 1 and len(results[2]) == 2
-    assert {name: docs.document(name).get().to_dict()["n"] for name in ("a", "taken", "b", "c")} == {
-        "a": 1, "taken": 0, "b": 3, "c": 4}
+    assert {
+        name: docs.document(name).get().to_dict()["n"] for name in ("a", "taken", "b", "c")
+    } == {"a": 1, "taken": 0, "b": 3, "c": 4}
 
 
 @pytest.mark.emulator
-def test_firestore_groups_on_the_same_document_do_not_share_a_commit(firestore_pair: tuple[Any, Any]) -> None:
+def test_firestore_groups_on_the_same_document_do_not_share_a_commit(
+    firestore_pair: tuple[Any, Any],
+) -> None:
     from worker.firestore_wire import Write
 
     ledger, _ = firestore_pair
@@ -530,7 +568,9 @@ def test_firestore_an_unavailable_store_fails_a_combined_commit_once(
 
 
 @pytest.mark.emulator
-def test_firestore_a_group_the_wire_cannot_encode_fails_alone(firestore_pair: tuple[Any, Any]) -> None:
+def test_firestore_a_group_the_wire_cannot_encode_fails_alone(
+    firestore_pair: tuple[Any, Any],
+) -> None:
     from worker.firestore_wire import Write
 
     ledger, _ = firestore_pair
@@ -555,8 +595,14 @@ def test_firestore_fresh_claim_is_one_commit_and_no_read(
                         lambda refs: reads.append(len(refs)) or read(refs))
     monkeypatch.setattr(ledger.batches, "commit_now",
                         lambda writes: commits.append(len(writes)) or commit_now(writes))
-    assert ledger.claim(request_for("s", 0, "w1", now=T0, overlap="skip")).result is ClaimResult.CLAIMED
-    assert ledger.claim(request_for("t", 0, "w1", now=T0, overlap="allow")).result is ClaimResult.CLAIMED
+    assert (
+        ledger.claim(request_for("s", 0, "w1", now=T0, overlap="skip")).result
+        is ClaimResult.CLAIMED
+    )
+    assert (
+        ledger.claim(request_for("t", 0, "w1", now=T0, overlap="allow")).result
+        is ClaimResult.CLAIMED
+    )
     assert (reads, commits) == ([], [2, 1])
 
 

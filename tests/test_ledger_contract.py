@@ -123,12 +123,18 @@ def test_lapsed_lease_is_taken_over_once_and_the_old_holder_loses_it(ledger: Led
     assert taken.result is ClaimResult.TAKEN_OVER and taken.result.run
     assert (taken.execution.attempt, taken.execution.worker_id) == (2, "w2")
     assert taken.execution.lease_until == later + LEASE
-    assert ledger.claim(req(worker="w3", now=later + timedelta(seconds=1))).result is ClaimResult.BUSY
+    assert (
+        ledger.claim(req(worker="w3", now=later + timedelta(seconds=1))).result is ClaimResult.BUSY
+    )
     assert not ledger.renew(exec_id, "w1", later + timedelta(hours=1))
     assert not ledger.finish(exec_id, "w1", State.SUCCEEDED, now=later)
     assert ledger.finish(exec_id, "w2", State.SUCCEEDED, now=later + timedelta(seconds=1))
     record = ledger.get(exec_id)
-    assert record is not None and (record.state, record.worker_id, record.attempt) == (State.SUCCEEDED, "w2", 2)
+    assert record is not None and (record.state, record.worker_id, record.attempt) == (
+        State.SUCCEEDED,
+        "w2",
+        2,
+    )
 
 
 def test_release_lets_the_next_claim_take_over_at_once(ledger: Ledger) -> None:
@@ -137,7 +143,11 @@ def test_release_lets_the_next_claim_take_over_at_once(ledger: Ledger) -> None:
     assert ledger.release(exec_id, "w1", now=released_at, error="connection reset")
     record = ledger.get(exec_id)
     assert record is not None
-    assert (record.state, record.lease_until, record.error) == (State.RUNNING, released_at, "connection reset")
+    assert (record.state, record.lease_until, record.error) == (
+        State.RUNNING,
+        released_at,
+        "connection reset",
+    )
     assert not ledger.release(exec_id, "w2", now=released_at)
     taken = ledger.claim(req(worker="w2", now=released_at))
     assert taken.result is ClaimResult.TAKEN_OVER and taken.execution.attempt == 2
@@ -147,7 +157,10 @@ def test_renew_extends_the_lease_of_the_holder_only(ledger: Ledger) -> None:
     exec_id = ledger.claim(req()).execution.execution_id
     assert ledger.renew(exec_id, "w1", T0 + 2 * LEASE)
     assert not ledger.renew(exec_id, "w2", T0 + 3 * LEASE)
-    assert ledger.claim(req(worker="w2", now=T0 + LEASE + timedelta(seconds=1))).result is ClaimResult.BUSY
+    assert (
+        ledger.claim(req(worker="w2", now=T0 + LEASE + timedelta(seconds=1))).result
+        is ClaimResult.BUSY
+    )
     state = ledger.schedule_state(SCHEDULE)
     assert state is not None and state.running_lease_until == T0 + 2 * LEASE
     assert ledger.claim(req(worker="w2", now=T0 + 2 * LEASE)).result is ClaimResult.TAKEN_OVER
@@ -171,16 +184,25 @@ def test_overlap_allow_runs_both(ledger: Ledger) -> None:
     assert (first.result, second.result) == (ClaimResult.CLAIMED, ClaimResult.CLAIMED)
     # Overlap allow tracks no running fire (several may run), only the last finished one.
     assert ledger.schedule_state(SCHEDULE) is None
-    assert ledger.finish(second.execution.execution_id, "w2", State.SUCCEEDED, now=T0 + timedelta(minutes=2))
-    assert ledger.finish(first.execution.execution_id, "w1", State.FAILED, now=T0 + timedelta(minutes=3))
+    assert ledger.finish(
+        second.execution.execution_id, "w2", State.SUCCEEDED, now=T0 + timedelta(minutes=2)
+    )
+    assert ledger.finish(
+        first.execution.execution_id, "w1", State.FAILED, now=T0 + timedelta(minutes=3)
+    )
     state = ledger.schedule_state(SCHEDULE)
     assert state is not None and state.running_execution_id is None
-    assert (state.last_execution_id, state.last_state) == (first.execution.execution_id, State.FAILED)
+    assert (state.last_execution_id, state.last_state) == (
+        first.execution.execution_id,
+        State.FAILED,
+    )
 
 
 def test_next_fire_claims_once_the_running_one_finished(ledger: Ledger) -> None:
     first = ledger.claim(req(0)).execution
-    assert ledger.finish(first.execution_id, "w1", State.FAILED, now=T0 + timedelta(seconds=30), error="exit 1")
+    assert ledger.finish(
+        first.execution_id, "w1", State.FAILED, now=T0 + timedelta(seconds=30), error="exit 1"
+    )
     assert ledger.claim(req(1, worker="w2")).result is ClaimResult.CLAIMED
 
 
@@ -285,7 +307,9 @@ def test_record_of_a_missed_fire_creates_once(ledger: Ledger) -> None:
 def test_history_is_newest_first_with_limit_and_paging(ledger: Ledger) -> None:
     for minute in range(5):
         claim = ledger.claim(req(minute, overlap="allow"))
-        ledger.finish(claim.execution.execution_id, "w1", State.SUCCEEDED, now=claim.execution.fire_time)
+        ledger.finish(
+            claim.execution.execution_id, "w1", State.SUCCEEDED, now=claim.execution.fire_time
+        )
     ledger.claim(req(0, schedule_id="other"))
     page = ledger.history(SCHEDULE, limit=3)
     assert [record.fire_time for record in page] == [fire(m)[1] for m in (4, 3, 2)]
@@ -307,7 +331,11 @@ def test_schedule_state_reflects_running_and_last(ledger: Ledger) -> None:
     ledger.finish(first.execution_id, "w1", State.SUCCEEDED, now=done_at)
     state = ledger.schedule_state(SCHEDULE)
     assert state is not None
-    assert (state.running_execution_id, state.running_fire_time, state.running_lease_until) == (None, None, None)
+    assert (state.running_execution_id, state.running_fire_time, state.running_lease_until) == (
+        None,
+        None,
+        None,
+    )
     assert (state.last_execution_id, state.last_fire_time) == (first.execution_id, T0)
     assert (state.last_state, state.last_finished_at) == (State.SUCCEEDED, done_at)
 
@@ -318,7 +346,9 @@ def test_errors_are_truncated(ledger: Ledger) -> None:
     record = ledger.get(exec_id)
     assert record is not None and record.error == "r" * MAX_ERROR_LENGTH
     ledger.claim(req(worker="w2", now=T0))
-    assert ledger.finish(exec_id, "w2", State.FAILED, now=T0, error="x" * (MAX_ERROR_LENGTH + 1), detail="d")
+    assert ledger.finish(
+        exec_id, "w2", State.FAILED, now=T0, error="x" * (MAX_ERROR_LENGTH + 1), detail="d"
+    )
     record = ledger.get(exec_id)
     assert record is not None and record.error == "x" * MAX_ERROR_LENGTH and record.detail == "d"
 
@@ -341,7 +371,13 @@ def test_timestamps_round_trip_as_aware_utc(ledger: Ledger) -> None:
     ledger.finish(exec_id, "w1", State.SUCCEEDED, now=now + timedelta(microseconds=1))
     record = ledger.get(exec_id)
     assert record is not None and record.trigger == "manual"
-    times = [record.fire_time, record.created_at, record.started_at, record.finished_at, record.expire_at]
+    times = [
+        record.fire_time,
+        record.created_at,
+        record.started_at,
+        record.finished_at,
+        record.expire_at,
+    ]
     assert all(moment is not None and moment.utcoffset() == timedelta(0) for moment in times)
     assert (record.fire_time, record.started_at) == (fire_time, now)
     assert record.fire_time.hour == 9 and record.fire_time.microsecond == 123456
@@ -360,13 +396,25 @@ def test_unknown_execution(ledger: Ledger) -> None:
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda ledger: ledger.claim(req(now=datetime(2026, 3, 1))), "now: must be a timezone-aware"),
+        (
+            lambda ledger: ledger.claim(req(now=datetime(2026, 3, 1))),
+            "now: must be a timezone-aware",
+        ),
         (lambda ledger: ledger.claim(req(overlap="queue")), "overlap: must be one of skip, allow"),
         (lambda ledger: ledger.claim(req(lease=timedelta(0))), "lease: must be positive"),
-        (lambda ledger: ledger.finish("x", "w1", State.RUNNING, now=T0), "state: must be a final state"),
+        (
+            lambda ledger: ledger.finish("x", "w1", State.RUNNING, now=T0),
+            "state: must be a final state",
+        ),
         (lambda ledger: ledger.history(SCHEDULE, limit=0), "limit: must be at least 1"),
-        (lambda ledger: ledger.record(Execution(
-            "x", SCHEDULE, T0, "scheduled", State.RUNNING, 1, T0, T0 + DEFAULT_RETENTION)), "state: must be a final"),
+        (
+            lambda ledger: ledger.record(
+                Execution(
+                    "x", SCHEDULE, T0, "scheduled", State.RUNNING, 1, T0, T0 + DEFAULT_RETENTION
+                )
+            ),
+            "state: must be a final",
+        ),
     ],
 )
 def test_bad_input_names_the_field(ledger: Ledger, call: object, message: str) -> None:

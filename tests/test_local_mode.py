@@ -115,7 +115,9 @@ class Target:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with target._lock:
                     first = not target.requests
-                    target.requests.append((self.headers["Idempotency-Key"], self.headers["X-Scion-Attempt"]))
+                    target.requests.append(
+                        (self.headers["Idempotency-Key"], self.headers["X-Scion-Attempt"])
+                    )
                     status = target._statuses.pop(0) if target._statuses else 200
                 if first and target._hold is not None:
                     target._hold.wait(TIMEOUT)
@@ -149,14 +151,18 @@ def target() -> Iterator[Target]:
 
 def _schedule_file(tmp_path: Path, url: str, **extra: str) -> Path:
     path = tmp_path / "s.yaml"
-    lines = [f"- id: tick\n  cron: '* * * * *'\n  action: {{type: http, url: '{url}', timeout: 30}}\n"]
+    lines = [
+        f"- id: tick\n  cron: '* * * * *'\n  action: {{type: http, url: '{url}', timeout: 30}}\n"
+    ]
     lines += [f"  {key}: {value}\n" for key, value in extra.items()]
     path.write_text("".join(lines))
     return path
 
 
 @contextmanager
-def running(schedule_file: Path, store: Path, starts_at: datetime) -> Iterator[Callable[[], datetime]]:
+def running(
+    schedule_file: Path, store: Path, starts_at: datetime
+) -> Iterator[Callable[[], datetime]]:
     """`run_local` in a thread, on a clock that reads `starts_at` now and runs on from there;
     stopped (and waited for) on exit, as SIGTERM stops the command. A first run starts from a
     checkpoint at `starts_at`, as if it had run until then: a start slower than the seconds
@@ -208,7 +214,9 @@ def _checkpoint(store: Path) -> Checkpoint:
     return Checkpoint(store.with_suffix(".clock.json"))
 
 
-def test_each_slot_runs_once_across_stops_and_starts(tmp_path: Path, target: Target, reader: SqliteLedger) -> None:
+def test_each_slot_runs_once_across_stops_and_starts(
+    tmp_path: Path, target: Target, reader: SqliteLedger
+) -> None:
     schedule_file, store = _schedule_file(tmp_path, target.url), tmp_path / "scion.db"
     with running(schedule_file, store, S1 - timedelta(seconds=2)):
         _wait(_final(reader, S1))
@@ -223,12 +231,18 @@ def test_each_slot_runs_once_across_stops_and_starts(tmp_path: Path, target: Tar
     assert sorted(target.keys()) == sorted([execution_id("tick", S1), execution_id("tick", S2)])
 
 
-def test_a_fire_stopped_during_its_retry_backoff_is_finished_after_the_restart(tmp_path: Path, reader: SqliteLedger) -> None:
+def test_a_fire_stopped_during_its_retry_backoff_is_finished_after_the_restart(
+    tmp_path: Path, reader: SqliteLedger
+) -> None:
     server = Target(statuses=(503,))
     try:
-        schedule_file, store = _schedule_file(tmp_path, server.url, max_attempts="3"), tmp_path / "scion.db"
+        schedule_file, store = (
+            _schedule_file(tmp_path, server.url, max_attempts="3"),
+            tmp_path / "scion.db",
+        )
         with running(schedule_file, store, S1 - timedelta(seconds=2)):
-            # The first attempt failed and was released; the redelivery waits out its backoff (10 s).
+            # The first attempt failed and was released; the redelivery waits out its backoff (10
+            # s).
             _wait(lambda: (r := _record(reader, S1)) is not None and r.state is State.RUNNING
                   and r.error is not None)
         saved = _checkpoint(store).load()
@@ -260,8 +274,12 @@ def test_an_action_still_running_at_the_stop_is_released_and_taken_over(
             _wait(_final(reader, S1))
         with structlog.testing.capture_logs() as events:
             hold.set()  # the abandoned attempt ends now; its outcome is no longer its to record
-            _wait(lambda: any(e["event"] == "outcome not recorded: another worker took the fire over"
-                              for e in list(events)))
+            _wait(
+                lambda: any(
+                    e["event"] == "outcome not recorded: another worker took the fire over"
+                    for e in list(events)
+                )
+            )
         assert _history(reader) == [(S1, State.SUCCEEDED, 2)]
         assert [attempt for _, attempt in server.requests] == ["1", "2"]
     finally:
@@ -269,14 +287,23 @@ def test_an_action_still_running_at_the_stop_is_released_and_taken_over(
         server.close()
 
 
-def test_catchup_none_records_the_slot_missed_while_down(tmp_path: Path, target: Target, reader: SqliteLedger) -> None:
-    schedule_file, store = _schedule_file(tmp_path, target.url, catchup="none"), tmp_path / "scion.db"
+def test_catchup_none_records_the_slot_missed_while_down(
+    tmp_path: Path, target: Target, reader: SqliteLedger
+) -> None:
+    schedule_file, store = (
+        _schedule_file(tmp_path, target.url, catchup="none"),
+        tmp_path / "scion.db",
+    )
     with running(schedule_file, store, S1 - timedelta(seconds=2)):
         _wait(_final(reader, S1))
     # Down across S2 and back 5 s after S3: S2 is over a minute late, S3 is on time.
     with running(schedule_file, store, S3 + timedelta(seconds=5)):
         _wait(lambda: _final(reader, S2)() and _final(reader, S3)())
-    assert _history(reader) == [(S1, State.SUCCEEDED, 1), (S2, State.MISSED, 0), (S3, State.SUCCEEDED, 1)]
+    assert _history(reader) == [
+        (S1, State.SUCCEEDED, 1),
+        (S2, State.MISSED, 0),
+        (S3, State.SUCCEEDED, 1),
+    ]
     assert sorted(target.keys()) == sorted([execution_id("tick", S1), execution_id("tick", S3)])
 
 
@@ -322,7 +349,9 @@ def test_the_schedule_file_is_reloaded_on_change_and_a_broken_one_is_ignored(
 
     monkeypatch.setattr(local, "RELOAD_POLL_SECONDS", 0.05)
     monkeypatch.setattr(LocalClock, "set_schedules", record)
-    entry = "- id: {id}\n  cron: '0 0 1 1 *'\n  action: {{type: http, url: 'http://127.0.0.1:9/'}}\n"
+    entry = (
+        "- id: {id}\n  cron: '0 0 1 1 *'\n  action: {{type: http, url: 'http://127.0.0.1:9/'}}\n"
+    )
     schedule_file = tmp_path / "s.yaml"
     schedule_file.write_text(entry.format(id="a"))
     stop = threading.Event()
@@ -353,16 +382,28 @@ def test_the_schedule_file_is_reloaded_on_change_and_a_broken_one_is_ignored(
 def test_sighup_reloads_an_unchanged_mtime_file_and_sigterm_exits_0(tmp_path: Path) -> None:
     """The command as deployed: SIGHUP (a handler only the main thread can install) reloads a
     file whose change the mtime poll cannot see; SIGTERM stops it with exit status 0."""
-    entry = "- id: {id}\n  cron: '0 0 1 1 *'\n  action: {{type: http, url: 'http://127.0.0.1:9/'}}\n"
+    entry = (
+        "- id: {id}\n  cron: '0 0 1 1 *'\n  action: {{type: http, url: 'http://127.0.0.1:9/'}}\n"
+    )
     schedule_file = tmp_path / "s.yaml"
     schedule_file.write_text(entry.format(id="a"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCION_")}
     env["SCION_SCHEDULER_LOG_FORMAT"] = "json"
     env["SCION_SCHEDULER_ALLOWED_TARGETS"] = "127.0.0.1"
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "scion-scheduler"), "local", "--file", str(schedule_file),
-         "--store", str(tmp_path / "scion.db")],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            str(Path(sys.executable).parent / "scion-scheduler"),
+            "local",
+            "--file",
+            str(schedule_file),
+            "--store",
+            str(tmp_path / "scion.db"),
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     events: list[dict[str, object]] = []
     reader = threading.Thread(target=_read_json_lines, args=(process, events), daemon=True)
@@ -409,7 +450,8 @@ def test_a_one_shot_fires_at_its_second_not_at_a_minute(tmp_path: Path, target: 
     at = S1 + timedelta(seconds=17, microseconds=500000)
     schedule_file = tmp_path / "s.yaml"
     schedule_file.write_text(
-        f"- id: once\n  at: '{format_instant(at)}'\n  action: {{type: http, url: '{target.url}'}}\n")
+        f"- id: once\n  at: '{format_instant(at)}'\n  action: {{type: http, url: '{target.url}'}}\n"
+    )
     with running(schedule_file, tmp_path / "scion.db", at - timedelta(seconds=2)) as clock:
         _wait(lambda: bool(target.keys()))
         arrived = clock()

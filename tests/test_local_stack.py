@@ -73,17 +73,27 @@ def _check_subscriptions(pubsub_host: str, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_host)
     subscriber = pubsub_v1.SubscriberClient()
     try:
-        workers = subscriber.get_subscription(subscription="projects/scion-local/subscriptions/scion-fires-workers",
-                                              timeout=30)
+        workers = subscriber.get_subscription(
+            subscription="projects/scion-local/subscriptions/scion-fires-workers", timeout=30
+        )
         dead_letters = subscriber.get_subscription(
-            subscription="projects/scion-local/subscriptions/scion-fires-dead-letter-sub", timeout=30)
+            subscription="projects/scion-local/subscriptions/scion-fires-dead-letter-sub",
+            timeout=30,
+        )
     finally:
         subscriber.close()
     assert workers.topic == "projects/scion-local/topics/scion-fires"
     assert workers.ack_deadline_seconds == stack.ACK_DEADLINE_SECONDS
-    assert workers.retry_policy.minimum_backoff.total_seconds() == stack.RETRY_MINIMUM_BACKOFF_SECONDS
-    assert workers.retry_policy.maximum_backoff.total_seconds() == stack.RETRY_MAXIMUM_BACKOFF_SECONDS
-    assert workers.dead_letter_policy.dead_letter_topic == "projects/scion-local/topics/scion-fires-dead-letter"
+    assert (
+        workers.retry_policy.minimum_backoff.total_seconds() == stack.RETRY_MINIMUM_BACKOFF_SECONDS
+    )
+    assert (
+        workers.retry_policy.maximum_backoff.total_seconds() == stack.RETRY_MAXIMUM_BACKOFF_SECONDS
+    )
+    assert (
+        workers.dead_letter_policy.dead_letter_topic
+        == "projects/scion-local/topics/scion-fires-dead-letter"
+    )
     assert workers.dead_letter_policy.max_delivery_attempts == stack.MAX_DELIVERY_ATTEMPTS
     assert dead_letters.topic == "projects/scion-local/topics/scion-fires-dead-letter"
 
@@ -101,8 +111,12 @@ def _env(marker: str, **extra: str) -> dict[str, str]:
 def test_terraform_and_the_stack_create_the_same_subscription() -> None:
     variables = named(TERRAFORM_ROOT, "variable")
     assert variables["ack_deadline_seconds"]["default"] == stack.ACK_DEADLINE_SECONDS
-    assert variables["retry_minimum_backoff_seconds"]["default"] == stack.RETRY_MINIMUM_BACKOFF_SECONDS
-    assert variables["retry_maximum_backoff_seconds"]["default"] == stack.RETRY_MAXIMUM_BACKOFF_SECONDS
+    assert (
+        variables["retry_minimum_backoff_seconds"]["default"] == stack.RETRY_MINIMUM_BACKOFF_SECONDS
+    )
+    assert (
+        variables["retry_maximum_backoff_seconds"]["default"] == stack.RETRY_MAXIMUM_BACKOFF_SECONDS
+    )
     assert variables["max_delivery_attempts"]["default"] == stack.MAX_DELIVERY_ATTEMPTS
 
 
@@ -156,17 +170,30 @@ def test_the_target_records_every_method() -> None:
     out = io.StringIO()
     account = stack.Account(out)
     with ReferenceHub(on_call=account.target_call) as hub:
-        request = urllib.request.Request(f"{hub.url}/items/7", data=b'{"n": 1}', method="PUT",
-                                         headers={"Idempotency-Key": "e1", "Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{hub.url}/items/7",
+            data=b'{"n": 1}',
+            method="PUT",
+            headers={"Idempotency-Key": "e1", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=10) as answer:
             assert answer.status == 200
     (call,) = account.target_calls
-    assert (call.method, call.item_id, call.idempotency_key, call.body) == ("PUT", "/items/7", "e1", {"n": 1})
+    assert (call.method, call.item_id, call.idempotency_key, call.body) == (
+        "PUT",
+        "/items/7",
+        "e1",
+        {"n": 1},
+    )
     assert "target: PUT /items/7 (Idempotency-Key e1)" in out.getvalue()
 
 
-@pytest.mark.parametrize(("second", "delay"), [(30.0, 0.0), (59.5, 5.5), (1.0, 4.0), (5.0, 0.0), (55.0, 0.0)])
-def test_the_sync_and_the_manual_run_keep_clear_of_a_minute_boundary(second: float, delay: float) -> None:
+@pytest.mark.parametrize(
+    ("second", "delay"), [(30.0, 0.0), (59.5, 5.5), (1.0, 4.0), (5.0, 0.0), (55.0, 0.0)]
+)
+def test_the_sync_and_the_manual_run_keep_clear_of_a_minute_boundary(
+    second: float, delay: float
+) -> None:
     now = datetime(2026, 3, 1, 9, 0, tzinfo=UTC) + timedelta(seconds=second)
     assert stack.boundary_delay(now) == pytest.approx(delay)
 
@@ -177,29 +204,59 @@ def test_the_account_reads_the_replicas_json_lines() -> None:
     fire = {"schedule_id": "every-minute-ping", "fire_time": "2026-03-01T09:00:00Z",
             "execution_id": "e1", "trigger": "scheduled", "attempt": 1}
     for replica, event in [
-        ("replica-1", {"message": "worker starting", "worker_id": "host-1-ab", "subscription": "s"}),
-        ("replica-2", {"message": "action starting", "timestamp": "2026-03-01T09:00:00.100Z", **fire}),
-        ("replica-2", {"message": "action finished", "state": "succeeded", "detail": "HTTP 200",
-                       "timestamp": "2026-03-01T09:00:00.114Z", **fire}),
-        ("replica-1", {"message": "duplicate delivery of a finished fire", "state": "succeeded", **fire}),
+        (
+            "replica-1",
+            {"message": "worker starting", "worker_id": "host-1-ab", "subscription": "s"},
+        ),
+        (
+            "replica-2",
+            {"message": "action starting", "timestamp": "2026-03-01T09:00:00.100Z", **fire},
+        ),
+        (
+            "replica-2",
+            {
+                "message": "action finished",
+                "state": "succeeded",
+                "detail": "HTTP 200",
+                "timestamp": "2026-03-01T09:00:00.114Z",
+                **fire,
+            },
+        ),
+        (
+            "replica-1",
+            {"message": "duplicate delivery of a finished fire", "state": "succeeded", **fire},
+        ),
     ]:
         account.worker_line(replica, json.dumps(event))
     account.worker_line("replica-1", "not json: a stray line is ignored")
     text = out.getvalue()
     assert "replica-1: ready as worker host-1-ab, pulling s" in text
-    assert ("replica-2: every-minute-ping @ 2026-03-01T09:00:00Z (scheduled) -> succeeded (HTTP 200, 14 ms)"
-            in text)
-    assert "replica-1: duplicate delivery of every-minute-ping @ 2026-03-01T09:00:00Z (scheduled) suppressed" in text
+    assert (
+        "replica-2: every-minute-ping @ 2026-03-01T09:00:00Z (scheduled) -> "
+        "succeeded (HTTP 200, 14 ms)"
+    ) in text
+    assert (
+        "replica-1: duplicate delivery of every-minute-ping @ 2026-03-01T09:00:00Z "
+        "(scheduled) suppressed"
+    ) in text
     summary = account.summary()
-    assert "fires delivered:        1" in summary and "executions:             1 succeeded" in summary
+    assert (
+        "fires delivered:        1" in summary and "executions:             1 succeeded" in summary
+    )
     assert "duplicates suppressed:  1" in summary and "failures:               0" in summary
 
 
 def test_up_without_gcloud_fails_clearly_and_starts_nothing(tmp_path: Path) -> None:
     marker = uuid.uuid4().hex
     env = _env(marker, PATH=str(Path(sys.executable).parent))
-    done = subprocess.run([SCRIPT, "up", "--duration", "5", "--workdir", str(tmp_path / "work")], env=env,
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [SCRIPT, "up", "--duration", "5", "--workdir", str(tmp_path / "work")],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert done.stderr.startswith("error: gcloud is not on PATH"), done.stderr
     assert "Traceback" not in done.stderr and done.stdout == ""
@@ -214,8 +271,14 @@ def test_up_without_java_fails_clearly_and_starts_nothing(tmp_path: Path) -> Non
     (fake / "gcloud").chmod(0o755)
     marker = uuid.uuid4().hex
     env = _env(marker, PATH=f"{Path(sys.executable).parent}{os.pathsep}{fake}")
-    done = subprocess.run([SCRIPT, "up", "--duration", "5", "--workdir", str(tmp_path / "work")], env=env,
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [SCRIPT, "up", "--duration", "5", "--workdir", str(tmp_path / "work")],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert done.stderr.startswith("error: java is not on PATH"), done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "work").exists()
@@ -234,8 +297,9 @@ def test_up_rejects_bad_flags(args: list[str], message: str) -> None:
 
 @pytest.mark.emulator
 @pytest.mark.timeout(300)
-def test_up_shows_fires_landing_and_stops_everything_on_ctrl_c(tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_up_shows_fires_landing_and_stops_everything_on_ctrl_c(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     marker = uuid.uuid4().hex
     process = subprocess.Popen(
         [SCRIPT, "up", "--duration", "600", "--workdir", str(tmp_path)], env=_env(marker), cwd=REPO,
@@ -282,14 +346,20 @@ def test_up_shows_fires_landing_and_stops_everything_on_ctrl_c(tmp_path: Path,
     assert "duplicates suppressed:  1" in text
     assert "failures:               0" in text
     assert "no execution twice" in text
-    assert int(text.split("fires delivered:")[1].split()[0]) >= 2  # the manual run and a scheduled slot
-    assert {"pubsub.log", "firestore.log", "replica-1.log", "replica-2.log"} <= {p.name for p in tmp_path.iterdir()}
+    assert (
+        int(text.split("fires delivered:")[1].split()[0]) >= 2
+    )  # the manual run and a scheduled slot
+    assert {"pubsub.log", "firestore.log", "replica-1.log", "replica-2.log"} <= {
+        p.name for p in tmp_path.iterdir()
+    }
     assert left == {}, f"processes left behind: {left}"
 
 
 @pytest.mark.emulator
 @pytest.mark.timeout(120)
-def test_a_start_up_failing_halfway_stops_what_it_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_start_up_failing_halfway_stops_what_it_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The replicas fail after the emulators, the target and the sync are up: all of it stops,
     and the caller's emulator variables are as they were."""
     marker = uuid.uuid4().hex

@@ -72,7 +72,7 @@ def only_error(raw: Any, **kwargs: Any) -> FieldError:
     return found[0]
 
 
-# --- defaults and accepted forms -------------------------------------------------------------------
+# --- defaults and accepted forms ------------------------------------------------------------------
 
 def test_defaults() -> None:
     s = parse_schedule(doc())
@@ -109,12 +109,21 @@ def test_http_body_is_any_json(body: Any) -> None:
     assert parse_schedule(doc(action=action)).action.params["body"] == body
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    (0, timedelta(0)), (90, timedelta(seconds=90)), (1.5, timedelta(seconds=1.5)),
-    ("15m", timedelta(minutes=15)), ("1h30m", timedelta(minutes=90)), ("90s", timedelta(seconds=90)),
-    ("2d", timedelta(days=2)), ("PT15M", timedelta(minutes=15)), ("P1DT2H", timedelta(days=1, hours=2)),
-    ("0.25s", timedelta(milliseconds=250)),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (0, timedelta(0)),
+        (90, timedelta(seconds=90)),
+        (1.5, timedelta(seconds=1.5)),
+        ("15m", timedelta(minutes=15)),
+        ("1h30m", timedelta(minutes=90)),
+        ("90s", timedelta(seconds=90)),
+        ("2d", timedelta(days=2)),
+        ("PT15M", timedelta(minutes=15)),
+        ("P1DT2H", timedelta(days=1, hours=2)),
+        ("0.25s", timedelta(milliseconds=250)),
+    ],
+)
 def test_durations(value: Any, expected: timedelta) -> None:
     assert parse_duration(value) == expected
     assert parse_schedule(doc(catchup_window=value)).catchup_window == expected
@@ -136,11 +145,16 @@ def test_format_duration_examples() -> None:
 def test_instants() -> None:
     assert parse_instant("2026-01-31T09:00:00Z") == datetime(2026, 1, 31, 9, tzinfo=UTC)
     assert parse_instant("2026-01-31T10:00:00+01:00") == datetime(2026, 1, 31, 9, tzinfo=UTC)
-    assert parse_instant("2026-01-31t09:00:00.5z") == datetime(2026, 1, 31, 9, 0, 0, 500000, tzinfo=UTC)
+    assert parse_instant("2026-01-31t09:00:00.5z") == datetime(
+        2026, 1, 31, 9, 0, 0, 500000, tzinfo=UTC
+    )
     for bad in ["2026-01-31T09:00:00", "2026-01-31", "tomorrow", "2026-13-01T00:00:00Z"]:
         with pytest.raises(ValueError):
             parse_instant(bad)
-    assert format_instant(datetime(2026, 1, 31, 10, tzinfo=timezone(timedelta(hours=1)))) == "2026-01-31T09:00:00Z"
+    assert (
+        format_instant(datetime(2026, 1, 31, 10, tzinfo=timezone(timedelta(hours=1))))
+        == "2026-01-31T09:00:00Z"
+    )
 
 
 # --- one-shots ------------------------------------------------------------------------------------
@@ -176,69 +190,132 @@ def test_one_shot_accepts_aware_datetimes_from_python_and_yaml() -> None:
     assert naive.field == "at" and "offset" in naive.reason
 
 
-# --- one error per problem --------------------------------------------------------------------------
+# --- one error per problem ------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("overrides", "field", "fragment"), [
-    ({"cron": "61 * * * *"}, "cron", "outside 0-59"),
-    ({"cron": "0 0 9 * * *"}, "cron", "sixth field"),
-    ({"cron": "0 0 L * *"}, "cron", "day of month"),
-    ({"cron": "0 0 30 2 *"}, "cron", "never fires"),
-    ({"cron": 5}, "cron", "string"),
-    ({"timezone": "Mars/Olympus_Mons"}, "timezone", "unknown IANA time zone"),
-    ({"timezone": "localtime"}, "timezone", "unknown IANA time zone"),
-    ({"timezone": 3}, "timezone", "unknown IANA time zone"),
-    ({"at": "2026-06-01T12:00:00Z"}, "cron", "exactly one"),
-    ({"cron": ...}, "cron", "exactly one"),
-    ({"cron": ..., "at": "next tuesday"}, "at", "RFC 3339"),
-    ({"cron": ..., "at": "2026-06-01T12:00:00"}, "at", "offset"),
-    ({"cron": ..., "at": 1700000000}, "at", "RFC 3339"),
-    ({"id": ...}, "id", "required"),
-    ({"id": ""}, "id", "required"),
-    ({"id": "x" * 257}, "id", "at most 256"),
-    ({"id": "line\nbreak"}, "id", "printable"),
-    ({"id": "tab\there"}, "id", "printable"),
-    ({"paused": "yes"}, "paused", "true or false"),
-    ({"overlap": "queue"}, "overlap", "skip, allow"),
-    ({"catchup": "some"}, "catchup", "all, latest, none"),
-    ({"catchup_window": "soon"}, "catchup_window", "duration"),
-    ({"catchup_window": -5}, "catchup_window", "non-negative"),
-    ({"catchup_window": True}, "catchup_window", "boolean"),
-    ({"catchup_window": 1e300}, "catchup_window", ""),
-    ({"catchup_window": "99999999999d"}, "catchup_window", ""),
-    ({"max_attempts": 0}, "max_attempts", "1 to 100"),
-    ({"max_attempts": 101}, "max_attempts", "1 to 100"),
-    ({"max_attempts": 2.5}, "max_attempts", "whole number"),
-    ({"max_attempts": True}, "max_attempts", "whole number"),
-    ({"labels": {"a": 1}}, "labels", "strings"),
-    ({"labels": ["a"]}, "labels", "strings"),
-    ({"description": 7}, "description", "string"),
-    ({"description": "d" * 501}, "description", "500"),
-    ({"colour": "blue"}, "colour", "unknown field"),
-    ({"action": ...}, "action", "required"),
-    ({"action": "http"}, "action", "required"),
-    ({"action": {"url": "https://x.example/"}}, "action.type", "required"),
-    ({"action": {"type": "smtp"}}, "action.type", "unknown action type 'smtp'"),
-    ({"action": {"type": "os:system", "cmd": "true"}}, "action.type", "unknown action type"),
-    ({"action": {"type": "scheduler.contract:build_message"}}, "action.type", "unknown action type"),
-    ({"action": {"type": "http"}}, "action.url", "required"),
-    ({"action": {"type": "http", "url": 5}}, "action.url", "required"),
-    ({"action": {"type": "http", "url": "hub.example.com/x"}}, "action.url", "absolute http(s)"),
-    ({"action": {"type": "http", "url": "ftp://hub.example.com/x"}}, "action.url", "absolute http(s)"),
-    ({"action": {"type": "http", "url": "https:///x"}}, "action.url", "absolute http(s)"),
-    ({"action": {"type": "http", "url": "http://[::1"}}, "action.url", ""),
-    ({"action": {"type": "http", "url": "https://hub.example.com:99999/"}}, "action.url", "port"),
-    ({"action": {"type": "http", "url": "https://hub.example.com:http/"}}, "action.url", "port"),
-    ({"action": {"type": "http", "url": "https://hub example.com/"}}, "action.url", "whitespace"),
-    ({"action": {"type": "http", "url": "https://hub.example.com/\n"}}, "action.url", "whitespace"),
-    ({"action": {"type": "http", "url": "https://x.example/", "method": "FETCH"}}, "action.method", "GET"),
-    ({"action": {"type": "http", "url": "https://x.example/", "headers": {"a": 1}}}, "action.headers", "string"),
-    ({"action": {"type": "http", "url": "https://x.example/", "timeout": 0}}, "action.timeout", "more than 0"),
-    ({"action": {"type": "http", "url": "https://x.example/", "timeout": "31m"}}, "action.timeout", "30 minutes"),
-    ({"action": {"type": "http", "url": "https://x.example/", "timeout": 1e300}}, "action.timeout", ""),
-    ({"action": {"type": "http", "url": "https://x.example/", "retries": 3}}, "action.retries", "unknown field"),
-    ({"action": {"type": "http", "url": "https://x.example/", "body": float("nan")}}, "action", "JSON"),
-    ({"action": {"type": "http", "url": "https://x.example/", "body": {1, 2}}}, "action", "JSON"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "field", "fragment"),
+    [
+        ({"cron": "61 * * * *"}, "cron", "outside 0-59"),
+        ({"cron": "0 0 9 * * *"}, "cron", "sixth field"),
+        ({"cron": "0 0 L * *"}, "cron", "day of month"),
+        ({"cron": "0 0 30 2 *"}, "cron", "never fires"),
+        ({"cron": 5}, "cron", "string"),
+        ({"timezone": "Mars/Olympus_Mons"}, "timezone", "unknown IANA time zone"),
+        ({"timezone": "localtime"}, "timezone", "unknown IANA time zone"),
+        ({"timezone": 3}, "timezone", "unknown IANA time zone"),
+        ({"at": "2026-06-01T12:00:00Z"}, "cron", "exactly one"),
+        ({"cron": ...}, "cron", "exactly one"),
+        ({"cron": ..., "at": "next tuesday"}, "at", "RFC 3339"),
+        ({"cron": ..., "at": "2026-06-01T12:00:00"}, "at", "offset"),
+        ({"cron": ..., "at": 1700000000}, "at", "RFC 3339"),
+        ({"id": ...}, "id", "required"),
+        ({"id": ""}, "id", "required"),
+        ({"id": "x" * 257}, "id", "at most 256"),
+        ({"id": "line\nbreak"}, "id", "printable"),
+        ({"id": "tab\there"}, "id", "printable"),
+        ({"paused": "yes"}, "paused", "true or false"),
+        ({"overlap": "queue"}, "overlap", "skip, allow"),
+        ({"catchup": "some"}, "catchup", "all, latest, none"),
+        ({"catchup_window": "soon"}, "catchup_window", "duration"),
+        ({"catchup_window": -5}, "catchup_window", "non-negative"),
+        ({"catchup_window": True}, "catchup_window", "boolean"),
+        ({"catchup_window": 1e300}, "catchup_window", ""),
+        ({"catchup_window": "99999999999d"}, "catchup_window", ""),
+        ({"max_attempts": 0}, "max_attempts", "1 to 100"),
+        ({"max_attempts": 101}, "max_attempts", "1 to 100"),
+        ({"max_attempts": 2.5}, "max_attempts", "whole number"),
+        ({"max_attempts": True}, "max_attempts", "whole number"),
+        ({"labels": {"a": 1}}, "labels", "strings"),
+        ({"labels": ["a"]}, "labels", "strings"),
+        ({"description": 7}, "description", "string"),
+        ({"description": "d" * 501}, "description", "500"),
+        ({"colour": "blue"}, "colour", "unknown field"),
+        ({"action": ...}, "action", "required"),
+        ({"action": "http"}, "action", "required"),
+        ({"action": {"url": "https://x.example/"}}, "action.type", "required"),
+        ({"action": {"type": "smtp"}}, "action.type", "unknown action type 'smtp'"),
+        ({"action": {"type": "os:system", "cmd": "true"}}, "action.type", "unknown action type"),
+        (
+            {"action": {"type": "scheduler.contract:build_message"}},
+            "action.type",
+            "unknown action type",
+        ),
+        ({"action": {"type": "http"}}, "action.url", "required"),
+        ({"action": {"type": "http", "url": 5}}, "action.url", "required"),
+        (
+            {"action": {"type": "http", "url": "hub.example.com/x"}},
+            "action.url",
+            "absolute http(s)",
+        ),
+        (
+            {"action": {"type": "http", "url": "ftp://hub.example.com/x"}},
+            "action.url",
+            "absolute http(s)",
+        ),
+        ({"action": {"type": "http", "url": "https:///x"}}, "action.url", "absolute http(s)"),
+        ({"action": {"type": "http", "url": "http://[::1"}}, "action.url", ""),
+        (
+            {"action": {"type": "http", "url": "https://hub.example.com:99999/"}},
+            "action.url",
+            "port",
+        ),
+        (
+            {"action": {"type": "http", "url": "https://hub.example.com:http/"}},
+            "action.url",
+            "port",
+        ),
+        (
+            {"action": {"type": "http", "url": "https://hub example.com/"}},
+            "action.url",
+            "whitespace",
+        ),
+        (
+            {"action": {"type": "http", "url": "https://hub.example.com/\n"}},
+            "action.url",
+            "whitespace",
+        ),
+        (
+            {"action": {"type": "http", "url": "https://x.example/", "method": "FETCH"}},
+            "action.method",
+            "GET",
+        ),
+        (
+            {"action": {"type": "http", "url": "https://x.example/", "headers": {"a": 1}}},
+            "action.headers",
+            "string",
+        ),
+        (
+            {"action": {"type": "http", "url": "https://x.example/", "timeout": 0}},
+            "action.timeout",
+            "more than 0",
+        ),
+        (
+            {"action": {"type": "http", "url": "https://x.example/", "timeout": "31m"}},
+            "action.timeout",
+            "30 minutes",
+        ),
+        (
+            {"action": {"type": "http", "url": "https://x.example/", "timeout": 1e300}},
+            "action.timeout",
+            "",
+        ),
+        (
+            {"action": {"type": "http", "url": "https://x.example/", "retries": 3}},
+            "action.retries",
+            "unknown field",
+        ),
+        (
+            {"action": {"type": "http", "url": "https://x.example/", "body": float("nan")}},
+            "action",
+            "JSON",
+        ),
+        (
+            {"action": {"type": "http", "url": "https://x.example/", "body": {1, 2}}},
+            "action",
+            "JSON",
+        ),
+    ],
+)
 def test_each_problem_is_one_error_naming_schedule_field_and_reason(
     overrides: dict[str, Any], field: str, fragment: str
 ) -> None:
@@ -246,7 +323,9 @@ def test_each_problem_is_one_error_naming_schedule_field_and_reason(
     assert error.field == field
     assert fragment.lower() in error.reason.lower()
     expected_id = overrides.get("id", "daily-report")
-    assert error.schedule_id == (expected_id if isinstance(expected_id, str) and expected_id else "#0")
+    assert error.schedule_id == (
+        expected_id if isinstance(expected_id, str) and expected_id else "#0"
+    )
     assert repr(error.schedule_id) in str(error) and field in str(error)
 
 
@@ -269,13 +348,15 @@ def test_not_an_object() -> None:
     assert (error.schedule_id, error.field) == ("#0", "(schedule)")
 
 
-# --- message size -----------------------------------------------------------------------------------
+# --- message size ---------------------------------------------------------------------------------
 
 def _body_of_size(target: int) -> dict[str, Any]:
     """A document whose fire message is exactly `target` bytes."""
     probe = parse_schedule(doc(action={"type": "http", "url": "https://x.example/", "body": ""}))
     overhead = message_size(probe)
-    return doc(action={"type": "http", "url": "https://x.example/", "body": "b" * (target - overhead)})
+    return doc(
+        action={"type": "http", "url": "https://x.example/", "body": "b" * (target - overhead)}
+    )
 
 
 def test_body_up_to_the_message_limit_is_accepted() -> None:
@@ -292,13 +373,17 @@ def test_body_too_large_for_the_message_is_rejected() -> None:
 def test_multibyte_body_is_measured_in_bytes() -> None:
     probe = parse_schedule(doc(action={"type": "http", "url": "https://x.example/", "body": ""}))
     chars = (MAX_MESSAGE_BYTES - message_size(probe)) // 3 + 1  # fits as characters, not as bytes
-    error = only_error(doc(action={"type": "http", "url": "https://x.example/", "body": "€" * chars}))
+    error = only_error(
+        doc(action={"type": "http", "url": "https://x.example/", "body": "€" * chars})
+    )
     assert error.field == "action"
 
 
-# --- action types ------------------------------------------------------------------------------------
+# --- action types ---------------------------------------------------------------------------------
 
-def test_registered_action_types_come_from_entry_point_names_only(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_registered_action_types_come_from_entry_point_names_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # The entry point's target does not exist: validation must never import it.
     fake = [EntryPoint(name=CUSTOM_ACTION_TYPE, value="no_such_module_anywhere:run",
                        group=ACTION_ENTRY_POINT_GROUP)]
@@ -324,7 +409,7 @@ def test_custom_action_params_must_be_json() -> None:
     assert error.field == "action" and "JSON" in error.reason
 
 
-# --- ids -----------------------------------------------------------------------------------------------
+# --- ids ------------------------------------------------------------------------------------------
 
 @PROPERTY
 @given(SCHEDULE_IDS)
@@ -338,7 +423,7 @@ def test_ids_over_256_characters_are_rejected(sid: str) -> None:
     assert only_error(doc(id=sid)).field == "id"
 
 
-# --- sets and files ------------------------------------------------------------------------------------
+# --- sets and files -------------------------------------------------------------------------------
 
 def test_duplicate_ids_are_an_error() -> None:
     with pytest.raises(ValidationError) as info:
@@ -355,7 +440,12 @@ def test_duplicate_ids_are_reported_even_when_a_copy_is_invalid() -> None:
 
 
 def test_a_set_lists_every_error_of_every_schedule() -> None:
-    raws = [doc(id="a"), doc(id="b", cron="* * *"), doc(id="c", timezone="X/Y", overlap="q"), "junk"]
+    raws = [
+        doc(id="a"),
+        doc(id="b", cron="* * *"),
+        doc(id="c", timezone="X/Y", overlap="q"),
+        "junk",
+    ]
     with pytest.raises(ValidationError) as info:
         validate_schedules(raws)
     assert sorted((e.schedule_id, e.field) for e in info.value.errors) == [
@@ -407,7 +497,9 @@ def test_a_file_with_errors_is_rejected_whole_with_every_error(tmp_path: Path) -
         ("bad-cron", "cron"), ("bad-zone", "extra"), ("bad-zone", "timezone")]
 
 
-@pytest.mark.parametrize("text", ["{not yaml: [", "just a string", "{\"schedules\": 5}", "", "{\"a\": []}"])
+@pytest.mark.parametrize(
+    "text", ["{not yaml: [", "just a string", '{"schedules": 5}', "", '{"a": []}']
+)
 def test_unparseable_or_wrongly_shaped_files(tmp_path: Path, text: str) -> None:
     path = tmp_path / "s.yaml"
     path.write_text(text)
@@ -429,7 +521,7 @@ def test_document_text_prefers_json_then_yaml() -> None:
     assert parse_document_text("- id: a\n") == [{"id": "a"}]
 
 
-# --- round trip and fingerprint ------------------------------------------------------------------------
+# --- round trip and fingerprint -------------------------------------------------------------------
 
 @PROPERTY
 @given(schedule_documents())
@@ -456,8 +548,12 @@ FIRE_RELEVANT_CHANGES = {
     "at": lambda s: replace(s, cron=None, at=datetime(2026, 1, 1, tzinfo=UTC)),
     "timezone": lambda s: replace(s, timezone="Europe/Berlin"),
     "action.type": lambda s: replace(s, action=Action("other", s.action.params)),
-    "action.url": lambda s: replace(s, action=Action("http", {**s.action.params, "url": "https://y.example/"})),
-    "action.body": lambda s: replace(s, action=Action("http", {**s.action.params, "body": {"k": 1}})),
+    "action.url": lambda s: replace(
+        s, action=Action("http", {**s.action.params, "url": "https://y.example/"})
+    ),
+    "action.body": lambda s: replace(
+        s, action=Action("http", {**s.action.params, "body": {"k": 1}})
+    ),
     "overlap": lambda s: replace(s, overlap="allow"),
     "catchup": lambda s: replace(s, catchup="none"),
     "catchup_window": lambda s: replace(s, catchup_window=timedelta(minutes=16)),

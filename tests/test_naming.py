@@ -31,8 +31,12 @@ PREFIXES = st.text(
     st.sampled_from("abcxyzABZ019-_"), min_size=1, max_size=100)
 # IDs whose readable form cannot fit, so the digest form is used.
 LONG_NON_ASCII = st.text(
-    st.characters(min_codepoint=0x800, exclude_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs")),
-    min_size=56, max_size=256)
+    st.characters(
+        min_codepoint=0x800, exclude_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs")
+    ),
+    min_size=56,
+    max_size=256,
+)
 
 
 def readable(job_id: str) -> bool:
@@ -79,7 +83,9 @@ def test_every_id_maps_to_a_valid_owned_job_id(schedule_id: str, prefix: str) ->
 
 @PROPERTY
 @given(SCHEDULE_IDS | LONG_NON_ASCII)
-def test_the_mapping_reverses_for_the_readable_form_and_not_for_the_digest(schedule_id: str) -> None:
+def test_the_mapping_reverses_for_the_readable_form_and_not_for_the_digest(
+    schedule_id: str,
+) -> None:
     job_id = job_id_for(schedule_id, PREFIX)
     if readable(job_id):
         assert schedule_id_for(job_id, PREFIX) == schedule_id
@@ -123,7 +129,9 @@ def test_injective_over_a_batch_of_tricky_ids() -> None:
 
 def test_readable_form_is_kept_up_to_exactly_500_characters() -> None:
     # A readable form of exactly 500 - len(prefix) characters fits; one more needs the digest.
-    fits = "é" * ((MAX_JOB_ID_LENGTH - len(PREFIX)) // 6) + "a" * ((MAX_JOB_ID_LENGTH - len(PREFIX)) % 6)
+    fits = "é" * ((MAX_JOB_ID_LENGTH - len(PREFIX)) // 6) + "a" * (
+        (MAX_JOB_ID_LENGTH - len(PREFIX)) % 6
+    )
     assert len(job_id_for(fits, PREFIX)) == MAX_JOB_ID_LENGTH
     assert schedule_id_for(job_id_for(fits, PREFIX), PREFIX) == fits
     too_long = fits + "a"

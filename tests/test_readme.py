@@ -76,19 +76,50 @@ def test_the_make_run_sample_shows_what_the_stack_prints_now() -> None:
     out = io.StringIO()
     account = stack.Account(out)
     subscription = "projects/scion-local/subscriptions/scion-fires-workers"
-    fire = {"schedule_id": "every-minute-ping", "fire_time": "2026-11-23T02:49:00Z",
-            "execution_id": "e90b5f667fb06167f89c295b60f82c18", "trigger": "scheduled", "attempt": 1}
+    fire = {
+        "schedule_id": "every-minute-ping",
+        "fire_time": "2026-11-23T02:49:00Z",
+        "execution_id": "e90b5f667fb06167f89c295b60f82c18",
+        "trigger": "scheduled",
+        "attempt": 1,
+    }
     manual = {**fire, "fire_time": "2026-11-23T02:48:24.967575Z", "trigger": "manual"}
     for replica, event in [
-        ("replica-1", {"message": "worker starting", "worker_id": "vm-1-ab12", "subscription": subscription}),
-        ("replica-2", {"message": "action starting", "timestamp": "2026-11-23T02:49:00.010Z", **fire}),
-        ("replica-2", {"message": "action finished", "state": "succeeded", "detail": "HTTP 200",
-                       "timestamp": "2026-11-23T02:49:00.014Z", **fire}),
-        ("replica-1", {"message": "duplicate delivery of a finished fire", "state": "succeeded", **manual}),
+        (
+            "replica-1",
+            {"message": "worker starting", "worker_id": "vm-1-ab12", "subscription": subscription},
+        ),
+        (
+            "replica-2",
+            {"message": "action starting", "timestamp": "2026-11-23T02:49:00.010Z", **fire},
+        ),
+        (
+            "replica-2",
+            {
+                "message": "action finished",
+                "state": "succeeded",
+                "detail": "HTTP 200",
+                "timestamp": "2026-11-23T02:49:00.014Z",
+                **fire,
+            },
+        ),
+        (
+            "replica-1",
+            {"message": "duplicate delivery of a finished fire", "state": "succeeded", **manual},
+        ),
     ]:
         account.worker_line(replica, json.dumps(event))
-    account.target_call(FireCall("http", "", "/ping", {"idempotency-key": str(fire["execution_id"])}, None,
-                                 200, "2026-11-23T02:49:00.012Z"))
+    account.target_call(
+        FireCall(
+            "http",
+            "",
+            "/ping",
+            {"idempotency-key": str(fire["execution_id"])},
+            None,
+            200,
+            "2026-11-23T02:49:00.012Z",
+        )
+    )
     sample = {_shape(line) for line in _make_run_sample()}
     narrated = out.getvalue().splitlines() + account.summary().splitlines()
     missing = [line for line in narrated if _shape(line) not in sample]

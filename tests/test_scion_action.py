@@ -277,7 +277,9 @@ def test_registered_as_the_scion_entry_point() -> None:
 
 def _deliver(pipeline: Pipeline, s: Schedule, published_at: datetime) -> str:
     message = build_message(s)
-    return pipeline.handle(Delivery(new_id(), message.data, message.attributes, published_at)).outcome
+    return pipeline.handle(
+        Delivery(new_id(), message.data, message.attributes, published_at)
+    ).outcome
 
 
 @pytest.mark.parametrize(("switch", "outcome", "state", "detail"), [
@@ -287,7 +289,9 @@ def _deliver(pipeline: Pipeline, s: Schedule, published_at: datetime) -> str:
 ])
 def test_the_pipeline_records_what_the_hub_answered(
         hub: ReferenceHub, switch: int | None, outcome: str, state: State, detail: str) -> None:
-    (s,) = schedules_from_data(envelope("schedules", [schedule(cron="* * * * *")]), format="scion").schedules
+    (s,) = schedules_from_data(
+        envelope("schedules", [schedule(cron="* * * * *")]), format="scion"
+    ).schedules
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     ledger = MemoryLedger()
     pipeline = Pipeline(ledger, ActionRegistry({"scion": action_for(hub)}), worker_id="w1",
@@ -314,12 +318,15 @@ def test_the_pipeline_retries_a_500_and_the_hub_fires_once(hub: ReferenceHub) ->
     assert (record.state, record.attempt) == (State.SUCCEEDED, 2)
 
 
-# --------------------------------------------------------------------------- the reference hub itself
+# --------------------------------------------------------------------------- the reference hub itse
 
 
 def test_the_reference_hub_is_driven_over_http_too(hub: ReferenceHub) -> None:
     with httpx.Client(base_url=hub.url) as client:
-        assert client.post("/_reference/behaviour", json={"status": 500, "times": 1}).status_code == 200
+        assert (
+            client.post("/_reference/behaviour", json={"status": 500, "times": 1}).status_code
+            == 200
+        )
         s = hub_schedule()
         with pytest.raises(ActionError):
             action_for(hub)(context_for(s))
@@ -399,10 +406,14 @@ def test_the_reference_hub_checks_the_request_like_the_contract_says(hub: Refere
     assert httpx.post(url, json=body | {"executionId": "k1"}, headers={}).status_code == 401
 
 
-def test_the_reference_hub_records_plain_requests_as_the_local_stack_target(hub: ReferenceHub) -> None:
+def test_the_reference_hub_records_plain_requests_as_the_local_stack_target(
+    hub: ReferenceHub,
+) -> None:
     """Any POST outside the fire endpoints is recorded as a plain `http` call and answered 200:
     the same server receives the http actions of `scion-scheduler up`."""
-    answer = httpx.post(f"{hub.url}/ping", json={"hello": "scion"}, headers={"Idempotency-Key": "k1"})
+    answer = httpx.post(
+        f"{hub.url}/ping", json={"hello": "scion"}, headers={"Idempotency-Key": "k1"}
+    )
     assert answer.status_code == 200
     answer = httpx.post(f"{hub.url}/_reference/unknown", json={})
     assert answer.status_code == 404

@@ -69,7 +69,9 @@ class Stack:
         path.write_text(json.dumps(data), encoding="utf-8")
         self.capsys.readouterr()
         try:
-            code = main(["sync", "--file", str(path), "--format", "scion", "--output", "json", *flags])
+            code = main(
+                ["sync", "--file", str(path), "--format", "scion", "--output", "json", *flags]
+            )
         finally:
             # main() pointed structlog at the captured stream; the hub's threads log on.
             structlog.reset_defaults()
@@ -91,14 +93,30 @@ class Stack:
     def jobs(self) -> dict[str, Any]:
         """Cloud Scheduler's jobs by ID."""
         client = cloud_scheduler_client(self.settings)
-        return {j.name.rsplit("/", 1)[-1]: j for j in client.list_jobs(parent=self.settings.location_path)}
+        return {
+            j.name.rsplit("/", 1)[-1]: j
+            for j in client.list_jobs(parent=self.settings.location_path)
+        }
 
     def start_worker(self, name: str) -> subprocess.Popen[bytes]:
         """A `scion-worker run` process (its log in the test's tmp dir)."""
         log = (self.tmp / f"{name}.log").open("wb")
         process = subprocess.Popen(
-            [WORKER, "run", "--health-port", str(free_port()), "--lease", "5", "--grace-period", "1"],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            [
+                WORKER,
+                "run",
+                "--health-port",
+                str(free_port()),
+                "--lease",
+                "5",
+                "--grace-period",
+                "1",
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         self.workers.append(process)
         return process
 
@@ -198,7 +216,9 @@ def test_the_hubs_json_becomes_jobs_and_what_the_hub_marks_gone_is_removed(stack
 
 
 @pytest.mark.slow
-def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorded(stack: Stack) -> None:
+def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorded(
+    stack: Stack,
+) -> None:
     """One minute, every case: a plain fire (of a schedule in a grove of its own), 409, 410
     from a schedule deleted at the hub, a 500 that is retried,
     a pending one-shot whose worker is killed while the hub holds its request, a one-shot
@@ -211,7 +231,9 @@ def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorde
     cron = f"{slot.minute} {slot.hour} * * *"
     grove = new_id()
     ok = schedule(name="ok", cron=cron, grove=grove)
-    dup, gone, flagged, flaky = (schedule(name=n, cron=cron) for n in ("dup", "gone", "flagged", "flaky"))
+    dup, gone, flagged, flaky = (
+        schedule(name=n, cron=cron) for n in ("dup", "gone", "flagged", "flaky")
+    )
     one_shot = event(fire_at=slot, event_type="dispatch_agent")
     late_cancel = event(fire_at=slot)
     cancelled = event(fire_at=slot, status="cancelled")
@@ -232,7 +254,9 @@ def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorde
 
     # The one-shot's request is in the hub, which holds it unanswered; the other fires finish.
     hub.wait_for_arrival(one_shot["id"], timeout=(slot - datetime.now(UTC)).total_seconds() + 45)
-    _wait_until(lambda: all(map(done, (ok, dup, gone, flagged, flaky, late_cancel))), 60, "the other fires")
+    _wait_until(
+        lambda: all(map(done, (ok, dup, gone, flagged, flaky, late_cancel))), 60, "the other fires"
+    )
     # The worker that sent the one-shot's request dies before hearing the answer; then the hub
     # acts on the request (it cannot tell that the caller has gone).
     first.kill()
@@ -291,8 +315,14 @@ def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorde
     # At the next reconcile the hub's listing no longer has the deleted schedule (ListSchedules
     # leaves deleted ones out and DeleteSchedule is a hard delete); a listing filtered by status
     # can still show one as `deleted`; the events are `fired` and `cancelled` now.
-    listing = {"schedules": [ok, dup, dict(flagged, status="deleted"), flaky],
-               "events": [dict(one_shot, status="fired"), dict(late_cancel, status="cancelled"), cancelled]}
+    listing = {
+        "schedules": [ok, dup, dict(flagged, status="deleted"), flaky],
+        "events": [
+            dict(one_shot, status="fired"),
+            dict(late_cancel, status="cancelled"),
+            cancelled,
+        ],
+    }
     out = stack.sync(listing)
     deletes = {s["schedule_id"] for s in out["plan"]["steps"] if s["kind"] == "delete"}
     assert deletes == {flagged["id"], one_shot["id"], late_cancel["id"]}
@@ -303,7 +333,7 @@ def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorde
     assert set(stack.jobs()) == {f"scion-{i['id']}" for i in (ok, dup, flaky)}
 
 
-# --------------------------------------------------------------------------- a hub without the endpoint
+# --------------------------------------------------------------------------- a hub without the endp
 
 
 @pytest.mark.parametrize("stack", [{"fire_endpoint": False}], indirect=True)
@@ -338,7 +368,7 @@ def test_a_hub_without_the_fire_endpoint_fails_each_fire_and_the_worker_says_so_
     assert stack.hub.calls == []  # no fire endpoint, so no fire
 
 
-# --------------------------------------------------------------------------- catch-up after an outage
+# --------------------------------------------------------------------------- catch-up after an outa
 
 
 def test_after_an_outage_latest_runs_one_fire_and_records_the_rest_missed(stack: Stack) -> None:
@@ -351,7 +381,9 @@ def test_after_an_outage_latest_runs_one_fire_and_records_the_rest_missed(stack:
     message = build_message(s)
     transport = QueueTransport(executors=2)
     for n, slot in enumerate(slots):
-        transport.put(Delivery(f"m{n}", message.data, message.attributes, slot + timedelta(seconds=3)))
+        transport.put(
+            Delivery(f"m{n}", message.data, message.attributes, slot + timedelta(seconds=3))
+        )
     ledger = stack.ledger()
     action = ScionAction(settings=Settings(hub_url=stack.hub.url, hub_token=TOKEN,
                                            allowed_targets="127.0.0.1"))

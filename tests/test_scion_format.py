@@ -48,7 +48,9 @@ def errors_of(data: Any, fmt: str = "auto") -> list[FieldError]:
 # --------------------------------------------------------------------------- detection
 
 
-NATIVE = [{"id": "daily", "cron": "0 9 * * *", "action": {"type": "http", "url": "https://x.test/"}}]
+NATIVE = [
+    {"id": "daily", "cron": "0 9 * * *", "action": {"type": "http", "url": "https://x.test/"}}
+]
 
 
 @pytest.mark.parametrize("data", [NATIVE, {"schedules": NATIVE}, [], {"schedules": []}])
@@ -179,7 +181,7 @@ def test_schedules_and_events_come_together_in_one_document() -> None:
     assert len(loaded.schedules) == 2 and len(loaded.absent) == 2
 
 
-# --------------------------------------------------------------------------- validation like the hub
+# --------------------------------------------------------------------------- validation like the hu
 
 
 def _payload_errors(event_type: str, payload: Any) -> list[tuple[str, str]]:
@@ -286,7 +288,9 @@ def test_a_null_listing_still_counts_as_empty_against_the_hubs_total() -> None:
     ({"events": {}, "serverTime": "2026-03-02T08:15:00Z"}, "events", "an object"),
     ([envelope("schedules", None), {"events": 0}], "[1].events", "a number"),
 ])
-def test_a_listing_of_another_type_is_refused_naming_the_field(data: Any, where: str, got: str) -> None:
+def test_a_listing_of_another_type_is_refused_naming_the_field(
+    data: Any, where: str, got: str
+) -> None:
     (error,) = errors_of(data, "scion")
     assert error.field == where and f"must be a list of hub items (got {got})" == error.reason
 
@@ -300,8 +304,13 @@ def test_null_is_an_empty_listing_only_inside_an_envelope() -> None:
 
 @pytest.mark.emulator
 def test_a_document_whose_event_listing_is_null_plans_and_syncs(
-        tmp_path: Path, capsys: Any, cli: Callable[[list[str]], int], monkeypatch: pytest.MonkeyPatch,
-        cloud_scheduler_emulator: Any, project_id: str) -> None:
+    tmp_path: Path,
+    capsys: Any,
+    cli: Callable[[list[str]], int],
+    monkeypatch: pytest.MonkeyPatch,
+    cloud_scheduler_emulator: Any,
+    project_id: str,
+) -> None:
     """A hub grove with schedules but no events is handed over; then with nothing at all,
     `--prune` empties Cloud Scheduler."""
     operator_env(monkeypatch, {
@@ -319,7 +328,9 @@ def test_a_document_whose_event_listing_is_null_plans_and_syncs(
         assert code == 0, out
         return out
 
-    assert [(s["kind"], s["schedule_id"]) for s in run("plan", "--file", str(path))["steps"]] == [("create", item["id"])]
+    assert [(s["kind"], s["schedule_id"]) for s in run("plan", "--file", str(path))["steps"]] == [
+        ("create", item["id"])
+    ]
     assert run("sync", "--file", str(path))["ok"]
     assert [j["schedule_id"] for j in run("list")["jobs"]] == [item["id"]]
     path.write_text(json.dumps([envelope("schedules", None), envelope("events", None)]))
@@ -357,7 +368,9 @@ def cli() -> Iterator[Callable[[list[str]], int]]:
 def test_files_in_the_hub_format_load_and_validate_from_the_cli(
         tmp_path: Path, capsys: Any, cli: Callable[[list[str]], int]) -> None:
     path = tmp_path / "hub.json"
-    path.write_text(json.dumps(envelope("schedules", [schedule(), schedule(name="gone", status="deleted")])))
+    path.write_text(
+        json.dumps(envelope("schedules", [schedule(), schedule(name="gone", status="deleted")]))
+    )
     assert len(load_schedules(path)) == 1
     assert len(load_schedule_set(path, format="scion").absent) == 1
     assert cli(["validate", "--file", str(path), "--format", "scion", "--output", "json"]) == 0

@@ -133,9 +133,13 @@ def test_pause_and_resume_follow_the_schedule() -> None:
     s = spec()
     [a] = make(1)
     paused = edit(a, paused=True)
-    assert [st.kind for st in compute_plan([existing(s, a)], [paused], s, now=NOW, grace=GRACE).steps] == ["pause"]
+    assert [
+        st.kind for st in compute_plan([existing(s, a)], [paused], s, now=NOW, grace=GRACE).steps
+    ] == ["pause"]
     was_paused = existing(s, a, state=scheduler_v1.Job.State.PAUSED)
-    assert [st.kind for st in compute_plan([was_paused], [a], s, now=NOW, grace=GRACE).steps] == ["resume"]
+    assert [st.kind for st in compute_plan([was_paused], [a], s, now=NOW, grace=GRACE).steps] == [
+        "resume"
+    ]
 
 
 def test_update_failed_state_is_updated_again_in_full() -> None:
@@ -151,7 +155,9 @@ def test_foreign_jobs_are_never_steps_and_orphans_need_prune() -> None:
     [kept] = make(1)
     [gone] = make(1, start=1)
     foreign = [existing(spec("other-"), kept), existing(spec("scion_"), kept)]
-    bare = scheduler_v1.Job(name="projects/p/locations/l/jobs/scion-")  # the prefix alone is not ours
+    bare = scheduler_v1.Job(
+        name="projects/p/locations/l/jobs/scion-"
+    )  # the prefix alone is not ours
     jobs = [*foreign, bare, existing(s, kept), existing(s, gone)]
     without = compute_plan(jobs, [kept], s, now=NOW, grace=GRACE, prune=False)
     assert without.is_noop and without.kept == ("scion-sched-001",) and without.foreign == 3
@@ -267,9 +273,12 @@ def foreign_job(control: SchedulerControl, job_id: str) -> scheduler_v1.Job:
     return control.syncer.client.create_job(
         parent=control.settings.location_path,
         job=scheduler_v1.Job(
-            name=f"{control.settings.location_path}/jobs/{job_id}", schedule="0 5 * * *",
+            name=f"{control.settings.location_path}/jobs/{job_id}",
+            schedule="0 5 * * *",
             time_zone="UTC",
-            pubsub_target=scheduler_v1.PubsubTarget(topic_name=control.settings.topic_path, data=b"theirs"),
+            pubsub_target=scheduler_v1.PubsubTarget(
+                topic_name=control.settings.topic_path, data=b"theirs"
+            ),
         ),
     )
 
@@ -352,7 +361,9 @@ def test_reconcile_puts_hand_edited_jobs_back(control: SchedulerControl) -> None
     client.delete_job(name=name("sched-003"))
     tampered = client.get_job(name=name("sched-004"))
     tampered.pubsub_target.data = b'{"action":{"type":"http","url":"https://evil.example/"}}'
-    client.update_job(job=tampered, update_mask=field_mask_pb2.FieldMask(paths=["pubsub_target.data"]))
+    client.update_job(
+        job=tampered, update_mask=field_mask_pb2.FieldMask(paths=["pubsub_target.data"])
+    )
 
     result = control.reconcile(schedules)
     assert result.ok, result.describe()
@@ -375,7 +386,8 @@ def test_reconcile_puts_hand_edited_jobs_back(control: SchedulerControl) -> None
 def test_sync_converges_under_injected_faults_and_reports_retries(
     control: SchedulerControl, cloud_scheduler_emulator: Any, code: str
 ) -> None:
-    """Each code sync.RETRYABLE claims to retry, injected on its own so none hides behind another."""
+    """Each code sync.RETRYABLE claims to retry, injected on its own so none hides behind
+    another."""
     emu = cloud_scheduler_emulator
     schedules = make(30) + make(10, start=30, paused=True)
     emu.set_faults(0.3, codes=(code,), seed=7)
@@ -417,8 +429,10 @@ def test_job_retry_settings_reach_the_created_jobs(settings: Settings) -> None:
 @pytest.mark.emulator
 def test_from_env_builds_a_working_control(cloud_scheduler_emulator: Any, project_id: str) -> None:
     environ = {
-        "SCION_SCHEDULER_PROJECT": project_id, "SCION_SCHEDULER_LOCATION": "europe-west1",
-        "SCION_SCHEDULER_TOPIC": "fires", "CLOUD_SCHEDULER_EMULATOR_HOST": cloud_scheduler_emulator.host,
+        "SCION_SCHEDULER_PROJECT": project_id,
+        "SCION_SCHEDULER_LOCATION": "europe-west1",
+        "SCION_SCHEDULER_TOPIC": "fires",
+        "CLOUD_SCHEDULER_EMULATOR_HOST": cloud_scheduler_emulator.host,
     }
     [schedule] = make(1)
     with SchedulerControl.from_env(environ) as control:
@@ -442,8 +456,10 @@ def test_applying_the_same_plan_twice_is_safe(control: SchedulerControl) -> None
     assert sorted(s.kind for s in plan.steps) == ["create", "create", "delete", "pause"]
     assert control.apply(plan).ok
     # Someone edits the job in between: the repeated create converges it by update.
-    client.update_job(job=scheduler_v1.Job(name=control.spec.job_name(enabled.id), schedule="1 1 * * *"),
-                      update_mask=field_mask_pb2.FieldMask(paths=["schedule"]))
+    client.update_job(
+        job=scheduler_v1.Job(name=control.spec.job_name(enabled.id), schedule="1 1 * * *"),
+        update_mask=field_mask_pb2.FieldMask(paths=["schedule"]),
+    )
     second = control.apply(plan)
     assert second.ok, second.describe()
     notes = {(o.step.kind, o.step.job_id): o.note for o in second.outcomes}
@@ -471,9 +487,13 @@ def test_upsert_and_remove_touch_one_job_without_listing(
     described = edit(s, description="now described")
     result = control.upsert(described)
     assert [(x.kind, x.update_mask) for x in result.plan.steps] == [("update", ("description",))]
-    assert calls(lambda: control.upsert(edit(described, paused=True))) == Counter({"GetJob": 1, "PauseJob": 1})
+    assert calls(lambda: control.upsert(edit(described, paused=True))) == Counter(
+        {"GetJob": 1, "PauseJob": 1}
+    )
     moved = edit(described, cron="7 7 * * *")
-    assert calls(lambda: control.upsert(moved)) == Counter({"GetJob": 1, "UpdateJob": 1, "ResumeJob": 1})
+    assert calls(lambda: control.upsert(moved)) == Counter(
+        {"GetJob": 1, "UpdateJob": 1, "ResumeJob": 1}
+    )
     assert calls(lambda: control.remove(s.id)) == Counter({"DeleteJob": 1})
     again = control.remove(s.id)
     assert again.ok and again.outcomes[0].note == "already gone"
@@ -573,14 +593,20 @@ def test_end_to_end_fires_once_per_slot_runs_now_and_paused_stays_silent(
         return [(decode_message(m.data, dict(m.attributes), signing_key=KEY), m.publish_time)
                 for m in messages]
 
-    messages = _pull_all(subscriber, settings.subscription_path,
-                         lambda got: any(f.trigger == "manual" for f, _ in decoded(got)), timeout=30)
+    messages = _pull_all(
+        subscriber,
+        settings.subscription_path,
+        lambda got: any(f.trigger == "manual" for f, _ in decoded(got)),
+        timeout=30,
+    )
     manual = [f for f, _ in decoded(messages) if f.trigger == "manual"]
     assert len(manual) == 1 and manual[0].schedule_id == "manual"
     assert manual[0].fire_time == run.fire_time
 
     wait = (first_slot + timedelta(seconds=15) - datetime.now(UTC)).total_seconds()
-    messages += _pull_all(subscriber, settings.subscription_path, lambda got: False, timeout=max(wait, 0))
+    messages += _pull_all(
+        subscriber, settings.subscription_path, lambda got: False, timeout=max(wait, 0)
+    )
     fires = decoded(messages)
     scheduled = [(f, published) for f, published in fires if f.trigger == "scheduled"]
     assert {f.schedule_id for f, _ in scheduled} == {"every-minute"}
@@ -603,9 +629,16 @@ def test_a_sync_that_pauses_and_edits_pauses_first_and_stops_there_on_failure(
     assert [s.kind for s in control.plan([edited]).steps] == ["pause", "update"]
     cloud_scheduler_emulator.set_faults(1.0, codes=("UNAVAILABLE",), methods=["PauseJob"])
     result = control.reconcile([edited])
-    assert [(o.step.kind, o.status) for o in result.outcomes] == [("pause", "failed"), ("update", "skipped")]
+    assert [(o.step.kind, o.status) for o in result.outcomes] == [
+        ("pause", "failed"),
+        ("update", "skipped"),
+    ]
     job = control.syncer.get_job(control.spec.job_id(before.id))
-    assert job is not None and job.schedule == before.cron and job.state == scheduler_v1.Job.State.ENABLED
+    assert (
+        job is not None
+        and job.schedule == before.cron
+        and job.state == scheduler_v1.Job.State.ENABLED
+    )
     cloud_scheduler_emulator.set_faults(0.0)
     assert control.reconcile([edited]).ok
     assert control.plan([edited]).is_noop

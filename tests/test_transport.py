@@ -30,7 +30,9 @@ WAIT_S = 30.0  # an upper bound for something to happen; no test depends on its 
 ACK = Disposition(ack=True, outcome="succeeded")
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = WAIT_S, what: str = "condition") -> None:
+def wait_for(
+    predicate: Callable[[], bool], timeout: float = WAIT_S, what: str = "condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -80,7 +82,9 @@ class Running:
 def delivery(message_id: str = "m1") -> Delivery:
     from datetime import datetime
 
-    return Delivery(message_id=message_id, data=b"{}", attributes={}, published_at=datetime.now(UTC))
+    return Delivery(
+        message_id=message_id, data=b"{}", attributes={}, published_at=datetime.now(UTC)
+    )
 
 
 # The queue transport (the local fallback's).
@@ -106,7 +110,9 @@ def test_queue_transport_acks_and_redelivers_after_the_nack_delay() -> None:
 
 def test_queue_transport_backs_off_exponentially_without_a_delay() -> None:
     recorder = Recorder(lambda _d, n: ACK if n > 3 else Disposition(ack=False, outcome="retry"))
-    transport = QueueTransport(min_backoff=timedelta(seconds=0.1), max_backoff=timedelta(seconds=0.2))
+    transport = QueueTransport(
+        min_backoff=timedelta(seconds=0.1), max_backoff=timedelta(seconds=0.2)
+    )
     running = Running(transport, recorder)
     try:
         transport.put(delivery("a"))
@@ -170,10 +176,17 @@ class Subscription:
         return str(self.publisher.publish(self.topic, data, **attributes).result(timeout=WAIT_S))
 
     def create(self) -> None:
-        self.subscriber.create_subscription(request={
-            "name": self.path, "topic": self.topic, "ack_deadline_seconds": 10,
-            "dead_letter_policy": {"dead_letter_topic": self.dead_letter, "max_delivery_attempts": 5},
-        })
+        self.subscriber.create_subscription(
+            request={
+                "name": self.path,
+                "topic": self.topic,
+                "ack_deadline_seconds": 10,
+                "dead_letter_policy": {
+                    "dead_letter_topic": self.dead_letter,
+                    "max_delivery_attempts": 5,
+                },
+            }
+        )
 
     def transport(self, **overrides: Any) -> PubSubTransport:
         options: dict[str, Any] = {"max_messages": 10, "max_bytes": 1 << 20, "executors": 4,
@@ -194,7 +207,9 @@ class Subscription:
             return 0
         ids = [m.ack_id for m in response.received_messages]
         if ids:
-            self.subscriber.modify_ack_deadline(subscription=self.path, ack_ids=ids, ack_deadline_seconds=0)
+            self.subscriber.modify_ack_deadline(
+                subscription=self.path, ack_ids=ids, ack_deadline_seconds=0
+            )
         return len(ids)
 
 
@@ -236,7 +251,9 @@ def test_pubsub_transport_hands_over_deliveries_and_acks(subscription: Subscript
 
 
 @pytest.mark.emulator
-def test_pubsub_transport_nack_with_delay_redelivers_after_the_delay(subscription: Subscription) -> None:
+def test_pubsub_transport_nack_with_delay_redelivers_after_the_delay(
+    subscription: Subscription,
+) -> None:
     recorder = Recorder(lambda _d, n: ACK if n > 1 else Disposition(
         ack=False, outcome="busy", delay=timedelta(seconds=3)))
     transport = subscription.transport()
@@ -253,7 +270,9 @@ def test_pubsub_transport_nack_with_delay_redelivers_after_the_delay(subscriptio
 
 
 @pytest.mark.emulator
-def test_pubsub_transport_nack_and_raising_handler_redeliver_at_once(subscription: Subscription) -> None:
+def test_pubsub_transport_nack_and_raising_handler_redeliver_at_once(
+    subscription: Subscription,
+) -> None:
     def respond(d: Delivery, n: int) -> Disposition:
         if n == 1 and d.attributes.get("kind") == "raise":
             raise RuntimeError("handler bug")
@@ -271,7 +290,9 @@ def test_pubsub_transport_nack_and_raising_handler_redeliver_at_once(subscriptio
         wait_for(lambda: len(recorder.times(nacked)) == 2 and len(recorder.times(raised)) == 2,
                  what="both redeliveries")
         with recorder.lock:
-            attempts = [d.delivery_attempt for _, d in recorder.deliveries if d.message_id == nacked]
+            attempts = [
+                d.delivery_attempt for _, d in recorder.deliveries if d.message_id == nacked
+            ]
         assert attempts == [1, 2]
     finally:
         running.shutdown()
@@ -298,7 +319,9 @@ def test_pubsub_transport_resubscribes_when_the_stream_ends(subscription: Subscr
 
 
 @pytest.mark.emulator
-def test_pubsub_transport_stop_lets_running_actions_finish_and_acks_them(subscription: Subscription) -> None:
+def test_pubsub_transport_stop_lets_running_actions_finish_and_acks_them(
+    subscription: Subscription,
+) -> None:
     started = threading.Event()
 
     def respond(_d: Delivery, _n: int) -> Disposition:
@@ -314,7 +337,9 @@ def test_pubsub_transport_stop_lets_running_actions_finish_and_acks_them(subscri
     assert started.wait(WAIT_S)
     running.shutdown()
     assert transport.abandoned == 0 and not transport.ready
-    assert subscription.pending() == 0, "the finished action's message was acked before run returned"
+    assert subscription.pending() == 0, (
+        "the finished action's message was acked before run returned"
+    )
 
 
 @pytest.mark.emulator
@@ -348,7 +373,9 @@ def test_health_server_endpoints() -> None:
     metrics = WorkerMetrics()
     metrics.executions.labels("succeeded").inc()
     ready = [False]
-    server = HealthServer(0, ready=lambda: ready[0], registry=metrics.registry, host="127.0.0.1").start()
+    server = HealthServer(
+        0, ready=lambda: ready[0], registry=metrics.registry, host="127.0.0.1"
+    ).start()
     base = f"http://127.0.0.1:{server.port}"
     try:
         with urllib.request.urlopen(f"{base}/livez", timeout=5) as response:
@@ -373,7 +400,9 @@ def test_health_server_endpoints() -> None:
 # `scion-worker run` flags.
 
 
-def _parsed_run(argv: list[str], monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> tuple[Any, Settings]:
+def _parsed_run(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+) -> tuple[Any, Settings]:
     for name in ("PORT", "SCION_SCHEDULER_SUBSCRIPTION", "SCION_SCHEDULER_PROJECT"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
@@ -391,8 +420,24 @@ def _parsed_run(argv: list[str], monkeypatch: pytest.MonkeyPatch, env: dict[str,
 
 def test_run_flags_after_the_command_and_port_default(monkeypatch: pytest.MonkeyPatch) -> None:
     options, settings = _parsed_run(
-        ["--project", "p1", "run", "--subscription", "subs", "--executors", "3", "--max-messages", "7",
-         "--grace-period", "2.5", "--lease", "3"], monkeypatch, {"PORT": "9191"})
+        [
+            "--project",
+            "p1",
+            "run",
+            "--subscription",
+            "subs",
+            "--executors",
+            "3",
+            "--max-messages",
+            "7",
+            "--grace-period",
+            "2.5",
+            "--lease",
+            "3",
+        ],
+        monkeypatch,
+        {"PORT": "9191"},
+    )
     assert settings.project == "p1" and settings.subscription == "subs"
     assert options.health_port == 9191 and options.executors == 3 and options.max_messages == 7
     assert options.grace_period == timedelta(seconds=2.5) and options.lease == timedelta(seconds=3)

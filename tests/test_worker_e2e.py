@@ -27,7 +27,9 @@ pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 
 
 @pytest.fixture
-def stack(pubsub_emulator: str, firestore_emulator: str, project_id: str, tmp_path: Path) -> Iterator[Stack]:
+def stack(
+    pubsub_emulator: str, firestore_emulator: str, project_id: str, tmp_path: Path
+) -> Iterator[Stack]:
     stack = Stack(project_id, tmp_path, pubsub_emulator, firestore_emulator)
     try:
         yield stack
@@ -61,7 +63,9 @@ def test_three_workers_run_every_fire_exactly_once(stack: Stack) -> None:
     redelivered by Pub/Sub (nacked by a rogue consumer, or left to their ack deadline)."""
     schedules = [stack.schedule(f"e2e-{i:03d}", "/ok") for i in range(200)]
     base = _now() - timedelta(seconds=30)
-    fires = [stack.manual(schedules[i % 200], base + timedelta(milliseconds=i)) for i in range(1000)]
+    fires = [
+        stack.manual(schedules[i % 200], base + timedelta(milliseconds=i)) for i in range(1000)
+    ]
     rng = random.Random(4)
     duplicates = [stack.manual(schedules[i % 200], base + timedelta(milliseconds=i))
                   for i in rng.sample(range(1000), 300)]
@@ -100,10 +104,14 @@ def test_three_workers_run_every_fire_exactly_once(stack: Stack) -> None:
     assert sum(w.metrics()["scion_worker_duplicates_suppressed_total"] for w in workers) >= 300
     for schedule in schedules[:5]:
         history = stack.ledger.history(schedule.id, limit=10)
-        assert len(history) == 5 and all(e.state is State.SUCCEEDED and e.attempt == 1 for e in history)
+        assert len(history) == 5 and all(
+            e.state is State.SUCCEEDED and e.attempt == 1 for e in history
+        )
 
     # Every log line about a fire names it and the worker.
-    starts = [e for e in _log_events(workers[0].log_lines()) if e.get("message") == "action starting"]
+    starts = [
+        e for e in _log_events(workers[0].log_lines()) if e.get("message") == "action starting"
+    ]
     assert starts
     for event in starts:
         assert {"schedule_id", "fire_time", "execution_id", "attempt", "worker_id"} <= set(event)
@@ -156,7 +164,9 @@ def test_workers_reconnect_after_the_pubsub_emulator_restarts(
         for worker in workers:
             worker.wait_ready()
         schedule = stack.schedule("through-restart", "/ok")
-        early = [stack.manual(schedule, _now() - timedelta(minutes=1, milliseconds=i)) for i in range(20)]
+        early = [
+            stack.manual(schedule, _now() - timedelta(minutes=1, milliseconds=i)) for i in range(20)
+        ]
         stack.publish_many(early)
         wait_for(lambda: all(stack.target.for_key(_eid(m)) for m in early), what="fires before")
 
@@ -184,16 +194,23 @@ def test_overlap_skip_and_allow(stack: Stack) -> None:
     allow = stack.schedule("allower", "/block/allow", overlap="allow")
     t0 = _now()
     skip_first, skip_second = stack.manual(skip, t0), stack.manual(skip, t0 + timedelta(seconds=1))
-    allow_first, allow_second = stack.manual(allow, t0), stack.manual(allow, t0 + timedelta(seconds=1))
+    allow_first, allow_second = (
+        stack.manual(allow, t0),
+        stack.manual(allow, t0 + timedelta(seconds=1)),
+    )
 
     stack.publish(skip_first)
     stack.publish(allow_first)
-    wait_for(lambda: stack.target.for_key(_eid(skip_first)) and stack.target.for_key(_eid(allow_first)),
-             what="the first fires to be running")
+    wait_for(
+        lambda: stack.target.for_key(_eid(skip_first)) and stack.target.for_key(_eid(allow_first)),
+        what="the first fires to be running",
+    )
     stack.publish(skip_second)
     stack.publish(allow_second)
-    wait_for(lambda: (e := stack.ledger.get(_eid(skip_second))) is not None and e.state is State.SKIPPED,
-             what="the overlapping skip fire to be recorded skipped")
+    wait_for(
+        lambda: (e := stack.ledger.get(_eid(skip_second))) is not None and e.state is State.SKIPPED,
+        what="the overlapping skip fire to be recorded skipped",
+    )
     wait_for(lambda: bool(stack.target.for_key(_eid(allow_second))),
              what="the overlapping allow fire to start while the first still runs")
     stack.target.release("skip")
@@ -219,16 +236,20 @@ def test_catchup_window_max_attempts_and_runs_command(stack: Stack) -> None:
     failing_fire = stack.manual(failing, _now())
     stack.publish(failing_fire)
 
-    wait_for(lambda: bool(stack.ledger.history("yearly")) and bool(stack.ledger.history("minutely")),
-             what="the scheduled fires to be recorded")
+    wait_for(
+        lambda: bool(stack.ledger.history("yearly")) and bool(stack.ledger.history("minutely")),
+        what="the scheduled fires to be recorded",
+    )
     wait_for(lambda: stack.ledger.history("minutely")[0].state is State.SUCCEEDED, what="minutely")
     missed = stack.ledger.history("yearly")[0]
     assert missed.state is State.MISSED and "catch-up window" in (missed.error or "")
     assert missed.fire_time == datetime(datetime.now(UTC).year, 1, 1, tzinfo=UTC)
     assert [h for h in stack.target.hits if h.schedule_id == "yearly"] == []
 
-    wait_for(lambda: (e := stack.ledger.get(_eid(failing_fire))) is not None and e.state is State.FAILED,
-             what="the failing fire to exhaust its attempts")
+    wait_for(
+        lambda: (e := stack.ledger.get(_eid(failing_fire))) is not None and e.state is State.FAILED,
+        what="the failing fire to exhaust its attempts",
+    )
     failed = stack.ledger.get(_eid(failing_fire))
     assert failed is not None and failed.attempt == 3 and "500" in (failed.error or "")
     assert [h.attempt for h in stack.target.for_key(_eid(failing_fire))] == [1, 2, 3]
@@ -269,7 +290,9 @@ def test_poison_message_is_dead_lettered_and_forged_message_rejected(stack: Stac
     assert all(m.attributes["CloudPubSubDeadLetterSourceDeliveryCount"] == "5" for m in dead)
     assert stack.target.for_key(_eid(forged)) == []
     assert [h.key for h in stack.target.hits] == [_eid(genuine)]
-    rejected = [e for e in _log_events(worker.log_lines()) if e.get("message") == "message rejected"]
+    rejected = [
+        e for e in _log_events(worker.log_lines()) if e.get("message") == "message rejected"
+    ]
     reasons = " ".join(str(e.get("reason")) for e in rejected)
     assert "bad signature" in reasons
     assert worker.process.poll() is None, "a poison message never crashes the pool"
@@ -303,12 +326,16 @@ def test_sigterm_finishes_the_running_action_and_exits_0(stack: Stack) -> None:
     # stream closed). Only then is a timeout reported as an expected failure naming the
     # emulator; any other timeout fails.
     try:
-        wait_for(lambda: all(stack.target.for_key(_eid(m)) for m in queued), what="the queued fires")
+        wait_for(
+            lambda: all(stack.target.for_key(_eid(m)) for m in queued), what="the queued fires"
+        )
     except AssertionError:
         if handed_back != len(queued):
             raise
-        pytest.xfail("the Pub/Sub emulator never redelivered the nacked messages of a closed stream "
-                     "(its known defect); the worker did nack them")
+        pytest.xfail(
+            "the Pub/Sub emulator never redelivered the nacked messages of a closed stream "
+            "(its known defect); the worker did nack them"
+        )
     time.sleep(1)  # the slow fire's message was acked: the successor never sees it again
     assert len(stack.target.for_key(_eid(slow))) == 1
     assert successor.outcome("duplicate") == 0

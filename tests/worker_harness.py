@@ -156,7 +156,9 @@ class Worker:
 
     def _get(self, path: str) -> tuple[int, str]:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.port}{path}", timeout=5
+            ) as response:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, ""
@@ -225,7 +227,9 @@ class Stack:
         self.topic = self.publisher.topic_path(self.project, "fires")
         self.dead_letter_topic = self.publisher.topic_path(self.project, "fires-dead-letter")
         self.subscription = self.subscriber.subscription_path(self.project, "workers")
-        self.dead_letter_subscription = self.subscriber.subscription_path(self.project, "dead-letter")
+        self.dead_letter_subscription = self.subscriber.subscription_path(
+            self.project, "dead-letter"
+        )
         self.create_resources()
         self.ledger = FirestoreLedger(firestore.Client(project=self.project))
 
@@ -258,7 +262,9 @@ class Stack:
 
     def manual(self, schedule: Schedule, fire_time: datetime) -> Message:
         """A signed run-now message with an exact fire time."""
-        return build_message(schedule, signing_key=SIGNING_KEY, trigger="manual", fire_time=fire_time)
+        return build_message(
+            schedule, signing_key=SIGNING_KEY, trigger="manual", fire_time=fire_time
+        )
 
     def env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -300,7 +306,9 @@ class Stack:
         for worker in self.workers:
             worker.close()
             # Shown by pytest only when the test failed.
-            sys.stdout.write(f"--- {worker.name} (pid {worker.pid}) log tail\n{worker.log_tail()}\n")
+            sys.stdout.write(
+                f"--- {worker.name} (pid {worker.pid}) log tail\n{worker.log_tail()}\n"
+            )
         self.target.close()
         with contextlib.suppress(Exception):
             self.subscriber.close()

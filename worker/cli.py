@@ -25,7 +25,9 @@ def _positive_int(name: str) -> Callable[[str], int]:
         try:
             value = int(raw)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a whole number (got {raw!r})") from None
+            raise argparse.ArgumentTypeError(
+                f"{name} must be a whole number (got {raw!r})"
+            ) from None
         if value < 1:
             raise argparse.ArgumentTypeError(f"{name} must be at least 1 (got {value})")
         return value
@@ -43,11 +45,17 @@ def _seconds(name: str, minimum: float, maximum: float = float("inf")) -> Callab
         try:
             value = float(raw)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number of seconds (got {raw!r})") from None
+            raise argparse.ArgumentTypeError(
+                f"{name} must be a number of seconds (got {raw!r})"
+            ) from None
         if not minimum <= value < float("inf"):
-            raise argparse.ArgumentTypeError(f"{name} must be at least {minimum:g} seconds (got {raw!r})")
+            raise argparse.ArgumentTypeError(
+                f"{name} must be at least {minimum:g} seconds (got {raw!r})"
+            )
         if value > maximum:
-            raise argparse.ArgumentTypeError(f"{name} must be at most {maximum:g} seconds (got {raw!r})")
+            raise argparse.ArgumentTypeError(
+                f"{name} must be at most {maximum:g} seconds (got {raw!r})"
+            )
         return value
     return parse
 
@@ -85,14 +93,22 @@ def _register_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                        help="claim lease, renewed every third of it while an action runs; a dead "
                             "worker's fire is taken over within it plus a quarter "
                             "(default %(default)s)")
-    group.add_argument("--max-lease-duration", type=_seconds("--max-lease-duration", 10),
-                       metavar="SECONDS", default=defaults.DEFAULT_MAX_LEASE_DURATION.total_seconds(),
-                       help="longest the client extends a message's ack deadline while its action "
-                            "runs (default %(default)s)")
-    group.add_argument("--max-lease-extension", type=_seconds("--max-lease-extension", 10, 600),
-                       metavar="SECONDS", default=defaults.DEFAULT_MAX_LEASE_EXTENSION.total_seconds(),
-                       help="longest single ack-deadline extension: the messages of a worker that "
-                            "died return to other replicas within it (10..600, default %(default)s)")
+    group.add_argument(
+        "--max-lease-duration",
+        type=_seconds("--max-lease-duration", 10),
+        metavar="SECONDS",
+        default=defaults.DEFAULT_MAX_LEASE_DURATION.total_seconds(),
+        help="longest the client extends a message's ack deadline while its action "
+        "runs (default %(default)s)",
+    )
+    group.add_argument(
+        "--max-lease-extension",
+        type=_seconds("--max-lease-extension", 10, 600),
+        metavar="SECONDS",
+        default=defaults.DEFAULT_MAX_LEASE_EXTENSION.total_seconds(),
+        help="longest single ack-deadline extension: the messages of a worker that "
+        "died return to other replicas within it (10..600, default %(default)s)",
+    )
     p.set_defaults(handler=_run)
 
 

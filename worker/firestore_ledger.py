@@ -154,7 +154,9 @@ class FirestoreLedger:
         self._claim_numbers = itertools.count()
 
     @classmethod
-    def from_settings(cls, settings: Settings, client: firestore.Client | None = None) -> FirestoreLedger:
+    def from_settings(
+        cls, settings: Settings, client: firestore.Client | None = None
+    ) -> FirestoreLedger:
         """The ledger of a deployment: its project, database and collection prefix (on
         `client`, when the caller holds one it will close)."""
         return cls(client or gcp.firestore_client(settings),
@@ -174,7 +176,9 @@ class FirestoreLedger:
     def _retry(self, attempt: int, what: str, **context: Any) -> None:
         """Back off after a lost race, with jitter so that the racers spread out."""
         if attempt + 1 >= self._max_attempts:
-            raise LedgerContention(f"{what}: lost the race for its documents {self._max_attempts} times")
+            raise LedgerContention(
+                f"{what}: lost the race for its documents {self._max_attempts} times"
+            )
         log.debug("ledger race lost, retrying", operation=what, attempt=attempt + 1, **context)
         time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))
 
@@ -183,8 +187,11 @@ class FirestoreLedger:
     def claim(self, request: ClaimRequest) -> Claim:
         """Claim a fire; see `worker.ledger` for the outcomes and this module for the method."""
         validate_request(request)
-        context = {"schedule_id": request.schedule_id, "fire_time": format_instant(request.fire_time),
-                   "execution_id": request.execution_id}
+        context = {
+            "schedule_id": request.schedule_id,
+            "fire_time": format_instant(request.fire_time),
+            "execution_id": request.execution_id,
+        }
         # Marks the documents this call writes, across its retries: a commit the client retried
         # after a lost reply fails its own precondition, and the re-read must see it as ours.
         # Unique per call: a random prefix per ledger, then a counter (os.urandom per call was
@@ -202,7 +209,10 @@ class FirestoreLedger:
             self.fires.finished(claim.execution)
         notable = claim.result in (ClaimResult.TAKEN_OVER, ClaimResult.OVERLAP)
         (log.info if notable else log.debug)(
-            "ledger claim", result=str(claim.result), attempt=claim.execution.attempt, retries=attempt,
+            "ledger claim",
+            result=str(claim.result),
+            attempt=claim.execution.attempt,
+            retries=attempt,
             **context,
         )
         return claim
@@ -235,7 +245,11 @@ class FirestoreLedger:
         exec_snap, running_snap = snapshots[0], snapshots[1] if skip else None
         running = running_of(running_snap)
         existing = execution_of(exec_snap)
-        if existing is not None and exec_snap is not None and exec_snap.fields.get(CLAIM_ID) == claim_id:
+        if (
+            existing is not None
+            and exec_snap is not None
+            and exec_snap.fields.get(CLAIM_ID) == claim_id
+        ):
             # This call's own commit landed (its reply was lost): the claim is held.
             result = ClaimResult.CLAIMED if existing.attempt == 1 else ClaimResult.TAKEN_OVER
             ours = running is not None and running.running_execution_id == existing.execution_id
@@ -258,13 +272,22 @@ class FirestoreLedger:
             if running_writes:
                 self.fires.hold(Held(plan.execution, versions[0], plan.schedule_state, versions[1]))
             else:
-                ours = running is not None and running.running_execution_id == plan.execution.execution_id
+                ours = (
+                    running is not None
+                    and running.running_execution_id == plan.execution.execution_id
+                )
                 self.fires.hold(Held(plan.execution, versions[0], running if ours else None,
                                      _version(running_snap) if ours else None))
         return Claim(plan.result, plan.execution)
 
-    def _running_writes(self, name: str, execution_id: str, old: ScheduleState | None, old_version: Any,
-                        new: ScheduleState | None) -> list[Write]:
+    def _running_writes(
+        self,
+        name: str,
+        execution_id: str,
+        old: ScheduleState | None,
+        old_version: Any,
+        new: ScheduleState | None,
+    ) -> list[Write]:
         """The write that takes the running document from `old` (at `old_version`) to what the
         decision `new` says, if anything changes: set while a fire runs, deleted when the fire
         it names (this one) ends."""
@@ -352,8 +375,9 @@ class FirestoreLedger:
             if change is None:
                 return False
             tried = change.execution
-            writes = self._change_writes(existing, _version(exec_snap), running, _version(running_snap),
-                                         change, summary=last)
+            writes = self._change_writes(
+                existing, _version(exec_snap), running, _version(running_snap), change, summary=last
+            )
             versions = self.batches.commit(writes)
             if versions is not None:
                 ours = running is not None and running.running_execution_id == execution_id
@@ -396,14 +420,18 @@ class FirestoreLedger:
         """One record, or None."""
         return execution_of(self.batches.get_all([self.execution_name(execution_id)])[0])
 
-    def history(self, schedule_id: str, *, limit: int = 20, before: datetime | None = None) -> list[Execution]:
+    def history(
+        self, schedule_id: str, *, limit: int = 20, before: datetime | None = None
+    ) -> list[Execution]:
         """A schedule's executions, newest fire time first; `before` pages (fire_time < before)."""
         if limit < 1:
             raise ValueError(f"limit: must be at least 1 (got {limit})")
         query = self.executions.where(
             filter=firestore.FieldFilter("schedule_id", "==", schedule_id))
         if before is not None:
-            query = query.where(filter=firestore.FieldFilter("fire_time", "<", require_aware(before, "before")))
+            query = query.where(
+                filter=firestore.FieldFilter("fire_time", "<", require_aware(before, "before"))
+            )
         query = query.order_by("fire_time", direction=firestore.Query.DESCENDING).limit(limit)
         return [execution_from_document(snapshot.id, snapshot.to_dict() or {})
                 for snapshot in query.stream()]

@@ -56,8 +56,13 @@ _READ_RETRY = retries.Retry(
     ),
 )
 _COMMIT_RETRY = retries.Retry(
-    initial=0.1, maximum=60.0, multiplier=1.3, timeout=60.0,
-    predicate=retries.if_exception_type(api_exceptions.ResourceExhausted, api_exceptions.ServiceUnavailable),
+    initial=0.1,
+    maximum=60.0,
+    multiplier=1.3,
+    timeout=60.0,
+    predicate=retries.if_exception_type(
+        api_exceptions.ResourceExhausted, api_exceptions.ServiceUnavailable
+    ),
 )
 
 
@@ -190,14 +195,17 @@ class FirestoreWire:
             if kind == "found":
                 doc = response.found
                 fields = {key: _decode_value(value) for key, value in doc.fields.items()}
-                found[doc.name] = StoredDocument(doc.name.rsplit("/", 1)[1], fields, doc.update_time)
+                found[doc.name] = StoredDocument(
+                    doc.name.rsplit("/", 1)[1], fields, doc.update_time
+                )
             elif kind == "missing":
                 found[response.missing] = None
         return found
 
     def commit(self, writes: Sequence[Write]) -> list[Any]:
         """Apply the writes atomically; the new `update_time` of each, in order (empty for a
-        delete). A failed precondition raises (AlreadyExists, FailedPrecondition or NotFound) and writes nothing."""
+        delete). A failed precondition raises (AlreadyExists, FailedPrecondition or NotFound)
+        and writes nothing."""
         request = _CommitRequest(database=self.database)
         for write in writes:
             pb = request.writes.add()

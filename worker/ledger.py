@@ -51,7 +51,9 @@ class State(StrEnum):
     CANCELLED = "cancelled"
 
 
-FINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.SKIPPED, State.MISSED, State.CANCELLED})
+FINAL_STATES = frozenset(
+    {State.SUCCEEDED, State.FAILED, State.SKIPPED, State.MISSED, State.CANCELLED}
+)
 
 
 class ClaimResult(StrEnum):
@@ -185,7 +187,9 @@ class Ledger(Protocol):
         running fire. False when this worker no longer holds the execution (nothing written)."""
         ...
 
-    def release(self, execution_id: str, worker_id: str, *, now: datetime, error: str | None = None) -> bool:
+    def release(
+        self, execution_id: str, worker_id: str, *, now: datetime, error: str | None = None
+    ) -> bool:
         """Give up a held execution without finishing it (retryable failure, shutdown): it stays
         `running` with its lease ended and no holder, so the next delivery takes it over at
         once (and the reaper after the retry backoff, `ledger_rules.reap_due`)."""
@@ -200,7 +204,9 @@ class Ledger(Protocol):
         """One record, or None."""
         ...
 
-    def history(self, schedule_id: str, *, limit: int = 20, before: datetime | None = None) -> list[Execution]:
+    def history(
+        self, schedule_id: str, *, limit: int = 20, before: datetime | None = None
+    ) -> list[Execution]:
         """A schedule's executions, newest fire time first; `before` pages (fire_time < before)."""
         ...
 

@@ -29,7 +29,9 @@ def require_aware(value: datetime, name: str) -> datetime:
     """`value` itself, or a ValueError naming the field when it has no time zone (a naive time
     would be read differently by each store)."""
     if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{name}: must be a timezone-aware datetime (got naive {value.isoformat()})")
+        raise ValueError(
+            f"{name}: must be a timezone-aware datetime (got naive {value.isoformat()})"
+        )
     return value
 
 
@@ -47,7 +49,9 @@ def validate_request(request: ClaimRequest) -> None:
         if not getattr(request, name):
             raise ValueError(f"{name}: must not be empty")
     if request.overlap not in OVERLAP_POLICIES:
-        raise ValueError(f"overlap: must be one of {', '.join(OVERLAP_POLICIES)} (got {request.overlap!r})")
+        raise ValueError(
+            f"overlap: must be one of {', '.join(OVERLAP_POLICIES)} (got {request.overlap!r})"
+        )
     if request.lease <= timedelta(0):
         raise ValueError(f"lease: must be positive (got {request.lease})")
     if request.retention <= timedelta(0):
@@ -128,7 +132,9 @@ def blocker(state: ScheduleState | None, execution_id: str, now: datetime) -> Sc
     return state
 
 
-def _running_after(request: ClaimRequest, state: ScheduleState | None, execution: Execution) -> ScheduleState | None:
+def _running_after(
+    request: ClaimRequest, state: ScheduleState | None, execution: Execution
+) -> ScheduleState | None:
     """The schedule state once `execution` runs. Only overlap `skip` tracks the running fire (it
     is what the overlap check reads); with overlap `allow` several fires may run at once, the
     claim does not touch the schedule state, and only the last finished fire is recorded."""
@@ -200,7 +206,9 @@ def decide_existing(request: ClaimRequest, existing: Execution) -> ClaimResult |
     return None
 
 
-def plan_claim(request: ClaimRequest, existing: Execution | None, state: ScheduleState | None) -> ClaimPlan:
+def plan_claim(
+    request: ClaimRequest, existing: Execution | None, state: ScheduleState | None
+) -> ClaimPlan:
     """Decide a claim from the execution record and the schedule state as they stand.
 
     Overlap `skip` skips only a fire that never started. A takeover continues a fire that was
@@ -213,7 +221,9 @@ def plan_claim(request: ClaimRequest, existing: Execution | None, state: Schedul
         if running is not None:
             return ClaimPlan(ClaimResult.OVERLAP, new_skip(request, running), True, None)
         claimed = new_claim(request)
-        return ClaimPlan(ClaimResult.CLAIMED, claimed, True, _running_after(request, state, claimed))
+        return ClaimPlan(
+            ClaimResult.CLAIMED, claimed, True, _running_after(request, state, claimed)
+        )
     settled = decide_existing(request, existing)
     if settled is not None:
         return ClaimPlan(settled, existing, False, None)
@@ -231,7 +241,9 @@ def plan_claim(request: ClaimRequest, existing: Execution | None, state: Schedul
 
 
 def _held(existing: Execution | None, worker_id: str) -> bool:
-    return existing is not None and existing.state == State.RUNNING and existing.worker_id == worker_id
+    return (
+        existing is not None and existing.state == State.RUNNING and existing.worker_id == worker_id
+    )
 
 
 def _is_running(state: ScheduleState | None, execution_id: str) -> bool:
@@ -258,7 +270,9 @@ def plan_finish(
     )
     base = state or ScheduleState(schedule_id=existing.schedule_id)
     if _is_running(base, existing.execution_id):
-        base = replace(base, running_execution_id=None, running_fire_time=None, running_lease_until=None)
+        base = replace(
+            base, running_execution_id=None, running_fire_time=None, running_lease_until=None
+        )
     summary = replace(
         base,
         last_execution_id=done.execution_id,

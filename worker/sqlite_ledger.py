@@ -253,12 +253,16 @@ class SqliteLedger:
 
     @staticmethod
     def _read_execution(conn: sqlite3.Connection, execution_id: str) -> Execution | None:
-        row = conn.execute("SELECT * FROM executions WHERE execution_id = ?", (execution_id,)).fetchone()
+        row = conn.execute(
+            "SELECT * FROM executions WHERE execution_id = ?", (execution_id,)
+        ).fetchone()
         return _execution(row)
 
     @staticmethod
     def _read_state(conn: sqlite3.Connection, schedule_id: str) -> ScheduleState | None:
-        row = conn.execute("SELECT * FROM schedule_state WHERE schedule_id = ?", (schedule_id,)).fetchone()
+        row = conn.execute(
+            "SELECT * FROM schedule_state WHERE schedule_id = ?", (schedule_id,)
+        ).fetchone()
         return _schedule_state(row)
 
     def claim(self, request: ClaimRequest) -> Claim:
@@ -319,7 +323,9 @@ class SqliteLedger:
         """One record, or None."""
         return self._read_execution(self._connection(), execution_id)
 
-    def history(self, schedule_id: str, *, limit: int = 20, before: datetime | None = None) -> list[Execution]:
+    def history(
+        self, schedule_id: str, *, limit: int = 20, before: datetime | None = None
+    ) -> list[Execution]:
         """A schedule's executions, newest fire time first; `before` pages (fire_time < before)."""
         if limit < 1:
             raise ValueError(f"limit: must be at least 1 (got {limit})")
@@ -348,10 +354,13 @@ class SqliteLedger:
         return [execution for execution in map(_execution, rows) if execution is not None]
 
     def purge_expired(self, now: datetime) -> int:
-        """Delete the records whose `expire_at` has passed (SQLite has no TTL); the number deleted."""
+        """Delete the records whose `expire_at` has passed (SQLite has no TTL); the number
+        deleted."""
         cutoff = _text(now, "now")
         with self._immediate() as conn:
-            deleted = conn.execute("DELETE FROM executions WHERE expire_at <= ?", (cutoff,)).rowcount
+            deleted = conn.execute(
+                "DELETE FROM executions WHERE expire_at <= ?", (cutoff,)
+            ).rowcount
         with self._lock:
             self._last_purge = now
         if deleted:

@@ -48,7 +48,9 @@ _MAX_SLEEP = 1.0
 class Publisher(Protocol):
     """Delivers one message and reports (message ID, error) to `done`, from any thread."""
 
-    def publish(self, topic: str, data: bytes, attributes: Mapping[str, str], done: Done) -> None: ...
+    def publish(
+        self, topic: str, data: bytes, attributes: Mapping[str, str], done: Done
+    ) -> None: ...
 
     def close(self) -> None: ...
 
@@ -104,7 +106,9 @@ class PubsubPublisher:
             self._plain.submit(self._publish_plain, client, topic, data, dict(attributes), done)
             return
         try:
-            future = client.publish(topic, data, retry=self._retry, timeout=PUBLISH_TIMEOUT, **attributes)
+            future = client.publish(
+                topic, data, retry=self._retry, timeout=PUBLISH_TIMEOUT, **attributes
+            )
         except Exception as exc:
             done(None, exc)
             return

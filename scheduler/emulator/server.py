@@ -102,7 +102,8 @@ class CloudSchedulerEmulator:
     def set_faults(self, rate: float, codes: Iterable[str] = ("UNAVAILABLE",),
                    methods: Iterable[str] | None = None, seed: int | None = None) -> None:
         """Fail `rate` (0..1) of the calls to `methods` (RPC names; all when None) with one of
-        `codes` (UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED), drawn from a generator seeded with `seed`."""
+        `codes` (UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED), drawn from a generator
+        seeded with `seed`."""
         self.service.set_faults(fault_plan(rate, codes, methods), seed)
 
     def clear_faults(self) -> None:
@@ -120,12 +121,16 @@ class CloudSchedulerEmulator:
             try:
                 count = self.store.load(json.loads(self.state_file.read_text(encoding="utf-8")))
             except (OSError, ValueError) as exc:
-                raise EmulatorError(f"state file {self.state_file}: cannot be loaded: {exc}") from exc
+                raise EmulatorError(
+                    f"state file {self.state_file}: cannot be loaded: {exc}"
+                ) from exc
             log.info("state loaded", state_file=str(self.state_file), jobs=count)
         self._saved_version = self.store.version
         # so_reuseport off: a second emulator on a taken port must fail, not share it.
-        server = grpc.server(ThreadPoolExecutor(max_workers=8, thread_name_prefix="cs-emulator-rpc"),
-                             options=[("grpc.so_reuseport", 0)])
+        server = grpc.server(
+            ThreadPoolExecutor(max_workers=8, thread_name_prefix="cs-emulator-rpc"),
+            options=[("grpc.so_reuseport", 0)],
+        )
         server.add_generic_rpc_handlers(self.service.generic_handlers())
         try:
             bound = server.add_insecure_port(f"127.0.0.1:{self.port}")
@@ -149,11 +154,19 @@ class CloudSchedulerEmulator:
         if self._rest is not None:
             self._rest.start()
         if self.state_file is not None:
-            self._saver = threading.Thread(target=self._save_loop, name="cs-emulator-save", daemon=True)
+            self._saver = threading.Thread(
+                target=self._save_loop, name="cs-emulator-save", daemon=True
+            )
             self._saver.start()
-        log.info("cloud scheduler emulator started", host=self.host, rest_url=self.rest_url,
-                 jwks_url=self.jwks_url, pubsub_host=self.pubsub_host,
-                 state_file=str(self.state_file) if self.state_file else None, jobs=len(self.store.names()))
+        log.info(
+            "cloud scheduler emulator started",
+            host=self.host,
+            rest_url=self.rest_url,
+            jwks_url=self.jwks_url,
+            pubsub_host=self.pubsub_host,
+            state_file=str(self.state_file) if self.state_file else None,
+            jobs=len(self.store.names()),
+        )
         return self
 
     def stop(self) -> None:

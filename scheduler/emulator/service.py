@@ -54,7 +54,9 @@ def fault_plan(rate: float, codes: Iterable[str], methods: Iterable[str] | None)
         raise ValueError("fault codes: at least one is required")
     unknown = [c for c in names if c not in FAULT_CODES]
     if unknown:
-        raise ValueError(f"fault codes: {', '.join(unknown)} not supported (use {', '.join(FAULT_CODES)})")
+        raise ValueError(
+            f"fault codes: {', '.join(unknown)} not supported (use {', '.join(FAULT_CODES)})"
+        )
     chosen = None if methods is None else frozenset(methods)
     if chosen is not None and chosen - set(METHODS):
         raise ValueError(f"fault methods: unknown {', '.join(sorted(chosen - set(METHODS)))}")

@@ -288,7 +288,10 @@ class JobStore:
                 verb = "paused" if target == PAUSED else "resumed"
                 raise ApiError(
                     grpc.StatusCode.FAILED_PRECONDITION,
-                    f"Job {name} is {_STATE(job.state).name}; it must be {_STATE(source).name} to be {verb}",
+                    (
+                        f"Job {name} is {_STATE(job.state).name}; it must be "
+                        f"{_STATE(source).name} to be {verb}"
+                    ),
                 )
             now = self.now()
             job.state = target
@@ -321,7 +324,12 @@ class JobStore:
         with self._lock:
             job = self._jobs.get(name)
             runtime = self._runtime.get(name)
-            if job is None or runtime is None or runtime.generation != generation or job.state != ENABLED:
+            if (
+                job is None
+                or runtime is None
+                or runtime.generation != generation
+                or job.state != ENABLED
+            ):
                 return None
             now = self.now()
             due = job.schedule_time.ToDatetime(UTC)

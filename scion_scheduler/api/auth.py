@@ -67,7 +67,9 @@ def google_verifier(session: Any = None) -> IdTokenVerifier:
     request = Request(session=cachecontrol.CacheControl(session or requests.Session()))
 
     def verify(token: str, audiences: Sequence[str]) -> Mapping[str, Any]:
-        claims: Mapping[str, Any] = id_token.verify_oauth2_token(token, request, audience=list(audiences))
+        claims: Mapping[str, Any] = id_token.verify_oauth2_token(
+            token, request, audience=list(audiences)
+        )
         return claims
 
     return verify
@@ -117,7 +119,9 @@ class Authenticator:
         return bool(self.token) or self.oidc is not None
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, verify: IdTokenVerifier | None = None) -> Authenticator:
+    def from_settings(
+        cls, settings: Settings, *, verify: IdTokenVerifier | None = None
+    ) -> Authenticator:
         """From `SCION_SCHEDULER_API_TOKEN`, `_API_AUDIENCE` and `_API_ALLOWED_SA`. An audience
         without allowed service accounts (or the reverse) is refused: anyone can obtain a Google
         ID token for any audience, so the audience alone proves nothing."""

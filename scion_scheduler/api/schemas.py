@@ -74,9 +74,18 @@ class ScheduleDocument(BaseModel):
 class SyncRequest(BaseModel):
     """A full desired set of schedules."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"schedules": [{"id": "daily-report", **EXAMPLE_SCHEDULE}], "prune": False, "dry_run": True},
-    ]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "schedules": [{"id": "daily-report", **EXAMPLE_SCHEDULE}],
+                    "prune": False,
+                    "dry_run": True,
+                },
+            ]
+        },
+    )
 
     schedules: list[ScheduleDocument]
     prune: bool = Field(default=False, description="Delete owned jobs whose schedule is not in "

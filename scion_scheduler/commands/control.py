@@ -86,7 +86,8 @@ def _control(settings: Settings) -> SchedulerControl:
 
 
 def _guarded(args: argparse.Namespace, action: Callable[[], int]) -> int:
-    """Turn a failed lookup or API call into exit 1 with the reason (JSON too with --output json)."""
+    """Turn a failed lookup or API call into exit 1 with the reason (JSON too with
+    --output json)."""
     try:
         return action()
     except (JobNotFound, ContractError, gexc.GoogleAPIError) as exc:
@@ -223,7 +224,9 @@ def describe(args: argparse.Namespace, settings: Settings) -> int:
         with _control(settings) as control:
             info = control.describe(args.id, fires=max(args.n, 0))
         data = info.to_dict()
-        text = "\n".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in data.items())
+        text = "\n".join(
+            f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in data.items()
+        )
         emit(data, args.output, text)
         return EXIT_OK
 

@@ -26,17 +26,29 @@ def register(sub: Any) -> None:
                     "message and call every HTTP job's URI at each cron slot. Runs until SIGINT "
                     "or SIGTERM.",
     )
-    p.add_argument("--port", type=int, default=8086, help="port on 127.0.0.1 (0: any free port; default 8086)")
+    p.add_argument(
+        "--port", type=int, default=8086, help="port on 127.0.0.1 (0: any free port; default 8086)"
+    )
     p.add_argument("--rest-port", type=int, metavar="PORT",
                    help="also serve the REST API (and the OIDC keys, /oauth2/v3/certs) on this "
                         "port of 127.0.0.1 (0: any free port; default: no REST)")
     p.add_argument("--pubsub-host", metavar="HOST:PORT",
                    help="Pub/Sub emulator to publish to (default: PUBSUB_EMULATOR_HOST)")
-    p.add_argument("--state-file", metavar="FILE", help="keep the jobs in this JSON file across restarts")
+    p.add_argument(
+        "--state-file", metavar="FILE", help="keep the jobs in this JSON file across restarts"
+    )
     p.add_argument("--fail-rate", type=float, default=0.0, metavar="R",
                    help="fail this share (0..1) of API calls, for testing clients' retries")
-    p.add_argument("--fail-code", action="append", choices=FAULT_CODES, metavar="CODE",
-                   help=f"status of injected failures: {', '.join(FAULT_CODES)} (repeatable; default UNAVAILABLE)")
+    p.add_argument(
+        "--fail-code",
+        action="append",
+        choices=FAULT_CODES,
+        metavar="CODE",
+        help=(
+            f"status of injected failures: {', '.join(FAULT_CODES)} (repeatable; default "
+            "UNAVAILABLE)"
+        ),
+    )
     p.add_argument("--fail-method", action="append", choices=METHODS, metavar="METHOD",
                    help="inject failures only into this RPC (repeatable; default all)")
     p.add_argument("--fail-seed", type=int, help="seed of the failure draws, for repeatable runs")

@@ -1,4 +1,5 @@
-"""`runs`: a schedule's execution history, newest first, from Firestore or the local SQLite store."""
+"""`runs`: a schedule's execution history, newest first, from Firestore or the local SQLite
+store."""
 
 from __future__ import annotations
 
@@ -86,6 +87,8 @@ def _table(schedule_id: str, runs: list[Execution]) -> str:
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
+        + "  "
+        + row[-1]
         for row in rows
     )

@@ -13,8 +13,12 @@ from scion_scheduler.local import run_local
 
 def register(sub: Any) -> None:
     """Add `local`."""
-    p = sub.add_parser("local", help="run the schedules of a file in process, with an embedded SQLite store")
-    p.add_argument("--file", required=True, help="YAML or JSON schedule file (reloaded on change or SIGHUP)")
+    p = sub.add_parser(
+        "local", help="run the schedules of a file in process, with an embedded SQLite store"
+    )
+    p.add_argument(
+        "--file", required=True, help="YAML or JSON schedule file (reloaded on change or SIGHUP)"
+    )
     p.add_argument("--store", default=".local/scion.db",
                    help="SQLite file for execution history (default .local/scion.db); "
                         "read it with `runs ID --store sqlite:PATH`")

@@ -32,7 +32,9 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8087, help="port (0: any free port; default 8087)")
-    p.add_argument("--token", help="require this bearer token (default: none; SCION_HUB_TOKEN if set)")
+    p.add_argument(
+        "--token", help="require this bearer token (default: none; SCION_HUB_TOKEN if set)"
+    )
     p.add_argument("--no-fire-endpoint", action="store_true",
                    help="be today's hub, which has no fire endpoint (its routers answer 404/405)")
     p.add_argument("--mended-cursors", action="store_true",

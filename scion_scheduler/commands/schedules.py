@@ -45,9 +45,19 @@ def validate(args: argparse.Namespace, settings: Settings) -> int:
     """Validate the file; errors surface as `ValidationError` (exit 2) in `main`."""
     loaded = load_schedule_set(args.file, format=args.format, egress=settings.egress_policy())
     gone = f"; {len(loaded.absent)} gone at the hub" if loaded.absent else ""
-    emit({"valid": True, "schedules": len(loaded.schedules), "format": loaded.format,
-          "absent": list(loaded.absent)}, args.output,
-         f"{args.file}: {len(loaded.schedules)} schedule(s), all valid ({loaded.format} format){gone}")
+    emit(
+        {
+            "valid": True,
+            "schedules": len(loaded.schedules),
+            "format": loaded.format,
+            "absent": list(loaded.absent),
+        },
+        args.output,
+        (
+            f"{args.file}: {len(loaded.schedules)} schedule(s), all valid "
+            f"({loaded.format} format){gone}"
+        ),
+    )
     return EXIT_OK
 
 

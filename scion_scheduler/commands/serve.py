@@ -18,10 +18,13 @@ log = get_logger(__name__)
 def register(sub: Any) -> None:
     """Add `serve`."""
     p = sub.add_parser(
-        "serve", help="serve the HTTP control API (schedules, runs, history) with uvicorn",
-        description="Serve the HTTP control API. Callers authenticate with SCION_SCHEDULER_API_TOKEN "
-                    "or Google ID tokens (SCION_SCHEDULER_API_AUDIENCE + _API_ALLOWED_SA); without "
-                    "either it serves only on a loopback address.")
+        "serve",
+        help="serve the HTTP control API (schedules, runs, history) with uvicorn",
+        description="Serve the HTTP control API. Callers authenticate with "
+        "SCION_SCHEDULER_API_TOKEN "
+        "or Google ID tokens (SCION_SCHEDULER_API_AUDIENCE + _API_ALLOWED_SA); without "
+        "either it serves only on a loopback address.",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port to bind (default 8080)")
     p.add_argument("--store", default="firestore", metavar="firestore|sqlite:PATH",

@@ -33,7 +33,10 @@ def register(sub: Any) -> None:
                    help="YAML or JSON schedule file (default examples/schedules.yaml)")
     p.add_argument("--duration", type=float, metavar="SECONDS",
                    help="stop by itself after this many seconds (default: run until Ctrl-C)")
-    p.add_argument("--workdir", help="directory for the emulator and replica logs (default: a new temporary one)")
+    p.add_argument(
+        "--workdir",
+        help="directory for the emulator and replica logs (default: a new temporary one)",
+    )
     # Its own dest: the root parser's --project sets the hub's settings, which `up` ignores.
     p.add_argument("--project", dest="up_project", default=PROJECT, metavar="ID",
                    help=f"project ID inside the emulators (default {PROJECT})")
@@ -43,10 +46,16 @@ def register(sub: Any) -> None:
 def up(args: argparse.Namespace, settings: Settings) -> int:
     """Run the stack until SIGINT, SIGTERM or --duration; print the summary."""
     if args.duration is not None and args.duration <= 0:
-        return fail(f"--duration: must be a positive number of seconds, got {args.duration:g}", EXIT_BAD_INPUT)
+        return fail(
+            f"--duration: must be a positive number of seconds, got {args.duration:g}",
+            EXIT_BAD_INPUT,
+        )
     if not PROJECT_ID.match(args.up_project):
-        return fail(f"--project: {args.up_project!r} is not a project ID (6-30 lowercase letters, digits "
-                    "and hyphens, starting with a letter)", EXIT_BAD_INPUT)
+        return fail(
+            f"--project: {args.up_project!r} is not a project ID (6-30 lowercase letters, digits "
+            "and hyphens, starting with a letter)",
+            EXIT_BAD_INPUT,
+        )
     # The in-process parts log only trouble: the account on stdout is what a person reads.
     configure("console", "WARNING")
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="scion-up-"))

@@ -86,7 +86,9 @@ def _id_token_error(exc: Exception) -> ActionError:
 
     if isinstance(exc, google.auth.exceptions.DefaultCredentialsError):
         return ActionError(f"no credentials for an OIDC token: {exc}", retryable=False)
-    return ActionError(f"could not fetch an OIDC token: {type(exc).__name__}: {exc}", retryable=True)
+    return ActionError(
+        f"could not fetch an OIDC token: {type(exc).__name__}: {exc}", retryable=True
+    )
 
 
 def send(client: httpx.Client, method: str, url: str, *, egress: EgressPolicy,
@@ -105,7 +107,9 @@ def send(client: httpx.Client, method: str, url: str, *, egress: EgressPolicy,
     except EgressRefused as exc:
         raise ActionError(f"{method} {url}: {exc}", retryable=False) from exc
     except httpx.TimeoutException as exc:
-        raise ActionError(f"{method} {url}: timed out ({type(exc).__name__})", retryable=True) from exc
+        raise ActionError(
+            f"{method} {url}: timed out ({type(exc).__name__})", retryable=True
+        ) from exc
     except (httpx.UnsupportedProtocol, httpx.InvalidURL, UnicodeEncodeError) as exc:
         raise ActionError(f"{method} {url}: cannot send: {exc}", retryable=False) from exc
     except httpx.TransportError as exc:

@@ -131,7 +131,10 @@ def _hub_status(response: httpx.Response) -> tuple[str | None, str | None]:
     if not isinstance(answer, dict):
         return None, None
     status, reason = answer.get("status"), answer.get("reason")
-    return (status if isinstance(status, str) else None, reason if isinstance(reason, str) else None)
+    return (
+        status if isinstance(status, str) else None,
+        reason if isinstance(reason, str) else None,
+    )
 
 
 # Hub base URLs whose missing fire endpoint this process has logged: once per hub and process,
@@ -177,7 +180,9 @@ class ScionAction:
         if self._config_error is not None:
             raise ActionError(f"scion action: {self._config_error}", retryable=True)
         if not self._base_url:
-            raise ActionError("scion action: SCION_HUB_URL is not set on this worker", retryable=True)
+            raise ActionError(
+                "scion action: SCION_HUB_URL is not set on this worker", retryable=True
+            )
         params = context.params
         kind, grove_id = params.get("kind", KIND_SCHEDULE), params.get("grove_id")
         if kind not in COLLECTIONS or not isinstance(grove_id, str) or not grove_id:
@@ -233,8 +238,10 @@ class ScionAction:
         try:
             return self._id_tokens.get(self._audience)
         except google.auth.exceptions.DefaultCredentialsError as exc:
-            raise ActionError(f"scion action: no credentials for an OIDC token and no SCION_HUB_TOKEN: {exc}",
-                              retryable=True) from exc
+            raise ActionError(
+                f"scion action: no credentials for an OIDC token and no SCION_HUB_TOKEN: {exc}",
+                retryable=True,
+            ) from exc
         except Exception as exc:
             raise ActionError(f"scion action: could not fetch an OIDC token: {type(exc).__name__}",
                               retryable=True) from exc
