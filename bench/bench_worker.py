@@ -14,9 +14,10 @@ c0. the same with the tests' in-memory ledger: what the transport and the pipeli
 Rates are messages per second from the first delivery to the last settled one; (b) and (c) also
 give the distinct fires recorded per second. The four phases run `--rounds` times, interleaved
 (the machine is shared and its load changes), and each phase's median round is reported with
-every round's rate beside it; the goals are checked on the medians. Then (c) runs again under a steady publish rate
-well below its capacity, and reports the fire-to-start latency (from the fire time, which is
-the publish moment, to the action's start) p50/p99. Stops both emulators before it exits.
+every round's rate beside it; the goals are checked on the medians. Then (c) runs again under a
+steady publish rate well below its capacity, and reports the fire-to-start latency (from the fire
+time, which is the publish moment, to the action's start) p50/p99. Stops both emulators before it
+exits.
 """
 
 from __future__ import annotations
@@ -97,7 +98,9 @@ class Result:
         """CPU milliseconds per message by process, e.g. `python 1.2, firestore 2.0`."""
         if not self.cpu:
             return ""
-        return ", ".join(f"{name} {seconds / self.messages * 1000:.2f}" for name, seconds in self.cpu.items())
+        return ", ".join(
+            f"{name} {seconds / self.messages * 1000:.2f}" for name, seconds in self.cpu.items()
+        )
 
     @property
     def rate(self) -> float:
@@ -147,25 +150,37 @@ class Counter:
 OVERLAP = ["skip"]
 
 
-def schedules(count: int, action: dict[str, Any] | None = None,
-              egress: EgressPolicy = PUBLIC_ONLY) -> list[Schedule]:
+def schedules(
+    count: int, action: dict[str, Any] | None = None, egress: EgressPolicy = PUBLIC_ONLY
+) -> list[Schedule]:
     """Distinct schedules (one fire each in flight: the common case of many schedules), each
     with `action` (default: the no-op), whose targets `egress` allows."""
     action = action or {"type": NOOP}
-    return [parse_schedule({"id": f"bench-{i:05d}", "cron": "* * * * *", "overlap": OVERLAP[0],
-                            "action": action}, known_action_types=frozenset({NOOP, "http"}),
-                           egress=egress)
-            for i in range(count)]
+    return [
+        parse_schedule(
+            {"id": f"bench-{i:05d}", "cron": "* * * * *", "overlap": OVERLAP[0], "action": action},
+            known_action_types=frozenset({NOOP, "http"}),
+            egress=egress,
+        )
+        for i in range(count)
+    ]
 
 
-def fire_messages(fires: int, seed: int = 7, action: dict[str, Any] | None = None,
-                  egress: EgressPolicy = PUBLIC_ONLY) -> tuple[list[Message], int]:
+def fire_messages(
+    fires: int,
+    seed: int = 7,
+    action: dict[str, Any] | None = None,
+    egress: EgressPolicy = PUBLIC_ONLY,
+) -> tuple[list[Message], int]:
     """`fires` distinct manual fires plus DUPLICATE_SHARE duplicates, shuffled."""
     base = datetime.now(UTC)
     plan = schedules(fires, action, egress)
-    messages = [build_message(s, signing_key=SIGNING_KEY, trigger="manual",
-                              fire_time=base + timedelta(microseconds=i))
-                for i, s in enumerate(plan)]
+    messages = [
+        build_message(
+            s, signing_key=SIGNING_KEY, trigger="manual", fire_time=base + timedelta(microseconds=i)
+        )
+        for i, s in enumerate(plan)
+    ]
     rng = random.Random(seed)
     messages += [messages[i] for i in rng.sample(range(fires), int(fires * DUPLICATE_SHARE))]
     rng.shuffle(messages)
@@ -185,7 +200,8 @@ class Bed:
         self.subscription = self.subscriber.subscription_path(self.project, "workers")
         self.publisher.create_topic(name=self.topic)
         self.subscriber.create_subscription(
-            request={"name": self.subscription, "topic": self.topic, "ack_deadline_seconds": 60})
+            request={"name": self.subscription, "topic": self.topic, "ack_deadline_seconds": 60}
+        )
         self.firestore = firestore.Client(project=self.project)
 
     def publish(self, messages: list[Message]) -> None:
@@ -252,7 +268,13 @@ def run_naive(messages: list[Message], fires: int, timeout: float) -> Result:
 
     seconds = drain(bed, callback, counter, timeout)
     assert recorded[0] == fires, f"naive recorded {recorded[0]} of {fires} fires"
-    return Result("b. naive (transaction per message)", len(messages), seconds, recorded[0], cpu=counter.cpu_used)
+    return Result(
+        "b. naive (transaction per message)",
+        len(messages),
+        seconds,
+        recorded[0],
+        cpu=counter.cpu_used,
+    )
 
 
 @dataclass(frozen=True)
@@ -261,9 +283,14 @@ class WorkerConfig:
     max_messages: int
 
 
-def run_worker(messages: list[Message] | None, fires: int, timeout: float, config: WorkerConfig,
-               paced: Callable[[Bed], None] | None = None, in_memory: bool = False,
-               ) -> tuple[Result, list[float]]:
+def run_worker(
+    messages: list[Message] | None,
+    fires: int,
+    timeout: float,
+    config: WorkerConfig,
+    paced: Callable[[Bed], None] | None = None,
+    in_memory: bool = False,
+) -> tuple[Result, list[float]]:
     """Drain a pre-published backlog (`messages`), or run while `paced` publishes. With
     `in_memory`, the ledger is the tests' in-memory one: what the transport and the pipeline
     cost without Firestore."""
@@ -293,10 +320,15 @@ def run_worker(messages: list[Message] | None, fires: int, timeout: float, confi
         ledger = MemoryLedger()
     else:
         ledger = FirestoreLedger(bed.firestore)
-    pipeline = Pipeline(ledger, ActionRegistry({NOOP: noop}),
-                        worker_id="bench-worker", signing_key=SIGNING_KEY)
-    transport = PubSubTransport(bed.subscriber, bed.subscription, executors=config.executors,
-                                max_messages=config.max_messages)
+    pipeline = Pipeline(
+        ledger, ActionRegistry({NOOP: noop}), worker_id="bench-worker", signing_key=SIGNING_KEY
+    )
+    transport = PubSubTransport(
+        bed.subscriber,
+        bed.subscription,
+        executors=config.executors,
+        max_messages=config.max_messages,
+    )
     outcomes: dict[str, int] = {}
     seen: set[str] = set()
     all_recorded = threading.Event()
@@ -347,8 +379,9 @@ def paced_publisher(count: int, rate: float) -> Callable[[Bed], None]:
             delay = start + i / rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            message = build_message(schedule, signing_key=SIGNING_KEY, trigger="manual",
-                                    fire_time=datetime.now(UTC))
+            message = build_message(
+                schedule, signing_key=SIGNING_KEY, trigger="manual", fire_time=datetime.now(UTC)
+            )
             futures.append(bed.publisher.publish(bed.topic, message.data, **message.attributes))
         for future in futures:
             future.result(timeout=60)
@@ -369,25 +402,54 @@ def percentile(values: list[float], share: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--fires", type=int, default=5000,
-                        help="distinct fires per phase (default 5000: long enough that opening the stream "
-                             "and the first calls of fresh clients are a small share)")
-    parser.add_argument("--executors", type=int, default=DEFAULT_EXECUTORS,
-                        help=f"worker executors (default {DEFAULT_EXECUTORS}, the worker's)")
-    parser.add_argument("--max-messages", type=int, default=200, help="worker flow control (default 200)")
-    parser.add_argument("--latency-rate", type=float, default=100.0,
-                        help="publish rate of the latency phase, fires/s (default 100)")
-    parser.add_argument("--latency-fires", type=int, default=1000, help="fires in the latency phase")
-    parser.add_argument("--warmup", type=int, default=2000,
-                        help="fires of an unmeasured round of every phase first, so that each "
-                             "phase meets emulators whose JIT is warm (default 2000; 0: none)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="measured rounds of the four phases, interleaved; the median is reported (default 3)")
+    parser.add_argument(
+        "--fires",
+        type=int,
+        default=5000,
+        help="distinct fires per phase (default 5000: long enough that opening the stream "
+        "and the first calls of fresh clients are a small share)",
+    )
+    parser.add_argument(
+        "--executors",
+        type=int,
+        default=DEFAULT_EXECUTORS,
+        help=f"worker executors (default {DEFAULT_EXECUTORS}, the worker's)",
+    )
+    parser.add_argument(
+        "--max-messages", type=int, default=200, help="worker flow control (default 200)"
+    )
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        default=100.0,
+        help="publish rate of the latency phase, fires/s (default 100)",
+    )
+    parser.add_argument(
+        "--latency-fires", type=int, default=1000, help="fires in the latency phase"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=2000,
+        help="fires of an unmeasured round of every phase first, so that each "
+        "phase meets emulators whose JIT is warm (default 2000; 0: none)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="measured rounds of the four phases, interleaved; the median is reported (default 3)",
+    )
     parser.add_argument("--timeout", type=float, default=600.0)
-    parser.add_argument("--overlap", choices=("skip", "allow"), default="skip",
-                        help="the schedules' overlap policy (default skip, the model's default)")
-    parser.add_argument("--only-worker", action="store_true",
-                        help="run phase (c) alone, e.g. under a profiler")
+    parser.add_argument(
+        "--overlap",
+        choices=("skip", "allow"),
+        default="skip",
+        help="the schedules' overlap policy (default skip, the model's default)",
+    )
+    parser.add_argument(
+        "--only-worker", action="store_true", help="run phase (c) alone, e.g. under a profiler"
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds: must be at least 1")
@@ -399,7 +461,9 @@ def main(argv: list[str] | None = None) -> int:
         for emulator in emulators:
             emulator.start()
             os.environ[emulator.env_var] = emulator.host
-        CPU_METER.append(CpuMeter({e.kind: e.process.pid for e in emulators if e.process is not None}))
+        CPU_METER.append(
+            CpuMeter({e.kind: e.process.pid for e in emulators if e.process is not None})
+        )
         messages, fires = fire_messages(args.fires)
         config = WorkerConfig(args.executors, args.max_messages)
         if args.warmup > 0:
@@ -423,37 +487,58 @@ def main(argv: list[str] | None = None) -> int:
             rounds["raw"].append(run_raw(messages, args.timeout))
             rounds["naive"].append(run_naive(messages, fires, args.timeout))
             rounds["worker"].append(run_worker(messages, fires, args.timeout, config)[0])
-            rounds["ceiling"].append(run_worker(messages, fires, args.timeout, config, in_memory=True)[0])
-        _, lags = run_worker(None, args.latency_fires, args.timeout, config,
-                             paced=paced_publisher(args.latency_fires, args.latency_rate))
+            rounds["ceiling"].append(
+                run_worker(messages, fires, args.timeout, config, in_memory=True)[0]
+            )
+        _, lags = run_worker(
+            None,
+            args.latency_fires,
+            args.timeout,
+            config,
+            paced=paced_publisher(args.latency_fires, args.latency_rate),
+        )
     finally:
         for emulator in reversed(emulators):
             emulator.stop()
 
-    raw, naive, ours, ceiling = (median(rounds[phase]) for phase in ("raw", "naive", "worker", "ceiling"))
-    print(f"worker benchmark: {fires} fires + {len(messages) - fires} duplicates = {len(messages)} "
-          f"messages per phase; overlap {args.overlap}; executors {args.executors}, "
-          f"max messages {args.max_messages}; "
-          f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    raw, naive, ours, ceiling = (
+        median(rounds[phase]) for phase in ("raw", "naive", "worker", "ceiling")
+    )
+    print(
+        f"worker benchmark: {fires} fires + {len(messages) - fires} duplicates = {len(messages)} "
+        f"messages per phase; overlap {args.overlap}; executors {args.executors}, "
+        f"max messages {args.max_messages}; "
+        f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
+    )
     print(f"median of {args.rounds} interleaved rounds (msgs/s of every round in brackets):")
     print(f"{'phase':<36} {'msgs/s':>8} {'fires/s':>8} {'seconds':>8}  rounds")
     print(f"{'-' * 36} {'-' * 8} {'-' * 8} {'-' * 8}  {'-' * 20}")
-    for result, phase in zip((raw, naive, ours, ceiling), ("raw", "naive", "worker", "ceiling"), strict=True):
+    for result, phase in zip(
+        (raw, naive, ours, ceiling), ("raw", "naive", "worker", "ceiling"), strict=True
+    ):
         fire_rate = "" if result.fire_rate is None else f"{result.fire_rate:8.0f}"
         every = " ".join(f"{r.rate:.0f}" for r in rounds[phase])
-        print(f"{result.name:<36} {result.rate:8.0f} {fire_rate:>8} {result.seconds:8.2f}  [{every}]")
+        print(
+            f"{result.name:<36} {result.rate:8.0f} {fire_rate:>8} {result.seconds:8.2f}  [{every}]"
+        )
     print("CPU ms per message (this process; each emulator with its children):")
     for result in (raw, naive, ours, ceiling):
         print(f"  {result.name:<36} {result.cpu_ms_per_message}")
-    print(f"worker (median round): {ours.deferred} duplicates arrived while their original ran and were "
-          f"deferred (nacked with a delay, then acked as duplicates)")
-    print(f"fire-to-start latency at {args.latency_rate:g} fires/s ({len(lags)} fires): "
-          f"p50 {percentile(lags, 0.5) * 1000:.0f} ms, p99 {percentile(lags, 0.99) * 1000:.0f} ms, "
-          f"mean {statistics.fmean(lags) * 1000:.0f} ms")
+    print(
+        f"worker (median round): {ours.deferred} duplicates arrived while their original ran "
+        f"and were deferred (nacked with a delay, then acked as duplicates)"
+    )
+    print(
+        f"fire-to-start latency at {args.latency_rate:g} fires/s ({len(lags)} fires): "
+        f"p50 {percentile(lags, 0.5) * 1000:.0f} ms, p99 {percentile(lags, 0.99) * 1000:.0f} ms, "
+        f"mean {statistics.fmean(lags) * 1000:.0f} ms"
+    )
     vs_naive = ours.rate / naive.rate
     vs_raw = ours.rate / raw.rate
-    print(f"goal: worker >= 3x naive: {vs_naive:.2f}x {'met' if vs_naive >= 3 else 'MISSED'}; "
-          f"worker >= 0.5x raw: {vs_raw:.2f}x {'met' if vs_raw >= 0.5 else 'MISSED'}")
+    print(
+        f"goal: worker >= 3x naive: {vs_naive:.2f}x {'met' if vs_naive >= 3 else 'MISSED'}; "
+        f"worker >= 0.5x raw: {vs_raw:.2f}x {'met' if vs_raw >= 0.5 else 'MISSED'}"
+    )
     return 0
 
 

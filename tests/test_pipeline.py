@@ -58,7 +58,9 @@ class FakeClock:
 class Recorder:
     """An action handler that records its calls and does what the test tells it."""
 
-    def __init__(self, behaviour: Callable[[ActionContext], ActionResult | None] | None = None) -> None:
+    def __init__(
+        self, behaviour: Callable[[ActionContext], ActionResult | None] | None = None
+    ) -> None:
         self.calls: list[ActionContext] = []
         self.behaviour = behaviour
         self._lock = threading.Lock()
@@ -75,7 +77,9 @@ _message_ids = itertools.count(1)
 def schedule(**overrides: Any) -> Schedule:
     """A five-minute schedule of the `custom` action type."""
     fields: dict[str, Any] = {
-        "id": "team/report", "action": Action("custom", {"to": "ops"}), "cron": "*/5 * * * *",
+        "id": "team/report",
+        "action": Action("custom", {"to": "ops"}),
+        "cron": "*/5 * * * *",
         "labels": {"team": "ops"},
     }
     fields.update(overrides)
@@ -83,42 +87,71 @@ def schedule(**overrides: Any) -> Schedule:
 
 
 def delivery(
-    sched: Schedule, published_at: datetime = SLOT + timedelta(seconds=1), *, key: str | None = KEY,
-    delivery_attempt: int | None = None, **build: Any,
+    sched: Schedule,
+    published_at: datetime = SLOT + timedelta(seconds=1),
+    *,
+    key: str | None = KEY,
+    delivery_attempt: int | None = None,
+    **build: Any,
 ) -> Delivery:
     """A delivery of the schedule's fire message, as a transport would hand it over."""
     message = build_message(sched, signing_key=key, **build)
-    return Delivery(f"m{next(_message_ids)}", message.data, message.attributes, published_at,
-                    delivery_attempt)
+    return Delivery(
+        f"m{next(_message_ids)}", message.data, message.attributes, published_at, delivery_attempt
+    )
 
 
 class Harness:
     """A pipeline, its ledger, clock, metrics and the `custom` handler."""
 
-    def __init__(self, *, lease: timedelta = timedelta(minutes=10), now: datetime = SLOT + timedelta(seconds=2),
-                 ledger: Ledger | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        lease: timedelta = timedelta(minutes=10),
+        now: datetime = SLOT + timedelta(seconds=2),
+        ledger: Ledger | None = None,
+    ) -> None:
         self.ledger = ledger if ledger is not None else MemoryLedger()
         self.clock = FakeClock(now)
         self.action = Recorder()
         self.metrics = WorkerMetrics()
         self.pipeline = Pipeline(
-            self.ledger, ActionRegistry({"custom": self.action}), worker_id="w1",
-            signing_key=KEY, lease=lease, metrics=self.metrics, clock=self.clock,
+            self.ledger,
+            ActionRegistry({"custom": self.action}),
+            worker_id="w1",
+            signing_key=KEY,
+            lease=lease,
+            metrics=self.metrics,
+            clock=self.clock,
         )
 
     def handle(self, item: Delivery, stopping: threading.Event | None = None) -> Disposition:
         return self.pipeline.handle(item, stopping)
 
     def outcomes(self, outcome: str) -> float:
-        return self.metrics.registry.get_sample_value(
-            "scion_worker_executions_total", {"outcome": outcome}) or 0.0
+        return (
+            self.metrics.registry.get_sample_value(
+                "scion_worker_executions_total", {"outcome": outcome}
+            )
+            or 0.0
+        )
 
-    def claim_as(self, worker_id: str, sched: Schedule, fire_time: datetime, lease: timedelta) -> None:
+    def claim_as(
+        self, worker_id: str, sched: Schedule, fire_time: datetime, lease: timedelta
+    ) -> None:
         """Another worker claims the fire (and, in the test, never finishes it)."""
-        result = self.ledger.claim(ClaimRequest(
-            execution_id=execution_id(sched.id, fire_time), schedule_id=sched.id,
-            fire_time=fire_time, trigger="scheduled", worker_id=worker_id, lease=lease,
-            overlap=sched.overlap, now=self.clock()))
+        result = self.ledger.claim(
+            ClaimRequest(
+                execution_id=execution_id(sched.id, fire_time),
+                schedule_id=sched.id,
+                fire_time=fire_time,
+                trigger="scheduled",
+                worker_id=worker_id,
+                lease=lease,
+                overlap=sched.overlap,
+                now=self.clock(),
+            )
+        )
         assert result.result.run
 
 
@@ -163,19 +196,31 @@ def in_thread(fn: Callable[[], Disposition]) -> tuple[threading.Thread, list[Dis
 
 # Success, duplicates, registered action types.
 
+
 @on_every_ledger
 def test_runs_registered_action_once_and_records_success(h: Harness) -> None:
     sched = schedule()
     assert h.handle(delivery(sched)) == Disposition(ack=True, outcome="succeeded")
     [context] = h.action.calls
     eid = execution_id(sched.id, SLOT)
-    assert context == ActionContext(schedule_id=sched.id, fire_time=SLOT, execution_id=eid,
-                                    trigger="scheduled", attempt=1, params={"to": "ops"},
-                                    labels={"team": "ops"})
+    assert context == ActionContext(
+        schedule_id=sched.id,
+        fire_time=SLOT,
+        execution_id=eid,
+        trigger="scheduled",
+        attempt=1,
+        params={"to": "ops"},
+        labels={"team": "ops"},
+    )
     record = h.ledger.get(eid)
     assert record is not None and record.state is State.SUCCEEDED and record.worker_id == "w1"
     assert h.outcomes("succeeded") == 1
-    assert h.metrics.registry.get_sample_value("scion_worker_fires_received_total", {"trigger": "scheduled"}) == 1
+    assert (
+        h.metrics.registry.get_sample_value(
+            "scion_worker_fires_received_total", {"trigger": "scheduled"}
+        )
+        == 1
+    )
     assert h.metrics.registry.get_sample_value("scion_worker_fire_to_start_lag_seconds_count") == 1
 
 
@@ -215,6 +260,7 @@ def test_manual_fire_is_never_missed(h: Harness) -> None:
 
 # Claims held elsewhere, overlap.
 
+
 @on_every_ledger
 def test_busy_fire_is_nacked_until_the_holders_lease_ends(h: Harness) -> None:
     sched = schedule()
@@ -241,10 +287,17 @@ def test_a_long_running_fires_duplicate_waits_as_long_as_it_has_run(h: Harness) 
     try:
         assert started.wait(WAIT_S)
         h.clock.advance(timedelta(seconds=100))
-        assert h.pipeline.ledger.renew(execution_id(sched.id, SLOT), "w1",
-                                       h.clock() + timedelta(seconds=12))
-        other = Pipeline(h.ledger, ActionRegistry({"custom": Recorder()}), worker_id="w2",
-                         signing_key=KEY, lease=timedelta(seconds=12), clock=h.clock)
+        assert h.pipeline.ledger.renew(
+            execution_id(sched.id, SLOT), "w1", h.clock() + timedelta(seconds=12)
+        )
+        other = Pipeline(
+            h.ledger,
+            ActionRegistry({"custom": Recorder()}),
+            worker_id="w2",
+            signing_key=KEY,
+            lease=timedelta(seconds=12),
+            clock=h.clock,
+        )
         result = other.handle(delivery(sched))
         assert result == Disposition(ack=False, outcome="busy", delay=timedelta(seconds=100))
     finally:
@@ -288,9 +341,11 @@ def test_overlap_policy(h: Harness, overlap: str, second: str) -> None:
 
 # Lateness: catch-up window and policies; the one-shot rule.
 
+
 @on_every_ledger
-@pytest.mark.parametrize(("late", "outcome"), [(timedelta(minutes=4), "succeeded"),
-                                               (timedelta(minutes=6), "missed")])
+@pytest.mark.parametrize(
+    ("late", "outcome"), [(timedelta(minutes=4), "succeeded"), (timedelta(minutes=6), "missed")]
+)
 def test_catchup_window(h: Harness, late: timedelta, outcome: str) -> None:
     sched = schedule(catchup_window=timedelta(minutes=5))
     h.clock.set(SLOT + late)
@@ -309,16 +364,20 @@ def test_missed_fire_redelivered_is_a_duplicate(h: Harness) -> None:
     assert h.action.calls == []
 
 
-@pytest.mark.parametrize(("late", "outcome"), [(timedelta(minutes=4), "succeeded"),
-                                               (timedelta(minutes=5), "missed")])
+@pytest.mark.parametrize(
+    ("late", "outcome"), [(timedelta(minutes=4), "succeeded"), (timedelta(minutes=5), "missed")]
+)
 def test_catchup_latest_misses_a_superseded_fire(h: Harness, late: timedelta, outcome: str) -> None:
     h.clock.set(SLOT + late)  # the next slot is SLOT + 5 min
     assert h.handle(delivery(schedule(catchup="latest"))).outcome == outcome
 
 
-@pytest.mark.parametrize(("late", "outcome"), [(timedelta(seconds=30), "succeeded"),
-                                               (timedelta(seconds=61), "missed")])
-def test_catchup_none_misses_a_fire_a_minute_late(h: Harness, late: timedelta, outcome: str) -> None:
+@pytest.mark.parametrize(
+    ("late", "outcome"), [(timedelta(seconds=30), "succeeded"), (timedelta(seconds=61), "missed")]
+)
+def test_catchup_none_misses_a_fire_a_minute_late(
+    h: Harness, late: timedelta, outcome: str
+) -> None:
     h.clock.set(SLOT + late)
     assert h.handle(delivery(schedule(catchup="none"))).outcome == outcome
 
@@ -341,7 +400,9 @@ def test_one_shot_runs_only_at_its_own_time(h: Harness) -> None:
     # The job's cron repeats every year: a year later the same slot comes round.
     next_year = at.replace(year=2027)
     h.clock.set(next_year + timedelta(seconds=2))
-    assert h.handle(delivery(sched, next_year + timedelta(seconds=1))) == Disposition(ack=True, outcome="not_due")
+    assert h.handle(delivery(sched, next_year + timedelta(seconds=1))) == Disposition(
+        ack=True, outcome="not_due"
+    )
     assert h.ledger.history(sched.id) == []
     h.clock.set(at + timedelta(seconds=2))
     assert h.handle(delivery(sched, at + timedelta(seconds=1))).outcome == "succeeded"
@@ -350,9 +411,11 @@ def test_one_shot_runs_only_at_its_own_time(h: Harness) -> None:
 
 # Failures and attempts.
 
+
 def fail_with(exc: Exception) -> Callable[[ActionContext], ActionResult | None]:
     def behaviour(_: ActionContext) -> ActionResult | None:
         raise exc
+
     return behaviour
 
 
@@ -360,8 +423,9 @@ def fail_with(exc: Exception) -> Callable[[ActionContext], ActionResult | None]:
 def test_retryable_failure_is_retried_then_failed_at_max_attempts(h: Harness) -> None:
     sched = schedule(max_attempts=2)
     h.action.behaviour = fail_with(ActionError("HTTP 503", retryable=True))
-    assert h.handle(delivery(sched)) == Disposition(ack=False, outcome="retry",
-                                                    delay=retry_delay(1))
+    assert h.handle(delivery(sched)) == Disposition(
+        ack=False, outcome="retry", delay=retry_delay(1)
+    )
     eid = execution_id(sched.id, SLOT)
     record = h.ledger.get(eid)
     assert record is not None and record.state is State.RUNNING and record.error == "HTTP 503"
@@ -384,7 +448,11 @@ def test_non_retryable_failure_fails_at_once(h: Harness) -> None:
     h.action.behaviour = fail_with(ActionError("HTTP 404: not found", retryable=False))
     assert h.handle(delivery(schedule())) == Disposition(ack=True, outcome="failed")
     record = h.ledger.get(execution_id("team/report", SLOT))
-    assert record is not None and record.state is State.FAILED and record.error == "HTTP 404: not found"
+    assert (
+        record is not None
+        and record.state is State.FAILED
+        and record.error == "HTTP 404: not found"
+    )
     assert len(h.action.calls) == 1
 
 
@@ -401,15 +469,23 @@ def test_takeover_beyond_max_attempts_fails_without_running(h: Harness) -> None:
 
 # Messages that can never run.
 
+
 @pytest.mark.parametrize(("delivery_attempt", "ack"), [(None, True), (3, False)])
-def test_malformed_message_is_acked_or_dead_lettered(h: Harness, delivery_attempt: int | None, ack: bool) -> None:
+def test_malformed_message_is_acked_or_dead_lettered(
+    h: Harness, delivery_attempt: int | None, ack: bool
+) -> None:
     attributes = {"scion-format": "1", "trigger": "scheduled"}
     attributes["signature"] = sign(b"not json", attributes, KEY)
     poison = Delivery("m-poison", b"not json", attributes, SLOT, delivery_attempt)
     with capture_logs() as logs:
         assert h.handle(poison) == Disposition(ack=ack, outcome="rejected")
     assert any(e["event"] == "message rejected" and "not JSON" in e["reason"] for e in logs)
-    assert h.metrics.registry.get_sample_value("scion_worker_fires_received_total", {"trigger": "scheduled"}) == 1
+    assert (
+        h.metrics.registry.get_sample_value(
+            "scion_worker_fires_received_total", {"trigger": "scheduled"}
+        )
+        == 1
+    )
 
 
 @pytest.mark.parametrize("key", ["another-deployments-key", None])
@@ -427,11 +503,14 @@ def test_tampered_message_is_rejected(h: Harness) -> None:
 
 def test_unknown_action_type_is_rejected_like_a_malformed_message(h: Harness) -> None:
     sched = schedule(action=Action("not-registered-anywhere", {}))
-    assert h.handle(delivery(sched, delivery_attempt=1)) == Disposition(ack=False, outcome="rejected")
+    assert h.handle(delivery(sched, delivery_attempt=1)) == Disposition(
+        ack=False, outcome="rejected"
+    )
     assert h.ledger.history(sched.id) == []
 
 
 # The lease: heartbeat, loss, shutdown.
+
 
 def test_heartbeat_renews_the_lease_during_a_long_action() -> None:
     h = Harness(lease=timedelta(seconds=0.3))
@@ -491,14 +570,20 @@ def test_release_running_hands_the_fire_to_another_worker(h: Harness) -> None:
 
 # Infrastructure failures, logs, ids.
 
+
 class BrokenLedger(MemoryLedger):
     def claim(self, request: ClaimRequest) -> Any:
         raise ConnectionError("store unavailable")
 
 
 def test_store_failure_nacks_for_a_later_retry() -> None:
-    pipeline = Pipeline(BrokenLedger(), ActionRegistry({"custom": Recorder()}), worker_id="w1",
-                        signing_key=KEY, clock=lambda: SLOT + timedelta(seconds=2))
+    pipeline = Pipeline(
+        BrokenLedger(),
+        ActionRegistry({"custom": Recorder()}),
+        worker_id="w1",
+        signing_key=KEY,
+        clock=lambda: SLOT + timedelta(seconds=2),
+    )
     result = pipeline.handle(delivery(schedule()))
     assert not result.ack and result.outcome == "error" and result.delay is not None
 
@@ -509,7 +594,9 @@ def logs() -> Iterator[list[dict[str, Any]]]:
         yield entries
 
 
-def test_every_log_line_about_a_fire_carries_its_context(h: Harness, logs: list[dict[str, Any]]) -> None:
+def test_every_log_line_about_a_fire_carries_its_context(
+    h: Harness, logs: list[dict[str, Any]]
+) -> None:
     h.action.behaviour = fail_with(ActionError("HTTP 503", retryable=True))
     h.handle(delivery(schedule()))
     assert logs
@@ -523,12 +610,19 @@ def test_every_log_line_about_a_fire_carries_its_context(h: Harness, logs: list[
 
 def test_a_propagated_trace_is_bound_to_the_fires_log_lines(logs: list[dict[str, Any]]) -> None:
     # Unsigned: the Pub/Sub client adds its trace attribute after the publisher signed.
-    pipeline = Pipeline(MemoryLedger(), ActionRegistry({"custom": Recorder()}), worker_id="w1",
-                        clock=lambda: SLOT + timedelta(seconds=2), trace_project="proj")
+    pipeline = Pipeline(
+        MemoryLedger(),
+        ActionRegistry({"custom": Recorder()}),
+        worker_id="w1",
+        clock=lambda: SLOT + timedelta(seconds=2),
+        trace_project="proj",
+    )
     item = delivery(schedule(), key=None)
     trace_id = "ab" * 16
-    traced = replace(item, attributes={**item.attributes,
-                                       "googclient_traceparent": f"00-{trace_id}-{'cd' * 8}-01"})
+    traced = replace(
+        item,
+        attributes={**item.attributes, "googclient_traceparent": f"00-{trace_id}-{'cd' * 8}-01"},
+    )
     assert pipeline.handle(traced).outcome == "succeeded"
     assert logs and all(e["trace"] == f"projects/proj/traces/{trace_id}" for e in logs)
 
@@ -569,8 +663,13 @@ class BrokenRecordLedger(MemoryLedger):
 
 def test_a_missed_fire_that_cannot_be_recorded_is_retried_not_run() -> None:
     recorder = Recorder()
-    pipeline = Pipeline(BrokenRecordLedger(), ActionRegistry({"custom": recorder}), worker_id="w1",
-                        signing_key=KEY, clock=lambda: SLOT + timedelta(hours=1))
+    pipeline = Pipeline(
+        BrokenRecordLedger(),
+        ActionRegistry({"custom": recorder}),
+        worker_id="w1",
+        signing_key=KEY,
+        clock=lambda: SLOT + timedelta(hours=1),
+    )
     result = pipeline.handle(delivery(schedule()))
     assert not result.ack and result.outcome == "error" and recorder.calls == []
 
@@ -586,12 +685,18 @@ class BrokenPluginRegistry(ActionRegistry):
 
 
 def test_a_broken_plugin_rejects_the_message_without_crashing() -> None:
-    pipeline = Pipeline(MemoryLedger(), BrokenPluginRegistry(), worker_id="w1", signing_key=KEY,
-                        clock=lambda: SLOT + timedelta(seconds=2))
+    pipeline = Pipeline(
+        MemoryLedger(),
+        BrokenPluginRegistry(),
+        worker_id="w1",
+        signing_key=KEY,
+        clock=lambda: SLOT + timedelta(seconds=2),
+    )
     assert pipeline.handle(delivery(schedule())) == Disposition(ack=True, outcome="rejected")
 
 
 # Retries inside the worker (`retry_budget`): the broker's redelivery is not relied on.
+
 
 @pytest.fixture
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -624,8 +729,14 @@ class FlakyLedger(MemoryLedger):
 
 
 def in_process(ledger: Ledger, recorder: Recorder) -> Pipeline:
-    return Pipeline(ledger, ActionRegistry({"custom": recorder}), worker_id="w1", signing_key=KEY,
-                    clock=lambda: SLOT + timedelta(seconds=2), retry_budget=timedelta(seconds=5))
+    return Pipeline(
+        ledger,
+        ActionRegistry({"custom": recorder}),
+        worker_id="w1",
+        signing_key=KEY,
+        clock=lambda: SLOT + timedelta(seconds=2),
+        retry_budget=timedelta(seconds=5),
+    )
 
 
 @pytest.mark.usefixtures("fast_retries")
@@ -640,7 +751,8 @@ def test_a_target_that_recovers_within_max_attempts_succeeds_in_one_delivery() -
 
     ledger, recorder = MemoryLedger(), Recorder(behaviour)
     assert in_process(ledger, recorder).handle(delivery(schedule())) == Disposition(
-        ack=True, outcome="succeeded")
+        ack=True, outcome="succeeded"
+    )
     assert [c.attempt for c in recorder.calls] == [1, 2, 3]
     record = ledger.get(execution_id("team/report", SLOT))
     assert record is not None and record.state is State.SUCCEEDED and record.attempt == 3
@@ -660,9 +772,14 @@ def test_a_store_outage_is_waited_out_and_a_finished_action_never_runs_again() -
 @pytest.mark.usefixtures("fast_retries")
 def test_retries_beyond_the_budget_go_back_to_the_transport() -> None:
     recorder = Recorder(fail_with(ActionError("HTTP 503", retryable=True)))
-    pipeline = Pipeline(MemoryLedger(), ActionRegistry({"custom": recorder}), worker_id="w1",
-                        signing_key=KEY, clock=lambda: SLOT + timedelta(seconds=2),
-                        retry_budget=timedelta(milliseconds=25))
+    pipeline = Pipeline(
+        MemoryLedger(),
+        ActionRegistry({"custom": recorder}),
+        worker_id="w1",
+        signing_key=KEY,
+        clock=lambda: SLOT + timedelta(seconds=2),
+        retry_budget=timedelta(milliseconds=25),
+    )
     result = pipeline.handle(delivery(schedule()))
     # 10 ms then 20 ms: the second wait would pass the 25 ms budget.
     assert result.outcome == "retry" and not result.ack and result.delay is not None
@@ -670,6 +787,7 @@ def test_retries_beyond_the_budget_go_back_to_the_transport() -> None:
 
 
 # A claim that lands late (the store hung longer than the lease) and duplicates in one process.
+
 
 class SlowClaimLedger(MemoryLedger):
     """Each claim lands `delay` after it was asked for (the clock moves on meanwhile), and
@@ -692,8 +810,14 @@ class SlowClaimLedger(MemoryLedger):
 def test_a_claim_whose_lease_lapsed_on_the_way_is_renewed_before_the_action(taken: bool) -> None:
     clock = FakeClock(SLOT + timedelta(seconds=2))
     ledger, recorder = SlowClaimLedger(clock, timedelta(seconds=61), taken), Recorder()
-    pipeline = Pipeline(ledger, ActionRegistry({"custom": recorder}), worker_id="w1",
-                        signing_key=KEY, clock=clock, lease=timedelta(seconds=60))
+    pipeline = Pipeline(
+        ledger,
+        ActionRegistry({"custom": recorder}),
+        worker_id="w1",
+        signing_key=KEY,
+        clock=clock,
+        lease=timedelta(seconds=60),
+    )
     result = pipeline.handle(delivery(schedule()))
     if taken:
         assert result == Disposition(ack=True, outcome="lost") and recorder.calls == []
@@ -710,8 +834,13 @@ def test_a_second_delivery_of_a_fire_this_process_is_running_waits() -> None:
         return None
 
     recorder = Recorder(behaviour)
-    pipeline = Pipeline(MemoryLedger(), ActionRegistry({"custom": recorder}), worker_id="w1",
-                        signing_key=KEY, clock=lambda: SLOT + timedelta(seconds=2))
+    pipeline = Pipeline(
+        MemoryLedger(),
+        ActionRegistry({"custom": recorder}),
+        worker_id="w1",
+        signing_key=KEY,
+        clock=lambda: SLOT + timedelta(seconds=2),
+    )
     first: list[Disposition] = []
     thread = threading.Thread(target=lambda: first.append(pipeline.handle(delivery(schedule()))))
     thread.start()
@@ -724,7 +853,8 @@ def test_a_second_delivery_of_a_fire_this_process_is_running_waits() -> None:
 
 
 def test_a_duplicate_elsewhere_during_a_retry_wait_finds_the_fire_busy(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The worker takes a released fire back before it waits to retry, so a duplicate delivered
     to another worker meanwhile spends no attempt of its own."""
     import worker.pipeline as pipeline_module
@@ -739,12 +869,21 @@ def test_a_duplicate_elsewhere_during_a_retry_wait_finds_the_fire_busy(
         return None
 
     first, other = Recorder(behaviour), Recorder()
-    workers = [Pipeline(ledger, ActionRegistry({"custom": recorder}), worker_id=name,
-                        signing_key=KEY, clock=lambda: SLOT + timedelta(seconds=2),
-                        retry_budget=timedelta(seconds=5))
-               for name, recorder in (("w1", first), ("w2", other))]
+    workers = [
+        Pipeline(
+            ledger,
+            ActionRegistry({"custom": recorder}),
+            worker_id=name,
+            signing_key=KEY,
+            clock=lambda: SLOT + timedelta(seconds=2),
+            retry_budget=timedelta(seconds=5),
+        )
+        for name, recorder in (("w1", first), ("w2", other))
+    ]
     results: list[Disposition] = []
-    thread = threading.Thread(target=lambda: results.append(workers[0].handle(delivery(schedule()))))
+    thread = threading.Thread(
+        target=lambda: results.append(workers[0].handle(delivery(schedule())))
+    )
     thread.start()
     deadline = time.monotonic() + 5
     while not first.calls and time.monotonic() < deadline:

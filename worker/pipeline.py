@@ -221,22 +221,34 @@ class Pipeline:
             return self._reject(delivery, f"malformed or unverifiable message: {exc}")
         except KeyError as exc:
             return self._reject(delivery, f"unknown action type: {exc.args[0]}")
-        except Exception as exc:  # a broken plugin or an impossible slot: this message can't run here
+        except (
+            Exception
+        ) as exc:  # a broken plugin or an impossible slot: this message can't run here
             return self._reject(delivery, f"cannot handle message: {type(exc).__name__}: {exc}")
         eid = execution_id(fire.schedule_id, fire_time, fire.trigger)
         with bound(
-            schedule_id=fire.schedule_id, fire_time=format_instant(fire_time), execution_id=eid,
-            trigger=fire.trigger, attempt=0,
+            schedule_id=fire.schedule_id,
+            fire_time=format_instant(fire_time),
+            execution_id=eid,
+            trigger=fire.trigger,
+            attempt=0,
         ):
             return self._handle_fire(fire, fire_time, eid, handler, stopping, delivery)
 
     def _handle_fire(
-        self, fire: Fire, fire_time: datetime, eid: str, handler: ActionHandler,
-        stopping: threading.Event | None, delivery: Delivery,
+        self,
+        fire: Fire,
+        fire_time: datetime,
+        eid: str,
+        handler: ActionHandler,
+        stopping: threading.Event | None,
+        delivery: Delivery,
     ) -> Disposition:
         if not self._due(fire, fire_time):
-            log.info("fire not due: a one-shot runs only at its own time",
-                     at=format_instant(fire.at) if fire.at else None)
+            log.info(
+                "fire not due: a one-shot runs only at its own time",
+                at=format_instant(fire.at) if fire.at else None,
+            )
             return Disposition(ack=True, outcome="not_due")
         now = self.clock()
         missed_reason = self._missed_reason(fire, fire_time, now)
@@ -260,8 +272,13 @@ class Pipeline:
                 self._handling.discard(eid)
 
     def _claim_and_run(
-        self, fire: Fire, fire_time: datetime, eid: str, handler: ActionHandler,
-        stopping: threading.Event | None, delivery: Delivery,
+        self,
+        fire: Fire,
+        fire_time: datetime,
+        eid: str,
+        handler: ActionHandler,
+        stopping: threading.Event | None,
+        delivery: Delivery,
     ) -> Disposition:
         if stopping is not None and stopping.is_set():
             return self._interrupted()
@@ -272,15 +289,20 @@ class Pipeline:
                 disposition = Disposition(ack=False, outcome="error", delay=STORE_RETRY_DELAY)
             else:
                 with bound(attempt=claim.execution.attempt):
-                    disposition = self._after_claim(fire, fire_time, eid, handler, claim,
-                                                     stopping)
+                    disposition = self._after_claim(fire, fire_time, eid, handler, claim, stopping)
             delay = disposition.delay
-            if disposition.outcome not in ("retry", "error") or delay is None \
-                    or waited + delay > self.retry_budget:
+            if (
+                disposition.outcome not in ("retry", "error")
+                or delay is None
+                or waited + delay > self.retry_budget
+            ):
                 return disposition
             waited += delay
-            log.info("trying again in this worker", outcome=disposition.outcome,
-                     delay_s=delay.total_seconds())
+            log.info(
+                "trying again in this worker",
+                outcome=disposition.outcome,
+                delay_s=delay.total_seconds(),
+            )
             if disposition.outcome == "error":
                 if not _wait(delay, stopping):
                     return self._interrupted()
@@ -306,7 +328,12 @@ class Pipeline:
             log.exception("could not release the execution; its lease will lapse")
 
     def _after_claim(
-        self, fire: Fire, fire_time: datetime, eid: str, handler: ActionHandler, claim: Claim,
+        self,
+        fire: Fire,
+        fire_time: datetime,
+        eid: str,
+        handler: ActionHandler,
+        claim: Claim,
         stopping: threading.Event | None,
     ) -> Disposition:
         execution = claim.execution
@@ -316,14 +343,19 @@ class Pipeline:
             return Disposition(ack=True, outcome="duplicate")
         if claim.result is ClaimResult.BUSY:
             delay = self._busy_delay(execution)
-            log.info("fire is running on another worker; redelivery later",
-                     holder=execution.worker_id, delay_s=delay.total_seconds())
+            log.info(
+                "fire is running on another worker; redelivery later",
+                holder=execution.worker_id,
+                delay_s=delay.total_seconds(),
+            )
             return Disposition(ack=False, outcome="busy", delay=delay)
         if claim.result is ClaimResult.OVERLAP:
             log.info("fire skipped: another fire of the schedule is running (overlap: skip)")
             return Disposition(ack=True, outcome="skipped")
         if execution.attempt > fire.max_attempts:
-            log.warning("max attempts exhausted before this attempt", max_attempts=fire.max_attempts)
+            log.warning(
+                "max attempts exhausted before this attempt", max_attempts=fire.max_attempts
+            )
             return self._finish(eid, State.FAILED, error="max attempts exhausted", outcome="failed")
         fresh = self._fresh_lease(eid, execution)
         if fresh is None:
@@ -340,8 +372,10 @@ class Pipeline:
         the way, so another delivery could take the fire over while its action runs: renew
         such a lease before the action starts. False when another worker holds the fire now,
         None when the store failed."""
-        if execution.lease_until is None or \
-                execution.lease_until - self.clock() >= self.lease * 2 / 3:
+        if (
+            execution.lease_until is None
+            or execution.lease_until - self.clock() >= self.lease * 2 / 3
+        ):
             return True
         try:
             return self.ledger.renew(eid, self.worker_id, self.clock() + self.lease)
@@ -350,24 +384,41 @@ class Pipeline:
             return None
 
     def _run(
-        self, fire: Fire, fire_time: datetime, eid: str, handler: ActionHandler, claim: Claim,
+        self,
+        fire: Fire,
+        fire_time: datetime,
+        eid: str,
+        handler: ActionHandler,
+        claim: Claim,
     ) -> Disposition:
         attempt = claim.execution.attempt
         if claim.result is ClaimResult.CLAIMED:
-            self.metrics.fire_to_start_lag.observe(max(0.0, (self.clock() - fire_time).total_seconds()))
+            self.metrics.fire_to_start_lag.observe(
+                max(0.0, (self.clock() - fire_time).total_seconds())
+            )
         context = ActionContext(
-            schedule_id=fire.schedule_id, fire_time=fire_time, execution_id=eid,
-            trigger=fire.trigger, attempt=attempt, params=fire.action.params, labels=fire.labels,
+            schedule_id=fire.schedule_id,
+            fire_time=fire_time,
+            execution_id=eid,
+            trigger=fire.trigger,
+            attempt=attempt,
+            params=fire.action.params,
+            labels=fire.labels,
         )
-        log.info("action starting", action_type=fire.action.type,
-                 taken_over=claim.result is ClaimResult.TAKEN_OVER)
+        log.info(
+            "action starting",
+            action_type=fire.action.type,
+            taken_over=claim.result is ClaimResult.TAKEN_OVER,
+        )
         result: ActionResult | None = None
         error: Exception | None = None
         started = time.monotonic()
         with self._holding(eid) as held:
             try:
                 result = handler(context)
-            except Exception as exc:  # ActionError says whether to retry; anything else is retryable
+            except (
+                Exception
+            ) as exc:  # ActionError says whether to retry; anything else is retryable
                 error = exc
             self.metrics.action_duration.observe(time.monotonic() - started)
             if error is not None:
@@ -399,8 +450,12 @@ class Pipeline:
         """Hand back a fire held for its time when the worker stops: released (after the
         heartbeat let go of it), so another replica takes it over at once and holds it in turn."""
         try:
-            self.ledger.release(eid, self.worker_id, now=self.clock(),
-                                error="worker stopped while holding the fire for its time")
+            self.ledger.release(
+                eid,
+                self.worker_id,
+                now=self.clock(),
+                error="worker stopped while holding the fire for its time",
+            )
         except Exception:
             log.exception("could not release the held fire; its lease will lapse")
         return self._interrupted()
@@ -425,14 +480,26 @@ class Pipeline:
         return missed_reason(fire, fire.catchup, fire.catchup_window, fire_time, now)
 
     def _record_missed(
-        self, fire: Fire, fire_time: datetime, eid: str, now: datetime, reason: str,
+        self,
+        fire: Fire,
+        fire_time: datetime,
+        eid: str,
+        now: datetime,
+        reason: str,
     ) -> bool | None:
         """Record a missed fire: True when recorded, False when a record exists already, None
         when the ledger failed."""
         execution = Execution(
-            execution_id=eid, schedule_id=fire.schedule_id, fire_time=fire_time,
-            trigger=fire.trigger, state=State.MISSED, attempt=0, created_at=now,
-            expire_at=now + self.retention, worker_id=self.worker_id, finished_at=now,
+            execution_id=eid,
+            schedule_id=fire.schedule_id,
+            fire_time=fire_time,
+            trigger=fire.trigger,
+            state=State.MISSED,
+            attempt=0,
+            created_at=now,
+            expire_at=now + self.retention,
+            worker_id=self.worker_id,
+            finished_at=now,
             error=reason,
         )
         try:
@@ -446,12 +513,19 @@ class Pipeline:
 
     def _claim(self, fire: Fire, fire_time: datetime, eid: str, delivery: Delivery) -> Claim | None:
         # The message is kept with the running execution, for the reaper (`worker.reaper`).
-        message = FireMessage(delivery.message_id, delivery.data, delivery.attributes,
-                              delivery.published_at)
+        message = FireMessage(
+            delivery.message_id, delivery.data, delivery.attributes, delivery.published_at
+        )
         request = ClaimRequest(
-            execution_id=eid, schedule_id=fire.schedule_id, fire_time=fire_time,
-            trigger=fire.trigger, worker_id=self.worker_id, lease=self.lease,
-            overlap=fire.overlap, now=self.clock(), retention=self.retention,
+            execution_id=eid,
+            schedule_id=fire.schedule_id,
+            fire_time=fire_time,
+            trigger=fire.trigger,
+            worker_id=self.worker_id,
+            lease=self.lease,
+            overlap=fire.overlap,
+            now=self.clock(),
+            retention=self.retention,
             message=kept_message(message),
         )
         started = time.monotonic()
@@ -481,13 +555,23 @@ class Pipeline:
         state = result.state if result is not None else State.SUCCEEDED
         detail = result.detail if result is not None else None
         if state not in FINAL_STATES:
-            return self._finish(eid, State.FAILED, outcome="failed", held=held,
-                                error=f"the action returned the non-final state {state!s}")
+            return self._finish(
+                eid,
+                State.FAILED,
+                outcome="failed",
+                held=held,
+                error=f"the action returned the non-final state {state!s}",
+            )
         log.info("action finished", state=str(state), detail=detail)
         return self._finish(eid, state, detail=detail, outcome=str(state), held=held)
 
     def _failed(
-        self, fire: Fire, eid: str, attempt: int, exc: Exception, held: _Held,
+        self,
+        fire: Fire,
+        eid: str,
+        attempt: int,
+        exc: Exception,
+        held: _Held,
     ) -> Disposition:
         retryable = exc.retryable if isinstance(exc, ActionError) else True
         error = str(exc) if isinstance(exc, ActionError) else f"{type(exc).__name__}: {exc}"
@@ -495,11 +579,19 @@ class Pipeline:
             log.warning("action failed, not retryable", error=error)
             return self._finish(eid, State.FAILED, error=error, outcome="failed", held=held)
         if attempt >= fire.max_attempts:
-            log.warning("action failed on its last attempt", error=error,
-                        max_attempts=fire.max_attempts, exc_info=not isinstance(exc, ActionError))
+            log.warning(
+                "action failed on its last attempt",
+                error=error,
+                max_attempts=fire.max_attempts,
+                exc_info=not isinstance(exc, ActionError),
+            )
             return self._finish(eid, State.FAILED, error=error, outcome="failed", held=held)
-        log.warning("action failed; redelivery will retry it", error=error,
-                    max_attempts=fire.max_attempts, exc_info=not isinstance(exc, ActionError))
+        log.warning(
+            "action failed; redelivery will retry it",
+            error=error,
+            max_attempts=fire.max_attempts,
+            exc_info=not isinstance(exc, ActionError),
+        )
         with held.lock:
             held.active = False  # no renewal of the lease being released
         try:
@@ -514,8 +606,14 @@ class Pipeline:
         return Disposition(ack=False, outcome="retry", delay=retry_delay(attempt))
 
     def _finish(
-        self, eid: str, state: State, *, outcome: str, error: str | None = None,
-        detail: str | None = None, held: _Held | None = None,
+        self,
+        eid: str,
+        state: State,
+        *,
+        outcome: str,
+        error: str | None = None,
+        detail: str | None = None,
+        held: _Held | None = None,
     ) -> Disposition:
         """Record the outcome. While this worker holds the execution (`held` active: the
         heartbeat renews its lease), a failed write is retried here: handing the delivery back
@@ -525,16 +623,19 @@ class Pipeline:
             held.finishing = True
         while True:
             try:
-                finished = self.ledger.finish(eid, self.worker_id, state, now=self.clock(),
-                                              error=error, detail=detail)
+                finished = self.ledger.finish(
+                    eid, self.worker_id, state, now=self.clock(), error=error, detail=detail
+                )
                 break
             except Exception:
                 if held is None or not held.active:
                     # Nacked: the redelivery finds the lease lapsed, takes over and tries again.
                     log.exception("could not record the outcome; the delivery will be retried")
                     return Disposition(ack=False, outcome="error", delay=STORE_RETRY_DELAY)
-                log.exception("could not record the outcome; retrying while the lease is held",
-                              retry_in_s=FINISH_RETRY_DELAY.total_seconds())
+                log.exception(
+                    "could not record the outcome; retrying while the lease is held",
+                    retry_in_s=FINISH_RETRY_DELAY.total_seconds(),
+                )
                 time.sleep(FINISH_RETRY_DELAY.total_seconds())
         if not finished:
             log.warning("outcome not recorded: another worker took the fire over", state=str(state))
@@ -546,10 +647,15 @@ class Pipeline:
         delivery attempts) it is nacked until it reaches the dead-letter topic; without one it
         is acked, so that it cannot loop forever."""
         dead_letter = delivery.delivery_attempt is not None
-        log.error("message rejected", reason=reason,
-                  claimed_schedule_id=delivery.attributes.get(ATTR_SCHEDULE_ID),
-                  delivery_attempt=delivery.delivery_attempt,
-                  disposition="nack toward the dead-letter topic" if dead_letter else "ack (no dead-letter policy)")
+        log.error(
+            "message rejected",
+            reason=reason,
+            claimed_schedule_id=delivery.attributes.get(ATTR_SCHEDULE_ID),
+            delivery_attempt=delivery.delivery_attempt,
+            disposition="nack toward the dead-letter topic"
+            if dead_letter
+            else "ack (no dead-letter policy)",
+        )
         return Disposition(ack=not dead_letter, outcome="rejected")
 
     def _interrupted(self) -> Disposition:
@@ -576,7 +682,8 @@ class Pipeline:
             self._held[eid] = held
             if self._heartbeat_thread is None:
                 self._heartbeat_thread = threading.Thread(
-                    target=self._heartbeat, name=f"lease-heartbeat-{self.worker_id}", daemon=True)
+                    target=self._heartbeat, name=f"lease-heartbeat-{self.worker_id}", daemon=True
+                )
                 self._heartbeat_thread.start()
         try:
             yield held
@@ -607,7 +714,9 @@ class Pipeline:
             if not held.active:
                 return
             try:
-                renewed = self.ledger.renew(held.execution_id, self.worker_id, self.clock() + self.lease)
+                renewed = self.ledger.renew(
+                    held.execution_id, self.worker_id, self.clock() + self.lease
+                )
             except Exception:
                 log.exception("lease renewal failed; trying again at the next beat")
                 return
@@ -633,8 +742,9 @@ class Pipeline:
                 # Inactive first, so that no heartbeat renews the lease just released.
                 item.active = False
                 try:
-                    if self.ledger.release(item.execution_id, self.worker_id, now=self.clock(),
-                                           error=reason):
+                    if self.ledger.release(
+                        item.execution_id, self.worker_id, now=self.clock(), error=reason
+                    ):
                         released.append(item.execution_id)
                         log.warning("execution released for another worker", reason=reason)
                 except Exception:

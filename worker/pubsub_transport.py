@@ -126,8 +126,12 @@ class _ActionScheduler(ThreadScheduler):  # type: ignore[misc]  # google.* is un
     """The client's thread scheduler over a bounded pool of action executors, with the
     transport deciding what shutting it down means (drain on stop, detach on failure)."""
 
-    def __init__(self, executors: int, on_shutdown: Callable[[list[Message]], list[Message]]) -> None:
-        super().__init__(ThreadPoolExecutor(max_workers=executors, thread_name_prefix="scion-action"))
+    def __init__(
+        self, executors: int, on_shutdown: Callable[[list[Message]], list[Message]]
+    ) -> None:
+        super().__init__(
+            ThreadPoolExecutor(max_workers=executors, thread_name_prefix="scion-action")
+        )
         self._on_shutdown = on_shutdown
 
     def shutdown(self, await_msg_callbacks: bool = False) -> list[Message]:
@@ -155,18 +159,29 @@ class PubSubTransport:
         min_backoff: timedelta = timedelta(seconds=0.5),
         max_backoff: timedelta = timedelta(seconds=30),
     ) -> None:
-        for name, value in (("max_messages", max_messages), ("max_bytes", max_bytes),
-                            ("executors", executors)):
+        for name, value in (
+            ("max_messages", max_messages),
+            ("max_bytes", max_bytes),
+            ("executors", executors),
+        ):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1 (got {value})")
         if max_lease_duration <= timedelta(0) or grace_period < timedelta(0):
             raise ValueError("max_lease_duration must be positive and grace_period not negative")
-        if not timedelta(seconds=10) <= max_lease_extension <= timedelta(seconds=MAX_ACK_DEADLINE_S):
-            raise ValueError(f"max_lease_extension must be 10..{MAX_ACK_DEADLINE_S} s (got {max_lease_extension})")
+        if (
+            not timedelta(seconds=10)
+            <= max_lease_extension
+            <= timedelta(seconds=MAX_ACK_DEADLINE_S)
+        ):
+            raise ValueError(
+                f"max_lease_extension must be 10..{MAX_ACK_DEADLINE_S} s "
+                f"(got {max_lease_extension})"
+            )
         self._client = subscriber_client
         self._path = subscription_path
         self._flow_control = FlowControl(
-            max_messages=max_messages, max_bytes=max_bytes,
+            max_messages=max_messages,
+            max_bytes=max_bytes,
             max_lease_duration=max_lease_duration.total_seconds(),
             # Whole seconds: the client copies it into the stream's int32 ack deadline, and a
             # float there makes every StreamingPull request fail without a word.
@@ -193,7 +208,9 @@ class PubSubTransport:
     def ready(self) -> bool:
         """True while a streaming pull is open and its channel is connected."""
         future = self._future
-        return future is not None and not future.done() and not self._stopping and self._channel_ready
+        return (
+            future is not None and not future.done() and not self._stopping and self._channel_ready
+        )
 
     def _on_connectivity(self, state: Any) -> None:
         self._channel_ready = getattr(state, "name", "") == "READY"
@@ -228,9 +245,13 @@ class PubSubTransport:
                         backoff = self._min_backoff_s
                     if stop.is_set():
                         break
-                    log.warning("streaming pull ended; subscribing again", stream=number,
-                                subscription=self._path, error=_describe(future.exception()),
-                                retry_in_s=round(backoff, 2))
+                    log.warning(
+                        "streaming pull ended; subscribing again",
+                        stream=number,
+                        subscription=self._path,
+                        error=_describe(future.exception()),
+                        retry_in_s=round(backoff, 2),
+                    )
                 if stop.wait(backoff):
                     break
                 backoff = min(backoff * 2, self._max_backoff_s)
@@ -245,25 +266,37 @@ class PubSubTransport:
 
     def _open(self, stream: _Stream, handle: Handler) -> Any:
         scheduler = _ActionScheduler(
-            self._executors, functools.partial(self._on_scheduler_shutdown, stream))
+            self._executors, functools.partial(self._on_scheduler_shutdown, stream)
+        )
         try:
             future = self._client.subscribe(
-                self._path, functools.partial(self._callback, stream, handle),
-                flow_control=self._flow_control, scheduler=scheduler,
+                self._path,
+                functools.partial(self._callback, stream, handle),
+                flow_control=self._flow_control,
+                scheduler=scheduler,
             )
         except Exception as exc:  # e.g. a malformed path: retried like a failed stream
-            log.warning("could not open the streaming pull", subscription=self._path,
-                        error=_describe(exc))
+            log.warning(
+                "could not open the streaming pull", subscription=self._path, error=_describe(exc)
+            )
             return None
         self._future = future
-        log.info("streaming pull open", stream=stream.number, subscription=self._path,
-                 max_messages=self._flow_control.max_messages, executors=self._executors)
+        log.info(
+            "streaming pull open",
+            stream=stream.number,
+            subscription=self._path,
+            max_messages=self._flow_control.max_messages,
+            executors=self._executors,
+        )
         return future
 
     def _drain(self, future: Any) -> None:
         self._begin_stop()
-        log.info("stopping: no new messages; running actions may finish",
-                 grace_period_s=self._grace_s, running=len(self._in_flight.items))
+        log.info(
+            "stopping: no new messages; running actions may finish",
+            grace_period_s=self._grace_s,
+            running=len(self._in_flight.items),
+        )
         future.cancel()
         try:
             # The client's shutdown thread runs our scheduler hook, which waits for the actions.
@@ -283,8 +316,11 @@ class PubSubTransport:
             stream.detached = True
             return dropped
         if dropped:
-            log.info("stopping: queued deliveries handed back to Pub/Sub", count=len(dropped),
-                     message_ids=[message.message_id for message in dropped])
+            log.info(
+                "stopping: queued deliveries handed back to Pub/Sub",
+                count=len(dropped),
+                message_ids=[message.message_id for message in dropped],
+            )
         for message in dropped:
             message.nack()
         self._await_in_flight()
@@ -310,8 +346,11 @@ class PubSubTransport:
                 return
             self._abandoned_once = True
         self.abandoned = len(stragglers)
-        log.warning("grace period over; handing running deliveries back to Pub/Sub",
-                    running=len(stragglers), message_ids=[s.message.message_id for s in stragglers])
+        log.warning(
+            "grace period over; handing running deliveries back to Pub/Sub",
+            running=len(stragglers),
+            message_ids=[s.message.message_id for s in stragglers],
+        )
         if self._before_abandon is not None:
             try:
                 self._before_abandon()
@@ -333,8 +372,9 @@ class PubSubTransport:
             try:
                 disposition = handle(to_delivery(message))
             except Exception:  # the pipeline never raises; if it does, keep the pool alive
-                log.exception("handler raised; the message will be redelivered",
-                              message_id=message.message_id)
+                log.exception(
+                    "handler raised; the message will be redelivered", message_id=message.message_id
+                )
                 disposition = Disposition(ack=False, outcome="error")
             with registry.lock:
                 abandoned = item.abandoned
@@ -365,12 +405,17 @@ class PubSubTransport:
                 self._client.acknowledge(subscription=self._path, ack_ids=[message.ack_id])
             else:
                 self._client.modify_ack_deadline(
-                    subscription=self._path, ack_ids=[message.ack_id],
+                    subscription=self._path,
+                    ack_ids=[message.ack_id],
                     ack_deadline_seconds=_ack_deadline(delay) if delay > 0 else 0,
                 )
         except Exception as exc:  # the message comes back when its deadline lapses
-            log.warning("could not settle a message of a closed stream; it will be redelivered",
-                        message_id=message.message_id, ack=ack, error=_describe(exc))
+            log.warning(
+                "could not settle a message of a closed stream; it will be redelivered",
+                message_id=message.message_id,
+                ack=ack,
+                error=_describe(exc),
+            )
 
 
 def _ack_deadline(delay_s: float) -> int:

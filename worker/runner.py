@@ -89,12 +89,17 @@ def run_worker(settings: Settings, options: RunOptions) -> int:
                         metrics=metrics, clock=clock, trace_project=settings.project,
                         retry_budget=IN_PROCESS_RETRY_BUDGET)
     transport = PubSubTransport(
-        gcp.subscriber_client(settings), settings.subscription_path,
-        max_messages=options.max_messages, max_bytes=options.max_bytes,
-        executors=options.executors, max_lease_duration=options.max_lease_duration,
+        gcp.subscriber_client(settings),
+        settings.subscription_path,
+        max_messages=options.max_messages,
+        max_bytes=options.max_bytes,
+        executors=options.executors,
+        max_lease_duration=options.max_lease_duration,
         max_lease_extension=options.max_lease_extension,
         grace_period=options.grace_period,
-        before_abandon=lambda: pipeline.release_running("worker stopped before the action finished"),
+        before_abandon=lambda: pipeline.release_running(
+            "worker stopped before the action finished"
+        ),
     )
     stop = threading.Event()
 
@@ -105,18 +110,29 @@ def run_worker(settings: Settings, options: RunOptions) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     health_of.pubsub_ready = lambda: transport.ready
-    health = HealthServer(options.health_port, ready=health_of.readiness,
-                          registry=metrics.registry).start()
-    reaper = Reaper(FirestoreLapsedClaims(client, settings.collection_prefix or "scion_"),
-                    lambda delivery: pipeline.handle(delivery, stop), clock=clock,
-                    interval=options.lease / REAP_SWEEPS_PER_LEASE, grace=options.lease,
-                    worker_id=worker_id)
+    health = HealthServer(
+        options.health_port, ready=health_of.readiness, registry=metrics.registry
+    ).start()
+    reaper = Reaper(
+        FirestoreLapsedClaims(client, settings.collection_prefix or "scion_"),
+        lambda delivery: pipeline.handle(delivery, stop),
+        clock=clock,
+        interval=options.lease / REAP_SWEEPS_PER_LEASE,
+        grace=options.lease,
+        worker_id=worker_id,
+    )
     reaper.start(stop)
     start_audit(settings, client, store, metrics, worker_id, stop)
-    log.info("worker starting", worker_id=worker_id, subscription=settings.subscription_path,
-             health_port=health.port, executors=options.executors,
-             max_messages=options.max_messages, lease_s=options.lease.total_seconds(),
-             grace_period_s=options.grace_period.total_seconds())
+    log.info(
+        "worker starting",
+        worker_id=worker_id,
+        subscription=settings.subscription_path,
+        health_port=health.port,
+        executors=options.executors,
+        max_messages=options.max_messages,
+        lease_s=options.lease.total_seconds(),
+        grace_period_s=options.grace_period.total_seconds(),
+    )
     try:
         transport.run(lambda delivery: pipeline.handle(delivery, stop), stop)
     finally:
@@ -125,8 +141,12 @@ def run_worker(settings: Settings, options: RunOptions) -> int:
     reaped = reaper.wait_idle(options.grace_period.total_seconds())
     if not reaped:
         pipeline.release_running("worker stopped before the action finished")
-    log.info("worker stopped", worker_id=worker_id, abandoned=transport.abandoned,
-             reaper_abandoned=reaper.busy)
+    log.info(
+        "worker stopped",
+        worker_id=worker_id,
+        abandoned=transport.abandoned,
+        reaper_abandoned=reaper.busy,
+    )
     if transport.abandoned or not reaped:
         # The abandoned actions' threads would hold the interpreter open until they end; their
         # claims are released and their messages handed back, so nothing is lost by leaving now.
