@@ -22,11 +22,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
+from scheduler.clock import utc_now
 from scheduler.contract import (
     ATTR_SCHEDULE_ID,
     ATTR_TRIGGER,
@@ -81,11 +82,6 @@ IN_PROCESS_RETRY_BUDGET = timedelta(seconds=120)
 FINISH_RETRY_DELAY = timedelta(seconds=1)
 # Pub/Sub's OpenTelemetry propagation stores the W3C `traceparent` under this attribute.
 TRACEPARENT_ATTRIBUTE = "googclient_traceparent"
-
-
-def utc_now() -> datetime:
-    """The current time as an aware UTC datetime."""
-    return datetime.now(UTC)
 
 
 def _wait(delay: timedelta, stopping: threading.Event | None) -> bool:
