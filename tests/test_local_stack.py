@@ -246,17 +246,16 @@ def test_the_account_reads_the_replicas_json_lines() -> None:
     assert "duplicates suppressed:  1" in summary and "failures:               0" in summary
 
 
+def _up_briefly(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`scion-scheduler up` for at most 5 s, its work directory under `tmp_path`."""
+    return subprocess.run([SCRIPT, "up", "--duration", "5", "--workdir", str(tmp_path / "work")],
+                          env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
 def test_up_without_gcloud_fails_clearly_and_starts_nothing(tmp_path: Path) -> None:
     marker = uuid.uuid4().hex
     env = _env(marker, PATH=str(Path(sys.executable).parent))
-    done = subprocess.run(
-        [SCRIPT, "up", "--duration", "5", "--workdir", str(tmp_path / "work")],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _up_briefly(tmp_path, env)
     assert done.returncode == 2
     assert done.stderr.startswith("error: gcloud is not on PATH"), done.stderr
     assert "Traceback" not in done.stderr and done.stdout == ""
@@ -271,14 +270,7 @@ def test_up_without_java_fails_clearly_and_starts_nothing(tmp_path: Path) -> Non
     (fake / "gcloud").chmod(0o755)
     marker = uuid.uuid4().hex
     env = _env(marker, PATH=f"{Path(sys.executable).parent}{os.pathsep}{fake}")
-    done = subprocess.run(
-        [SCRIPT, "up", "--duration", "5", "--workdir", str(tmp_path / "work")],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _up_briefly(tmp_path, env)
     assert done.returncode == 2
     assert done.stderr.startswith("error: java is not on PATH"), done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "work").exists()
