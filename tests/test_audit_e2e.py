@@ -9,13 +9,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from worker_harness import WAIT_S, Stack, wait_for
+from worker_harness import stack_fixture as stack_fixture  # the `stack` fixture
 
 from scheduler.config import Settings
 from scheduler.contract import execution_id
@@ -45,14 +44,6 @@ while True:
 """
 
 
-@pytest.fixture
-def stack(pubsub_emulator: str, firestore_emulator: str, project_id: str,
-          tmp_path: Path) -> Iterator[Stack]:
-    stack = Stack(project_id, tmp_path, pubsub_emulator, firestore_emulator)
-    try:
-        yield stack
-    finally:
-        stack.close()
 
 
 class Subscriber:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from worker_harness import WAIT_S, Stack, Worker, wait_for
+from worker_harness import stack_fixture as stack_fixture  # the `stack` fixture
 
 from scheduler.contract import Message, execution_id
 from scheduler.model import parse_instant
@@ -25,14 +24,6 @@ pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 TAKEOVER_BUDGET_S = 20.0
 
 
-@pytest.fixture
-def stack(pubsub_emulator: str, firestore_emulator: str, project_id: str,
-          tmp_path: Path) -> Iterator[Stack]:
-    stack = Stack(project_id, tmp_path, pubsub_emulator, firestore_emulator)
-    try:
-        yield stack
-    finally:
-        stack.close()
 
 
 def _eid(message: Message) -> str:

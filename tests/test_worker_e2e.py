@@ -11,13 +11,13 @@ import random
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from worker_harness import SIGNING_KEY, VENV_BIN, WAIT_S, Stack, wait_for
+from worker_harness import stack_fixture as stack_fixture  # the `stack` fixture
 
 from scheduler.contract import Message, build_message, execution_id
 from scion_scheduler.google_emulators import Emulator, free_port
@@ -26,15 +26,6 @@ from worker.ledger import State
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 
 
-@pytest.fixture
-def stack(
-    pubsub_emulator: str, firestore_emulator: str, project_id: str, tmp_path: Path
-) -> Iterator[Stack]:
-    stack = Stack(project_id, tmp_path, pubsub_emulator, firestore_emulator)
-    try:
-        yield stack
-    finally:
-        stack.close()
 
 
 def _now() -> datetime:

@@ -12,7 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler.contract import Message, build_message
@@ -312,3 +313,15 @@ class Stack:
         self.target.close()
         with contextlib.suppress(Exception):
             self.subscriber.close()
+
+
+@pytest.fixture(name="stack")
+def stack_fixture(pubsub_emulator: str, firestore_emulator: str, project_id: str,
+                  tmp_path: Path) -> Iterator[Stack]:
+    """A `Stack` for one test, closed after it: a test module takes it as its `stack` fixture
+    by importing `stack_fixture`."""
+    stack = Stack(project_id, tmp_path, pubsub_emulator, firestore_emulator)
+    try:
+        yield stack
+    finally:
+        stack.close()
