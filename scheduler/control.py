@@ -42,7 +42,8 @@ from scheduler.logs import get_logger
 from scheduler.model import Schedule, format_instant, parse_instant
 from scheduler.naming import job_id_of
 from scheduler.registry import ScheduleRegistry
-from scheduler.sync import ApplyResult, Plan, Step, StepKind, StepOutcome, Syncer
+from scheduler.sync import ApplyResult, StepOutcome, Syncer
+from scheduler.sync_plan import Plan, Step, StepKind
 
 log = get_logger(__name__)
 

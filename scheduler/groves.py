@@ -31,7 +31,7 @@ from scheduler.jobs import JobSpec
 from scheduler.jobs_decode import JobDecodeError, schedule_from_job
 from scheduler.model import FieldError, Schedule, ValidationError
 from scheduler.naming import is_owned, job_id_of
-from scheduler.sync import Plan, compute_plan
+from scheduler.sync_plan import Plan, compute_plan
 from scheduler.validation import parse_schedule, schedules_from_data
 
 GROVE_LABEL = "scion-grove"

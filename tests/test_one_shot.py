@@ -37,7 +37,7 @@ from scheduler.contract import ATTR_TRIGGER, build_message, execution_id
 from scheduler.jobs import JobRetry, JobSpec
 from scheduler.model import ONE_SHOT_LEAD, Schedule, one_shot_slot
 from scheduler.one_shots import MAX_LATE_FIRE
-from scheduler.sync import Step, compute_plan
+from scheduler.sync_plan import Step, compute_plan
 from scheduler.validation import schedules_from_data
 from worker.action import ActionContext, ActionRegistry
 from worker.ledger import ClaimResult, State

@@ -25,7 +25,8 @@ from scheduler.gcp import publisher_client, subscriber_client
 from scheduler.jobs import ALL_FIELDS, JobRetry, JobSpec, diff_mask
 from scheduler.model import Schedule
 from scheduler.naming import job_id_for, schedule_id_for
-from scheduler.sync import WRITE_METHODS, RateLimiter, Syncer, compute_plan
+from scheduler.sync import WRITE_METHODS, RateLimiter, Syncer
+from scheduler.sync_plan import compute_plan
 from scheduler.validation import load_schedules, parse_schedule, validate_schedules
 
 ACTION = {"type": "http", "url": "https://hub.example/run"}

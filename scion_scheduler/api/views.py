@@ -11,7 +11,8 @@ from scheduler.control import job_info, upcoming_fires
 from scheduler.jobs import JobSpec
 from scheduler.jobs_decode import JobDecodeError, job_fingerprint, schedule_from_job
 from scheduler.model import format_instant
-from scheduler.sync import Plan, StepOutcome
+from scheduler.sync import StepOutcome
+from scheduler.sync_plan import Plan
 from scion_scheduler.api.schemas import (
     ExecutionOut,
     JobOut,

@@ -25,7 +25,8 @@ from scheduler.contract import ContractError
 from scheduler.control import JobInfo, JobNotFound, SchedulerControl, with_registry
 from scheduler.jobs import JobSpec
 from scheduler.model import format_instant
-from scheduler.sync import ApplyResult, Plan, Step
+from scheduler.sync import ApplyResult
+from scheduler.sync_plan import Plan, Step
 from scheduler.validation import ScheduleSet, load_schedule_set
 from scion_scheduler.commands.schedules import add_format_flag
 
