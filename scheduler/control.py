@@ -24,8 +24,6 @@ from google.protobuf import field_mask_pb2
 from scheduler import gcp
 from scheduler.config import Settings
 from scheduler.contract import (
-    ATTR_AT,
-    ATTR_FINGERPRINT,
     ATTR_FIRE_TIME,
     ATTR_SIGNATURE,
     ATTR_TRIGGER,
@@ -36,10 +34,10 @@ from scheduler.contract import (
     execution_id,
     sign,
 )
-from scheduler.cron import CronDialect, next_fires
+from scheduler.job_readback import JobInfo, job_info
 from scheduler.jobs import JobSpec, attributes_of, diff_mask, is_paused
 from scheduler.logs import get_logger
-from scheduler.model import Schedule, format_instant, parse_instant
+from scheduler.model import Schedule, format_instant
 from scheduler.naming import job_id_of
 from scheduler.registry import ScheduleRegistry
 from scheduler.sync import ApplyResult, StepOutcome, Syncer
@@ -52,39 +50,6 @@ PUBLISH_TIMEOUT_SECONDS = 60.0
 
 class JobNotFound(LookupError):
     """The schedule has no job in Cloud Scheduler."""
-
-
-@dataclass(frozen=True)
-class JobInfo:
-    """What Cloud Scheduler holds for one of this deployment's jobs."""
-
-    job_id: str
-    schedule_id: str | None
-    state: str
-    schedule: str
-    time_zone: str
-    description: str
-    topic: str
-    fingerprint: str | None
-    at: datetime | None
-    next_fires: tuple[datetime, ...]
-    scheduled_time: datetime | None
-    last_attempt_time: datetime | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The job as JSON-compatible data (instants in RFC 3339)."""
-        def instant(value: datetime | None) -> str | None:
-            return format_instant(value) if value is not None else None
-
-        return {
-            "job_id": self.job_id, "schedule_id": self.schedule_id, "state": self.state,
-            "schedule": self.schedule, "time_zone": self.time_zone,
-            "description": self.description, "topic": self.topic,
-            "fingerprint": self.fingerprint, "at": instant(self.at),
-            "next_fires": [format_instant(f) for f in self.next_fires],
-            "scheduled_time": instant(self.scheduled_time),
-            "last_attempt_time": instant(self.last_attempt_time),
-        }
 
 
 @dataclass(frozen=True)
@@ -106,69 +71,12 @@ class RunResult:
         }
 
 
-@dataclass(frozen=True)
-class _JobCron:
-    effective_cron: str
-    effective_timezone: str
-    # A job's own schedule is always Cloud Scheduler's unix-cron.
-    cron_dialect: CronDialect = CronDialect.UNIX
-
-
 def _fields_of(job: Any, paths: Sequence[str]) -> scheduler_v1.Job:
     """Only `paths` of `job` (and its name): an UpdateJob body without output-only fields."""
     restored = scheduler_v1.Job(name=job.name)
     field_mask_pb2.FieldMask(paths=list(paths)).MergeMessage(
         scheduler_v1.Job.pb(job), scheduler_v1.Job.pb(restored), replace_message_field=True)
     return restored
-
-
-def _timestamp(value: Any) -> datetime | None:
-    # proto-plus gives DatetimeWithNanoseconds for a set Timestamp and the epoch for an unset one.
-    if not isinstance(value, datetime) or value.timestamp() <= 0:
-        return None
-    return value.astimezone(UTC)
-
-
-def upcoming_fires(job: Any, at: datetime | None, cron: Any, now: datetime,
-                   fires: int) -> tuple[datetime, ...]:
-    """A job's next `fires` fire times after `now`: none while it is paused, the one-shot `at`
-    while it is ahead, else those of `cron` (what `next_fires` reads)."""
-    if fires <= 0 or is_paused(job):
-        return ()
-    if at is not None:
-        return (at,) if at > now else ()
-    return tuple(next_fires(cron, now, fires))
-
-
-def job_info(job: Any, spec: JobSpec, now: datetime, fires: int) -> JobInfo:
-    """What a job of this deployment holds, read back as Cloud Scheduler returned it, with its
-    next `fires` fire times (from the job's own cron and zone, or its one-shot instant)."""
-    attributes = attributes_of(job)
-    at: datetime | None = None
-    if ATTR_AT in attributes:
-        try:
-            at = parse_instant(attributes[ATTR_AT])
-        except ValueError:
-            at = None
-    try:
-        upcoming = upcoming_fires(job, at, _JobCron(job.schedule, job.time_zone or "UTC"), now,
-                                  fires)
-    except (ValueError, KeyError):  # a hand-edited job may carry what cron cannot read
-        upcoming = ()
-    return JobInfo(
-        job_id=job_id_of(job.name),
-        schedule_id=spec.owner_schedule_id(job),
-        state=job.state.name,
-        schedule=job.schedule,
-        time_zone=job.time_zone,
-        description=job.description,
-        topic=job.pubsub_target.topic_name if "pubsub_target" in job else "",
-        fingerprint=attributes.get(ATTR_FINGERPRINT),
-        at=at,
-        next_fires=upcoming,
-        scheduled_time=_timestamp(job.schedule_time),
-        last_attempt_time=_timestamp(job.last_attempt_time),
-    )
 
 
 class SchedulerControl:

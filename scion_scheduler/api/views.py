@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from scheduler.control import job_info, upcoming_fires
+from scheduler.job_readback import job_info, upcoming_fires
 from scheduler.jobs import JobSpec
 from scheduler.jobs_decode import JobDecodeError, job_fingerprint, schedule_from_job
 from scheduler.model import format_instant

@@ -22,7 +22,8 @@ from google.api_core import exceptions as gexc
 from scheduler.cli_base import EXIT_FAILED, EXIT_OK, emit, fail
 from scheduler.config import Settings
 from scheduler.contract import ContractError
-from scheduler.control import JobInfo, JobNotFound, SchedulerControl, with_registry
+from scheduler.control import JobNotFound, SchedulerControl, with_registry
+from scheduler.job_readback import JobInfo
 from scheduler.jobs import JobSpec
 from scheduler.model import format_instant
 from scheduler.sync import ApplyResult
