@@ -26,7 +26,7 @@ from typing import Any
 
 from google.cloud import scheduler_v1
 
-from scheduler import scion_format
+from scheduler import scion_action, scion_format
 from scheduler.jobs import JobSpec
 from scheduler.jobs_decode import JobDecodeError, schedule_from_job
 from scheduler.model import FieldError, Schedule, ValidationError
@@ -55,9 +55,9 @@ def job_owner(job: scheduler_v1.Job) -> Owner | None:
         return None
     grove, kind = schedule.labels.get(GROVE_LABEL), schedule.labels.get(KIND_LABEL)
     if (
-        schedule.action.type != scion_format.ACTION_TYPE
+        schedule.action.type != scion_action.ACTION_TYPE
         or not grove
-        or kind not in scion_format.KINDS
+        or kind not in scion_action.KINDS
     ):
         return None
     return Owner(grove, kind)

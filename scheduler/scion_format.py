@@ -44,30 +44,31 @@ native rule (cron, size limit, ...) applies to hub schedules too.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 from scheduler.cron import CronDialect, CronError, validate_cron
-from scheduler.model import FieldError, format_instant, parse_duration, parse_instant
+from scheduler.model import FieldError, format_instant, parse_instant
+from scheduler.scion_action import (
+    ACTION_TYPE,
+    EVENT_TYPES,
+    KIND_EVENT,
+    KIND_SCHEDULE,
+    _check_event_type,
+    _check_path_segment,
+    check_event_payload,
+    parse_payload,
+)
+from scheduler.scion_listing import _completeness_errors, _is_envelope, _pages, _shape_errors
 
 Format = Literal["native", "scion"]
 FORMATS: tuple[str, ...] = ("auto", "native", "scion")
 
-ACTION_TYPE = "scion"
-KIND_SCHEDULE = "schedule"
-KIND_EVENT = "event"
-KINDS: tuple[str, ...] = (KIND_SCHEDULE, KIND_EVENT)
-EVENT_TYPES: tuple[str, ...] = ("message", "dispatch_agent")
 SCHEDULE_STATUSES: tuple[str, ...] = ("active", "paused", "deleted")
 EVENT_STATUSES: tuple[str, ...] = ("pending", "fired", "cancelled", "expired", "failed")
 
-# The hub's handlers give each event handler 30 s; the fire call waits a little longer so that
-# a slow but successful dispatch is not cut off and retried.
-DEFAULT_TIMEOUT_S = 60.0
-MAX_TIMEOUT_S = 1800.0
 MAX_DESCRIPTION = 500
 # The hub fires a late occurrence however late it is: a recurring schedule once, at the first
 # tick after an outage (scion pkg/hub/server.go:1715-1735 lists every schedule whose next_run_at
@@ -77,13 +78,11 @@ MAX_DESCRIPTION = 500
 # past-due one-shot at most that late, `scheduler.one_shots.MAX_LATE_FIRE`).
 HUB_CATCHUP_WINDOW = "7d"
 
-ACTION_FIELDS = frozenset({"type", "kind", "grove_id", "name", "event_type", "payload", "timeout"})
 
 # Keys only the hub's JSON has; the native format refuses every one of them as unknown, so their
 # presence cannot be a native file.
 _HUB_ITEM_KEYS = frozenset({"cronExpr", "eventType", "fireAt", "groveId", "scheduleId"})
 _ENVELOPE_KEYS = frozenset({"nextCursor", "totalCount", "serverTime"})
-_ENVELOPE_LISTS = {"schedules": KIND_SCHEDULE, "events": KIND_EVENT}
 
 
 @dataclass
@@ -117,12 +116,6 @@ class ItemConversion:
     document: dict[str, Any] | None = None
     absent: bool = False
     errors: list[FieldError] = field(default_factory=list)
-
-
-def _is_envelope(value: Any) -> bool:
-    return isinstance(value, Mapping) and "id" not in value and (
-        bool(set(value) & set(_ENVELOPE_LISTS))
-    )
 
 
 def _looks_like_hub_item(value: Any) -> bool:
@@ -160,231 +153,6 @@ def resolve_format(data: Any, fmt: str) -> Format:
     if fmt == "auto":
         return detect_format(data)
     return "scion" if fmt == "scion" else "native"
-
-
-# --------------------------------------------------------------------------- event payloads
-
-
-def parse_payload(raw: Any) -> tuple[dict[str, Any] | None, str | None]:
-    """The hub stores `payload` as JSON text; an already-decoded object is accepted too. The
-    hub requires a JSON object at the top level (`validateScheduledPayloadShape`)."""
-    value = raw
-    if isinstance(raw, str):
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            return None, f"is not valid JSON ({exc.msg} at position {exc.pos})"
-    if not isinstance(value, dict):
-        return None, f"must be a JSON object (got {type(value).__name__})"
-    return value, None
-
-
-def _text(payload: Mapping[str, Any], key: str) -> str | None:
-    value = payload.get(key)
-    return value if isinstance(value, str) and value.strip() else None
-
-
-def check_event_payload(event_type: str, payload: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The hub's rules for an event's payload, as (payload field, reason) pairs.
-
-    `message` (MessageEventPayload) needs `message` and `agentId` or `agentName`; `interrupt` and
-    `plain` are booleans; a `raw` key is refused, as the hub's authoring path does, because
-    scheduled delivery does not forward it. `dispatch_agent` (DispatchAgentEventPayload) needs
-    `agentName`; `template`, `task` and `branch` are strings."""
-    problems: list[tuple[str, str]] = []
-    if event_type == "message":
-        if _text(payload, "message") is None:
-            problems.append(("message", "required for a message event: the text to send"))
-        if _text(payload, "agentId") is None and _text(payload, "agentName") is None:
-            problems.append(("agentName", "a message event needs agentId or agentName"))
-        for key in ("agentId", "agentName", "message"):
-            if key in payload and not isinstance(payload[key], str):
-                problems.append((key, "must be a string"))
-        for key in ("interrupt", "plain"):
-            if key in payload and not isinstance(payload[key], bool):
-                problems.append((key, "must be true or false"))
-        if "raw" in payload:
-            problems.append(("raw", "raw delivery is not supported for scheduled messages"))
-    elif event_type == "dispatch_agent":
-        if _text(payload, "agentName") is None:
-            problems.append(
-                ("agentName", "required for a dispatch_agent event: the agent to create")
-            )
-        for key in ("template", "task", "branch"):
-            if key in payload and not isinstance(payload[key], str):
-                problems.append((key, "must be a string"))
-    return problems
-
-
-def _check_event_type(value: Any) -> str | None:
-    if value in EVENT_TYPES:
-        return None
-    return f"unsupported event type {value!r} (supported: {', '.join(EVENT_TYPES)})"
-
-
-def _check_path_segment(value: Any, what: str) -> str | None:
-    if not isinstance(value, str) or not value.strip():
-        return f"required: the {what}"
-    if not value.isprintable() or "/" in value or len(value) > 256:
-        return f"must be printable text without '/', at most 256 characters (got {value!r})"
-    return None
-
-
-def check_action_params(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """Validate the parameters of a `scion` action (native form), as (field, reason) pairs
-    relative to the action; used by `scheduler.validation` for the `scion` action type."""
-    problems: list[tuple[str, str]] = []
-    params: dict[str, Any] = {}
-    for key in sorted(set(raw) - ACTION_FIELDS):
-        problems.append((key, "unknown field for a scion action"))
-    kind = raw.get("kind", KIND_SCHEDULE)
-    if kind not in KINDS:
-        problems.append(
-            (
-                "kind",
-                f"must be {KIND_SCHEDULE!r} (a recurring schedule) or {KIND_EVENT!r} "
-                f"(a one-shot scheduled event) (got {kind!r})",
-            )
-        )
-    params["kind"] = kind
-    reason = _check_path_segment(raw.get("grove_id"), "hub grove ID the schedule belongs to")
-    if reason:
-        problems.append(("grove_id", reason))
-    params["grove_id"] = raw.get("grove_id")
-    name = raw.get("name")
-    if name is not None:
-        if not isinstance(name, str):
-            problems.append(("name", "must be a string"))
-        params["name"] = name
-    event_type = raw.get("event_type")
-    reason = _check_event_type(event_type)
-    if reason:
-        problems.append(("event_type", reason))
-    params["event_type"] = event_type
-    payload, reason = parse_payload(raw.get("payload"))
-    if payload is None:
-        problems.append(("payload", reason or "required"))
-    else:
-        if event_type in EVENT_TYPES:
-            problems.extend(
-                (f"payload.{key}", why) for key, why in check_event_payload(event_type, payload)
-            )
-        params["payload"] = payload
-    if "timeout" in raw:
-        try:
-            seconds = parse_duration(raw["timeout"]).total_seconds()
-            if not 0 < seconds <= MAX_TIMEOUT_S:
-                raise ValueError("must be more than 0 and at most 30 minutes")
-            params["timeout"] = seconds
-        except ValueError as exc:
-            problems.append(("timeout", str(exc)))
-    return params, problems
-
-
-# --------------------------------------------------------------------------- hub documents
-
-
-def _pages(data: Any) -> Iterator[tuple[Mapping[str, Any] | None, str, str | None, Any, str]]:
-    """(envelope or None, list key, kind or None, items, where) for every list of items in the
-    document; `items` is whatever the document holds there (checked to be a list by the caller).
-
-    A `null` list in an envelope is an empty one: the hub builds its listing as a nil Go slice,
-    which encoding/json writes as `null` when the grove has no schedules or events."""
-    if isinstance(data, Mapping):
-        envelopes: list[Any] = [data]
-    elif isinstance(data, list) and data and all(map(_is_envelope, data)):
-        envelopes = data
-    else:
-        yield None, "items", None, data, "items"
-        return
-    for page, envelope in enumerate(envelopes):
-        for key, kind in _ENVELOPE_LISTS.items():
-            if key in envelope:
-                where = key if len(envelopes) == 1 else f"[{page}].{key}"
-                items = envelope[key]
-                yield envelope, key, kind, [] if items is None else items, where
-
-
-def _shape_errors(data: Any) -> list[FieldError]:
-    if not isinstance(data, list) and not (
-        isinstance(data, Mapping) and set(data) & set(_ENVELOPE_LISTS)
-    ):
-        return [
-            FieldError(
-                "(file)",
-                "(document)",
-                "expected the hub's JSON: a list of schedules or scheduled events, or the "
-                'hub\'s response envelope {"schedules": [...]} / {"events": [...]}',
-            )
-        ]
-    return [FieldError("(file)", where, f"must be a list of hub items (got {_json_type(items)})")
-            for _, _, _, items, where in _pages(data) if not isinstance(items, list)]
-
-
-def _json_type(value: Any) -> str:
-    """The JSON name of a decoded value's type, for errors about the document's shape."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an object" if isinstance(value, Mapping) else type(value).__name__
-
-
-# Why a hub listing may not add up (pkg/store/sqlite/schedule.go:154-193: the schedule store
-# never reads `cursor`; scheduled_event.go:189-248: the event store pages by `id < cursor` over a
-# created_at order), for the errors that refuse such a listing.
-_HUB_LIMITS = {
-    "schedules": "the hub's schedule listing returns page 1 for every cursor "
-                 "(pkg/store/sqlite/schedule.go:154-193)",
-    "events": "the hub's event listing skips and repeats items across pages "
-              "(pkg/store/sqlite/scheduled_event.go:189-248)",
-}
-
-
-def _page_ids(items: Any) -> list[str]:
-    return [i["id"] for i in items if isinstance(i, Mapping) and isinstance(i.get("id"), str)]
-
-
-def _completeness_errors(data: Any) -> list[FieldError]:
-    """A listing that stops before its last page would, under prune, delete the jobs of every
-    schedule on the pages left out; so an incomplete listing is refused: its last page still
-    has a `nextCursor`, it holds fewer distinct items than its `totalCount`, or one item is on
-    two pages (the hub's cursor limits: a page came back again, or pages overlap and skip)."""
-    errors: list[FieldError] = []
-    pages: dict[str, list[tuple[Mapping[str, Any], list[str]]]] = {}
-    counts: dict[str, int] = {}
-    for envelope, key, _, items, _ in _pages(data):
-        if envelope is not None:
-            pages.setdefault(key, []).append((envelope, _page_ids(items)))
-            counts[key] = counts.get(key, 0) + len(items)
-    for key, listed in pages.items():
-        envelopes = [e for e, _ in listed]
-        if all(isinstance(e.get("nextCursor"), str) and e["nextCursor"] for e in envelopes):
-            errors.append(FieldError(
-                "(file)", f"{key}.nextCursor",
-                "the listing has more pages than given (every page carries a nextCursor); fetch "
-                "every page, or a sync with prune would delete the jobs of the schedules left out"))
-        first_page: dict[str, int] = {}
-        for number, (_, ids) in enumerate(listed):
-            for item_id in dict.fromkeys(ids):
-                if first_page.setdefault(item_id, number) != number:
-                    errors.append(FieldError(
-                        "(file)", key, f"{item_id} is on page {first_page[item_id]} and on page "
-                        f"{number}: the pages do not add up to the listing; {_HUB_LIMITS[key]}"))
-                    return errors
-        totals = [e["totalCount"] for e in envelopes
-                  if isinstance(e.get("totalCount"), int) and not isinstance(e["totalCount"], bool)]
-        held = counts[key]  # no item is on two pages by now
-        if totals and max(totals) > held:
-            errors.append(FieldError(
-                "(file)", f"{key}.totalCount",
-                f"the hub reported {max(totals)} {key} but the document holds {held}; fetch "
-                "every page"))
-    return errors
 
 
 def _label(item_id: str, name: Any) -> str:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from scheduler import scion_format
+from scheduler import scion_action, scion_format
 from scheduler.contract import MAX_MESSAGE_BYTES, message_size
 from scheduler.cron import CRON_DIALECTS, CronDialect, CronError, is_valid_timezone, validate_cron
 from scheduler.egress import EgressPolicy, header_problem
@@ -38,7 +38,7 @@ from scheduler.model import (
 ACTION_ENTRY_POINT_GROUP = "scion_scheduler.actions"
 # Built in (their handlers ship with the worker), so a schedule naming them validates even where
 # the entry points are not installed (e.g. the control module run from a source tree).
-BUILTIN_ACTION_TYPES = frozenset({"http", scion_format.ACTION_TYPE})
+BUILTIN_ACTION_TYPES = frozenset({"http", scion_action.ACTION_TYPE})
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 MAX_ID_LENGTH = 256
 
@@ -140,7 +140,7 @@ def _check_egress(params: Mapping[str, Any], c: _Collector, egress: EgressPolicy
 
 
 def _check_scion_action(raw: Mapping[str, Any], c: _Collector) -> dict[str, Any]:
-    params, problems = scion_format.check_action_params(raw)
+    params, problems = scion_action.check_action_params(raw)
     for field_name, reason in problems:
         c.add(f"action.{field_name}", reason)
     return params
@@ -162,7 +162,7 @@ def _check_action(raw: Any, c: _Collector, known_types: frozenset[str],
     if action_type == "http":
         params = _check_http_action(raw, c)
         _check_egress(params, c, egress)
-    elif action_type == scion_format.ACTION_TYPE:
+    elif action_type == scion_action.ACTION_TYPE:
         params = _check_scion_action(raw, c)
     else:
         params = {k: v for k, v in raw.items() if k != "type"}
@@ -176,7 +176,7 @@ def _check_action(raw: Any, c: _Collector, known_types: frozenset[str],
 def _default_catchup(action: Any) -> str:
     """The hub's own scheduler never replays missed occurrences, so its schedules (the `scion`
     action) catch up with `latest` unless they say otherwise; everything else with `all`."""
-    is_scion = isinstance(action, Mapping) and action.get("type") == scion_format.ACTION_TYPE
+    is_scion = isinstance(action, Mapping) and action.get("type") == scion_action.ACTION_TYPE
     return "latest" if is_scion else "all"
 
 

@@ -23,7 +23,8 @@ from scion_hub_data import (
 
 from scheduler.contract import build_message, decode_message
 from scheduler.model import FieldError, ValidationError
-from scheduler.scion_format import ACTION_TYPE, convert_item, detect_format
+from scheduler.scion_action import ACTION_TYPE
+from scheduler.scion_format import convert_item, detect_format
 from scheduler.validation import (
     load_schedule_set,
     load_schedules,

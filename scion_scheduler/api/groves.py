@@ -36,7 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from scheduler import groves
 from scheduler.logs import get_logger
 from scheduler.model import FieldError, ValidationError
-from scheduler.scion_format import KIND_EVENT, KIND_SCHEDULE
+from scheduler.scion_action import KIND_EVENT, KIND_SCHEDULE
 from scion_scheduler.api.common import (
     ApiContext,
     ApiError,

@@ -42,7 +42,7 @@ from scheduler.config import ConfigError, Settings
 from scheduler.logs import get_logger
 from scheduler.model import format_instant
 from scheduler.redaction import excerpt
-from scheduler.scion_format import DEFAULT_TIMEOUT_S, KIND_EVENT, KIND_SCHEDULE
+from scheduler.scion_action import DEFAULT_TIMEOUT_S, KIND_EVENT, KIND_SCHEDULE
 from worker.action import ActionContext, ActionError, ActionResult
 from worker.actions.http import IdTokenCache, send
 from worker.egress_transport import egress_client
