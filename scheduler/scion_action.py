@@ -8,7 +8,7 @@ A `scion` action fires one of the hub's schedules or scheduled events (`worker.a
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from scheduler.model import parse_duration
@@ -78,13 +78,25 @@ def check_event_payload(event_type: str, payload: Mapping[str, Any]) -> list[tup
     return problems
 
 
-def _check_event_type(value: Any) -> str | None:
-    if value in EVENT_TYPES:
+def check_event(event_type: Any, raw_payload: Any, add: Callable[[str, str], None], *,
+                type_field: str) -> dict[str, Any] | None:
+    """An event's type (reported as `type_field`) and payload by the hub's rules, each problem
+    handed to `add` as (field, reason); the payload, None when it is not a JSON object."""
+    if event_type not in EVENT_TYPES:
+        add(type_field,
+            f"unsupported event type {event_type!r} (supported: {', '.join(EVENT_TYPES)})")
+    payload, reason = parse_payload(raw_payload)
+    if payload is None:
+        add("payload", reason or "required")
         return None
-    return f"unsupported event type {value!r} (supported: {', '.join(EVENT_TYPES)})"
+    if event_type in EVENT_TYPES:
+        for key, why in check_event_payload(event_type, payload):
+            add(f"payload.{key}", why)
+    return payload
 
 
-def _check_path_segment(value: Any, what: str) -> str | None:
+def check_path_segment(value: Any, what: str) -> str | None:
+    """Why `value` cannot be one segment of a hub URL path (the `what` it names), or None."""
     if not isinstance(value, str) or not value.strip():
         return f"required: the {what}"
     if not value.isprintable() or "/" in value or len(value) > 256:
@@ -109,7 +121,7 @@ def check_action_params(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[tu
             )
         )
     params["kind"] = kind
-    reason = _check_path_segment(raw.get("grove_id"), "hub grove ID the schedule belongs to")
+    reason = check_path_segment(raw.get("grove_id"), "hub grove ID the schedule belongs to")
     if reason:
         problems.append(("grove_id", reason))
     params["grove_id"] = raw.get("grove_id")
@@ -119,18 +131,11 @@ def check_action_params(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[tu
             problems.append(("name", "must be a string"))
         params["name"] = name
     event_type = raw.get("event_type")
-    reason = _check_event_type(event_type)
-    if reason:
-        problems.append(("event_type", reason))
     params["event_type"] = event_type
-    payload, reason = parse_payload(raw.get("payload"))
-    if payload is None:
-        problems.append(("payload", reason or "required"))
-    else:
-        if event_type in EVENT_TYPES:
-            problems.extend(
-                (f"payload.{key}", why) for key, why in check_event_payload(event_type, payload)
-            )
+    payload = check_event(event_type, raw.get("payload"),
+                          lambda field, reason: problems.append((field, reason)),
+                          type_field="event_type")
+    if payload is not None:
         params["payload"] = payload
     if "timeout" in raw:
         try:

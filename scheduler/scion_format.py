@@ -53,15 +53,12 @@ from scheduler.cron import CronDialect, CronError, validate_cron
 from scheduler.model import FieldError, format_instant, parse_instant
 from scheduler.scion_action import (
     ACTION_TYPE,
-    EVENT_TYPES,
     KIND_EVENT,
     KIND_SCHEDULE,
-    _check_event_type,
-    _check_path_segment,
-    check_event_payload,
-    parse_payload,
+    check_event,
+    check_path_segment,
 )
-from scheduler.scion_listing import _completeness_errors, _is_envelope, _pages, _shape_errors
+from scheduler.scion_listing import completeness_errors, is_envelope, item_lists, shape_errors
 
 Format = Literal["native", "scion"]
 FORMATS: tuple[str, ...] = ("auto", "native", "scion")
@@ -140,7 +137,7 @@ def detect_format(data: Any) -> Format:
     if isinstance(data, list):
         for item in data:
             if _looks_like_hub_item(item) or (
-                _is_envelope(item) and detect_format(item) == "scion"
+                is_envelope(item) and detect_format(item) == "scion"
             ):
                 return "scion"
     return "native"
@@ -161,23 +158,12 @@ def _label(item_id: str, name: Any) -> str:
 
 def _grove(raw: Mapping[str, Any], add: Any) -> str | None:
     value = raw.get("groveId")
-    reason = _check_path_segment(value, "grove ID (groveId) the item belongs to")
+    reason = check_path_segment(value, "grove ID (groveId) the item belongs to")
     if reason:
         add("groveId", reason)
         return None
     assert isinstance(value, str)
     return value
-
-
-def _checked_payload(raw: Mapping[str, Any], event_type: Any, add: Any) -> dict[str, Any] | None:
-    payload, reason = parse_payload(raw.get("payload"))
-    if payload is None:
-        add("payload", reason or "required")
-        return None
-    if event_type in EVENT_TYPES:
-        for key, why in check_event_payload(event_type, payload):
-            add(f"payload.{key}", why)
-    return payload
 
 
 def _convert_schedule(raw: Mapping[str, Any], item_id: str, add: Any) -> dict[str, Any] | None:
@@ -194,10 +180,7 @@ def _convert_schedule(raw: Mapping[str, Any], item_id: str, add: Any) -> dict[st
         except CronError as exc:
             add("cronExpr", str(exc))
     event_type = raw.get("eventType")
-    reason = _check_event_type(event_type)
-    if reason:
-        add("eventType", reason)
-    payload = _checked_payload(raw, event_type, add)
+    payload = check_event(event_type, raw.get("payload"), add, type_field="eventType")
     if grove is None or payload is None or not isinstance(name, str):
         return None
     return {
@@ -226,10 +209,7 @@ def _convert_event(raw: Mapping[str, Any], item_id: str, add: Any) -> dict[str, 
         except ValueError as exc:
             add("fireAt", str(exc))
     event_type = raw.get("eventType")
-    reason = _check_event_type(event_type)
-    if reason:
-        add("eventType", reason)
-    payload = _checked_payload(raw, event_type, add)
+    payload = check_event(event_type, raw.get("payload"), add, type_field="eventType")
     if grove is None or payload is None or fire_at is None:
         return None
     return {
@@ -280,7 +260,7 @@ def convert_item(raw: Any, kind: str | None = None, *, where: str = "(item)") ->
     def add(field_name: str, reason: str) -> None:
         out.errors.append(FieldError(out.label, field_name, reason))
 
-    reason = (_check_path_segment(raw_id, "hub ID") if usable
+    reason = (check_path_segment(raw_id, "hub ID") if usable
               else "required: the hub's ID of the item")
     if reason:
         add("id", reason)
@@ -307,15 +287,15 @@ def convert(data: Any) -> Conversion:
     """Convert the hub's JSON into native schedule documents plus the absent IDs; every
     problem is collected in `errors` rather than raised (see `Conversion`)."""
     out = Conversion()
-    out.document_errors.extend(_shape_errors(data))
+    out.document_errors.extend(shape_errors(data))
     if not out.document_errors:
-        out.document_errors.extend(_completeness_errors(data))
+        out.document_errors.extend(completeness_errors(data))
     if out.document_errors:
         out.errors.extend(out.document_errors)
         return out
     seen: dict[str, str] = {}
     names: dict[tuple[str, str], str] = {}
-    for _, _, kind, items, where in _pages(data):
+    for _, _, kind, items, where in item_lists(data):
         for index, raw in enumerate(items):
             one = convert_item(raw, kind, where=f"{where}[{index}]")
             out.errors.extend(one.errors)

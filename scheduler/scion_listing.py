@@ -13,13 +13,14 @@ from scheduler.scion_action import KIND_EVENT, KIND_SCHEDULE
 _ENVELOPE_LISTS = {"schedules": KIND_SCHEDULE, "events": KIND_EVENT}
 
 
-def _is_envelope(value: Any) -> bool:
+def is_envelope(value: Any) -> bool:
+    """True for one of the hub's listing envelopes (not an item: it has no `id`)."""
     return isinstance(value, Mapping) and "id" not in value and (
         bool(set(value) & set(_ENVELOPE_LISTS))
     )
 
 
-def _pages(data: Any) -> Iterator[tuple[Mapping[str, Any] | None, str, str | None, Any, str]]:
+def item_lists(data: Any) -> Iterator[tuple[Mapping[str, Any] | None, str, str | None, Any, str]]:
     """(envelope or None, list key, kind or None, items, where) for every list of items in the
     document; `items` is whatever the document holds there (checked to be a list by the caller).
 
@@ -27,7 +28,7 @@ def _pages(data: Any) -> Iterator[tuple[Mapping[str, Any] | None, str, str | Non
     which encoding/json writes as `null` when the grove has no schedules or events."""
     if isinstance(data, Mapping):
         envelopes: list[Any] = [data]
-    elif isinstance(data, list) and data and all(map(_is_envelope, data)):
+    elif isinstance(data, list) and data and all(map(is_envelope, data)):
         envelopes = data
     else:
         yield None, "items", None, data, "items"
@@ -40,7 +41,8 @@ def _pages(data: Any) -> Iterator[tuple[Mapping[str, Any] | None, str, str | Non
                 yield envelope, key, kind, [] if items is None else items, where
 
 
-def _shape_errors(data: Any) -> list[FieldError]:
+def shape_errors(data: Any) -> list[FieldError]:
+    """What is wrong with the document's shape: not the hub's JSON, or a list that is not one."""
     if not isinstance(data, list) and not (
         isinstance(data, Mapping) and set(data) & set(_ENVELOPE_LISTS)
     ):
@@ -53,7 +55,7 @@ def _shape_errors(data: Any) -> list[FieldError]:
             )
         ]
     return [FieldError("(file)", where, f"must be a list of hub items (got {_json_type(items)})")
-            for _, _, _, items, where in _pages(data) if not isinstance(items, list)]
+            for _, _, _, items, where in item_lists(data) if not isinstance(items, list)]
 
 
 def _json_type(value: Any) -> str:
@@ -84,7 +86,7 @@ def _page_ids(items: Any) -> list[str]:
     return [i["id"] for i in items if isinstance(i, Mapping) and isinstance(i.get("id"), str)]
 
 
-def _completeness_errors(data: Any) -> list[FieldError]:
+def completeness_errors(data: Any) -> list[FieldError]:
     """A listing that stops before its last page would, under prune, delete the jobs of every
     schedule on the pages left out; so an incomplete listing is refused: its last page still
     has a `nextCursor`, it holds fewer distinct items than its `totalCount`, or one item is on
@@ -92,7 +94,7 @@ def _completeness_errors(data: Any) -> list[FieldError]:
     errors: list[FieldError] = []
     pages: dict[str, list[tuple[Mapping[str, Any], list[str]]]] = {}
     counts: dict[str, int] = {}
-    for envelope, key, _, items, _ in _pages(data):
+    for envelope, key, _, items, _ in item_lists(data):
         if envelope is not None:
             pages.setdefault(key, []).append((envelope, _page_ids(items)))
             counts[key] = counts.get(key, 0) + len(items)
