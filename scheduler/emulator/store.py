@@ -36,17 +36,16 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 from google.cloud import scheduler_v1
 from google.protobuf import json_format
 
-from scheduler.cron import CronDialect, iter_fires
+from scheduler.cron import iter_fires
+from scheduler.emulator.timing import backoff, spec_of
 from scheduler.emulator.validation import (
-    DEFAULT_MAX_BACKOFF,
-    DEFAULT_MIN_BACKOFF,
     OUTPUT_ONLY,
     ApiError,
     JobPb,
@@ -93,39 +92,6 @@ LOCATIONS = frozenset({
 def utcnow() -> datetime:
     """The current instant, aware UTC."""
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class CronSpecOf:
-    """A job's schedule and time zone in the shape `scheduler.cron` takes."""
-
-    effective_cron: str
-    effective_timezone: str
-    # A job's own schedule is always Cloud Scheduler's unix-cron.
-    cron_dialect: CronDialect = CronDialect.UNIX
-
-
-def zone_of(time_zone: str) -> str:
-    """The tz database key for a job's `time_zone`: empty (the default) and "utc" in any case
-    mean UTC, as the API reference says."""
-    return "UTC" if time_zone == "" or time_zone.lower() == "utc" else time_zone
-
-
-def spec_of(job: Any) -> CronSpecOf:
-    """The cron spec of a job message."""
-    return CronSpecOf(job.schedule, zone_of(job.time_zone))
-
-
-def backoff(retry: Any, failures: int) -> timedelta:
-    """Wait before the retry that follows `failures` failed attempts (1 after the first):
-    `min_backoff` doubled `max_doublings` times, then growing linearly by that last interval,
-    capped at `max_backoff` (RetryConfig.max_doublings in the API reference)."""
-    low = seconds(retry.min_backoff_duration) or DEFAULT_MIN_BACKOFF.total_seconds()
-    high = seconds(retry.max_backoff_duration) or DEFAULT_MAX_BACKOFF.total_seconds()
-    doublings = retry.max_doublings
-    k = failures - 1
-    interval = low * 2**k if k <= doublings else low * 2**doublings * (k - doublings + 1)
-    return timedelta(seconds=min(interval, high))
 
 
 @dataclass
