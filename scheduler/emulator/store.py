@@ -43,8 +43,9 @@ import grpc
 from google.cloud import scheduler_v1
 from google.protobuf import json_format
 
+from scheduler.clock import utc_now
 from scheduler.cron import iter_fires
-from scheduler.emulator.timing import backoff, spec_of
+from scheduler.emulator.timing import retry_time, spec_of
 from scheduler.emulator.validation import (
     OUTPUT_ONLY,
     ApiError,
@@ -64,9 +65,6 @@ ENABLED = int(_STATE.ENABLED)
 PAUSED = int(_STATE.PAUSED)
 
 MAX_PAGE_SIZE = 500
-# A job with a long max_retry_duration would otherwise retry without end; the real service is
-# bounded by the next scheduled start, and so is this one, plus this cap for slow schedules.
-MAX_ATTEMPTS = 50
 
 # The Google Cloud regions that offer Cloud Scheduler (https://cloud.google.com/scheduler/docs/
 # locations, and the release notes up to September 2026, which added asia-southeast3,
@@ -87,11 +85,6 @@ LOCATIONS = frozenset({
     "us-central1", "us-east1", "us-east4", "us-east5", "us-south1",
     "us-west1", "us-west2", "us-west3", "us-west4",
 })
-
-
-def utcnow() -> datetime:
-    """The current instant, aware UTC."""
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -128,7 +121,7 @@ class JobStore:
     """Every job of every project and location, thread-safe. `listener` is told the name of
     each job whose due time changed (the firing clock), outside the lock."""
 
-    now: Callable[[], datetime] = utcnow
+    now: Callable[[], datetime] = utc_now
     listener: Callable[[str], None] | None = None
     locations: frozenset[str] = LOCATIONS
     _jobs: dict[str, Any] = field(default_factory=dict)
@@ -339,7 +332,8 @@ class JobStore:
             job.status.message = message
             current = runtime.execution_token == execution.token
             if code != 0 and current and job.state == ENABLED:
-                retry_at = self._retry_time(job, execution)
+                retry_at = retry_time(job, execution.attempt, execution.first_attempt,
+                                      self.now())
             if retry_at is not None:
                 runtime.retry = execution
                 job.schedule_time.FromDatetime(retry_at)
@@ -349,21 +343,6 @@ class JobStore:
         else:
             self._touch()
         return retry_at
-
-    def _retry_time(self, job: Any, execution: Execution) -> datetime | None:
-        retry = job.retry_config
-        if retry.retry_count == 0 or execution.attempt >= MAX_ATTEMPTS:
-            return None
-        at = self.now() + backoff(retry, execution.attempt)
-        limit = seconds(retry.max_retry_duration)
-        within_count = execution.attempt <= retry.retry_count
-        within_duration = limit > 0 and (at - execution.first_attempt).total_seconds() <= limit
-        # "retried until both limits are reached" and never past the next scheduled start.
-        if not (within_count or within_duration):
-            return None
-        if job.HasField("schedule_time") and at >= job.schedule_time.ToDatetime(UTC):
-            return None
-        return at
 
     # -- state file ------------------------------------------------------------------------
 

@@ -4,11 +4,15 @@ backoff between the attempts of a failed fire (RetryConfig in the API reference)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from scheduler.cron import CronDialect
 from scheduler.emulator.validation import DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF, seconds
+
+# A job with a long max_retry_duration would otherwise retry without end; the real service is
+# bounded by the next scheduled start, and so is this one, plus this cap for slow schedules.
+MAX_ATTEMPTS = 50
 
 
 @dataclass(frozen=True)
@@ -42,3 +46,21 @@ def backoff(retry: Any, failures: int) -> timedelta:
     k = failures - 1
     interval = low * 2**k if k <= doublings else low * 2**doublings * (k - doublings + 1)
     return timedelta(seconds=min(interval, high))
+
+
+def retry_time(job: Any, attempt: int, first_attempt: datetime, now: datetime) -> datetime | None:
+    """When to retry a job's fire whose attempt number `attempt` (the first at `first_attempt`)
+    failed at `now`, as its retry_config allows; None when it is not retried."""
+    retry = job.retry_config
+    if retry.retry_count == 0 or attempt >= MAX_ATTEMPTS:
+        return None
+    at = now + backoff(retry, attempt)
+    limit = seconds(retry.max_retry_duration)
+    within_count = attempt <= retry.retry_count
+    within_duration = limit > 0 and (at - first_attempt).total_seconds() <= limit
+    # "retried until both limits are reached" and never past the next scheduled start.
+    if not (within_count or within_duration):
+        return None
+    if job.HasField("schedule_time") and at >= job.schedule_time.ToDatetime(UTC):
+        return None
+    return at
