@@ -258,11 +258,8 @@ def _instant(attributes: Mapping[str, str], name: str) -> datetime | None:
         raise ContractError(f"attribute {name!r}: {exc}") from exc
 
 
-def decode_message(
-    data: bytes, attributes: Mapping[str, str], *, signing_key: str | None = None
-) -> Fire:
-    """Decode and verify a received message. With a `signing_key`, an unsigned message or one
-    whose signature does not match is rejected: it did not come from this deployment."""
+def _verify(data: bytes, attributes: Mapping[str, str], signing_key: str | None) -> None:
+    """Refuse a message of another format version, or one not signed with `signing_key`."""
     version = attributes.get(ATTR_FORMAT)
     if version != FORMAT_VERSION:
         raise ContractError(
@@ -278,6 +275,10 @@ def decode_message(
             raise ContractError(
                 "bad signature: the message was not signed with this deployment's key"
             )
+
+
+def _trigger(attributes: Mapping[str, str]) -> tuple[Trigger, datetime | None]:
+    """The trigger and, for the triggers that carry one, the exact fire time."""
     trigger = _required(attributes, ATTR_TRIGGER)
     if trigger not in TRIGGERS:
         raise ContractError(f"unknown trigger {trigger!r}")
@@ -286,6 +287,11 @@ def decode_message(
         raise ContractError("a manual or audit trigger must carry fire-time, and only they may")
     if trigger == "expired" and ATTR_AT not in attributes:
         raise ContractError("an expired trigger is a one-shot's: it must carry at")
+    return trigger, fire_time  # type: ignore[return-value]  # checked against TRIGGERS above
+
+
+def _data_fields(data: bytes) -> dict[str, Any]:
+    """The action and the policies the data holds, as `Fire`'s fields."""
     try:
         payload = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -313,6 +319,15 @@ def decode_message(
         raise ContractError(f"bad catchup_window {window!r}")
     if not isinstance(labels, dict):
         raise ContractError("labels must be an object")
+    return {
+        "action": Action(action_type, action_raw), "overlap": overlap, "catchup": catchup,
+        "catchup_window": timedelta(seconds=window), "max_attempts": max_attempts,
+        "labels": {str(k): str(v) for k, v in labels.items()},
+    }
+
+
+def _cron(attributes: Mapping[str, str]) -> tuple[str, str, CronDialect]:
+    """The cron, its time zone and its dialect, each checked."""
     cron = _required(attributes, ATTR_CRON)
     timezone = _required(attributes, ATTR_TIMEZONE)
     dialect = attributes.get(ATTR_CRON_DIALECT, CronDialect.UNIX.value)
@@ -324,20 +339,27 @@ def decode_message(
         raise ContractError(f"attribute 'cron': {exc}") from exc
     if not is_valid_timezone(timezone):
         raise ContractError(f"attribute 'timezone': unknown time zone {timezone!r}")
+    return cron, timezone, CronDialect(dialect)
+
+
+def decode_message(
+    data: bytes, attributes: Mapping[str, str], *, signing_key: str | None = None
+) -> Fire:
+    """Decode and verify a received message. With a `signing_key`, an unsigned message or one
+    whose signature does not match is rejected: it did not come from this deployment."""
+    _verify(data, attributes, signing_key)
+    trigger, fire_time = _trigger(attributes)
+    payload = _data_fields(data)
+    cron, timezone, dialect = _cron(attributes)
     return Fire(
         schedule_id=_required(attributes, ATTR_SCHEDULE_ID),
         fingerprint=_required(attributes, ATTR_FINGERPRINT),
         cron=cron,
         timezone=timezone,
-        action=Action(action_type, action_raw),
-        trigger=trigger,  # type: ignore[arg-type]  # checked against TRIGGERS above
+        trigger=trigger,
         at=_instant(attributes, ATTR_AT),
         fire_time=fire_time,
-        overlap=overlap,
-        catchup=catchup,
-        catchup_window=timedelta(seconds=window),
-        max_attempts=max_attempts,
-        labels={str(k): str(v) for k, v in labels.items()},
-        cron_dialect=CronDialect(dialect),
+        cron_dialect=dialect,
+        **payload,
     )
 

@@ -23,7 +23,8 @@ from google.protobuf import field_mask_pb2
 
 from scheduler.config import Settings
 from scheduler.emulator import CloudSchedulerEmulator, EmulatorError
-from scheduler.emulator.store import ApiError, backoff
+from scheduler.emulator.store import ApiError
+from scheduler.emulator.timing import backoff
 from scheduler.gcp import cloud_scheduler_client
 from scion_scheduler.google_emulators import free_port
 

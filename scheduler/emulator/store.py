@@ -36,17 +36,17 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 from google.cloud import scheduler_v1
 from google.protobuf import json_format
 
-from scheduler.cron import CronDialect, iter_fires
+from scheduler.clock import utc_now
+from scheduler.cron import iter_fires
+from scheduler.emulator.timing import retry_time, spec_of
 from scheduler.emulator.validation import (
-    DEFAULT_MAX_BACKOFF,
-    DEFAULT_MIN_BACKOFF,
     OUTPUT_ONLY,
     ApiError,
     JobPb,
@@ -65,9 +65,6 @@ ENABLED = int(_STATE.ENABLED)
 PAUSED = int(_STATE.PAUSED)
 
 MAX_PAGE_SIZE = 500
-# A job with a long max_retry_duration would otherwise retry without end; the real service is
-# bounded by the next scheduled start, and so is this one, plus this cap for slow schedules.
-MAX_ATTEMPTS = 50
 
 # The Google Cloud regions that offer Cloud Scheduler (https://cloud.google.com/scheduler/docs/
 # locations, and the release notes up to September 2026, which added asia-southeast3,
@@ -88,44 +85,6 @@ LOCATIONS = frozenset({
     "us-central1", "us-east1", "us-east4", "us-east5", "us-south1",
     "us-west1", "us-west2", "us-west3", "us-west4",
 })
-
-
-def utcnow() -> datetime:
-    """The current instant, aware UTC."""
-    return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class CronSpecOf:
-    """A job's schedule and time zone in the shape `scheduler.cron` takes."""
-
-    effective_cron: str
-    effective_timezone: str
-    # A job's own schedule is always Cloud Scheduler's unix-cron.
-    cron_dialect: CronDialect = CronDialect.UNIX
-
-
-def zone_of(time_zone: str) -> str:
-    """The tz database key for a job's `time_zone`: empty (the default) and "utc" in any case
-    mean UTC, as the API reference says."""
-    return "UTC" if time_zone == "" or time_zone.lower() == "utc" else time_zone
-
-
-def spec_of(job: Any) -> CronSpecOf:
-    """The cron spec of a job message."""
-    return CronSpecOf(job.schedule, zone_of(job.time_zone))
-
-
-def backoff(retry: Any, failures: int) -> timedelta:
-    """Wait before the retry that follows `failures` failed attempts (1 after the first):
-    `min_backoff` doubled `max_doublings` times, then growing linearly by that last interval,
-    capped at `max_backoff` (RetryConfig.max_doublings in the API reference)."""
-    low = seconds(retry.min_backoff_duration) or DEFAULT_MIN_BACKOFF.total_seconds()
-    high = seconds(retry.max_backoff_duration) or DEFAULT_MAX_BACKOFF.total_seconds()
-    doublings = retry.max_doublings
-    k = failures - 1
-    interval = low * 2**k if k <= doublings else low * 2**doublings * (k - doublings + 1)
-    return timedelta(seconds=min(interval, high))
 
 
 @dataclass
@@ -162,7 +121,7 @@ class JobStore:
     """Every job of every project and location, thread-safe. `listener` is told the name of
     each job whose due time changed (the firing clock), outside the lock."""
 
-    now: Callable[[], datetime] = utcnow
+    now: Callable[[], datetime] = utc_now
     listener: Callable[[str], None] | None = None
     locations: frozenset[str] = LOCATIONS
     _jobs: dict[str, Any] = field(default_factory=dict)
@@ -373,7 +332,8 @@ class JobStore:
             job.status.message = message
             current = runtime.execution_token == execution.token
             if code != 0 and current and job.state == ENABLED:
-                retry_at = self._retry_time(job, execution)
+                retry_at = retry_time(job, execution.attempt, execution.first_attempt,
+                                      self.now())
             if retry_at is not None:
                 runtime.retry = execution
                 job.schedule_time.FromDatetime(retry_at)
@@ -383,21 +343,6 @@ class JobStore:
         else:
             self._touch()
         return retry_at
-
-    def _retry_time(self, job: Any, execution: Execution) -> datetime | None:
-        retry = job.retry_config
-        if retry.retry_count == 0 or execution.attempt >= MAX_ATTEMPTS:
-            return None
-        at = self.now() + backoff(retry, execution.attempt)
-        limit = seconds(retry.max_retry_duration)
-        within_count = execution.attempt <= retry.retry_count
-        within_duration = limit > 0 and (at - execution.first_attempt).total_seconds() <= limit
-        # "retried until both limits are reached" and never past the next scheduled start.
-        if not (within_count or within_duration):
-            return None
-        if job.HasField("schedule_time") and at >= job.schedule_time.ToDatetime(UTC):
-            return None
-        return at
 
     # -- state file ------------------------------------------------------------------------
 
