@@ -280,7 +280,7 @@ class SchedulerControl:
     def remove(self, schedule_id: str) -> ApplyResult:
         """Delete a schedule's job; a job that is already gone is success."""
         if self.registry is not None:
-            self.registry.delete([schedule_id])
+            self.registry.forget(schedule_id)
         return self._single("delete", schedule_id, "schedule removed")
 
     def pause(self, schedule_id: str) -> ApplyResult:
@@ -411,5 +411,5 @@ def with_registry(settings: Settings, **clients: Any) -> SchedulerControl:
     if settings.firestore_emulator_host or not settings.cloud_scheduler_emulator_host:
         registry = ScheduleRegistry(gcp.firestore_client(settings),
                                     settings.collection_prefix or "scion_",
-                                    settings.egress_policy())
+                                    settings.egress_policy(), owner=settings.job_prefix or "scion-")
     return SchedulerControl(settings, registry=registry, **clients)

@@ -12,7 +12,14 @@ document ID is not); fields:
 * `paused_since`: from when no slot is owed (paused, or a job write in flight); absent: none;
 * `updated_at`.
 
-Issue 17 (tick mode) keeps the same documents and adds `next_fire_time` and `owner`.
+* `next_fire_time`: the earliest slot of the current definition that no tick has published
+  yet (`first_slot`): set when a definition takes effect, null while paused or held and when no
+  slot is left; only tick mode's claimer advances it (issue 17, /work/wt/TICKS.md);
+* `owner`: the deployment's job prefix. A registry built with an `owner` reads and writes only
+  its own documents (and those written before the field existed, which its next write adopts).
+
+Both modes write both fields, so the worker's tick can read the documents a sync wrote in
+either mode (a migration rewrites `next_fire_time` from the cut-over: `scheduler.migrate`).
 
 Order of writes, so that the audit never owes a slot the job did not fire: before a job is
 written, its document is held (`paused_since = now`); after the write succeeded it is settled
@@ -27,9 +34,10 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from scheduler.cron import next_fires
 from scheduler.due import Owed
 from scheduler.egress import EgressPolicy
 from scheduler.logs import get_logger
@@ -53,6 +61,8 @@ class Entry:
 
     owed: Owed
     fingerprint: str
+    owner: str | None = None
+    next_fire_time: datetime | None = None
 
     @property
     def schedule_id(self) -> str:
@@ -78,15 +88,30 @@ def entry_from_document(data: dict[str, Any], action_types: frozenset[str] | Non
                                   egress=egress)
         owed_since = _utc(data["owed_since"])
         assert owed_since is not None
+        owner = data.get("owner")
         return Entry(Owed(schedule, owed_since, _utc(data.get("paused_since"))),
-                     str(data["fingerprint"]))
+                     str(data["fingerprint"]), None if owner is None else str(owner),
+                     _utc(data.get("next_fire_time")))
     except Exception as exc:
         raise ValueError(f"registry document of {data.get('schedule_id')!r}: {exc}") from exc
 
 
+def first_slot(schedule: Schedule, owed_since: datetime,
+               paused_since: datetime | None) -> datetime | None:
+    """A document's `next_fire_time` when its definition takes effect at `owed_since`: the first
+    slot at or after it (a one-shot: its `at`, unless that is earlier), None while the schedule
+    is paused or held (`paused_since`: nothing owed from then on) or when no slot is left."""
+    if schedule.paused or paused_since is not None:
+        return None
+    if schedule.at is not None:
+        return schedule.at if schedule.at >= owed_since else None
+    fires = next_fires(schedule, owed_since - timedelta(microseconds=1), 1)
+    return fires[0] if fires else None
+
+
 def document_of(schedule: Schedule, owed_since: datetime, paused_since: datetime | None,
-                now: datetime) -> dict[str, Any]:
-    """The fields of a schedule's registry document."""
+                now: datetime, owner: str | None = None) -> dict[str, Any]:
+    """The fields of a schedule's registry document (`owner`: the deployment's job prefix)."""
     return {
         "schedule_id": schedule.id,
         "definition": json.dumps(schedule.to_dict(), sort_keys=True, ensure_ascii=False),
@@ -94,21 +119,26 @@ def document_of(schedule: Schedule, owed_since: datetime, paused_since: datetime
         "owed_since": owed_since,
         "paused_since": paused_since,
         "updated_at": now,
+        "next_fire_time": first_slot(schedule, owed_since, paused_since),
+        "owner": owner,
     }
 
 
-def settled(schedule: Schedule, previous: Entry | None, now: datetime) -> Owed | None:
+def settled(schedule: Schedule, previous: Entry | None, now: datetime,
+            owner: str | None = None) -> Owed | None:
     """What the registry should hold for `schedule` after its job is in line with it, given the
-    `previous` entry (None when it has none); None when `previous` needs no write."""
+    `previous` entry (None when it has none); None when `previous` needs no write. A document
+    of no `owner` yet (written before the field existed) is adopted, keeping what it owes."""
     if previous is not None:
         same = previous.fingerprint == schedule.fingerprint()
+        adopted = previous.owner == owner
         was = previous.owed
         if schedule.paused:
-            if same and was.schedule.paused and was.paused_since is not None:
+            if same and adopted and was.schedule.paused and was.paused_since is not None:
                 return None
             return Owed(schedule, was.owed_since if same else now, was.paused_since or now)
         if same and not was.schedule.paused and was.paused_since is None:
-            return None
+            return None if adopted else was
     if schedule.paused:
         return Owed(schedule, now, now)
     return Owed(schedule, now)
@@ -118,40 +148,48 @@ class ScheduleRegistry:
     """The registry collection on Firestore."""
 
     def __init__(self, client: Any, collection_prefix: str = "scion_",
-                 egress: EgressPolicy = PUBLIC_ONLY) -> None:
+                 egress: EgressPolicy = PUBLIC_ONLY, owner: str | None = None) -> None:
         self._client = client
         self._egress = egress
-        self._collection = client.collection(f"{collection_prefix}schedules")
+        # None: every document (the worker's audit); else only this deployment's.
+        self.owner = owner
+        self.collection = client.collection(f"{collection_prefix}schedules")
+
+    def _owns(self, owner: Any) -> bool:
+        return self.owner is None or owner is None or owner == self.owner
 
     def load(self) -> dict[str, Entry]:
         """Every entry by schedule ID: one query (a read per document)."""
         entries = {}
         # Read once: looking the entry points up costs more than parsing a schedule.
         action_types = registered_action_types()
-        for snapshot in self._collection.stream():
+        for snapshot in self.collection.stream():
             try:
                 entry = entry_from_document(snapshot.to_dict() or {}, action_types, self._egress)
             except ValueError as exc:  # one bad document must not blind the audit to the rest
                 log.error("registry document unreadable; its schedule is not audited",
                           document=snapshot.id, error=str(exc))
                 continue
-            entries[entry.schedule_id] = entry
+            if self._owns(entry.owner):
+                entries[entry.schedule_id] = entry
         return entries
 
     def get(self, schedule_id: str) -> Entry | None:
         """One schedule's entry, or None."""
-        snapshot = self._collection.document(document_id(schedule_id)).get()
+        snapshot = self.collection.document(document_id(schedule_id)).get()
         if not snapshot.exists:
             return None
-        return entry_from_document(snapshot.to_dict() or {}, egress=self._egress)
+        entry = entry_from_document(snapshot.to_dict() or {}, egress=self._egress)
+        return entry if self._owns(entry.owner) else None
 
     def hold(self, entries: Iterable[Entry], now: datetime) -> dict[str, Entry]:
         """Owe nothing from `now` on for these schedules (before their jobs are written);
         returns the entries as they now stand."""
         held = {e.schedule_id: e if e.owed.paused_since is not None
-                else Entry(replace(e.owed, paused_since=now), e.fingerprint) for e in entries}
+                else replace(e, owed=replace(e.owed, paused_since=now), next_fire_time=None)
+                for e in entries}
         self._write((document_id(e.schedule_id), document_of(e.owed.schedule, e.owed.owed_since,
-                                                             e.owed.paused_since, now))
+                                                             e.owed.paused_since, now, self.owner))
                     for e in held.values())
         return held
 
@@ -161,17 +199,26 @@ class ScheduleRegistry:
         returns how many documents were written."""
         writes = []
         for schedule in schedules:
-            owed = settled(schedule, previous.get(schedule.id), now)
+            owed = settled(schedule, previous.get(schedule.id), now, self.owner)
             if owed is not None:
                 writes.append((document_id(schedule.id),
-                               document_of(schedule, owed.owed_since, owed.paused_since, now)))
+                               document_of(schedule, owed.owed_since, owed.paused_since, now,
+                                           self.owner)))
         self._write(writes)
         return len(writes)
 
     def resume(self, entry: Entry, now: datetime) -> None:
         """A resumed job owes its slots from `now` on."""
         schedule = replace(entry.owed.schedule, paused=False)
-        self._write([(document_id(entry.schedule_id), document_of(schedule, now, None, now))])
+        self._write([(document_id(entry.schedule_id),
+                      document_of(schedule, now, None, now, self.owner))])
+
+    def forget(self, schedule_id: str) -> None:
+        """Delete one schedule's document if this deployment owns it (before its job)."""
+        ref = self.collection.document(document_id(schedule_id))
+        snapshot = ref.get(field_paths=["owner"])
+        if snapshot.exists and self._owns((snapshot.to_dict() or {}).get("owner")):
+            ref.delete()
 
     def delete(self, schedule_ids: Iterable[str]) -> None:
         """Forget these schedules (before their jobs are deleted)."""
@@ -179,7 +226,7 @@ class ScheduleRegistry:
         for start in range(0, len(ids), _BATCH):
             batch = self._client.batch()
             for schedule_id in ids[start:start + _BATCH]:
-                batch.delete(self._collection.document(document_id(schedule_id)))
+                batch.delete(self.collection.document(document_id(schedule_id)))
             batch.commit()
 
     def _write(self, writes: Iterable[tuple[str, dict[str, Any]]]) -> None:
@@ -187,5 +234,5 @@ class ScheduleRegistry:
         for start in range(0, len(pending), _BATCH):
             batch = self._client.batch()
             for doc_id, fields in pending[start:start + _BATCH]:
-                batch.set(self._collection.document(doc_id), fields)
+                batch.set(self.collection.document(doc_id), fields)
             batch.commit()

@@ -94,3 +94,54 @@ def test_a_failed_job_write_leaves_the_schedule_owing_nothing_from_then(
     entry = _registry(control).load()["a"]
     assert entry.owed.schedule.cron == "* * * * *"  # still the job's definition...
     assert entry.owed.paused_since == T0 + timedelta(minutes=3)  # ...owing nothing from then
+
+
+def test_next_fire_time_is_the_first_owed_slot_and_null_while_paused(control: Any) -> None:
+    soon, past = T0 + timedelta(seconds=90), T0 - timedelta(minutes=1)
+    assert control.reconcile([_schedule("a"), _schedule("b", paused=True),
+                              _schedule("soon", cron=None, at=soon.isoformat()),
+                              _schedule("past", cron=None, at=past.isoformat())]).ok
+    entries = _registry(control).load()
+    assert entries["a"].next_fire_time == T0  # the slot at the moment it took effect
+    assert entries["b"].next_fire_time is None
+    assert entries["soon"].next_fire_time == soon
+    assert entries["past"].next_fire_time is None  # its slot was never owed (sync fired it)
+    assert {e.owner for e in entries.values()} == {"scion-"}
+    control.advance(5)
+    assert control.upsert(_schedule("a", cron="*/10 * * * *")).ok
+    assert _registry(control).load()["a"].next_fire_time == T0 + timedelta(minutes=10)
+    assert control.pause("a").ok
+    assert _registry(control).load()["a"].next_fire_time is None
+    control.advance(6)
+    assert control.resume("a").ok
+    assert _registry(control).load()["a"].next_fire_time == T0 + timedelta(minutes=20)
+
+
+def test_documents_of_another_deployment_are_neither_read_changed_nor_deleted(
+        control: Any) -> None:
+    registry = _registry(control)
+    other = ScheduleRegistry(registry._client, owner="other-")  # same collection
+    other.settle([_schedule("theirs")], {}, T0)
+    assert control.reconcile([_schedule("a")], prune=True).ok
+    assert set(registry.load()) == {"a"}
+    assert registry.get("theirs") is None
+    assert control.remove("theirs").ok
+    theirs = other.get("theirs")
+    assert theirs is not None and theirs.owner == "other-"
+    assert set(other.load()) == {"theirs"}
+
+
+def test_a_document_written_before_owner_existed_is_adopted_keeping_what_it_owes(
+        control: Any) -> None:
+    registry = _registry(control)
+    assert control.reconcile([_schedule("a")]).ok  # the job exists: a sync has no job step
+    legacy = ScheduleRegistry(registry._client)  # no owner, as every document before issue 17
+    legacy.settle([_schedule("a")], {}, T0 - timedelta(hours=1))
+    assert registry.load()["a"].owner is None
+    assert control.reconcile([_schedule("a")]).ok
+    entry = registry.load()["a"]
+    assert entry.owner == "scion-"
+    assert entry.owed.owed_since == T0 - timedelta(hours=1)
+    control.advance(1)
+    assert control.reconcile([_schedule("a")]).ok  # adopted: the next sync writes nothing
+    assert registry.load()["a"].owed.owed_since == T0 - timedelta(hours=1)
