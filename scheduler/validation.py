@@ -10,29 +10,24 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from scheduler import scion_action, scion_format
+from scheduler import scion_format
 from scheduler.contract import MAX_MESSAGE_BYTES, message_size
-from scheduler.cron import CronDialect, CronError, is_valid_timezone, validate_cron
+from scheduler.cron import CronDialect
 from scheduler.egress import EgressPolicy
-from scheduler.model import (
-    CATCHUP_POLICIES,
-    DEFAULT_CATCHUP_WINDOW,
-    DEFAULT_MAX_ATTEMPTS,
-    OVERLAP_POLICIES,
-    FieldError,
-    Schedule,
-    ValidationError,
-    parse_duration,
-    parse_instant,
+from scheduler.model import FieldError, Schedule, ValidationError
+from scheduler.schedule_checks import (
+    Collector,
+    check_action,
+    check_labels_and_description,
+    check_policies,
+    check_timing,
 )
-from scheduler.schedule_checks import _check_action, _Collector, _cron_dialect
 
 ACTION_ENTRY_POINT_GROUP = "scion_scheduler.actions"
 MAX_ID_LENGTH = 256
@@ -52,13 +47,6 @@ def registered_action_types() -> frozenset[str]:
 
 
 
-def _default_catchup(action: Any) -> str:
-    """The hub's own scheduler never replays missed occurrences, so its schedules (the `scion`
-    action) catch up with `latest` unless they say otherwise; everything else with `all`."""
-    is_scion = isinstance(action, Mapping) and action.get("type") == scion_action.ACTION_TYPE
-    return "latest" if is_scion else "all"
-
-
 def parse_schedule(raw: Any, *, known_action_types: frozenset[str] | None = None,
                    egress: EgressPolicy = PUBLIC_ONLY) -> Schedule:
     """Validate one schedule document; raises `ValidationError` listing every problem in it.
@@ -75,7 +63,7 @@ def _parse(
     if not isinstance(raw, Mapping):
         return [FieldError(f"#{index}", "(schedule)", "must be an object")], None
     sid = raw.get("id")
-    c = _Collector(sid if isinstance(sid, str) and sid else f"#{index}")
+    c = Collector(sid if isinstance(sid, str) and sid else f"#{index}")
     if not isinstance(sid, str) or not sid:
         c.add("id", "required: a non-empty string")
     elif len(sid) > MAX_ID_LENGTH:
@@ -84,86 +72,19 @@ def _parse(
         c.add("id", "must be printable text (no control characters or line breaks)")
     for key in sorted(set(raw) - _SCHEDULE_FIELDS, key=str):
         c.add(str(key), "unknown field")
-
-    timezone = raw.get("timezone", "UTC")
-    if not isinstance(timezone, str) or not is_valid_timezone(timezone):
-        c.add("timezone", f"unknown IANA time zone {timezone!r}")
-        timezone = "UTC"
-
-    cron, at = raw.get("cron"), raw.get("at")
-    at_value: datetime | None = None
-    dialect = _cron_dialect(raw, c)
-    if (cron is None) == (at is None):
-        c.add("cron", "exactly one of `cron` (recurring) or `at` (one-shot) is required")
-    elif cron is not None:
-        if not isinstance(cron, str):
-            c.add("cron", "must be a string such as '*/5 * * * *'")
-        elif dialect is not None:
-            try:
-                validate_cron(cron, dialect)
-            except CronError as exc:
-                c.add("cron", str(exc))
-    else:
-        if isinstance(at, datetime):
-            if at.tzinfo is None:
-                c.add("at", "must carry a UTC offset")
-            else:
-                at_value = at.astimezone(UTC)
-        elif isinstance(at, str):
-            try:
-                at_value = parse_instant(at)
-            except ValueError as exc:
-                c.add("at", str(exc))
-        else:
-            c.add("at", "must be an RFC 3339 instant such as 2026-01-31T09:00:00Z")
-
-    paused = raw.get("paused", False)
-    if not isinstance(paused, bool):
-        c.add("paused", "must be true or false")
-
-    overlap = raw.get("overlap", "skip")
-    if overlap not in OVERLAP_POLICIES:
-        c.add("overlap", f"must be one of {', '.join(OVERLAP_POLICIES)} (got {overlap!r})")
-    catchup = raw.get("catchup", _default_catchup(raw.get("action")))
-    if catchup not in CATCHUP_POLICIES:
-        c.add("catchup", f"must be one of {', '.join(CATCHUP_POLICIES)} (got {catchup!r})")
-
-    catchup_window = DEFAULT_CATCHUP_WINDOW
-    if "catchup_window" in raw:
-        try:
-            catchup_window = parse_duration(raw["catchup_window"])
-        except ValueError as exc:
-            c.add("catchup_window", str(exc))
-
-    max_attempts = raw.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
-    if (
-        isinstance(max_attempts, bool)
-        or not isinstance(max_attempts, int)
-        or not 1 <= max_attempts <= 100
-    ):
-        c.add("max_attempts", f"must be a whole number from 1 to 100 (got {max_attempts!r})")
-
-    labels = raw.get("labels", {})
-    if not isinstance(labels, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
-    ):
-        c.add("labels", "must be a map of strings to strings")
-        labels = {}
-
-    description = raw.get("description", "")
-    if not isinstance(description, str):
-        c.add("description", "must be a string")
-    elif len(description) > 500:
-        c.add("description", "must be at most 500 characters (Cloud Scheduler's limit)")
-
-    action = _check_action(raw.get("action"), c, known_types, egress)
+    timing = check_timing(raw, c)
+    policies = check_policies(raw, c)
+    labels, description = check_labels_and_description(raw, c)
+    action = check_action(raw.get("action"), c, known_types, egress)
     if c.errors or action is None:
         return c.errors, None
     assert isinstance(sid, str)  # no errors means the id check passed
     schedule = Schedule(
-        id=sid, action=action, cron=cron, at=at_value, timezone=timezone, paused=paused,
-        overlap=overlap, catchup=catchup, catchup_window=catchup_window, max_attempts=max_attempts,
-        labels=dict(labels), description=description, cron_dialect=dialect or CronDialect.UNIX,
+        id=sid, action=action, cron=timing.cron, at=timing.at, timezone=timing.timezone,
+        paused=policies.paused, overlap=policies.overlap, catchup=policies.catchup,
+        catchup_window=policies.catchup_window, max_attempts=policies.max_attempts,
+        labels=labels, description=description,
+        cron_dialect=timing.dialect or CronDialect.UNIX,
     )
     size = message_size(schedule)
     if size > MAX_MESSAGE_BYTES:
