@@ -19,6 +19,7 @@ from pathlib import Path
 from scheduler.clock import Checkpoint, LocalClock, utc_now
 from scheduler.config import Settings
 from scheduler.contract import ATTR_SCHEDULE_ID, Message
+from scheduler.egress import EgressPolicy
 from scheduler.logs import get_logger
 from scheduler.model import ValidationError
 from scheduler.validation import load_schedules
@@ -87,6 +88,18 @@ def run_local(schedule_file: Path, store: Path, settings: Settings, stop: thread
     for thread in threads:
         thread.start()
     log.info("local scheduler running", schedules=len(schedules), store=str(store))
+    _reload_on_change(schedule_file, mtime, egress, local_clock, stop, reload_now)
+    for thread in threads:
+        thread.join()
+    local_clock.close()
+
+
+def _reload_on_change(schedule_file: Path, mtime: float, egress: EgressPolicy,
+                      local_clock: LocalClock, stop: threading.Event,
+                      reload_now: threading.Event) -> None:
+    """Until `stop`: give `local_clock` the schedule file again whenever its modification time
+    moves from `mtime` or `reload_now` is set; a file with errors is logged and the running set
+    kept."""
     while not stop.wait(RELOAD_POLL_SECONDS):
         current = schedule_file.stat().st_mtime if schedule_file.exists() else mtime
         if current == mtime and not reload_now.is_set():
@@ -100,6 +113,3 @@ def run_local(schedule_file: Path, store: Path, settings: Settings, stop: thread
             continue
         local_clock.set_schedules(reloaded)
         log.info("schedule file reloaded", file=str(schedule_file), schedules=len(reloaded))
-    for thread in threads:
-        thread.join()
-    local_clock.close()
