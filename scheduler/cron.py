@@ -33,6 +33,7 @@ from scheduler import cron_robfig
 from scheduler.cron_base import CRON_DIALECTS as CRON_DIALECTS
 from scheduler.cron_base import CronDialect as CronDialect
 from scheduler.cron_base import CronError as CronError
+from scheduler.cron_base import five_fields
 from scheduler.cron_base import is_utc as _is_utc
 from scheduler.cron_base import is_valid_timezone as is_valid_timezone
 from scheduler.cron_base import zone as _zone
@@ -58,17 +59,7 @@ class CronSpec(Protocol):
     def cron_dialect(self) -> CronDialect: ...
 
 
-_MONTHS = {m: i for i, m in enumerate(
-    ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"], 1)}
-_DAYS = {d: i for i, d in enumerate(["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"])}
-# (name, low, high, names)
-_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
-    ("minute", 0, 59, {}),
-    ("hour", 0, 23, {}),
-    ("day of month", 1, 31, {}),
-    ("month", 1, 12, _MONTHS),
-    ("day of week", 0, 7, _DAYS),
-)
+_FIELDS = five_fields(upper=True, day_of_week_high=7)
 _ITEM_RE = re.compile(r"^(?:(\*)|([A-Za-z0-9]+)(?:-([A-Za-z0-9]+))?)(?:/(\d+))?$")
 
 

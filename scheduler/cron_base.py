@@ -1,4 +1,5 @@
-"""What both cron dialects share: the error they raise, the dialect names and time zones.
+"""What both cron dialects share: the error they raise, the dialect names, time zones and the
+five fields.
 
 A schedule's cron is read in one of two dialects (`CronDialect`): Cloud Scheduler's unix-cron
 (`scheduler.cron`, the default and the only one Cloud Scheduler itself runs) and the Scion hub's
@@ -48,6 +49,28 @@ def is_valid_timezone(name: str) -> bool:
 def zone(name: str) -> ZoneInfo:
     """The zone of a valid name; `Etc/UTC` is read as `UTC`, which takes the fast paths."""
     return ZoneInfo("UTC" if name in ("UTC", "Etc/UTC") else name)
+
+
+# A field of a five-field cron: (name, lowest value, highest value, names of values).
+Field = tuple[str, int, int, dict[str, int]]
+_MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def five_fields(*, upper: bool, day_of_week_high: int) -> tuple[Field, ...]:
+    """The fields of a five-field cron in order, month and day names in the case the dialect's
+    parser compares them in, and the day of week up to `day_of_week_high` (unix-cron takes 7
+    for Sunday too, robfig does not)."""
+    def named(names: tuple[str, ...], first: int) -> dict[str, int]:
+        return {(n.upper() if upper else n): i for i, n in enumerate(names, first)}
+
+    return (
+        ("minute", 0, 59, {}),
+        ("hour", 0, 23, {}),
+        ("day of month", 1, 31, {}),
+        ("month", 1, 12, named(_MONTH_NAMES, 1)),
+        ("day of week", 0, day_of_week_high, named(_DAY_NAMES, 0)),
+    )
 
 
 def is_utc(tz: ZoneInfo) -> bool:

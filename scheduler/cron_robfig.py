@@ -36,14 +36,14 @@ the offset in force at (wall - offset at wall).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from itertools import pairwise
 from zoneinfo import ZoneInfo
 
-from scheduler.cron_base import CronError, is_valid_timezone, zone
+from scheduler.cron_base import CronError, Field, five_fields, is_valid_timezone, zone
 
 # Go's unicode.IsSpace, which strings.Fields splits on (Python's str.split also splits on
 # \x1c-\x1f, which Go keeps inside a field).
@@ -55,17 +55,7 @@ _MAX_INT64 = 2**63 - 1
 _YEAR_LIMIT = 5
 _EPOCH = datetime(1970, 1, 1)
 
-_MONTHS = {m: i for i, m in enumerate(
-    ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], 1)}
-_DAYS = {d: i for i, d in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])}
-# (name, low, high, names)
-_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
-    ("minute", 0, 59, {}),
-    ("hour", 0, 23, {}),
-    ("day of month", 1, 31, {}),
-    ("month", 1, 12, _MONTHS),
-    ("day of week", 0, 6, _DAYS),
-)
+_FIELDS = five_fields(upper=False, day_of_week_high=6)
 
 
 @dataclass(frozen=True)
@@ -108,7 +98,7 @@ def _int_or_name(text: str, what: str, names: dict[str, int]) -> int:
     return _atoi(text, what, "a number or a name" if names else "a number")
 
 
-def _item(item: str, field: tuple[str, int, int, dict[str, int]]) -> tuple[range, bool]:
+def _item(item: str, field: Field) -> tuple[range, bool]:
     """One list item: its values and whether it carries the star bit."""
     name, low, high, names = field
     what = f"{name} field {item!r}"
@@ -142,7 +132,7 @@ def _item(item: str, field: tuple[str, int, int, dict[str, int]]) -> tuple[range
     return range(start, end + 1, step), star
 
 
-def _field(text: str, field: tuple[str, int, int, dict[str, int]]) -> tuple[frozenset[int], bool]:
+def _field(text: str, field: Field) -> tuple[frozenset[int], bool]:
     values: set[int] = set()
     star = False
     for item in (i for i in text.split(",") if i):
@@ -289,24 +279,28 @@ class _Walk:
         return False
 
     def hour(self) -> bool:
-        local = _local(self.t, self.tz)
-        while local.hour not in self.spec.hours:
-            self._reset(local.year, local.month, local.day, local.hour)
-            self.t += 3600
-            local = _local(self.t, self.tz)
-            if local.hour == 0:
-                return True
-        return False
+        return self._by_seconds(lambda local: local.hour, self.spec.hours, 3600,
+                                lambda d: self._reset(d.year, d.month, d.day, d.hour))
 
     def minute(self) -> bool:
+        return self._by_seconds(lambda local: local.minute, self.spec.minutes, 60,
+                                lambda _: self._reset_to_minute())
+
+    def _reset_to_minute(self) -> None:
+        if not self.moved:
+            self.moved = True
+            self.t -= self.t % 60
+
+    def _by_seconds(self, unit: Callable[[datetime], int], allowed: Collection[int],
+                    seconds: int, reset: Callable[[datetime], None]) -> bool:
+        """The hour's and the minute's step: absolute `seconds` at a time (`reset` before the
+        first), until `unit` is `allowed`; True when it rolls over to 0."""
         local = _local(self.t, self.tz)
-        while local.minute not in self.spec.minutes:
-            if not self.moved:
-                self.moved = True
-                self.t -= self.t % 60
-            self.t += 60
+        while unit(local) not in allowed:
+            reset(local)
+            self.t += seconds
             local = _local(self.t, self.tz)
-            if local.minute == 0:
+            if unit(local) == 0:
                 return True
         return False
 
