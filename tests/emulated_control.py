@@ -35,3 +35,13 @@ def operator_env(monkeypatch: pytest.MonkeyPatch, values: Mapping[str, str]) -> 
             monkeypatch.delenv(setting.env, raising=False)
     for name, value in values.items():
         monkeypatch.setenv(name, value)
+
+
+def operator_cli_env(monkeypatch: pytest.MonkeyPatch, project: str,
+                     values: Mapping[str, str]) -> None:
+    """`operator_env` for the control commands: `project` in europe-west1, topic `fires`, JSON
+    logs, and `values`."""
+    operator_env(monkeypatch, {
+        "SCION_SCHEDULER_PROJECT": project, "SCION_SCHEDULER_LOCATION": "europe-west1",
+        "SCION_SCHEDULER_TOPIC": "fires", "SCION_SCHEDULER_LOG_FORMAT": "json", **values,
+    })

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from google.api_core import exceptions as gexc
+
 
 @dataclass
 class Received:
@@ -65,3 +67,24 @@ def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
         if result or time.monotonic() > deadline:
             return result
         time.sleep(0.05)
+
+
+def pull_until(subscriber: Any, subscription: str, until: Callable[[list[Any]], bool],
+               timeout: float) -> list[Any]:
+    """The messages pulled (and acked) from `subscription` until `until(received)` holds or
+    `timeout` seconds have passed."""
+    received: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not until(received):
+        try:
+            response = subscriber.pull(subscription=subscription, max_messages=50, timeout=2,
+                                       retry=None)
+        except gexc.DeadlineExceeded:
+            continue
+        if response.received_messages:
+            subscriber.acknowledge(subscription=subscription,
+                                   ack_ids=[m.ack_id for m in response.received_messages])
+            received.extend(m.message for m in response.received_messages)
+        else:
+            time.sleep(0.2)
+    return received

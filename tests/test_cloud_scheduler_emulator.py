@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
-from emulator_helpers import eventually
+from emulator_helpers import eventually, pull_until
 from google.api_core import exceptions as gexc
 from google.cloud import scheduler_v1
 from google.protobuf import field_mask_pb2
@@ -346,21 +346,7 @@ def pubsub(pubsub_emulator: str, project_id: str) -> Any:
 
         def pull(self, subscription: str, wait: float, want: int = 1) -> list[Any]:
             """Messages received within `wait` seconds (returns early once `want` arrived)."""
-            received: list[Any] = []
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and len(received) < want:
-                try:
-                    response = subscriber.pull(subscription=subscription, max_messages=10,
-                                               timeout=2, retry=None)
-                except gexc.DeadlineExceeded:
-                    continue
-                if response.received_messages:
-                    subscriber.acknowledge(subscription=subscription,
-                                           ack_ids=[m.ack_id for m in response.received_messages])
-                    received.extend(m.message for m in response.received_messages)
-                else:
-                    time.sleep(0.2)
-            return received
+            return pull_until(subscriber, subscription, lambda got: len(got) >= want, wait)
 
     yield PubSub()
     publisher.stop()

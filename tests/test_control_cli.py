@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,8 @@ from typing import Any
 import pytest
 import structlog
 import yaml
-from emulated_control import operator_env
-from google.api_core import exceptions as gexc
+from emulated_control import operator_cli_env
+from emulator_helpers import pull_until
 
 from scheduler.config import Settings
 from scheduler.contract import decode_message
@@ -30,12 +29,10 @@ ACTION = {"type": "http", "url": "https://hub.example/run"}
 def env(monkeypatch: pytest.MonkeyPatch, cloud_scheduler_emulator: Any, pubsub_emulator: str,
         project_id: str) -> Iterator[Any]:
     """Configuration through the environment only, as an operator would run the tool."""
-    operator_env(monkeypatch, {
-        "SCION_SCHEDULER_PROJECT": project_id, "SCION_SCHEDULER_LOCATION": "europe-west1",
-        "SCION_SCHEDULER_TOPIC": "fires", "SCION_SCHEDULER_SUBSCRIPTION": "workers",
-        "SCION_SCHEDULER_SIGNING_KEY": KEY, "SCION_SCHEDULER_WRITE_RATE": "1000",
-        "SCION_SCHEDULER_API_RETRY_INITIAL": "0.01s", "SCION_SCHEDULER_API_RETRY_MAXIMUM": "0.05s",
-        "SCION_SCHEDULER_API_RETRY_TIMEOUT": "20s", "SCION_SCHEDULER_LOG_FORMAT": "json",
+    operator_cli_env(monkeypatch, project_id, {
+        "SCION_SCHEDULER_SUBSCRIPTION": "workers", "SCION_SCHEDULER_SIGNING_KEY": KEY,
+        "SCION_SCHEDULER_WRITE_RATE": "1000", "SCION_SCHEDULER_API_RETRY_INITIAL": "0.01s",
+        "SCION_SCHEDULER_API_RETRY_MAXIMUM": "0.05s", "SCION_SCHEDULER_API_RETRY_TIMEOUT": "20s",
     })
     yield cloud_scheduler_emulator
     # `main` pointed structlog at pytest's captured stderr, which is closed by now.
@@ -156,17 +153,7 @@ def test_run_publishes_one_manual_fire(env: Any, tmp_path: Path, project_id: str
     code, out = run_json(capsys, "run", "nightly")
     assert code == 0 and out["ok"] and out["message_id"]
 
-    received: list[Any] = []
-    deadline = time.monotonic() + 30
-    while not received and time.monotonic() < deadline:
-        try:
-            response = subscriber.pull(
-                subscription=settings.subscription_path, max_messages=10, timeout=5
-            )
-        except gexc.DeadlineExceeded:
-            continue
-        received.extend(m.message for m in response.received_messages)
-    [message] = received
+    [message] = pull_until(subscriber, settings.subscription_path, bool, 30)
     fire = decode_message(message.data, dict(message.attributes), signing_key=KEY)
     assert fire.trigger == "manual" and fire.schedule_id == "nightly"
     assert fire.fire_time is not None and fire.fire_time.isoformat().startswith(

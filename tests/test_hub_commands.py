@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import structlog
-from emulated_control import operator_env
+from emulated_control import operator_cli_env
 from scion_hub_data import GROVE, event, schedule
 from structlog.testing import capture_logs
 
@@ -45,10 +45,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, cloud_scheduler_emulator: Any, pubsub_emulator: str,
         project_id: str) -> Iterator[Settings]:
-    operator_env(monkeypatch, {
-        "SCION_SCHEDULER_PROJECT": project_id, "SCION_SCHEDULER_LOCATION": "europe-west1",
-        "SCION_SCHEDULER_TOPIC": "fires", "SCION_SCHEDULER_WRITE_RATE": "6000",
-        "SCION_SCHEDULER_SYNC_CONCURRENCY": "16", "SCION_SCHEDULER_LOG_FORMAT": "json",
+    operator_cli_env(monkeypatch, project_id, {
+        "SCION_SCHEDULER_WRITE_RATE": "6000", "SCION_SCHEDULER_SYNC_CONCURRENCY": "16",
         "SCION_HUB_TOKEN": TOKEN,
     })
     yield Settings.from_env()

@@ -14,7 +14,7 @@ import pytest
 import structlog
 import yaml
 from emulated_control import KEY, emulated_settings
-from google.api_core import exceptions as gexc
+from emulator_helpers import pull_until
 from google.cloud import scheduler_v1
 from google.protobuf import field_mask_pb2
 
@@ -551,22 +551,6 @@ def test_a_step_that_keeps_failing_is_reported_and_does_not_stop_the_others(
     assert by_step[("pause", "scion-sched-002")].status == "skipped"
 
 
-def _pull_all(subscriber: Any, subscription: str, until: Callable[[list[Any]], bool],
-              timeout: float) -> list[Any]:
-    received: list[Any] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not until(received):
-        try:
-            response = subscriber.pull(subscription=subscription, max_messages=50, timeout=5)
-        except gexc.DeadlineExceeded:
-            continue
-        if response.received_messages:
-            subscriber.acknowledge(subscription=subscription,
-                                   ack_ids=[m.ack_id for m in response.received_messages])
-            received.extend(m.message for m in response.received_messages)
-    return received
-
-
 @pytest.mark.emulator
 @pytest.mark.slow
 @pytest.mark.timeout(180)
@@ -594,7 +578,7 @@ def test_end_to_end_fires_once_per_slot_runs_now_and_paused_stays_silent(
         return [(decode_message(m.data, dict(m.attributes), signing_key=KEY), m.publish_time)
                 for m in messages]
 
-    messages = _pull_all(
+    messages = pull_until(
         subscriber,
         settings.subscription_path,
         lambda got: any(f.trigger == "manual" for f, _ in decoded(got)),
@@ -605,7 +589,7 @@ def test_end_to_end_fires_once_per_slot_runs_now_and_paused_stays_silent(
     assert manual[0].fire_time == run.fire_time
 
     wait = (first_slot + timedelta(seconds=15) - datetime.now(UTC)).total_seconds()
-    messages += _pull_all(
+    messages += pull_until(
         subscriber, settings.subscription_path, lambda got: False, timeout=max(wait, 0)
     )
     fires = decoded(messages)
