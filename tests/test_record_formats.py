@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from scion_scheduler.api.schemas import ExecutionOut
+from scion_scheduler.api.views import execution_out
 from scion_scheduler.cli import main
 from worker.history import run_to_dict
 from worker.ledger import Execution, FireMessage, ScheduleState, State
@@ -106,6 +108,9 @@ def test_sqlite_reads_rows_written_by_an_earlier_version(tmp_path: Path) -> None
 def test_history_shows_the_keys_it_always_showed(tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     assert run_to_dict(RECORD) == SHOWN
+    # The API's document holds exactly what the history shows, in the order it shows it.
+    assert list(ExecutionOut.model_fields) == list(SHOWN)
+    assert execution_out(RECORD).model_dump_json() == json.dumps(SHOWN, separators=(",", ":"))
     ledger = SqliteLedger(tmp_path / "ledger.db")
     ledger.record(RECORD)
     ledger.close()

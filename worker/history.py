@@ -5,10 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from scheduler.model import format_instant
+from scheduler.model import format_instant, parse_instant
 from worker.ledger import Execution, Ledger
+from worker.record_codec import RecordCodec, Times, field_names
 
 MAX_LIMIT = 1000
+JSON_TIMES = Times(write=lambda value, _name: format_instant(value), read=parse_instant)
+_SHOWN = RecordCodec(Execution, JSON_TIMES, [
+    name for name in field_names(Execution) if name not in ("lease_until", "message")
+])
 
 
 def list_runs(ledger: Ledger, schedule_id: str, limit: int = 20,
@@ -25,23 +30,6 @@ def list_runs(ledger: Ledger, schedule_id: str, limit: int = 20,
 
 
 def run_to_dict(execution: Execution) -> dict[str, Any]:
-    """One execution as JSON-ready data, times in RFC 3339 UTC."""
-    def instant(value: datetime | None) -> str | None:
-        return None if value is None else format_instant(value)
-
-    return {
-        "execution_id": execution.execution_id,
-        "schedule_id": execution.schedule_id,
-        "fire_time": format_instant(execution.fire_time),
-        "trigger": execution.trigger,
-        "state": str(execution.state),
-        "attempt": execution.attempt,
-        "created_at": format_instant(execution.created_at),
-        "started_at": instant(execution.started_at),
-        "finished_at": instant(execution.finished_at),
-        "duration_s": execution.duration_s,
-        "worker_id": execution.worker_id,
-        "error": execution.error,
-        "detail": execution.detail,
-        "expire_at": format_instant(execution.expire_at),
-    }
+    """One execution as JSON-ready data, times in RFC 3339 UTC, without what only a claim uses
+    (its lease, the message kept for a takeover)."""
+    return _SHOWN.encode(execution)

@@ -27,14 +27,7 @@ from typing import Any
 
 from scheduler.logs import get_logger
 from scheduler.model import format_instant
-from worker.ledger import (
-    Claim,
-    ClaimRequest,
-    Execution,
-    FireMessage,
-    ScheduleState,
-    State,
-)
+from worker.ledger import Claim, ClaimRequest, Execution, ScheduleState, State
 from worker.ledger_rules import (
     REAP_WINDOW,
     Decide,
@@ -47,9 +40,13 @@ from worker.ledger_rules import (
     validate_final_state,
     validate_request,
 )
+from worker.record_codec import RecordCodec, Times
 
 log = get_logger(__name__)
 
+# The file's format, written out rather than derived: a field added to a record needs its column
+# added to existing files too (as `message` is, in `SqliteLedger.__init__`). The rows are written
+# and read by the records' codec, by column name.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS executions (
     execution_id TEXT PRIMARY KEY,
@@ -84,99 +81,31 @@ CREATE TABLE IF NOT EXISTS schedule_state (
 );
 """
 
-_EXECUTION_COLUMNS = (
-    "execution_id", "schedule_id", "fire_time", "trigger", "state", "attempt", "worker_id",
-    "lease_until", "created_at", "started_at", "finished_at", "duration_s", "error", "detail",
-    "expire_at", "message",
-)
-_STATE_COLUMNS = (
-    "schedule_id", "running_execution_id", "running_fire_time", "running_lease_until",
-    "last_execution_id", "last_fire_time", "last_state", "last_finished_at",
-)
-_UPSERT_EXECUTION = (
-    f"INSERT OR REPLACE INTO executions ({', '.join(_EXECUTION_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(_EXECUTION_COLUMNS))})"
-)
-_INSERT_EXECUTION = _UPSERT_EXECUTION.replace("INSERT OR REPLACE", "INSERT OR IGNORE")
-_UPSERT_STATE = (
-    f"INSERT OR REPLACE INTO schedule_state ({', '.join(_STATE_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(_STATE_COLUMNS))})"
-)
-
-
-def _text(value: datetime | None, name: str) -> str | None:
-    if value is None:
-        return None
+def _text(value: datetime, name: str) -> str:
     return require_aware(value, name).astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def _time(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value).astimezone(UTC)
-
-
-def _required_time(value: str) -> datetime:
+def _time(value: str) -> datetime:
     return datetime.fromisoformat(value).astimezone(UTC)
 
 
-def _execution_row(execution: Execution) -> tuple[Any, ...]:
-    return (
-        execution.execution_id, execution.schedule_id, _text(execution.fire_time, "fire_time"),
-        execution.trigger, str(execution.state), execution.attempt, execution.worker_id,
-        _text(execution.lease_until, "lease_until"), _text(execution.created_at, "created_at"),
-        _text(execution.started_at, "started_at"), _text(execution.finished_at, "finished_at"),
-        execution.duration_s, truncate_error(execution.error), execution.detail,
-        _text(execution.expire_at, "expire_at"),
-        None if execution.message is None else execution.message.to_json(),
-    )
+SQLITE_TIMES = Times(write=_text, read=_time)
+_EXECUTIONS = RecordCodec(Execution, SQLITE_TIMES)
+_STATES = RecordCodec(ScheduleState, SQLITE_TIMES)
 
 
-def _state_row(state: ScheduleState) -> tuple[Any, ...]:
-    return (
-        state.schedule_id, state.running_execution_id,
-        _text(state.running_fire_time, "running_fire_time"),
-        _text(state.running_lease_until, "running_lease_until"), state.last_execution_id,
-        _text(state.last_fire_time, "last_fire_time"),
-        None if state.last_state is None else str(state.last_state),
-        _text(state.last_finished_at, "last_finished_at"),
-    )
+def _upsert(table: str, codec: RecordCodec[Any], verb: str = "INSERT OR REPLACE") -> str:
+    return (f"{verb} INTO {table} ({', '.join(codec.names)}) "
+            f"VALUES ({', '.join(':' + name for name in codec.names)})")
 
 
-def _execution(row: sqlite3.Row | None) -> Execution | None:
-    if row is None:
-        return None
-    return Execution(
-        execution_id=row["execution_id"],
-        schedule_id=row["schedule_id"],
-        fire_time=_required_time(row["fire_time"]),
-        trigger=row["trigger"],
-        state=State(row["state"]),
-        attempt=row["attempt"],
-        created_at=_required_time(row["created_at"]),
-        expire_at=_required_time(row["expire_at"]),
-        worker_id=row["worker_id"],
-        lease_until=_time(row["lease_until"]),
-        started_at=_time(row["started_at"]),
-        finished_at=_time(row["finished_at"]),
-        duration_s=row["duration_s"],
-        error=row["error"],
-        detail=row["detail"],
-        message=None if row["message"] is None else FireMessage.from_json(row["message"]),
-    )
+_UPSERT_EXECUTION = _upsert("executions", _EXECUTIONS)
+_INSERT_EXECUTION = _upsert("executions", _EXECUTIONS, "INSERT OR IGNORE")
+_UPSERT_STATE = _upsert("schedule_state", _STATES)
 
 
-def _schedule_state(row: sqlite3.Row | None) -> ScheduleState | None:
-    if row is None:
-        return None
-    return ScheduleState(
-        schedule_id=row["schedule_id"],
-        running_execution_id=row["running_execution_id"],
-        running_fire_time=_time(row["running_fire_time"]),
-        running_lease_until=_time(row["running_lease_until"]),
-        last_execution_id=row["last_execution_id"],
-        last_fire_time=_time(row["last_fire_time"]),
-        last_state=None if row["last_state"] is None else State(row["last_state"]),
-        last_finished_at=_time(row["last_finished_at"]),
-    )
+def _execution_row(execution: Execution) -> dict[str, Any]:
+    return _EXECUTIONS.encode(execution, error=truncate_error(execution.error))
 
 
 class SqliteLedger:
@@ -256,14 +185,14 @@ class SqliteLedger:
         row = conn.execute(
             "SELECT * FROM executions WHERE execution_id = ?", (execution_id,)
         ).fetchone()
-        return _execution(row)
+        return None if row is None else _EXECUTIONS.decode(dict(row))
 
     @staticmethod
     def _read_state(conn: sqlite3.Connection, schedule_id: str) -> ScheduleState | None:
         row = conn.execute(
             "SELECT * FROM schedule_state WHERE schedule_id = ?", (schedule_id,)
         ).fetchone()
-        return _schedule_state(row)
+        return None if row is None else _STATES.decode(dict(row))
 
     def claim(self, request: ClaimRequest) -> Claim:
         """Claim a fire; see `worker.ledger` for the outcomes."""
@@ -274,7 +203,7 @@ class SqliteLedger:
             if plan.write:
                 conn.execute(_UPSERT_EXECUTION, _execution_row(plan.execution))
             if plan.schedule_state is not None:
-                conn.execute(_UPSERT_STATE, _state_row(plan.schedule_state))
+                conn.execute(_UPSERT_STATE, _STATES.encode(plan.schedule_state))
         log.debug("ledger claim", result=str(plan.result), schedule_id=request.schedule_id,
                   fire_time=format_instant(request.fire_time), execution_id=request.execution_id,
                   attempt=plan.execution.attempt)
@@ -291,7 +220,7 @@ class SqliteLedger:
                 return False
             conn.execute(_UPSERT_EXECUTION, _execution_row(change.execution))
             if change.schedule_state is not None:
-                conn.execute(_UPSERT_STATE, _state_row(change.schedule_state))
+                conn.execute(_UPSERT_STATE, _STATES.encode(change.schedule_state))
         return True
 
     def renew(self, execution_id: str, worker_id: str, lease_until: datetime) -> bool:
@@ -337,7 +266,7 @@ class SqliteLedger:
         sql += " ORDER BY fire_time DESC LIMIT ?"
         params.append(limit)
         rows = self._connection().execute(sql, params).fetchall()
-        return [execution for execution in map(_execution, rows) if execution is not None]
+        return [_EXECUTIONS.decode(dict(row)) for row in rows]
 
     def schedule_state(self, schedule_id: str) -> ScheduleState | None:
         """The per-schedule summary, or None if the schedule never fired."""
@@ -351,7 +280,7 @@ class SqliteLedger:
             "ORDER BY lease_until LIMIT ?",
             (str(State.RUNNING), _text(now, "now"), _text(now - REAP_WINDOW, "now"), limit),
         ).fetchall()
-        return [execution for execution in map(_execution, rows) if execution is not None]
+        return [_EXECUTIONS.decode(dict(row)) for row in rows]
 
     def purge_expired(self, now: datetime) -> int:
         """Delete the records whose `expire_at` has passed (SQLite has no TTL); the number

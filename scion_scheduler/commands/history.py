@@ -9,6 +9,7 @@ from typing import Any
 
 from scheduler.cli_base import EXIT_OK, add_settings_flags, emit
 from scheduler.config import ConfigError, Settings
+from scion_scheduler.api.views import execution_out
 from worker.history import MAX_LIMIT, list_runs, run_to_dict
 from worker.ledger import Execution, Ledger
 
@@ -68,8 +69,10 @@ def show_runs(args: argparse.Namespace, settings: Settings) -> int:
     """Print the history as a table, or as JSON with `--output json`."""
     ledger = open_ledger(args.store, settings)
     runs = list_runs(ledger, args.schedule_id, args.limit)
-    emit({"schedule_id": args.schedule_id, "executions": [run_to_dict(r) for r in runs]},
-         args.output, _table(args.schedule_id, runs))
+    # The API's documents (`ExecutionOut`), so that both print the same keys in the same order.
+    shown = [execution_out(run).model_dump() for run in runs]
+    emit({"schedule_id": args.schedule_id, "executions": shown}, args.output,
+         _table(args.schedule_id, runs))
     return EXIT_OK
 
 
