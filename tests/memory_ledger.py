@@ -1,6 +1,6 @@
 """A thread-safe in-memory `Ledger` for fast unit tests of the pipeline.
 
-It follows the claim rules of `worker.ledger` (one lock stands in for the store's
+It decides as the real adapters do, by `worker.ledger_rules` (one lock stands in for the store's
 transaction); the real adapters are tested by the ledger contract suite.
 """
 
@@ -10,15 +10,15 @@ import threading
 from dataclasses import replace
 from datetime import datetime
 
-from worker.ledger import (
-    FINAL_STATES,
-    MAX_ERROR_LENGTH,
-    Claim,
-    ClaimRequest,
-    ClaimResult,
-    Execution,
-    ScheduleState,
-    State,
+from worker.ledger import Claim, ClaimRequest, Execution, ScheduleState, State
+from worker.ledger_rules import (
+    Decide,
+    finishing,
+    plan_claim,
+    releasing,
+    renewal,
+    validate_final_state,
+    validate_request,
 )
 
 
@@ -33,92 +33,66 @@ class MemoryLedger:
 
     def claim(self, request: ClaimRequest) -> Claim:
         """See `worker.ledger`."""
+        validate_request(request)
         with self._lock:
-            now = request.now
-            current = self._executions.get(request.execution_id)
-            if current is not None and current.state in FINAL_STATES:
-                return Claim(ClaimResult.DONE, current)
-            if (
-                current is not None
-                and current.lease_until is not None
-                and current.lease_until > now
-            ):
-                return Claim(ClaimResult.BUSY, current)
-            if current is not None:
-                taken = replace(current, worker_id=request.worker_id, attempt=current.attempt + 1,
-                                lease_until=now + request.lease, started_at=now)
-                self._executions[taken.execution_id] = taken
-                self._set_running(taken)
-                return Claim(ClaimResult.TAKEN_OVER, taken)
-            state = self._states.get(request.schedule_id)
-            if (request.overlap == "skip" and state is not None and state.running_execution_id
-                    and state.running_lease_until is not None and state.running_lease_until > now):
-                skipped = self._new(request, State.SKIPPED, attempt=0, finished_at=now,
-                                    detail=f"overlap: {state.running_execution_id} is running")
-                self._executions[skipped.execution_id] = skipped
-                self._set_last(skipped)
-                return Claim(ClaimResult.OVERLAP, skipped)
-            running = self._new(request, State.RUNNING, attempt=1, lease_until=now + request.lease,
-                                started_at=now, message=request.message)
-            self._executions[running.execution_id] = running
-            self._set_running(running)
-            return Claim(ClaimResult.CLAIMED, running)
+            plan = plan_claim(request, self._executions.get(request.execution_id),
+                              self._states.get(request.schedule_id))
+            if plan.write:
+                self._executions[request.execution_id] = plan.execution
+            if plan.schedule_state is not None:
+                self._states[request.schedule_id] = plan.schedule_state
+            return Claim(plan.result, plan.execution)
+
+    def _change(self, execution_id: str, decide: Decide) -> bool:
+        with self._lock:
+            existing = self._executions.get(execution_id)
+            change = None if existing is None else decide(
+                existing, self._states.get(existing.schedule_id))
+            if change is None:
+                return False
+            self._executions[execution_id] = change.execution
+            if change.schedule_state is not None:
+                self._states[change.schedule_state.schedule_id] = change.schedule_state
+            return True
 
     def renew(self, execution_id: str, worker_id: str, lease_until: datetime) -> bool:
-        """See `worker.ledger`."""
-        with self._lock:
-            current = self._held(execution_id, worker_id)
-            self.renewals.append((execution_id, worker_id, current is not None))
-            if current is None:
-                return False
-            self._executions[execution_id] = renewed = replace(current, lease_until=lease_until)
-            self._set_running(renewed)
-            return True
+        """See `worker.ledger`; each call is kept in `renewals`."""
+        renewed = self._change(execution_id, renewal(worker_id, lease_until))
+        self.renewals.append((execution_id, worker_id, renewed))
+        return renewed
 
     def finish(
         self, execution_id: str, worker_id: str, state: State, *, now: datetime,
         error: str | None = None, detail: str | None = None,
     ) -> bool:
         """See `worker.ledger`."""
-        with self._lock:
-            current = self._held(execution_id, worker_id)
-            if current is None:
-                return False
-            started = current.started_at or current.created_at
-            done = replace(current, state=state, finished_at=now, lease_until=None,
-                           duration_s=(now - started).total_seconds(),
-                           error=error[:MAX_ERROR_LENGTH] if error else None, detail=detail)
-            self._executions[execution_id] = done
-            self._set_last(done)
-            return True
+        decide = finishing(worker_id, state, now=now, error=error, detail=detail)
+        return self._change(execution_id, decide)
 
     def release(
         self, execution_id: str, worker_id: str, *, now: datetime, error: str | None = None
     ) -> bool:
         """See `worker.ledger`."""
-        with self._lock:
-            current = self._held(execution_id, worker_id)
-            if current is None:
-                return False
-            self._executions[execution_id] = released = replace(
-                current, lease_until=now, worker_id=None,
-                error=error[:MAX_ERROR_LENGTH] if error else None)
-            self._set_running(released)
-            return True
+        return self._change(execution_id, releasing(worker_id, now=now, error=error))
 
     def record(self, execution: Execution) -> bool:
         """See `worker.ledger`."""
+        validate_final_state(execution.state)
         with self._lock:
             if execution.execution_id in self._executions:
                 return False
             self._executions[execution.execution_id] = execution
-            self._set_last(execution)
             return True
 
     def get(self, execution_id: str) -> Execution | None:
         """See `worker.ledger`."""
         with self._lock:
             return self._executions.get(execution_id)
+
+    def executions(self) -> list[Execution]:
+        """Test helper: every record, in the order written."""
+        with self._lock:
+            return list(self._executions.values())
 
     def history(
         self, schedule_id: str, *, limit: int = 20, before: datetime | None = None
@@ -140,35 +114,3 @@ class MemoryLedger:
             self._executions[execution_id] = replace(
                 self._executions[execution_id], worker_id=worker_id
             )
-
-    # Internals, called with the lock held.
-
-    def _held(self, execution_id: str, worker_id: str) -> Execution | None:
-        current = self._executions.get(execution_id)
-        if current is None or current.state is not State.RUNNING or current.worker_id != worker_id:
-            return None
-        return current
-
-    @staticmethod
-    def _new(request: ClaimRequest, state: State, *, attempt: int, **fields: object) -> Execution:
-        return Execution(
-            execution_id=request.execution_id, schedule_id=request.schedule_id,
-            fire_time=request.fire_time, trigger=request.trigger, state=state, attempt=attempt,
-            created_at=request.now, expire_at=request.now + request.retention,
-            worker_id=request.worker_id, **fields,  # type: ignore[arg-type]
-        )
-
-    def _set_running(self, execution: Execution) -> None:
-        state = self._states.get(execution.schedule_id) or ScheduleState(execution.schedule_id)
-        self._states[execution.schedule_id] = replace(
-            state, running_execution_id=execution.execution_id,
-            running_fire_time=execution.fire_time, running_lease_until=execution.lease_until)
-
-    def _set_last(self, execution: Execution) -> None:
-        state = self._states.get(execution.schedule_id) or ScheduleState(execution.schedule_id)
-        if state.running_execution_id == execution.execution_id:
-            state = replace(state, running_execution_id=None, running_fire_time=None,
-                            running_lease_until=None)
-        self._states[execution.schedule_id] = replace(
-            state, last_execution_id=execution.execution_id, last_fire_time=execution.fire_time,
-            last_state=execution.state, last_finished_at=execution.finished_at)

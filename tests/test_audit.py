@@ -34,7 +34,7 @@ class Records:
         self.ledger = ledger
 
     def recorded(self, start: datetime, end: datetime) -> set[str]:
-        return {e.execution_id for e in self.ledger._executions.values()
+        return {e.execution_id for e in self.ledger.executions()
                 if start < e.fire_time <= end}
 
 
