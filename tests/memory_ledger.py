@@ -10,19 +10,18 @@ import threading
 from dataclasses import replace
 from datetime import datetime
 
-from worker.ledger import Claim, ClaimRequest, Execution, ScheduleState, State
+from worker.ledger import Claim, ClaimRequest, Execution, ScheduleState
 from worker.ledger_rules import (
     Decide,
-    finishing,
+    HolderChanges,
+    HolderStep,
     plan_claim,
-    releasing,
-    renewal,
     validate_final_state,
     validate_request,
 )
 
 
-class MemoryLedger:
+class MemoryLedger(HolderChanges):
     """Executions and schedule states in dictionaries, behind one lock."""
 
     def __init__(self) -> None:
@@ -43,7 +42,7 @@ class MemoryLedger:
                 self._states[request.schedule_id] = plan.schedule_state
             return Claim(plan.result, plan.execution)
 
-    def _change(self, execution_id: str, decide: Decide) -> bool:
+    def _apply_change(self, execution_id: str, decide: Decide, step: HolderStep) -> bool:
         with self._lock:
             existing = self._executions.get(execution_id)
             change = None if existing is None else decide(
@@ -57,23 +56,9 @@ class MemoryLedger:
 
     def renew(self, execution_id: str, worker_id: str, lease_until: datetime) -> bool:
         """See `worker.ledger`; each call is kept in `renewals`."""
-        renewed = self._change(execution_id, renewal(worker_id, lease_until))
+        renewed = super().renew(execution_id, worker_id, lease_until)
         self.renewals.append((execution_id, worker_id, renewed))
         return renewed
-
-    def finish(
-        self, execution_id: str, worker_id: str, state: State, *, now: datetime,
-        error: str | None = None, detail: str | None = None,
-    ) -> bool:
-        """See `worker.ledger`."""
-        decide = finishing(worker_id, state, now=now, error=error, detail=detail)
-        return self._change(execution_id, decide)
-
-    def release(
-        self, execution_id: str, worker_id: str, *, now: datetime, error: str | None = None
-    ) -> bool:
-        """See `worker.ledger`."""
-        return self._change(execution_id, releasing(worker_id, now=now, error=error))
 
     def record(self, execution: Execution) -> bool:
         """See `worker.ledger`."""

@@ -93,15 +93,13 @@ from worker.ledger import (
     ClaimResult,
     Execution,
     ScheduleState,
-    State,
 )
 from worker.ledger_rules import (
     Change,
     Decide,
-    finishing,
+    HolderChanges,
+    HolderStep,
     plan_claim,
-    releasing,
-    renewal,
     require_aware,
     validate_final_state,
     validate_request,
@@ -130,7 +128,7 @@ def _version(document: StoredDocument | None) -> Any:
     return None if document is None else document.update_time
 
 
-class FirestoreLedger:
+class FirestoreLedger(HolderChanges):
     """The ledger in Firestore; safe for many threads, processes and machines at once."""
 
     def __init__(self, client: firestore.Client, collection_prefix: str = "scion_", *,
@@ -312,13 +310,13 @@ class FirestoreLedger:
                                 summary_document(change.schedule_state), blind=True))
         return writes
 
-    def _change(self, execution_id: str, decide: Decide, what: str, *, keep: bool = False,
-                last: bool = False) -> bool:
+    def _apply_change(self, execution_id: str, decide: Decide, step: HolderStep) -> bool:
         """Apply `decide`'s change to a held execution and its schedule's documents under
         preconditions: first from the records as this process wrote them, then, if those are
         gone or stale, from the stored records, retrying lost races. False when `decide`
-        refuses. `keep`: the execution stays held afterwards (a renewal). `last`: the change
-        finishes it, and is recorded as the schedule's last finished fire."""
+        refuses. A renewal keeps the execution held afterwards; a finish is recorded as the
+        schedule's last finished fire."""
+        what, keep, last = str(step), step is HolderStep.RENEW, step is HolderStep.FINISH
         # Under the fire's claim lock: a delivery of it that arrives meanwhile waits for the
         # change to land and is then answered from it, rather than reading the store mid-change.
         with self._claiming.hold(execution_id):
@@ -387,23 +385,6 @@ class FirestoreLedger:
             self._retry(attempt, what, schedule_id=existing.schedule_id,
                         fire_time=format_instant(existing.fire_time), execution_id=execution_id)
             attempt += 1
-
-    def renew(self, execution_id: str, worker_id: str, lease_until: datetime) -> bool:
-        """Extend the lease; False when this worker no longer holds the execution."""
-        return self._change(execution_id, renewal(worker_id, lease_until), "renew", keep=True)
-
-    def finish(
-        self, execution_id: str, worker_id: str, state: State, *, now: datetime,
-        error: str | None = None, detail: str | None = None,
-    ) -> bool:
-        """Record a final state and clear the schedule's running fire; False when not held."""
-        decide = finishing(worker_id, state, now=now, error=error, detail=detail)
-        return self._change(execution_id, decide, "finish", last=True)
-
-    def release(self, execution_id: str, worker_id: str, *, now: datetime,
-                error: str | None = None) -> bool:
-        """End the lease now, keeping the execution running, so the next delivery takes it over."""
-        return self._change(execution_id, releasing(worker_id, now=now, error=error), "release")
 
     def record(self, execution: Execution) -> bool:
         """Write a final record unless one exists for that execution; True when written."""

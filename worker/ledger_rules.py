@@ -8,9 +8,11 @@ makes the Firestore and SQLite ledgers behave identically; the contract suite ch
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from scheduler.model import OVERLAP_POLICIES, format_instant
 from scheduler.redaction import redact
@@ -339,3 +341,39 @@ def releasing(worker_id: str, *, now: datetime, error: str | None) -> Decide:
     require_aware(now, "now")
     return lambda existing, summary: plan_release(existing, summary, worker_id, now=now,
                                                   error=error)
+
+
+class HolderStep(StrEnum):
+    """Which change a holder makes to the execution it holds."""
+
+    RENEW = "renew"  # it stays held, with a later lease
+    FINISH = "finish"  # it ends, and is the schedule's last finished fire
+    RELEASE = "release"  # it stays running, held by nobody
+
+
+class HolderChanges(ABC):
+    """`Ledger.renew`, `finish` and `release`, written once for every adapter: each is decided
+    here, and the adapter applies the decision atomically in `_apply_change`."""
+
+    @abstractmethod
+    def _apply_change(self, execution_id: str, decide: Decide, step: HolderStep) -> bool:
+        """Apply what `decide` says to the execution and its schedule's record, atomically;
+        False when the execution is gone or `decide` refuses (the worker no longer holds it)."""
+
+    def renew(self, execution_id: str, worker_id: str, lease_until: datetime) -> bool:
+        """Extend the lease; False when this worker no longer holds the execution."""
+        return self._apply_change(execution_id, renewal(worker_id, lease_until), HolderStep.RENEW)
+
+    def finish(
+        self, execution_id: str, worker_id: str, state: State, *, now: datetime,
+        error: str | None = None, detail: str | None = None,
+    ) -> bool:
+        """Record a final state and clear the schedule's running fire; False when not held."""
+        decide = finishing(worker_id, state, now=now, error=error, detail=detail)
+        return self._apply_change(execution_id, decide, HolderStep.FINISH)
+
+    def release(self, execution_id: str, worker_id: str, *, now: datetime,
+                error: str | None = None) -> bool:
+        """End the lease now, keeping the execution running, so the next delivery takes it over."""
+        decide = releasing(worker_id, now=now, error=error)
+        return self._apply_change(execution_id, decide, HolderStep.RELEASE)

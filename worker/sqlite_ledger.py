@@ -31,10 +31,9 @@ from worker.ledger import Claim, ClaimRequest, Execution, ScheduleState, State
 from worker.ledger_rules import (
     REAP_WINDOW,
     Decide,
-    finishing,
+    HolderChanges,
+    HolderStep,
     plan_claim,
-    releasing,
-    renewal,
     require_aware,
     truncate_error,
     validate_final_state,
@@ -108,7 +107,7 @@ def _execution_row(execution: Execution) -> dict[str, Any]:
     return _EXECUTIONS.encode(execution, error=truncate_error(execution.error))
 
 
-class SqliteLedger:
+class SqliteLedger(HolderChanges):
     """The ledger in one SQLite file; safe for many threads and for processes on one machine."""
 
     def __init__(
@@ -210,7 +209,8 @@ class SqliteLedger:
         self._maybe_purge(request.now)
         return Claim(plan.result, plan.execution)
 
-    def _change(self, execution_id: str, decide: Decide) -> bool:
+    def _apply_change(self, execution_id: str, decide: Decide, step: HolderStep) -> bool:
+        """Read, decide and write in one `BEGIN IMMEDIATE` transaction, whatever the step."""
         with self._immediate() as conn:
             existing = self._read_execution(conn, execution_id)
             if existing is None:
@@ -222,23 +222,6 @@ class SqliteLedger:
             if change.schedule_state is not None:
                 conn.execute(_UPSERT_STATE, _STATES.encode(change.schedule_state))
         return True
-
-    def renew(self, execution_id: str, worker_id: str, lease_until: datetime) -> bool:
-        """Extend the lease; False when this worker no longer holds the execution."""
-        return self._change(execution_id, renewal(worker_id, lease_until))
-
-    def finish(
-        self, execution_id: str, worker_id: str, state: State, *, now: datetime,
-        error: str | None = None, detail: str | None = None,
-    ) -> bool:
-        """Record a final state and clear the schedule's running fire; False when not held."""
-        decide = finishing(worker_id, state, now=now, error=error, detail=detail)
-        return self._change(execution_id, decide)
-
-    def release(self, execution_id: str, worker_id: str, *, now: datetime,
-                error: str | None = None) -> bool:
-        """End the lease now, keeping the execution running, so the next delivery takes it over."""
-        return self._change(execution_id, releasing(worker_id, now=now, error=error))
 
     def record(self, execution: Execution) -> bool:
         """Write a final record unless one exists for that execution; True when written."""
