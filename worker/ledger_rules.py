@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from scheduler.model import OVERLAP_POLICIES, format_instant
 from scheduler.redaction import redact
@@ -160,38 +161,31 @@ def _skip_detail(running: ScheduleState) -> str:
     )
 
 
-def new_claim(request: ClaimRequest) -> Execution:
-    """The record a fresh claim creates: running, attempt 1, held by the claimer."""
+def _new_record(request: ClaimRequest, state: State, attempt: int, **fields: Any) -> Execution:
     return Execution(
         execution_id=request.execution_id,
         schedule_id=request.schedule_id,
         fire_time=request.fire_time,
         trigger=request.trigger,
-        state=State.RUNNING,
-        attempt=1,
+        state=state,
+        attempt=attempt,
         created_at=request.now,
         expire_at=request.fire_time + request.retention,
-        worker_id=request.worker_id,
-        lease_until=request.now + request.lease,
-        started_at=request.now,
-        message=request.message,
+        **fields,
     )
+
+
+def new_claim(request: ClaimRequest) -> Execution:
+    """The record a fresh claim creates: running, attempt 1, held by the claimer."""
+    return _new_record(request, State.RUNNING, 1, worker_id=request.worker_id,
+                       lease_until=request.now + request.lease, started_at=request.now,
+                       message=request.message)
 
 
 def new_skip(request: ClaimRequest, running: ScheduleState) -> Execution:
     """The record of a fire skipped because `running` holds the schedule: never attempted."""
-    return Execution(
-        execution_id=request.execution_id,
-        schedule_id=request.schedule_id,
-        fire_time=request.fire_time,
-        trigger=request.trigger,
-        state=State.SKIPPED,
-        attempt=0,
-        created_at=request.now,
-        expire_at=request.fire_time + request.retention,
-        finished_at=request.now,
-        detail=_skip_detail(running),
-    )
+    return _new_record(request, State.SKIPPED, 0, finished_at=request.now,
+                       detail=_skip_detail(running))
 
 
 def decide_existing(request: ClaimRequest, existing: Execution) -> ClaimResult | None:
