@@ -39,7 +39,7 @@ from worker.ledger_rules import (
     validate_final_state,
     validate_request,
 )
-from worker.record_codec import RecordCodec, Times
+from worker.record_codec import R, RecordCodec, Times
 
 log = get_logger(__name__)
 
@@ -101,6 +101,12 @@ def _upsert(table: str, codec: RecordCodec[Any], verb: str = "INSERT OR REPLACE"
 _UPSERT_EXECUTION = _upsert("executions", _EXECUTIONS)
 _INSERT_EXECUTION = _upsert("executions", _EXECUTIONS, "INSERT OR IGNORE")
 _UPSERT_STATE = _upsert("schedule_state", _STATES)
+
+
+def _read(conn: sqlite3.Connection, sql: str, codec: RecordCodec[R], key: str) -> R | None:
+    """The record `sql` selects by its key, or None."""
+    row = conn.execute(sql, (key,)).fetchone()
+    return None if row is None else codec.decode(dict(row))
 
 
 def _execution_row(execution: Execution) -> dict[str, Any]:
@@ -181,17 +187,13 @@ class SqliteLedger(HolderChanges):
 
     @staticmethod
     def _read_execution(conn: sqlite3.Connection, execution_id: str) -> Execution | None:
-        row = conn.execute(
-            "SELECT * FROM executions WHERE execution_id = ?", (execution_id,)
-        ).fetchone()
-        return None if row is None else _EXECUTIONS.decode(dict(row))
+        return _read(conn, "SELECT * FROM executions WHERE execution_id = ?", _EXECUTIONS,
+                     execution_id)
 
     @staticmethod
     def _read_state(conn: sqlite3.Connection, schedule_id: str) -> ScheduleState | None:
-        row = conn.execute(
-            "SELECT * FROM schedule_state WHERE schedule_id = ?", (schedule_id,)
-        ).fetchone()
-        return None if row is None else _STATES.decode(dict(row))
+        return _read(conn, "SELECT * FROM schedule_state WHERE schedule_id = ?", _STATES,
+                     schedule_id)
 
     def claim(self, request: ClaimRequest) -> Claim:
         """Claim a fire; see `worker.ledger` for the outcomes."""
