@@ -85,6 +85,16 @@ def project_id() -> str:
 
 
 @pytest.fixture
+def firestore_client(firestore_emulator: str, project_id: str) -> Iterator[Any]:
+    """A Firestore client on the emulator, in this test's fresh project."""
+    from google.cloud import firestore
+
+    client = firestore.Client(project=project_id)
+    yield client
+    client.close()
+
+
+@pytest.fixture
 def cloud_scheduler_emulator(
     pubsub_emulator: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Any]:

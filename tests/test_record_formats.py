@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,11 @@ MESSAGE_JSON = (
     '{"attributes":{"schedule-id":"team/nightly"},"data":"eyJhY3Rpb24iOnt9fQ==",'
     '"message_id":"m-1","published_at":"2026-03-01T08:59:30+00:00"}'
 )
+# The schedule's state as the older records below hold it: a fire running, RECORD the last.
+SCHEDULE_STATE = ScheduleState(
+    "team/nightly", running_execution_id="e-2", running_fire_time=T0 + timedelta(minutes=1),
+    last_execution_id="e-1", last_fire_time=T0, last_state=State.FAILED,
+    last_finished_at=T0 + timedelta(seconds=3))
 # The executions row, in the table's column order, as SqliteLedger has always written it.
 SQLITE_ROW = (
     "e-1", "team/nightly", "2026-03-01T09:00:00.000000+00:00", "scheduled", "failed", 2,
@@ -98,10 +102,7 @@ def test_sqlite_reads_rows_written_by_an_earlier_version(tmp_path: Path) -> None
     ledger = SqliteLedger(tmp_path / "ledger.db")
     assert ledger.get("e-1") == RECORD
     assert ledger.history("team/nightly") == [RECORD]
-    assert ledger.schedule_state("team/nightly") == ScheduleState(
-        "team/nightly", running_execution_id="e-2", running_fire_time=T0 + timedelta(minutes=1),
-        last_execution_id="e-1", last_fire_time=T0, last_state=State.FAILED,
-        last_finished_at=T0 + timedelta(seconds=3))
+    assert ledger.schedule_state("team/nightly") == SCHEDULE_STATE
     ledger.close()
 
 
@@ -119,17 +120,6 @@ def test_history_shows_the_keys_it_always_showed(tmp_path: Path,
     printed = capsys.readouterr().out
     assert printed == json.dumps({"schedule_id": "team/nightly", "executions": [SHOWN]},
                                  indent=2) + "\n"
-
-
-@pytest.fixture
-def firestore_client(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """A Firestore client on the emulator, in a fresh project."""
-    from google.cloud import firestore
-
-    request.getfixturevalue("firestore_emulator")
-    client = firestore.Client(project=request.getfixturevalue("project_id"))
-    yield client
-    client.close()
 
 
 @pytest.mark.emulator
@@ -162,7 +152,4 @@ def test_firestore_reads_documents_written_by_an_earlier_version(firestore_clien
     ledger = FirestoreLedger(firestore_client)
     assert ledger.get("e-1") == RECORD
     assert ledger.history("team/nightly") == [RECORD]
-    assert ledger.schedule_state("team/nightly") == ScheduleState(
-        "team/nightly", running_execution_id="e-2", running_fire_time=T0 + timedelta(minutes=1),
-        last_execution_id="e-1", last_fire_time=T0, last_state=State.FAILED,
-        last_finished_at=T0 + timedelta(seconds=3))
+    assert ledger.schedule_state("team/nightly") == SCHEDULE_STATE

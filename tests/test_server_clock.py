@@ -3,7 +3,6 @@ Firestore emulator, that a ledger's clock reads the server's time whatever the l
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -68,16 +67,6 @@ def test_it_measures_afresh_when_the_last_measurement_is_old_and_retries_a_faili
     local.now += timedelta(seconds=1)
     clock.now()
     assert len(calls) == 3
-
-
-@pytest.fixture
-def firestore_client(request: pytest.FixtureRequest) -> Iterator[object]:
-    from google.cloud import firestore
-
-    request.getfixturevalue("firestore_emulator")
-    client = firestore.Client(project=request.getfixturevalue("project_id"))
-    yield client
-    client.close()
 
 
 @pytest.mark.emulator
