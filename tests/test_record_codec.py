@@ -38,6 +38,7 @@ def test_a_form_holds_only_its_fields_and_given_values_fill_the_rest() -> None:
     assert running.decode(data, schedule_id="t") == ScheduleState("t", running_execution_id="e")
     record = Execution("e-1", "s", T0, "scheduled", State.FAILED, 1, T0, T0, error="long")
     assert RecordCodec(Execution, TEXT).encode(record, error="short")["error"] == "short"
+    assert RecordCodec(Execution, TEXT, ["state"]).encode(record) == {"state": "failed"}
 
 
 def test_a_missing_required_field_is_named() -> None:

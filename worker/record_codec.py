@@ -97,7 +97,11 @@ class RecordCodec(Generic[R]):
             self._fields.append((name, optional, read))
             if write is not None:
                 self._writers.append((name, write))
-        self._read_all = operator.attrgetter(*self.names)
+        if not self.names:
+            raise ValueError(f"{record_type.__name__}: a form holds at least one field")
+        getter = operator.attrgetter(*self.names)
+        # attrgetter of one name returns the value itself, not a 1-tuple.
+        self._read_all = getter if len(self.names) > 1 else lambda record: (getter(record),)
 
     def encode(self, record: R, **given: Any) -> dict[str, Any]:
         """The record's fields in this form, None where a field is None; `given` replaces a
