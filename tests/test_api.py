@@ -459,7 +459,7 @@ def test_if_match_with_a_stale_fingerprint_is_a_409_and_changes_nothing(api: Api
     assert api.client.delete(path("guarded"), headers={"If-Match": current}).status_code == 200
 
 
-class _HeldUpdateClient:
+class HeldUpdateClient:
     """The real client, except that the first UpdateJob waits, once inside, for `release`."""
 
     def __init__(self, client: Any) -> None:
@@ -482,7 +482,7 @@ def test_concurrent_writes_with_one_etag_let_the_first_through_and_refuse_the_ne
     settings: Settings, cloud_scheduler_emulator: Any, ledger: SqliteLedger, second: str
 ) -> None:
     real = cloud_scheduler_client(settings)
-    held = _HeldUpdateClient(real)
+    held = HeldUpdateClient(real)
     with open_api(settings, cloud_scheduler_emulator, ledger, scheduler_client=held) as api:
         etag = api.client.put(path("raced"), json=doc()).headers["ETag"]
         guarded = {"If-Match": etag}

@@ -4,6 +4,7 @@ generated RSA key and Google's certificate endpoint served by a stub session (no
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -69,7 +70,7 @@ class _CertsAdapter(requests.adapters.BaseAdapter):
             raise requests.ConnectionError("connection refused")
         response = requests.Response()
         response.status_code = 200 if request.url == CERTS_URL else 404
-        response._content = json.dumps({KID: CERT}).encode()
+        response.raw = io.BytesIO(json.dumps({KID: CERT}).encode())
         response.headers["Content-Type"] = "application/json"
         response.url = str(request.url)
         response.request = request

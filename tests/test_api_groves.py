@@ -30,7 +30,7 @@ import pytest
 from emulated_control import emulated_settings
 from fastapi.testclient import TestClient
 from scion_hub_data import envelope, event, new_id, schedule
-from test_api import _HeldUpdateClient
+from test_api import HeldUpdateClient
 from worker_harness import wait_for
 
 from scheduler.control import SchedulerControl
@@ -225,7 +225,7 @@ def test_grove_writes_to_one_item_run_one_at_a_time(
     settings = emulated_settings(cloud_scheduler_emulator, pubsub_emulator, project_id,
                                  api_retry_timeout="2s", api_token=TOKEN)
     real = cloud_scheduler_client(settings)
-    held = _HeldUpdateClient(real)
+    held = HeldUpdateClient(real)
     with SchedulerControl(settings, scheduler_client=held) as control:
         app = create_app(ApiContext(control, None, Authenticator.from_settings(settings)))
         with TestClient(app, headers=AUTH) as client:

@@ -33,10 +33,10 @@ class FlakyTarget(Target):
 
     down = False
 
-    def _respond(self, path: str) -> int:
+    def respond(self, path: str) -> int:
         if path.startswith("/flaky"):
             return 503 if self.down else 200
-        return super()._respond(path)
+        return super().respond(path)
 
 
 def readyz(worker: Worker) -> tuple[int, str]:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import test_scion_e2e
 from scion_hub_data import envelope, event
-from test_scion_e2e import Stack, _calls_for, _record, _wait_until
+from test_scion_e2e import Stack, calls_for, record_of, wait_until
 
 from scheduler.contract import execution_id
 from scheduler.model import one_shot_slot
@@ -61,29 +61,29 @@ def test_a_one_shot_event_fires_within_two_seconds_of_its_fire_at_through_two_wo
     eid = execution_id(item["id"], fire_at)
 
     # The job publishes at its slot; a worker claims the fire and holds it until fireAt.
-    _wait_until(lambda: _record(ledger, item["id"], fire_at) is not None,
+    wait_until(lambda: record_of(ledger, item["id"], fire_at) is not None,
                 (job_slot - datetime.now(UTC)).total_seconds() + 30, "the job's fire to be claimed")
-    held = _record(ledger, item["id"], fire_at)
+    held = record_of(ledger, item["id"], fire_at)
     assert held is not None and held.state is State.RUNNING and datetime.now(UTC) < fire_at
     assert not hub.calls
     # A copy of the fire delivered during the hold (Pub/Sub delivers at least once) is busy.
     stack.redeliver(item["id"])
 
-    hub.wait_for(lambda calls: bool(_calls_for(calls, item["id"], fire_at)),
+    hub.wait_for(lambda calls: bool(calls_for(calls, item["id"], fire_at)),
                  (fire_at - datetime.now(UTC)).total_seconds() + 30)
-    _wait_until(lambda: (r := _record(ledger, item["id"], fire_at)) is not None
+    wait_until(lambda: (r := record_of(ledger, item["id"], fire_at)) is not None
                 and r.state is State.SUCCEEDED, 30, "the outcome to be recorded")
-    [call] = _calls_for(hub.calls, item["id"], fire_at)
+    [call] = calls_for(hub.calls, item["id"], fire_at)
     late = datetime.fromisoformat(call.received_at) - fire_at
     assert abs(late.total_seconds()) <= 2, f"fired {late.total_seconds():+.3f} s from fireAt"
     assert call.idempotency_key == eid and call.body["trigger"] == "scheduled"
-    record = _record(ledger, item["id"], fire_at)
+    record = record_of(ledger, item["id"], fire_at)
     assert record is not None and (record.state, record.attempt) == (State.SUCCEEDED, 1)
     # The copy was busy while the fire was held, and is acked as a duplicate once it ran: the
     # hub never gets a second call.
-    _wait_until(lambda: _logged(stack, eid, BUSY) and _logged(stack, eid, DUPLICATE), 60,
+    wait_until(lambda: _logged(stack, eid, BUSY) and _logged(stack, eid, DUPLICATE), 60,
                 "the copy to be found busy, then a duplicate")
-    assert len(_calls_for(hub.calls, item["id"], fire_at)) == 1
+    assert len(calls_for(hub.calls, item["id"], fire_at)) == 1
 
 
 @pytest.mark.slow
@@ -96,10 +96,10 @@ def test_a_worker_killed_during_the_hold_is_taken_over_and_the_event_still_fires
     stack.sync([envelope("events", [item], total=1)])
     workers = [stack.start_worker("worker-a"), stack.start_worker("worker-b")]
     ledger = stack.ledger()
-    _wait_until(lambda: _record(ledger, item["id"], fire_at) is not None,
+    wait_until(lambda: record_of(ledger, item["id"], fire_at) is not None,
                 (one_shot_slot(fire_at) - datetime.now(UTC)).total_seconds() + 30,
                 "the job's fire to be claimed")
-    held = _record(ledger, item["id"], fire_at)
+    held = record_of(ledger, item["id"], fire_at)
     assert held is not None and held.worker_id is not None
     # Worker IDs are `{hostname}-{pid}-{random}`.
     holder = next(w for w in workers if w.pid == int(held.worker_id.rsplit("-", 2)[1]))
@@ -108,18 +108,18 @@ def test_a_worker_killed_during_the_hold_is_taken_over_and_the_event_still_fires
     # The dead holder's claim lapses after its 5 s lease. Pub/Sub hands its message on only
     # when the ack deadline lapses (on the emulator, after seconds to minutes), so the test
     # publishes the job's message again, as a redelivery, until the survivor has taken over.
-    while (record := _record(ledger, item["id"], fire_at)) is not None \
+    while (record := record_of(ledger, item["id"], fire_at)) is not None \
             and record.worker_id == held.worker_id:
         assert datetime.now(UTC) < fire_at, "not taken over before fireAt"
         stack.redeliver(item["id"])
         time.sleep(3)
-    stack.hub.wait_for(lambda calls: bool(_calls_for(calls, item["id"], fire_at)),
+    stack.hub.wait_for(lambda calls: bool(calls_for(calls, item["id"], fire_at)),
                        (fire_at - datetime.now(UTC)).total_seconds() + 30)
-    [call] = _calls_for(stack.hub.calls, item["id"], fire_at)
+    [call] = calls_for(stack.hub.calls, item["id"], fire_at)
     late = datetime.fromisoformat(call.received_at) - fire_at
     assert abs(late.total_seconds()) <= 2, f"fired {late.total_seconds():+.3f} s from fireAt"
     assert call.body["attempt"] == 2
-    _wait_until(lambda: (r := _record(ledger, item["id"], fire_at)) is not None
+    wait_until(lambda: (r := record_of(ledger, item["id"], fire_at)) is not None
                 and r.state is State.SUCCEEDED, 30, "the outcome to be recorded")
 
 
@@ -149,15 +149,15 @@ def test_a_past_due_event_handed_over_fires_once_as_expired(scion_stack: Stack) 
         ("create", "ok"), ("fire", "ok")]
     stack.start_worker("worker-a")
     stack.start_worker("worker-b")
-    hub.wait_for(lambda calls: bool(_calls_for(calls, item["id"], fire_at)), 60)
+    hub.wait_for(lambda calls: bool(calls_for(calls, item["id"], fire_at)), 60)
     # The job the first sync wrote says the fire went out: the second sync fires nothing.
     again = stack.sync(listing)
     assert again["plan"]["steps"] == []
     ledger = stack.ledger()
-    _wait_until(lambda: (r := _record(ledger, item["id"], fire_at)) is not None
+    wait_until(lambda: (r := record_of(ledger, item["id"], fire_at)) is not None
                 and r.state is State.SUCCEEDED, 30, "the outcome to be recorded")
-    record = _record(ledger, item["id"], fire_at)
+    record = record_of(ledger, item["id"], fire_at)
     assert record is not None and record.trigger == "expired"
-    [call] = _calls_for(hub.calls, item["id"], fire_at)
+    [call] = calls_for(hub.calls, item["id"], fire_at)
     assert call.body["trigger"] == "expired"
     assert call.idempotency_key == execution_id(item["id"], fire_at)

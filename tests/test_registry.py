@@ -118,9 +118,9 @@ def test_next_fire_time_is_the_first_owed_slot_and_null_while_paused(control: An
 
 
 def test_documents_of_another_deployment_are_neither_read_changed_nor_deleted(
-        control: Any) -> None:
+        control: Any, firestore_client: Any) -> None:
     registry = _registry(control)
-    other = ScheduleRegistry(registry._client, owner="other-")  # same collection
+    other = ScheduleRegistry(firestore_client, owner="other-")  # same collection
     other.settle([_schedule("theirs")], {}, T0)
     assert control.reconcile([_schedule("a")], prune=True).ok
     assert set(registry.load()) == {"a"}
@@ -132,10 +132,10 @@ def test_documents_of_another_deployment_are_neither_read_changed_nor_deleted(
 
 
 def test_a_document_written_before_owner_existed_is_adopted_keeping_what_it_owes(
-        control: Any) -> None:
+        control: Any, firestore_client: Any) -> None:
     registry = _registry(control)
     assert control.reconcile([_schedule("a")]).ok  # the job exists: a sync has no job step
-    legacy = ScheduleRegistry(registry._client)  # no owner, as every document before issue 17
+    legacy = ScheduleRegistry(firestore_client)  # no owner, as every document before issue 17
     legacy.settle([_schedule("a")], {}, T0 - timedelta(hours=1))
     assert registry.load()["a"].owner is None
     assert control.reconcile([_schedule("a")]).ok

@@ -168,12 +168,12 @@ def _next_slot(margin: timedelta = timedelta(seconds=15)) -> datetime:
     return slot if slot - now >= margin else slot + timedelta(minutes=1)
 
 
-def _calls_for(calls: list[FireCall], item_id: str, fire_time: datetime) -> list[FireCall]:
+def calls_for(calls: list[FireCall], item_id: str, fire_time: datetime) -> list[FireCall]:
     stamp = format_instant(fire_time)
     return [c for c in calls if c.item_id == item_id and c.body.get("fireTime") == stamp]
 
 
-def _wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
@@ -181,7 +181,7 @@ def _wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def _record(ledger: FirestoreLedger, item_id: str, fire_time: datetime) -> Execution | None:
+def record_of(ledger: FirestoreLedger, item_id: str, fire_time: datetime) -> Execution | None:
     return ledger.get(execution_id(item_id, fire_time))
 
 
@@ -249,12 +249,12 @@ def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorde
     ledger = stack.ledger()
 
     def done(item: dict[str, Any]) -> bool:
-        record = _record(ledger, item["id"], slot)
+        record = record_of(ledger, item["id"], slot)
         return record is not None and record.state in FINAL_STATES
 
     # The one-shot's request is in the hub, which holds it unanswered; the other fires finish.
     hub.wait_for_arrival(one_shot["id"], timeout=(slot - datetime.now(UTC)).total_seconds() + 45)
-    _wait_until(
+    wait_until(
         lambda: all(map(done, (ok, dup, gone, flagged, flaky, late_cancel))), 60, "the other fires"
     )
     # The worker that sent the one-shot's request dies before hearing the answer; then the hub
@@ -262,7 +262,7 @@ def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorde
     first.kill()
     first.wait(timeout=10)
     hub.release(one_shot["id"])
-    hub.wait_for(lambda calls: bool(_calls_for(calls, one_shot["id"], slot)), 30)
+    hub.wait_for(lambda calls: bool(calls_for(calls, one_shot["id"], slot)), 30)
     stack.start_worker("worker-b")
     # Pub/Sub hands the dead worker's message to another only when its ack deadline lapses,
     # which on the emulator takes from seconds to minutes (it also keeps pushing messages into
@@ -274,10 +274,10 @@ def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorde
         assert time.monotonic() < deadline, "the one-shot was not taken over"
         stack.redeliver(one_shot["id"])
         with contextlib.suppress(AssertionError):
-            _wait_until(lambda: done(one_shot), 5, "the one-shot to be taken over")
+            wait_until(lambda: done(one_shot), 5, "the one-shot to be taken over")
 
     calls = hub.calls
-    (call,) = _calls_for(calls, ok["id"], slot)
+    (call,) = calls_for(calls, ok["id"], slot)
     assert call.status == 200 and call.idempotency_key == execution_id(ok["id"], slot)
     assert call.grove_id == grove  # the fire URL's grove is the item's groveId
     assert call.body == {
@@ -286,19 +286,19 @@ def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorde
         "fireTime": format_instant(slot), "executionId": execution_id(ok["id"], slot),
         "trigger": "scheduled", "attempt": 1,
     }
-    assert [c.status for c in _calls_for(calls, dup["id"], slot)] == [409]
+    assert [c.status for c in calls_for(calls, dup["id"], slot)] == [409]
     for item in (gone, flagged, late_cancel):
-        assert [c.status for c in _calls_for(calls, item["id"], slot)] == [410]
-    assert [c.status for c in _calls_for(calls, flaky["id"], slot)] == [500, 200]
+        assert [c.status for c in calls_for(calls, item["id"], slot)] == [410]
+    assert [c.status for c in calls_for(calls, flaky["id"], slot)] == [500, 200]
     # The killed worker's request fired the one-shot; the takeover's got 409: it fired once.
-    one_shot_calls = _calls_for(calls, one_shot["id"], slot)
+    one_shot_calls = calls_for(calls, one_shot["id"], slot)
     assert [(c.status, c.body["attempt"]) for c in one_shot_calls] == [(200, 1), (409, 2)]
     assert {c.idempotency_key for c in one_shot_calls} == {execution_id(one_shot["id"], slot)}
     assert all(datetime.fromisoformat(c.received_at) >= slot for c in one_shot_calls)
     assert not [c for c in calls if c.item_id == cancelled["id"]]
 
     def outcome(item: dict[str, Any]) -> tuple[State, str | None, int]:
-        record = _record(ledger, item["id"], slot)
+        record = record_of(ledger, item["id"], slot)
         assert record is not None
         return record.state, record.detail, record.attempt
 
@@ -354,7 +354,7 @@ def test_a_hub_without_the_fire_endpoint_fails_each_fire_and_the_worker_says_so_
         record = ledger.get(runs[item_id])
         return record if record is not None and record.state in FINAL_STATES else None
 
-    _wait_until(lambda: all(map(final, runs)), 90, "both fires to be recorded")
+    wait_until(lambda: all(map(final, runs)), 90, "both fires to be recorded")
     for item_id in runs:
         record = final(item_id)
         assert record is not None and record.state is State.FAILED, record
@@ -419,8 +419,8 @@ def test_a_hub_expression_fires_at_the_hubs_instant_through_the_emulators(stack:
     ledger = stack.ledger()
 
     def succeeded() -> bool:
-        record = _record(ledger, item["id"], slot)
+        record = record_of(ledger, item["id"], slot)
         return record is not None and record.state is State.SUCCEEDED
 
-    _wait_until(succeeded, (slot - datetime.now(UTC)).total_seconds() + 45, "the fire")
-    assert len(_calls_for(stack.hub.calls, item["id"], slot)) == 1
+    wait_until(succeeded, (slot - datetime.now(UTC)).total_seconds() + 45, "the fire")
+    assert len(calls_for(stack.hub.calls, item["id"], slot)) == 1

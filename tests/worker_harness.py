@@ -85,7 +85,7 @@ class Target:
                           self.headers.get("X-Scion-Fire-Time", ""), time.monotonic())
                 with target.lock:
                     target.hits.append(hit)
-                status = target._respond(self.path)
+                status = target.respond(self.path)
                 hit.finished = time.monotonic()
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
@@ -102,7 +102,8 @@ class Target:
         with self.lock:
             return self._gates.setdefault(name, threading.Event())
 
-    def _respond(self, path: str) -> int:
+    def respond(self, path: str) -> int:
+        """The status to answer a request for `path` (a subclass may answer its own paths)."""
         parts = path.strip("/").split("/")
         if parts[0] == "fail":
             return 500
