@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 R = TypeVar("R", bound="DataclassInstance")
 Convert = Callable[[Any], Any]
+Write = Callable[[Any, str], Any]
 
 
 @dataclass(frozen=True)
@@ -60,19 +61,20 @@ def _declared(hint: Any) -> tuple[Any, bool]:
     return hint, False
 
 
-def _converters(owner: str, name: str, kind: Any, times: Times) -> tuple[Convert | None,
+def _converters(owner: str, name: str, kind: Any, times: Times) -> tuple[Write | None,
                                                                          Convert | None]:
-    """How a field of type `kind` is written and read (None: as it is)."""
+    """How a field of type `kind` is written (given the value and the field's name) and read;
+    None: as it is."""
     if kind is datetime:
-        return (lambda value: times.write(value, name)), times.read
+        return times.write, times.read
     if kind in (str, float, bool):
         return None, None
     if kind is int:
         return None, int
     if isinstance(kind, type) and issubclass(kind, Enum):
-        return (lambda value: value.value), kind
+        return (lambda value, _name: value.value), kind
     if hasattr(kind, "to_json") and hasattr(kind, "from_json"):
-        return (lambda value: value.to_json()), kind.from_json
+        return (lambda value, _name: value.to_json()), kind.from_json
     raise TypeError(f"{owner}.{name}: no stored form for a {kind!r}")
 
 
@@ -90,7 +92,7 @@ class RecordCodec(Generic[R]):
         if unknown:
             raise ValueError(f"{record_type.__name__}: no fields named {', '.join(unknown)}")
         self._fields: list[tuple[str, bool, Convert | None]] = []
-        self._writers: list[tuple[str, Convert]] = []
+        self._writers: list[tuple[str, Write]] = []
         for name in self.names:
             kind, optional = declared[name]
             write, read = _converters(record_type.__name__, name, kind, times)
@@ -112,7 +114,7 @@ class RecordCodec(Generic[R]):
         for name, write in self._writers:
             value = data[name]
             if value is not None:
-                data[name] = write(value)
+                data[name] = write(value, name)
         return data
 
     def decode(self, data: Mapping[str, Any], **given: Any) -> R:
