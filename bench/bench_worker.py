@@ -296,8 +296,9 @@ def run_worker(
     cost without Firestore."""
     from worker.action import ActionContext, ActionRegistry
     from worker.firestore_ledger import FirestoreLedger
-    from worker.pipeline import Delivery, Disposition, Pipeline
+    from worker.pipeline import Pipeline
     from worker.pubsub_transport import PubSubTransport
+    from worker.transport import Delivery, Disposition
 
     bed = Bed()
     if messages is not None:

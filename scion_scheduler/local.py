@@ -25,9 +25,10 @@ from scheduler.model import ValidationError
 from scheduler.validation import load_schedules
 from worker.action import ActionRegistry
 from worker.actions import builtin_handlers
-from worker.pipeline import Delivery, Disposition, Pipeline, make_worker_id
+from worker.pipeline import Pipeline, make_worker_id
 from worker.queue_transport import QueueTransport
 from worker.sqlite_ledger import SqliteLedger
+from worker.transport import Delivery, Disposition
 
 log = get_logger(__name__)
 RELOAD_POLL_SECONDS = 2.0

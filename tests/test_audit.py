@@ -20,7 +20,8 @@ from worker.action import ActionContext, ActionRegistry
 from worker.audit import Audit
 from worker.ledger import State
 from worker.metrics import WorkerMetrics
-from worker.pipeline import Delivery, Pipeline
+from worker.pipeline import Pipeline
+from worker.transport import Delivery
 
 KEY = "audit-key"
 MINUTE = datetime(2026, 3, 2, 10, 5, tzinfo=UTC)

@@ -23,9 +23,10 @@ from worker.action import ActionContext, ActionRegistry, ActionResult
 from worker.firestore_lapsed import FirestoreLapsedClaims
 from worker.firestore_ledger import FirestoreLedger
 from worker.ledger import ClaimRequest, ClaimResult, FireMessage, State
-from worker.pipeline import Delivery, Pipeline
+from worker.pipeline import Pipeline
 from worker.reaper import Reaper
 from worker.server_clock import ServerClock, local_now
+from worker.transport import Delivery
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 

@@ -34,7 +34,8 @@ from worker.actions.scion import ScionAction
 from worker.egress_transport import EgressRefused, EgressTransport, egress_client
 from worker.ledger import State
 from worker.ledger_rules import truncate_error
-from worker.pipeline import Delivery, Pipeline
+from worker.pipeline import Pipeline
+from worker.transport import Delivery
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRE_TIME = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)

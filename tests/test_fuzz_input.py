@@ -24,7 +24,8 @@ from scheduler.contract import (
 )
 from scheduler.model import Action, Schedule
 from worker.action import ActionContext, ActionRegistry, ActionResult
-from worker.pipeline import Delivery, Disposition, Pipeline
+from worker.pipeline import Pipeline
+from worker.transport import Delivery, Disposition
 
 KEY = "fuzz-signing-key"
 SLOT = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)

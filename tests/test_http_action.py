@@ -28,7 +28,8 @@ from scheduler.validation import parse_schedule, registered_action_types
 from worker.action import ActionContext, ActionError, ActionRegistry, ActionResult
 from worker.actions.http import HttpAction, IdTokenCache
 from worker.ledger import State
-from worker.pipeline import Delivery, Pipeline
+from worker.pipeline import Pipeline
+from worker.transport import Delivery
 
 FIRE_TIME = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 LOOPBACK = EgressPolicy.parse("127.0.0.1")

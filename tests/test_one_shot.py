@@ -41,7 +41,8 @@ from scheduler.sync_plan import Step, compute_plan
 from scheduler.validation import schedules_from_data
 from worker.action import ActionContext, ActionRegistry
 from worker.ledger import ClaimResult, State
-from worker.pipeline import Delivery, Disposition, Pipeline
+from worker.pipeline import Pipeline
+from worker.transport import Delivery, Disposition
 
 # `test_pipeline`'s harness fixture, here on each ledger: memory, SQLite and Firestore (emulator).
 any_ledger = test_pipeline.h

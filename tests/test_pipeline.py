@@ -27,8 +27,9 @@ from scheduler.model import Action, Schedule
 from worker.action import ActionContext, ActionError, ActionRegistry, ActionResult
 from worker.ledger import ClaimRequest, Ledger, State
 from worker.metrics import WorkerMetrics
-from worker.pipeline import Delivery, Disposition, Pipeline, make_worker_id, retry_delay
+from worker.pipeline import Pipeline, make_worker_id, retry_delay
 from worker.sqlite_ledger import SqliteLedger
+from worker.transport import Delivery, Disposition
 
 KEY = "test-signing-key"
 SLOT = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a slot of */5 * * * *

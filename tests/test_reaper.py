@@ -17,9 +17,10 @@ from scheduler.contract import build_message, execution_id
 from scheduler.model import Action, Schedule
 from worker.action import ActionContext, ActionRegistry, ActionResult
 from worker.ledger import ClaimRequest, Execution, FireMessage, State
-from worker.pipeline import Delivery, Pipeline
+from worker.pipeline import Pipeline
 from worker.reaper import Reaper
 from worker.sqlite_ledger import SqliteLedger
+from worker.transport import Delivery
 
 KEY = "reaper-key"
 SLOT = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)

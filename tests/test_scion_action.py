@@ -24,7 +24,8 @@ from worker.action import ActionContext, ActionError, ActionRegistry
 from worker.actions.http import IdTokenCache
 from worker.actions.scion import ScionAction, fire_body, fire_url
 from worker.ledger import State
-from worker.pipeline import Delivery, Pipeline
+from worker.pipeline import Pipeline
+from worker.transport import Delivery
 
 FIRE_TIME = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 TOKEN = "s3cret-token"

@@ -22,9 +22,9 @@ from scheduler.config import Settings
 from worker import cli
 from worker.health import HealthServer
 from worker.metrics import WorkerMetrics
-from worker.pipeline import Delivery, Disposition
 from worker.pubsub_transport import PubSubTransport
 from worker.queue_transport import QueueTransport
+from worker.transport import Delivery, Disposition
 
 WAIT_S = 30.0  # an upper bound for something to happen; no test depends on its size
 ACK = Disposition(ack=True, outcome="succeeded")

@@ -55,6 +55,7 @@ from worker.ledger import (
     kept_message,
 )
 from worker.metrics import WorkerMetrics
+from worker.transport import Delivery, Disposition
 
 log = get_logger(__name__)
 
@@ -103,30 +104,6 @@ def wait_on(event: threading.Event, seconds: float) -> bool:
 def make_worker_id() -> str:
     """A worker ID unique across replicas and restarts: `{hostname}-{pid}-{4 random hex}`."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One message as the transport received it. `delivery_attempt` is set only by a
-    subscription with a dead-letter policy (Pub/Sub counts attempts only then)."""
-
-    message_id: str
-    data: bytes
-    attributes: Mapping[str, str]
-    published_at: datetime
-    delivery_attempt: int | None = None
-
-
-@dataclass(frozen=True)
-class Disposition:
-    """What the transport does with a delivery: ack it, or nack it (after `delay` if set, else
-    with the subscription's backoff). `outcome` names why, for logs and metrics: succeeded,
-    failed, cancelled, duplicate, busy, skipped, missed, not_due, retry, rejected, interrupted,
-    lost (another worker took the fire over), error (the ledger was unavailable)."""
-
-    ack: bool
-    outcome: str
-    delay: timedelta | None = None
 
 
 @dataclass

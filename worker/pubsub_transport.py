@@ -54,8 +54,7 @@ from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
 from google.cloud.pubsub_v1.types import FlowControl
 
 from scheduler.logs import get_logger
-from worker.pipeline import Delivery, Disposition
-from worker.transport import Handler
+from worker.transport import Delivery, Disposition, Handler
 
 log = get_logger(__name__)
 

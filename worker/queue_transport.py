@@ -17,8 +17,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from scheduler.logs import get_logger
-from worker.pipeline import Delivery, Disposition
-from worker.transport import Handler
+from worker.transport import Delivery, Disposition, Handler
 
 log = get_logger(__name__)
 

@@ -8,10 +8,35 @@ The pipeline never knows which one it runs under.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Protocol
 
-from worker.pipeline import Delivery, Disposition
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message as the transport received it. `delivery_attempt` is set only by a
+    subscription with a dead-letter policy (Pub/Sub counts attempts only then)."""
+
+    message_id: str
+    data: bytes
+    attributes: Mapping[str, str]
+    published_at: datetime
+    delivery_attempt: int | None = None
+
+
+@dataclass(frozen=True)
+class Disposition:
+    """What the transport does with a delivery: ack it, or nack it (after `delay` if set, else
+    with the subscription's backoff). `outcome` names why, for logs and metrics: succeeded,
+    failed, cancelled, duplicate, busy, skipped, missed, not_due, retry, rejected, interrupted,
+    lost (another worker took the fire over), error (the ledger was unavailable)."""
+
+    ack: bool
+    outcome: str
+    delay: timedelta | None = None
+
 
 Handler = Callable[[Delivery], Disposition]
 """What a transport calls for every delivery; `Pipeline.handle` with its stop event bound."""
