@@ -21,7 +21,7 @@ from worker.audit import Audit
 from worker.ledger import State
 from worker.metrics import WorkerMetrics
 from worker.pipeline import Pipeline
-from worker.transport import Delivery
+from worker.transport import Delivery, Outcome
 
 KEY = "audit-key"
 MINUTE = datetime(2026, 3, 2, 10, 5, tzinfo=UTC)
@@ -111,7 +111,7 @@ def test_an_unrecorded_slot_is_fired_again_as_itself_and_a_late_original_is_a_du
     pipeline = Pipeline(ledger, ActionRegistry({"custom": calls.append}), worker_id="w3",
                         signing_key=KEY, clock=lambda: NOW + timedelta(seconds=1))
     done = pipeline.handle(Delivery("audit-1", message.data, message.attributes, NOW))
-    assert done.outcome == "succeeded"
+    assert done.outcome == Outcome.SUCCEEDED
     record = ledger.get(eid)
     assert record is not None and record.trigger == "audit" and record.state is State.SUCCEEDED
     _record_slots(ledger, schedule, [slots[2]])

@@ -29,7 +29,7 @@ from worker.ledger import ClaimRequest, Ledger, State
 from worker.metrics import WorkerMetrics
 from worker.pipeline import Pipeline, make_worker_id, retry_delay
 from worker.sqlite_ledger import SqliteLedger
-from worker.transport import Delivery, Disposition
+from worker.transport import Delivery, Disposition, Outcome
 
 KEY = "test-signing-key"
 SLOT = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a slot of */5 * * * *
@@ -201,7 +201,7 @@ def in_thread(fn: Callable[[], Disposition]) -> tuple[threading.Thread, list[Dis
 @on_every_ledger
 def test_runs_registered_action_once_and_records_success(h: Harness) -> None:
     sched = schedule()
-    assert h.handle(delivery(sched)) == Disposition(ack=True, outcome="succeeded")
+    assert h.handle(delivery(sched)) == Disposition(ack=True, outcome=Outcome.SUCCEEDED)
     [context] = h.action.calls
     eid = execution_id(sched.id, SLOT)
     assert context == ActionContext(
@@ -231,7 +231,7 @@ def test_duplicate_delivery_is_acked_without_running(h: Harness) -> None:
     h.handle(delivery(sched))
     # A duplicate publish of the same slot: new message ID, publish time a little later.
     again = h.handle(delivery(sched, SLOT + timedelta(seconds=3)))
-    assert again == Disposition(ack=True, outcome="duplicate")
+    assert again == Disposition(ack=True, outcome=Outcome.DUPLICATE)
     assert len(h.action.calls) == 1
     assert h.metrics.registry.get_sample_value("scion_worker_duplicates_suppressed_total") == 1
 
@@ -239,16 +239,16 @@ def test_duplicate_delivery_is_acked_without_running(h: Harness) -> None:
 def test_action_result_state_and_detail_are_recorded(h: Harness) -> None:
     h.action.behaviour = lambda _: ActionResult(State.CANCELLED, "target gone")
     sched = schedule()
-    assert h.handle(delivery(sched)).outcome == "cancelled"
+    assert h.handle(delivery(sched)).outcome == Outcome.CANCELLED
     record = h.ledger.get(execution_id(sched.id, SLOT))
     assert record is not None and record.state is State.CANCELLED and record.detail == "target gone"
 
 
 def test_manual_trigger_is_never_deduplicated_against_its_slot(h: Harness) -> None:
     sched = schedule()
-    assert h.handle(delivery(sched)).outcome == "succeeded"
+    assert h.handle(delivery(sched)).outcome == Outcome.SUCCEEDED
     manual = delivery(sched, SLOT + timedelta(seconds=5), trigger="manual", fire_time=SLOT)
-    assert h.handle(manual).outcome == "succeeded"
+    assert h.handle(manual).outcome == Outcome.SUCCEEDED
     assert [c.trigger for c in h.action.calls] == ["scheduled", "manual"]
     assert h.action.calls[0].execution_id != h.action.calls[1].execution_id
 
@@ -256,7 +256,7 @@ def test_manual_trigger_is_never_deduplicated_against_its_slot(h: Harness) -> No
 def test_manual_fire_is_never_missed(h: Harness) -> None:
     h.clock.set(SLOT + timedelta(days=2))
     manual = delivery(schedule(catchup="none"), SLOT, trigger="manual", fire_time=SLOT)
-    assert h.handle(manual).outcome == "succeeded"
+    assert h.handle(manual).outcome == Outcome.SUCCEEDED
 
 
 # Claims held elsewhere, overlap.
@@ -268,7 +268,7 @@ def test_busy_fire_is_nacked_until_the_holders_lease_ends(h: Harness) -> None:
     h.claim_as("w2", sched, SLOT, timedelta(seconds=60))
     h.clock.advance(timedelta(seconds=20))
     result = h.handle(delivery(sched))
-    assert result == Disposition(ack=False, outcome="busy", delay=timedelta(seconds=40))
+    assert result == Disposition(ack=False, outcome=Outcome.BUSY, delay=timedelta(seconds=40))
     assert h.action.calls == []
 
 
@@ -300,11 +300,11 @@ def test_a_long_running_fires_duplicate_waits_as_long_as_it_has_run(h: Harness) 
             clock=h.clock,
         )
         result = other.handle(delivery(sched))
-        assert result == Disposition(ack=False, outcome="busy", delay=timedelta(seconds=100))
+        assert result == Disposition(ack=False, outcome=Outcome.BUSY, delay=timedelta(seconds=100))
     finally:
         release.set()
         thread.join(WAIT_S)
-    assert out[0].outcome == "succeeded"
+    assert out[0].outcome == Outcome.SUCCEEDED
 
 
 @on_every_ledger
@@ -312,13 +312,15 @@ def test_fire_of_a_dead_holder_is_taken_over_after_its_lease(h: Harness) -> None
     sched = schedule()
     h.claim_as("w2", sched, SLOT, timedelta(seconds=60))
     h.clock.advance(timedelta(seconds=61))
-    assert h.handle(delivery(sched)).outcome == "succeeded"
+    assert h.handle(delivery(sched)).outcome == Outcome.SUCCEEDED
     assert [c.attempt for c in h.action.calls] == [2]
 
 
 @on_every_ledger
-@pytest.mark.parametrize(("overlap", "second"), [("skip", "skipped"), ("allow", "succeeded")])
-def test_overlap_policy(h: Harness, overlap: str, second: str) -> None:
+@pytest.mark.parametrize(
+    ("overlap", "second"), [("skip", Outcome.SKIPPED), ("allow", Outcome.SUCCEEDED)]
+)
+def test_overlap_policy(h: Harness, overlap: str, second: Outcome) -> None:
     sched = schedule(overlap=overlap)
     first_started, release_first = threading.Event(), threading.Event()
 
@@ -335,7 +337,7 @@ def test_overlap_policy(h: Harness, overlap: str, second: str) -> None:
     assert h.handle(delivery(sched, next_slot + timedelta(seconds=1))).outcome == second
     release_first.set()
     thread.join(WAIT_S)
-    assert first == [Disposition(ack=True, outcome="succeeded")]
+    assert first == [Disposition(ack=True, outcome=Outcome.SUCCEEDED)]
     record = h.ledger.get(execution_id(sched.id, next_slot))
     assert record is not None and record.state is State(second)
 
@@ -345,39 +347,44 @@ def test_overlap_policy(h: Harness, overlap: str, second: str) -> None:
 
 @on_every_ledger
 @pytest.mark.parametrize(
-    ("late", "outcome"), [(timedelta(minutes=4), "succeeded"), (timedelta(minutes=6), "missed")]
+    ("late", "outcome"),
+    [(timedelta(minutes=4), Outcome.SUCCEEDED), (timedelta(minutes=6), Outcome.MISSED)],
 )
-def test_catchup_window(h: Harness, late: timedelta, outcome: str) -> None:
+def test_catchup_window(h: Harness, late: timedelta, outcome: Outcome) -> None:
     sched = schedule(catchup_window=timedelta(minutes=5))
     h.clock.set(SLOT + late)
     assert h.handle(delivery(sched)).outcome == outcome
     record = h.ledger.get(execution_id(sched.id, SLOT))
     assert record is not None and record.state is State(outcome)
-    assert len(h.action.calls) == (outcome == "succeeded")
+    assert len(h.action.calls) == (outcome is Outcome.SUCCEEDED)
 
 
 @on_every_ledger
 def test_missed_fire_redelivered_is_a_duplicate(h: Harness) -> None:
     sched = schedule(catchup_window=timedelta(minutes=5))
     h.clock.set(SLOT + timedelta(hours=1))
-    assert h.handle(delivery(sched)).outcome == "missed"
-    assert h.handle(delivery(sched)).outcome == "duplicate"
+    assert h.handle(delivery(sched)).outcome == Outcome.MISSED
+    assert h.handle(delivery(sched)).outcome == Outcome.DUPLICATE
     assert h.action.calls == []
 
 
 @pytest.mark.parametrize(
-    ("late", "outcome"), [(timedelta(minutes=4), "succeeded"), (timedelta(minutes=5), "missed")]
+    ("late", "outcome"),
+    [(timedelta(minutes=4), Outcome.SUCCEEDED), (timedelta(minutes=5), Outcome.MISSED)],
 )
-def test_catchup_latest_misses_a_superseded_fire(h: Harness, late: timedelta, outcome: str) -> None:
+def test_catchup_latest_misses_a_superseded_fire(
+    h: Harness, late: timedelta, outcome: Outcome
+) -> None:
     h.clock.set(SLOT + late)  # the next slot is SLOT + 5 min
     assert h.handle(delivery(schedule(catchup="latest"))).outcome == outcome
 
 
 @pytest.mark.parametrize(
-    ("late", "outcome"), [(timedelta(seconds=30), "succeeded"), (timedelta(seconds=61), "missed")]
+    ("late", "outcome"),
+    [(timedelta(seconds=30), Outcome.SUCCEEDED), (timedelta(seconds=61), Outcome.MISSED)],
 )
 def test_catchup_none_misses_a_fire_a_minute_late(
-    h: Harness, late: timedelta, outcome: str
+    h: Harness, late: timedelta, outcome: Outcome
 ) -> None:
     h.clock.set(SLOT + late)
     assert h.handle(delivery(schedule(catchup="none"))).outcome == outcome
@@ -388,10 +395,10 @@ def test_retry_delivered_after_the_window_is_still_taken_over(h: Harness) -> Non
     """The window is about starting late; a fire that started in time keeps its retries."""
     sched = schedule(catchup_window=timedelta(minutes=5))
     h.action.behaviour = lambda _: (_ for _ in ()).throw(ActionError("503", retryable=True))
-    assert h.handle(delivery(sched)).outcome == "retry"
+    assert h.handle(delivery(sched)).outcome == Outcome.RETRY
     h.action.behaviour = None
     h.clock.set(SLOT + timedelta(minutes=30))
-    assert h.handle(delivery(sched)).outcome == "succeeded"
+    assert h.handle(delivery(sched)).outcome == Outcome.SUCCEEDED
     assert [c.attempt for c in h.action.calls] == [1, 2]
 
 
@@ -402,11 +409,11 @@ def test_one_shot_runs_only_at_its_own_time(h: Harness) -> None:
     next_year = at.replace(year=2027)
     h.clock.set(next_year + timedelta(seconds=2))
     assert h.handle(delivery(sched, next_year + timedelta(seconds=1))) == Disposition(
-        ack=True, outcome="not_due"
+        ack=True, outcome=Outcome.NOT_DUE
     )
     assert h.ledger.history(sched.id) == []
     h.clock.set(at + timedelta(seconds=2))
-    assert h.handle(delivery(sched, at + timedelta(seconds=1))).outcome == "succeeded"
+    assert h.handle(delivery(sched, at + timedelta(seconds=1))).outcome == Outcome.SUCCEEDED
     assert [c.fire_time for c in h.action.calls] == [at]
 
 
@@ -425,14 +432,14 @@ def test_retryable_failure_is_retried_then_failed_at_max_attempts(h: Harness) ->
     sched = schedule(max_attempts=2)
     h.action.behaviour = fail_with(ActionError("HTTP 503", retryable=True))
     assert h.handle(delivery(sched)) == Disposition(
-        ack=False, outcome="retry", delay=retry_delay(1)
+        ack=False, outcome=Outcome.RETRY, delay=retry_delay(1)
     )
     eid = execution_id(sched.id, SLOT)
     record = h.ledger.get(eid)
     assert record is not None and record.state is State.RUNNING and record.error == "HTTP 503"
     # The redelivery (same message, Pub/Sub backoff later) takes the released fire over at once.
     h.clock.advance(timedelta(seconds=10))
-    assert h.handle(delivery(sched)) == Disposition(ack=True, outcome="failed")
+    assert h.handle(delivery(sched)) == Disposition(ack=True, outcome=Outcome.FAILED)
     record = h.ledger.get(eid)
     assert record is not None and record.state is State.FAILED and record.attempt == 2
     assert [c.attempt for c in h.action.calls] == [1, 2]
@@ -440,14 +447,14 @@ def test_retryable_failure_is_retried_then_failed_at_max_attempts(h: Harness) ->
 
 def test_unexpected_exception_is_retryable(h: Harness) -> None:
     h.action.behaviour = fail_with(RuntimeError("boom"))
-    assert h.handle(delivery(schedule())).outcome == "retry"
+    assert h.handle(delivery(schedule())).outcome == Outcome.RETRY
     record = h.ledger.get(execution_id("team/report", SLOT))
     assert record is not None and record.error == "RuntimeError: boom"
 
 
 def test_non_retryable_failure_fails_at_once(h: Harness) -> None:
     h.action.behaviour = fail_with(ActionError("HTTP 404: not found", retryable=False))
-    assert h.handle(delivery(schedule())) == Disposition(ack=True, outcome="failed")
+    assert h.handle(delivery(schedule())) == Disposition(ack=True, outcome=Outcome.FAILED)
     record = h.ledger.get(execution_id("team/report", SLOT))
     assert (
         record is not None
@@ -462,7 +469,7 @@ def test_takeover_beyond_max_attempts_fails_without_running(h: Harness) -> None:
     sched = schedule(max_attempts=1)
     h.claim_as("crashed", sched, SLOT, timedelta(seconds=60))
     h.clock.advance(timedelta(minutes=2))
-    assert h.handle(delivery(sched)) == Disposition(ack=True, outcome="failed")
+    assert h.handle(delivery(sched)) == Disposition(ack=True, outcome=Outcome.FAILED)
     record = h.ledger.get(execution_id(sched.id, SLOT))
     assert record is not None and record.error == "max attempts exhausted" and record.attempt == 2
     assert h.action.calls == []
@@ -479,7 +486,7 @@ def test_malformed_message_is_acked_or_dead_lettered(
     attributes["signature"] = sign(b"not json", attributes, KEY)
     poison = Delivery("m-poison", b"not json", attributes, SLOT, delivery_attempt)
     with capture_logs() as logs:
-        assert h.handle(poison) == Disposition(ack=ack, outcome="rejected")
+        assert h.handle(poison) == Disposition(ack=ack, outcome=Outcome.REJECTED)
     assert any(e["event"] == "message rejected" and "not JSON" in e["reason"] for e in logs)
     assert (
         h.metrics.registry.get_sample_value(
@@ -492,20 +499,20 @@ def test_malformed_message_is_acked_or_dead_lettered(
 @pytest.mark.parametrize("key", ["another-deployments-key", None])
 def test_forged_or_unsigned_message_is_rejected(h: Harness, key: str | None) -> None:
     sched = schedule()
-    assert h.handle(delivery(sched, key=key)) == Disposition(ack=True, outcome="rejected")
+    assert h.handle(delivery(sched, key=key)) == Disposition(ack=True, outcome=Outcome.REJECTED)
     assert h.action.calls == [] and h.ledger.history(sched.id) == []
 
 
 def test_tampered_message_is_rejected(h: Harness) -> None:
     genuine = delivery(schedule())
     tampered = replace(genuine, data=genuine.data.replace(b'"ops"', b'"evil"', 1))
-    assert h.handle(tampered).outcome == "rejected"
+    assert h.handle(tampered).outcome == Outcome.REJECTED
 
 
 def test_unknown_action_type_is_rejected_like_a_malformed_message(h: Harness) -> None:
     sched = schedule(action=Action("not-registered-anywhere", {}))
     assert h.handle(delivery(sched, delivery_attempt=1)) == Disposition(
-        ack=False, outcome="rejected"
+        ack=False, outcome=Outcome.REJECTED
     )
     assert h.ledger.history(sched.id) == []
 
@@ -521,7 +528,7 @@ def test_heartbeat_renews_the_lease_during_a_long_action() -> None:
         wait_for(lambda: sum(1 for e, _, ok in h.ledger.renewals if e == eid and ok) >= 2)
 
     h.action.behaviour = long_action
-    assert h.handle(delivery(schedule())).outcome == "succeeded"
+    assert h.handle(delivery(schedule())).outcome == Outcome.SUCCEEDED
 
 
 def test_lost_lease_leaves_the_outcome_to_the_new_holder() -> None:
@@ -534,7 +541,7 @@ def test_lost_lease_leaves_the_outcome_to_the_new_holder() -> None:
 
     h.action.behaviour = taken_over_meanwhile
     with capture_logs() as logs:
-        assert h.handle(delivery(schedule())) == Disposition(ack=True, outcome="lost")
+        assert h.handle(delivery(schedule())) == Disposition(ack=True, outcome=Outcome.LOST)
     record = h.ledger.get(eid)
     assert record is not None and record.state is State.RUNNING and record.worker_id == "w2"
     assert any(e["event"].startswith("lease lost") for e in logs)
@@ -544,7 +551,8 @@ def test_stopping_before_the_claim_returns_the_delivery_unclaimed(h: Harness) ->
     stopping = threading.Event()
     stopping.set()
     sched = schedule()
-    assert h.handle(delivery(sched), stopping) == Disposition(ack=False, outcome="interrupted")
+    interrupted = Disposition(ack=False, outcome=Outcome.INTERRUPTED)
+    assert h.handle(delivery(sched), stopping) == interrupted
     assert h.action.calls == [] and h.ledger.history(sched.id) == []
 
 
@@ -566,7 +574,7 @@ def test_release_running_hands_the_fire_to_another_worker(h: Harness) -> None:
     h.claim_as("w2", sched, SLOT, timedelta(seconds=60))
     finish.set()
     thread.join(WAIT_S)
-    assert out == [Disposition(ack=True, outcome="lost")]
+    assert out == [Disposition(ack=True, outcome=Outcome.LOST)]
 
 
 # Infrastructure failures, logs, ids.
@@ -586,7 +594,7 @@ def test_store_failure_nacks_for_a_later_retry() -> None:
         clock=lambda: SLOT + timedelta(seconds=2),
     )
     result = pipeline.handle(delivery(schedule()))
-    assert not result.ack and result.outcome == "error" and result.delay is not None
+    assert not result.ack and result.outcome == Outcome.ERROR and result.delay is not None
 
 
 @pytest.fixture
@@ -624,7 +632,7 @@ def test_a_propagated_trace_is_bound_to_the_fires_log_lines(logs: list[dict[str,
         item,
         attributes={**item.attributes, "googclient_traceparent": f"00-{trace_id}-{'cd' * 8}-01"},
     )
-    assert pipeline.handle(traced).outcome == "succeeded"
+    assert pipeline.handle(traced).outcome == Outcome.SUCCEEDED
     assert logs and all(e["trace"] == f"projects/proj/traces/{trace_id}" for e in logs)
 
 
@@ -653,8 +661,8 @@ def test_concurrent_deliveries_of_one_fire_run_it_once(h: Harness) -> None:
     for t in threads:
         t.join(WAIT_S)
     assert len(h.action.calls) == 1 and len(results) == 8
-    assert [r.outcome for r in results].count("succeeded") == 1
-    assert {r.outcome for r in results} <= {"succeeded", "busy", "duplicate"}
+    assert [r.outcome for r in results].count(Outcome.SUCCEEDED) == 1
+    assert {r.outcome for r in results} <= {Outcome.SUCCEEDED, Outcome.BUSY, Outcome.DUPLICATE}
 
 
 class BrokenRecordLedger(MemoryLedger):
@@ -672,12 +680,12 @@ def test_a_missed_fire_that_cannot_be_recorded_is_retried_not_run() -> None:
         clock=lambda: SLOT + timedelta(hours=1),
     )
     result = pipeline.handle(delivery(schedule()))
-    assert not result.ack and result.outcome == "error" and recorder.calls == []
+    assert not result.ack and result.outcome == Outcome.ERROR and recorder.calls == []
 
 
 def test_an_action_returning_a_non_final_state_fails(h: Harness) -> None:
     h.action.behaviour = lambda _: ActionResult(State.RUNNING)
-    assert h.handle(delivery(schedule())).outcome == "failed"
+    assert h.handle(delivery(schedule())).outcome == Outcome.FAILED
 
 
 class BrokenPluginRegistry(ActionRegistry):
@@ -693,7 +701,7 @@ def test_a_broken_plugin_rejects_the_message_without_crashing() -> None:
         signing_key=KEY,
         clock=lambda: SLOT + timedelta(seconds=2),
     )
-    assert pipeline.handle(delivery(schedule())) == Disposition(ack=True, outcome="rejected")
+    assert pipeline.handle(delivery(schedule())) == Disposition(ack=True, outcome=Outcome.REJECTED)
 
 
 # Retries inside the worker (`retry_budget`): the broker's redelivery is not relied on.
@@ -752,7 +760,7 @@ def test_a_target_that_recovers_within_max_attempts_succeeds_in_one_delivery() -
 
     ledger, recorder = MemoryLedger(), Recorder(behaviour)
     assert in_process(ledger, recorder).handle(delivery(schedule())) == Disposition(
-        ack=True, outcome="succeeded"
+        ack=True, outcome=Outcome.SUCCEEDED
     )
     assert [c.attempt for c in recorder.calls] == [1, 2, 3]
     record = ledger.get(execution_id("team/report", SLOT))
@@ -764,7 +772,7 @@ def test_a_store_outage_is_waited_out_and_a_finished_action_never_runs_again() -
     """Claims fail, then the finish fails after the action ran: the claim is retried, and the
     finish is retried while the execution is held, so the action runs exactly once."""
     ledger, recorder = FlakyLedger(failures=3), Recorder()
-    assert in_process(ledger, recorder).handle(delivery(schedule())).outcome == "succeeded"
+    assert in_process(ledger, recorder).handle(delivery(schedule())).outcome == Outcome.SUCCEEDED
     assert len(recorder.calls) == 1
     record = ledger.get(execution_id("team/report", SLOT))
     assert record is not None and record.state is State.SUCCEEDED
@@ -783,7 +791,7 @@ def test_retries_beyond_the_budget_go_back_to_the_transport() -> None:
     )
     result = pipeline.handle(delivery(schedule()))
     # 10 ms then 20 ms: the second wait would pass the 25 ms budget.
-    assert result.outcome == "retry" and not result.ack and result.delay is not None
+    assert result.outcome == Outcome.RETRY and not result.ack and result.delay is not None
     assert [c.attempt for c in recorder.calls] == [1, 2]
 
 
@@ -821,9 +829,9 @@ def test_a_claim_whose_lease_lapsed_on_the_way_is_renewed_before_the_action(take
     )
     result = pipeline.handle(delivery(schedule()))
     if taken:
-        assert result == Disposition(ack=True, outcome="lost") and recorder.calls == []
+        assert result == Disposition(ack=True, outcome=Outcome.LOST) and recorder.calls == []
     else:
-        assert result.outcome == "succeeded" and len(recorder.calls) == 1
+        assert result.outcome == Outcome.SUCCEEDED and len(recorder.calls) == 1
 
 
 def test_a_second_delivery_of_a_fire_this_process_is_running_waits() -> None:
@@ -849,8 +857,8 @@ def test_a_second_delivery_of_a_fire_this_process_is_running_waits() -> None:
     second = pipeline.handle(delivery(schedule()))
     release.set()
     thread.join(10)
-    assert second.outcome == "busy" and not second.ack
-    assert first[0].outcome == "succeeded" and len(recorder.calls) == 1
+    assert second.outcome == Outcome.BUSY and not second.ack
+    assert first[0].outcome == Outcome.SUCCEEDED and len(recorder.calls) == 1
 
 
 def test_a_duplicate_elsewhere_during_a_retry_wait_finds_the_fire_busy(
@@ -890,7 +898,7 @@ def test_a_duplicate_elsewhere_during_a_retry_wait_finds_the_fire_busy(
     while not first.calls and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(0.1)  # inside the 500 ms wait
-    assert workers[1].handle(delivery(schedule())).outcome == "busy"
+    assert workers[1].handle(delivery(schedule())).outcome == Outcome.BUSY
     thread.join(10)
-    assert results[0].outcome == "succeeded" and other.calls == []
+    assert results[0].outcome == Outcome.SUCCEEDED and other.calls == []
     assert [c.attempt for c in first.calls] == [1, 2]

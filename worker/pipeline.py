@@ -55,7 +55,7 @@ from worker.ledger import (
     kept_message,
 )
 from worker.metrics import WorkerMetrics
-from worker.transport import Delivery, Disposition
+from worker.transport import Delivery, Disposition, Outcome
 
 log = get_logger(__name__)
 
@@ -179,7 +179,7 @@ class Pipeline:
                 # Every step handles its own failures; this only keeps a bug from killing
                 # the transport's executor. The redelivery tries again.
                 log.exception("unexpected error while handling a delivery")
-                disposition = Disposition(ack=False, outcome="error", delay=STORE_RETRY_DELAY)
+                disposition = Disposition(ack=False, outcome=Outcome.ERROR, delay=STORE_RETRY_DELAY)
         self.metrics.executions.labels(disposition.outcome).inc()
         return disposition
 
@@ -222,22 +222,22 @@ class Pipeline:
                 "fire not due: a one-shot runs only at its own time",
                 at=format_instant(fire.at) if fire.at else None,
             )
-            return Disposition(ack=True, outcome="not_due")
+            return Disposition(ack=True, outcome=Outcome.NOT_DUE)
         now = self.clock()
         missed_reason = self._missed_reason(fire, fire_time, now)
         if missed_reason is not None:
             written = self._record_missed(fire, fire_time, eid, now, missed_reason)
             if written is None:
-                return Disposition(ack=False, outcome="error", delay=STORE_RETRY_DELAY)
+                return Disposition(ack=False, outcome=Outcome.ERROR, delay=STORE_RETRY_DELAY)
             if written:
-                return Disposition(ack=True, outcome="missed")
+                return Disposition(ack=True, outcome=Outcome.MISSED)
             # A record exists already (an earlier attempt started in time): the claim decides.
         with self._held_lock:
             duplicate = eid in self._handling
             self._handling.add(eid)
         if duplicate:
             log.info("fire is being handled by this worker already; redelivery later")
-            return Disposition(ack=False, outcome="busy", delay=self.lease)
+            return Disposition(ack=False, outcome=Outcome.BUSY, delay=self.lease)
         try:
             return self._claim_and_run(fire, fire_time, eid, handler, stopping, delivery)
         finally:
@@ -259,13 +259,13 @@ class Pipeline:
         claim = self._claim(fire, fire_time, eid, delivery)
         while True:
             if claim is None:
-                disposition = Disposition(ack=False, outcome="error", delay=STORE_RETRY_DELAY)
+                disposition = Disposition(ack=False, outcome=Outcome.ERROR, delay=STORE_RETRY_DELAY)
             else:
                 with bound(attempt=claim.execution.attempt):
                     disposition = self._after_claim(fire, fire_time, eid, handler, claim, stopping)
             delay = disposition.delay
             if (
-                disposition.outcome not in ("retry", "error")
+                disposition.outcome not in (Outcome.RETRY, Outcome.ERROR)
                 or delay is None
                 or waited + delay > self.retry_budget
             ):
@@ -276,7 +276,7 @@ class Pipeline:
                 outcome=disposition.outcome,
                 delay_s=delay.total_seconds(),
             )
-            if disposition.outcome == "error":
+            if disposition.outcome is Outcome.ERROR:
                 if not _wait(delay, stopping):
                     return self._interrupted()
                 claim = self._claim(fire, fire_time, eid, delivery)
@@ -313,7 +313,7 @@ class Pipeline:
         if claim.result is ClaimResult.DONE:
             self.metrics.duplicates_suppressed.inc()
             log.info("duplicate delivery of a finished fire", state=str(execution.state))
-            return Disposition(ack=True, outcome="duplicate")
+            return Disposition(ack=True, outcome=Outcome.DUPLICATE)
         if claim.result is ClaimResult.BUSY:
             delay = self._busy_delay(execution)
             log.info(
@@ -321,21 +321,21 @@ class Pipeline:
                 holder=execution.worker_id,
                 delay_s=delay.total_seconds(),
             )
-            return Disposition(ack=False, outcome="busy", delay=delay)
+            return Disposition(ack=False, outcome=Outcome.BUSY, delay=delay)
         if claim.result is ClaimResult.OVERLAP:
             log.info("fire skipped: another fire of the schedule is running (overlap: skip)")
-            return Disposition(ack=True, outcome="skipped")
+            return Disposition(ack=True, outcome=Outcome.SKIPPED)
         if execution.attempt > fire.max_attempts:
             log.warning(
                 "max attempts exhausted before this attempt", max_attempts=fire.max_attempts
             )
-            return self._finish(eid, State.FAILED, error="max attempts exhausted", outcome="failed")
+            return self._finish(eid, State.FAILED, error="max attempts exhausted")
         fresh = self._fresh_lease(eid, execution)
         if fresh is None:
-            return Disposition(ack=False, outcome="error", delay=STORE_RETRY_DELAY)
+            return Disposition(ack=False, outcome=Outcome.ERROR, delay=STORE_RETRY_DELAY)
         if not fresh:
             log.warning("the claim lapsed before the action could start; another worker has it")
-            return Disposition(ack=True, outcome="lost")
+            return Disposition(ack=True, outcome=Outcome.LOST)
         if fire_time == fire.at and not self._hold_until(eid, fire_time, stopping):
             return self._release_held(eid)
         return self._run(fire, fire_time, eid, handler, claim)
@@ -531,12 +531,11 @@ class Pipeline:
             return self._finish(
                 eid,
                 State.FAILED,
-                outcome="failed",
                 held=held,
                 error=f"the action returned the non-final state {state!s}",
             )
         log.info("action finished", state=str(state), detail=detail)
-        return self._finish(eid, state, detail=detail, outcome=str(state), held=held)
+        return self._finish(eid, state, detail=detail, held=held)
 
     def _failed(
         self,
@@ -550,7 +549,7 @@ class Pipeline:
         error = str(exc) if isinstance(exc, ActionError) else f"{type(exc).__name__}: {exc}"
         if not retryable:
             log.warning("action failed, not retryable", error=error)
-            return self._finish(eid, State.FAILED, error=error, outcome="failed", held=held)
+            return self._finish(eid, State.FAILED, error=error, held=held)
         if attempt >= fire.max_attempts:
             log.warning(
                 "action failed on its last attempt",
@@ -558,7 +557,7 @@ class Pipeline:
                 max_attempts=fire.max_attempts,
                 exc_info=not isinstance(exc, ActionError),
             )
-            return self._finish(eid, State.FAILED, error=error, outcome="failed", held=held)
+            return self._finish(eid, State.FAILED, error=error, held=held)
         log.warning(
             "action failed; redelivery will retry it",
             error=error,
@@ -575,15 +574,14 @@ class Pipeline:
             released = True
         if not released:
             log.warning("another worker holds the fire now; leaving it to that worker")
-            return Disposition(ack=True, outcome="lost")
-        return Disposition(ack=False, outcome="retry", delay=retry_delay(attempt))
+            return Disposition(ack=True, outcome=Outcome.LOST)
+        return Disposition(ack=False, outcome=Outcome.RETRY, delay=retry_delay(attempt))
 
     def _finish(
         self,
         eid: str,
         state: State,
         *,
-        outcome: str,
         error: str | None = None,
         detail: str | None = None,
         held: _Held | None = None,
@@ -604,7 +602,7 @@ class Pipeline:
                 if held is None or not held.active:
                     # Nacked: the redelivery finds the lease lapsed, takes over and tries again.
                     log.exception("could not record the outcome; the delivery will be retried")
-                    return Disposition(ack=False, outcome="error", delay=STORE_RETRY_DELAY)
+                    return Disposition(ack=False, outcome=Outcome.ERROR, delay=STORE_RETRY_DELAY)
                 log.exception(
                     "could not record the outcome; retrying while the lease is held",
                     retry_in_s=FINISH_RETRY_DELAY.total_seconds(),
@@ -612,8 +610,8 @@ class Pipeline:
                 time.sleep(FINISH_RETRY_DELAY.total_seconds())
         if not finished:
             log.warning("outcome not recorded: another worker took the fire over", state=str(state))
-            return Disposition(ack=True, outcome="lost")
-        return Disposition(ack=True, outcome=outcome)
+            return Disposition(ack=True, outcome=Outcome.LOST)
+        return Disposition(ack=True, outcome=Outcome(state.value))
 
     def _reject(self, delivery: Delivery, reason: str) -> Disposition:
         """A message that can never run here. With a dead-letter policy (Pub/Sub then counts
@@ -629,11 +627,11 @@ class Pipeline:
             if dead_letter
             else "ack (no dead-letter policy)",
         )
-        return Disposition(ack=not dead_letter, outcome="rejected")
+        return Disposition(ack=not dead_letter, outcome=Outcome.REJECTED)
 
     def _interrupted(self) -> Disposition:
         log.info("worker stopping; delivery returned unclaimed")
-        return Disposition(ack=False, outcome="interrupted")
+        return Disposition(ack=False, outcome=Outcome.INTERRUPTED)
 
     def _trace(self, delivery: Delivery) -> dict[str, Any]:
         """The `trace` log field (Cloud Logging's trace link) from a propagated W3C traceparent."""

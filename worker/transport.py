@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Protocol
 
 
@@ -26,15 +27,33 @@ class Delivery:
     delivery_attempt: int | None = None
 
 
+class Outcome(StrEnum):
+    """Why a delivery was disposed of as it was, for logs and metrics (the `outcome` label of
+    `scion_worker_executions`). The first five are the final states an execution is recorded
+    in (`worker.ledger.State`), so a recorded fire's outcome is its state."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+    MISSED = "missed"
+    DUPLICATE = "duplicate"  # a redelivery of a fire already finished
+    BUSY = "busy"  # running elsewhere (or here): redelivered later
+    NOT_DUE = "not_due"  # a one-shot's job fired at a slot that is not its `at`
+    RETRY = "retry"  # the action failed and is retried by a redelivery
+    REJECTED = "rejected"  # the message can never run here
+    INTERRUPTED = "interrupted"  # the worker began to stop first
+    LOST = "lost"  # another worker took the fire over
+    ERROR = "error"  # the ledger was unavailable
+
+
 @dataclass(frozen=True)
 class Disposition:
     """What the transport does with a delivery: ack it, or nack it (after `delay` if set, else
-    with the subscription's backoff). `outcome` names why, for logs and metrics: succeeded,
-    failed, cancelled, duplicate, busy, skipped, missed, not_due, retry, rejected, interrupted,
-    lost (another worker took the fire over), error (the ledger was unavailable)."""
+    with the subscription's backoff); `outcome` says why."""
 
     ack: bool
-    outcome: str
+    outcome: Outcome
     delay: timedelta | None = None
 
 
