@@ -33,26 +33,21 @@ from scheduler.contract import (
     ATTR_TRIGGER,
     TRIGGERS,
     ContractError,
-    Fire,
     decode_message,
-    execution_id,
 )
-from scheduler.cron import DEFAULT_SKEW, is_slot
-from scheduler.due import missed_reason
+from scheduler.cron import DEFAULT_SKEW
 from scheduler.logs import bound, get_logger
 from scheduler.model import format_instant
-from worker.action import ActionContext, ActionError, ActionHandler, ActionRegistry, ActionResult
+from worker.action import ActionError, ActionRegistry, ActionResult
+from worker.attempt import Attempt
 from worker.ledger import (
     DEFAULT_RETENTION,
     FINAL_STATES,
     Claim,
-    ClaimRequest,
     ClaimResult,
     Execution,
-    FireMessage,
     Ledger,
     State,
-    kept_message,
 )
 from worker.metrics import WorkerMetrics
 from worker.transport import Delivery, Disposition, Outcome
@@ -198,40 +193,28 @@ class Pipeline:
             Exception
         ) as exc:  # a broken plugin or an impossible slot: this message can't run here
             return self._reject(delivery, f"cannot handle message: {type(exc).__name__}: {exc}")
-        eid = execution_id(fire.schedule_id, fire_time, fire.trigger)
-        with bound(
-            schedule_id=fire.schedule_id,
-            fire_time=format_instant(fire_time),
-            execution_id=eid,
-            trigger=fire.trigger,
-            attempt=0,
-        ):
-            return self._handle_fire(fire, fire_time, eid, handler, stopping, delivery)
+        attempt = Attempt.of(fire, fire_time, delivery, handler, stopping)
+        with bound(**attempt.log_fields(), attempt=0):
+            return self._handle_fire(attempt)
 
-    def _handle_fire(
-        self,
-        fire: Fire,
-        fire_time: datetime,
-        eid: str,
-        handler: ActionHandler,
-        stopping: threading.Event | None,
-        delivery: Delivery,
-    ) -> Disposition:
-        if not self._due(fire, fire_time):
+    def _handle_fire(self, attempt: Attempt) -> Disposition:
+        if not attempt.is_due:
+            at = attempt.fire.at
             log.info(
                 "fire not due: a one-shot runs only at its own time",
-                at=format_instant(fire.at) if fire.at else None,
+                at=format_instant(at) if at else None,
             )
             return Disposition(ack=True, outcome=Outcome.NOT_DUE)
         now = self.clock()
-        missed_reason = self._missed_reason(fire, fire_time, now)
+        missed_reason = attempt.missed_reason(now)
         if missed_reason is not None:
-            written = self._record_missed(fire, fire_time, eid, now, missed_reason)
+            written = self._record_missed(attempt, now, missed_reason)
             if written is None:
                 return Disposition(ack=False, outcome=Outcome.ERROR, delay=STORE_RETRY_DELAY)
             if written:
                 return Disposition(ack=True, outcome=Outcome.MISSED)
             # A record exists already (an earlier attempt started in time): the claim decides.
+        eid = attempt.execution_id
         with self._held_lock:
             duplicate = eid in self._handling
             self._handling.add(eid)
@@ -239,30 +222,22 @@ class Pipeline:
             log.info("fire is being handled by this worker already; redelivery later")
             return Disposition(ack=False, outcome=Outcome.BUSY, delay=self.lease)
         try:
-            return self._claim_and_run(fire, fire_time, eid, handler, stopping, delivery)
+            return self._claim_and_run(attempt)
         finally:
             with self._held_lock:
                 self._handling.discard(eid)
 
-    def _claim_and_run(
-        self,
-        fire: Fire,
-        fire_time: datetime,
-        eid: str,
-        handler: ActionHandler,
-        stopping: threading.Event | None,
-        delivery: Delivery,
-    ) -> Disposition:
-        if stopping is not None and stopping.is_set():
+    def _claim_and_run(self, attempt: Attempt) -> Disposition:
+        if attempt.stopped:
             return self._interrupted()
         waited = timedelta(0)
-        claim = self._claim(fire, fire_time, eid, delivery)
+        claim = self._claim(attempt)
         while True:
             if claim is None:
                 disposition = Disposition(ack=False, outcome=Outcome.ERROR, delay=STORE_RETRY_DELAY)
             else:
                 with bound(attempt=claim.execution.attempt):
-                    disposition = self._after_claim(fire, fire_time, eid, handler, claim, stopping)
+                    disposition = self._after_claim(attempt, claim)
             delay = disposition.delay
             if (
                 disposition.outcome not in (Outcome.RETRY, Outcome.ERROR)
@@ -277,21 +252,21 @@ class Pipeline:
                 delay_s=delay.total_seconds(),
             )
             if disposition.outcome is Outcome.ERROR:
-                if not _wait(delay, stopping):
+                if not _wait(delay, attempt.stopping):
                     return self._interrupted()
-                claim = self._claim(fire, fire_time, eid, delivery)
+                claim = self._claim(attempt)
                 continue
             # Take the released fire back at once and hold it through the wait: a duplicate
             # delivery elsewhere then finds it busy instead of spending an attempt of its own.
-            claim = self._claim(fire, fire_time, eid, delivery)
+            claim = self._claim(attempt)
             if claim is None or claim.result not in (ClaimResult.CLAIMED, ClaimResult.TAKEN_OVER):
                 continue
-            with self._holding(eid) as held:
-                if _wait(delay, stopping):
+            with self._holding(attempt.execution_id) as held:
+                if _wait(delay, attempt.stopping):
                     continue
                 with held.lock:
                     held.active = False
-                self._release_quietly(eid, "worker stopping before the retry")
+                self._release_quietly(attempt.execution_id, "worker stopping before the retry")
                 return self._interrupted()
 
     def _release_quietly(self, eid: str, reason: str) -> None:
@@ -300,16 +275,10 @@ class Pipeline:
         except Exception:
             log.exception("could not release the execution; its lease will lapse")
 
-    def _after_claim(
-        self,
-        fire: Fire,
-        fire_time: datetime,
-        eid: str,
-        handler: ActionHandler,
-        claim: Claim,
-        stopping: threading.Event | None,
-    ) -> Disposition:
+    def _after_claim(self, attempt: Attempt, claim: Claim) -> Disposition:
         execution = claim.execution
+        eid = attempt.execution_id
+        max_attempts = attempt.fire.max_attempts
         if claim.result is ClaimResult.DONE:
             self.metrics.duplicates_suppressed.inc()
             log.info("duplicate delivery of a finished fire", state=str(execution.state))
@@ -325,10 +294,8 @@ class Pipeline:
         if claim.result is ClaimResult.OVERLAP:
             log.info("fire skipped: another fire of the schedule is running (overlap: skip)")
             return Disposition(ack=True, outcome=Outcome.SKIPPED)
-        if execution.attempt > fire.max_attempts:
-            log.warning(
-                "max attempts exhausted before this attempt", max_attempts=fire.max_attempts
-            )
+        if execution.attempt > max_attempts:
+            log.warning("max attempts exhausted before this attempt", max_attempts=max_attempts)
             return self._finish(eid, State.FAILED, error="max attempts exhausted")
         fresh = self._fresh_lease(eid, execution)
         if fresh is None:
@@ -336,9 +303,9 @@ class Pipeline:
         if not fresh:
             log.warning("the claim lapsed before the action could start; another worker has it")
             return Disposition(ack=True, outcome=Outcome.LOST)
-        if fire_time == fire.at and not self._hold_until(eid, fire_time, stopping):
+        if attempt.is_one_shot_slot and not self._hold_until(attempt):
             return self._release_held(eid)
-        return self._run(fire, fire_time, eid, handler, claim)
+        return self._run(attempt, claim)
 
     def _fresh_lease(self, eid: str, execution: Execution) -> bool | None:
         """A claim that took long to land (a store that hung) can carry a lease that lapsed on
@@ -356,51 +323,37 @@ class Pipeline:
             log.exception("could not renew a claim that took long to land; retrying")
             return None
 
-    def _run(
-        self,
-        fire: Fire,
-        fire_time: datetime,
-        eid: str,
-        handler: ActionHandler,
-        claim: Claim,
-    ) -> Disposition:
-        attempt = claim.execution.attempt
+    def _run(self, attempt: Attempt, claim: Claim) -> Disposition:
+        number = claim.execution.attempt
         if claim.result is ClaimResult.CLAIMED:
             self.metrics.fire_to_start_lag.observe(
-                max(0.0, (self.clock() - fire_time).total_seconds())
+                max(0.0, (self.clock() - attempt.fire_time).total_seconds())
             )
-        context = ActionContext(
-            schedule_id=fire.schedule_id,
-            fire_time=fire_time,
-            execution_id=eid,
-            trigger=fire.trigger,
-            attempt=attempt,
-            params=fire.action.params,
-            labels=fire.labels,
-        )
+        context = attempt.action_context(number)
         log.info(
             "action starting",
-            action_type=fire.action.type,
+            action_type=attempt.fire.action.type,
             taken_over=claim.result is ClaimResult.TAKEN_OVER,
         )
         result: ActionResult | None = None
         error: Exception | None = None
         started = time.monotonic()
-        with self._holding(eid) as held:
+        with self._holding(attempt.execution_id) as held:
             try:
-                result = handler(context)
+                result = attempt.handler(context)
             except (
                 Exception
             ) as exc:  # ActionError says whether to retry; anything else is retryable
                 error = exc
             self.metrics.action_duration.observe(time.monotonic() - started)
             if error is not None:
-                return self._failed(fire, eid, attempt, error, held)
-            return self._succeeded(eid, result if isinstance(result, ActionResult) else None, held)
+                return self._failed(attempt, number, error, held)
+            outcome = result if isinstance(result, ActionResult) else None
+            return self._succeeded(attempt.execution_id, outcome, held)
 
     # Steps.
 
-    def _hold_until(self, eid: str, fire_time: datetime, stopping: threading.Event | None) -> bool:
+    def _hold_until(self, attempt: Attempt) -> bool:
         """Wait for `fire_time` when the fire came early: a one-shot's job fires ahead of its
         `at` (`scheduler.model.one_shot_slot`), and the hub fires it at that very second. Only
         a one-shot's own fire is held: a cron slot published a moment early (within the skew)
@@ -408,12 +361,13 @@ class Pipeline:
         execution is held meanwhile, so the heartbeat renews its lease (the transport extends
         the message's) and a duplicate delivery finds it busy. False when the worker began to
         stop first."""
+        fire_time = attempt.fire_time
         early = fire_time - self.clock()
         if early <= timedelta(0):
             return True
         log.info("holding the fire until its time", hold_s=round(early.total_seconds(), 3))
-        stop = stopping if stopping is not None else threading.Event()
-        with self._holding(eid):
+        stop = attempt.stopping if attempt.stopping is not None else threading.Event()
+        with self._holding(attempt.execution_id):
             while (remaining := (fire_time - self.clock()).total_seconds()) > 0:
                 if self._wait(stop, remaining):
                     return False
@@ -433,47 +387,11 @@ class Pipeline:
             log.exception("could not release the held fire; its lease will lapse")
         return self._interrupted()
 
-    def _due(self, fire: Fire, fire_time: datetime) -> bool:
-        """The one-shot rule: its job's cron repeats every year, only the `at` slot is real.
-        A manual run of a one-shot carries its own fire time and is always due. An audit fire
-        carries its slot's time, which must be one of the schedule's slots."""
-        if fire.trigger == "manual":
-            return True
-        if fire.at is not None:
-            return fire_time == fire.at
-        return fire.trigger == "scheduled" or is_slot(fire, fire_time)
-
-    def _missed_reason(self, fire: Fire, fire_time: datetime, now: datetime) -> str | None:
-        """Why a slot's fire is too late to start (None when it may run): the catch-up policy,
-        as the audit applies it too (`scheduler.due.missed_reason`). Manual fires are never
-        missed: someone asked for them now. An expired one-shot's fire is its scheduled fire,
-        late, so the policy applies to it as to any late delivery."""
-        if fire.trigger == "manual":
-            return None
-        return missed_reason(fire, fire.catchup, fire.catchup_window, fire_time, now)
-
-    def _record_missed(
-        self,
-        fire: Fire,
-        fire_time: datetime,
-        eid: str,
-        now: datetime,
-        reason: str,
-    ) -> bool | None:
+    def _record_missed(self, attempt: Attempt, now: datetime, reason: str) -> bool | None:
         """Record a missed fire: True when recorded, False when a record exists already, None
         when the ledger failed."""
-        execution = Execution(
-            execution_id=eid,
-            schedule_id=fire.schedule_id,
-            fire_time=fire_time,
-            trigger=fire.trigger,
-            state=State.MISSED,
-            attempt=0,
-            created_at=now,
-            expire_at=now + self.retention,
-            worker_id=self.worker_id,
-            finished_at=now,
-            error=reason,
+        execution = attempt.missed_record(
+            worker_id=self.worker_id, now=now, retention=self.retention, reason=reason
         )
         try:
             written = self.ledger.record(execution)
@@ -484,22 +402,9 @@ class Pipeline:
             log.warning("fire missed", reason=reason)
         return written
 
-    def _claim(self, fire: Fire, fire_time: datetime, eid: str, delivery: Delivery) -> Claim | None:
-        # The message is kept with the running execution, for the reaper (`worker.reaper`).
-        message = FireMessage(
-            delivery.message_id, delivery.data, delivery.attributes, delivery.published_at
-        )
-        request = ClaimRequest(
-            execution_id=eid,
-            schedule_id=fire.schedule_id,
-            fire_time=fire_time,
-            trigger=fire.trigger,
-            worker_id=self.worker_id,
-            lease=self.lease,
-            overlap=fire.overlap,
-            now=self.clock(),
-            retention=self.retention,
-            message=kept_message(message),
+    def _claim(self, attempt: Attempt) -> Claim | None:
+        request = attempt.claim_request(
+            worker_id=self.worker_id, lease=self.lease, now=self.clock(), retention=self.retention
         )
         started = time.monotonic()
         try:
@@ -537,31 +442,26 @@ class Pipeline:
         log.info("action finished", state=str(state), detail=detail)
         return self._finish(eid, state, detail=detail, held=held)
 
-    def _failed(
-        self,
-        fire: Fire,
-        eid: str,
-        attempt: int,
-        exc: Exception,
-        held: _Held,
-    ) -> Disposition:
+    def _failed(self, attempt: Attempt, number: int, exc: Exception, held: _Held) -> Disposition:
+        eid = attempt.execution_id
+        max_attempts = attempt.fire.max_attempts
         retryable = exc.retryable if isinstance(exc, ActionError) else True
         error = str(exc) if isinstance(exc, ActionError) else f"{type(exc).__name__}: {exc}"
         if not retryable:
             log.warning("action failed, not retryable", error=error)
             return self._finish(eid, State.FAILED, error=error, held=held)
-        if attempt >= fire.max_attempts:
+        if number >= max_attempts:
             log.warning(
                 "action failed on its last attempt",
                 error=error,
-                max_attempts=fire.max_attempts,
+                max_attempts=max_attempts,
                 exc_info=not isinstance(exc, ActionError),
             )
             return self._finish(eid, State.FAILED, error=error, held=held)
         log.warning(
             "action failed; redelivery will retry it",
             error=error,
-            max_attempts=fire.max_attempts,
+            max_attempts=max_attempts,
             exc_info=not isinstance(exc, ActionError),
         )
         with held.lock:
@@ -575,7 +475,7 @@ class Pipeline:
         if not released:
             log.warning("another worker holds the fire now; leaving it to that worker")
             return Disposition(ack=True, outcome=Outcome.LOST)
-        return Disposition(ack=False, outcome=Outcome.RETRY, delay=retry_delay(attempt))
+        return Disposition(ack=False, outcome=Outcome.RETRY, delay=retry_delay(number))
 
     def _finish(
         self,
