@@ -25,9 +25,10 @@ from structlog.testing import capture_logs
 from scheduler.contract import build_message, execution_id, sign
 from scheduler.model import Action, Schedule
 from worker.action import ActionContext, ActionError, ActionRegistry, ActionResult
+from worker.finishing import retry_delay
 from worker.ledger import ClaimRequest, Ledger, State
 from worker.metrics import WorkerMetrics
-from worker.pipeline import Pipeline, make_worker_id, retry_delay
+from worker.pipeline import Pipeline, make_worker_id
 from worker.sqlite_ledger import SqliteLedger
 from worker.transport import Delivery, Disposition, Outcome
 
@@ -709,11 +710,11 @@ def test_a_broken_plugin_rejects_the_message_without_crashing() -> None:
 
 @pytest.fixture
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    import worker.pipeline as pipeline_module
+    import worker.finishing as finishing
 
-    monkeypatch.setattr(pipeline_module, "RETRY_BASE_DELAY", timedelta(milliseconds=10))
-    monkeypatch.setattr(pipeline_module, "STORE_RETRY_DELAY", timedelta(milliseconds=10))
-    monkeypatch.setattr(pipeline_module, "FINISH_RETRY_DELAY", timedelta(milliseconds=10))
+    monkeypatch.setattr(finishing, "RETRY_BASE_DELAY", timedelta(milliseconds=10))
+    monkeypatch.setattr(finishing, "STORE_RETRY_DELAY", timedelta(milliseconds=10))
+    monkeypatch.setattr(finishing, "FINISH_RETRY_DELAY", timedelta(milliseconds=10))
 
 
 class FlakyLedger(MemoryLedger):
@@ -866,9 +867,9 @@ def test_a_duplicate_elsewhere_during_a_retry_wait_finds_the_fire_busy(
 ) -> None:
     """The worker takes a released fire back before it waits to retry, so a duplicate delivered
     to another worker meanwhile spends no attempt of its own."""
-    import worker.pipeline as pipeline_module
+    import worker.finishing as finishing
 
-    monkeypatch.setattr(pipeline_module, "RETRY_BASE_DELAY", timedelta(milliseconds=500))
+    monkeypatch.setattr(finishing, "RETRY_BASE_DELAY", timedelta(milliseconds=500))
     ledger, failures = MemoryLedger(), iter([ActionError("HTTP 503", retryable=True)])
 
     def behaviour(_: ActionContext) -> ActionResult | None:
