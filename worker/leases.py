@@ -2,10 +2,11 @@
 run and their outcomes are recorded, and released when the worker stops.
 
 A claim is a lease (`worker.ledger`): another worker may take the fire over once it lapses.
-So while an action runs, `LeaseKeeper.holding` keeps its execution in this worker's held
-fires, and a heartbeat thread renews each held lease every third of the lease; a lease found
-lost is let go (the action runs on, its outcome is then not recorded). When the shutdown
-grace period ends, `LeaseKeeper.release_running` hands every held fire back at once.
+So while an action runs, `LeaseKeeper.holding` keeps its lease in this worker's held fires
+(`worker.held_fires.HeldFires`, the ledger's kind of memory too), and a heartbeat thread
+renews each held lease every third of the lease; a lease found lost is let go (the action runs
+on, its outcome is then not recorded). When the shutdown grace period ends,
+`LeaseKeeper.release_running` hands every held fire back at once.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import structlog
 
 from scheduler.logs import bound, get_logger
+from worker.held_fires import HeldFires
 from worker.ledger import Execution, Ledger
 
 log = get_logger(__name__)
@@ -55,16 +57,18 @@ class LeaseKeeper:
         self.worker_id = worker_id
         self.lease = lease
         self.clock = clock
-        self._held: dict[str, Lease] = {}
-        self._held_lock = threading.Lock()
+        # Never bounded: a lease forgotten while its action runs would not be renewed.
+        self.fires: HeldFires[Lease] = HeldFires(limit=None)
+        # Guards the heartbeat's start and end against a fire held meanwhile.
+        self._beat_lock = threading.Lock()
         self._heartbeat_thread: threading.Thread | None = None
 
     @contextmanager
     def holding(self, eid: str) -> Iterator[Lease]:
         """Hold an execution while its action runs; the heartbeat renews its lease meanwhile."""
         held = Lease(eid, structlog.contextvars.get_contextvars())
-        with self._held_lock:
-            self._held[eid] = held
+        with self._beat_lock:
+            self.fires.hold(held)
             if self._heartbeat_thread is None:
                 self._heartbeat_thread = threading.Thread(
                     target=self._heartbeat, name=f"lease-heartbeat-{self.worker_id}", daemon=True
@@ -76,8 +80,7 @@ class LeaseKeeper:
             # Under the execution's lock: a renewal in flight completes first, none follows.
             with held.lock:
                 held.active = False
-            with self._held_lock:
-                self._held.pop(eid, None)
+            self.fires.take(eid)
 
     def _heartbeat(self) -> None:
         """One thread per pipeline renews every held lease each third of the lease, so a live
@@ -86,11 +89,11 @@ class LeaseKeeper:
         interval = self.lease.total_seconds() / 3
         while True:
             time.sleep(interval)
-            with self._held_lock:
-                if not self._held:
+            with self._beat_lock:
+                held = self.fires.held()
+                if not held:
                     self._heartbeat_thread = None
                     return
-                held = list(self._held.values())
             for item in held:
                 self._renew(item)
 
@@ -141,10 +144,8 @@ class LeaseKeeper:
         """Release every execution this worker still holds (the transport calls this when the
         shutdown grace period ends), so another replica takes them over at once instead of
         waiting for the lease to lapse. Returns the released execution IDs."""
-        with self._held_lock:
-            held = list(self._held.values())
         released: list[str] = []
-        for item in held:
+        for item in self.fires.held():
             with item.lock, bound(**item.log_context):
                 if not item.active:
                     continue
