@@ -28,17 +28,6 @@ MINUTE = datetime(2026, 3, 2, 10, 5, tzinfo=UTC)
 NOW = MINUTE + timedelta(seconds=30)
 
 
-class Records:
-    """`SlotRecords` over a MemoryLedger's executions."""
-
-    def __init__(self, ledger: MemoryLedger) -> None:
-        self.ledger = ledger
-
-    def recorded(self, start: datetime, end: datetime) -> set[str]:
-        return {e.execution_id for e in self.ledger._executions.values()
-                if start < e.fire_time <= end}
-
-
 class Registry:
     def __init__(self, *schedules: Schedule, since: datetime = MINUTE - timedelta(hours=1)) -> None:
         self.entries = {s.id: Entry(Owed(s, since), s.fingerprint()) for s in schedules}
@@ -57,7 +46,7 @@ class Replica:
     def __init__(self, ledger: MemoryLedger, registry: Registry, name: str = "w1") -> None:
         self.published: list[Message] = []
         self.metrics = WorkerMetrics()
-        self.audit = Audit(ledger, Records(ledger), registry, self._publish, worker_id=name,
+        self.audit = Audit(ledger, ledger, registry, self._publish, worker_id=name,
                            clock=lambda: NOW, horizon=timedelta(minutes=5),
                            grace=timedelta(seconds=20), audit_slots=self.metrics.audit_slots,
                            signing_key=KEY)

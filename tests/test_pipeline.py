@@ -24,7 +24,13 @@ from structlog.testing import capture_logs
 
 from scheduler.contract import build_message, execution_id, sign
 from scheduler.model import Action, Schedule
-from worker.action import ActionContext, ActionError, ActionRegistry, ActionResult
+from worker.action import (
+    ActionContext,
+    ActionError,
+    ActionHandler,
+    ActionRegistry,
+    ActionResult,
+)
 from worker.finishing import retry_delay
 from worker.ledger import ClaimRequest, Ledger, State
 from worker.metrics import WorkerMetrics
@@ -155,6 +161,21 @@ class Harness:
             )
         )
         assert result.result.run
+
+
+def pipeline_on(
+    ledger: Ledger, actions: ActionHandler | ActionRegistry, **options: Any
+) -> Pipeline:
+    """A pipeline on `ledger` running `actions` (a handler: the `custom` type's), as worker w1
+    with the test key and a clock two seconds past SLOT, unless `options` say otherwise."""
+    if not isinstance(actions, ActionRegistry):
+        actions = ActionRegistry({"custom": actions})
+    defaults: dict[str, Any] = {
+        "worker_id": "w1",
+        "signing_key": KEY,
+        "clock": lambda: SLOT + timedelta(seconds=2),
+    }
+    return Pipeline(ledger, actions, **{**defaults, **options})
 
 
 LEDGERS = ["memory", "sqlite", pytest.param("firestore", marks=pytest.mark.emulator)]
@@ -292,13 +313,8 @@ def test_a_long_running_fires_duplicate_waits_as_long_as_it_has_run(h: Harness) 
         assert h.pipeline.ledger.renew(
             execution_id(sched.id, SLOT), "w1", h.clock() + timedelta(seconds=12)
         )
-        other = Pipeline(
-            h.ledger,
-            ActionRegistry({"custom": Recorder()}),
-            worker_id="w2",
-            signing_key=KEY,
-            lease=timedelta(seconds=12),
-            clock=h.clock,
+        other = pipeline_on(
+            h.ledger, Recorder(), worker_id="w2", lease=timedelta(seconds=12), clock=h.clock
         )
         result = other.handle(delivery(sched))
         assert result == Disposition(ack=False, outcome=Outcome.BUSY, delay=timedelta(seconds=100))
@@ -587,13 +603,7 @@ class BrokenLedger(MemoryLedger):
 
 
 def test_store_failure_nacks_for_a_later_retry() -> None:
-    pipeline = Pipeline(
-        BrokenLedger(),
-        ActionRegistry({"custom": Recorder()}),
-        worker_id="w1",
-        signing_key=KEY,
-        clock=lambda: SLOT + timedelta(seconds=2),
-    )
+    pipeline = pipeline_on(BrokenLedger(), Recorder())
     result = pipeline.handle(delivery(schedule()))
     assert not result.ack and result.outcome == Outcome.ERROR and result.delay is not None
 
@@ -620,13 +630,7 @@ def test_every_log_line_about_a_fire_carries_its_context(
 
 def test_a_propagated_trace_is_bound_to_the_fires_log_lines(logs: list[dict[str, Any]]) -> None:
     # Unsigned: the Pub/Sub client adds its trace attribute after the publisher signed.
-    pipeline = Pipeline(
-        MemoryLedger(),
-        ActionRegistry({"custom": Recorder()}),
-        worker_id="w1",
-        clock=lambda: SLOT + timedelta(seconds=2),
-        trace_project="proj",
-    )
+    pipeline = pipeline_on(MemoryLedger(), Recorder(), trace_project="proj", signing_key=None)
     item = delivery(schedule(), key=None)
     trace_id = "ab" * 16
     traced = replace(
@@ -673,13 +677,8 @@ class BrokenRecordLedger(MemoryLedger):
 
 def test_a_missed_fire_that_cannot_be_recorded_is_retried_not_run() -> None:
     recorder = Recorder()
-    pipeline = Pipeline(
-        BrokenRecordLedger(),
-        ActionRegistry({"custom": recorder}),
-        worker_id="w1",
-        signing_key=KEY,
-        clock=lambda: SLOT + timedelta(hours=1),
-    )
+    late = SLOT + timedelta(hours=1)
+    pipeline = pipeline_on(BrokenRecordLedger(), recorder, clock=lambda: late)
     result = pipeline.handle(delivery(schedule()))
     assert not result.ack and result.outcome == Outcome.ERROR and recorder.calls == []
 
@@ -695,13 +694,7 @@ class BrokenPluginRegistry(ActionRegistry):
 
 
 def test_a_broken_plugin_rejects_the_message_without_crashing() -> None:
-    pipeline = Pipeline(
-        MemoryLedger(),
-        BrokenPluginRegistry(),
-        worker_id="w1",
-        signing_key=KEY,
-        clock=lambda: SLOT + timedelta(seconds=2),
-    )
+    pipeline = pipeline_on(MemoryLedger(), BrokenPluginRegistry())
     assert pipeline.handle(delivery(schedule())) == Disposition(ack=True, outcome=Outcome.REJECTED)
 
 
@@ -739,14 +732,7 @@ class FlakyLedger(MemoryLedger):
 
 
 def in_process(ledger: Ledger, recorder: Recorder) -> Pipeline:
-    return Pipeline(
-        ledger,
-        ActionRegistry({"custom": recorder}),
-        worker_id="w1",
-        signing_key=KEY,
-        clock=lambda: SLOT + timedelta(seconds=2),
-        retry_budget=timedelta(seconds=5),
-    )
+    return pipeline_on(ledger, recorder, retry_budget=timedelta(seconds=5))
 
 
 @pytest.mark.usefixtures("fast_retries")
@@ -782,14 +768,7 @@ def test_a_store_outage_is_waited_out_and_a_finished_action_never_runs_again() -
 @pytest.mark.usefixtures("fast_retries")
 def test_retries_beyond_the_budget_go_back_to_the_transport() -> None:
     recorder = Recorder(fail_with(ActionError("HTTP 503", retryable=True)))
-    pipeline = Pipeline(
-        MemoryLedger(),
-        ActionRegistry({"custom": recorder}),
-        worker_id="w1",
-        signing_key=KEY,
-        clock=lambda: SLOT + timedelta(seconds=2),
-        retry_budget=timedelta(milliseconds=25),
-    )
+    pipeline = pipeline_on(MemoryLedger(), recorder, retry_budget=timedelta(milliseconds=25))
     result = pipeline.handle(delivery(schedule()))
     # 10 ms then 20 ms: the second wait would pass the 25 ms budget.
     assert result.outcome == Outcome.RETRY and not result.ack and result.delay is not None
@@ -820,14 +799,7 @@ class SlowClaimLedger(MemoryLedger):
 def test_a_claim_whose_lease_lapsed_on_the_way_is_renewed_before_the_action(taken: bool) -> None:
     clock = FakeClock(SLOT + timedelta(seconds=2))
     ledger, recorder = SlowClaimLedger(clock, timedelta(seconds=61), taken), Recorder()
-    pipeline = Pipeline(
-        ledger,
-        ActionRegistry({"custom": recorder}),
-        worker_id="w1",
-        signing_key=KEY,
-        clock=clock,
-        lease=timedelta(seconds=60),
-    )
+    pipeline = pipeline_on(ledger, recorder, clock=clock, lease=timedelta(seconds=60))
     result = pipeline.handle(delivery(schedule()))
     if taken:
         assert result == Disposition(ack=True, outcome=Outcome.LOST) and recorder.calls == []
@@ -844,13 +816,7 @@ def test_a_second_delivery_of_a_fire_this_process_is_running_waits() -> None:
         return None
 
     recorder = Recorder(behaviour)
-    pipeline = Pipeline(
-        MemoryLedger(),
-        ActionRegistry({"custom": recorder}),
-        worker_id="w1",
-        signing_key=KEY,
-        clock=lambda: SLOT + timedelta(seconds=2),
-    )
+    pipeline = pipeline_on(MemoryLedger(), recorder)
     first: list[Disposition] = []
     thread = threading.Thread(target=lambda: first.append(pipeline.handle(delivery(schedule()))))
     thread.start()
@@ -880,14 +846,7 @@ def test_a_duplicate_elsewhere_during_a_retry_wait_finds_the_fire_busy(
 
     first, other = Recorder(behaviour), Recorder()
     workers = [
-        Pipeline(
-            ledger,
-            ActionRegistry({"custom": recorder}),
-            worker_id=name,
-            signing_key=KEY,
-            clock=lambda: SLOT + timedelta(seconds=2),
-            retry_budget=timedelta(seconds=5),
-        )
+        pipeline_on(ledger, recorder, worker_id=name, retry_budget=timedelta(seconds=5))
         for name, recorder in (("w1", first), ("w2", other))
     ]
     results: list[Disposition] = []
