@@ -296,8 +296,9 @@ def run_worker(
     cost without Firestore."""
     from worker.action import ActionContext, ActionRegistry
     from worker.firestore_ledger import FirestoreLedger
-    from worker.pipeline import Delivery, Disposition, Pipeline
+    from worker.pipeline import Pipeline
     from worker.pubsub_transport import PubSubTransport
+    from worker.transport import Delivery, Disposition, Outcome
 
     bed = Bed()
     if messages is not None:
@@ -329,7 +330,7 @@ def run_worker(
         executors=config.executors,
         max_messages=config.max_messages,
     )
-    outcomes: dict[str, int] = {}
+    outcomes: dict[Outcome, int] = {}
     seen: set[str] = set()
     all_recorded = threading.Event()
 
@@ -340,7 +341,7 @@ def run_worker(
             outcomes[disposition.outcome] = outcomes.get(disposition.outcome, 0) + 1
             first_sight = delivery.message_id not in seen
             seen.add(delivery.message_id)
-            if outcomes.get("succeeded", 0) >= fires:
+            if outcomes.get(Outcome.SUCCEEDED, 0) >= fires:
                 all_recorded.set()
         # A duplicate whose original is still running is deferred (nacked with a delay) and
         # acked as a duplicate when it comes back; it counts as handled at its first sight.
@@ -359,11 +360,11 @@ def run_worker(
     stop.set()
     runner.join(60)
     bed.close()
-    succeeded = outcomes.get("succeeded", 0)
+    succeeded = outcomes.get(Outcome.SUCCEEDED, 0)
     assert succeeded == fires, f"worker recorded {succeeded} of {fires} fires: {outcomes}"
     name = "c0. transport + pipeline, no Firestore" if in_memory else "c. this worker"
     result = Result(name, total, seconds, succeeded, cpu=counter.cpu_used)
-    result.deferred = outcomes.get("busy", 0)
+    result.deferred = outcomes.get(Outcome.BUSY, 0)
     return result, lags
 
 

@@ -25,9 +25,10 @@ from scheduler.model import ValidationError
 from scheduler.validation import load_schedules
 from worker.action import ActionRegistry
 from worker.actions import builtin_handlers
-from worker.pipeline import Delivery, Disposition, Pipeline, make_worker_id
+from worker.pipeline import Pipeline, make_worker_id
 from worker.queue_transport import QueueTransport
 from worker.sqlite_ledger import SqliteLedger
+from worker.transport import Delivery, Disposition, Outcome
 
 log = get_logger(__name__)
 RELOAD_POLL_SECONDS = 2.0
@@ -72,7 +73,7 @@ def run_local(schedule_file: Path, store: Path, settings: Settings, stop: thread
         # An ack settles the slot: its record is final, or it can never run. Not `lost`: the
         # record is still running (released at the stop, or taken over by a redelivery, which
         # settles it itself), so it must be emitted again after a restart.
-        if disposition.ack and disposition.outcome != "lost":
+        if disposition.ack and disposition.outcome is not Outcome.LOST:
             local_clock.settled(
                 delivery.attributes.get(ATTR_SCHEDULE_ID, ""), delivery.published_at
             )

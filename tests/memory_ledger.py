@@ -93,6 +93,13 @@ class MemoryLedger(HolderChanges):
         with self._lock:
             return self._states.get(schedule_id)
 
+    def recorded(self, start: datetime, end: datetime) -> set[str]:
+        """The audit's question (`worker.audit.SlotRecords`): every execution with a fire time
+        in `(start, end]`."""
+        with self._lock:
+            return {e.execution_id for e in self._executions.values()
+                    if start < e.fire_time <= end}
+
     def steal(self, execution_id: str, worker_id: str) -> None:
         """Test helper: hand a running execution to another worker, as a takeover would."""
         with self._lock:

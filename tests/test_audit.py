@@ -20,22 +20,12 @@ from worker.action import ActionContext, ActionRegistry
 from worker.audit import Audit
 from worker.ledger import State
 from worker.metrics import WorkerMetrics
-from worker.pipeline import Delivery, Pipeline
+from worker.pipeline import Pipeline
+from worker.transport import Delivery, Outcome
 
 KEY = "audit-key"
 MINUTE = datetime(2026, 3, 2, 10, 5, tzinfo=UTC)
 NOW = MINUTE + timedelta(seconds=30)
-
-
-class Records:
-    """`SlotRecords` over a MemoryLedger's executions."""
-
-    def __init__(self, ledger: MemoryLedger) -> None:
-        self.ledger = ledger
-
-    def recorded(self, start: datetime, end: datetime) -> set[str]:
-        return {e.execution_id for e in self.ledger.executions()
-                if start < e.fire_time <= end}
 
 
 class Registry:
@@ -56,7 +46,7 @@ class Replica:
     def __init__(self, ledger: MemoryLedger, registry: Registry, name: str = "w1") -> None:
         self.published: list[Message] = []
         self.metrics = WorkerMetrics()
-        self.audit = Audit(ledger, Records(ledger), registry, self._publish, worker_id=name,
+        self.audit = Audit(ledger, ledger, registry, self._publish, worker_id=name,
                            clock=lambda: NOW, horizon=timedelta(minutes=5),
                            grace=timedelta(seconds=20), audit_slots=self.metrics.audit_slots,
                            signing_key=KEY)
@@ -110,7 +100,7 @@ def test_an_unrecorded_slot_is_fired_again_as_itself_and_a_late_original_is_a_du
     pipeline = Pipeline(ledger, ActionRegistry({"custom": calls.append}), worker_id="w3",
                         signing_key=KEY, clock=lambda: NOW + timedelta(seconds=1))
     done = pipeline.handle(Delivery("audit-1", message.data, message.attributes, NOW))
-    assert done.outcome == "succeeded"
+    assert done.outcome == Outcome.SUCCEEDED
     record = ledger.get(eid)
     assert record is not None and record.trigger == "audit" and record.state is State.SUCCEEDED
     _record_slots(ledger, schedule, [slots[2]])

@@ -23,9 +23,10 @@ from worker.action import ActionContext, ActionRegistry, ActionResult
 from worker.firestore_lapsed import FirestoreLapsedClaims
 from worker.firestore_ledger import FirestoreLedger
 from worker.ledger import ClaimRequest, ClaimResult, FireMessage, State
-from worker.pipeline import Delivery, Pipeline
+from worker.pipeline import Pipeline
 from worker.reaper import Reaper
 from worker.server_clock import ServerClock, local_now
+from worker.transport import Delivery, Outcome
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 
@@ -110,7 +111,7 @@ def test_a_replica_with_a_skewed_clock_never_steals_a_live_fire(
         wait_until(lambda: bool(action.calls), "the holder's action to start")
         deadline = time.monotonic() + 3 * LEASE.total_seconds()  # the action outlives 3 leases
         while time.monotonic() < deadline:
-            assert other.pipeline.handle(delivery).outcome == "busy"
+            assert other.pipeline.handle(delivery).outcome == Outcome.BUSY
             assert other.reaper.sweep() == 0
             time.sleep(LEASE.total_seconds() / 6)
         # What the other replica's own clock would have done: judged the live lease lapsed.

@@ -34,7 +34,8 @@ from worker.actions.scion import ScionAction
 from worker.egress_transport import EgressRefused, EgressTransport, egress_client
 from worker.ledger import State
 from worker.ledger_rules import truncate_error
-from worker.pipeline import Delivery, Pipeline
+from worker.pipeline import Pipeline
+from worker.transport import Delivery, Outcome
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRE_TIME = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -357,7 +358,7 @@ def test_an_old_job_reaching_a_worker_is_recorded_failed_and_never_sent(
                         worker_id="w1", signing_key="k",
                         clock=lambda: FIRE_TIME + timedelta(seconds=2))
     delivery = Delivery("m1", message.data, message.attributes, FIRE_TIME + timedelta(seconds=1))
-    assert pipeline.handle(delivery).outcome == "failed"  # on the first attempt: no retry
+    assert pipeline.handle(delivery).outcome == Outcome.FAILED  # on the first attempt: no retry
     record = ledger.get(execution_id("ssrf", FIRE_TIME))
     assert record is not None and record.state is State.FAILED
     assert record.error is not None and reason in record.error

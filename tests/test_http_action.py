@@ -28,7 +28,8 @@ from scheduler.validation import parse_schedule, registered_action_types
 from worker.action import ActionContext, ActionError, ActionRegistry, ActionResult
 from worker.actions.http import HttpAction, IdTokenCache
 from worker.ledger import State
-from worker.pipeline import Delivery, Pipeline
+from worker.pipeline import Pipeline
+from worker.transport import Delivery, Outcome
 
 FIRE_TIME = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 LOOPBACK = EgressPolicy.parse("127.0.0.1")
@@ -269,8 +270,8 @@ def test_through_the_pipeline_the_token_is_never_logged(target: Target) -> None:
                         signing_key="k", clock=lambda: FIRE_TIME + timedelta(seconds=2))
     with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
         item = Delivery("m1", message.data, message.attributes, FIRE_TIME + timedelta(seconds=1))
-        assert pipeline.handle(item).outcome == "retry"
-        assert pipeline.handle(item).outcome == "failed"
+        assert pipeline.handle(item).outcome == Outcome.RETRY
+        assert pipeline.handle(item).outcome == Outcome.FAILED
     handler.close()
     assert len(target.requests) == 2
     assert {r.headers["Idempotency-Key"] for r in target.requests} == {

@@ -34,7 +34,8 @@ from worker.action import ActionRegistry
 from worker.actions.scion import NO_FIRE_ENDPOINT, ScionAction
 from worker.firestore_ledger import FirestoreLedger
 from worker.ledger import State
-from worker.pipeline import Delivery, Pipeline
+from worker.pipeline import Pipeline
+from worker.transport import Delivery
 
 pytestmark = pytest.mark.emulator
 

@@ -41,7 +41,8 @@ from scheduler.sync_plan import Step, compute_plan
 from scheduler.validation import schedules_from_data
 from worker.action import ActionContext, ActionRegistry
 from worker.ledger import ClaimResult, State
-from worker.pipeline import Delivery, Disposition, Pipeline
+from worker.pipeline import Pipeline
+from worker.transport import Delivery, Disposition, Outcome
 
 # `test_pipeline`'s harness fixture, here on each ledger: memory, SQLite and Firestore (emulator).
 any_ledger = test_pipeline.h
@@ -79,7 +80,7 @@ def test_the_job_publishes_ahead_and_the_worker_runs_the_fire_at_its_second() ->
     started: list[datetime] = []
     h.action.behaviour = lambda _: started.append(h.clock()) and None
     sched = schedule(cron=None, at=AT)
-    assert h.handle(delivery(sched, JOB_SLOT + timedelta(seconds=0.3))).outcome == "succeeded"
+    assert h.handle(delivery(sched, JOB_SLOT + timedelta(seconds=0.3))).outcome == Outcome.SUCCEEDED
     assert started == [AT]
     assert sum(waits) == (AT - JOB_SLOT - timedelta(seconds=0.4)).total_seconds()
     [context] = h.action.calls
@@ -93,7 +94,7 @@ def test_a_fire_delivered_at_or_after_its_second_is_not_held() -> None:
     h = Harness(now=AT)
     waits: list[float] = []
     holding(h, fake_wait(h, waits))
-    assert h.handle(delivery(schedule(cron=None, at=AT), AT)).outcome == "succeeded"
+    assert h.handle(delivery(schedule(cron=None, at=AT), AT)).outcome == Outcome.SUCCEEDED
     assert waits == [] and [c.fire_time for c in h.action.calls] == [AT]
 
 
@@ -102,9 +103,10 @@ def test_only_a_one_shot_is_held_not_an_early_cron_slot_nor_a_manual_fire() -> N
     waits: list[float] = []
     holding(h, fake_wait(h, waits))
     # Published 3 s before its slot: early only by the clocks' difference, so it runs now.
-    assert h.handle(delivery(schedule(), SLOT - timedelta(seconds=3))).outcome == "succeeded"
+    assert h.handle(delivery(schedule(), SLOT - timedelta(seconds=3))).outcome == Outcome.SUCCEEDED
     later = SLOT + timedelta(minutes=1)
-    assert h.handle(delivery(schedule(), trigger="manual", fire_time=later)).outcome == "succeeded"
+    manual = delivery(schedule(), trigger="manual", fire_time=later)
+    assert h.handle(manual).outcome == Outcome.SUCCEEDED
     assert waits == [] and [c.fire_time for c in h.action.calls] == [SLOT, later]
 
 
@@ -126,11 +128,11 @@ def test_a_duplicate_during_the_hold_is_busy_and_the_held_lease_is_renewed() -> 
     # The heartbeat keeps the held claim alive while it waits (real time, a 0.3 s lease).
     wait_for(lambda: sum(1 for e, _, ok in h.ledger.renewals if e == eid and ok) >= 2)
     busy = h.handle(delivery(sched, JOB_SLOT + timedelta(seconds=2)))
-    assert (busy.ack, busy.outcome) == (False, "busy") and h.action.calls == []
+    assert (busy.ack, busy.outcome) == (False, Outcome.BUSY) and h.action.calls == []
     release.set()
     thread.join(WAIT_S)
-    assert out == [Disposition(ack=True, outcome="succeeded")]
-    assert h.handle(delivery(sched, JOB_SLOT)).outcome == "duplicate"
+    assert out == [Disposition(ack=True, outcome=Outcome.SUCCEEDED)]
+    assert h.handle(delivery(sched, JOB_SLOT)).outcome == Outcome.DUPLICATE
     assert [c.fire_time for c in h.action.calls] == [AT]
 
 
@@ -149,12 +151,12 @@ def test_a_worker_stopping_during_the_hold_hands_the_fire_to_another_which_holds
     assert entered.wait(WAIT_S)
     stopping.set()
     thread.join(WAIT_S)
-    assert out == [Disposition(ack=False, outcome="interrupted")]
+    assert out == [Disposition(ack=False, outcome=Outcome.INTERRUPTED)]
     assert h.action.calls == []
     # Released: another replica takes it over at once, still ahead of `at`, and holds it.
     waits: list[float] = []
     other = holding(h, fake_wait(h, waits), worker_id="w2")
-    assert other.handle(delivery(sched, JOB_SLOT)).outcome == "succeeded"
+    assert other.handle(delivery(sched, JOB_SLOT)).outcome == Outcome.SUCCEEDED
     assert waits and h.clock() == AT
     [context] = h.action.calls
     assert (context.fire_time, context.attempt) == (AT, 2)
@@ -176,7 +178,7 @@ def test_a_worker_that_died_during_the_hold_is_taken_over_when_its_lease_lapses(
         return claim
 
     h.ledger.claim = spy  # type: ignore[assignment, method-assign]
-    assert h.handle(delivery(sched, JOB_SLOT)).outcome == "succeeded"
+    assert h.handle(delivery(sched, JOB_SLOT)).outcome == Outcome.SUCCEEDED
     assert claims == [ClaimResult.TAKEN_OVER] and h.clock() == AT
     assert [(c.fire_time, c.attempt) for c in h.action.calls] == [(AT, 2)]
 
@@ -186,7 +188,7 @@ def test_the_action_sees_the_exact_fire_time() -> None:
     seen: list[ActionContext] = []
     h = Harness(now=AT)
     h.action.behaviour = lambda context: seen.append(context) and None
-    assert h.handle(delivery(schedule(cron=None, at=AT), JOB_SLOT)).outcome == "succeeded"
+    assert h.handle(delivery(schedule(cron=None, at=AT), JOB_SLOT)).outcome == Outcome.SUCCEEDED
     assert seen[0].fire_time == AT and seen[0].fire_time.microsecond == 250000
 
 
@@ -228,7 +230,7 @@ def test_a_one_shot_handed_over_after_its_job_slot_is_fired_by_the_sync_and_held
     fire = plan.steps[1].message
     assert fire is not None
     delivered = Delivery("m-sync", fire.data, fire.attributes, now + timedelta(seconds=0.2))
-    assert h.handle(delivered).outcome == "succeeded"
+    assert h.handle(delivered).outcome == Outcome.SUCCEEDED
     assert [c.fire_time for c in h.action.calls] == [AT] and h.clock() == AT
     # A later sync finds the job it wrote for that `at`, and fires nothing.
     assert compute_plan([SPEC.desired_job(sched)], [sched], SPEC, now=now, grace=GRACE).is_noop
@@ -252,7 +254,7 @@ def test_a_past_due_one_shot_fires_once_as_expired_however_often_it_is_synced(
     h = scion_pipeline(any_ledger, now)
     first = h.handle(Delivery("m1", fire.data, fire.attributes, now))
     again = h.handle(Delivery("m2", fire.data, fire.attributes, now + timedelta(minutes=5)))
-    assert (first.outcome, again.outcome) == ("succeeded", "duplicate")
+    assert (first.outcome, again.outcome) == (Outcome.SUCCEEDED, Outcome.DUPLICATE)
     record = h.ledger.get(execution_id(event.id, AT))
     assert record is not None and record.trigger == "expired" and record.fire_time == AT
     assert [(c.fire_time, c.trigger) for c in h.action.calls] == [(AT, "expired")]
@@ -266,11 +268,11 @@ def test_a_one_shot_already_fired_by_its_job_is_a_duplicate_of_its_expired_fire(
     h = scion_pipeline(any_ledger, AT)
     scheduled = build_message(event, signing_key=KEY)
     assert h.handle(Delivery("m1", scheduled.data, scheduled.attributes, JOB_SLOT)).outcome \
-        == "succeeded"
+        == Outcome.SUCCEEDED
     expired = build_message(event, signing_key=KEY, trigger="expired")
     h.clock.set(AT + timedelta(hours=1))
     assert h.handle(Delivery("m2", expired.data, expired.attributes, h.clock())).outcome \
-        == "duplicate"
+        == Outcome.DUPLICATE
     assert len(h.action.calls) == 1
 
 
@@ -313,10 +315,11 @@ def test_a_hub_schedule_whose_last_slot_was_three_days_ago_still_fires_once(
     message = build_message(weekly, signing_key=KEY)
     outcomes = [h.handle(Delivery(f"m{i}", message.data, message.attributes, slot)).outcome
                 for i, slot in enumerate(mondays)]
-    assert outcomes == ["missed", "succeeded"]
+    assert outcomes == [Outcome.MISSED, Outcome.SUCCEEDED]
     assert [c.fire_time for c in h.action.calls] == [mondays[-1]]
     # A native schedule keeps its own policy: 15 minutes, so 3 days late is missed.
     native = replace(weekly, id="native-weekly", catchup_window=timedelta(minutes=15))
     late = build_message(native, signing_key=KEY)
-    assert h.handle(Delivery("m9", late.data, late.attributes, mondays[-1])).outcome == "missed"
+    late_delivery = Delivery("m9", late.data, late.attributes, mondays[-1])
+    assert h.handle(late_delivery).outcome == Outcome.MISSED
     assert len(h.action.calls) == 1

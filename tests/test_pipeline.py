@@ -24,11 +24,19 @@ from structlog.testing import capture_logs
 
 from scheduler.contract import build_message, execution_id, sign
 from scheduler.model import Action, Schedule
-from worker.action import ActionContext, ActionError, ActionRegistry, ActionResult
+from worker.action import (
+    ActionContext,
+    ActionError,
+    ActionHandler,
+    ActionRegistry,
+    ActionResult,
+)
+from worker.finishing import retry_delay
 from worker.ledger import ClaimRequest, Ledger, State
 from worker.metrics import WorkerMetrics
-from worker.pipeline import Delivery, Disposition, Pipeline, make_worker_id, retry_delay
+from worker.pipeline import Pipeline, make_worker_id
 from worker.sqlite_ledger import SqliteLedger
+from worker.transport import Delivery, Disposition, Outcome
 
 KEY = "test-signing-key"
 SLOT = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a slot of */5 * * * *
@@ -155,6 +163,21 @@ class Harness:
         assert result.result.run
 
 
+def pipeline_on(
+    ledger: Ledger, actions: ActionHandler | ActionRegistry, **options: Any
+) -> Pipeline:
+    """A pipeline on `ledger` running `actions` (a handler: the `custom` type's), as worker w1
+    with the test key and a clock two seconds past SLOT, unless `options` say otherwise."""
+    if not isinstance(actions, ActionRegistry):
+        actions = ActionRegistry({"custom": actions})
+    defaults: dict[str, Any] = {
+        "worker_id": "w1",
+        "signing_key": KEY,
+        "clock": lambda: SLOT + timedelta(seconds=2),
+    }
+    return Pipeline(ledger, actions, **{**defaults, **options})
+
+
 LEDGERS = ["memory", "sqlite", pytest.param("firestore", marks=pytest.mark.emulator)]
 on_every_ledger = pytest.mark.parametrize("h", LEDGERS, indirect=True)
 
@@ -200,7 +223,7 @@ def in_thread(fn: Callable[[], Disposition]) -> tuple[threading.Thread, list[Dis
 @on_every_ledger
 def test_runs_registered_action_once_and_records_success(h: Harness) -> None:
     sched = schedule()
-    assert h.handle(delivery(sched)) == Disposition(ack=True, outcome="succeeded")
+    assert h.handle(delivery(sched)) == Disposition(ack=True, outcome=Outcome.SUCCEEDED)
     [context] = h.action.calls
     eid = execution_id(sched.id, SLOT)
     assert context == ActionContext(
@@ -230,7 +253,7 @@ def test_duplicate_delivery_is_acked_without_running(h: Harness) -> None:
     h.handle(delivery(sched))
     # A duplicate publish of the same slot: new message ID, publish time a little later.
     again = h.handle(delivery(sched, SLOT + timedelta(seconds=3)))
-    assert again == Disposition(ack=True, outcome="duplicate")
+    assert again == Disposition(ack=True, outcome=Outcome.DUPLICATE)
     assert len(h.action.calls) == 1
     assert h.metrics.registry.get_sample_value("scion_worker_duplicates_suppressed_total") == 1
 
@@ -238,16 +261,16 @@ def test_duplicate_delivery_is_acked_without_running(h: Harness) -> None:
 def test_action_result_state_and_detail_are_recorded(h: Harness) -> None:
     h.action.behaviour = lambda _: ActionResult(State.CANCELLED, "target gone")
     sched = schedule()
-    assert h.handle(delivery(sched)).outcome == "cancelled"
+    assert h.handle(delivery(sched)).outcome == Outcome.CANCELLED
     record = h.ledger.get(execution_id(sched.id, SLOT))
     assert record is not None and record.state is State.CANCELLED and record.detail == "target gone"
 
 
 def test_manual_trigger_is_never_deduplicated_against_its_slot(h: Harness) -> None:
     sched = schedule()
-    assert h.handle(delivery(sched)).outcome == "succeeded"
+    assert h.handle(delivery(sched)).outcome == Outcome.SUCCEEDED
     manual = delivery(sched, SLOT + timedelta(seconds=5), trigger="manual", fire_time=SLOT)
-    assert h.handle(manual).outcome == "succeeded"
+    assert h.handle(manual).outcome == Outcome.SUCCEEDED
     assert [c.trigger for c in h.action.calls] == ["scheduled", "manual"]
     assert h.action.calls[0].execution_id != h.action.calls[1].execution_id
 
@@ -255,7 +278,7 @@ def test_manual_trigger_is_never_deduplicated_against_its_slot(h: Harness) -> No
 def test_manual_fire_is_never_missed(h: Harness) -> None:
     h.clock.set(SLOT + timedelta(days=2))
     manual = delivery(schedule(catchup="none"), SLOT, trigger="manual", fire_time=SLOT)
-    assert h.handle(manual).outcome == "succeeded"
+    assert h.handle(manual).outcome == Outcome.SUCCEEDED
 
 
 # Claims held elsewhere, overlap.
@@ -267,7 +290,7 @@ def test_busy_fire_is_nacked_until_the_holders_lease_ends(h: Harness) -> None:
     h.claim_as("w2", sched, SLOT, timedelta(seconds=60))
     h.clock.advance(timedelta(seconds=20))
     result = h.handle(delivery(sched))
-    assert result == Disposition(ack=False, outcome="busy", delay=timedelta(seconds=40))
+    assert result == Disposition(ack=False, outcome=Outcome.BUSY, delay=timedelta(seconds=40))
     assert h.action.calls == []
 
 
@@ -290,20 +313,15 @@ def test_a_long_running_fires_duplicate_waits_as_long_as_it_has_run(h: Harness) 
         assert h.pipeline.ledger.renew(
             execution_id(sched.id, SLOT), "w1", h.clock() + timedelta(seconds=12)
         )
-        other = Pipeline(
-            h.ledger,
-            ActionRegistry({"custom": Recorder()}),
-            worker_id="w2",
-            signing_key=KEY,
-            lease=timedelta(seconds=12),
-            clock=h.clock,
+        other = pipeline_on(
+            h.ledger, Recorder(), worker_id="w2", lease=timedelta(seconds=12), clock=h.clock
         )
         result = other.handle(delivery(sched))
-        assert result == Disposition(ack=False, outcome="busy", delay=timedelta(seconds=100))
+        assert result == Disposition(ack=False, outcome=Outcome.BUSY, delay=timedelta(seconds=100))
     finally:
         release.set()
         thread.join(WAIT_S)
-    assert out[0].outcome == "succeeded"
+    assert out[0].outcome == Outcome.SUCCEEDED
 
 
 @on_every_ledger
@@ -311,13 +329,15 @@ def test_fire_of_a_dead_holder_is_taken_over_after_its_lease(h: Harness) -> None
     sched = schedule()
     h.claim_as("w2", sched, SLOT, timedelta(seconds=60))
     h.clock.advance(timedelta(seconds=61))
-    assert h.handle(delivery(sched)).outcome == "succeeded"
+    assert h.handle(delivery(sched)).outcome == Outcome.SUCCEEDED
     assert [c.attempt for c in h.action.calls] == [2]
 
 
 @on_every_ledger
-@pytest.mark.parametrize(("overlap", "second"), [("skip", "skipped"), ("allow", "succeeded")])
-def test_overlap_policy(h: Harness, overlap: str, second: str) -> None:
+@pytest.mark.parametrize(
+    ("overlap", "second"), [("skip", Outcome.SKIPPED), ("allow", Outcome.SUCCEEDED)]
+)
+def test_overlap_policy(h: Harness, overlap: str, second: Outcome) -> None:
     sched = schedule(overlap=overlap)
     first_started, release_first = threading.Event(), threading.Event()
 
@@ -334,7 +354,7 @@ def test_overlap_policy(h: Harness, overlap: str, second: str) -> None:
     assert h.handle(delivery(sched, next_slot + timedelta(seconds=1))).outcome == second
     release_first.set()
     thread.join(WAIT_S)
-    assert first == [Disposition(ack=True, outcome="succeeded")]
+    assert first == [Disposition(ack=True, outcome=Outcome.SUCCEEDED)]
     record = h.ledger.get(execution_id(sched.id, next_slot))
     assert record is not None and record.state is State(second)
 
@@ -344,39 +364,44 @@ def test_overlap_policy(h: Harness, overlap: str, second: str) -> None:
 
 @on_every_ledger
 @pytest.mark.parametrize(
-    ("late", "outcome"), [(timedelta(minutes=4), "succeeded"), (timedelta(minutes=6), "missed")]
+    ("late", "outcome"),
+    [(timedelta(minutes=4), Outcome.SUCCEEDED), (timedelta(minutes=6), Outcome.MISSED)],
 )
-def test_catchup_window(h: Harness, late: timedelta, outcome: str) -> None:
+def test_catchup_window(h: Harness, late: timedelta, outcome: Outcome) -> None:
     sched = schedule(catchup_window=timedelta(minutes=5))
     h.clock.set(SLOT + late)
     assert h.handle(delivery(sched)).outcome == outcome
     record = h.ledger.get(execution_id(sched.id, SLOT))
     assert record is not None and record.state is State(outcome)
-    assert len(h.action.calls) == (outcome == "succeeded")
+    assert len(h.action.calls) == (outcome is Outcome.SUCCEEDED)
 
 
 @on_every_ledger
 def test_missed_fire_redelivered_is_a_duplicate(h: Harness) -> None:
     sched = schedule(catchup_window=timedelta(minutes=5))
     h.clock.set(SLOT + timedelta(hours=1))
-    assert h.handle(delivery(sched)).outcome == "missed"
-    assert h.handle(delivery(sched)).outcome == "duplicate"
+    assert h.handle(delivery(sched)).outcome == Outcome.MISSED
+    assert h.handle(delivery(sched)).outcome == Outcome.DUPLICATE
     assert h.action.calls == []
 
 
 @pytest.mark.parametrize(
-    ("late", "outcome"), [(timedelta(minutes=4), "succeeded"), (timedelta(minutes=5), "missed")]
+    ("late", "outcome"),
+    [(timedelta(minutes=4), Outcome.SUCCEEDED), (timedelta(minutes=5), Outcome.MISSED)],
 )
-def test_catchup_latest_misses_a_superseded_fire(h: Harness, late: timedelta, outcome: str) -> None:
+def test_catchup_latest_misses_a_superseded_fire(
+    h: Harness, late: timedelta, outcome: Outcome
+) -> None:
     h.clock.set(SLOT + late)  # the next slot is SLOT + 5 min
     assert h.handle(delivery(schedule(catchup="latest"))).outcome == outcome
 
 
 @pytest.mark.parametrize(
-    ("late", "outcome"), [(timedelta(seconds=30), "succeeded"), (timedelta(seconds=61), "missed")]
+    ("late", "outcome"),
+    [(timedelta(seconds=30), Outcome.SUCCEEDED), (timedelta(seconds=61), Outcome.MISSED)],
 )
 def test_catchup_none_misses_a_fire_a_minute_late(
-    h: Harness, late: timedelta, outcome: str
+    h: Harness, late: timedelta, outcome: Outcome
 ) -> None:
     h.clock.set(SLOT + late)
     assert h.handle(delivery(schedule(catchup="none"))).outcome == outcome
@@ -387,10 +412,10 @@ def test_retry_delivered_after_the_window_is_still_taken_over(h: Harness) -> Non
     """The window is about starting late; a fire that started in time keeps its retries."""
     sched = schedule(catchup_window=timedelta(minutes=5))
     h.action.behaviour = lambda _: (_ for _ in ()).throw(ActionError("503", retryable=True))
-    assert h.handle(delivery(sched)).outcome == "retry"
+    assert h.handle(delivery(sched)).outcome == Outcome.RETRY
     h.action.behaviour = None
     h.clock.set(SLOT + timedelta(minutes=30))
-    assert h.handle(delivery(sched)).outcome == "succeeded"
+    assert h.handle(delivery(sched)).outcome == Outcome.SUCCEEDED
     assert [c.attempt for c in h.action.calls] == [1, 2]
 
 
@@ -401,11 +426,11 @@ def test_one_shot_runs_only_at_its_own_time(h: Harness) -> None:
     next_year = at.replace(year=2027)
     h.clock.set(next_year + timedelta(seconds=2))
     assert h.handle(delivery(sched, next_year + timedelta(seconds=1))) == Disposition(
-        ack=True, outcome="not_due"
+        ack=True, outcome=Outcome.NOT_DUE
     )
     assert h.ledger.history(sched.id) == []
     h.clock.set(at + timedelta(seconds=2))
-    assert h.handle(delivery(sched, at + timedelta(seconds=1))).outcome == "succeeded"
+    assert h.handle(delivery(sched, at + timedelta(seconds=1))).outcome == Outcome.SUCCEEDED
     assert [c.fire_time for c in h.action.calls] == [at]
 
 
@@ -424,14 +449,14 @@ def test_retryable_failure_is_retried_then_failed_at_max_attempts(h: Harness) ->
     sched = schedule(max_attempts=2)
     h.action.behaviour = fail_with(ActionError("HTTP 503", retryable=True))
     assert h.handle(delivery(sched)) == Disposition(
-        ack=False, outcome="retry", delay=retry_delay(1)
+        ack=False, outcome=Outcome.RETRY, delay=retry_delay(1)
     )
     eid = execution_id(sched.id, SLOT)
     record = h.ledger.get(eid)
     assert record is not None and record.state is State.RUNNING and record.error == "HTTP 503"
     # The redelivery (same message, Pub/Sub backoff later) takes the released fire over at once.
     h.clock.advance(timedelta(seconds=10))
-    assert h.handle(delivery(sched)) == Disposition(ack=True, outcome="failed")
+    assert h.handle(delivery(sched)) == Disposition(ack=True, outcome=Outcome.FAILED)
     record = h.ledger.get(eid)
     assert record is not None and record.state is State.FAILED and record.attempt == 2
     assert [c.attempt for c in h.action.calls] == [1, 2]
@@ -439,14 +464,14 @@ def test_retryable_failure_is_retried_then_failed_at_max_attempts(h: Harness) ->
 
 def test_unexpected_exception_is_retryable(h: Harness) -> None:
     h.action.behaviour = fail_with(RuntimeError("boom"))
-    assert h.handle(delivery(schedule())).outcome == "retry"
+    assert h.handle(delivery(schedule())).outcome == Outcome.RETRY
     record = h.ledger.get(execution_id("team/report", SLOT))
     assert record is not None and record.error == "RuntimeError: boom"
 
 
 def test_non_retryable_failure_fails_at_once(h: Harness) -> None:
     h.action.behaviour = fail_with(ActionError("HTTP 404: not found", retryable=False))
-    assert h.handle(delivery(schedule())) == Disposition(ack=True, outcome="failed")
+    assert h.handle(delivery(schedule())) == Disposition(ack=True, outcome=Outcome.FAILED)
     record = h.ledger.get(execution_id("team/report", SLOT))
     assert (
         record is not None
@@ -461,7 +486,7 @@ def test_takeover_beyond_max_attempts_fails_without_running(h: Harness) -> None:
     sched = schedule(max_attempts=1)
     h.claim_as("crashed", sched, SLOT, timedelta(seconds=60))
     h.clock.advance(timedelta(minutes=2))
-    assert h.handle(delivery(sched)) == Disposition(ack=True, outcome="failed")
+    assert h.handle(delivery(sched)) == Disposition(ack=True, outcome=Outcome.FAILED)
     record = h.ledger.get(execution_id(sched.id, SLOT))
     assert record is not None and record.error == "max attempts exhausted" and record.attempt == 2
     assert h.action.calls == []
@@ -478,7 +503,7 @@ def test_malformed_message_is_acked_or_dead_lettered(
     attributes["signature"] = sign(b"not json", attributes, KEY)
     poison = Delivery("m-poison", b"not json", attributes, SLOT, delivery_attempt)
     with capture_logs() as logs:
-        assert h.handle(poison) == Disposition(ack=ack, outcome="rejected")
+        assert h.handle(poison) == Disposition(ack=ack, outcome=Outcome.REJECTED)
     assert any(e["event"] == "message rejected" and "not JSON" in e["reason"] for e in logs)
     assert (
         h.metrics.registry.get_sample_value(
@@ -491,20 +516,20 @@ def test_malformed_message_is_acked_or_dead_lettered(
 @pytest.mark.parametrize("key", ["another-deployments-key", None])
 def test_forged_or_unsigned_message_is_rejected(h: Harness, key: str | None) -> None:
     sched = schedule()
-    assert h.handle(delivery(sched, key=key)) == Disposition(ack=True, outcome="rejected")
+    assert h.handle(delivery(sched, key=key)) == Disposition(ack=True, outcome=Outcome.REJECTED)
     assert h.action.calls == [] and h.ledger.history(sched.id) == []
 
 
 def test_tampered_message_is_rejected(h: Harness) -> None:
     genuine = delivery(schedule())
     tampered = replace(genuine, data=genuine.data.replace(b'"ops"', b'"evil"', 1))
-    assert h.handle(tampered).outcome == "rejected"
+    assert h.handle(tampered).outcome == Outcome.REJECTED
 
 
 def test_unknown_action_type_is_rejected_like_a_malformed_message(h: Harness) -> None:
     sched = schedule(action=Action("not-registered-anywhere", {}))
     assert h.handle(delivery(sched, delivery_attempt=1)) == Disposition(
-        ack=False, outcome="rejected"
+        ack=False, outcome=Outcome.REJECTED
     )
     assert h.ledger.history(sched.id) == []
 
@@ -520,7 +545,7 @@ def test_heartbeat_renews_the_lease_during_a_long_action() -> None:
         wait_for(lambda: sum(1 for e, _, ok in h.ledger.renewals if e == eid and ok) >= 2)
 
     h.action.behaviour = long_action
-    assert h.handle(delivery(schedule())).outcome == "succeeded"
+    assert h.handle(delivery(schedule())).outcome == Outcome.SUCCEEDED
 
 
 def test_lost_lease_leaves_the_outcome_to_the_new_holder() -> None:
@@ -533,7 +558,7 @@ def test_lost_lease_leaves_the_outcome_to_the_new_holder() -> None:
 
     h.action.behaviour = taken_over_meanwhile
     with capture_logs() as logs:
-        assert h.handle(delivery(schedule())) == Disposition(ack=True, outcome="lost")
+        assert h.handle(delivery(schedule())) == Disposition(ack=True, outcome=Outcome.LOST)
     record = h.ledger.get(eid)
     assert record is not None and record.state is State.RUNNING and record.worker_id == "w2"
     assert any(e["event"].startswith("lease lost") for e in logs)
@@ -543,7 +568,8 @@ def test_stopping_before_the_claim_returns_the_delivery_unclaimed(h: Harness) ->
     stopping = threading.Event()
     stopping.set()
     sched = schedule()
-    assert h.handle(delivery(sched), stopping) == Disposition(ack=False, outcome="interrupted")
+    interrupted = Disposition(ack=False, outcome=Outcome.INTERRUPTED)
+    assert h.handle(delivery(sched), stopping) == interrupted
     assert h.action.calls == [] and h.ledger.history(sched.id) == []
 
 
@@ -565,7 +591,7 @@ def test_release_running_hands_the_fire_to_another_worker(h: Harness) -> None:
     h.claim_as("w2", sched, SLOT, timedelta(seconds=60))
     finish.set()
     thread.join(WAIT_S)
-    assert out == [Disposition(ack=True, outcome="lost")]
+    assert out == [Disposition(ack=True, outcome=Outcome.LOST)]
 
 
 # Infrastructure failures, logs, ids.
@@ -577,15 +603,9 @@ class BrokenLedger(MemoryLedger):
 
 
 def test_store_failure_nacks_for_a_later_retry() -> None:
-    pipeline = Pipeline(
-        BrokenLedger(),
-        ActionRegistry({"custom": Recorder()}),
-        worker_id="w1",
-        signing_key=KEY,
-        clock=lambda: SLOT + timedelta(seconds=2),
-    )
+    pipeline = pipeline_on(BrokenLedger(), Recorder())
     result = pipeline.handle(delivery(schedule()))
-    assert not result.ack and result.outcome == "error" and result.delay is not None
+    assert not result.ack and result.outcome == Outcome.ERROR and result.delay is not None
 
 
 @pytest.fixture
@@ -610,20 +630,14 @@ def test_every_log_line_about_a_fire_carries_its_context(
 
 def test_a_propagated_trace_is_bound_to_the_fires_log_lines(logs: list[dict[str, Any]]) -> None:
     # Unsigned: the Pub/Sub client adds its trace attribute after the publisher signed.
-    pipeline = Pipeline(
-        MemoryLedger(),
-        ActionRegistry({"custom": Recorder()}),
-        worker_id="w1",
-        clock=lambda: SLOT + timedelta(seconds=2),
-        trace_project="proj",
-    )
+    pipeline = pipeline_on(MemoryLedger(), Recorder(), trace_project="proj", signing_key=None)
     item = delivery(schedule(), key=None)
     trace_id = "ab" * 16
     traced = replace(
         item,
         attributes={**item.attributes, "googclient_traceparent": f"00-{trace_id}-{'cd' * 8}-01"},
     )
-    assert pipeline.handle(traced).outcome == "succeeded"
+    assert pipeline.handle(traced).outcome == Outcome.SUCCEEDED
     assert logs and all(e["trace"] == f"projects/proj/traces/{trace_id}" for e in logs)
 
 
@@ -652,8 +666,8 @@ def test_concurrent_deliveries_of_one_fire_run_it_once(h: Harness) -> None:
     for t in threads:
         t.join(WAIT_S)
     assert len(h.action.calls) == 1 and len(results) == 8
-    assert [r.outcome for r in results].count("succeeded") == 1
-    assert {r.outcome for r in results} <= {"succeeded", "busy", "duplicate"}
+    assert [r.outcome for r in results].count(Outcome.SUCCEEDED) == 1
+    assert {r.outcome for r in results} <= {Outcome.SUCCEEDED, Outcome.BUSY, Outcome.DUPLICATE}
 
 
 class BrokenRecordLedger(MemoryLedger):
@@ -663,20 +677,15 @@ class BrokenRecordLedger(MemoryLedger):
 
 def test_a_missed_fire_that_cannot_be_recorded_is_retried_not_run() -> None:
     recorder = Recorder()
-    pipeline = Pipeline(
-        BrokenRecordLedger(),
-        ActionRegistry({"custom": recorder}),
-        worker_id="w1",
-        signing_key=KEY,
-        clock=lambda: SLOT + timedelta(hours=1),
-    )
+    late = SLOT + timedelta(hours=1)
+    pipeline = pipeline_on(BrokenRecordLedger(), recorder, clock=lambda: late)
     result = pipeline.handle(delivery(schedule()))
-    assert not result.ack and result.outcome == "error" and recorder.calls == []
+    assert not result.ack and result.outcome == Outcome.ERROR and recorder.calls == []
 
 
 def test_an_action_returning_a_non_final_state_fails(h: Harness) -> None:
     h.action.behaviour = lambda _: ActionResult(State.RUNNING)
-    assert h.handle(delivery(schedule())).outcome == "failed"
+    assert h.handle(delivery(schedule())).outcome == Outcome.FAILED
 
 
 class BrokenPluginRegistry(ActionRegistry):
@@ -685,14 +694,8 @@ class BrokenPluginRegistry(ActionRegistry):
 
 
 def test_a_broken_plugin_rejects_the_message_without_crashing() -> None:
-    pipeline = Pipeline(
-        MemoryLedger(),
-        BrokenPluginRegistry(),
-        worker_id="w1",
-        signing_key=KEY,
-        clock=lambda: SLOT + timedelta(seconds=2),
-    )
-    assert pipeline.handle(delivery(schedule())) == Disposition(ack=True, outcome="rejected")
+    pipeline = pipeline_on(MemoryLedger(), BrokenPluginRegistry())
+    assert pipeline.handle(delivery(schedule())) == Disposition(ack=True, outcome=Outcome.REJECTED)
 
 
 # Retries inside the worker (`retry_budget`): the broker's redelivery is not relied on.
@@ -700,11 +703,11 @@ def test_a_broken_plugin_rejects_the_message_without_crashing() -> None:
 
 @pytest.fixture
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    import worker.pipeline as pipeline_module
+    import worker.finishing as finishing
 
-    monkeypatch.setattr(pipeline_module, "RETRY_BASE_DELAY", timedelta(milliseconds=10))
-    monkeypatch.setattr(pipeline_module, "STORE_RETRY_DELAY", timedelta(milliseconds=10))
-    monkeypatch.setattr(pipeline_module, "FINISH_RETRY_DELAY", timedelta(milliseconds=10))
+    monkeypatch.setattr(finishing, "RETRY_BASE_DELAY", timedelta(milliseconds=10))
+    monkeypatch.setattr(finishing, "STORE_RETRY_DELAY", timedelta(milliseconds=10))
+    monkeypatch.setattr(finishing, "FINISH_RETRY_DELAY", timedelta(milliseconds=10))
 
 
 class FlakyLedger(MemoryLedger):
@@ -729,14 +732,7 @@ class FlakyLedger(MemoryLedger):
 
 
 def in_process(ledger: Ledger, recorder: Recorder) -> Pipeline:
-    return Pipeline(
-        ledger,
-        ActionRegistry({"custom": recorder}),
-        worker_id="w1",
-        signing_key=KEY,
-        clock=lambda: SLOT + timedelta(seconds=2),
-        retry_budget=timedelta(seconds=5),
-    )
+    return pipeline_on(ledger, recorder, retry_budget=timedelta(seconds=5))
 
 
 @pytest.mark.usefixtures("fast_retries")
@@ -751,7 +747,7 @@ def test_a_target_that_recovers_within_max_attempts_succeeds_in_one_delivery() -
 
     ledger, recorder = MemoryLedger(), Recorder(behaviour)
     assert in_process(ledger, recorder).handle(delivery(schedule())) == Disposition(
-        ack=True, outcome="succeeded"
+        ack=True, outcome=Outcome.SUCCEEDED
     )
     assert [c.attempt for c in recorder.calls] == [1, 2, 3]
     record = ledger.get(execution_id("team/report", SLOT))
@@ -763,7 +759,7 @@ def test_a_store_outage_is_waited_out_and_a_finished_action_never_runs_again() -
     """Claims fail, then the finish fails after the action ran: the claim is retried, and the
     finish is retried while the execution is held, so the action runs exactly once."""
     ledger, recorder = FlakyLedger(failures=3), Recorder()
-    assert in_process(ledger, recorder).handle(delivery(schedule())).outcome == "succeeded"
+    assert in_process(ledger, recorder).handle(delivery(schedule())).outcome == Outcome.SUCCEEDED
     assert len(recorder.calls) == 1
     record = ledger.get(execution_id("team/report", SLOT))
     assert record is not None and record.state is State.SUCCEEDED
@@ -772,17 +768,10 @@ def test_a_store_outage_is_waited_out_and_a_finished_action_never_runs_again() -
 @pytest.mark.usefixtures("fast_retries")
 def test_retries_beyond_the_budget_go_back_to_the_transport() -> None:
     recorder = Recorder(fail_with(ActionError("HTTP 503", retryable=True)))
-    pipeline = Pipeline(
-        MemoryLedger(),
-        ActionRegistry({"custom": recorder}),
-        worker_id="w1",
-        signing_key=KEY,
-        clock=lambda: SLOT + timedelta(seconds=2),
-        retry_budget=timedelta(milliseconds=25),
-    )
+    pipeline = pipeline_on(MemoryLedger(), recorder, retry_budget=timedelta(milliseconds=25))
     result = pipeline.handle(delivery(schedule()))
     # 10 ms then 20 ms: the second wait would pass the 25 ms budget.
-    assert result.outcome == "retry" and not result.ack and result.delay is not None
+    assert result.outcome == Outcome.RETRY and not result.ack and result.delay is not None
     assert [c.attempt for c in recorder.calls] == [1, 2]
 
 
@@ -810,19 +799,12 @@ class SlowClaimLedger(MemoryLedger):
 def test_a_claim_whose_lease_lapsed_on_the_way_is_renewed_before_the_action(taken: bool) -> None:
     clock = FakeClock(SLOT + timedelta(seconds=2))
     ledger, recorder = SlowClaimLedger(clock, timedelta(seconds=61), taken), Recorder()
-    pipeline = Pipeline(
-        ledger,
-        ActionRegistry({"custom": recorder}),
-        worker_id="w1",
-        signing_key=KEY,
-        clock=clock,
-        lease=timedelta(seconds=60),
-    )
+    pipeline = pipeline_on(ledger, recorder, clock=clock, lease=timedelta(seconds=60))
     result = pipeline.handle(delivery(schedule()))
     if taken:
-        assert result == Disposition(ack=True, outcome="lost") and recorder.calls == []
+        assert result == Disposition(ack=True, outcome=Outcome.LOST) and recorder.calls == []
     else:
-        assert result.outcome == "succeeded" and len(recorder.calls) == 1
+        assert result.outcome == Outcome.SUCCEEDED and len(recorder.calls) == 1
 
 
 def test_a_second_delivery_of_a_fire_this_process_is_running_waits() -> None:
@@ -834,13 +816,7 @@ def test_a_second_delivery_of_a_fire_this_process_is_running_waits() -> None:
         return None
 
     recorder = Recorder(behaviour)
-    pipeline = Pipeline(
-        MemoryLedger(),
-        ActionRegistry({"custom": recorder}),
-        worker_id="w1",
-        signing_key=KEY,
-        clock=lambda: SLOT + timedelta(seconds=2),
-    )
+    pipeline = pipeline_on(MemoryLedger(), recorder)
     first: list[Disposition] = []
     thread = threading.Thread(target=lambda: first.append(pipeline.handle(delivery(schedule()))))
     thread.start()
@@ -848,8 +824,8 @@ def test_a_second_delivery_of_a_fire_this_process_is_running_waits() -> None:
     second = pipeline.handle(delivery(schedule()))
     release.set()
     thread.join(10)
-    assert second.outcome == "busy" and not second.ack
-    assert first[0].outcome == "succeeded" and len(recorder.calls) == 1
+    assert second.outcome == Outcome.BUSY and not second.ack
+    assert first[0].outcome == Outcome.SUCCEEDED and len(recorder.calls) == 1
 
 
 def test_a_duplicate_elsewhere_during_a_retry_wait_finds_the_fire_busy(
@@ -857,9 +833,9 @@ def test_a_duplicate_elsewhere_during_a_retry_wait_finds_the_fire_busy(
 ) -> None:
     """The worker takes a released fire back before it waits to retry, so a duplicate delivered
     to another worker meanwhile spends no attempt of its own."""
-    import worker.pipeline as pipeline_module
+    import worker.finishing as finishing
 
-    monkeypatch.setattr(pipeline_module, "RETRY_BASE_DELAY", timedelta(milliseconds=500))
+    monkeypatch.setattr(finishing, "RETRY_BASE_DELAY", timedelta(milliseconds=500))
     ledger, failures = MemoryLedger(), iter([ActionError("HTTP 503", retryable=True)])
 
     def behaviour(_: ActionContext) -> ActionResult | None:
@@ -870,14 +846,7 @@ def test_a_duplicate_elsewhere_during_a_retry_wait_finds_the_fire_busy(
 
     first, other = Recorder(behaviour), Recorder()
     workers = [
-        Pipeline(
-            ledger,
-            ActionRegistry({"custom": recorder}),
-            worker_id=name,
-            signing_key=KEY,
-            clock=lambda: SLOT + timedelta(seconds=2),
-            retry_budget=timedelta(seconds=5),
-        )
+        pipeline_on(ledger, recorder, worker_id=name, retry_budget=timedelta(seconds=5))
         for name, recorder in (("w1", first), ("w2", other))
     ]
     results: list[Disposition] = []
@@ -889,7 +858,7 @@ def test_a_duplicate_elsewhere_during_a_retry_wait_finds_the_fire_busy(
     while not first.calls and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(0.1)  # inside the 500 ms wait
-    assert workers[1].handle(delivery(schedule())).outcome == "busy"
+    assert workers[1].handle(delivery(schedule())).outcome == Outcome.BUSY
     thread.join(10)
-    assert results[0].outcome == "succeeded" and other.calls == []
+    assert results[0].outcome == Outcome.SUCCEEDED and other.calls == []
     assert [c.attempt for c in first.calls] == [1, 2]

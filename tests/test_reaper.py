@@ -17,9 +17,10 @@ from scheduler.contract import build_message, execution_id
 from scheduler.model import Action, Schedule
 from worker.action import ActionContext, ActionRegistry, ActionResult
 from worker.ledger import ClaimRequest, Execution, FireMessage, State
-from worker.pipeline import Delivery, Pipeline
+from worker.pipeline import Pipeline
 from worker.reaper import Reaper
 from worker.sqlite_ledger import SqliteLedger
+from worker.transport import Delivery, Outcome
 
 KEY = "reaper-key"
 SLOT = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -166,7 +167,7 @@ def test_overlap_skip_across_a_slot_runs_both_fires_and_skips_neither(ledger: Sq
         third = message_of(sched, nxt + timedelta(minutes=1))
         outcome = pipeline.handle(Delivery(third.message_id, third.data, third.attributes,
                                            third.published_at)).outcome
-        assert outcome == "skipped"
+        assert outcome == Outcome.SKIPPED
     finally:
         action.gate.set()
         thread.join(WAIT_S)

@@ -24,7 +24,8 @@ from worker.action import ActionContext, ActionError, ActionRegistry
 from worker.actions.http import IdTokenCache
 from worker.actions.scion import ScionAction, fire_body, fire_url
 from worker.ledger import State
-from worker.pipeline import Delivery, Pipeline
+from worker.pipeline import Pipeline
+from worker.transport import Delivery, Outcome
 
 FIRE_TIME = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 TOKEN = "s3cret-token"
@@ -275,7 +276,7 @@ def test_registered_as_the_scion_entry_point() -> None:
     assert isinstance(ActionRegistry().get("scion"), ScionAction)
 
 
-def _deliver(pipeline: Pipeline, s: Schedule, published_at: datetime) -> str:
+def _deliver(pipeline: Pipeline, s: Schedule, published_at: datetime) -> Outcome:
     message = build_message(s)
     return pipeline.handle(
         Delivery(new_id(), message.data, message.attributes, published_at)
@@ -283,12 +284,12 @@ def _deliver(pipeline: Pipeline, s: Schedule, published_at: datetime) -> str:
 
 
 @pytest.mark.parametrize(("switch", "outcome", "state", "detail"), [
-    (None, "succeeded", State.SUCCEEDED, "HTTP 200"),
-    (409, "succeeded", State.SUCCEEDED, "duplicate"),
-    (410, "cancelled", State.CANCELLED, "gone at the hub: answered by a switch"),
+    (None, Outcome.SUCCEEDED, State.SUCCEEDED, "HTTP 200"),
+    (409, Outcome.SUCCEEDED, State.SUCCEEDED, "duplicate"),
+    (410, Outcome.CANCELLED, State.CANCELLED, "gone at the hub: answered by a switch"),
 ])
 def test_the_pipeline_records_what_the_hub_answered(
-        hub: ReferenceHub, switch: int | None, outcome: str, state: State, detail: str) -> None:
+        hub: ReferenceHub, switch: int | None, outcome: Outcome, state: State, detail: str) -> None:
     (s,) = schedules_from_data(
         envelope("schedules", [schedule(cron="* * * * *")]), format="scion"
     ).schedules

@@ -43,8 +43,9 @@ from worker.action import ActionRegistry
 from worker.actions.scion import ScionAction
 from worker.firestore_ledger import FirestoreLedger
 from worker.ledger import FINAL_STATES, Execution, State
-from worker.pipeline import Delivery, Pipeline
+from worker.pipeline import Pipeline
 from worker.queue_transport import QueueTransport
+from worker.transport import Delivery
 
 pytestmark = pytest.mark.emulator
 

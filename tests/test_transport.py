@@ -21,13 +21,14 @@ import pytest
 from scheduler.config import Settings
 from worker import cli
 from worker.health import HealthServer
+from worker.ledger import FINAL_STATES
 from worker.metrics import WorkerMetrics
-from worker.pipeline import Delivery, Disposition
 from worker.pubsub_transport import PubSubTransport
 from worker.queue_transport import QueueTransport
+from worker.transport import Delivery, Disposition, Outcome
 
 WAIT_S = 30.0  # an upper bound for something to happen; no test depends on its size
-ACK = Disposition(ack=True, outcome="succeeded")
+ACK = Disposition(ack=True, outcome=Outcome.SUCCEEDED)
 
 
 def wait_for(
@@ -92,7 +93,7 @@ def delivery(message_id: str = "m1") -> Delivery:
 
 def test_queue_transport_acks_and_redelivers_after_the_nack_delay() -> None:
     recorder = Recorder(lambda _d, n: ACK if n > 1 else Disposition(
-        ack=False, outcome="busy", delay=timedelta(seconds=0.2)))
+        ack=False, outcome=Outcome.BUSY, delay=timedelta(seconds=0.2)))
     transport = QueueTransport(executors=2)
     running = Running(transport, recorder)
     try:
@@ -109,7 +110,8 @@ def test_queue_transport_acks_and_redelivers_after_the_nack_delay() -> None:
 
 
 def test_queue_transport_backs_off_exponentially_without_a_delay() -> None:
-    recorder = Recorder(lambda _d, n: ACK if n > 3 else Disposition(ack=False, outcome="retry"))
+    retry = Disposition(ack=False, outcome=Outcome.RETRY)
+    recorder = Recorder(lambda _d, n: ACK if n > 3 else retry)
     transport = QueueTransport(
         min_backoff=timedelta(seconds=0.1), max_backoff=timedelta(seconds=0.2)
     )
@@ -255,7 +257,7 @@ def test_pubsub_transport_nack_with_delay_redelivers_after_the_delay(
     subscription: Subscription,
 ) -> None:
     recorder = Recorder(lambda _d, n: ACK if n > 1 else Disposition(
-        ack=False, outcome="busy", delay=timedelta(seconds=3)))
+        ack=False, outcome=Outcome.BUSY, delay=timedelta(seconds=3)))
     transport = subscription.transport()
     running = Running(transport, recorder)
     try:
@@ -277,7 +279,7 @@ def test_pubsub_transport_nack_and_raising_handler_redeliver_at_once(
         if n == 1 and d.attributes.get("kind") == "raise":
             raise RuntimeError("handler bug")
         if n == 1:
-            return Disposition(ack=False, outcome="retry")
+            return Disposition(ack=False, outcome=Outcome.RETRY)
         return ACK
 
     recorder = Recorder(respond)
@@ -478,3 +480,16 @@ def test_run_requires_project_and_subscription(monkeypatch: pytest.MonkeyPatch,
     assert cli.main(["run", "--health-port", "0"]) == 2
     err = capsys.readouterr().err
     assert "SCION_SCHEDULER_PROJECT" in err
+
+
+def test_outcomes_keep_their_strings_and_name_every_final_state() -> None:
+    # The strings are the `outcome` label of `scion_worker_executions` and the log field:
+    # dashboards and alerts match them, so they never change.
+    assert [str(outcome) for outcome in Outcome] == [
+        "succeeded", "failed", "cancelled", "skipped", "missed", "duplicate", "busy", "not_due",
+        "retry", "rejected", "interrupted", "lost", "error"]
+    assert all(Outcome(state.value) == state for state in FINAL_STATES)
+    metrics = WorkerMetrics()
+    metrics.executions.labels(Outcome.NOT_DUE).inc()
+    assert metrics.registry.get_sample_value(
+        "scion_worker_executions_total", {"outcome": "not_due"}) == 1.0

@@ -34,7 +34,7 @@ from scheduler.model import format_instant
 from scheduler.registry import Entry, ScheduleRegistry
 from worker.firestore_ledger import FirestoreLedger
 from worker.firestore_slots import FirestoreSlotRecords
-from worker.ledger import DEFAULT_RETENTION, ClaimRequest, Execution, Ledger, State
+from worker.ledger import DEFAULT_RETENTION, ClaimRequest, Ledger, State, missed_execution
 from worker.metrics import WorkerMetrics
 
 log = get_logger(__name__)
@@ -176,11 +176,9 @@ class Audit:
             log.warning("slot never fired or recorded; fired again by the audit",
                         message_id=message_id, **fields)
             return True
-        written = self._ledger.record(Execution(
-            execution_id=slot.execution_id, schedule_id=schedule.id, fire_time=slot.fire_time,
-            trigger="audit", state=State.MISSED, attempt=0, created_at=now,
-            expire_at=now + self._retention, worker_id=self._worker_id, finished_at=now,
-            error=f"never delivered; {reason}"))
+        written = self._ledger.record(missed_execution(
+            slot.execution_id, schedule.id, slot.fire_time, "audit", worker_id=self._worker_id,
+            now=now, retention=self._retention, error=f"never delivered; {reason}"))
         if written:
             log.warning("slot never fired or recorded; recorded missed by the audit",
                         reason=reason, **fields)

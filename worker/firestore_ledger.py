@@ -146,7 +146,7 @@ class FirestoreLedger(HolderChanges):
         # Every read and commit of a decision goes through these, batched with other threads'.
         self.batches = FirestoreBatches(self._wire, max_batch=max_batch)
         # The records this process wrote and still holds, and those it finished.
-        self.fires = HeldFires()
+        self.fires: HeldFires[Held] = HeldFires()
         self._claiming = KeyedLocks()
         self._claim_prefix = secrets.token_hex(8) + "-"
         self._claim_numbers = itertools.count()

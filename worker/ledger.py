@@ -129,6 +129,34 @@ class Execution:
     message: FireMessage | None = None
 
 
+def missed_execution(
+    execution_id: str,
+    schedule_id: str,
+    fire_time: datetime,
+    trigger: str,
+    *,
+    worker_id: str,
+    now: datetime,
+    retention: timedelta,
+    error: str,
+) -> Execution:
+    """The final record of a fire that never started (too late, or never delivered), written
+    at `now` by `worker_id` and kept for `retention`; `error` says why."""
+    return Execution(
+        execution_id=execution_id,
+        schedule_id=schedule_id,
+        fire_time=fire_time,
+        trigger=trigger,
+        state=State.MISSED,
+        attempt=0,
+        created_at=now,
+        expire_at=now + retention,
+        worker_id=worker_id,
+        finished_at=now,
+        error=error,
+    )
+
+
 @dataclass(frozen=True)
 class ClaimRequest:
     """Everything a claim needs; `now` is passed in so that tests control the clock."""

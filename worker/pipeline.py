@@ -5,7 +5,9 @@ keeps the ledger.
     one-shot until its `at` -> run the action (the lease renewed by a heartbeat) -> record the
     outcome -> a `Disposition`
 
-Every step is a small method; `Pipeline.handle` reads top to bottom as the policy. The
+Every step is a small method on one value, the fire's `worker.attempt.Attempt`;
+`Pipeline.handle` reads top to bottom as the policy. The leases held while actions run are
+`worker.leases`, and recording what became of an action is `worker.finishing`. The
 transport turns the `Disposition` into an ack or a nack (with a delay where it can), and never
 has to know why. `handle` never raises: a message that cannot be handled is logged with its
 reason and disposed of (see `Pipeline._reject`), and a store that fails is retried through
@@ -19,13 +21,9 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
-
-import structlog
 
 from scheduler.clock import utc_now
 from scheduler.contract import (
@@ -33,33 +31,28 @@ from scheduler.contract import (
     ATTR_TRIGGER,
     TRIGGERS,
     ContractError,
-    Fire,
     decode_message,
-    execution_id,
 )
-from scheduler.cron import DEFAULT_SKEW, is_slot
-from scheduler.due import missed_reason
+from scheduler.cron import DEFAULT_SKEW
 from scheduler.logs import bound, get_logger
 from scheduler.model import format_instant
-from worker.action import ActionContext, ActionError, ActionHandler, ActionRegistry, ActionResult
+from worker.action import ActionRegistry, ActionResult
+from worker.attempt import Attempt
+from worker.finishing import Finisher, store_unavailable
+from worker.leases import LeaseKeeper
 from worker.ledger import (
     DEFAULT_RETENTION,
-    FINAL_STATES,
     Claim,
-    ClaimRequest,
     ClaimResult,
     Execution,
-    FireMessage,
     Ledger,
     State,
-    kept_message,
 )
 from worker.metrics import WorkerMetrics
+from worker.transport import Delivery, Disposition, Outcome
 
 log = get_logger(__name__)
 
-# A delivery that finds the ledger unavailable comes back after this long.
-STORE_RETRY_DELAY = timedelta(seconds=10)
 # Never ask for a redelivery sooner than this: a lease about to lapse is still live for a moment.
 MIN_BUSY_DELAY = timedelta(seconds=1)
 # Pub/Sub's longest ack deadline, the longest a nack can delay a redelivery.
@@ -67,19 +60,9 @@ MAX_BUSY_DELAY = timedelta(seconds=600)
 # The claim lease: a dead worker's fire is taken over within it plus one reaper interval (the
 # README's failure model has the whole budget). Renewed every third of it while an action runs.
 DEFAULT_LEASE = timedelta(seconds=12)
-# A retryable action failure is retried by this worker, not left to the subscription's retry
-# policy: the broker's nack backoff grows to minutes (10-600 s by Terraform's defaults) and the
-# Pub/Sub emulator was seen holding nacked fires far beyond it (see `worker.pubsub_transport`).
-# The waits double from RETRY_BASE_DELAY up to RETRY_MAX_DELAY: with the default 5 attempts the
-# last one starts 30 s after the first, so a target that recovers within 30 s succeeds.
-RETRY_BASE_DELAY = timedelta(seconds=2)
-RETRY_MAX_DELAY = timedelta(seconds=30)
 # How long one delivery may wait in this worker for its retries and for the store to come back,
 # in total, before it is handed back to Pub/Sub (with a delay) instead.
 IN_PROCESS_RETRY_BUDGET = timedelta(seconds=120)
-# While the action's outcome cannot be recorded, the finish is retried this often as long as
-# this worker holds the execution (the heartbeat renews its lease meanwhile).
-FINISH_RETRY_DELAY = timedelta(seconds=1)
 # Pub/Sub's OpenTelemetry propagation stores the W3C `traceparent` under this attribute.
 TRACEPARENT_ATTRIBUTE = "googclient_traceparent"
 
@@ -92,9 +75,6 @@ def _wait(delay: timedelta, stopping: threading.Event | None) -> bool:
     return not stopping.wait(delay.total_seconds())
 
 
-def retry_delay(attempt: int) -> timedelta:
-    """The wait before the attempt after `attempt` (1-based): doubling, capped."""
-    return min(RETRY_BASE_DELAY * (1 << min(max(0, attempt - 1), 16)), RETRY_MAX_DELAY)
 def wait_on(event: threading.Event, seconds: float) -> bool:
     """Wait up to `seconds` for `event`; True when it was set (the pipeline's waiting seam)."""
     return event.wait(seconds)
@@ -103,44 +83,6 @@ def wait_on(event: threading.Event, seconds: float) -> bool:
 def make_worker_id() -> str:
     """A worker ID unique across replicas and restarts: `{hostname}-{pid}-{4 random hex}`."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One message as the transport received it. `delivery_attempt` is set only by a
-    subscription with a dead-letter policy (Pub/Sub counts attempts only then)."""
-
-    message_id: str
-    data: bytes
-    attributes: Mapping[str, str]
-    published_at: datetime
-    delivery_attempt: int | None = None
-
-
-@dataclass(frozen=True)
-class Disposition:
-    """What the transport does with a delivery: ack it, or nack it (after `delay` if set, else
-    with the subscription's backoff). `outcome` names why, for logs and metrics: succeeded,
-    failed, cancelled, duplicate, busy, skipped, missed, not_due, retry, rejected, interrupted,
-    lost (another worker took the fire over), error (the ledger was unavailable)."""
-
-    ack: bool
-    outcome: str
-    delay: timedelta | None = None
-
-
-@dataclass
-class _Held:
-    """An execution this worker holds while its action runs and its outcome is recorded, with
-    its log context. `active` turns False, under `lock`, when that is over, the lease is lost
-    or it is released. `finishing` once the outcome is being recorded: a renewal that finds the
-    execution no longer held then most likely raced the finish that landed."""
-
-    execution_id: str
-    log_context: Mapping[str, Any]
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    active: bool = True
-    finishing: bool = False
 
 
 class Pipeline:
@@ -180,12 +122,12 @@ class Pipeline:
         self._signing_key = signing_key
         self._trace_project = trace_project
         self.retry_budget = retry_budget
-        self._held: dict[str, _Held] = {}
-        self._held_lock = threading.Lock()
+        self.leases = LeaseKeeper(ledger, worker_id=worker_id, lease=lease, clock=clock)
+        self.finisher = Finisher(ledger, worker_id=worker_id, clock=clock)
         # Executions a delivery of this process is claiming or running: a second delivery of
         # one waits, since the ledger cannot tell this worker's two claims apart.
         self._handling: set[str] = set()
-        self._heartbeat_thread: threading.Thread | None = None
+        self._handling_lock = threading.Lock()
 
     # The policy, top to bottom.
 
@@ -202,7 +144,7 @@ class Pipeline:
                 # Every step handles its own failures; this only keeps a bug from killing
                 # the transport's executor. The redelivery tries again.
                 log.exception("unexpected error while handling a delivery")
-                disposition = Disposition(ack=False, outcome="error", delay=STORE_RETRY_DELAY)
+                disposition = store_unavailable()
         self.metrics.executions.labels(disposition.outcome).inc()
         return disposition
 
@@ -221,74 +163,54 @@ class Pipeline:
             Exception
         ) as exc:  # a broken plugin or an impossible slot: this message can't run here
             return self._reject(delivery, f"cannot handle message: {type(exc).__name__}: {exc}")
-        eid = execution_id(fire.schedule_id, fire_time, fire.trigger)
-        with bound(
-            schedule_id=fire.schedule_id,
-            fire_time=format_instant(fire_time),
-            execution_id=eid,
-            trigger=fire.trigger,
-            attempt=0,
-        ):
-            return self._handle_fire(fire, fire_time, eid, handler, stopping, delivery)
+        attempt = Attempt.of(fire, fire_time, delivery, handler, stopping)
+        with bound(**attempt.log_fields(), attempt=0):
+            return self._handle_fire(attempt)
 
-    def _handle_fire(
-        self,
-        fire: Fire,
-        fire_time: datetime,
-        eid: str,
-        handler: ActionHandler,
-        stopping: threading.Event | None,
-        delivery: Delivery,
-    ) -> Disposition:
-        if not self._due(fire, fire_time):
+    def _handle_fire(self, attempt: Attempt) -> Disposition:
+        if not attempt.is_due:
+            at = attempt.fire.at
             log.info(
                 "fire not due: a one-shot runs only at its own time",
-                at=format_instant(fire.at) if fire.at else None,
+                at=format_instant(at) if at else None,
             )
-            return Disposition(ack=True, outcome="not_due")
+            return Disposition(ack=True, outcome=Outcome.NOT_DUE)
         now = self.clock()
-        missed_reason = self._missed_reason(fire, fire_time, now)
+        missed_reason = attempt.missed_reason(now)
         if missed_reason is not None:
-            written = self._record_missed(fire, fire_time, eid, now, missed_reason)
+            written = self._record_missed(attempt, now, missed_reason)
             if written is None:
-                return Disposition(ack=False, outcome="error", delay=STORE_RETRY_DELAY)
+                return store_unavailable()
             if written:
-                return Disposition(ack=True, outcome="missed")
+                return Disposition(ack=True, outcome=Outcome.MISSED)
             # A record exists already (an earlier attempt started in time): the claim decides.
-        with self._held_lock:
+        eid = attempt.execution_id
+        with self._handling_lock:
             duplicate = eid in self._handling
             self._handling.add(eid)
         if duplicate:
             log.info("fire is being handled by this worker already; redelivery later")
-            return Disposition(ack=False, outcome="busy", delay=self.lease)
+            return Disposition(ack=False, outcome=Outcome.BUSY, delay=self.lease)
         try:
-            return self._claim_and_run(fire, fire_time, eid, handler, stopping, delivery)
+            return self._claim_and_run(attempt)
         finally:
-            with self._held_lock:
+            with self._handling_lock:
                 self._handling.discard(eid)
 
-    def _claim_and_run(
-        self,
-        fire: Fire,
-        fire_time: datetime,
-        eid: str,
-        handler: ActionHandler,
-        stopping: threading.Event | None,
-        delivery: Delivery,
-    ) -> Disposition:
-        if stopping is not None and stopping.is_set():
+    def _claim_and_run(self, attempt: Attempt) -> Disposition:
+        if attempt.stopped:
             return self._interrupted()
         waited = timedelta(0)
-        claim = self._claim(fire, fire_time, eid, delivery)
+        claim = self._claim(attempt)
         while True:
             if claim is None:
-                disposition = Disposition(ack=False, outcome="error", delay=STORE_RETRY_DELAY)
+                disposition = store_unavailable()
             else:
                 with bound(attempt=claim.execution.attempt):
-                    disposition = self._after_claim(fire, fire_time, eid, handler, claim, stopping)
+                    disposition = self._after_claim(attempt, claim)
             delay = disposition.delay
             if (
-                disposition.outcome not in ("retry", "error")
+                disposition.outcome not in (Outcome.RETRY, Outcome.ERROR)
                 or delay is None
                 or waited + delay > self.retry_budget
             ):
@@ -299,44 +221,34 @@ class Pipeline:
                 outcome=disposition.outcome,
                 delay_s=delay.total_seconds(),
             )
-            if disposition.outcome == "error":
-                if not _wait(delay, stopping):
+            if disposition.outcome is Outcome.ERROR:
+                if not _wait(delay, attempt.stopping):
                     return self._interrupted()
-                claim = self._claim(fire, fire_time, eid, delivery)
+                claim = self._claim(attempt)
                 continue
             # Take the released fire back at once and hold it through the wait: a duplicate
             # delivery elsewhere then finds it busy instead of spending an attempt of its own.
-            claim = self._claim(fire, fire_time, eid, delivery)
+            claim = self._claim(attempt)
             if claim is None or claim.result not in (ClaimResult.CLAIMED, ClaimResult.TAKEN_OVER):
                 continue
-            with self._holding(eid) as held:
-                if _wait(delay, stopping):
+            with self.leases.holding(attempt.execution_id) as held:
+                if _wait(delay, attempt.stopping):
                     continue
                 with held.lock:
                     held.active = False
-                self._release_quietly(eid, "worker stopping before the retry")
+                self.leases.release_quietly(
+                    attempt.execution_id, "worker stopping before the retry"
+                )
                 return self._interrupted()
 
-    def _release_quietly(self, eid: str, reason: str) -> None:
-        try:
-            self.ledger.release(eid, self.worker_id, now=self.clock(), error=reason)
-        except Exception:
-            log.exception("could not release the execution; its lease will lapse")
-
-    def _after_claim(
-        self,
-        fire: Fire,
-        fire_time: datetime,
-        eid: str,
-        handler: ActionHandler,
-        claim: Claim,
-        stopping: threading.Event | None,
-    ) -> Disposition:
+    def _after_claim(self, attempt: Attempt, claim: Claim) -> Disposition:
         execution = claim.execution
+        eid = attempt.execution_id
+        max_attempts = attempt.fire.max_attempts
         if claim.result is ClaimResult.DONE:
             self.metrics.duplicates_suppressed.inc()
             log.info("duplicate delivery of a finished fire", state=str(execution.state))
-            return Disposition(ack=True, outcome="duplicate")
+            return Disposition(ack=True, outcome=Outcome.DUPLICATE)
         if claim.result is ClaimResult.BUSY:
             delay = self._busy_delay(execution)
             log.info(
@@ -344,86 +256,54 @@ class Pipeline:
                 holder=execution.worker_id,
                 delay_s=delay.total_seconds(),
             )
-            return Disposition(ack=False, outcome="busy", delay=delay)
+            return Disposition(ack=False, outcome=Outcome.BUSY, delay=delay)
         if claim.result is ClaimResult.OVERLAP:
             log.info("fire skipped: another fire of the schedule is running (overlap: skip)")
-            return Disposition(ack=True, outcome="skipped")
-        if execution.attempt > fire.max_attempts:
-            log.warning(
-                "max attempts exhausted before this attempt", max_attempts=fire.max_attempts
-            )
-            return self._finish(eid, State.FAILED, error="max attempts exhausted", outcome="failed")
-        fresh = self._fresh_lease(eid, execution)
+            return Disposition(ack=True, outcome=Outcome.SKIPPED)
+        if execution.attempt > max_attempts:
+            log.warning("max attempts exhausted before this attempt", max_attempts=max_attempts)
+            return self.finisher.finish(eid, State.FAILED, error="max attempts exhausted")
+        fresh = self.leases.fresh_lease(eid, execution)
         if fresh is None:
-            return Disposition(ack=False, outcome="error", delay=STORE_RETRY_DELAY)
+            return store_unavailable()
         if not fresh:
             log.warning("the claim lapsed before the action could start; another worker has it")
-            return Disposition(ack=True, outcome="lost")
-        if fire_time == fire.at and not self._hold_until(eid, fire_time, stopping):
+            return Disposition(ack=True, outcome=Outcome.LOST)
+        if attempt.is_one_shot_slot and not self._hold_until(attempt):
             return self._release_held(eid)
-        return self._run(fire, fire_time, eid, handler, claim)
+        return self._run(attempt, claim)
 
-    def _fresh_lease(self, eid: str, execution: Execution) -> bool | None:
-        """A claim that took long to land (a store that hung) can carry a lease that lapsed on
-        the way, so another delivery could take the fire over while its action runs: renew
-        such a lease before the action starts. False when another worker holds the fire now,
-        None when the store failed."""
-        if (
-            execution.lease_until is None
-            or execution.lease_until - self.clock() >= self.lease * 2 / 3
-        ):
-            return True
-        try:
-            return self.ledger.renew(eid, self.worker_id, self.clock() + self.lease)
-        except Exception:
-            log.exception("could not renew a claim that took long to land; retrying")
-            return None
-
-    def _run(
-        self,
-        fire: Fire,
-        fire_time: datetime,
-        eid: str,
-        handler: ActionHandler,
-        claim: Claim,
-    ) -> Disposition:
-        attempt = claim.execution.attempt
+    def _run(self, attempt: Attempt, claim: Claim) -> Disposition:
+        number = claim.execution.attempt
         if claim.result is ClaimResult.CLAIMED:
             self.metrics.fire_to_start_lag.observe(
-                max(0.0, (self.clock() - fire_time).total_seconds())
+                max(0.0, (self.clock() - attempt.fire_time).total_seconds())
             )
-        context = ActionContext(
-            schedule_id=fire.schedule_id,
-            fire_time=fire_time,
-            execution_id=eid,
-            trigger=fire.trigger,
-            attempt=attempt,
-            params=fire.action.params,
-            labels=fire.labels,
-        )
+        context = attempt.action_context(number)
         log.info(
             "action starting",
-            action_type=fire.action.type,
+            action_type=attempt.fire.action.type,
             taken_over=claim.result is ClaimResult.TAKEN_OVER,
         )
         result: ActionResult | None = None
         error: Exception | None = None
         started = time.monotonic()
-        with self._holding(eid) as held:
+        with self.leases.holding(attempt.execution_id) as held:
             try:
-                result = handler(context)
+                result = attempt.handler(context)
             except (
                 Exception
             ) as exc:  # ActionError says whether to retry; anything else is retryable
                 error = exc
             self.metrics.action_duration.observe(time.monotonic() - started)
             if error is not None:
-                return self._failed(fire, eid, attempt, error, held)
-            return self._succeeded(eid, result if isinstance(result, ActionResult) else None, held)
+                return self.finisher.failed(attempt, number, error, held)
+            outcome = result if isinstance(result, ActionResult) else None
+            return self.finisher.succeeded(attempt.execution_id, outcome, held)
 
     # Steps.
 
-    def _hold_until(self, eid: str, fire_time: datetime, stopping: threading.Event | None) -> bool:
+    def _hold_until(self, attempt: Attempt) -> bool:
         """Wait for `fire_time` when the fire came early: a one-shot's job fires ahead of its
         `at` (`scheduler.model.one_shot_slot`), and the hub fires it at that very second. Only
         a one-shot's own fire is held: a cron slot published a moment early (within the skew)
@@ -431,12 +311,13 @@ class Pipeline:
         execution is held meanwhile, so the heartbeat renews its lease (the transport extends
         the message's) and a duplicate delivery finds it busy. False when the worker began to
         stop first."""
+        fire_time = attempt.fire_time
         early = fire_time - self.clock()
         if early <= timedelta(0):
             return True
         log.info("holding the fire until its time", hold_s=round(early.total_seconds(), 3))
-        stop = stopping if stopping is not None else threading.Event()
-        with self._holding(eid):
+        stop = attempt.stopping if attempt.stopping is not None else threading.Event()
+        with self.leases.holding(attempt.execution_id):
             while (remaining := (fire_time - self.clock()).total_seconds()) > 0:
                 if self._wait(stop, remaining):
                     return False
@@ -456,47 +337,11 @@ class Pipeline:
             log.exception("could not release the held fire; its lease will lapse")
         return self._interrupted()
 
-    def _due(self, fire: Fire, fire_time: datetime) -> bool:
-        """The one-shot rule: its job's cron repeats every year, only the `at` slot is real.
-        A manual run of a one-shot carries its own fire time and is always due. An audit fire
-        carries its slot's time, which must be one of the schedule's slots."""
-        if fire.trigger == "manual":
-            return True
-        if fire.at is not None:
-            return fire_time == fire.at
-        return fire.trigger == "scheduled" or is_slot(fire, fire_time)
-
-    def _missed_reason(self, fire: Fire, fire_time: datetime, now: datetime) -> str | None:
-        """Why a slot's fire is too late to start (None when it may run): the catch-up policy,
-        as the audit applies it too (`scheduler.due.missed_reason`). Manual fires are never
-        missed: someone asked for them now. An expired one-shot's fire is its scheduled fire,
-        late, so the policy applies to it as to any late delivery."""
-        if fire.trigger == "manual":
-            return None
-        return missed_reason(fire, fire.catchup, fire.catchup_window, fire_time, now)
-
-    def _record_missed(
-        self,
-        fire: Fire,
-        fire_time: datetime,
-        eid: str,
-        now: datetime,
-        reason: str,
-    ) -> bool | None:
+    def _record_missed(self, attempt: Attempt, now: datetime, reason: str) -> bool | None:
         """Record a missed fire: True when recorded, False when a record exists already, None
         when the ledger failed."""
-        execution = Execution(
-            execution_id=eid,
-            schedule_id=fire.schedule_id,
-            fire_time=fire_time,
-            trigger=fire.trigger,
-            state=State.MISSED,
-            attempt=0,
-            created_at=now,
-            expire_at=now + self.retention,
-            worker_id=self.worker_id,
-            finished_at=now,
-            error=reason,
+        execution = attempt.missed_record(
+            worker_id=self.worker_id, now=now, retention=self.retention, reason=reason
         )
         try:
             written = self.ledger.record(execution)
@@ -507,22 +352,9 @@ class Pipeline:
             log.warning("fire missed", reason=reason)
         return written
 
-    def _claim(self, fire: Fire, fire_time: datetime, eid: str, delivery: Delivery) -> Claim | None:
-        # The message is kept with the running execution, for the reaper (`worker.reaper`).
-        message = FireMessage(
-            delivery.message_id, delivery.data, delivery.attributes, delivery.published_at
-        )
-        request = ClaimRequest(
-            execution_id=eid,
-            schedule_id=fire.schedule_id,
-            fire_time=fire_time,
-            trigger=fire.trigger,
-            worker_id=self.worker_id,
-            lease=self.lease,
-            overlap=fire.overlap,
-            now=self.clock(),
-            retention=self.retention,
-            message=kept_message(message),
+    def _claim(self, attempt: Attempt) -> Claim | None:
+        request = attempt.claim_request(
+            worker_id=self.worker_id, lease=self.lease, now=self.clock(), retention=self.retention
         )
         started = time.monotonic()
         try:
@@ -547,97 +379,6 @@ class Pipeline:
         running = now - (execution.started_at or execution.created_at)
         return max(until_lapse, min(running, MAX_BUSY_DELAY))
 
-    def _succeeded(self, eid: str, result: ActionResult | None, held: _Held) -> Disposition:
-        state = result.state if result is not None else State.SUCCEEDED
-        detail = result.detail if result is not None else None
-        if state not in FINAL_STATES:
-            return self._finish(
-                eid,
-                State.FAILED,
-                outcome="failed",
-                held=held,
-                error=f"the action returned the non-final state {state!s}",
-            )
-        log.info("action finished", state=str(state), detail=detail)
-        return self._finish(eid, state, detail=detail, outcome=str(state), held=held)
-
-    def _failed(
-        self,
-        fire: Fire,
-        eid: str,
-        attempt: int,
-        exc: Exception,
-        held: _Held,
-    ) -> Disposition:
-        retryable = exc.retryable if isinstance(exc, ActionError) else True
-        error = str(exc) if isinstance(exc, ActionError) else f"{type(exc).__name__}: {exc}"
-        if not retryable:
-            log.warning("action failed, not retryable", error=error)
-            return self._finish(eid, State.FAILED, error=error, outcome="failed", held=held)
-        if attempt >= fire.max_attempts:
-            log.warning(
-                "action failed on its last attempt",
-                error=error,
-                max_attempts=fire.max_attempts,
-                exc_info=not isinstance(exc, ActionError),
-            )
-            return self._finish(eid, State.FAILED, error=error, outcome="failed", held=held)
-        log.warning(
-            "action failed; redelivery will retry it",
-            error=error,
-            max_attempts=fire.max_attempts,
-            exc_info=not isinstance(exc, ActionError),
-        )
-        with held.lock:
-            held.active = False  # no renewal of the lease being released
-        try:
-            released = self.ledger.release(eid, self.worker_id, now=self.clock(), error=error)
-        except Exception:
-            # The lease lapses on its own; the redelivery takes the fire over then.
-            log.exception("could not release the execution")
-            released = True
-        if not released:
-            log.warning("another worker holds the fire now; leaving it to that worker")
-            return Disposition(ack=True, outcome="lost")
-        return Disposition(ack=False, outcome="retry", delay=retry_delay(attempt))
-
-    def _finish(
-        self,
-        eid: str,
-        state: State,
-        *,
-        outcome: str,
-        error: str | None = None,
-        detail: str | None = None,
-        held: _Held | None = None,
-    ) -> Disposition:
-        """Record the outcome. While this worker holds the execution (`held` active: the
-        heartbeat renews its lease), a failed write is retried here: handing the delivery back
-        would let the lease lapse and the action that already ran be taken over and run again.
-        Only the loss of the lease (or a stop) ends the retries."""
-        if held is not None:
-            held.finishing = True
-        while True:
-            try:
-                finished = self.ledger.finish(
-                    eid, self.worker_id, state, now=self.clock(), error=error, detail=detail
-                )
-                break
-            except Exception:
-                if held is None or not held.active:
-                    # Nacked: the redelivery finds the lease lapsed, takes over and tries again.
-                    log.exception("could not record the outcome; the delivery will be retried")
-                    return Disposition(ack=False, outcome="error", delay=STORE_RETRY_DELAY)
-                log.exception(
-                    "could not record the outcome; retrying while the lease is held",
-                    retry_in_s=FINISH_RETRY_DELAY.total_seconds(),
-                )
-                time.sleep(FINISH_RETRY_DELAY.total_seconds())
-        if not finished:
-            log.warning("outcome not recorded: another worker took the fire over", state=str(state))
-            return Disposition(ack=True, outcome="lost")
-        return Disposition(ack=True, outcome=outcome)
-
     def _reject(self, delivery: Delivery, reason: str) -> Disposition:
         """A message that can never run here. With a dead-letter policy (Pub/Sub then counts
         delivery attempts) it is nacked until it reaches the dead-letter topic; without one it
@@ -652,11 +393,11 @@ class Pipeline:
             if dead_letter
             else "ack (no dead-letter policy)",
         )
-        return Disposition(ack=not dead_letter, outcome="rejected")
+        return Disposition(ack=not dead_letter, outcome=Outcome.REJECTED)
 
     def _interrupted(self) -> Disposition:
         log.info("worker stopping; delivery returned unclaimed")
-        return Disposition(ack=False, outcome="interrupted")
+        return Disposition(ack=False, outcome=Outcome.INTERRUPTED)
 
     def _trace(self, delivery: Delivery) -> dict[str, Any]:
         """The `trace` log field (Cloud Logging's trace link) from a propagated W3C traceparent."""
@@ -668,81 +409,8 @@ class Pipeline:
             return {"trace": f"projects/{self._trace_project}/traces/{trace_id}"}
         return {"trace": trace_id}
 
-    # Holding executions: the heartbeat and the shutdown release.
-
-    @contextmanager
-    def _holding(self, eid: str) -> Iterator[_Held]:
-        """Hold an execution while its action runs; the heartbeat renews its lease meanwhile."""
-        held = _Held(eid, structlog.contextvars.get_contextvars())
-        with self._held_lock:
-            self._held[eid] = held
-            if self._heartbeat_thread is None:
-                self._heartbeat_thread = threading.Thread(
-                    target=self._heartbeat, name=f"lease-heartbeat-{self.worker_id}", daemon=True
-                )
-                self._heartbeat_thread.start()
-        try:
-            yield held
-        finally:
-            # Under the execution's lock: a renewal in flight completes first, none follows.
-            with held.lock:
-                held.active = False
-            with self._held_lock:
-                self._held.pop(eid, None)
-
-    def _heartbeat(self) -> None:
-        """One thread per pipeline renews every held lease each third of the lease, so a live
-        worker never loses a long action to a takeover. A thread per action would cost a
-        thread start for every fire; this one exits when nothing is held."""
-        interval = self.lease.total_seconds() / 3
-        while True:
-            time.sleep(interval)
-            with self._held_lock:
-                if not self._held:
-                    self._heartbeat_thread = None
-                    return
-                held = list(self._held.values())
-            for item in held:
-                self._renew(item)
-
-    def _renew(self, held: _Held) -> None:
-        with held.lock, bound(**held.log_context):
-            if not held.active:
-                return
-            try:
-                renewed = self.ledger.renew(
-                    held.execution_id, self.worker_id, self.clock() + self.lease
-                )
-            except Exception:
-                log.exception("lease renewal failed; trying again at the next beat")
-                return
-            if not renewed:
-                # The action runs on; its outcome is then not recorded (finish says False).
-                held.active = False
-                if held.finishing:
-                    log.debug("renewal found the execution finished or taken over")
-                else:
-                    log.warning("lease lost: another worker took the fire over")
-
     def release_running(self, reason: str) -> list[str]:
         """Release every execution this worker still holds (the transport calls this when the
         shutdown grace period ends), so another replica takes them over at once instead of
         waiting for the lease to lapse. Returns the released execution IDs."""
-        with self._held_lock:
-            held = list(self._held.values())
-        released: list[str] = []
-        for item in held:
-            with item.lock, bound(**item.log_context):
-                if not item.active:
-                    continue
-                # Inactive first, so that no heartbeat renews the lease just released.
-                item.active = False
-                try:
-                    if self.ledger.release(
-                        item.execution_id, self.worker_id, now=self.clock(), error=reason
-                    ):
-                        released.append(item.execution_id)
-                        log.warning("execution released for another worker", reason=reason)
-                except Exception:
-                    log.exception("could not release the execution; its lease will lapse")
-        return released
+        return self.leases.release_running(reason)

@@ -54,8 +54,7 @@ from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
 from google.cloud.pubsub_v1.types import FlowControl
 
 from scheduler.logs import get_logger
-from worker.pipeline import Delivery, Disposition
-from worker.transport import Handler
+from worker.transport import Delivery, Disposition, Handler, Outcome
 
 log = get_logger(__name__)
 
@@ -359,7 +358,7 @@ class PubSubTransport:
         for item in stragglers:
             with self._in_flight.lock:
                 item.abandoned = True
-            self._settle(item, Disposition(ack=False, outcome="interrupted"))
+            self._settle(item, Disposition(ack=False, outcome=Outcome.INTERRUPTED))
 
     # Per message.
 
@@ -375,7 +374,7 @@ class PubSubTransport:
                 log.exception(
                     "handler raised; the message will be redelivered", message_id=message.message_id
                 )
-                disposition = Disposition(ack=False, outcome="error")
+                disposition = Disposition(ack=False, outcome=Outcome.ERROR)
             with registry.lock:
                 abandoned = item.abandoned
             if not abandoned:

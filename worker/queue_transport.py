@@ -17,8 +17,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from scheduler.logs import get_logger
-from worker.pipeline import Delivery, Disposition
-from worker.transport import Handler
+from worker.transport import Delivery, Disposition, Handler, Outcome
 
 log = get_logger(__name__)
 
@@ -118,7 +117,7 @@ class QueueTransport:
             except Exception:  # a handler must not raise; if it does, the delivery is retried
                 log.exception("handler raised; the delivery will be retried",
                               message_id=delivery.message_id)
-                disposition = Disposition(ack=False, outcome="error")
+                disposition = Disposition(ack=False, outcome=Outcome.ERROR)
             self._dispose(delivery, disposition, stop)
 
     def _dispose(self, delivery: Delivery, disposition: Disposition, stop: threading.Event) -> None:

@@ -33,7 +33,7 @@ from scheduler.logs import bound, get_logger
 from scheduler.model import format_instant
 from worker.ledger import Execution, LapsedClaims
 from worker.ledger_rules import reap_due
-from worker.pipeline import Delivery, Disposition
+from worker.transport import Delivery, Disposition
 
 log = get_logger(__name__)
 
