@@ -85,7 +85,7 @@ def run_worker(settings: Settings, options: RunOptions) -> int:
     ledger = cast(Ledger, MonitoredLedger(store, health_of))
     actions = MonitoredActions(ActionRegistry(builtin_handlers(settings)), health_of)
     pipeline = Pipeline(ledger, actions, worker_id=worker_id,
-                        signing_key=settings.signing_key or None, lease=options.lease,
+                        signing_key=settings.signing_key, lease=options.lease,
                         metrics=metrics, clock=clock, trace_project=settings.project,
                         retry_budget=IN_PROCESS_RETRY_BUDGET)
     transport = PubSubTransport(
