@@ -23,6 +23,7 @@ from scheduler.setting import (
     collection_prefix,
     comma_list,
     duration,
+    duration_or_zero,
     egress_policy,
     http_base_url,
     job_prefix,
@@ -46,187 +47,149 @@ class Settings:
     `with_overrides`. `Settings()` holds every default."""
 
     project: str | None = setting(
-        "SCION_SCHEDULER_PROJECT", "--project",
-        "Google Cloud project ID that holds the jobs, topic, subscription and database.",
-        text,
-    )
+        "SCION_SCHEDULER_PROJECT", "--project", text,
+        "Google Cloud project ID that holds the jobs, topic, subscription and database.")
     location: str | None = setting(
-        "SCION_SCHEDULER_LOCATION", "--location",
+        "SCION_SCHEDULER_LOCATION", "--location", text,
         "Cloud Scheduler region for the jobs (e.g. europe-west1).",
-        text, "us-central1",
-    )
+        default="us-central1")
     topic: str | None = setting(
-        "SCION_SCHEDULER_TOPIC", "--topic",
+        "SCION_SCHEDULER_TOPIC", "--topic", text,
         "Pub/Sub topic ID that the jobs publish fires to.",
-        text, "scion-fires",
-    )
+        default="scion-fires")
     subscription: str | None = setting(
-        "SCION_SCHEDULER_SUBSCRIPTION", "--subscription",
+        "SCION_SCHEDULER_SUBSCRIPTION", "--subscription", text,
         "Pub/Sub pull subscription ID the workers read fires from.",
-        text, "scion-fires-workers",
-    )
+        default="scion-fires-workers")
     job_prefix: str = setting(
-        "SCION_SCHEDULER_JOB_PREFIX", "--job-prefix",
+        "SCION_SCHEDULER_JOB_PREFIX", "--job-prefix", job_prefix,
         "Prefix of the Cloud Scheduler job IDs this deployment owns; other jobs are never "
         "touched.",
-        job_prefix, "scion-",
-    )
+        default="scion-")
     collection_prefix: str = setting(
-        "SCION_SCHEDULER_COLLECTION_PREFIX", "--collection-prefix",
+        "SCION_SCHEDULER_COLLECTION_PREFIX", "--collection-prefix", collection_prefix,
         "Prefix of the Firestore collections: executions, the running fire of each schedule, and "
         "schedule state.",
-        collection_prefix, "scion_",
-    )
+        default="scion_")
     database: str | None = setting(
-        "SCION_SCHEDULER_DATABASE", "--database",
+        "SCION_SCHEDULER_DATABASE", "--database", text,
         "Firestore database ID.",
-        text, "(default)",
-    )
+        default="(default)")
     signing_key: str | None = setting(
-        "SCION_SCHEDULER_SIGNING_KEY", "--signing-key",
+        "SCION_SCHEDULER_SIGNING_KEY", "--signing-key", text,
         "HMAC key that signs fire messages; workers reject unsigned or forged messages when set.",
-        text, secret=True,
-    )
+        secret=True)
     log_format: LogFormat = setting(
-        "SCION_SCHEDULER_LOG_FORMAT", "--log-format",
+        "SCION_SCHEDULER_LOG_FORMAT", "--log-format", one_of(LogFormat),
         "Log output: `json` (Cloud Logging), `console` (key=value), or `auto` (json unless a "
         "TTY).",
-        one_of(LogFormat), "auto",
-    )
+        default="auto")
     pubsub_emulator_host: str | None = setting(
-        "PUBSUB_EMULATOR_HOST", "--pubsub-emulator-host",
-        "host:port of a Pub/Sub emulator; when set, no credentials are used.",
-        text,
-    )
+        "PUBSUB_EMULATOR_HOST", "--pubsub-emulator-host", text,
+        "host:port of a Pub/Sub emulator; when set, no credentials are used.")
     firestore_emulator_host: str | None = setting(
-        "FIRESTORE_EMULATOR_HOST", "--firestore-emulator-host",
-        "host:port of a Firestore emulator; when set, no credentials are used.",
-        text,
-    )
+        "FIRESTORE_EMULATOR_HOST", "--firestore-emulator-host", text,
+        "host:port of a Firestore emulator; when set, no credentials are used.")
     cloud_scheduler_emulator_host: str | None = setting(
-        "CLOUD_SCHEDULER_EMULATOR_HOST", "--cloud-scheduler-emulator-host",
-        "host:port of this project's Cloud Scheduler emulator (`scion-scheduler emulator`).",
-        text,
-    )
+        "CLOUD_SCHEDULER_EMULATOR_HOST", "--cloud-scheduler-emulator-host", text,
+        "host:port of this project's Cloud Scheduler emulator (`scion-scheduler emulator`).")
     # Ranges: Cloud Scheduler refuses a retry_count above 5, and replaces a zero min/max backoff
     # or max_doublings with its own default, which a sync would then see as drift forever.
     job_retry_count: int = setting(
-        "SCION_SCHEDULER_JOB_RETRY_COUNT", "--job-retry-count",
+        "SCION_SCHEDULER_JOB_RETRY_COUNT", "--job-retry-count", whole(0, 5),
         "Cloud Scheduler `retry_config.retry_count` of every job (0-5): how often a failed "
         "publish is retried, never past the next slot.",
-        whole(0, 5), "3",
-    )
+        default="3")
     job_min_backoff: timedelta = setting(
-        "SCION_SCHEDULER_JOB_MIN_BACKOFF", "--job-min-backoff",
+        "SCION_SCHEDULER_JOB_MIN_BACKOFF", "--job-min-backoff", duration,
         "Cloud Scheduler `retry_config.min_backoff_duration` of every job (e.g. 5s).",
-        duration(), "5s",
-    )
+        default="5s")
     job_max_backoff: timedelta = setting(
-        "SCION_SCHEDULER_JOB_MAX_BACKOFF", "--job-max-backoff",
+        "SCION_SCHEDULER_JOB_MAX_BACKOFF", "--job-max-backoff", duration,
         "Cloud Scheduler `retry_config.max_backoff_duration` of every job (e.g. 1m).",
-        duration(), "1m",
-    )
+        default="1m")
     job_max_doublings: int = setting(
-        "SCION_SCHEDULER_JOB_MAX_DOUBLINGS", "--job-max-doublings",
+        "SCION_SCHEDULER_JOB_MAX_DOUBLINGS", "--job-max-doublings", whole(1, 16),
         "Cloud Scheduler `retry_config.max_doublings` of every job.",
-        whole(1, 16), "3",
-    )
+        default="3")
     job_max_retry_duration: timedelta = setting(
-        "SCION_SCHEDULER_JOB_MAX_RETRY_DURATION", "--job-max-retry-duration",
+        "SCION_SCHEDULER_JOB_MAX_RETRY_DURATION", "--job-max-retry-duration", duration_or_zero,
         "Cloud Scheduler `retry_config.max_retry_duration` of every job; 0s means limited only by "
         "the retry count.",
-        duration(allow_zero=True), "0s",
-    )
+        default="0s")
     write_rate: float = setting(
-        "SCION_SCHEDULER_WRITE_RATE", "--write-rate",
+        "SCION_SCHEDULER_WRITE_RATE", "--write-rate", positive_number,
         "Client-side limit on Cloud Scheduler writes per second during a sync (the service's "
         "quota is 500 writes per minute per project).",
-        positive_number, "5",
-    )
+        default="5")
     sync_concurrency: int = setting(
-        "SCION_SCHEDULER_SYNC_CONCURRENCY", "--sync-concurrency",
+        "SCION_SCHEDULER_SYNC_CONCURRENCY", "--sync-concurrency", whole(1, 64),
         "How many Cloud Scheduler calls a sync runs at once.",
-        whole(1, 64), "8",
-    )
+        default="8")
     api_retry_initial: timedelta = setting(
-        "SCION_SCHEDULER_API_RETRY_INITIAL", "--api-retry-initial",
+        "SCION_SCHEDULER_API_RETRY_INITIAL", "--api-retry-initial", duration,
         "First backoff after a retryable Cloud Scheduler API error (UNAVAILABLE, "
         "DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED); it doubles up to the maximum.",
-        duration(), "1s",
-    )
+        default="1s")
     api_retry_maximum: timedelta = setting(
-        "SCION_SCHEDULER_API_RETRY_MAXIMUM", "--api-retry-maximum",
+        "SCION_SCHEDULER_API_RETRY_MAXIMUM", "--api-retry-maximum", duration,
         "Longest backoff between two attempts of one Cloud Scheduler API call.",
-        duration(), "30s",
-    )
+        default="30s")
     api_retry_timeout: timedelta = setting(
-        "SCION_SCHEDULER_API_RETRY_TIMEOUT", "--api-retry-timeout",
+        "SCION_SCHEDULER_API_RETRY_TIMEOUT", "--api-retry-timeout", duration,
         "Total time one Cloud Scheduler API call may take, retries included.",
-        duration(), "2m",
-    )
+        default="2m")
     one_shot_grace: timedelta = setting(
-        "SCION_SCHEDULER_ONE_SHOT_GRACE", "--one-shot-grace",
+        "SCION_SCHEDULER_ONE_SHOT_GRACE", "--one-shot-grace", duration_or_zero,
         "How long a one-shot (`at`) schedule's job is kept after its fire time, so that the fire "
         "can still be delivered, before a sync deletes it; longer when the schedule's catch-up "
-        "window is (up to 7 days), since the job is how a sync knows not to fire a past-due one- "
-        "shot again.",
-        duration(allow_zero=True), "10m",
-    )
+        "window is (up to 7 days), since the job is how a sync knows not to fire a past-due "
+        "one-shot again.",
+        default="10m")
     api_token: str | None = setting(
-        "SCION_SCHEDULER_API_TOKEN", "--api-token",
+        "SCION_SCHEDULER_API_TOKEN", "--api-token", text,
         "Bearer token that callers of the HTTP API (`serve`) must present.",
-        text, secret=True,
-    )
+        secret=True)
     api_audience: tuple[str, ...] = setting(
-        "SCION_SCHEDULER_API_AUDIENCE", "--api-audience",
+        "SCION_SCHEDULER_API_AUDIENCE", "--api-audience", comma_list,
         "Audience(s), comma-separated, that Google-signed OIDC ID tokens presented to the HTTP "
         "API must be issued for (set together with SCION_SCHEDULER_API_ALLOWED_SA).",
-        comma_list, "",
-    )
+        default="")
     api_allowed_sa: tuple[str, ...] = setting(
-        "SCION_SCHEDULER_API_ALLOWED_SA", "--api-allowed-sa",
+        "SCION_SCHEDULER_API_ALLOWED_SA", "--api-allowed-sa", comma_list,
         "Service-account emails, comma-separated, whose ID tokens the HTTP API accepts.",
-        comma_list, "",
-    )
+        default="")
     hub_url: str | None = setting(
-        "SCION_HUB_URL", "--hub-url",
+        "SCION_HUB_URL", "--hub-url", http_base_url,
         "Base URL of the Scion hub whose fire endpoint the `scion` action calls (e.g. "
         "https://hub.example.com); workers need it for schedules taken from the hub, and `hub "
-        "check`/`hub pull` use it when --hub-url is not given.",
-        http_base_url,
-    )
+        "check`/`hub pull` use it when --hub-url is not given.")
     hub_token: str | None = setting(
-        "SCION_HUB_TOKEN", "--hub-token",
+        "SCION_HUB_TOKEN", "--hub-token", text,
         "Bearer token the `scion` action presents to the hub; without it, a Google-signed OIDC ID "
         "token is used (on GCP). `hub check` and `hub pull` present it to the hub's API.",
-        text, secret=True,
-    )
+        secret=True)
     hub_audience: str | None = setting(
-        "SCION_HUB_AUDIENCE", "--hub-audience",
+        "SCION_HUB_AUDIENCE", "--hub-audience", text,
         "Audience of the OIDC ID token the `scion` action presents to the hub. Default: "
-        "SCION_HUB_URL.",
-        text,
-    )
+        "SCION_HUB_URL.")
     allowed_targets: EgressPolicy = setting(
-        "SCION_SCHEDULER_ALLOWED_TARGETS", "--allowed-targets",
-        "Where actions may send requests: URL prefixes, hosts, host patterns or networks, comma- "
-        "separated (e.g. `https://hub.example.com/,*.run.app`); empty means any public address. "
-        "Link-local, metadata, loopback and private addresses only when named (see Egress "
-        "policy).",
-        egress_policy, "",
-    )
+        "SCION_SCHEDULER_ALLOWED_TARGETS", "--allowed-targets", egress_policy,
+        "Where actions may send requests: URL prefixes, hosts, host patterns or networks, "
+        "comma-separated (e.g. `https://hub.example.com/,*.run.app`); empty means any public "
+        "address. Link-local, metadata, loopback and private addresses only when named (see "
+        "Egress policy).",
+        default="")
     audit_horizon: timedelta = setting(
-        "SCION_SCHEDULER_AUDIT_HORIZON", "--audit-horizon",
+        "SCION_SCHEDULER_AUDIT_HORIZON", "--audit-horizon", duration,
         "How far back the workers' once-a-minute audit looks for slots that were never fired or "
         "recorded (README, The audit); each is checked every minute until then.",
-        duration(), "5m",
-    )
+        default="5m")
     audit_grace: timedelta = setting(
-        "SCION_SCHEDULER_AUDIT_GRACE", "--audit-grace",
+        "SCION_SCHEDULER_AUDIT_GRACE", "--audit-grace", duration,
         "How old a slot must be before the audit counts it unaccounted for: longer than a fire "
         "takes to be published, delivered and claimed (the takeover budget).",
-        duration(), "20s",
-    )
+        default="20s")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None,

@@ -44,17 +44,17 @@ class Setting(Generic[T]):
 
 
 @overload
-def setting(env: str, flag: str, description: str, parse: Callable[[str], T], default: str, *,
+def setting(env: str, flag: str, parse: Callable[[str], T], description: str, *, default: str,
             secret: bool = False) -> T: ...
 
 
 @overload
-def setting(env: str, flag: str, description: str, parse: Callable[[str], T],
-            default: None = None, *, secret: bool = False) -> T | None: ...
+def setting(env: str, flag: str, parse: Callable[[str], T], description: str, *,
+            default: None = None, secret: bool = False) -> T | None: ...
 
 
-def setting(env: str, flag: str, description: str, parse: Callable[[str], T],
-            default: str | None = None, *, secret: bool = False) -> Any:
+def setting(env: str, flag: str, parse: Callable[[str], T], description: str, *,
+            default: str | None = None, secret: bool = False) -> Any:
     """A `Settings` field declaring one setting; its default is `parse(default)`, or None."""
     declared = Setting(env, flag, description, parse, default, secret)
     value = None if default is None else parse(default)
@@ -140,14 +140,17 @@ def positive_number(raw: str) -> float:
     return value
 
 
-def duration(*, allow_zero: bool = False) -> Callable[[str], timedelta]:
-    """A duration, e.g. `5s`, `1m30s`, `PT10M` or seconds; zero only when `allow_zero`."""
-    def parse(raw: str) -> timedelta:
-        value = parse_duration(raw)
-        if not allow_zero and value <= timedelta(0):
-            raise ValueError(f"must be longer than zero (got {raw!r})")
-        return value
-    return parse
+def duration(raw: str) -> timedelta:
+    """A duration longer than zero, e.g. `5s`, `1m30s`, `PT10M` or seconds."""
+    value = parse_duration(raw)
+    if value <= timedelta(0):
+        raise ValueError(f"must be longer than zero (got {raw!r})")
+    return value
+
+
+def duration_or_zero(raw: str) -> timedelta:
+    """A duration, zero included."""
+    return parse_duration(raw)
 
 
 def egress_policy(raw: str) -> EgressPolicy:
