@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scheduler import logs
-from scheduler.config import SETTINGS_BY_ATTR, Settings
+from scheduler.config import Settings
 from scheduler.control import SchedulerControl
 from scheduler.emulator import CloudSchedulerEmulator
 from scheduler.model import Schedule
@@ -32,7 +32,7 @@ from scheduler.validation import parse_schedule, validate_schedules
 from scion_scheduler.google_emulators import Emulator
 
 METHODS = ("ListJobs", "GetJob", *WRITE_METHODS)
-PRODUCTION_RATE = float(SETTINGS_BY_ATTR["write_rate"].default or 5)
+PRODUCTION_RATE = Settings().write_rate
 
 
 @dataclass(frozen=True)

@@ -327,7 +327,7 @@ class SchedulerControl:
         if schedule is not None:
             if schedule.id != schedule_id:
                 raise ValueError(f"schedule {schedule.id!r} given for run of {schedule_id!r}")
-            message = build_message(schedule, signing_key=self.settings.signing_key or None,
+            message = build_message(schedule, signing_key=self.settings.signing_key,
                                     trigger="manual", fire_time=fire_time)
         else:
             message = self._manual_from_job(job, schedule_id, fire_time)
@@ -355,7 +355,7 @@ class SchedulerControl:
         return str(future.result(timeout=PUBLISH_TIMEOUT_SECONDS))
 
     def _manual_from_job(self, job: Any, schedule_id: str, fire_time: datetime) -> Message:
-        key = self.settings.signing_key or None
+        key = self.settings.signing_key
         data = bytes(job.pubsub_target.data) if "pubsub_target" in job else b""
         attributes = dict(attributes_of(job))
         # Decoding verifies the stored message (and its signature), so a hand-edited job cannot
@@ -411,5 +411,5 @@ def with_registry(settings: Settings, **clients: Any) -> SchedulerControl:
     if settings.firestore_emulator_host or not settings.cloud_scheduler_emulator_host:
         registry = ScheduleRegistry(gcp.firestore_client(settings),
                                     settings.collection_prefix or "scion_",
-                                    settings.egress_policy(), owner=settings.job_prefix or "scion-")
+                                    settings.allowed_targets, owner=settings.job_prefix)
     return SchedulerControl(settings, registry=registry, **clients)

@@ -53,11 +53,11 @@ class JobRetry:
     def from_settings(cls, settings: Settings) -> JobRetry:
         """Read the `SCION_SCHEDULER_JOB_*` retry settings."""
         return cls(
-            retry_count=settings.integer("job_retry_count"),
-            min_backoff=settings.duration("job_min_backoff"),
-            max_backoff=settings.duration("job_max_backoff"),
-            max_doublings=settings.integer("job_max_doublings"),
-            max_retry_duration=settings.duration("job_max_retry_duration"),
+            retry_count=settings.job_retry_count,
+            min_backoff=settings.job_min_backoff,
+            max_backoff=settings.job_max_backoff,
+            max_doublings=settings.job_max_doublings,
+            max_retry_duration=settings.job_max_retry_duration,
         )
 
     def to_proto(self) -> scheduler_v1.RetryConfig:
@@ -90,7 +90,7 @@ class JobSpec:
             topic_path=settings.topic_path,
             prefix=settings.value("job_prefix"),
             retry=JobRetry.from_settings(settings),
-            signing_key=settings.signing_key or None,
+            signing_key=settings.signing_key,
         )
 
     def job_id(self, schedule_id: str) -> str:

@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
+from enum import StrEnum
 from typing import Any
 
 import structlog
@@ -25,6 +26,15 @@ _SEVERITY = {
     "error": "ERROR", "exception": "ERROR", "critical": "CRITICAL",
 }
 TRACE_KEY = "logging.googleapis.com/trace"
+
+
+class LogFormat(StrEnum):
+    """How log lines are written: `json` (Cloud Logging), `console` (key=value), or `auto` (json
+    unless the stream is a terminal)."""
+
+    AUTO = "auto"
+    JSON = "json"
+    CONSOLE = "console"
 
 
 def add_severity(_: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

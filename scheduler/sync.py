@@ -191,9 +191,9 @@ class ApiRetry:
     def from_settings(cls, settings: Settings) -> ApiRetry:
         """Read the `SCION_SCHEDULER_API_RETRY_*` settings."""
         return cls(
-            initial=settings.duration("api_retry_initial").total_seconds(),
-            maximum=settings.duration("api_retry_maximum").total_seconds(),
-            timeout=settings.duration("api_retry_timeout").total_seconds(),
+            initial=settings.api_retry_initial.total_seconds(),
+            maximum=settings.api_retry_maximum.total_seconds(),
+            timeout=settings.api_retry_timeout.total_seconds(),
         )
 
 
@@ -225,9 +225,9 @@ class Syncer:
         """Build from settings (project, location and topic are required)."""
         return cls(
             client, JobSpec.from_settings(settings), api_retry=ApiRetry.from_settings(settings),
-            write_rate=settings.number("write_rate"),
-            concurrency=settings.integer("sync_concurrency"),
-            one_shot_grace=settings.duration("one_shot_grace"), **kwargs,
+            write_rate=settings.write_rate,
+            concurrency=settings.sync_concurrency,
+            one_shot_grace=settings.one_shot_grace, **kwargs,
         )
 
     # -- calls -------------------------------------------------------------------------------

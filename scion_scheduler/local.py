@@ -44,7 +44,7 @@ def run_local(schedule_file: Path, store: Path, settings: Settings, stop: thread
     store.parent.mkdir(parents=True, exist_ok=True)
     # Taken before the load, so that a change made while the file is read is reloaded, not missed.
     mtime = schedule_file.stat().st_mtime
-    egress = settings.egress_policy()
+    egress = settings.allowed_targets
     schedules = load_schedules(schedule_file, egress=egress)
     pipeline = Pipeline(SqliteLedger(store), ActionRegistry(builtin_handlers(settings)),
                         worker_id=make_worker_id(),

@@ -553,7 +553,7 @@ def _demonstrate_duplicate(control: SchedulerControl, schedules: list[Schedule],
             return
         message = build_message(
             schedule,
-            signing_key=settings.signing_key or None,
+            signing_key=settings.signing_key,
             trigger="manual",
             fire_time=run.fire_time,
         )

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -158,15 +159,15 @@ def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_the_lease_and_the_lease_extension_have_one_default_each() -> None:
     """`scion-worker run`, RunOptions and the pipeline share the takeover budget's values."""
-    from worker.cli import build_parser
+    from worker.cli import build_parser, run_options
     from worker.pipeline import DEFAULT_LEASE
     from worker.pubsub_transport import DEFAULT_MAX_LEASE_EXTENSION
     from worker.runner import RunOptions
 
-    args = build_parser().parse_args(["run"])
-    assert args.lease == DEFAULT_LEASE.total_seconds() == 12
-    assert RunOptions().lease == DEFAULT_LEASE
-    assert args.max_lease_extension == DEFAULT_MAX_LEASE_EXTENSION.total_seconds() == 10
+    options = run_options(build_parser().parse_args(["run", "--health-port", "0"]))
+    assert options.lease == RunOptions().lease == DEFAULT_LEASE == timedelta(seconds=12)
+    assert options.max_lease_extension == DEFAULT_MAX_LEASE_EXTENSION == timedelta(seconds=10)
+    assert options == RunOptions(health_port=0)
 
 
 def test_stop_on_signals_sets_the_event_and_puts_the_handlers_back() -> None:

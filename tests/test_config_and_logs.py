@@ -51,8 +51,47 @@ def test_environment_variables_are_read() -> None:
 def test_defaults_fill_unset_and_empty_variables() -> None:
     settings = Settings.from_env({"SCION_SCHEDULER_LOCATION": ""})
     for setting in SETTINGS:
-        assert getattr(settings, setting.attr) == setting.default, setting.attr
+        default = None if setting.default is None else setting.parse(setting.default)
+        assert getattr(settings, setting.attr) == default, setting.attr
+    assert settings == Settings()
     assert settings.project is None and settings.signing_key is None
+    assert settings.location == "us-central1" and settings.job_retry_count == 3
+    assert settings.one_shot_grace == timedelta(minutes=10) and settings.write_rate == 5.0
+
+
+def test_settings_are_parsed_once_into_typed_values() -> None:
+    settings = Settings.from_env({
+        "SCION_SCHEDULER_JOB_RETRY_COUNT": "5", "SCION_SCHEDULER_JOB_MIN_BACKOFF": "1m30s",
+        "SCION_SCHEDULER_WRITE_RATE": "2.5", "SCION_SCHEDULER_LOG_FORMAT": "json",
+        "SCION_SCHEDULER_API_AUDIENCE": "a, b,", "SCION_SCHEDULER_ALLOWED_TARGETS": "*.run.app",
+    }, job_max_retry_duration="0s", api_token="")
+    assert settings.job_retry_count == 5 and settings.write_rate == 2.5
+    assert settings.job_min_backoff == timedelta(seconds=90)
+    assert settings.job_max_retry_duration == timedelta(0)
+    assert settings.log_format == "json" and settings.api_audience == ("a", "b")
+    assert settings.allowed_targets.check_url("https://x.run.app/") is None
+    assert settings.api_token is None  # an empty flag is no value
+
+
+@pytest.mark.parametrize(("env", "value", "reason"), [
+    ("SCION_SCHEDULER_JOB_RETRY_COUNT", "6", "must be a whole number from 0 to 5 (got '6')"),
+    ("SCION_SCHEDULER_SYNC_CONCURRENCY", "many", "must be a whole number from 1 to 64"),
+    ("SCION_SCHEDULER_WRITE_RATE", "inf", "must be a positive number (got 'inf')"),
+    ("SCION_SCHEDULER_AUDIT_GRACE", "0s", "must be longer than zero (got '0s')"),
+    ("SCION_SCHEDULER_ONE_SHOT_GRACE", "soon", "must be a duration such as"),
+    ("SCION_SCHEDULER_LOG_FORMAT", "xml", "must be auto, json or console (got 'xml')"),
+    ("SCION_SCHEDULER_ALLOWED_TARGETS", "http://", ""),
+])
+def test_a_bad_value_names_the_setting_the_value_and_the_reason(
+        env: str, value: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({env: value})
+    message = str(info.value)
+    assert message.startswith(f"{env}: ") and reason in message and "\n" not in message
+    attr = next(s.attr for s in SETTINGS if s.env == env)
+    with pytest.raises(ConfigError, match=env):
+        Settings.from_env({}, **{attr: value})  # the same as a flag
+    Settings.from_env({env: value}, **{attr: SETTINGS_BY_ATTR[attr].default})  # a flag wins
 
 
 def test_flags_override_environment_variables() -> None:

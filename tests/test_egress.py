@@ -369,11 +369,12 @@ def test_the_scion_action_sends_the_hubs_url_through_the_policy(server: Server) 
     hub = f"http://127.0.0.1:{server.port}"
     (item,) = schedules_from_data([scion_hub_data.schedule()], format="scion").schedules
     fire = context(dict(item.action.params), schedule_id=item.id)
-    refused = ScionAction(settings=Settings(hub_url=hub, hub_token="t"))
+    refused = ScionAction(settings=Settings.from_env({}, hub_url=hub, hub_token="t"))
     with pytest.raises(ActionError, match="egress policy") as failure:
         refused(fire)
     assert not failure.value.retryable and server.hits == []
-    named = ScionAction(settings=Settings(hub_url=hub, hub_token="t", allowed_targets=f"{hub}/"))
+    named = ScionAction(settings=Settings.from_env({}, hub_url=hub, hub_token="t",
+                                                   allowed_targets=f"{hub}/"))
     named(fire)
     [(path, _)] = server.hits
     assert path.endswith(f"/schedules/{item.id}/fire")
@@ -382,7 +383,7 @@ def test_the_scion_action_sends_the_hubs_url_through_the_policy(server: Server) 
 def test_the_workers_builtin_actions_take_the_policy_from_the_resolved_settings(
         server: Server) -> None:
     # What `scion-worker --allowed-targets ... run` builds: flags, not only the environment.
-    handlers = builtin_handlers(Settings(allowed_targets="127.0.0.1"))
+    handlers = builtin_handlers(Settings.from_env({}, allowed_targets="127.0.0.1"))
     handlers["http"](context({"url": server.url("/ok")}))
     with pytest.raises(ActionError, match="egress policy"):
         builtin_handlers(Settings())["http"](context({"url": server.url("/ok")}))

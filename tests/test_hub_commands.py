@@ -234,8 +234,9 @@ def test_a_hub_without_the_fire_endpoint_fails_the_fire_and_410_cancels_it(
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     with ReferenceHub(token=TOKEN, fire_endpoint=False) as hub, \
             capture_logs() as logs:
-        action = ScionAction(settings=Settings(hub_url=hub.url, hub_token=TOKEN,
-                                               allowed_targets="127.0.0.1"))  # loopback, named
+        # The hub is on loopback, which the egress policy allows only when named.
+        action = ScionAction(settings=Settings.from_env({}, hub_url=hub.url, hub_token=TOKEN,
+                                                            allowed_targets="127.0.0.1"))
         pipeline = Pipeline(ledger, ActionRegistry({"scion": action}), worker_id="w1",
                             clock=lambda: now + timedelta(seconds=2))
         for s in loaded.schedules:
@@ -250,8 +251,9 @@ def test_a_hub_without_the_fire_endpoint_fails_the_fire_and_410_cancels_it(
     with ReferenceHub(token=TOKEN) as hub:
         hub.groves.put_schedule(item)
         httpx.delete(f"{hub.url}/api/v1/groves/{GROVE}/schedules/{item['id']}", headers=AUTH)
-        action = ScionAction(settings=Settings(hub_url=hub.url, hub_token=TOKEN,
-                                               allowed_targets="127.0.0.1"))  # loopback, named
+        # The hub is on loopback, which the egress policy allows only when named.
+        action = ScionAction(settings=Settings.from_env({}, hub_url=hub.url, hub_token=TOKEN,
+                                                            allowed_targets="127.0.0.1"))
         pipeline = Pipeline(ledger, ActionRegistry({"scion": action}), worker_id="w1",
                             clock=lambda: now + timedelta(minutes=1, seconds=2))
         s = next(x for x in loaded.schedules if x.id == item["id"])

@@ -53,7 +53,7 @@ def context_for(s: Schedule, *, attempt: int = 1, fire_time: datetime = FIRE_TIM
 def action_for(hub: ReferenceHub, **settings: Any) -> ScionAction:
     # The reference hub listens on loopback, which the egress policy refuses unless named.
     values = {"hub_url": hub.url, "hub_token": TOKEN, "allowed_targets": "127.0.0.1"} | settings
-    return ScionAction(settings=Settings(**values))
+    return ScionAction(settings=Settings.from_env({}, **values))
 
 
 # --------------------------------------------------------------------------- the request
@@ -137,8 +137,8 @@ def test_a_hub_that_skips_the_fire_records_it_skipped() -> None:
         return httpx.Response(200, json={"status": "skipped", "reason": "schedule is paused"})
 
     action = ScionAction(httpx.Client(transport=httpx.MockTransport(answer)),
-                         settings=Settings(hub_url="http://127.0.0.1:9", hub_token="t",
-                                           allowed_targets="127.0.0.1"))
+                         settings=Settings.from_env({}, hub_url="http://127.0.0.1:9", hub_token="t",
+                                                        allowed_targets="127.0.0.1"))
     result = action(context_for(hub_schedule()))
     assert result is not None and result.state is State.SKIPPED
     assert result.detail == "hub skipped it: schedule is paused"
@@ -179,8 +179,9 @@ def test_a_slow_hub_times_out_and_is_retried(hub: ReferenceHub) -> None:
 
 
 def test_an_unreachable_hub_is_retried() -> None:
-    action = ScionAction(settings=Settings(hub_url=f"http://127.0.0.1:{free_port()}", hub_token="t",
-                                           allowed_targets="127.0.0.1"))
+    url = f"http://127.0.0.1:{free_port()}"
+    action = ScionAction(settings=Settings.from_env({}, hub_url=url, hub_token="t",
+                                                    allowed_targets="127.0.0.1"))
     with pytest.raises(ActionError) as info:
         action(context_for(hub_schedule()))
     assert info.value.retryable
@@ -224,7 +225,7 @@ def test_without_a_token_a_google_id_token_for_the_hub_url_is_sent() -> None:
         return "id-token-1", datetime.now(UTC) + timedelta(hours=1)
 
     client, seen = _capturing()
-    action = ScionAction(client, settings=Settings(hub_url="https://hub.example.com/"),
+    action = ScionAction(client, settings=Settings.from_env({}, hub_url="https://hub.example.com/"),
                          id_tokens=IdTokenCache(fetch))
     action(context_for(hub_schedule()))
     action(context_for(hub_schedule(), fire_time=FIRE_TIME + timedelta(days=1)))
@@ -240,8 +241,8 @@ def test_the_audience_can_be_set_apart_from_the_url() -> None:
         return "t", datetime.now(UTC) + timedelta(hours=1)
 
     client, _ = _capturing()
-    action = ScionAction(client, settings=Settings(hub_url="https://hub.internal",
-                                                   hub_audience="https://hub.example.com"),
+    action = ScionAction(client, settings=Settings.from_env({}, hub_url="https://hub.internal",
+                                                                hub_audience="https://hub.example.com"),
                          id_tokens=IdTokenCache(fetch))
     action(context_for(hub_schedule()))
     assert audiences == ["https://hub.example.com"]
@@ -252,7 +253,7 @@ def test_no_credentials_at_all_is_a_retryable_failure_of_this_worker() -> None:
         raise google.auth.exceptions.DefaultCredentialsError("no ADC")
 
     client, seen = _capturing()
-    action = ScionAction(client, settings=Settings(hub_url="https://hub.example.com"),
+    action = ScionAction(client, settings=Settings.from_env({}, hub_url="https://hub.example.com"),
                          id_tokens=IdTokenCache(fetch))
     with pytest.raises(ActionError) as info:
         action(context_for(hub_schedule()))
@@ -262,8 +263,8 @@ def test_no_credentials_at_all_is_a_retryable_failure_of_this_worker() -> None:
 
 def test_a_hub_on_loopback_needs_no_credentials() -> None:
     client, seen = _capturing()
-    action = ScionAction(client, settings=Settings(hub_url="http://localhost:8080",
-                                                   allowed_targets="localhost"),
+    action = ScionAction(client, settings=Settings.from_env({}, hub_url="http://localhost:8080",
+                                                                allowed_targets="localhost"),
                          id_tokens=IdTokenCache(lambda a: pytest.fail("no token needed")))
     action(context_for(hub_schedule()))
     assert "authorization" not in seen[0].headers

@@ -386,8 +386,8 @@ def test_after_an_outage_latest_runs_one_fire_and_records_the_rest_missed(stack:
             Delivery(f"m{n}", message.data, message.attributes, slot + timedelta(seconds=3))
         )
     ledger = stack.ledger()
-    action = ScionAction(settings=Settings(hub_url=stack.hub.url, hub_token=TOKEN,
-                                           allowed_targets="127.0.0.1"))
+    action = ScionAction(settings=Settings.from_env({}, hub_url=stack.hub.url, hub_token=TOKEN,
+                                                        allowed_targets="127.0.0.1"))
     pipeline = Pipeline(ledger, ActionRegistry({"scion": action}), worker_id="late-worker",
                         clock=lambda: now)
     stop = threading.Event()

@@ -200,11 +200,11 @@ def start_audit(settings: Settings, client: Any, ledger: FirestoreLedger,
         return str(future.result(timeout=PUBLISH_TIMEOUT_S))
 
     prefix = settings.collection_prefix or "scion_"
-    registry = ScheduleRegistry(client, prefix, settings.egress_policy())
+    registry = ScheduleRegistry(client, prefix, settings.allowed_targets)
     audit = Audit(ledger, FirestoreSlotRecords(client, prefix), registry, publish,
                   worker_id=worker_id, clock=ledger.clock.now,
-                  horizon=settings.duration("audit_horizon"),
-                  grace=settings.duration("audit_grace"), audit_slots=metrics.audit_slots,
-                  signing_key=settings.signing_key or None)
+                  horizon=settings.audit_horizon,
+                  grace=settings.audit_grace, audit_slots=metrics.audit_slots,
+                  signing_key=settings.signing_key)
     audit.start(stop)
     return audit

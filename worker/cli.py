@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from scheduler.cli_base import (
     add_settings_flags,
@@ -14,24 +16,37 @@ from scheduler.cli_base import (
 )
 from scheduler.config import ConfigError, Settings
 
+if TYPE_CHECKING:
+    from worker.runner import RunOptions
+
 DESCRIPTION = """\
 Worker pool of scion-scheduler: pulls fires from the Pub/Sub subscription, claims each fire in
 Firestore so that it runs exactly once across all replicas, runs its action, records the outcome.
 """
 
 
-def _positive_int(name: str) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
+def _bounded(name: str, kind: type[int] | type[float], low: float, high: float = math.inf,
+             unit: str = "") -> Callable[[str], float]:
+    """A parser of a flag's number from `low` to `high`; its errors name the flag."""
+    what, unit = (f"a number of {unit}", f" {unit}") if unit else ("a whole number", "")
+
+    def parse(raw: str) -> float:
         try:
-            value = int(raw)
+            value = kind(raw)
         except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{name} must be a whole number (got {raw!r})"
-            ) from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be at least 1 (got {value})")
+            raise argparse.ArgumentTypeError(f"{name} must be {what} (got {raw!r})") from None
+        if not low <= value < math.inf:
+            raise argparse.ArgumentTypeError(f"{name} must be at least {low:g}{unit} (got {raw!r})")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"{name} must be at most {high:g}{unit} (got {raw!r})")
         return value
     return parse
+
+
+def _seconds(name: str, low: float, high: float = math.inf) -> Callable[[str], timedelta]:
+    """A parser of a flag's duration in seconds, from `low` to `high`."""
+    number = _bounded(name, float, low, high, "seconds")
+    return lambda raw: timedelta(seconds=number(raw))
 
 
 def _port(raw: str) -> int:
@@ -40,32 +55,37 @@ def _port(raw: str) -> int:
     return int(raw)
 
 
-def _seconds(name: str, minimum: float, maximum: float = float("inf")) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{name} must be a number of seconds (got {raw!r})"
-            ) from None
-        if not minimum <= value < float("inf"):
-            raise argparse.ArgumentTypeError(
-                f"{name} must be at least {minimum:g} seconds (got {raw!r})"
-            )
-        if value > maximum:
-            raise argparse.ArgumentTypeError(
-                f"{name} must be at most {maximum:g} seconds (got {raw!r})"
-            )
-        return value
-    return parse
+# `scion-worker run`'s own flags: (flag, parser, metavar, help). Their defaults are those of
+# `RunOptions`, written there only; the help shows them.
+_SECONDS = "SECONDS"
+_RUN_FLAGS: tuple[tuple[str, Callable[[str], object], str, str], ...] = (
+    ("--max-messages", _bounded("--max-messages", int, 1), "N",
+     "flow control: most messages held at once"),
+    ("--max-bytes", _bounded("--max-bytes", int, 1), "N",
+     "flow control: most message bytes held at once"),
+    ("--executors", _bounded("--executors", int, 1), "N", "threads running actions"),
+    ("--grace-period", _seconds("--grace-period", 0), _SECONDS,
+     "on SIGTERM, how long running actions may finish"),
+    ("--lease", _seconds("--lease", 1), _SECONDS,
+     "claim lease, renewed every third of it while an action runs; a dead worker's fire is "
+     "taken over within it plus a quarter"),
+    ("--max-lease-duration", _seconds("--max-lease-duration", 10),
+     _SECONDS, "longest the client extends a message's ack deadline while its action runs"),
+    ("--max-lease-extension", _seconds("--max-lease-extension", 10, 600), _SECONDS,
+     "longest single ack-deadline extension: the messages of a worker that died return to "
+     "other replicas within it (10..600)"),
+)
+
+
+def _attr(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")
 
 
 def _register_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from worker import pubsub_transport as defaults
-    from worker.pipeline import DEFAULT_LEASE
+    from worker.runner import RunOptions
 
     # Settings flags are accepted after `run` too; SUPPRESS keeps an absent one from hiding a
-    # value given before `run`.
+    # value given before `run`, and an absent worker flag from hiding RunOptions' default.
     p = sub.add_parser(
         "run", help="run the worker pool until SIGTERM or SIGINT",
         description="Pull fires from the subscription and run each once; serve /livez, /readyz "
@@ -74,59 +94,34 @@ def _register_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     add_settings_flags(p)
     group = p.add_argument_group("worker")
-    group.add_argument("--health-port", type=_port, default=None, metavar="N",
+    group.add_argument("--health-port", type=_port, metavar="N",
                        help="port of /livez, /readyz and /metrics (default: $PORT, else 8080)")
-    group.add_argument("--max-messages", type=_positive_int("--max-messages"), metavar="N",
-                       default=defaults.DEFAULT_MAX_MESSAGES,
-                       help="flow control: most messages held at once (default %(default)s)")
-    group.add_argument("--max-bytes", type=_positive_int("--max-bytes"), metavar="N",
-                       default=defaults.DEFAULT_MAX_BYTES,
-                       help="flow control: most message bytes held at once (default %(default)s)")
-    group.add_argument("--executors", type=_positive_int("--executors"), metavar="N",
-                       default=defaults.DEFAULT_EXECUTORS,
-                       help="threads running actions (default %(default)s)")
-    group.add_argument("--grace-period", type=_seconds("--grace-period", 0), metavar="SECONDS",
-                       default=defaults.DEFAULT_GRACE_PERIOD.total_seconds(),
-                       help="on SIGTERM, how long running actions may finish (default %(default)s)")
-    group.add_argument("--lease", type=_seconds("--lease", 1), metavar="SECONDS",
-                       default=DEFAULT_LEASE.total_seconds(),
-                       help="claim lease, renewed every third of it while an action runs; a dead "
-                            "worker's fire is taken over within it plus a quarter "
-                            "(default %(default)s)")
-    group.add_argument(
-        "--max-lease-duration",
-        type=_seconds("--max-lease-duration", 10),
-        metavar="SECONDS",
-        default=defaults.DEFAULT_MAX_LEASE_DURATION.total_seconds(),
-        help="longest the client extends a message's ack deadline while its action "
-        "runs (default %(default)s)",
-    )
-    group.add_argument(
-        "--max-lease-extension",
-        type=_seconds("--max-lease-extension", 10, 600),
-        metavar="SECONDS",
-        default=defaults.DEFAULT_MAX_LEASE_EXTENSION.total_seconds(),
-        help="longest single ack-deadline extension: the messages of a worker that "
-        "died return to other replicas within it (10..600, default %(default)s)",
-    )
+    defaults = RunOptions()
+    for flag, parse, metavar, text in _RUN_FLAGS:
+        default = getattr(defaults, _attr(flag))
+        shown = f"{default.total_seconds():g}" if isinstance(default, timedelta) else default
+        group.add_argument(flag, type=parse, metavar=metavar, help=f"{text} (default {shown})")
     p.set_defaults(handler=_run)
 
 
-def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.runner import RunOptions, default_health_port, run_worker
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """The `RunOptions` of parsed `run` flags: each flag given, else its default (the health
+    port's from `PORT`)."""
+    from worker.runner import RunOptions, default_health_port
 
+    given = {_attr(flag): getattr(args, _attr(flag)) for flag, *_ in _RUN_FLAGS
+             if hasattr(args, _attr(flag))}
     try:
-        port = args.health_port if args.health_port is not None else default_health_port()
+        port = args.health_port if hasattr(args, "health_port") else default_health_port()
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    options = RunOptions(
-        health_port=port, max_messages=args.max_messages, max_bytes=args.max_bytes,
-        executors=args.executors, grace_period=timedelta(seconds=args.grace_period),
-        lease=timedelta(seconds=args.lease),
-        max_lease_duration=timedelta(seconds=args.max_lease_duration),
-        max_lease_extension=timedelta(seconds=args.max_lease_extension),
-    )
-    return run_worker(settings, options)
+    return RunOptions(health_port=port, **given)
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.runner import run_worker
+
+    return run_worker(settings, run_options(args))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,15 +4,13 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 from dataclasses import dataclass
 from datetime import timedelta
-from types import FrameType
 from typing import cast
 
 from scheduler import gcp
+from scheduler.cli_base import stop_on_signals
 from scheduler.config import Settings
 from scheduler.logs import get_logger
 from worker.action import ActionRegistry
@@ -42,6 +40,8 @@ DEFAULT_HEALTH_PORT = 8080
 # The reaper sweeps this many times per lease: a dead worker's claim is taken over at most a
 # lease plus a quarter of it after its last renewal (the README's failure model).
 REAP_SWEEPS_PER_LEASE = 4
+# Why the claims still held when the worker leaves are released.
+ABANDONED = "worker stopped before the action finished"
 
 
 @dataclass(frozen=True)
@@ -84,69 +84,53 @@ def run_worker(settings: Settings, options: RunOptions) -> int:
     health_of = DependencyHealth(metrics)
     ledger = cast(Ledger, MonitoredLedger(store, health_of))
     actions = MonitoredActions(ActionRegistry(builtin_handlers(settings)), health_of)
-    pipeline = Pipeline(ledger, actions, worker_id=worker_id,
-                        signing_key=settings.signing_key or None, lease=options.lease,
-                        metrics=metrics, clock=clock, trace_project=settings.project,
-                        retry_budget=IN_PROCESS_RETRY_BUDGET)
-    transport = PubSubTransport(
-        gcp.subscriber_client(settings),
-        settings.subscription_path,
-        max_messages=options.max_messages,
-        max_bytes=options.max_bytes,
-        executors=options.executors,
-        max_lease_duration=options.max_lease_duration,
-        max_lease_extension=options.max_lease_extension,
-        grace_period=options.grace_period,
-        before_abandon=lambda: pipeline.release_running(
-            "worker stopped before the action finished"
-        ),
-    )
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal received; stopping", signal=signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    pipeline = Pipeline(ledger, actions, worker_id=worker_id, signing_key=settings.signing_key,
+                        lease=options.lease, metrics=metrics, clock=clock,
+                        trace_project=settings.project, retry_budget=IN_PROCESS_RETRY_BUDGET)
+    transport = _transport(settings, options, pipeline)
     health_of.pubsub_ready = lambda: transport.ready
-    health = HealthServer(
-        options.health_port, ready=health_of.readiness, registry=metrics.registry
-    ).start()
-    reaper = Reaper(
-        FirestoreLapsedClaims(client, settings.collection_prefix or "scion_"),
-        lambda delivery: pipeline.handle(delivery, stop),
-        clock=clock,
-        interval=options.lease / REAP_SWEEPS_PER_LEASE,
-        grace=options.lease,
-        worker_id=worker_id,
+    with stop_on_signals(log) as stop:
+        health = HealthServer(
+            options.health_port, ready=health_of.readiness, registry=metrics.registry
+        ).start()
+        reaper = Reaper(
+            FirestoreLapsedClaims(client, settings.collection_prefix or "scion_"),
+            lambda delivery: pipeline.handle(delivery, stop), clock=clock,
+            interval=options.lease / REAP_SWEEPS_PER_LEASE, grace=options.lease,
+            worker_id=worker_id,
+        )
+        reaper.start(stop)
+        start_audit(settings, client, store, metrics, worker_id, stop)
+        log.info("worker starting", worker_id=worker_id, subscription=settings.subscription_path,
+                 health_port=health.port, executors=options.executors,
+                 max_messages=options.max_messages, lease_s=options.lease.total_seconds(),
+                 grace_period_s=options.grace_period.total_seconds())
+        try:
+            transport.run(lambda delivery: pipeline.handle(delivery, stop), stop)
+        finally:
+            health.stop()
+        return _wind_down(worker_id, options, pipeline, transport, reaper)
+
+
+def _transport(settings: Settings, options: RunOptions, pipeline: Pipeline) -> PubSubTransport:
+    return PubSubTransport(
+        gcp.subscriber_client(settings), settings.subscription_path,
+        max_messages=options.max_messages, max_bytes=options.max_bytes,
+        executors=options.executors, max_lease_duration=options.max_lease_duration,
+        max_lease_extension=options.max_lease_extension, grace_period=options.grace_period,
+        before_abandon=lambda: pipeline.release_running(ABANDONED),
     )
-    reaper.start(stop)
-    start_audit(settings, client, store, metrics, worker_id, stop)
-    log.info(
-        "worker starting",
-        worker_id=worker_id,
-        subscription=settings.subscription_path,
-        health_port=health.port,
-        executors=options.executors,
-        max_messages=options.max_messages,
-        lease_s=options.lease.total_seconds(),
-        grace_period_s=options.grace_period.total_seconds(),
-    )
-    try:
-        transport.run(lambda delivery: pipeline.handle(delivery, stop), stop)
-    finally:
-        health.stop()
-    # Takeovers the reaper runs get the grace period too; then they are released like the rest.
+
+
+def _wind_down(worker_id: str, options: RunOptions, pipeline: Pipeline,
+               transport: PubSubTransport, reaper: Reaper) -> int:
+    """After the transport stopped: give the reaper's takeovers the grace period too, then
+    release what still runs and leave at once if anything does."""
     reaped = reaper.wait_idle(options.grace_period.total_seconds())
     if not reaped:
-        pipeline.release_running("worker stopped before the action finished")
-    log.info(
-        "worker stopped",
-        worker_id=worker_id,
-        abandoned=transport.abandoned,
-        reaper_abandoned=reaper.busy,
-    )
+        pipeline.release_running(ABANDONED)
+    log.info("worker stopped", worker_id=worker_id, abandoned=transport.abandoned,
+             reaper_abandoned=reaper.busy)
     if transport.abandoned or not reaped:
         # The abandoned actions' threads would hold the interpreter open until they end; their
         # claims are released and their messages handed back, so nothing is lost by leaving now.

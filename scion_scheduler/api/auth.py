@@ -125,8 +125,8 @@ class Authenticator:
         """From `SCION_SCHEDULER_API_TOKEN`, `_API_AUDIENCE` and `_API_ALLOWED_SA`. An audience
         without allowed service accounts (or the reverse) is refused: anyone can obtain a Google
         ID token for any audience, so the audience alone proves nothing."""
-        audiences = _split(settings.api_audience)
-        emails = frozenset(_split(settings.api_allowed_sa))
+        audiences = settings.api_audience
+        emails = frozenset(settings.api_allowed_sa)
         oidc: OidcPolicy | None = None
         if audiences or emails:
             if not audiences or not emails:
@@ -136,7 +136,7 @@ class Authenticator:
                     "from an allowed service account")
             oidc = (OidcPolicy(audiences, emails, verify) if verify is not None
                     else OidcPolicy(audiences, emails))
-        return cls(token=settings.api_token or None, oidc=oidc)
+        return cls(token=settings.api_token, oidc=oidc)
 
     def authenticate(self, authorization: str | None) -> str:
         """The caller's identity (`token`, a service-account email, or `anonymous`)."""
@@ -162,10 +162,6 @@ def _redact(message: str, token: str) -> str:
         if len(secret) >= 8:
             message = message.replace(secret, "[redacted]")
     return " ".join(message.split())[:300]
-
-
-def _split(value: str | None) -> tuple[str, ...]:
-    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
 
 
 def is_loopback(host: str) -> bool:

@@ -97,7 +97,7 @@ class ApiContext:
     def egress(self) -> EgressPolicy:
         """Where schedules' actions may send requests (a refused target never becomes a job);
         parsed once, by `create_app`, so that a bad setting stops the app from starting."""
-        return self.control.settings.egress_policy()
+        return self.control.settings.allowed_targets
 
 
 def context_of(request: Request) -> ApiContext:

@@ -157,7 +157,7 @@ def _loaded(args: argparse.Namespace, settings: Settings) -> ScheduleSet:
     """The `--file` of `sync`/`plan`, validated whole (after the required settings)."""
     settings.require(*REQUIRED)
     return load_schedule_set(args.file, format=args.format, strict=args.strict,
-                             egress=settings.egress_policy())
+                             egress=settings.allowed_targets)
 
 
 def sync_loaded(args: argparse.Namespace, settings: Settings, loaded: ScheduleSet) -> int:

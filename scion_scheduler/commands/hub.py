@@ -119,5 +119,5 @@ def pull(args: argparse.Namespace, settings: Settings) -> int:
     if not args.sync:
         return EXIT_OK
     loaded = schedules_from_data(document, format="scion", strict=args.strict,
-                                 egress=settings.egress_policy())
+                                 egress=settings.allowed_targets)
     return sync_loaded(args, settings, loaded)

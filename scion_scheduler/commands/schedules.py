@@ -43,7 +43,7 @@ def register(sub: Any) -> None:
 
 def validate(args: argparse.Namespace, settings: Settings) -> int:
     """Validate the file; errors surface as `ValidationError` (exit 2) in `main`."""
-    loaded = load_schedule_set(args.file, format=args.format, egress=settings.egress_policy())
+    loaded = load_schedule_set(args.file, format=args.format, egress=settings.allowed_targets)
     gone = f"; {len(loaded.absent)} gone at the hub" if loaded.absent else ""
     emit(
         {
@@ -74,7 +74,7 @@ def show_next(args: argparse.Namespace, settings: Settings) -> int:
     after = args.after or datetime.now(UTC)
     result: dict[str, list[str]] = {}
     lines = []
-    for schedule in load_schedules(args.file, format=args.format, egress=settings.egress_policy()):
+    for schedule in load_schedules(args.file, format=args.format, egress=settings.allowed_targets):
         if schedule.paused:
             fires = []
         elif schedule.at is not None:

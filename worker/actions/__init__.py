@@ -37,5 +37,5 @@ def builtin_handlers(settings: Settings) -> dict[str, ActionHandler]:
     from worker.actions.http import HttpAction
     from worker.actions.scion import ScionAction
 
-    return {"http": HttpAction(egress=settings.egress_policy()),
+    return {"http": HttpAction(egress=settings.allowed_targets),
             "scion": ScionAction(settings=settings)}

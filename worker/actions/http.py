@@ -123,7 +123,7 @@ class HttpAction:
                  egress: EgressPolicy | None = None) -> None:
         """`egress`: where requests may go (default: `SCION_SCHEDULER_ALLOWED_TARGETS` from the
         environment); `client` (default: one enforcing `egress`) is for tests."""
-        self._egress = egress if egress is not None else Settings.from_env().egress_policy()
+        self._egress = egress if egress is not None else Settings.from_env().allowed_targets
         self._client = client if client is not None else egress_client(self._egress)
         self._id_tokens = id_tokens if id_tokens is not None else IdTokenCache()
 

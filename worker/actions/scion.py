@@ -171,7 +171,7 @@ class ScionAction:
         self._token = settings.hub_token
         self._audience = settings.hub_audience or (settings.hub_url or "").rstrip("/")
         # The hub's URL goes through the egress policy like any target.
-        self._egress = settings.egress_policy()
+        self._egress = settings.allowed_targets
         self._client = client if client is not None else egress_client(self._egress)
         self._id_tokens = id_tokens if id_tokens is not None else IdTokenCache()
 
