@@ -74,11 +74,6 @@ class MemoryLedger(HolderChanges):
         with self._lock:
             return self._executions.get(execution_id)
 
-    def executions(self) -> list[Execution]:
-        """Test helper: every record, in the order written."""
-        with self._lock:
-            return list(self._executions.values())
-
     def history(
         self, schedule_id: str, *, limit: int = 20, before: datetime | None = None
     ) -> list[Execution]:
