@@ -25,8 +25,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
                 re.S), REDACTED),
     (re.compile(r"\b(Bearer)(\s+)[A-Za-z0-9._~+/=-]+", re.I), rf"\1\2{REDACTED}"),
     (re.compile(r"\b(Basic)(\s+)[A-Za-z0-9+/=]{8,}"), rf"\1\2{REDACTED}"),
-    # "access_token": "…", access_token=…, 'key': '…', key=… (JSON, forms, query strings)
-    (re.compile(rf"""(["']?(?<![\w-])(?:{_SECRET_KEYS})\b["']?\s*[:=]\s*["']?)"""
+    # "access_token": "…", access_token=…, 'key': '…', key=… (JSON, forms, query strings);
+    # not a URL's last path segment (".../token: refused" names a URL, it holds no secret)
+    (re.compile(rf"""(["']?(?<![\w/-])(?:{_SECRET_KEYS})\b["']?\s*[:=]\s*["']?)"""
                 r"""[^"'\s&,;}]+""", re.I), rf"\1{REDACTED}"),
     (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}(\.[A-Za-z0-9_-]*){0,2}"), REDACTED),  # a JWT
     (re.compile(r"\bAIza[0-9A-Za-z_-]{4,}"), REDACTED),  # a Google API key

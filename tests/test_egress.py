@@ -341,9 +341,8 @@ def test_the_transport_refuses_a_host_header_for_another_host(server: Server) ->
 
 
 @pytest.mark.parametrize(("url", "headers", "reason"), [
-    # Not "refused by ...": the ledger redacts the error it stores, and `redact` takes the
-    # URL's ".../token: refused" for a credential ("token: [REDACTED] by the egress policy").
-    (METADATA_TOKEN_URL, {}, "by the egress policy: the URL calls a link-local"),
+    # The stored error is redacted, and a URL's last segment ("/token: refused") is no secret.
+    (METADATA_TOKEN_URL, {}, "token: refused by the egress policy: the URL calls a link-local"),
     ("https://hub.example.com/", {"Metadata-Flavor": "Google"}, "may not be set"),
 ])
 def test_an_old_job_reaching_a_worker_is_recorded_failed_and_never_sent(
@@ -419,6 +418,8 @@ def test_credentials_are_redacted_wherever_text_is_kept(secret: str) -> None:
 def test_plain_errors_are_kept_as_they_are() -> None:
     text = "POST https://hub.example.com/x: HTTP 503: upstream busy, Idempotency-Key: abc"
     assert redact(text) == text
+    url_error = "GET http://169.254.169.254/computeMetadata/v1/token: refused by the policy"
+    assert redact(url_error) == url_error
     assert excerpt("a  b\n" * 100).startswith("a b a b") and excerpt("x" * 500).endswith("...")
     assert len(excerpt("x" * 500)) == EXCERPT_CHARS + 3
 
