@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import re
 import shutil
@@ -44,10 +43,23 @@ from scheduler.contract import build_message
 from scheduler.control import SchedulerControl, with_registry
 from scheduler.egress import EgressPolicy
 from scheduler.emulator import CloudSchedulerEmulator
-from scheduler.model import Schedule, format_instant, parse_instant
+from scheduler.model import Schedule, format_instant
 from scheduler.validation import load_schedules, parse_schedule
 from scion_scheduler.google_emulators import Emulator, check_prerequisites, free_port
 from scion_scheduler.reference_hub import FireCall, ReferenceHub
+from worker.events import (
+    ActionFailed,
+    ActionFinished,
+    ActionStarting,
+    Busy,
+    Duplicate,
+    FireRef,
+    Missed,
+    Rejected,
+    Skipped,
+    WorkerStarting,
+    decode_line,
+)
 
 PROJECT = "scion-local"
 # A Google Cloud project ID, as terraform/variables.tf validates var.project_id.
@@ -158,52 +170,47 @@ class Account:
         with self._lock:
             print(f"{datetime.now(UTC):%H:%M:%S}  {text}", file=self.out, flush=True)
 
-    def worker_line(self, replica: str, line: str) -> None:
+    def worker_line(self, replica: str, text: str) -> None:
         """Account for one log line of a replica (JSON; anything else is ignored here)."""
-        try:
-            event = json.loads(line)
-        except ValueError:
+        line = decode_line(text)
+        if line is None:
             return
-        if not isinstance(event, dict):
-            return
-        message = str(event.get("message", ""))
-        schedule_id, fire_time = event.get("schedule_id", "?"), event.get("fire_time", "?")
-        eid = str(event.get("execution_id", ""))
-        what = f"{schedule_id} @ {fire_time} ({event.get('trigger', '?')})"
+        event, fire = line.event, line.fire
+        eid = fire.execution_id if fire is not None else ""
+        what = _describe(fire)
         with self._lock:
             if eid:
                 self.fires.add(eid)
-            if message == "worker starting":
-                self.say(f"{replica}: ready as worker {event.get('worker_id')}, "
-                         f"pulling {event.get('subscription', '')}")
-            elif message == "action starting":
-                self.action_started[eid] = _timestamp(event)
-                self.say(f"{replica}: runs {what}, attempt {event.get('attempt')}")
-            elif message == "action finished":
-                self._finish(eid, str(event.get("state", "succeeded")))
-                took = _timestamp(event) - self.action_started.pop(eid, _timestamp(event))
-                details = [str(event["detail"])] if event.get("detail") else []
-                details.append(f"{took.total_seconds() * 1000:.0f} ms")
-                self.say(f"{replica}: {what} -> {event.get('state')} ({', '.join(details)})")
-            elif message.startswith("action failed"):
-                self.failures += 1
-                if "redelivery will retry" not in message:
-                    self._finish(eid, "failed")
-                self.say(f"{replica}: {what} -> {message}: {event.get('error')}")
-            elif message == "duplicate delivery of a finished fire":
-                self.duplicates += 1
-                self.say(
-                    f"{replica}: duplicate delivery of {what} suppressed (already "
-                    f"{event.get('state')})"
-                )
-            elif message.startswith("fire is running on another worker"):
-                self.deferred += 1
-                self.say(f"{replica}: {what} is running on another replica; delivery deferred")
-            elif message.startswith("fire skipped") or message == "fire missed":
-                self._finish(eid, "skipped" if message.startswith("fire skipped") else "missed")
-                self.say(f"{replica}: {what} {message}")
-            elif message == "message rejected":
-                self.say(f"{replica}: message rejected: {event.get('reason')}")
+            match event:
+                case WorkerStarting():
+                    self.say(f"{replica}: ready as worker {event.worker_id}, "
+                             f"pulling {event.subscription}")
+                case ActionStarting():
+                    self.action_started[eid] = line.at
+                    self.say(f"{replica}: runs {what}, attempt {fire.attempt if fire else None}")
+                case ActionFinished():
+                    self._finish(eid, str(event.state))
+                    took = line.at - self.action_started.pop(eid, line.at)
+                    details = [event.detail] if event.detail else []
+                    details.append(f"{took.total_seconds() * 1000:.0f} ms")
+                    self.say(f"{replica}: {what} -> {event.state} ({', '.join(details)})")
+                case ActionFailed():
+                    self.failures += 1
+                    if event.final:
+                        self._finish(eid, "failed")
+                    self.say(f"{replica}: {what} -> {event.message}: {event.error}")
+                case Duplicate():
+                    self.duplicates += 1
+                    self.say(f"{replica}: duplicate delivery of {what} suppressed (already "
+                             f"{event.state})")
+                case Busy():
+                    self.deferred += 1
+                    self.say(f"{replica}: {what} is running on another replica; delivery deferred")
+                case Skipped() | Missed():
+                    self._finish(eid, "skipped" if isinstance(event, Skipped) else "missed")
+                    self.say(f"{replica}: {what} {event.message}")
+                case Rejected():
+                    self.say(f"{replica}: message rejected: {event.reason}")
 
     def _finish(self, eid: str, outcome: str) -> None:
         self.outcomes[outcome] += 1
@@ -245,11 +252,12 @@ class Account:
             )
 
 
-def _timestamp(event: Mapping[str, object]) -> datetime:
-    """When a log line was written (its `timestamp`), else now."""
-    with contextlib.suppress(KeyError, TypeError, ValueError):
-        return parse_instant(str(event["timestamp"]))
-    return datetime.now(UTC)
+def _describe(fire: FireRef | None) -> str:
+    """The fire a line is about, as the account names it: `schedule @ fire time (trigger)`."""
+    if fire is None:
+        return "? @ ? (?)"
+    fire_time = format_instant(fire.fire_time) if fire.fire_time is not None else "?"
+    return f"{fire.schedule_id or '?'} @ {fire_time} ({fire.trigger or '?'})"
 
 
 class Replica:

@@ -68,10 +68,13 @@ def test_the_make_run_sample_shows_what_the_stack_prints_now() -> None:
     """Every kind of line `up` narrates in an ordinary run, and every summary line, appears in
     the README's sample (up to times, IDs and counts), so the sample cannot drift from the code."""
     import io
-    import json
+
+    from worker_lines import json_line
 
     from scion_scheduler import stack
     from scion_scheduler.reference_hub import FireCall
+    from worker.events import ActionFinished, ActionStarting, Duplicate, WorkerStarting
+    from worker.ledger import State
 
     out = io.StringIO()
     account = stack.Account(out)
@@ -84,31 +87,17 @@ def test_the_make_run_sample_shows_what_the_stack_prints_now() -> None:
         "attempt": 1,
     }
     manual = {**fire, "fire_time": "2026-11-23T02:48:24.967575Z", "trigger": "manual"}
-    for replica, event in [
-        (
-            "replica-1",
-            {"message": "worker starting", "worker_id": "vm-1-ab12", "subscription": subscription},
-        ),
-        (
-            "replica-2",
-            {"message": "action starting", "timestamp": "2026-11-23T02:49:00.010Z", **fire},
-        ),
-        (
-            "replica-2",
-            {
-                "message": "action finished",
-                "state": "succeeded",
-                "detail": "HTTP 200",
-                "timestamp": "2026-11-23T02:49:00.014Z",
-                **fire,
-            },
-        ),
-        (
-            "replica-1",
-            {"message": "duplicate delivery of a finished fire", "state": "succeeded", **manual},
-        ),
+    for replica, line in [
+        ("replica-1", json_line(WorkerStarting(
+            worker_id="vm-1-ab12", subscription=subscription, health_port=8081, executors=4,
+            max_messages=8, lease_s=12.0, grace_period_s=5.0))),
+        ("replica-2", json_line(ActionStarting("http", taken_over=False),
+                                timestamp="2026-11-23T02:49:00.010Z", **fire)),
+        ("replica-2", json_line(ActionFinished(State.SUCCEEDED, "HTTP 200"),
+                                timestamp="2026-11-23T02:49:00.014Z", **fire)),
+        ("replica-1", json_line(Duplicate(State.SUCCEEDED), **manual)),
     ]:
-        account.worker_line(replica, json.dumps(event))
+        account.worker_line(replica, line)
     account.target_call(
         FireCall(
             "http",

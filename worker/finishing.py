@@ -16,11 +16,19 @@ from datetime import datetime, timedelta
 from scheduler.logs import get_logger
 from worker.action import ActionError, ActionResult
 from worker.attempt import Attempt
+from worker.events import (
+    ActionFailed,
+    ActionFailedLastAttempt,
+    ActionFinished,
+    ActionRetrying,
+    EventLog,
+)
 from worker.leases import Lease
 from worker.ledger import FINAL_STATES, Ledger, State
 from worker.transport import Disposition, Outcome
 
 log = get_logger(__name__)
+report = EventLog(log)
 
 # A delivery that finds the ledger unavailable comes back after this long.
 STORE_RETRY_DELAY = timedelta(seconds=10)
@@ -67,7 +75,7 @@ class Finisher:
                 held=held,
                 error=f"the action returned the non-final state {state!s}",
             )
-        log.info("action finished", state=str(state), detail=detail)
+        report(ActionFinished(state, detail))
         return self.finish(eid, state, detail=detail, held=held)
 
     def failed(self, attempt: Attempt, number: int, exc: Exception, held: Lease) -> Disposition:
@@ -78,22 +86,13 @@ class Finisher:
         retryable = exc.retryable if isinstance(exc, ActionError) else True
         error = str(exc) if isinstance(exc, ActionError) else f"{type(exc).__name__}: {exc}"
         if not retryable:
-            log.warning("action failed, not retryable", error=error)
+            report(ActionFailed(error))
             return self.finish(eid, State.FAILED, error=error, held=held)
         if number >= max_attempts:
-            log.warning(
-                "action failed on its last attempt",
-                error=error,
-                max_attempts=max_attempts,
-                exc_info=not isinstance(exc, ActionError),
-            )
+            report(ActionFailedLastAttempt(error, max_attempts),
+                   exc_info=not isinstance(exc, ActionError))
             return self.finish(eid, State.FAILED, error=error, held=held)
-        log.warning(
-            "action failed; redelivery will retry it",
-            error=error,
-            max_attempts=max_attempts,
-            exc_info=not isinstance(exc, ActionError),
-        )
+        report(ActionRetrying(error, max_attempts), exc_info=not isinstance(exc, ActionError))
         with held.lock:
             held.active = False  # no renewal of the lease being released
         try:

@@ -38,6 +38,7 @@ from scheduler.logs import bound, get_logger
 from scheduler.model import format_instant
 from worker.action import ActionRegistry, ActionResult
 from worker.attempt import Attempt
+from worker.events import ActionStarting, Busy, Duplicate, EventLog, Missed, Rejected, Skipped
 from worker.finishing import Finisher, store_unavailable
 from worker.leases import LeaseKeeper
 from worker.ledger import (
@@ -52,6 +53,7 @@ from worker.metrics import WorkerMetrics
 from worker.transport import Delivery, Disposition, Outcome
 
 log = get_logger(__name__)
+report = EventLog(log)
 
 # Never ask for a redelivery sooner than this: a lease about to lapse is still live for a moment.
 MIN_BUSY_DELAY = timedelta(seconds=1)
@@ -247,18 +249,14 @@ class Pipeline:
         max_attempts = attempt.fire.max_attempts
         if claim.result is ClaimResult.DONE:
             self.metrics.duplicates_suppressed.inc()
-            log.info("duplicate delivery of a finished fire", state=str(execution.state))
+            report(Duplicate(execution.state))
             return Disposition(ack=True, outcome=Outcome.DUPLICATE)
         if claim.result is ClaimResult.BUSY:
             delay = self._busy_delay(execution)
-            log.info(
-                "fire is running on another worker; redelivery later",
-                holder=execution.worker_id,
-                delay_s=delay.total_seconds(),
-            )
+            report(Busy(holder=execution.worker_id, delay_s=delay.total_seconds()))
             return Disposition(ack=False, outcome=Outcome.BUSY, delay=delay)
         if claim.result is ClaimResult.OVERLAP:
-            log.info("fire skipped: another fire of the schedule is running (overlap: skip)")
+            report(Skipped())
             return Disposition(ack=True, outcome=Outcome.SKIPPED)
         if execution.attempt > max_attempts:
             log.warning("max attempts exhausted before this attempt", max_attempts=max_attempts)
@@ -280,11 +278,8 @@ class Pipeline:
                 max(0.0, (self.clock() - attempt.fire_time).total_seconds())
             )
         context = attempt.action_context(number)
-        log.info(
-            "action starting",
-            action_type=attempt.fire.action.type,
-            taken_over=claim.result is ClaimResult.TAKEN_OVER,
-        )
+        report(ActionStarting(action_type=attempt.fire.action.type,
+                              taken_over=claim.result is ClaimResult.TAKEN_OVER))
         result: ActionResult | None = None
         error: Exception | None = None
         started = time.monotonic()
@@ -349,7 +344,7 @@ class Pipeline:
             log.exception("could not record a missed fire; the delivery will be retried")
             return None
         if written:
-            log.warning("fire missed", reason=reason)
+            report(Missed(reason))
         return written
 
     def _claim(self, attempt: Attempt) -> Claim | None:
@@ -384,15 +379,8 @@ class Pipeline:
         delivery attempts) it is nacked until it reaches the dead-letter topic; without one it
         is acked, so that it cannot loop forever."""
         dead_letter = delivery.delivery_attempt is not None
-        log.error(
-            "message rejected",
-            reason=reason,
-            claimed_schedule_id=delivery.attributes.get(ATTR_SCHEDULE_ID),
-            delivery_attempt=delivery.delivery_attempt,
-            disposition="nack toward the dead-letter topic"
-            if dead_letter
-            else "ack (no dead-letter policy)",
-        )
+        report(Rejected(reason, delivery.attributes.get(ATTR_SCHEDULE_ID),
+                        delivery.delivery_attempt, dead_letter))
         return Disposition(ack=not dead_letter, outcome=Outcome.REJECTED)
 
     def _interrupted(self) -> Disposition:

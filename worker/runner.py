@@ -17,6 +17,7 @@ from worker.action import ActionRegistry
 from worker.actions import builtin_handlers
 from worker.audit import start_audit
 from worker.dependencies import DependencyHealth, MonitoredActions, MonitoredLedger
+from worker.events import EventLog, WorkerStarting
 from worker.firestore_lapsed import FirestoreLapsedClaims
 from worker.firestore_ledger import FirestoreLedger
 from worker.health import HealthServer
@@ -101,10 +102,11 @@ def run_worker(settings: Settings, options: RunOptions) -> int:
         )
         reaper.start(stop)
         start_audit(settings, client, store, metrics, worker_id, stop)
-        log.info("worker starting", worker_id=worker_id, subscription=settings.subscription_path,
-                 health_port=health.port, executors=options.executors,
-                 max_messages=options.max_messages, lease_s=options.lease.total_seconds(),
-                 grace_period_s=options.grace_period.total_seconds())
+        EventLog(log)(WorkerStarting(
+            worker_id=worker_id, subscription=settings.subscription_path,
+            health_port=health.port, executors=options.executors,
+            max_messages=options.max_messages, lease_s=options.lease.total_seconds(),
+            grace_period_s=options.grace_period.total_seconds()))
         try:
             transport.run(lambda delivery: pipeline.handle(delivery, stop), stop)
         finally:
