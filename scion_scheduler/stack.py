@@ -21,21 +21,13 @@ import contextlib
 import errno
 import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections import Counter
-from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, TextIO
+from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from scheduler.config import Settings
@@ -45,21 +37,10 @@ from scheduler.egress import EgressPolicy
 from scheduler.emulator import CloudSchedulerEmulator
 from scheduler.model import Schedule, format_instant
 from scheduler.validation import load_schedules, parse_schedule
-from scion_scheduler.google_emulators import Emulator, check_prerequisites, free_port
-from scion_scheduler.reference_hub import FireCall, ReferenceHub
-from worker.events import (
-    ActionFailed,
-    ActionFinished,
-    ActionStarting,
-    Busy,
-    Duplicate,
-    FireRef,
-    Missed,
-    Rejected,
-    Skipped,
-    WorkerStarting,
-    decode_line,
-)
+from scion_scheduler.google_emulators import Emulator, check_prerequisites
+from scion_scheduler.narration import Account
+from scion_scheduler.reference_hub import ReferenceHub
+from scion_scheduler.replicas import Replica, stop_replicas
 
 PROJECT = "scion-local"
 # A Google Cloud project ID, as terraform/variables.tf validates var.project_id.
@@ -78,7 +59,6 @@ ACK_DEADLINE_SECONDS = 10
 RETRY_MINIMUM_BACKOFF_SECONDS = 10
 RETRY_MAXIMUM_BACKOFF_SECONDS = 600
 MAX_DELIVERY_ATTEMPTS = 10
-WORKER_GRACE_SECONDS = 5
 # The sync and the manual run keep this far from a minute boundary, where the jobs fire. A
 # paused schedule's job is created ENABLED and then paused (Job.state is set only by PauseJob),
 # so a slot between the two calls would fire it once; and a manual run meeting its schedule's
@@ -147,198 +127,6 @@ def start_target(account: Account) -> ReferenceHub:
         if exc.errno != errno.EADDRINUSE:
             raise
     return ReferenceHub(TARGET_HOST, 0, on_call=account.target_call).start()
-
-
-@dataclass
-class Account:
-    """The live account: one readable line per event, and the tallies for the summary."""
-
-    out: TextIO
-    started: float = field(default_factory=time.monotonic)
-    outcomes: Counter[str] = field(default_factory=Counter)
-    fires: set[str] = field(default_factory=set)
-    action_started: dict[str, datetime] = field(default_factory=dict)
-    duplicates: int = 0
-    deferred: int = 0
-    failures: int = 0
-    target_calls: list[FireCall] = field(default_factory=list)
-    finished: dict[str, str] = field(default_factory=dict)
-    _lock: threading.Condition = field(default_factory=threading.Condition)
-
-    def say(self, text: str) -> None:
-        """Print one line, stamped with the wall-clock time."""
-        with self._lock:
-            print(f"{datetime.now(UTC):%H:%M:%S}  {text}", file=self.out, flush=True)
-
-    def worker_line(self, replica: str, text: str) -> None:
-        """Account for one log line of a replica (JSON; anything else is ignored here)."""
-        line = decode_line(text)
-        if line is None:
-            return
-        event, fire = line.event, line.fire
-        eid = fire.execution_id if fire is not None else ""
-        what = _describe(fire)
-        with self._lock:
-            if eid:
-                self.fires.add(eid)
-            match event:
-                case WorkerStarting():
-                    self.say(f"{replica}: ready as worker {event.worker_id}, "
-                             f"pulling {event.subscription}")
-                case ActionStarting():
-                    self.action_started[eid] = line.at
-                    self.say(f"{replica}: runs {what}, attempt {fire.attempt if fire else None}")
-                case ActionFinished():
-                    self._finish(eid, str(event.state))
-                    took = line.at - self.action_started.pop(eid, line.at)
-                    details = [event.detail] if event.detail else []
-                    details.append(f"{took.total_seconds() * 1000:.0f} ms")
-                    self.say(f"{replica}: {what} -> {event.state} ({', '.join(details)})")
-                case ActionFailed():
-                    self.failures += 1
-                    if event.final:
-                        self._finish(eid, "failed")
-                    self.say(f"{replica}: {what} -> {event.message}: {event.error}")
-                case Duplicate():
-                    self.duplicates += 1
-                    self.say(f"{replica}: duplicate delivery of {what} suppressed (already "
-                             f"{event.state})")
-                case Busy():
-                    self.deferred += 1
-                    self.say(f"{replica}: {what} is running on another replica; delivery deferred")
-                case Skipped() | Missed():
-                    self._finish(eid, "skipped" if isinstance(event, Skipped) else "missed")
-                    self.say(f"{replica}: {what} {event.message}")
-                case Rejected():
-                    self.say(f"{replica}: message rejected: {event.reason}")
-
-    def _finish(self, eid: str, outcome: str) -> None:
-        self.outcomes[outcome] += 1
-        self.finished[eid] = outcome
-        self._lock.notify_all()
-
-    def target_call(self, call: FireCall) -> None:
-        """Account for one request the target received."""
-        with self._lock:
-            self.target_calls.append(call)
-        self.say(f"target: {call.method} {call.item_id} (Idempotency-Key {call.idempotency_key})")
-
-    def wait_finished(self, eid: str, timeout: float) -> bool:
-        """Block until the execution `eid` has an outcome; False after `timeout` seconds."""
-        with self._lock:
-            return self._lock.wait_for(lambda: eid in self.finished, timeout)
-
-    def summary(self) -> str:
-        """The closing summary."""
-        with self._lock:
-            keys = Counter(c.idempotency_key for c in self.target_calls)
-            doubles = sum(1 for n in keys.values() if n > 1)
-            twice = f"{doubles} executions received twice" if doubles else "no execution twice"
-            outcomes = (
-                ", ".join(f"{n} {name}" for name, n in sorted(self.outcomes.items())) or "none"
-            )
-            return "\n".join(
-                [
-                    f"summary after {time.monotonic() - self.started:.0f}s:",
-                    f"  fires delivered:        {len(self.fires)}",
-                    f"  executions:             {outcomes}",
-                    (
-                        f"  duplicates suppressed:  {self.duplicates} (+{self.deferred} "
-                        "deferred while running)"
-                    ),
-                    f"  failures:               {self.failures}",
-                    f"  target requests:        {len(self.target_calls)}, {twice}",
-                ]
-            )
-
-
-def _describe(fire: FireRef | None) -> str:
-    """The fire a line is about, as the account names it: `schedule @ fire time (trigger)`."""
-    if fire is None:
-        return "? @ ? (?)"
-    fire_time = format_instant(fire.fire_time) if fire.fire_time is not None else "?"
-    return f"{fire.schedule_id or '?'} @ {fire_time} ({fire.trigger or '?'})"
-
-
-class Replica:
-    """One `scion-worker run` process in its own session, its log lines fed to the account
-    and copied to a file."""
-
-    def __init__(self, name: str, env: Mapping[str, str], log_path: Path, account: Account) -> None:
-        self.name = name
-        self.health_port = free_port()
-        self.log_path = log_path
-        self.process = subprocess.Popen(
-            [
-                _worker_command(),
-                "run",
-                "--health-port",
-                str(self.health_port),
-                "--grace-period",
-                str(WORKER_GRACE_SECONDS),
-            ],
-            env=dict(env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self._reader = threading.Thread(
-            target=self._read, args=(account,), name=f"{name}-log", daemon=True
-        )
-        self._reader.start()
-
-    def _read(self, account: Account) -> None:
-        assert self.process.stdout is not None
-        with open(self.log_path, "w", encoding="utf-8") as copy:
-            for raw in _lines(self.process.stdout):
-                copy.write(raw + "\n")
-                copy.flush()
-                account.worker_line(self.name, raw)
-
-    def ready(self) -> bool:
-        """`/readyz` answers 200."""
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.health_port}/readyz", timeout=2
-            ) as answer:
-                return int(answer.status) == 200
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
-
-    def terminate(self) -> None:
-        """SIGTERM: the worker stops pulling and lets running actions finish."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-
-    def reap(self) -> None:
-        """Wait for the drain, then SIGKILL the whole session, whatever lingers in it."""
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=WORKER_GRACE_SECONDS + 10)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-        self._reader.join(timeout=5)
-
-
-def stop_replicas(replicas: list[Replica]) -> None:
-    """Stop every replica: all drain at once, so stopping takes one grace period, not one each."""
-    for replica in replicas:
-        replica.terminate()
-    for replica in replicas:
-        replica.reap()
-
-
-def _lines(stream: IO[bytes]) -> Iterator[str]:
-    for raw in iter(stream.readline, b""):
-        yield raw.decode("utf-8", errors="replace").rstrip("\n")
-
-
-def _worker_command() -> str:
-    """`scion-worker` next to this interpreter (the project's venv), else on PATH."""
-    beside = Path(sys.executable).parent / "scion-worker"
-    return str(beside) if beside.exists() else (shutil.which("scion-worker") or "scion-worker")
 
 
 def create_pubsub_resources(settings: Settings) -> None:

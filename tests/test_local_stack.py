@@ -28,7 +28,7 @@ from worker_lines import json_line
 
 from scheduler.egress import EgressPolicy
 from scheduler.validation import parse_schedule
-from scion_scheduler import stack
+from scion_scheduler import narration, replicas, stack
 from scion_scheduler.reference_hub import ReferenceHub
 from worker.events import ActionFinished, ActionStarting, Duplicate, WorkerStarting
 from worker.ledger import State
@@ -159,7 +159,7 @@ def test_the_target_takes_a_free_port_when_8087_is_taken() -> None:
             holder.listen()
         except OSError:
             pass
-        target = stack.start_target(stack.Account(io.StringIO()))
+        target = stack.start_target(narration.Account(io.StringIO()))
         try:
             assert not target.url.endswith(f":{stack.TARGET_PORT}")
         finally:
@@ -170,7 +170,7 @@ def test_the_target_takes_a_free_port_when_8087_is_taken() -> None:
 
 def test_the_target_records_every_method() -> None:
     out = io.StringIO()
-    account = stack.Account(out)
+    account = narration.Account(out)
     with ReferenceHub(on_call=account.target_call) as hub:
         request = urllib.request.Request(
             f"{hub.url}/items/7",
@@ -202,7 +202,7 @@ def test_the_sync_and_the_manual_run_keep_clear_of_a_minute_boundary(
 
 def test_the_account_reads_the_replicas_json_lines() -> None:
     out = io.StringIO()
-    account = stack.Account(out)
+    account = narration.Account(out)
     fire = {"schedule_id": "every-minute-ping", "fire_time": "2026-03-01T09:00:00Z",
             "execution_id": "e1", "trigger": "scheduled", "attempt": 1}
     for replica, line in [
@@ -346,7 +346,7 @@ def test_a_start_up_failing_halfway_stops_what_it_started(
     monkeypatch.setenv(MARKER, marker)
     for var in stack.EMULATOR_VARS:
         monkeypatch.setenv(var, DEAD_HOST)
-    monkeypatch.setattr(stack, "_worker_command", lambda: "false")
+    monkeypatch.setattr(replicas, "_worker_command", lambda: "false")
     out = io.StringIO()
     with pytest.raises(stack.StackError, match="replica-1 exited at start"):
         stack.run_stack(REPO / "examples" / "schedules.yaml", tmp_path, threading.Event(), out)

@@ -71,13 +71,13 @@ def test_the_make_run_sample_shows_what_the_stack_prints_now() -> None:
 
     from worker_lines import json_line
 
-    from scion_scheduler import stack
+    from scion_scheduler import narration
     from scion_scheduler.reference_hub import FireCall
     from worker.events import ActionFinished, ActionStarting, Duplicate, WorkerStarting
     from worker.ledger import State
 
     out = io.StringIO()
-    account = stack.Account(out)
+    account = narration.Account(out)
     subscription = "projects/scion-local/subscriptions/scion-fires-workers"
     fire = {
         "schedule_id": "every-minute-ping",
