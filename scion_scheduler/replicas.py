@@ -32,7 +32,7 @@ class Replica:
         self.log_path = log_path
         self.process = subprocess.Popen(
             [
-                _worker_command(),
+                worker_command(),
                 "run",
                 "--health-port",
                 str(self.health_port),
@@ -97,7 +97,7 @@ def _lines(stream: IO[bytes]) -> Iterator[str]:
         yield raw.decode("utf-8", errors="replace").rstrip("\n")
 
 
-def _worker_command() -> str:
+def worker_command() -> str:
     """`scion-worker` next to this interpreter (the project's venv), else on PATH."""
     beside = Path(sys.executable).parent / "scion-worker"
     return str(beside) if beside.exists() else (shutil.which("scion-worker") or "scion-worker")

@@ -188,32 +188,11 @@ def _start_and_serve(started: contextlib.ExitStack, schedules: list[Schedule], w
                      project: str) -> None:
     """Start each part, registering how to stop it on `started`, then serve until `stop` or
     `duration`. Returns early when `stop` is set during start-up."""
-    account.say(f"starting the Pub/Sub and Firestore emulators (logs in {workdir})")
-    emulators = [Emulator("pubsub", log_path=workdir / "pubsub.log"),
-                 Emulator("firestore", log_path=workdir / "firestore.log")]
-    for emulator in emulators:
-        started.callback(emulator.stop)
-    _start_emulators(emulators)
-    # This process's own clients (sync, run-now, the duplicate) use the stack's emulators
-    # too, whatever the caller's environment pointed at.
-    for emulator in emulators:
-        _set_env(started, emulator.env_var, emulator.host)
-    scheduler_emulator = CloudSchedulerEmulator(port=0, pubsub_host=emulators[0].host,
-                                                rest_port=0).start()
-    started.callback(scheduler_emulator.stop)
-    _set_env(started, "CLOUD_SCHEDULER_EMULATOR_HOST", scheduler_emulator.host)
-    target = start_target(account)
-    started.callback(target.stop)
-    account.say(f"Pub/Sub {emulators[0].host}, Firestore {emulators[1].host}, Cloud Scheduler "
-                f"{scheduler_emulator.host}, target {target.url}")
+    scheduler_emulator, target = _start_services(started, workdir, account)
     if stop.is_set():
         return
 
-    # The caller's SCION_* settings (a real project, a real hub) must not leak into the demo.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("SCION_")}
-    env.update({"SCION_SCHEDULER_PROJECT": project, "SCION_SCHEDULER_SIGNING_KEY": SIGNING_KEY,
-                "SCION_SCHEDULER_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1",
-                "SCION_SCHEDULER_ALLOWED_TARGETS": allowed_targets(target.url)})
+    env = _worker_env(project, target.url)
     settings = Settings.from_env(env)
     account.say(f"gcloud scheduler (--project {project} --location {settings.location}) "
                 "sees these jobs after:")
@@ -232,15 +211,7 @@ def _start_and_serve(started: contextlib.ExitStack, schedules: list[Schedule], w
     started.callback(control.close)
     if stop.wait(boundary_delay(datetime.now(UTC))):
         return
-    schedules = [*route_to_target(schedules, target.url), one_shot(datetime.now(UTC), target.url)]
-    result = control.reconcile(schedules)
-    account.say(f"synced {len(schedules)} schedules into Cloud Scheduler (with {ONE_SHOT_ID}, "
-                f"added for this run): {sum(1 for o in result.outcomes if o.ok)} steps applied"
-                + ("" if result.ok else f", {len(result.failed)} FAILED"))
-    for schedule in schedules:
-        when = schedule.cron or f"at {format_instant(schedule.at) if schedule.at else '?'}"
-        state = "paused" if schedule.paused else "enabled"
-        account.say(f"  {schedule.id}: {when} {schedule.timezone} ({state})")
+    schedules = _sync(control, schedules, target.url, account)
     if stop.is_set():
         return
 
@@ -262,6 +233,59 @@ def _start_and_serve(started: contextlib.ExitStack, schedules: list[Schedule], w
         "running; Ctrl-C for a summary" + (f" (or after {duration:g}s)" if duration else "")
     )
     stop.wait(duration)
+
+
+def _start_services(started: contextlib.ExitStack, workdir: Path,
+                    account: Account) -> tuple[CloudSchedulerEmulator, ReferenceHub]:
+    """The Pub/Sub, Firestore and Cloud Scheduler emulators and the recording target, each
+    registered on `started` to stop; this process's environment points at the emulators until
+    the stack stops."""
+    account.say(f"starting the Pub/Sub and Firestore emulators (logs in {workdir})")
+    emulators = [Emulator("pubsub", log_path=workdir / "pubsub.log"),
+                 Emulator("firestore", log_path=workdir / "firestore.log")]
+    for emulator in emulators:
+        started.callback(emulator.stop)
+    _start_emulators(emulators)
+    # This process's own clients (sync, run-now, the duplicate) use the stack's emulators
+    # too, whatever the caller's environment pointed at.
+    for emulator in emulators:
+        _set_env(started, emulator.env_var, emulator.host)
+    scheduler_emulator = CloudSchedulerEmulator(port=0, pubsub_host=emulators[0].host,
+                                                rest_port=0).start()
+    started.callback(scheduler_emulator.stop)
+    _set_env(started, "CLOUD_SCHEDULER_EMULATOR_HOST", scheduler_emulator.host)
+    target = start_target(account)
+    started.callback(target.stop)
+    account.say(f"Pub/Sub {emulators[0].host}, Firestore {emulators[1].host}, Cloud Scheduler "
+                f"{scheduler_emulator.host}, target {target.url}")
+    return scheduler_emulator, target
+
+
+def _worker_env(project: str, target_url: str) -> dict[str, str]:
+    """The replicas' environment: this one (with the stack's emulators), the demo's settings,
+    JSON logs for the account, and none of the caller's SCION_* settings (a real project, a
+    real hub must not leak into the demo)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SCION_")}
+    env.update({"SCION_SCHEDULER_PROJECT": project, "SCION_SCHEDULER_SIGNING_KEY": SIGNING_KEY,
+                "SCION_SCHEDULER_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1",
+                "SCION_SCHEDULER_ALLOWED_TARGETS": allowed_targets(target_url)})
+    return env
+
+
+def _sync(control: SchedulerControl, schedules: list[Schedule], target_url: str,
+          account: Account) -> list[Schedule]:
+    """Sync the file's schedules (routed to the target) and the demo's one-shot into Cloud
+    Scheduler, and say what came of it; returns the schedules synced."""
+    schedules = [*route_to_target(schedules, target_url), one_shot(datetime.now(UTC), target_url)]
+    result = control.reconcile(schedules)
+    account.say(f"synced {len(schedules)} schedules into Cloud Scheduler (with {ONE_SHOT_ID}, "
+                f"added for this run): {sum(1 for o in result.outcomes if o.ok)} steps applied"
+                + ("" if result.ok else f", {len(result.failed)} FAILED"))
+    for schedule in schedules:
+        when = schedule.cron or f"at {format_instant(schedule.at) if schedule.at else '?'}"
+        state = "paused" if schedule.paused else "enabled"
+        account.say(f"  {schedule.id}: {when} {schedule.timezone} ({state})")
+    return schedules
 
 
 def _set_env(started: contextlib.ExitStack, key: str, value: str) -> None:

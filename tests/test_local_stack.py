@@ -346,7 +346,7 @@ def test_a_start_up_failing_halfway_stops_what_it_started(
     monkeypatch.setenv(MARKER, marker)
     for var in stack.EMULATOR_VARS:
         monkeypatch.setenv(var, DEAD_HOST)
-    monkeypatch.setattr(replicas, "_worker_command", lambda: "false")
+    monkeypatch.setattr(replicas, "worker_command", lambda: "false")
     out = io.StringIO()
     with pytest.raises(stack.StackError, match="replica-1 exited at start"):
         stack.run_stack(REPO / "examples" / "schedules.yaml", tmp_path, threading.Event(), out)
