@@ -219,8 +219,8 @@ class SchedulerControl:
             )
             retried = StepOutcome(second, "ok", retries=then.retries + again.retries, note=note)
             return ApplyResult(plan, (done, retried), time.monotonic() - started)
-        failed = StepOutcome(second, "failed", again.error, then.retries + again.retries,
-                             note=f"failed twice; first: {then.error}")
+        failed = replace(again, retries=then.retries + again.retries,
+                         note=f"failed twice; first: {then.error}")
         undo = self._undo(done, previous, schedule)
         return ApplyResult(plan, (done, failed, *undo), time.monotonic() - started)
 

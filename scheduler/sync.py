@@ -23,6 +23,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any, Literal
 
 from google.api_core import exceptions as gexc
@@ -51,16 +52,28 @@ RETRYABLE: tuple[type[Exception], ...] = (
 LIST_PAGE_SIZE = 500
 
 
+class Failure(StrEnum):
+    """How a failed step failed, for whoever must say why (the API's status codes)."""
+
+    REFUSED = "refused"  # the service answered with an error (`StepOutcome.http_status`)
+    GAVE_UP = "gave_up"  # retryable errors until the retry deadline; the last one's status
+    ERROR = "error"  # no answer from the service: a local failure, a timeout
+
+
 @dataclass(frozen=True)
 class StepOutcome:
     """How one step went: `ok`, `failed` (with the error), or `skipped` (an earlier step of the
-    same job failed). `retries` lists the retryable error codes met along the way."""
+    same job failed). `retries` lists the retryable error codes met along the way. A failed
+    step says how it failed (`failure`) and, when the service answered, with which HTTP status
+    (`http_status`, Google's mapping of the gRPC code)."""
 
     step: Step
     status: StepStatus
     error: str = ""
     retries: tuple[str, ...] = ()
     note: str = ""
+    failure: Failure | None = None
+    http_status: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -176,6 +189,19 @@ def _error_text(exc: Exception) -> str:
     if isinstance(exc, gexc.RetryError) and exc.cause is not None:
         return f"gave up after retrying: {exc.cause}"
     return str(exc) or type(exc).__name__
+
+
+def _failure_of(exc: Exception) -> tuple[Failure, int | None]:
+    """How a step's exception failed it, and the HTTP status the service answered, if any."""
+    if isinstance(exc, gexc.RetryError) and exc.cause is not None:
+        return Failure.GAVE_UP, _http_status(exc.cause)
+    status = _http_status(exc)
+    return (Failure.ERROR if status is None else Failure.REFUSED), status
+
+
+def _http_status(exc: BaseException) -> int | None:
+    code = exc.code if isinstance(exc, gexc.GoogleAPICallError) else None
+    return int(code) if isinstance(code, int) else None
 
 
 @dataclass(frozen=True)
@@ -338,7 +364,9 @@ class Syncer:
             error = _error_text(exc)
             log.warning("job step failed", schedule_id=step.schedule_id, job_id=step.job_id,
                         step=step.kind, error=error, retries=tracker.retries)
-            return StepOutcome(step, "failed", error, tuple(tracker.retries))
+            failure, http_status = _failure_of(exc)
+            return StepOutcome(step, "failed", error, tuple(tracker.retries), failure=failure,
+                               http_status=http_status)
         log.info(
             "job step applied",
             schedule_id=step.schedule_id,

@@ -18,6 +18,7 @@ from scheduler.gcp import cloud_scheduler_client
 from scheduler.jobs import is_paused
 from scheduler.jobs_decode import schedule_from_job
 from scheduler.model import Schedule
+from scheduler.sync import Failure
 from scheduler.validation import parse_schedule
 
 ACTION = {"type": "http", "url": "https://hub.example/run"}
@@ -59,6 +60,7 @@ def test_a_paused_schedule_whose_pause_keeps_failing_leaves_no_job(
     assert steps(result) == [("create", "ok"), ("pause", "failed"), ("delete", "ok")]
     failed = result.outcomes[1]
     assert failed.error.startswith("gave up after retrying") and "failed twice" in failed.note
+    assert failed.failure is Failure.GAVE_UP and failed.http_status == 503
     assert result.outcomes[2].step.reason.startswith("undo:")
     assert job_of(control) is None
     assert [o.step.kind for o in result.failed] == ["pause"]
@@ -128,6 +130,8 @@ def test_a_create_that_failed_but_took_effect_is_deleted(
     with SchedulerControl(settings, scheduler_client=flaky) as control:
         result = control.upsert(schedule(paused=True))
         assert steps(result) == [("create", "failed"), ("pause", "skipped"), ("delete", "ok")]
+        assert (result.outcomes[0].failure, result.outcomes[0].http_status) == (
+            Failure.REFUSED, 500)
         assert job_of(control) is None
 
 

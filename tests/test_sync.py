@@ -25,7 +25,7 @@ from scheduler.gcp import publisher_client, subscriber_client
 from scheduler.jobs import ALL_FIELDS, JobRetry, JobSpec, diff_mask
 from scheduler.model import Schedule
 from scheduler.naming import job_id_for, schedule_id_for
-from scheduler.sync import WRITE_METHODS, RateLimiter, Syncer
+from scheduler.sync import WRITE_METHODS, Failure, RateLimiter, Syncer
 from scheduler.sync_plan import compute_plan
 from scheduler.validation import load_schedules, parse_schedule, validate_schedules
 
@@ -548,6 +548,7 @@ def test_a_step_that_keeps_failing_is_reported_and_does_not_stop_the_others(
     assert by_step[("pause", "scion-sched-000")].ok and by_step[("pause", "scion-sched-001")].ok
     create = by_step[("create", "scion-sched-002")]
     assert create.status == "failed" and "UNAVAILABLE" in create.retries and create.error
+    assert (create.failure, create.http_status) == (Failure.GAVE_UP, 503)
     assert by_step[("pause", "scion-sched-002")].status == "skipped"
 
 

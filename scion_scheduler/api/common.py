@@ -9,7 +9,6 @@ auth, errors, `If-Match`/ETag and the per-schedule write lock are these, once.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,7 +24,7 @@ from scheduler.control import SchedulerControl
 from scheduler.egress import EgressPolicy
 from scheduler.jobs_decode import job_fingerprint
 from scheduler.model import FieldError
-from scheduler.sync import ApplyResult
+from scheduler.sync import ApplyResult, Failure
 from scheduler.validation import MAX_ID_LENGTH
 from scion_scheduler.api.auth import Authenticator
 from scion_scheduler.api.middleware import ApiMetrics
@@ -35,7 +34,6 @@ from worker.keyed_locks import KeyedLocks
 from worker.ledger import Ledger
 
 REQUEST = "(request)"
-_HTTP_CODE = re.compile(r"^(?:gave up after retrying: )?(\d{3}) ")
 
 
 class ApiError(Exception):
@@ -222,8 +220,7 @@ def write_status(result: ApplyResult) -> ApiError:
     change (ABORTED, ALREADY_EXISTS, a job gone meanwhile), 503 when it kept being unavailable,
     else 502."""
     failed = result.failed[0]
-    match = _HTTP_CODE.match(failed.error)
-    code = int(match.group(1)) if match else 0
+    code = failed.http_status
     if failed.step.kind == "fire":
         # The late one-shot's publish went to Pub/Sub, not Cloud Scheduler: a 404 there is a
         # missing topic, not a job changed meanwhile.
@@ -233,7 +230,7 @@ def write_status(result: ApplyResult) -> ApiError:
     if code in (404, 409):
         return ApiError(409, "conflict", f"a concurrent change interfered: {failed.error}",
                         result=result)
-    if code in (429, 503, 504) or failed.error.startswith("gave up after retrying"):
+    if code in (429, 503, 504) or failed.failure is Failure.GAVE_UP:
         return ApiError(503, "unavailable", f"Cloud Scheduler is unavailable: {failed.error}",
                         result=result)
     return ApiError(502, "upstream_error", f"Cloud Scheduler refused the change: {failed.error}",
