@@ -24,11 +24,11 @@ from scheduler.control import SchedulerControl
 from scheduler.egress import EgressPolicy
 from scheduler.jobs_decode import job_fingerprint
 from scheduler.model import FieldError
-from scheduler.sync import ApplyResult, Failure
+from scheduler.sync import ApplyResult, Failure, StepOutcome
 from scheduler.validation import MAX_ID_LENGTH
 from scion_scheduler.api.auth import Authenticator
 from scion_scheduler.api.middleware import ApiMetrics
-from scion_scheduler.api.schemas import ErrorOut, FieldErrorOut, ScheduleOut
+from scion_scheduler.api.schemas import ErrorOut, FieldErrorOut, ScheduleOut, WriteOut
 from scion_scheduler.api.views import schedule_out, step_outcomes
 from worker.keyed_locks import KeyedLocks
 from worker.ledger import Ledger
@@ -213,6 +213,29 @@ def set_etag(response: Response, out: ScheduleOut | None) -> None:
     """The schedule's fingerprint as the response's ETag."""
     if out is not None and out.fingerprint:
         response.headers["ETag"] = f'"{out.fingerprint}"'
+
+
+def applied(result: ApplyResult) -> ApplyResult:
+    """`result` when every step of the write went through; else its error (`write_status`),
+    raised."""
+    if not result.ok:
+        raise write_status(result)
+    return result
+
+
+def created(outcomes: Iterable[StepOutcome]) -> bool:
+    """True when a write created the job."""
+    return any(o.step.kind == "create" for o in outcomes)
+
+
+def written(context: ApiContext, response: Response, schedule_id: str, job: Any,
+            outcomes: Sequence[StepOutcome]) -> WriteOut:
+    """The answer to a write that left `job` (None: no job): the schedule the job holds, as
+    the ETag too, the steps, and 201 when the write created the job."""
+    out = view(context, job, schedule_id) if job is not None else None
+    response.status_code = 201 if created(outcomes) else 200
+    set_etag(response, out)
+    return WriteOut(schedule=out, outcomes=step_outcomes(outcomes))
 
 
 def write_status(result: ApplyResult) -> ApiError:

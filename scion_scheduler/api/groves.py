@@ -44,8 +44,10 @@ from scion_scheduler.api.common import (
     Context,
     IfMatch,
     JsonBody,
+    applied,
     body_ref,
     check_if_match,
+    created,
     errors_out,
     existing_id,
     get_job,
@@ -54,9 +56,7 @@ from scion_scheduler.api.common import (
     path_id,
     request_body,
     responses,
-    set_etag,
-    view,
-    write_status,
+    written,
 )
 from scion_scheduler.api.hub_schemas import (
     EXAMPLE_EVENT_ID,
@@ -99,20 +99,14 @@ def _put_item(context: ApiContext, item: groves.HubItem, grove: str, if_match: s
                                                 f"{grove!r}", [FieldError(sid, "id", reason)])
         check_if_match(sid, if_match, job)
         if item.schedule is None:
-            result = control.remove(sid) if job is not None else None
+            result = applied(control.remove(sid)) if job is not None else None
         else:
-            result = control.upsert(item.schedule)
-        if result is not None and not result.ok:
-            raise write_status(result)
+            result = applied(control.upsert(item.schedule))
         after = get_job(context, sid) if item.schedule is not None else None
     outcomes = result.outcomes if result is not None else ()
-    created = any(o.step.kind == "create" for o in outcomes)
-    out = view(context, after, sid) if after is not None else None
     log.info("hub item written", schedule_id=sid, grove=grove, kind=item.kind, caller=who,
-             created=created, steps=[o.step.kind for o in outcomes])
-    response.status_code = 201 if created else 200
-    set_etag(response, out)
-    return WriteOut(schedule=out, outcomes=step_outcomes(outcomes))
+             created=created(outcomes), steps=[o.step.kind for o in outcomes])
+    return written(context, response, sid, after, outcomes)
 
 
 def _delete_item(context: ApiContext, grove: str, kind: str, sid: str, if_match: str | None,
@@ -123,9 +117,7 @@ def _delete_item(context: ApiContext, grove: str, kind: str, sid: str, if_match:
         if job is None or groves.foreign_reason(groves.job_owner(job), grove, kind) is not None:
             raise not_found(sid, f"{_WHAT[kind]} of grove {grove!r}")
         check_if_match(sid, if_match, job)
-        result = control.remove(sid)
-        if not result.ok:
-            raise write_status(result)
+        result = applied(control.remove(sid))
     log.info("hub item deleted", schedule_id=sid, grove=grove, kind=kind, caller=who)
     return WriteOut(schedule=None, outcomes=step_outcomes(result.outcomes))
 

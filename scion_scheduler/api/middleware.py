@@ -31,18 +31,33 @@ class ApiMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
 
-class MetricsMiddleware:
-    """Counts every request by its route *template* (never the raw path: schedule IDs would make
-    the label set unbounded)."""
+class HttpMiddleware:
+    """A middleware of HTTP requests: anything else (the lifespan) passes to `app` untouched."""
 
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.http(scope, receive, send)
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one HTTP request."""
+        raise NotImplementedError
+
+
+class MetricsMiddleware(HttpMiddleware):
+    """Counts every request by its route *template* (never the raw path: schedule IDs would make
+    the label set unbounded)."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        super().__init__(app)
+        self.metrics = metrics
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Count the request and time it."""
         started = time.perf_counter()
         status = 500
 
@@ -66,17 +81,15 @@ class _TooLarge(Exception):
     pass
 
 
-class BodyLimitMiddleware:
+class BodyLimitMiddleware(HttpMiddleware):
     """Refuse a body over `limit` bytes with 413, whether it declares its length or streams."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.limit = limit
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on while its body stays within the limit; else answer 413."""
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await self._refuse(send)

@@ -27,8 +27,10 @@ from scion_scheduler.api.common import (
     Context,
     IfMatch,
     JsonBody,
+    applied,
     body_ref,
     check_if_match,
+    created,
     existing_id,
     get_job,
     invalid,
@@ -37,7 +39,7 @@ from scion_scheduler.api.common import (
     responses,
     set_etag,
     view,
-    write_status,
+    written,
 )
 from scion_scheduler.api.schemas import (
     ExecutionPageOut,
@@ -113,17 +115,11 @@ def _put(context: ApiContext, sid: str, schedule: Schedule, if_match: str | None
     with context.locks.hold(context.control.spec.job_id(sid)):
         if if_match is not None:
             check_if_match(sid, if_match, get_job(context, sid))
-        result = context.control.upsert(schedule)
-        if not result.ok:
-            raise write_status(result)
+        result = applied(context.control.upsert(schedule))
         job = get_job(context, sid)
-    created = any(o.step.kind == "create" for o in result.outcomes)
-    out = view(context, job, sid) if job is not None else None
-    log.info("schedule upserted", schedule_id=sid, caller=who, created=created,
+    log.info("schedule upserted", schedule_id=sid, caller=who, created=created(result.outcomes),
              steps=[o.step.kind for o in result.outcomes])
-    response.status_code = 201 if created else 200
-    set_etag(response, out)
-    return WriteOut(schedule=out, outcomes=step_outcomes(result.outcomes))
+    return written(context, response, sid, job, result.outcomes)
 
 
 @router.delete("/v1/schedules/{schedule_id}", response_model=WriteOut,
@@ -137,9 +133,7 @@ def delete_schedule(schedule_id: RawId, context: Context, who: Caller,
         if job is None:
             raise not_found(sid)
         check_if_match(sid, if_match, job)
-        result = context.control.remove(sid)
-        if not result.ok:
-            raise write_status(result)
+        result = applied(context.control.remove(sid))
     log.info("schedule deleted", schedule_id=sid, caller=who)
     return WriteOut(schedule=None, outcomes=step_outcomes(result.outcomes))
 
@@ -152,14 +146,10 @@ def _state_change(context: ApiContext, sid: str, if_match: str | None, pause: bo
         if job is None:
             raise not_found(sid)
         check_if_match(sid, if_match, job)
-        result = control.pause(sid) if pause else control.resume(sid)
-        if not result.ok:
-            raise write_status(result)
+        result = applied(control.pause(sid) if pause else control.resume(sid))
         after = get_job(context, sid)
-    out = view(context, after, sid) if after is not None else None
-    set_etag(response, out)
     log.info("schedule paused" if pause else "schedule resumed", schedule_id=sid, caller=who)
-    return WriteOut(schedule=out, outcomes=step_outcomes(result.outcomes))
+    return written(context, response, sid, after, result.outcomes)
 
 
 @router.post("/v1/schedules/{schedule_id}:pause", response_model=WriteOut,
