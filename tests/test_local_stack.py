@@ -24,14 +24,12 @@ from pathlib import Path
 import pytest
 from test_terraform import MODULE_DIR as TERRAFORM_ROOT
 from test_terraform import named
-from worker_lines import json_line
+from worker_lines import one_fire
 
 from scheduler.egress import EgressPolicy
 from scheduler.validation import parse_schedule
 from scion_scheduler import narration, replicas, stack
 from scion_scheduler.reference_hub import ReferenceHub
-from worker.events import ActionFinished, ActionStarting, Duplicate, WorkerStarting
-from worker.ledger import State
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = str(Path(sys.executable).parent / "scion-scheduler")
@@ -205,16 +203,8 @@ def test_the_account_reads_the_replicas_json_lines() -> None:
     account = narration.Account(out)
     fire = {"schedule_id": "every-minute-ping", "fire_time": "2026-03-01T09:00:00Z",
             "execution_id": "e1", "trigger": "scheduled", "attempt": 1}
-    for replica, line in [
-        ("replica-1", json_line(WorkerStarting(
-            worker_id="host-1-ab", subscription="s", health_port=8081, executors=4,
-            max_messages=8, lease_s=12.0, grace_period_s=5.0))),
-        ("replica-2", json_line(ActionStarting("http", taken_over=False),
-                                timestamp="2026-03-01T09:00:00.100Z", **fire)),
-        ("replica-2", json_line(ActionFinished(State.SUCCEEDED, "HTTP 200"),
-                                timestamp="2026-03-01T09:00:00.114Z", **fire)),
-        ("replica-1", json_line(Duplicate(State.SUCCEEDED), **fire)),
-    ]:
+    for replica, line in one_fire("host-1-ab", "s", fire, "2026-03-01T09:00:00.100Z",
+                                  "2026-03-01T09:00:00.114Z", fire):
         account.worker_line(replica, line)
     account.worker_line("replica-1", "not json: a stray line is ignored")
     text = out.getvalue()

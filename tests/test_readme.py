@@ -69,12 +69,10 @@ def test_the_make_run_sample_shows_what_the_stack_prints_now() -> None:
     the README's sample (up to times, IDs and counts), so the sample cannot drift from the code."""
     import io
 
-    from worker_lines import json_line
+    from worker_lines import one_fire
 
     from scion_scheduler import narration
     from scion_scheduler.reference_hub import FireCall
-    from worker.events import ActionFinished, ActionStarting, Duplicate, WorkerStarting
-    from worker.ledger import State
 
     out = io.StringIO()
     account = narration.Account(out)
@@ -87,16 +85,8 @@ def test_the_make_run_sample_shows_what_the_stack_prints_now() -> None:
         "attempt": 1,
     }
     manual = {**fire, "fire_time": "2026-11-23T02:48:24.967575Z", "trigger": "manual"}
-    for replica, line in [
-        ("replica-1", json_line(WorkerStarting(
-            worker_id="vm-1-ab12", subscription=subscription, health_port=8081, executors=4,
-            max_messages=8, lease_s=12.0, grace_period_s=5.0))),
-        ("replica-2", json_line(ActionStarting("http", taken_over=False),
-                                timestamp="2026-11-23T02:49:00.010Z", **fire)),
-        ("replica-2", json_line(ActionFinished(State.SUCCEEDED, "HTTP 200"),
-                                timestamp="2026-11-23T02:49:00.014Z", **fire)),
-        ("replica-1", json_line(Duplicate(State.SUCCEEDED), **manual)),
-    ]:
+    for replica, line in one_fire("vm-1-ab12", subscription, fire, "2026-11-23T02:49:00.010Z",
+                                  "2026-11-23T02:49:00.014Z", manual):
         account.worker_line(replica, line)
     account.target_call(
         FireCall(

@@ -42,13 +42,24 @@ class EventKind(StrEnum):
     REJECTED = "rejected"
 
 
+# Each event class by its kind, for the decoder; filled as the classes are defined.
+_BY_KIND: dict[EventKind, type[WorkerEvent]] = {}
+
+
 @dataclass(frozen=True)
 class WorkerEvent:
-    """One event: its kind, the text and level of its log line, and its own fields."""
+    """One event: its kind, the text and level of its log line, and its own fields. Each kind
+    is one subclass, which names its kind, message and level in its class statement."""
 
     kind: ClassVar[EventKind]
     message: ClassVar[str]
-    level: ClassVar[str] = "info"
+    level: ClassVar[str]
+
+    def __init_subclass__(cls, *, kind: EventKind, message: str, level: str = "info",
+                          **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.kind, cls.message, cls.level = kind, message, level
+        _BY_KIND[kind] = cls
 
     def log_fields(self) -> dict[str, Any]:
         """The fields as its log line carries them (enums as their values)."""
@@ -63,11 +74,9 @@ class WorkerEvent:
 
 
 @dataclass(frozen=True)
-class WorkerStarting(WorkerEvent):
+class WorkerStarting(WorkerEvent, kind=EventKind.WORKER_STARTING, message="worker starting"):
     """The worker is about to pull: its ID, subscription and sizing."""
 
-    kind = EventKind.WORKER_STARTING
-    message = "worker starting"
     worker_id: str
     subscription: str
     health_port: int
@@ -78,108 +87,83 @@ class WorkerStarting(WorkerEvent):
 
 
 @dataclass(frozen=True)
-class ActionStarting(WorkerEvent):
+class ActionStarting(WorkerEvent, kind=EventKind.ACTION_STARTING, message="action starting"):
     """A claimed fire's action starts (`taken_over`: from a worker whose lease lapsed)."""
 
-    kind = EventKind.ACTION_STARTING
-    message = "action starting"
     action_type: str
     taken_over: bool
 
 
 @dataclass(frozen=True)
-class ActionFinished(WorkerEvent):
+class ActionFinished(WorkerEvent, kind=EventKind.ACTION_FINISHED, message="action finished"):
     """The action ended in a final state (recorded next)."""
 
-    kind = EventKind.ACTION_FINISHED
-    message = "action finished"
     state: State
     detail: str | None
 
 
 @dataclass(frozen=True)
-class ActionFailed(WorkerEvent):
+class ActionFailed(WorkerEvent, kind=EventKind.ACTION_FAILED,
+                   message="action failed, not retryable", level="warning"):
     """The action failed and may not be retried: the fire is recorded failed."""
 
-    kind = EventKind.ACTION_FAILED
-    message = "action failed, not retryable"
-    level = "warning"
+    # True when the fire is recorded failed, False when it is tried again.
+    final: ClassVar[bool] = True
     error: str
 
-    @property
-    def final(self) -> bool:
-        """True when the fire is recorded failed; False when it is tried again."""
-        return True
-
 
 @dataclass(frozen=True)
-class ActionFailedLastAttempt(ActionFailed):
+class ActionFailedLastAttempt(ActionFailed, kind=EventKind.ACTION_FAILED_LAST_ATTEMPT,
+                              message="action failed on its last attempt", level="warning"):
     """The action failed on the fire's last attempt: the fire is recorded failed."""
 
-    kind = EventKind.ACTION_FAILED_LAST_ATTEMPT
-    message = "action failed on its last attempt"
     max_attempts: int
 
 
 @dataclass(frozen=True)
-class ActionRetrying(ActionFailed):
+class ActionRetrying(ActionFailed, kind=EventKind.ACTION_RETRYING,
+                     message="action failed; redelivery will retry it", level="warning"):
     """The action failed retryably: the fire is released and tried again."""
 
-    kind = EventKind.ACTION_RETRYING
-    message = "action failed; redelivery will retry it"
+    final = False
     max_attempts: int
-
-    @property
-    def final(self) -> bool:
-        """False: the fire is tried again."""
-        return False
 
 
 @dataclass(frozen=True)
-class Duplicate(WorkerEvent):
+class Duplicate(WorkerEvent, kind=EventKind.DUPLICATE,
+                message="duplicate delivery of a finished fire"):
     """A delivery of a fire that has an outcome already: suppressed."""
 
-    kind = EventKind.DUPLICATE
-    message = "duplicate delivery of a finished fire"
     state: State
 
 
 @dataclass(frozen=True)
-class Busy(WorkerEvent):
+class Busy(WorkerEvent, kind=EventKind.BUSY,
+           message="fire is running on another worker; redelivery later"):
     """The fire is running on another worker (`holder`): this delivery comes back later."""
 
-    kind = EventKind.BUSY
-    message = "fire is running on another worker; redelivery later"
     holder: str | None
     delay_s: float
 
 
 @dataclass(frozen=True)
-class Skipped(WorkerEvent):
+class Skipped(WorkerEvent, kind=EventKind.SKIPPED,
+              message="fire skipped: another fire of the schedule is running (overlap: skip)"):
     """Another fire of the schedule is running and its overlap policy is `skip`."""
-
-    kind = EventKind.SKIPPED
-    message = "fire skipped: another fire of the schedule is running (overlap: skip)"
 
 
 @dataclass(frozen=True)
-class Missed(WorkerEvent):
+class Missed(WorkerEvent, kind=EventKind.MISSED, message="fire missed", level="warning"):
     """The fire came too late to start under its catch-up policy; recorded missed."""
 
-    kind = EventKind.MISSED
-    message = "fire missed"
-    level = "warning"
     reason: str
 
 
 @dataclass(frozen=True)
-class Rejected(WorkerEvent):
+class Rejected(WorkerEvent, kind=EventKind.REJECTED, message="message rejected", level="error"):
     """A message that can never run here: nacked toward the dead-letter topic when the
     subscription has one (`dead_letter`), else acked."""
 
-    kind = EventKind.REJECTED
-    message = "message rejected"
-    level = "error"
     reason: str
     claimed_schedule_id: str | None
     delivery_attempt: int | None
@@ -203,12 +187,6 @@ class Rejected(WorkerEvent):
 
 
 _DISPOSITIONS = {True: "nack toward the dead-letter topic", False: "ack (no dead-letter policy)"}
-_BY_KIND: dict[EventKind, type[WorkerEvent]] = {
-    cls.kind: cls
-    for cls in (WorkerStarting, ActionStarting, ActionFinished, ActionFailed,
-                ActionFailedLastAttempt, ActionRetrying, Duplicate, Busy, Skipped, Missed,
-                Rejected)
-}
 
 
 class EventLog:
