@@ -29,6 +29,7 @@ from worker.events import (
     WorkerStarting,
     decode_line,
 )
+from worker.ledger import State
 
 
 @dataclass
@@ -37,14 +38,14 @@ class Account:
 
     out: TextIO
     started: float = field(default_factory=time.monotonic)
-    outcomes: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[State] = field(default_factory=Counter)
     fires: set[str] = field(default_factory=set)
     action_started: dict[str, datetime] = field(default_factory=dict)
     duplicates: int = 0
     deferred: int = 0
     failures: int = 0
     target_calls: list[FireCall] = field(default_factory=list)
-    finished: dict[str, str] = field(default_factory=dict)
+    finished: dict[str, State] = field(default_factory=dict)
     _lock: threading.Condition = field(default_factory=threading.Condition)
 
     def say(self, text: str) -> None:
@@ -71,7 +72,7 @@ class Account:
                     self.action_started[eid] = line.at
                     self.say(f"{replica}: runs {what}, attempt {fire.attempt if fire else None}")
                 case ActionFinished():
-                    self._finish(eid, str(event.state))
+                    self._finish(eid, event.state)
                     took = line.at - self.action_started.pop(eid, line.at)
                     details = [event.detail] if event.detail else []
                     details.append(f"{took.total_seconds() * 1000:.0f} ms")
@@ -79,7 +80,7 @@ class Account:
                 case ActionFailed():
                     self.failures += 1
                     if event.final:
-                        self._finish(eid, "failed")
+                        self._finish(eid, State.FAILED)
                     self.say(f"{replica}: {what} -> {event.message}: {event.error}")
                 case Duplicate():
                     self.duplicates += 1
@@ -89,12 +90,12 @@ class Account:
                     self.deferred += 1
                     self.say(f"{replica}: {what} is running on another replica; delivery deferred")
                 case Skipped() | Missed():
-                    self._finish(eid, "skipped" if isinstance(event, Skipped) else "missed")
+                    self._finish(eid, State.SKIPPED if isinstance(event, Skipped) else State.MISSED)
                     self.say(f"{replica}: {what} {event.message}")
                 case Rejected():
                     self.say(f"{replica}: message rejected: {event.reason}")
 
-    def _finish(self, eid: str, outcome: str) -> None:
+    def _finish(self, eid: str, outcome: State) -> None:
         self.outcomes[outcome] += 1
         self.finished[eid] = outcome
         self._lock.notify_all()
