@@ -41,6 +41,12 @@ class Lease:
     active: bool = True
     finishing: bool = False
 
+    def end(self) -> None:
+        """Stop renewing the lease. Under its lock: a renewal in flight completes first, and
+        none follows."""
+        with self.lock:
+            self.active = False
+
 
 class LeaseKeeper:
     """The leases one worker holds, and the heartbeat that renews them; thread-safe."""
@@ -77,9 +83,7 @@ class LeaseKeeper:
         try:
             yield held
         finally:
-            # Under the execution's lock: a renewal in flight completes first, none follows.
-            with held.lock:
-                held.active = False
+            held.end()
             self.fires.take(eid)
 
     def _heartbeat(self) -> None:

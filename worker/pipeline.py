@@ -234,8 +234,7 @@ class Pipeline:
             with self.leases.holding(attempt.execution_id) as held:
                 if _wait(delay, attempt.stopping):
                     continue
-                with held.lock:
-                    held.active = False
+                held.end()
                 self.leases.release_quietly(
                     attempt.execution_id, "worker stopping before the retry"
                 )
