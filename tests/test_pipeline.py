@@ -386,25 +386,21 @@ def test_missed_fire_redelivered_is_a_duplicate(h: Harness) -> None:
 
 
 @pytest.mark.parametrize(
-    ("late", "outcome"),
-    [(timedelta(minutes=4), Outcome.SUCCEEDED), (timedelta(minutes=5), Outcome.MISSED)],
+    ("catchup", "late", "outcome"),
+    [
+        # `latest`: missed once the next slot (SLOT + 5 min) has come.
+        ("latest", timedelta(minutes=4), Outcome.SUCCEEDED),
+        ("latest", timedelta(minutes=5), Outcome.MISSED),
+        # `none`: missed when more than a minute late.
+        ("none", timedelta(seconds=30), Outcome.SUCCEEDED),
+        ("none", timedelta(seconds=61), Outcome.MISSED),
+    ],
 )
-def test_catchup_latest_misses_a_superseded_fire(
-    h: Harness, late: timedelta, outcome: Outcome
-) -> None:
-    h.clock.set(SLOT + late)  # the next slot is SLOT + 5 min
-    assert h.handle(delivery(schedule(catchup="latest"))).outcome == outcome
-
-
-@pytest.mark.parametrize(
-    ("late", "outcome"),
-    [(timedelta(seconds=30), Outcome.SUCCEEDED), (timedelta(seconds=61), Outcome.MISSED)],
-)
-def test_catchup_none_misses_a_fire_a_minute_late(
-    h: Harness, late: timedelta, outcome: Outcome
+def test_catchup_latest_misses_a_superseded_fire_and_none_a_late_one(
+    h: Harness, catchup: str, late: timedelta, outcome: Outcome
 ) -> None:
     h.clock.set(SLOT + late)
-    assert h.handle(delivery(schedule(catchup="none"))).outcome == outcome
+    assert h.handle(delivery(schedule(catchup=catchup))).outcome == outcome
 
 
 @on_every_ledger

@@ -93,8 +93,7 @@ class Finisher:
                    exc_info=not isinstance(exc, ActionError))
             return self.finish(eid, State.FAILED, error=error, held=held)
         report(ActionRetrying(error, max_attempts), exc_info=not isinstance(exc, ActionError))
-        with held.lock:
-            held.active = False  # no renewal of the lease being released
+        held.end()  # no renewal of the lease being released
         try:
             released = self.ledger.release(eid, self.worker_id, now=self.clock(), error=error)
         except Exception:

@@ -41,6 +41,12 @@ class Lease:
     active: bool = True
     finishing: bool = False
 
+    def end(self) -> None:
+        """Stop renewing the lease. Under its lock: a renewal in flight completes first, and
+        none follows."""
+        with self.lock:
+            self.active = False
+
 
 class LeaseKeeper:
     """The leases one worker holds, and the heartbeat that renews them; thread-safe."""
@@ -77,9 +83,7 @@ class LeaseKeeper:
         try:
             yield held
         finally:
-            # Under the execution's lock: a renewal in flight completes first, none follows.
-            with held.lock:
-                held.active = False
+            held.end()
             self.fires.take(eid)
 
     def _heartbeat(self) -> None:
@@ -132,13 +136,19 @@ class LeaseKeeper:
             log.exception("could not renew a claim that took long to land; retrying")
             return None
 
-    def release_quietly(self, eid: str, reason: str) -> None:
-        """Release an execution this worker holds; a store that fails leaves its lease to
-        lapse."""
+    def release_quietly(
+        self,
+        eid: str,
+        reason: str,
+        *,
+        failed: str = "could not release the execution; its lease will lapse",
+    ) -> None:
+        """Release an execution this worker holds; a store that fails (logged as `failed`)
+        leaves its lease to lapse."""
         try:
             self.ledger.release(eid, self.worker_id, now=self.clock(), error=reason)
         except Exception:
-            log.exception("could not release the execution; its lease will lapse")
+            log.exception(failed)
 
     def release_running(self, reason: str) -> list[str]:
         """Release every execution this worker still holds (the transport calls this when the

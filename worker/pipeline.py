@@ -236,8 +236,7 @@ class Pipeline:
             with self.leases.holding(attempt.execution_id) as held:
                 if _wait(delay, attempt.stopping):
                     continue
-                with held.lock:
-                    held.active = False
+                held.end()
                 self.leases.release_quietly(
                     attempt.execution_id, "worker stopping before the retry"
                 )
@@ -321,15 +320,11 @@ class Pipeline:
     def _release_held(self, eid: str) -> Disposition:
         """Hand back a fire held for its time when the worker stops: released (after the
         heartbeat let go of it), so another replica takes it over at once and holds it in turn."""
-        try:
-            self.ledger.release(
-                eid,
-                self.worker_id,
-                now=self.clock(),
-                error="worker stopped while holding the fire for its time",
-            )
-        except Exception:
-            log.exception("could not release the held fire; its lease will lapse")
+        self.leases.release_quietly(
+            eid,
+            "worker stopped while holding the fire for its time",
+            failed="could not release the held fire; its lease will lapse",
+        )
         return self._interrupted()
 
     def _record_missed(self, attempt: Attempt, now: datetime, reason: str) -> bool | None:
