@@ -46,6 +46,7 @@ from scheduler.egress import EgressPolicy
 from scheduler.emulator import CloudSchedulerEmulator
 from scheduler.model import Schedule, format_instant, parse_instant
 from scheduler.validation import load_schedules, parse_schedule
+from scion_scheduler.errors import ScionSchedulerError
 from scion_scheduler.google_emulators import Emulator, check_prerequisites, free_port
 from scion_scheduler.reference_hub import FireCall, ReferenceHub
 
@@ -86,7 +87,7 @@ def allowed_targets(*target_urls: str) -> str:
 FILE_TARGETS = allowed_targets(*(f"http://{host}:{TARGET_PORT}" for host in sorted(TARGET_ALIASES)))
 
 
-class StackError(RuntimeError):
+class StackError(ScionSchedulerError, RuntimeError):
     """The stack could not start; the message says what failed and where its log is."""
 
 

@@ -31,6 +31,7 @@ from scion_scheduler.api.auth import Authenticator
 from scion_scheduler.api.middleware import ApiMetrics
 from scion_scheduler.api.schemas import ErrorOut, FieldErrorOut, ScheduleOut
 from scion_scheduler.api.views import schedule_out, step_outcomes
+from scion_scheduler.errors import ScionSchedulerError
 from worker.keyed_locks import KeyedLocks
 from worker.ledger import Ledger
 
@@ -38,7 +39,7 @@ REQUEST = "(request)"
 _HTTP_CODE = re.compile(r"^(?:gave up after retrying: )?(\d{3}) ")
 
 
-class ApiError(Exception):
+class ApiError(ScionSchedulerError):
     """An error response: status, code, message, field errors, and step outcomes of a write."""
 
     def __init__(self, status: int, code: str, message: str, errors: Sequence[FieldError] = (),
