@@ -17,7 +17,8 @@ from typing import Any
 from google.auth.exceptions import DefaultCredentialsError
 
 from scheduler import logs
-from scheduler.config import SETTINGS, ConfigError, Settings
+from scheduler.config import SETTINGS, Settings
+from scheduler.errors import SchedulerError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -90,10 +91,12 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
 Explain = Callable[[argparse.Namespace, Exception], int | None]
 
 
-def user_error(_: argparse.Namespace, exc: Exception) -> int | None:
+def user_error(_: argparse.Namespace, exc: Exception,
+               bases: tuple[type[Exception], ...] = ()) -> int | None:
     """Exit 2 with one line for the mistakes every tool's user can make: a bad or missing
-    setting (`ConfigError`), or no Google credentials."""
-    if isinstance(exc, ConfigError):
+    setting (`ConfigError`) or any other refusal of `scheduler/` (`SchedulerError`) or of the
+    tool's own package (`bases`), or no Google credentials."""
+    if isinstance(exc, (SchedulerError, *bases)):
         return fail(str(exc), EXIT_BAD_INPUT)
     if isinstance(exc, DefaultCredentialsError):
         return fail(NO_CREDENTIALS, EXIT_BAD_INPUT)

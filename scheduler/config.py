@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from scheduler.egress import EgressPolicy
+from scheduler.errors import SchedulerError
 from scheduler.logs import LogFormat
 from scheduler.setting import (
     DECLARATION,
@@ -37,7 +38,7 @@ from scheduler.setting import (
 __all__ = ["SETTINGS", "SETTINGS_BY_ATTR", "ConfigError", "Setting", "Settings"]
 
 
-class ConfigError(ValueError):
+class ConfigError(SchedulerError, ValueError):
     """A setting is missing or malformed; the message names the setting."""
 
 

@@ -50,6 +50,7 @@ from scheduler.cron import (
     is_valid_timezone,
     validate_cron,
 )
+from scheduler.errors import SchedulerError
 from scheduler.model import (
     CATCHUP_POLICIES,
     OVERLAP_POLICIES,
@@ -95,7 +96,7 @@ _SIGNED_ATTRIBUTES = frozenset({
 })
 
 
-class ContractError(ValueError):
+class ContractError(SchedulerError, ValueError):
     """A message that is not a valid fire: malformed, of an unknown format, or not verifiable."""
 
 

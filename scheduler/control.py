@@ -34,6 +34,7 @@ from scheduler.contract import (
     execution_id,
     sign,
 )
+from scheduler.errors import SchedulerError
 from scheduler.job_readback import JobInfo, job_info
 from scheduler.jobs import JobSpec, attributes_of, diff_mask, is_paused
 from scheduler.logs import get_logger
@@ -48,7 +49,7 @@ log = get_logger(__name__)
 PUBLISH_TIMEOUT_SECONDS = 60.0
 
 
-class JobNotFound(LookupError):
+class JobNotFound(SchedulerError, LookupError):
     """The schedule has no job in Cloud Scheduler."""
 
 

@@ -13,8 +13,10 @@ from enum import StrEnum
 from functools import lru_cache
 from zoneinfo import ZoneInfo, available_timezones
 
+from scheduler.errors import SchedulerError
 
-class CronError(ValueError):
+
+class CronError(SchedulerError, ValueError):
     """A cron expression its dialect does not accept, with the reason."""
 
 

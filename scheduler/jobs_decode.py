@@ -14,11 +14,12 @@ from __future__ import annotations
 from google.cloud import scheduler_v1
 
 from scheduler.contract import ATTR_FINGERPRINT, ContractError, decode_message
+from scheduler.errors import SchedulerError
 from scheduler.jobs import attributes_of, is_paused
 from scheduler.model import Schedule
 
 
-class JobDecodeError(ValueError):
+class JobDecodeError(SchedulerError, ValueError):
     """The job does not carry a fire message this deployment can read (edited by hand, or of an
     unknown format); the message says why."""
 

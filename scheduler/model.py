@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from scheduler.cron_base import CronDialect
+from scheduler.errors import SchedulerError
 
 Overlap = Literal["skip", "allow"]
 Catchup = Literal["all", "latest", "none"]
@@ -42,7 +43,7 @@ class FieldError:
         return f"schedule {self.schedule_id!r}: {self.field}: {self.reason}"
 
 
-class ValidationError(ValueError):
+class ValidationError(SchedulerError, ValueError):
     """Raised with every problem found; nothing is applied when it is raised."""
 
     def __init__(self, errors: Sequence[FieldError]) -> None:

@@ -19,6 +19,7 @@ from scheduler.cli_base import (
     run_command,
 )
 from scheduler.config import SETTINGS, ConfigError
+from scheduler.errors import SchedulerError
 from scheduler.model import ValidationError
 from scion_scheduler.commands import (
     control,
@@ -31,6 +32,7 @@ from scion_scheduler.commands import (
     serve,
     up,
 )
+from scion_scheduler.errors import ScionSchedulerError
 
 COMMAND_MODULES: tuple[ModuleType, ...] = (
     schedules, emulator, control, serve, reference_hub, history, local, up, hub,
@@ -86,6 +88,9 @@ def _explain(args: argparse.Namespace, exc: Exception) -> int | None:
         reason = str(exc.strerror or exc)
         message = f"{exc.filename or ''}: {reason}".strip(": ")
         return bad_input(args, message, [_error("(file)", str(exc.filename or "file"), reason)])
+    if isinstance(exc, SchedulerError | ScionSchedulerError):
+        # Any other refusal of either package: its message, never a traceback.
+        return bad_input(args, str(exc), [_error(None, type(exc).__name__, str(exc))])
     return None
 
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from scion_scheduler.errors import ScionSchedulerError
+
 COMMANDS = {
     "pubsub": ["gcloud", "beta", "emulators", "pubsub", "start"],
     "firestore": ["gcloud", "emulators", "firestore", "start"],
@@ -27,7 +29,7 @@ COMMANDS = {
 ENV_VARS = {"pubsub": "PUBSUB_EMULATOR_HOST", "firestore": "FIRESTORE_EMULATOR_HOST"}
 
 
-class EmulatorError(RuntimeError):
+class EmulatorError(ScionSchedulerError, RuntimeError):
     """An emulator could not be started; the message says what is missing."""
 
 

@@ -27,6 +27,7 @@ from urllib.parse import quote
 
 import httpx
 
+from scion_scheduler.errors import ScionSchedulerError
 from worker.actions.scion import NO_FIRE_ENDPOINT, is_route_not_found
 
 PAGE_LIMIT = 200  # the store's cap (schedule.go:158-160, scheduled_event.go:194-196)
@@ -45,7 +46,7 @@ _LIMITS = {
 }
 
 
-class HubError(Exception):
+class HubError(ScionSchedulerError):
     """The hub could not be read (unreachable, refused, or an answer that is not its API)."""
 
 

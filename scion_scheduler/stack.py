@@ -37,6 +37,7 @@ from scheduler.egress import EgressPolicy
 from scheduler.emulator import CloudSchedulerEmulator
 from scheduler.model import Schedule, format_instant
 from scheduler.validation import load_schedules, parse_schedule
+from scion_scheduler.errors import ScionSchedulerError
 from scion_scheduler.google_emulators import Emulator, check_prerequisites
 from scion_scheduler.narration import Account
 from scion_scheduler.reference_hub import ReferenceHub
@@ -78,7 +79,7 @@ def allowed_targets(*target_urls: str) -> str:
 FILE_TARGETS = allowed_targets(*(f"http://{host}:{TARGET_PORT}" for host in sorted(TARGET_ALIASES)))
 
 
-class StackError(RuntimeError):
+class StackError(ScionSchedulerError, RuntimeError):
     """The stack could not start; the message says what failed and where its log is."""
 
 

@@ -16,6 +16,7 @@ from importlib.metadata import entry_points
 from typing import Any, Protocol
 
 from scheduler.validation import ACTION_ENTRY_POINT_GROUP
+from worker.errors import WorkerError
 from worker.ledger import State
 
 
@@ -42,7 +43,7 @@ class ActionResult:
     detail: str | None = None
 
 
-class ActionError(Exception):
+class ActionError(WorkerError):
     """The action failed. `retryable` failures are retried (redelivery) until max_attempts."""
 
     def __init__(self, message: str, *, retryable: bool) -> None:

@@ -13,8 +13,10 @@ from scheduler.cli_base import (
     add_settings_flags,
     new_parser,
     run_command,
+    user_error,
 )
 from scheduler.config import ConfigError, Settings
+from worker.errors import WorkerError
 
 if TYPE_CHECKING:
     from worker.runner import RunOptions
@@ -135,7 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `scion-worker` console script: a missing setting or missing Google
     credentials is one line and exit 2, never a traceback."""
-    return run_command(build_parser(), argv)
+    return run_command(build_parser(), argv, worker_error)
+
+
+def worker_error(args: argparse.Namespace, exc: Exception) -> int | None:
+    """`user_error`, and this package's own refusals (`WorkerError`) in one line too."""
+    return user_error(args, exc, (WorkerError,))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import httpcore
 import httpx
 
 from scheduler.egress import EgressPolicy, normalize_host
+from worker.errors import WorkerError
 
 Resolver = Callable[[str, int], list[str]]
 """Resolve a host and port to the addresses to connect to (e.g. `system_resolver`)."""
@@ -38,7 +39,7 @@ Resolver = Callable[[str, int], list[str]]
 _METADATA_HEADERS = ("metadata-flavor", "x-google-metadata-request")
 
 
-class EgressRefused(httpx.RequestError):
+class EgressRefused(httpx.RequestError, WorkerError):
     """The egress policy refused the request; nothing was sent. Not retryable."""
 
 

@@ -72,6 +72,7 @@ from scheduler import gcp
 from scheduler.config import Settings
 from scheduler.logs import get_logger
 from scheduler.model import format_instant
+from worker.errors import WorkerError
 from worker.firestore_batch import MAX_BATCH, FirestoreBatches
 from worker.firestore_documents import (
     execution_document,
@@ -115,7 +116,7 @@ def _running_fields(state: ScheduleState | None) -> tuple[Any, ...]:
     return (state.running_execution_id, state.running_fire_time, state.running_lease_until)
 
 
-class LedgerContention(RuntimeError):
+class LedgerContention(WorkerError, RuntimeError):
     """A change lost the race for its documents too many times in a row; retry it later."""
 
 

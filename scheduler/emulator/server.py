@@ -32,6 +32,7 @@ from scheduler.emulator.oidc import JWKS_PATH, TokenIssuer
 from scheduler.emulator.rest import RestServer, rest_app
 from scheduler.emulator.service import CloudSchedulerService, fault_plan
 from scheduler.emulator.store import JobStore
+from scheduler.errors import SchedulerError
 from scheduler.logs import get_logger
 
 log = get_logger(__name__)
@@ -39,7 +40,7 @@ log = get_logger(__name__)
 SAVE_DELAY = 0.2
 
 
-class EmulatorError(RuntimeError):
+class EmulatorError(SchedulerError, RuntimeError):
     """The emulator could not start (port taken, unreadable state file); the message says why."""
 
 

@@ -16,6 +16,7 @@ from google.cloud import scheduler_v1
 from google.protobuf import field_mask_pb2
 
 from scheduler.cron import CronError, is_valid_timezone, validate_cron
+from scheduler.errors import SchedulerError
 
 JobPb: Any = scheduler_v1.Job.pb()
 _METHOD = scheduler_v1.HttpMethod
@@ -46,7 +47,7 @@ UPDATABLE = ("description", *TARGETS, "schedule", "time_zone", "retry_config", "
 OUTPUT_ONLY = ("user_update_time", "state", "status", "schedule_time", "last_attempt_time")
 
 
-class ApiError(Exception):
+class ApiError(SchedulerError):
     """A request the service refuses, with the gRPC status code to answer."""
 
     def __init__(self, code: grpc.StatusCode, message: str) -> None:

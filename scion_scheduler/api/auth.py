@@ -24,6 +24,7 @@ from google.auth import exceptions as auth_exceptions
 
 from scheduler.config import ConfigError, Settings
 from scheduler.logs import get_logger
+from scion_scheduler.errors import ScionSchedulerError
 
 log = get_logger(__name__)
 
@@ -34,7 +35,7 @@ REALM = "scion-scheduler"
 IdTokenVerifier = Callable[[str, Sequence[str]], Mapping[str, Any]]
 
 
-class AuthError(Exception):
+class AuthError(ScionSchedulerError):
     """The request is not authenticated (401), not allowed (403), or cannot be checked now
     (503: Google's certificates are out of reach)."""
 

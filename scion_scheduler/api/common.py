@@ -30,13 +30,14 @@ from scion_scheduler.api.auth import Authenticator
 from scion_scheduler.api.middleware import ApiMetrics
 from scion_scheduler.api.schemas import ErrorOut, FieldErrorOut, ScheduleOut, WriteOut
 from scion_scheduler.api.views import schedule_out, step_outcomes
+from scion_scheduler.errors import ScionSchedulerError
 from worker.keyed_locks import KeyedLocks
 from worker.ledger import Ledger
 
 REQUEST = "(request)"
 
 
-class ApiError(Exception):
+class ApiError(ScionSchedulerError):
     """An error response: status, code, message, field errors, and step outcomes of a write."""
 
     def __init__(self, status: int, code: str, message: str, errors: Sequence[FieldError] = (),

@@ -13,6 +13,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from scion_scheduler.errors import ScionSchedulerError
+
 UNMATCHED_ROUTE = "(unmatched)"
 
 
@@ -77,7 +79,7 @@ class MetricsMiddleware(HttpMiddleware):
             self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)
 
 
-class _TooLarge(Exception):
+class _TooLarge(ScionSchedulerError):
     pass
 
 
