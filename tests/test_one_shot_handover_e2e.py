@@ -1,8 +1,9 @@
 """One-shots handed over to a worker, end to end (the stack of `test_scion_e2e`, as in
 `test_one_shot_e2e`).
 
-* A worker killed while it holds a one-shot's fire for its `fireAt` is taken over, and the
-  event still fires on time.
+* A pending event handed over after its job's slot is fired by the sync and held until its
+  `fireAt`; a worker killed while it holds the fire is taken over, and the event still fires
+  on time.
 * A pending event handed over after its `fireAt` fires once, as the hub fires one found past
   due at start-up and marks it `expired` (pkg/hub/scheduler.go:237-247, :296-299); syncing it
   again fires nothing.
@@ -16,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import test_scion_e2e
 from scion_hub_data import envelope, event
-from test_one_shot_e2e import _fire_at_a_second_ahead
 from test_scion_e2e import Stack, calls_for, record_of, wait_until
 
 from scheduler.contract import execution_id
@@ -33,14 +33,24 @@ def test_a_worker_killed_during_the_hold_is_taken_over_and_the_event_still_fires
     scion_stack: Stack,
 ) -> None:
     stack = scion_stack
-    fire_at = _fire_at_a_second_ahead()
-    item = event(fire_at=fire_at)
-    stack.sync([envelope("events", [item], total=1)])
     workers = [stack.start_worker("worker-a"), stack.start_worker("worker-b")]
+    for name in ("worker-a", "worker-b"):
+        wait_until(lambda n=name: stack.logged("streaming pull open", worker=n), 60,
+                   f"{name} to subscribe")
+    # Handed over after its job's slot (the minute at or before fireAt less the 30 s lead):
+    # the sync publishes the job's own message at once, and the worker holds it 30-40 s, as
+    # the job's fire at its slot is held (`test_one_shot_e2e`) but without waiting for a slot.
+    now = datetime.now(UTC)
+    fire_at = min(now + timedelta(seconds=40),
+                  now.replace(second=0) + timedelta(seconds=89)).replace(microsecond=250000)
+    assert one_shot_slot(fire_at) <= now
+    item = event(fire_at=fire_at)
+    out = stack.sync([envelope("events", [item], total=1)])
+    assert [(s["kind"], s["status"]) for s in out["result"]["outcomes"]] == [
+        ("create", "ok"), ("fire", "ok")]
     ledger = stack.ledger()
-    wait_until(lambda: record_of(ledger, item["id"], fire_at) is not None,
-                (one_shot_slot(fire_at) - datetime.now(UTC)).total_seconds() + 30,
-                "the job's fire to be claimed")
+    wait_until(lambda: record_of(ledger, item["id"], fire_at) is not None, 30,
+               "the sync's fire to be claimed")
     held = record_of(ledger, item["id"], fire_at)
     assert held is not None and held.worker_id is not None
     # Worker IDs are `{hostname}-{pid}-{random}`.
