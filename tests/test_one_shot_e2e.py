@@ -1,21 +1,15 @@
 """One-shots fire like the hub's, end to end: the hub's JSON synced into the Cloud Scheduler
 emulator, fires through the Pub/Sub emulator, claimed in the Firestore emulator by two
 `scion-worker run` processes and fired back into the reference hub (the stack of
-`test_scion_e2e`).
+`test_scion_e2e`). The ones handed over late are in `test_one_shot_handover_e2e`.
 
 * A pending event fires at its exact `fireAt` second, as the hub's `time.AfterFunc` does (scion
   pkg/hub/scheduler.go:263-271): its job publishes at the minute before and a worker holds the
   fire until `fireAt`; a copy delivered during the hold is a duplicate.
-* A pending event handed over after its `fireAt` fires once, as the hub fires one found past
-  due at start-up and marks it `expired` (pkg/hub/scheduler.go:237-247, :296-299); syncing it
-  again fires nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -33,13 +27,14 @@ scion_stack = test_scion_e2e.stack
 
 
 def _fire_at_a_second_ahead() -> datetime:
-    """A `fireAt` 67-127 s ahead, at second 47.25: its job fires at a whole minute at least 20 s
-    from now (time to sync and start the workers), 47.25 s ahead of it."""
+    """A `fireAt` 51-111 s ahead, at second 31.25: its job fires at a whole minute at least 20 s
+    from now (time to sync and start the workers), 31.25 s ahead of it (one_shot_slot: the
+    minute at or before `fireAt` less the 30 s lead)."""
     now = datetime.now(UTC)
     minute = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
     if minute - now < timedelta(seconds=20):
         minute += timedelta(minutes=1)
-    return minute + timedelta(seconds=47.25)
+    return minute + timedelta(seconds=31.25)
 
 
 @pytest.mark.slow
@@ -81,83 +76,11 @@ def test_a_one_shot_event_fires_within_two_seconds_of_its_fire_at_through_two_wo
     assert record is not None and (record.state, record.attempt) == (State.SUCCEEDED, 1)
     # The copy was busy while the fire was held, and is acked as a duplicate once it ran: the
     # hub never gets a second call.
-    wait_until(lambda: _logged(stack, eid, BUSY) and _logged(stack, eid, DUPLICATE), 60,
-                "the copy to be found busy, then a duplicate")
+    wait_until(lambda: stack.logged(BUSY, execution_id=eid)
+               and stack.logged(DUPLICATE, execution_id=eid), 60,
+               "the copy to be found busy, then a duplicate")
     assert len(calls_for(hub.calls, item["id"], fire_at)) == 1
-
-
-@pytest.mark.slow
-def test_a_worker_killed_during_the_hold_is_taken_over_and_the_event_still_fires_on_time(
-    scion_stack: Stack,
-) -> None:
-    stack = scion_stack
-    fire_at = _fire_at_a_second_ahead()
-    item = event(fire_at=fire_at)
-    stack.sync([envelope("events", [item], total=1)])
-    workers = [stack.start_worker("worker-a"), stack.start_worker("worker-b")]
-    ledger = stack.ledger()
-    wait_until(lambda: record_of(ledger, item["id"], fire_at) is not None,
-                (one_shot_slot(fire_at) - datetime.now(UTC)).total_seconds() + 30,
-                "the job's fire to be claimed")
-    held = record_of(ledger, item["id"], fire_at)
-    assert held is not None and held.worker_id is not None
-    # Worker IDs are `{hostname}-{pid}-{random}`.
-    holder = next(w for w in workers if w.pid == int(held.worker_id.rsplit("-", 2)[1]))
-    holder.kill()
-    holder.wait(timeout=10)
-    # The dead holder's claim lapses after its 5 s lease. Pub/Sub hands its message on only
-    # when the ack deadline lapses (on the emulator, after seconds to minutes), so the test
-    # publishes the job's message again, as a redelivery, until the survivor has taken over.
-    while (record := record_of(ledger, item["id"], fire_at)) is not None \
-            and record.worker_id == held.worker_id:
-        assert datetime.now(UTC) < fire_at, "not taken over before fireAt"
-        stack.redeliver(item["id"])
-        time.sleep(3)
-    stack.hub.wait_for(lambda calls: bool(calls_for(calls, item["id"], fire_at)),
-                       (fire_at - datetime.now(UTC)).total_seconds() + 30)
-    [call] = calls_for(stack.hub.calls, item["id"], fire_at)
-    late = datetime.fromisoformat(call.received_at) - fire_at
-    assert abs(late.total_seconds()) <= 2, f"fired {late.total_seconds():+.3f} s from fireAt"
-    assert call.body["attempt"] == 2
-    wait_until(lambda: (r := record_of(ledger, item["id"], fire_at)) is not None
-                and r.state is State.SUCCEEDED, 30, "the outcome to be recorded")
 
 
 BUSY = "fire is running on another worker; redelivery later"
 DUPLICATE = "duplicate delivery of a finished fire"
-
-
-def _logged(stack: Stack, eid: str, event_name: str) -> bool:
-    """Whether a worker logged `event_name` about execution `eid` (their logs are JSON lines)."""
-    for path in stack.tmp.glob("worker-*.log"):
-        for line in path.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                entry = json.loads(line)
-                if entry.get("message") == event_name and entry.get("execution_id") == eid:
-                    return True
-    return False
-
-
-def test_a_past_due_event_handed_over_fires_once_as_expired(scion_stack: Stack) -> None:
-    stack = scion_stack
-    hub = stack.hub
-    fire_at = datetime.now(UTC).replace(microsecond=250000) - timedelta(hours=3)
-    item = event(fire_at=fire_at)
-    listing = [envelope("events", [item], total=1)]
-    out = stack.sync(listing)
-    assert [(s["kind"], s["status"]) for s in out["result"]["outcomes"]] == [
-        ("create", "ok"), ("fire", "ok")]
-    stack.start_worker("worker-a")
-    stack.start_worker("worker-b")
-    hub.wait_for(lambda calls: bool(calls_for(calls, item["id"], fire_at)), 60)
-    # The job the first sync wrote says the fire went out: the second sync fires nothing.
-    again = stack.sync(listing)
-    assert again["plan"]["steps"] == []
-    ledger = stack.ledger()
-    wait_until(lambda: (r := record_of(ledger, item["id"], fire_at)) is not None
-                and r.state is State.SUCCEEDED, 30, "the outcome to be recorded")
-    record = record_of(ledger, item["id"], fire_at)
-    assert record is not None and record.trigger == "expired"
-    [call] = calls_for(hub.calls, item["id"], fire_at)
-    assert call.body["trigger"] == "expired"
-    assert call.idempotency_key == execution_id(item["id"], fire_at)

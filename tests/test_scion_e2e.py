@@ -132,6 +132,18 @@ class Stack:
         """The execution history the workers wrote."""
         return FirestoreLedger(firestore_client(self.settings), collection_prefix="scion_")
 
+    def logged(self, message: str, worker: str = "worker-*", **fields: str) -> bool:
+        """Whether a worker (by default any) logged `message` with these fields (their logs are
+        JSON lines)."""
+        for path in self.tmp.glob(f"{worker}.log"):
+            for line in path.read_text(errors="replace").splitlines():
+                with contextlib.suppress(ValueError):
+                    entry = json.loads(line)
+                    if entry.get("message") == message and all(
+                            entry.get(key) == value for key, value in fields.items()):
+                        return True
+        return False
+
 
 @pytest.fixture
 def stack(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
