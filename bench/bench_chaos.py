@@ -15,7 +15,8 @@ in this order:
 
 1. SIGKILL of one worker (it is not restarted);
 2. a 30 s freeze of the Firestore emulator (SIGSTOP/SIGCONT of its process group);
-3. a 30 s cut of the workers' Pub/Sub connections (all reset, new ones refused);
+3. a 30 s cut of the workers' Pub/Sub connections (all reset and new ones refused, or with
+   `--cut partition` every byte held and nothing closed);
 4. a 20 s target outage (every call answers 503).
 
 Then it waits until every fire has run and nothing more arrives, and prints fires, executions,
@@ -43,6 +44,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -107,10 +109,9 @@ class Worker:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self) -> None:
-        if self.alive():
-            assert self.process is not None
-            self.process.terminate()
+    def wait(self) -> None:
+        """Until it exits (SIGKILL after 40 s)."""
+        if self.process is not None and self.process.poll() is None:
             try:
                 self.process.wait(40)
             except subprocess.TimeoutExpired:
@@ -185,17 +186,27 @@ def fault_names(raw: str) -> list[str]:
     return names
 
 
+CUTS = ("reset", "partition")
+
+
 def faults(chosen: list[str], scale: float, workers: list[Worker], firestore: Emulator,
-           proxy: FaultProxy, hub: ContractHub) -> list[Fault]:
-    """The chosen faults' timeline, every time and length multiplied by `scale`."""
+           proxy: FaultProxy, hub: ContractHub, cut: str = "reset") -> list[Fault]:
+    """The chosen faults' timeline, every time and length multiplied by `scale`. The Pub/Sub
+    cut either resets every connection and refuses new ones (`reset`), or stops every byte in
+    both directions, new connections included, and lets them flow again at its end
+    (`partition`: a network that drops packets, nothing closed)."""
     assert firestore.process is not None
     group = firestore.process.pid
 
     def cut_pubsub() -> None:
+        if cut == "partition":
+            proxy.freeze()
+            return
         proxy.mode = Mode.REFUSE
         proxy.cut()
 
     def restore_pubsub() -> None:
+        proxy.thaw()
         proxy.mode = Mode.FORWARD
 
     def kill_worker() -> None:
@@ -207,7 +218,7 @@ def faults(chosen: list[str], scale: float, workers: list[Worker], firestore: Em
         "firestore": Fault("Firestore frozen", 30 * scale, 30 * scale,
                            lambda: os.killpg(group, signal.SIGSTOP),
                            lambda: os.killpg(group, signal.SIGCONT)),
-        "pubsub": Fault("Pub/Sub connections cut", 70 * scale, 30 * scale, cut_pubsub,
+        "pubsub": Fault(f"Pub/Sub connections cut ({cut})", 70 * scale, 30 * scale, cut_pubsub,
                         restore_pubsub),
         "target": Fault("target answers 503", 105 * scale, 20 * scale, hub.outage.set,
                         hub.outage.clear),
@@ -249,11 +260,11 @@ def wait_drained(hub: ContractHub, expected: set[str], quiet: float, timeout: fl
 
 
 def received(logs: list[Path]) -> set[str]:
-    """Execution IDs that appear in the workers' logs: fires some worker received."""
+    """Execution IDs that appear in the workers' pipeline logs: fires some worker received."""
     seen: set[str] = set()
     for path in logs:
         for line in path.read_text(errors="replace").splitlines():
-            if '"execution_id": "' in line:
+            if '"execution_id": "' in line and '"logger_name": "worker.pipeline"' in line:
                 seen.add(line.split('"execution_id": "', 1)[1].split('"', 1)[0])
     return seen
 
@@ -278,8 +289,10 @@ class Bench:
 
     def start(self) -> Bench:
         """Emulators, Pub/Sub resources, the proxy, three ready workers."""
-        self.pubsub.start()
-        self.firestore.start()
+        # Both are Java and take a few seconds each: side by side.
+        with ThreadPoolExecutor(2) as pool:
+            for future in [pool.submit(self.pubsub.start), pool.submit(self.firestore.start)]:
+                future.result()
         self.proxy = FaultProxy("127.0.0.1", self.pubsub.port).start()
         env = {k: v for k, v in os.environ.items() if not k.startswith("SCION_")}
         env.update({"SCION_SCHEDULER_PROJECT": f"chaos-{os.getpid()}",
@@ -311,10 +324,18 @@ class Bench:
         """The workers' log files."""
         return [worker.log_path for worker in self.workers]
 
+    def stop_workers(self) -> None:
+        """SIGTERM to every worker at once, then wait for each."""
+        for worker in self.workers:
+            if worker.alive():
+                assert worker.process is not None
+                worker.process.terminate()
+        for worker in self.workers:
+            worker.wait()
+
     def close(self) -> None:
         """Stop everything this run started."""
-        for worker in self.workers:
-            worker.stop()
+        self.stop_workers()
         if self.firestore.process is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.firestore.process.pid, signal.SIGCONT)
@@ -338,7 +359,7 @@ def make_plan(bench: Bench, args: argparse.Namespace) -> Plan:
     plan = slots_plan(schedules, args.minutes, seconds, SIGNING_KEY, LEAD_S)
     # Owed from the first slot the bench publishes: no earlier slot is anybody's.
     register(firestore.Client(project=bench.settings.project), bench.settings, schedules,
-             plan.start)
+             plan.start, plan.batches[-1].at + timedelta(minutes=1))
     return plan
 
 
@@ -389,7 +410,7 @@ def run(bench: Bench, args: argparse.Namespace, say: Callable[[str], None]) -> b
     last_fault = drained = time.monotonic()
     try:
         timeline = faults(args.faults, args.scale, bench.workers, bench.firestore, bench.proxy,
-                          bench.hub)
+                          bench.hub, args.cut)
         last_fault = run_faults(timeline, started, say)
         progress.done.wait()
         drained = wait_drained(bench.hub, plan.expected, max(3.0, 10 * args.scale),
@@ -400,8 +421,7 @@ def run(bench: Bench, args: argparse.Namespace, say: Callable[[str], None]) -> b
     readiness.stop.set()
     result = figures(bench, plan, progress, last_fault, drained, started, readiness)
     if args.probe and result["lost_fires"]:
-        for worker in bench.workers:
-            worker.stop()
+        bench.stop_workers()
         result.update(probe(bench.settings, SIGNING_KEY,
                             plan.expected - bench.hub.executed(), args.probe, say))
     width = max(len(k) for k in result)
@@ -422,6 +442,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--publish-seconds", type=float, default=None,
                         help="publish over this long: each minute's slots (default 20), or "
                              "all manual fires (default 120)")
+    parser.add_argument("--cut", choices=CUTS, default="reset",
+                        help="how the Pub/Sub cut cuts: reset every connection and refuse new "
+                             "ones, or a partition (bench/README.md: the emulator loses what it "
+                             "routed to a reset stream)")
     parser.add_argument("--scale", type=float, default=1.0, help="fault timeline multiplier")
     parser.add_argument("--timeout", type=float, default=900.0, help="longest wait to drain")
     parser.add_argument("--keep-logs", action="store_true", help="keep the workers' logs")

@@ -29,9 +29,10 @@ from chaos_hub import GROVE
 
 from scheduler.config import Settings
 from scheduler.contract import ContractError, Message, build_message, decode_message, execution_id
+from scheduler.due import Owed
 from scheduler.egress import EgressPolicy
 from scheduler.model import Schedule
-from scheduler.registry import ScheduleRegistry
+from scheduler.registry import Entry, ScheduleRegistry
 from scheduler.validation import parse_schedule
 
 DUPLICATE_SHARE = 0.3
@@ -110,12 +111,14 @@ def manual_plan(schedules: list[Schedule], seconds: float, signing_key: str, lea
     return Plan(start, [batch], expected, len(expected), slots=False)
 
 
-def register(client: Any, settings: Settings, schedules: list[Schedule], since: datetime) -> None:
-    """Write the schedules into the audit's registry, owed from `since`, as the control module
-    does once their jobs exist."""
+def register(client: Any, settings: Settings, schedules: list[Schedule], since: datetime,
+             until: datetime) -> None:
+    """Write the schedules into the audit's registry, owed from `since` (as the control module
+    does once their jobs exist) and paused from `until` (as it does before a job is paused):
+    the bench publishes nothing after its last slot, so nothing after it is owed."""
     registry = ScheduleRegistry(client, settings.collection_prefix or "scion_",
                                 settings.egress_policy())
-    registry.settle(schedules, {}, since)
+    registry.hold([Entry(Owed(s, since), s.fingerprint()) for s in schedules], until)
 
 
 @dataclass

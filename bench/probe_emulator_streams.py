@@ -3,11 +3,14 @@ reset? One command: `.venv/bin/python bench/probe_emulator_streams.py`.
 
 Starts its own Pub/Sub emulator and a fault proxy (`scion_scheduler.faultproxy`), a subscription
 with a 10 s ack deadline, and subscriber A through the proxy with flow control of `--hold`
-messages, which holds (never acks) what it receives. Then:
+messages, which holds (does not ack) what it receives. Then:
 
 1. publishes 2 x `--hold` messages ("old"): A receives `--hold` of them and holds them;
-2. resets every connection through the proxy (A's client reconnects, same client ID), and from
-   now on A acks everything; publishes `--hold` x 2 more ("new"); waits `--wait` seconds;
+2. resets every connection through the proxy (`--fault rst`; `fin` closes them, `freeze` stops
+   forwarding for 30 s and resumes), A's client reconnects (same client ID), and from now on A
+   acks everything, the messages it held first; publishes `--hold` x 2 more ("new"); waits
+   `--wait` seconds;
+   (`--fresh`: A is replaced at once by a fresh subscriber A2 through the proxy);
 3. stops A; a fresh subscriber B (new client ID, straight to the emulator) acks everything for
    `--wait` seconds; then a unary Pull for `--wait` seconds.
 
@@ -58,6 +61,14 @@ class Subscriber:
             else:
                 self.held.append(message)
 
+    def ack_all(self) -> None:
+        """From now on ack everything, and ack what is held (which frees the flow control)."""
+        with self.lock:
+            self.acking.set()
+            for message in self.held:
+                message.ack()
+            self.held.clear()
+
     def stop(self) -> None:
         self.future.cancel()
         self.client.close()
@@ -67,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hold", type=int, default=20)
     parser.add_argument("--wait", type=float, default=40.0)
+    parser.add_argument("--fault", choices=("rst", "fin", "freeze"), default="rst",
+                        help="reset the connections (rst), close them (fin), or stop forwarding "
+                             "on them for 30 s and resume (freeze: a partition, no close)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="after the reset, replace A by a fresh subscriber (new client ID)")
     args = parser.parse_args(argv)
     from google.cloud import pubsub_v1
 
@@ -92,14 +108,23 @@ def main(argv: list[str] | None = None) -> int:
             publish("old", 2 * args.hold)
             time.sleep(5)
             print(f"A before the reset: {dict(a.got)} (holding {len(a.held)})")
-            a.acking.set()
-            proxy.cut()
+            if args.fault == "freeze":
+                proxy.freeze()
+                time.sleep(30)
+                proxy.thaw()
+            else:
+                proxy.cut(reset=args.fault == "rst")
+            a.ack_all()
+            if args.fresh:
+                a.stop()
+                a = Subscriber(proxy.address, path, args.hold, "A2")
+                a.ack_all()
             publish("new", 2 * args.hold)
             time.sleep(args.wait)
             print(f"A after the reset and {args.wait:.0f} s: {dict(a.got)}")
             a.stop()
             b = Subscriber(emulator.host, path, 1000, "B")
-            b.acking.set()
+            b.ack_all()
             time.sleep(args.wait)
             print(f"B (fresh client) in {args.wait:.0f} s: {dict(b.got)}")
             b.stop()
