@@ -116,8 +116,7 @@ def register(client: Any, settings: Settings, schedules: list[Schedule], since: 
     """Write the schedules into the audit's registry, owed from `since` (as the control module
     does once their jobs exist) and paused from `until` (as it does before a job is paused):
     the bench publishes nothing after its last slot, so nothing after it is owed."""
-    registry = ScheduleRegistry(client, settings.collection_prefix or "scion_",
-                                settings.egress_policy())
+    registry = ScheduleRegistry(client, settings.collection_prefix, settings.allowed_targets)
     registry.hold([Entry(Owed(s, since), s.fingerprint()) for s in schedules], until)
 
 
@@ -187,7 +186,7 @@ def ledger_records(client: Any, settings: Settings, expected: set[str],
     """The ledger's record of each expected fire with a fire time in `[start, end]`."""
     from google.cloud import firestore
 
-    executions = client.collection(f"{settings.collection_prefix or 'scion_'}executions")
+    executions = client.collection(f"{settings.collection_prefix}executions")
     query = (executions.where(filter=firestore.FieldFilter("fire_time", ">=", start))
              .where(filter=firestore.FieldFilter("fire_time", "<=", end)))
     return {s.id: s.to_dict() or {} for s in query.stream() if s.id in expected}
