@@ -25,7 +25,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -112,9 +112,9 @@ def run_audit(client: Any) -> tuple[float, int, int]:
             reads[0] += max(1, len(entries))
             return entries
 
-    def publish(message: Message) -> str:
-        published.append(message)
-        return str(len(published))
+    def publish(messages: Sequence[Message]) -> list[str]:
+        published.extend(messages)
+        return [str(len(published) - i) for i in reversed(range(len(messages)))]
 
     audit = Audit(FirestoreLedger(client, PREFIX), Counted(), CountedRegistry(), publish,
                   worker_id="bench", clock=lambda: NOW, horizon=HORIZON, grace=GRACE,

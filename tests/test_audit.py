@@ -5,7 +5,7 @@ paths on the emulators: `tests/test_audit_e2e.py`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -51,9 +51,9 @@ class Replica:
                            grace=timedelta(seconds=20), audit_slots=self.metrics.audit_slots,
                            signing_key=KEY)
 
-    def _publish(self, message: Message) -> str:
-        self.published.append(message)
-        return f"m{len(self.published)}"
+    def _publish(self, messages: Sequence[Message]) -> list[str]:
+        self.published.extend(messages)
+        return [f"m{len(self.published) - i}" for i in reversed(range(len(messages)))]
 
     def count(self, result: str) -> float:
         return self.metrics.registry.get_sample_value(

@@ -18,7 +18,7 @@ whose recovery was lost too is found again the next minute, until the horizon.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -83,7 +83,7 @@ class Audit:
     """The audit loop of one replica."""
 
     def __init__(self, ledger: Ledger, records: SlotRecords, registry: Registry,
-                 publish: Callable[[Message], str], *, worker_id: str,
+                 publish: Callable[[Sequence[Message]], list[str]], *, worker_id: str,
                  clock: Callable[[], datetime], horizon: timedelta, grace: timedelta,
                  audit_slots: Counter, signing_key: str | None = None,
                  retention: timedelta = DEFAULT_RETENTION) -> None:
@@ -151,42 +151,49 @@ class Audit:
         start, end = now - self._horizon, now - self._grace
         owed = [entry.owed for entry in self._registry.load().values()]
         audited, missing = unaccounted(owed, self._records.recorded(start, end), start, end)
-        recovered = missed = 0
+        again: list[tuple[Slot, Message]] = []
+        missed = 0
         for slot in missing:
-            if self._settle(slot, now):
-                recovered += 1
-            else:
+            message = self._settle(slot, now)
+            if message is None:
                 missed += 1
+            else:
+                again.append((slot, message))
+        # All at once, not one publish round trip after another: after a broker outage there
+        # can be thousands, and one audit must finish within its minute.
+        message_ids = self._publish([message for _, message in again]) if again else []
+        for (slot, _), message_id in zip(again, message_ids, strict=True):
+            log.warning("slot never fired or recorded; fired again by the audit",
+                        message_id=message_id, **_fields(slot))
         self._count("audited", audited)
-        self._count("recovered", recovered)
+        self._count("recovered", len(again))
         self._count("missed", missed)
-        return AuditReport(audited, recovered, missed)
+        return AuditReport(audited, len(again), missed)
 
-    def _settle(self, slot: Slot, now: datetime) -> bool:
-        """Publish the slot's fire again (True), or record it missed (False)."""
+    def _settle(self, slot: Slot, now: datetime) -> Message | None:
+        """The slot's fire to publish again, or None once it is recorded missed."""
         schedule = slot.schedule
-        fields = {"schedule_id": schedule.id, "fire_time": format_instant(slot.fire_time),
-                  "execution_id": slot.execution_id, "trigger": "audit"}
         reason = missed_reason(schedule, schedule.catchup, schedule.catchup_window,
                                slot.fire_time, now)
         if reason is None:
-            message = build_message(schedule, signing_key=self._signing_key, trigger="audit",
-                                    fire_time=slot.fire_time)
-            message_id = self._publish(message)
-            log.warning("slot never fired or recorded; fired again by the audit",
-                        message_id=message_id, **fields)
-            return True
+            return build_message(schedule, signing_key=self._signing_key, trigger="audit",
+                                 fire_time=slot.fire_time)
         written = self._ledger.record(missed_execution(
             slot.execution_id, schedule.id, slot.fire_time, "audit", worker_id=self._worker_id,
             now=now, retention=self._retention, error=f"never delivered; {reason}"))
         if written:
             log.warning("slot never fired or recorded; recorded missed by the audit",
-                        reason=reason, **fields)
-        return False
+                        reason=reason, **_fields(slot))
+        return None
 
     def _count(self, result: str, amount: int) -> None:
         if amount:
             self._counter.labels(result).inc(amount)
+
+
+def _fields(slot: Slot) -> dict[str, str]:
+    return {"schedule_id": slot.schedule.id, "fire_time": format_instant(slot.fire_time),
+            "execution_id": slot.execution_id, "trigger": "audit"}
 
 
 def start_audit(settings: Settings, client: Any, ledger: FirestoreLedger,
@@ -195,9 +202,9 @@ def start_audit(settings: Settings, client: Any, ledger: FirestoreLedger,
     publisher = gcp.publisher_client(settings)
     topic = settings.topic_path
 
-    def publish(message: Message) -> str:
-        future = publisher.publish(topic, message.data, **dict(message.attributes))
-        return str(future.result(timeout=PUBLISH_TIMEOUT_S))
+    def publish(messages: Sequence[Message]) -> list[str]:
+        futures = [publisher.publish(topic, m.data, **dict(m.attributes)) for m in messages]
+        return [str(future.result(timeout=PUBLISH_TIMEOUT_S)) for future in futures]
 
     prefix = settings.collection_prefix or "scion_"
     registry = ScheduleRegistry(client, prefix, settings.allowed_targets)
