@@ -53,6 +53,4 @@ def builtin_handlers(settings: Settings) -> dict[str, ActionHandler]:
 def ticks_mode(settings: Settings) -> bool:
     """Whether the deployment runs in tick mode (`SCION_SCHEDULER_MODE=ticks`): only then is
     the `tick` action registered, so a tick message elsewhere is rejected as an unknown type."""
-    # The setting is added by the control side of tick mode (TICKS.md); until it is on main a
-    # deployment has no mode, which is jobs.
-    return str(getattr(settings, "mode", None) or "jobs") == "ticks"
+    return settings.mode == "ticks"
