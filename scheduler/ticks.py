@@ -33,8 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from scheduler.contract import Message, build_message, execution_id
-from scheduler.cron import next_fires
-from scheduler.due import NONE_CATCHUP_GRACE, Owed, slots_in
+from scheduler.due import NONE_CATCHUP_GRACE, Owed, slots_and_next
 from scheduler.model import ONE_SHOT_LEAD, Action, Schedule, one_shot_slot
 
 # Not printable, so never the ID of a user's or the hub's schedule (`scheduler.validation`
@@ -167,9 +166,9 @@ def plan_document(owed: Owed, next_fire_time: datetime, minute: datetime) -> Due
     # pipeline could only record it missed.
     oldest = minute - schedule.catchup_window - NONE_CATCHUP_GRACE
     start = max(next_fire_time, oldest) - timedelta(microseconds=1)
-    slots = [s for s in slots_in(schedule, start, minute) if owed.owes(s)]
-    following = next_fires(schedule, minute, 1)
-    return DuePlan(tuple(slots[-MAX_SLOTS_PER_DOCUMENT:]), following[0] if following else None,
+    walked, following = slots_and_next(schedule, start, minute)
+    slots = [s for s in walked if owed.owes(s)]
+    return DuePlan(tuple(slots[-MAX_SLOTS_PER_DOCUMENT:]), following,
                    next_fire_time < oldest or len(slots) > MAX_SLOTS_PER_DOCUMENT)
 
 

@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from scheduler.contract import Message
+from scheduler.due import Owed
 from scheduler.logs import get_logger
 from scheduler.model import format_instant
 from scheduler.ticks import Shard, due_before, fire_messages, plan_document, shard_documents
@@ -57,6 +58,10 @@ class TickStore(Protocol):
 
     def advance(self, advances: Sequence[Advance]) -> int:
         """Advance each document unless it changed since it was read; returns how many had."""
+        ...
+
+    def owed(self, document: DueDocument) -> Owed | None:
+        """What a document's schedule owes (None: unreadable)."""
         ...
 
 
@@ -123,18 +128,17 @@ class Tick:
         fires: list[Message] = []
         advances: list[Advance] = []
         for document in documents:
-            if document.owed is None:
-                continue
-            plan = plan_document(document.owed, document.next_fire_time, minute)
-            if plan is None:
+            owed = self._store.owed(document) if document.may_be_due(minute) else None
+            plan = None if owed is None else plan_document(owed, document.next_fire_time, minute)
+            if owed is None or plan is None:
                 continue
             report.documents += 1
             if plan.skipped:
                 report.skipped += 1
                 log.warning("slots beyond the catch-up window left out",
-                            schedule_id=document.owed.schedule.id,
+                            schedule_id=owed.schedule.id,
                             next_fire_time=format_instant(document.next_fire_time))
-            fires.extend(fire_messages(document.owed.schedule, plan.slots, self._signing_key))
+            fires.extend(fire_messages(owed.schedule, plan.slots, self._signing_key))
             advances.append(Advance(document, plan.next_fire_time))
         # Published before the documents advance: a claimer that dies in between leaves them
         # due, and the takeover's copies of these fires are dropped by their claims.
