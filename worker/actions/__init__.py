@@ -53,4 +53,6 @@ def builtin_handlers(settings: Settings) -> dict[str, ActionHandler]:
 def ticks_mode(settings: Settings) -> bool:
     """Whether the deployment runs in tick mode (`SCION_SCHEDULER_MODE=ticks`): only then is
     the `tick` action registered, so a tick message elsewhere is rejected as an unknown type."""
-    return settings.mode == "ticks"
+    from scheduler.config import Mode
+
+    return settings.mode is Mode.TICKS
