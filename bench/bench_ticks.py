@@ -212,7 +212,7 @@ def bench_minute(stack: Stack, worker: Worker, due: int) -> list[str]:
     if (minute - now).total_seconds() < 20:
         minute += MINUTE
     schedules = [_schedule(i, url, id=f"minute/{i:06d}") for i in range(due)]
-    put_documents(_client(stack), [(s, tick_document(s, minute - MINUTE, minute))
+    put_documents(_client(stack), [(s, tick_document(s, minute, minute))
                                    for s in schedules])
     baseline_kib = _rss_kib(worker.pid, "VmRSS")
     _publish_tick(stack, minute)
@@ -277,7 +277,7 @@ def bench_memory(client: Any, project: str, count: int) -> list[str]:
     from google.cloud import pubsub_v1
 
     minute = datetime.now(UTC).replace(second=0, microsecond=0)
-    put_documents(client, [(s, tick_document(s, minute - MINUTE, minute))
+    put_documents(client, [(s, tick_document(s, minute, minute))
                            for s in (_schedule(i) for i in range(count))], prefix="mem_")
     publisher = pubsub_v1.PublisherClient(batch_settings=pubsub_v1.types.BatchSettings(
         max_messages=1_000, max_bytes=9_000_000, max_latency=0.02))

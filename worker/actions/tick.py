@@ -6,8 +6,8 @@ fire; this handler is its work. For the tick of minute M it reads the due regist
 page at a time (`worker.tick_store`), asks `scheduler.ticks.plan_document` what each one
 publishes, publishes those contract fires (batched, and waited for), and only then advances the
 documents' `next_fire_time` (with a precondition: a control edit in between wins). The first
-`local_documents` it handles itself; every later page becomes a shard fire, which any replica
-claims and runs through the same steps after reading its documents again.
+`local_documents` it handles itself, after every later page has become a shard fire, which any
+replica claims and runs through the same steps after reading its documents again.
 
 Idempotent by construction: a fire has its slot's execution ID, so one published twice (a
 takeover after the claimer died between publishing and advancing, an overlapping tick, a
@@ -99,22 +99,24 @@ class Tick:
         report = TickReport()
         before = due_before(minute)
         cursor = None
-        # The documents handled here: one advanced to a slot still within `before` (a cron
-        # every minute) comes up again later in the query, and needs no shard.
-        handled: set[str] = set()
+        # Its own share is read first and handled last: the shards are published ahead of the
+        # fan-out's fires, which would otherwise queue before them in the subscription.
+        own: list[DueDocument] = []
         while True:
-            local = len(handled) < self._local
+            local = len(own) < self._local
             page = self._store.due_page(before, self._page_size, cursor, ids_only=not local)
             if local:
-                self._process(minute, page.documents, report)
-                handled.update(d.document_id for d in page.documents)
-            elif ids := tuple(d.document_id for d in page.documents
-                              if d.document_id not in handled):
-                self._publish([Shard(minute, ids).message(self._signing_key)])
+                own.extend(page.documents)
+            elif page.documents:
+                shard = Shard(minute, tuple(d.document_id for d in page.documents))
+                self._publish([shard.message(self._signing_key)])
                 report.shards += 1
             if page.cursor is None:
-                return report
+                break
             cursor = page.cursor
+        for start in range(0, len(own), self._page_size):
+            self._process(minute, own[start:start + self._page_size], report)
+        return report
 
     def run_shard(self, minute: datetime, document_ids: Sequence[str]) -> TickReport:
         """A shard of the tick of `minute`: its documents, read again (one may have been
