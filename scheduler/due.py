@@ -60,14 +60,22 @@ class Slot:
 def slots_in(schedule: Schedule, start: datetime, end: datetime) -> list[datetime]:
     """The schedule's slots in `(start, end]`, oldest first (a one-shot: its `at`, the fire
     time its job's slot stands for)."""
+    return slots_and_next(schedule, start, end)[0]
+
+
+def slots_and_next(schedule: Schedule, start: datetime,
+                   end: datetime) -> tuple[list[datetime], datetime | None]:
+    """`slots_in(schedule, start, end)` and the first slot after `end` (None when there is
+    none), in one walk: tick mode publishes the first and advances to the second."""
     if schedule.at is not None:
-        return [schedule.at] if start < schedule.at <= end else []
-    slots = []
+        return ([schedule.at] if start < schedule.at <= end else [],
+                schedule.at if schedule.at > end else None)
+    slots: list[datetime] = []
     for slot in iter_fires(schedule, start):
         if slot > end:
-            break
+            return slots, slot
         slots.append(slot)
-    return slots
+    return slots, None
 
 
 def unaccounted(owed: Iterable[Owed], recorded: Collection[str], start: datetime,

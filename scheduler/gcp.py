@@ -43,12 +43,13 @@ def cloud_scheduler_client(settings: Settings) -> Any:
     )
 
 
-def publisher_client(settings: Settings) -> Any:
-    """A Pub/Sub `PublisherClient`."""
+def publisher_client(settings: Settings, batch_settings: Any = ()) -> Any:
+    """A Pub/Sub `PublisherClient` (`batch_settings`: a `pubsub_v1.types.BatchSettings`, for a
+    publisher of many messages at once)."""
     import google.cloud.pubsub_v1 as pubsub_v1
 
     _apply_emulator_env(settings)
-    return pubsub_v1.PublisherClient()
+    return pubsub_v1.PublisherClient(batch_settings=batch_settings)
 
 
 def subscriber_client(settings: Settings) -> Any:

@@ -1,5 +1,8 @@
 """Built-in action types, and how any action type is registered.
 
+The `tick` action (`worker.actions.tick`) is built in too, but only in tick mode, and is no
+entry point: no schedule can name it (`scheduler.validation` knows only the entry points).
+
 An action type is a name in the entry-point group `scion_scheduler.actions`; the built-in `http`
 is registered the same way, in this project's pyproject.toml:
 
@@ -37,5 +40,19 @@ def builtin_handlers(settings: Settings) -> dict[str, ActionHandler]:
     from worker.actions.http import HttpAction
     from worker.actions.scion import ScionAction
 
-    return {"http": HttpAction(egress=settings.allowed_targets),
-            "scion": ScionAction(settings=settings)}
+    handlers: dict[str, ActionHandler] = {"http": HttpAction(egress=settings.allowed_targets),
+                                          "scion": ScionAction(settings=settings)}
+    if ticks_mode(settings):
+        from scheduler.ticks import TICK_ACTION_TYPE
+        from worker.actions.tick import TickAction
+
+        handlers[TICK_ACTION_TYPE] = TickAction(settings)
+    return handlers
+
+
+def ticks_mode(settings: Settings) -> bool:
+    """Whether the deployment runs in tick mode (`SCION_SCHEDULER_MODE=ticks`): only then is
+    the `tick` action registered, so a tick message elsewhere is rejected as an unknown type."""
+    from scheduler.config import Mode
+
+    return settings.mode is Mode.TICKS

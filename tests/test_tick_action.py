@@ -1,0 +1,195 @@
+"""The tick's fan-out (`worker.actions.tick`) on the Firestore emulator: the due query a page at
+a time, what each document publishes and where it advances, shards, a re-run, a concurrent
+edit. Fires are captured as published (the end-to-end tests in `test_ticks_e2e.py` run them
+through real workers)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from tick_documents import next_fire_time_of, put_documents, tick_document
+
+from scheduler.contract import Message, decode_message, execution_id
+from scheduler.model import Schedule
+from scheduler.registry import document_id
+from scheduler.ticks import TICK_SCHEDULE_ID, is_tick_schedule, shard_documents
+from scheduler.validation import parse_schedule
+from worker.action import ActionContext, ActionError
+from worker.actions.tick import Tick, TickAction
+from worker.tick_store import Advance, FirestoreTickStore
+
+pytestmark = pytest.mark.emulator
+
+M = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+KEY = "tick-key"
+
+
+def schedule(sid: str, cron: str | None = "* * * * *", **extra: Any) -> Schedule:
+    raw: dict[str, Any] = {"id": sid, "action": {"type": "http", "url": "https://h.example/f"}}
+    if cron is not None:
+        raw["cron"] = cron
+    raw.update(extra)
+    return parse_schedule(raw)
+
+
+class Published:
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    def __call__(self, messages: Sequence[Message]) -> None:
+        self.messages.extend(messages)
+
+    def slots(self) -> list[tuple[str, datetime]]:
+        out = []
+        for message in self.messages:
+            fire = decode_message(message.data, message.attributes, signing_key=KEY)
+            if not is_tick_schedule(fire.schedule_id):
+                assert fire.trigger == "scheduled" and fire.fire_time is not None
+                out.append((fire.schedule_id, fire.fire_time))
+        return sorted(out)
+
+    def shards(self) -> list[tuple[str, tuple[str, ...]]]:
+        out = []
+        for message in self.messages:
+            fire = decode_message(message.data, message.attributes, signing_key=KEY)
+            documents = shard_documents(fire.schedule_id, fire.action.params) \
+                if is_tick_schedule(fire.schedule_id) else None
+            if documents is not None:
+                assert fire.fire_time == M
+                out.append((fire.schedule_id, documents))
+        return out
+
+
+@pytest.fixture
+def client(firestore_emulator: str, project_id: str) -> Any:
+    from google.cloud import firestore
+
+    return firestore.Client(project=project_id)
+
+
+def make_tick(client: Any, published: Published, **options: Any) -> Tick:
+    return Tick(FirestoreTickStore(client, "scion_", "scion-"), published, signing_key=KEY,
+                **options)
+
+
+def test_due_query_publishes_each_due_slot_and_advances(client: Any) -> None:
+    since = M - timedelta(hours=1)
+    every = [schedule(f"every-{i}") for i in range(5)]
+    later = schedule("later", "30 12 * * *")
+    other = schedule("others")
+    paused = schedule("paused", paused=True)
+    documents = [(s, tick_document(s, since, M)) for s in every]
+    documents += [(later, tick_document(later, since, M + timedelta(minutes=30))),
+                  (other, tick_document(other, since, M, owner="someone-else-")),
+                  (paused, tick_document(paused, since, None))]
+    put_documents(client, documents)
+    published = Published()
+    report = make_tick(client, published, page_size=2).run(M)
+    assert published.slots() == [(s.id, M) for s in every]
+    assert report.documents == 5 and report.published == 5 and report.shards == 0
+    for s in every:
+        assert next_fire_time_of(client, s.id) == M + timedelta(minutes=1)
+    assert next_fire_time_of(client, "later") == M + timedelta(minutes=30)
+    assert next_fire_time_of(client, "others") == M
+    # Every fire has its job's execution ID; a re-run finds nothing left to publish.
+    fire = decode_message(published.messages[0].data, published.messages[0].attributes)
+    assert fire.fire_time is not None
+    assert execution_id(fire.schedule_id, fire.derive_fire_time(M), fire.trigger) == \
+        execution_id(fire.schedule_id, M)
+    again = Published()
+    assert make_tick(client, again).run(M).published == 0 and again.messages == []
+
+
+def test_a_claimer_that_died_before_advancing_is_redone_with_the_same_fires(client: Any) -> None:
+    since = M - timedelta(hours=1)
+    put_documents(client, [(s, tick_document(s, since, M))
+                           for s in (schedule("a"), schedule("b"))])
+    first = Published()
+
+    class DiesBeforeAdvancing(FirestoreTickStore):
+        def advance(self, advances: Sequence[Advance]) -> int:
+            raise RuntimeError("claimer killed")
+
+    dying = Tick(DiesBeforeAdvancing(client, "scion_", "scion-"), first, signing_key=KEY)
+    with pytest.raises(RuntimeError):
+        dying.run(M)
+    second = Published()
+    make_tick(client, second).run(M)
+    assert second.slots() == first.slots() == [("a", M), ("b", M)]
+
+
+def test_missed_ticks_publish_every_slot_since(client: Any) -> None:
+    since = M - timedelta(hours=1)
+    s = schedule("catching-up")
+    put_documents(client, [(s, tick_document(s, since, M - timedelta(minutes=3)))])
+    published = Published()
+    make_tick(client, published).run(M)
+    assert published.slots() == [("catching-up", M - timedelta(minutes=m)) for m in (3, 2, 1, 0)]
+    assert next_fire_time_of(client, "catching-up") == M + timedelta(minutes=1)
+
+
+def test_one_shots_are_published_in_their_jobs_minute(client: Any) -> None:
+    since = M - timedelta(hours=1)
+    soon = schedule("soon", None, at=(M + timedelta(seconds=75)).isoformat())
+    later = schedule("later", None, at=(M + timedelta(seconds=95)).isoformat())
+    put_documents(client, [(soon, tick_document(soon, since, soon.at)),
+                           (later, tick_document(later, since, later.at))])
+    published = Published()
+    make_tick(client, published).run(M)
+    assert published.slots() == [("soon", soon.at)]
+    assert next_fire_time_of(client, "soon") is None
+    assert next_fire_time_of(client, "later") == later.at
+
+
+def test_a_big_tick_is_split_into_shards_that_publish_each_slot_once(client: Any) -> None:
+    since = M - timedelta(hours=1)
+    schedules = [schedule(f"s{i:02}") for i in range(11)]
+    put_documents(client, [(s, tick_document(s, since, M)) for s in schedules])
+    published = Published()
+    report = make_tick(client, published, page_size=3, local_documents=3).run(M)
+    assert report.documents == 3 and report.shards == 3
+    shards = published.shards()
+    assert sum(len(docs) for _, docs in shards) == 8
+    for _, documents in shards:
+        make_tick(client, published).run_shard(M, documents)
+    # A shard run again (a duplicate the claim would drop anyway) publishes nothing.
+    make_tick(client, published).run_shard(M, shards[0][1])
+    assert published.slots() == sorted((s.id, M) for s in schedules)
+
+
+def test_a_concurrent_edit_wins_over_the_ticks_advance(client: Any) -> None:
+    since = M - timedelta(hours=1)
+    edited, untouched = schedule("edited"), schedule("untouched")
+    put_documents(client, [(s, tick_document(s, since, M)) for s in (edited, untouched)])
+    new_definition = replace(edited, cron="*/5 * * * *")
+
+    class EditDuringTick(FirestoreTickStore):
+        def advance(self, advances: Sequence[Advance]) -> int:
+            put_documents(client, [(new_definition, tick_document(
+                new_definition, M + timedelta(seconds=1), M + timedelta(minutes=5)))])
+            return super().advance(advances)
+
+    published = Published()
+    report = Tick(EditDuringTick(client, "scion_", "scion-"), published,
+                  signing_key=KEY).run(M)
+    assert report.conflicts == 1
+    assert next_fire_time_of(client, "edited") == M + timedelta(minutes=5)
+    assert next_fire_time_of(client, "untouched") == M + timedelta(minutes=1)
+
+
+def test_the_tick_action_refuses_anything_but_the_tick(client: Any) -> None:
+    from scheduler.config import Settings
+
+    action = TickAction(Settings.from_env({}))
+    context = ActionContext(schedule_id="user-schedule", fire_time=M, execution_id="x",
+                            trigger="scheduled", attempt=1, params={})
+    with pytest.raises(ActionError, match="not the tick") as raised:
+        action(context)
+    assert not raised.value.retryable
+    with pytest.raises(ActionError):
+        action(replace(context, schedule_id=TICK_SCHEDULE_ID, params={"documents": ["x"]}))
+    assert document_id("x") != "x"

@@ -1,0 +1,201 @@
+"""The `tick` action (tick mode, issue 17): the claimed tick of a minute fans out the due fires.
+
+The tick reaches the worker as an ordinary fire of the reserved tick schedule
+(`scheduler.ticks`), so the pipeline claims, leases, renews, takes over and records it like any
+fire; this handler is its work. For the tick of minute M it reads the due registry documents a
+page at a time (`worker.tick_store`), asks `scheduler.ticks.plan_document` what each one
+publishes, publishes those contract fires (batched, and waited for), and only then advances the
+documents' `next_fire_time` (with a precondition: a control edit in between wins). The first
+`local_documents` it handles itself, after every later page has become a shard fire, which any
+replica claims and runs through the same steps after reading its documents again.
+
+Idempotent by construction: a fire has its slot's execution ID, so one published twice (a
+takeover after the claimer died between publishing and advancing, an overlapping tick, a
+shard of a page the claimer also read) is dropped by the per-fire claim; a document is advanced
+only after its fires were published, so none is skipped.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from scheduler.contract import Message
+from scheduler.due import Owed
+from scheduler.logs import get_logger
+from scheduler.model import format_instant
+from scheduler.ticks import Shard, due_before, fire_messages, plan_document, shard_documents
+from worker.action import ActionContext, ActionError, ActionResult
+from worker.tick_store import Advance, DueDocument, Page
+
+if TYPE_CHECKING:
+    from scheduler.config import Settings
+
+log = get_logger(__name__)
+
+# Documents per page of the due query (and per shard; Firestore's batch limit is 500 writes).
+PAGE_SIZE = 500
+# Documents the tick's claimer handles itself before it hands the rest to shards: a minute of
+# ordinary size costs no shard claim, and a large one spreads over every replica at once.
+LOCAL_DOCUMENTS = 1_000
+PUBLISH_TIMEOUT_S = 60.0
+
+
+class TickStore(Protocol):
+    """What a tick reads and writes (`worker.tick_store.FirestoreTickStore`)."""
+
+    def due_page(self, before: datetime, size: int, cursor: Any = None, *,
+                 ids_only: bool = False) -> Page:
+        """The next page of the due query after `cursor`."""
+        ...
+
+    def get(self, document_ids: Sequence[str]) -> list[DueDocument]:
+        """These documents as they are now (those due at all)."""
+        ...
+
+    def advance(self, advances: Sequence[Advance]) -> int:
+        """Advance each document unless it changed since it was read; returns how many had."""
+        ...
+
+    def owed(self, document: DueDocument) -> Owed | None:
+        """What a document's schedule owes (None: unreadable)."""
+        ...
+
+
+@dataclass
+class TickReport:
+    """What one tick or shard did."""
+
+    documents: int = 0
+    published: int = 0
+    shards: int = 0
+    conflicts: int = 0
+    skipped: int = 0
+
+    def __str__(self) -> str:
+        return (f"documents {self.documents}, fires {self.published}, shards {self.shards}, "
+                f"changed meanwhile {self.conflicts}, old slots left out {self.skipped}")
+
+
+class Tick:
+    """The fan-out of one minute's tick and of its shards."""
+
+    def __init__(self, store: TickStore, publish: Callable[[Sequence[Message]], None], *,
+                 signing_key: str | None = None, page_size: int = PAGE_SIZE,
+                 local_documents: int = LOCAL_DOCUMENTS) -> None:
+        if not 0 < page_size <= PAGE_SIZE:
+            raise ValueError(f"page_size must be from 1 to {PAGE_SIZE} (got {page_size})")
+        self._store = store
+        self._publish = publish
+        self._signing_key = signing_key
+        self._page_size = page_size
+        self._local = local_documents
+
+    def run(self, minute: datetime) -> TickReport:
+        """The tick of `minute`: every due document, the first ones here, the rest by shards."""
+        report = TickReport()
+        before = due_before(minute)
+        cursor = None
+        # Its own share is read first and handled last: the shards are published ahead of the
+        # fan-out's fires, which would otherwise queue before them in the subscription.
+        own: list[DueDocument] = []
+        while True:
+            local = len(own) < self._local
+            page = self._store.due_page(before, self._page_size, cursor, ids_only=not local)
+            if local:
+                own.extend(page.documents)
+            elif page.documents:
+                shard = Shard(minute, tuple(d.document_id for d in page.documents))
+                self._publish([shard.message(self._signing_key)])
+                report.shards += 1
+            if page.cursor is None:
+                break
+            cursor = page.cursor
+        for start in range(0, len(own), self._page_size):
+            self._process(minute, own[start:start + self._page_size], report)
+        return report
+
+    def run_shard(self, minute: datetime, document_ids: Sequence[str]) -> TickReport:
+        """A shard of the tick of `minute`: its documents, read again (one may have been
+        advanced or changed since the claimer read it)."""
+        report = TickReport()
+        self._process(minute, self._store.get(document_ids), report)
+        return report
+
+    def _process(self, minute: datetime, documents: Sequence[DueDocument],
+                 report: TickReport) -> None:
+        fires: list[Message] = []
+        advances: list[Advance] = []
+        for document in documents:
+            owed = self._store.owed(document) if document.may_be_due(minute) else None
+            plan = None if owed is None else plan_document(owed, document.next_fire_time, minute)
+            if owed is None or plan is None:
+                continue
+            report.documents += 1
+            if plan.skipped:
+                report.skipped += 1
+                log.warning("slots beyond the catch-up window left out",
+                            schedule_id=owed.schedule.id,
+                            next_fire_time=format_instant(document.next_fire_time))
+            fires.extend(fire_messages(owed.schedule, plan.slots, self._signing_key))
+            advances.append(Advance(document, plan.next_fire_time))
+        # Published before the documents advance: a claimer that dies in between leaves them
+        # due, and the takeover's copies of these fires are dropped by their claims.
+        self._publish(fires)
+        report.published += len(fires)
+        report.conflicts += self._store.advance(advances)
+
+
+class TickAction:
+    """The `tick` action handler: registered only in tick mode (`worker.actions`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._tick: Tick | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, context: ActionContext) -> ActionResult:
+        try:
+            documents = shard_documents(context.schedule_id, context.params)
+        except ValueError as exc:
+            raise ActionError(str(exc), retryable=False) from exc
+        tick = self._build()
+        if documents is None:
+            report = tick.run(context.fire_time)
+        else:
+            report = tick.run_shard(context.fire_time, documents)
+        log.info("tick done", documents=report.documents, published=report.published,
+                 shards=report.shards, conflicts=report.conflicts)
+        return ActionResult(detail=str(report))
+
+    def _build(self) -> Tick:
+        with self._lock:
+            if self._tick is None:
+                self._tick = build_tick(self._settings)
+            return self._tick
+
+
+def build_tick(settings: Settings) -> Tick:
+    """A tick on the deployment's Firestore registry and fires topic."""
+    from google.cloud.pubsub_v1.types import BatchSettings
+
+    from scheduler import gcp
+    from worker.tick_store import FirestoreTickStore
+
+    # Bigger batches than the client's default of 100: a tick publishes thousands at once.
+    publisher = gcp.publisher_client(settings, BatchSettings(
+        max_messages=1_000, max_bytes=9_000_000, max_latency=0.02))
+    topic = settings.topic_path
+
+    def publish(messages: Sequence[Message]) -> None:
+        futures = [publisher.publish(topic, m.data, **dict(m.attributes)) for m in messages]
+        for future in futures:
+            future.result(timeout=PUBLISH_TIMEOUT_S)
+
+    store = FirestoreTickStore(gcp.firestore_client(settings),
+                               settings.collection_prefix,
+                               settings.job_prefix, settings.allowed_targets)
+    return Tick(store, publish, signing_key=settings.signing_key or None)

@@ -1,0 +1,165 @@
+"""The tick's reads and writes of the registry documents on Firestore (`scheduler.registry`).
+
+The due query is `owner == P and next_fire_time < B`, ordered by `next_fire_time`: the composite
+index Terraform creates in tick mode (the emulator needs none). It is read a page at a time
+behind a cursor, so a tick never holds more than a page of documents. A document is advanced
+with a precondition on the update time it was read with: a control write in between (an edit,
+a pause, a resume) wins, and its `next_fire_time`, recomputed from its `owed_since`, stands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+
+from scheduler.due import Owed
+from scheduler.egress import EgressPolicy
+from scheduler.logs import get_logger
+from scheduler.registry import entry_from_document
+from scheduler.validation import PUBLIC_ONLY, registered_action_types
+
+log = get_logger(__name__)
+
+NEXT_FIRE_TIME = "next_fire_time"
+OWNER = "owner"
+DEFINITION = "definition"
+# The fields `scheduler.registry.entry_from_document` reads.
+_READ = ("schedule_id", DEFINITION, "fingerprint", "owed_since", "paused_since")
+# Firestore's limit of writes per commit.
+_BATCH = 500
+
+
+@dataclass(frozen=True)
+class DueDocument:
+    """One registry document as the tick read it: `fields` holds what `entry_from_document`
+    reads, None when only its ID and next fire time were read (a page handed to a shard)."""
+
+    document_id: str
+    next_fire_time: datetime
+    update_time: Any
+    fields: Mapping[str, Any] | None = None
+
+    def may_be_due(self, minute: datetime) -> bool:
+        """Cheaply, before its definition is parsed: whether the tick of `minute` may have a
+        slot of it to publish (a document past `minute` can only be a one-shot's)."""
+        if self.fields is None:
+            return False
+        return self.next_fire_time <= minute or '"at":' in str(self.fields.get(DEFINITION))
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page of the due query, and the cursor after it (None: it was the last)."""
+
+    documents: list[DueDocument]
+    cursor: Any
+
+
+@dataclass(frozen=True)
+class Advance:
+    """Move a document's `next_fire_time` on, unless it changed since the tick read it."""
+
+    document: DueDocument
+    next_fire_time: datetime | None
+
+
+def _utc(value: datetime) -> datetime:
+    # A plain datetime: Firestore's DatetimeWithNanoseconds must not leak into the plans.
+    moment = value.astimezone(UTC)
+    return datetime(moment.year, moment.month, moment.day, moment.hour, moment.minute,
+                    moment.second, moment.microsecond, tzinfo=UTC)
+
+
+class FirestoreTickStore:
+    """The registry collection as the tick reads and advances it."""
+
+    def __init__(self, client: firestore.Client, collection_prefix: str, owner: str,
+                 egress: EgressPolicy = PUBLIC_ONLY) -> None:
+        self._client = client
+        self._collection = client.collection(f"{collection_prefix}schedules")
+        self._owner = owner
+        self._egress = egress
+        self._action_types = registered_action_types()
+
+    def due_page(self, before: datetime, size: int, cursor: Any = None, *,
+                 ids_only: bool = False) -> Page:
+        """The next page of documents whose `next_fire_time` is earlier than `before`, after
+        `cursor` (a page's own cursor); `ids_only` reads only their IDs and next fire times."""
+        query = (self._collection
+                 .where(filter=firestore.FieldFilter(OWNER, "==", self._owner))
+                 .where(filter=firestore.FieldFilter(NEXT_FIRE_TIME, "<", before))
+                 .order_by(NEXT_FIRE_TIME))
+        if ids_only:
+            query = query.select([NEXT_FIRE_TIME])
+        if cursor is not None:
+            query = query.start_after(cursor)
+        snapshots = list(query.limit(size).stream())
+        documents = [self._document(s, parse=not ids_only) for s in snapshots]
+        return Page([d for d in documents if d is not None],
+                    snapshots[-1] if len(snapshots) == size else None)
+
+    def get(self, document_ids: Sequence[str]) -> list[DueDocument]:
+        """These documents as they are now, those of this owner that have a next fire time."""
+        refs = [self._collection.document(d) for d in document_ids]
+        found = []
+        for snapshot in self._client.get_all(refs):
+            if snapshot.exists and snapshot.get(OWNER) == self._owner:
+                document = self._document(snapshot, parse=True)
+                if document is not None:
+                    found.append(document)
+        return found
+
+    def advance(self, advances: Sequence[Advance]) -> int:
+        """Write each document's new `next_fire_time` if it did not change since it was read;
+        returns how many had changed (and were left to the change)."""
+        conflicts = 0
+        for start in range(0, len(advances), _BATCH):
+            chunk = advances[start:start + _BATCH]
+            batch = self._client.batch()
+            for item in chunk:
+                self._update(batch, item)
+            try:
+                batch.commit()
+            except (gexc.FailedPrecondition, gexc.NotFound, gexc.Aborted):
+                # One changed document fails the whole commit: the rest one by one.
+                conflicts += sum(not self._advance_one(item) for item in chunk)
+        return conflicts
+
+    def _advance_one(self, item: Advance) -> bool:
+        batch = self._client.batch()
+        self._update(batch, item)
+        try:
+            batch.commit()
+        except (gexc.FailedPrecondition, gexc.NotFound):
+            log.info("registry document changed during the tick; the change wins",
+                     document=item.document.document_id)
+            return False
+        return True
+
+    def _update(self, batch: Any, item: Advance) -> None:
+        batch.update(self._collection.document(item.document.document_id),
+                     {NEXT_FIRE_TIME: item.next_fire_time},
+                     option=self._client.write_option(last_update_time=item.document.update_time))
+
+    def _document(self, snapshot: Any, *, parse: bool) -> DueDocument | None:
+        next_fire_time = snapshot.get(NEXT_FIRE_TIME)
+        if next_fire_time is None:
+            return None
+        # Field by field: `to_dict` deep-copies the whole document, a third of a tick's time.
+        fields = {name: snapshot.get(name) for name in _READ} if parse else None
+        return DueDocument(snapshot.id, _utc(next_fire_time), snapshot.update_time, fields)
+
+    def owed(self, document: DueDocument) -> Owed | None:
+        """What a document's schedule owes; None (logged) when it cannot be read."""
+        try:
+            return entry_from_document(dict(document.fields or {}), self._action_types,
+                                       self._egress).owed
+        except ValueError as exc:
+            log.error("registry document unreadable; its schedule is not ticked",
+                      document=document.document_id, error=str(exc))
+            return None
