@@ -15,7 +15,9 @@ Attributes (all strings):
     trigger        "scheduled", "manual" for a run-now, "audit" for a slot the workers' audit
                    found never delivered (`worker.audit`), or "expired" for a one-shot's fire that a
                    sync publishes once after its `at` has passed (see below)
-    fire-time      for a manual run or an audit fire only: its exact fire time
+    fire-time      for a manual run or an audit fire: its exact fire time; also on a scheduled
+                   fire that tick mode publishes (`scheduler.ticks`), the slot it is for (one of
+                   the schedule's own slots, so its execution ID is its job's fire's)
     signature      optional, "v1=" + hex HMAC-SHA256 over the other attributes and the data
 
 Data: JSON `{"action": {...}, "overlap", "catchup", "catchup_window" (seconds),
@@ -47,6 +49,7 @@ from scheduler.cron import (
     CronDialect,
     CronError,
     fire_time_for,
+    is_slot,
     is_valid_timezone,
     validate_cron,
 )
@@ -150,7 +153,8 @@ class Fire:
         return self.at is not None
 
     def derive_fire_time(self, published_at: datetime, skew: timedelta = DEFAULT_SKEW) -> datetime:
-        """The fire time this delivery is for: exact for a manual run or an audit fire, `at` for
+        """The fire time this delivery is for: exact when the message carries it (a manual run, an
+        audit fire, a tick's fire), `at` for
         an expired one-shot, else the cron slot that the publish time belongs to (see
         `scheduler.cron.fire_time_for`), read in the cron's dialect: a hub schedule's publish
         maps to the hub's own slot. A one-shot's job
@@ -211,9 +215,10 @@ def build_message(
     """The message a schedule's job publishes (or, with `trigger="manual"` and a `fire_time`,
     the message of a run-now; with `trigger="expired"`, a past one-shot's late fire; with
     `trigger="audit"` and the slot's `fire_time`, a slot that was never delivered)."""
-    if (trigger in EXACT_TRIGGERS) != (fire_time is not None):
-        raise ValueError("a manual or audit trigger needs an exact fire_time, and only they "
-                         "have it")
+    if trigger in EXACT_TRIGGERS and fire_time is None:
+        raise ValueError("a manual or audit trigger needs an exact fire_time")
+    if fire_time is not None and trigger not in EXACT_TRIGGERS | {"scheduled"}:
+        raise ValueError(f"a {trigger} fire has no exact fire_time")
     if trigger == "expired" and schedule.at is None:
         raise ValueError("only a one-shot has an expired fire")
     data = json.dumps(_payload(schedule), sort_keys=True, separators=(",", ":"),
@@ -284,8 +289,10 @@ def _trigger(attributes: Mapping[str, str]) -> tuple[Trigger, datetime | None]:
     if trigger not in TRIGGERS:
         raise ContractError(f"unknown trigger {trigger!r}")
     fire_time = _instant(attributes, ATTR_FIRE_TIME)
-    if (trigger in EXACT_TRIGGERS) != (fire_time is not None):
-        raise ContractError("a manual or audit trigger must carry fire-time, and only they may")
+    if trigger in EXACT_TRIGGERS and fire_time is None:
+        raise ContractError("a manual or audit trigger must carry fire-time")
+    if fire_time is not None and trigger not in EXACT_TRIGGERS | {"scheduled"}:
+        raise ContractError(f"a {trigger} fire must not carry fire-time")
     if trigger == "expired" and ATTR_AT not in attributes:
         raise ContractError("an expired trigger is a one-shot's: it must carry at")
     return trigger, fire_time  # type: ignore[return-value]  # checked against TRIGGERS above
@@ -352,7 +359,7 @@ def decode_message(
     trigger, fire_time = _trigger(attributes)
     payload = _data_fields(data)
     cron, timezone, dialect = _cron(attributes)
-    return Fire(
+    fire = Fire(
         schedule_id=_required(attributes, ATTR_SCHEDULE_ID),
         fingerprint=_required(attributes, ATTR_FINGERPRINT),
         cron=cron,
@@ -363,4 +370,13 @@ def decode_message(
         cron_dialect=dialect,
         **payload,
     )
+    if trigger == "scheduled" and fire_time is not None and not _is_own_slot(fire, fire_time):
+        raise ContractError(f"attribute {ATTR_FIRE_TIME!r}: {format_instant(fire_time)} is not "
+                            "a slot of the schedule")
+    return fire
+
+
+def _is_own_slot(fire: Fire, fire_time: datetime) -> bool:
+    """Whether a tick's scheduled fire names one of its schedule's own slots."""
+    return fire_time == fire.at if fire.at is not None else is_slot(fire, fire_time)
 

@@ -267,7 +267,7 @@ def test_build_refuses_inconsistent_manual_arguments() -> None:
     with pytest.raises(ValueError):
         build_message(schedule(), trigger="manual")
     with pytest.raises(ValueError):
-        build_message(schedule(), fire_time=datetime(2026, 1, 1, tzinfo=UTC))
+        build_message(schedule(), trigger="expired", fire_time=datetime(2026, 1, 1, tzinfo=UTC))
 
 
 def test_execution_id_is_stable() -> None:
@@ -336,7 +336,12 @@ MALFORMED: dict[str, tuple[Callable[[dict[str, Any], dict[str, str]], None], str
     "bad-timezone": (_attr(ATTR_TIMEZONE, "Mars/Base"), "timezone"),
     "bad-trigger": (_attr(ATTR_TRIGGER, "cosmic-ray"), "trigger"),
     "manual-without-time": (_attr(ATTR_TRIGGER, "manual"), "fire-time"),
-    "scheduled-with-time": (_attr(ATTR_FIRE_TIME, "2026-01-01T00:00:00Z"), "fire-time"),
+    "scheduled-with-time-not-a-slot": (_attr(ATTR_FIRE_TIME, "2026-01-01T00:00:07Z"),
+                                       "not a slot"),
+    "expired-with-time": (
+        lambda p, a: a.update({ATTR_TRIGGER: "expired", ATTR_FIRE_TIME: "2026-01-01T00:00:00Z"}),
+        "fire-time",
+    ),
     "bad-fire-time": (
         lambda p, a: a.update({ATTR_TRIGGER: "manual", ATTR_FIRE_TIME: "noon"}),
         "fire-time",

@@ -1,0 +1,179 @@
+"""Tick mode (issue 17): the reserved tick schedule, its shards, and what the tick of a minute
+publishes.
+
+In tick mode Cloud Scheduler keeps one job per deployment, `{job_prefix}tick`, which publishes
+the reserved tick schedule's contract message every minute. A worker claims it like any fire
+(its execution ID comes from the minute) and runs the `tick` action (`worker.actions.tick`):
+it reads the registry documents due by then (`scheduler.registry`: `owner == P and
+next_fire_time < due_before(M)`, ordered by `next_fire_time`), publishes one contract fire per
+due slot and advances each document's `next_fire_time`. A tick with more due documents than
+one process publishes quickly hands pages of them to shard fires, claimed by any replica.
+
+Which slots the tick of minute M publishes (`plan_document`), so that each fire arrives when a
+job's would:
+
+* a cron schedule: every owed slot from its `next_fire_time` up to M itself (a minute with no
+  tick leaves the slots due, and the next tick publishes them all, each judged by the catch-up
+  rule in the worker's pipeline); the document then advances to the first slot after M;
+* a one-shot: its `at`, in the tick of the minute its job would fire in
+  (`scheduler.model.one_shot_slot`, 30 to 90 seconds ahead); the worker holds the fire until
+  `at`, as it holds a job's early one-shot fire. Its document then has no next fire time.
+
+Every fire is `scheduler.contract.build_message` of the schedule with the slot's exact
+`fire-time` and trigger `scheduled`, so its execution ID is the one its job's fire would have
+(`scheduler.contract.execution_id(id, slot)`) and the per-fire claim keeps one of a tick's fire
+and a job's, or of two ticks' (a takeover, an overlap).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from scheduler.contract import Message, build_message, execution_id
+from scheduler.cron import next_fires
+from scheduler.due import NONE_CATCHUP_GRACE, Owed, slots_in
+from scheduler.model import ONE_SHOT_LEAD, Action, Schedule, one_shot_slot
+
+# Not printable, so never the ID of a user's or the hub's schedule (`scheduler.validation`
+# refuses those), like the audit's "\tscion-audit".
+TICK_SCHEDULE_ID = "\tscion-tick"
+# The action type of the tick and of its shards; registered only in tick mode, and never a
+# user schedule's (`scheduler.validation` knows only the entry-point action types).
+TICK_ACTION_TYPE = "tick"
+# A shard's schedule ID: the tick's, this, and the first document of the shard.
+_SHARD_INFIX = " shard "
+_DOCUMENTS_PARAM = "documents"
+# The tick job's ID within a deployment's job prefix.
+TICK_JOB_SUFFIX = "tick"
+
+# The reserved schedule. `catchup: latest`: a tick delivered after the next one was due is
+# recorded missed, since the newer tick publishes everything still due (its query has no lower
+# bound); `overlap: allow`: a long tick never delays the next minute's slots.
+TICK_SCHEDULE = Schedule(
+    id=TICK_SCHEDULE_ID,
+    action=Action(TICK_ACTION_TYPE),
+    cron="* * * * *",
+    timezone="UTC",
+    overlap="allow",
+    catchup="latest",
+    catchup_window=timedelta(minutes=15),
+    description="tick mode: publishes the due fires of every schedule (issue 17)",
+)
+
+# How far past its minute a tick looks: the one-shots its minute's job would have fired.
+LOOKAHEAD = timedelta(minutes=1) + ONE_SHOT_LEAD
+# Most slots a tick publishes for one document: the newest ones. Older ones could only be
+# recorded missed; the audit records those of them within its horizon, as in jobs mode.
+MAX_SLOTS_PER_DOCUMENT = 1_000
+
+
+def tick_job_id(job_prefix: str) -> str:
+    """The Cloud Scheduler job ID of a deployment's tick."""
+    return f"{job_prefix}{TICK_JOB_SUFFIX}"
+
+
+def tick_message(signing_key: str | None = None) -> Message:
+    """The message the tick job publishes every minute (its slot is the minute it fires in)."""
+    return build_message(TICK_SCHEDULE, signing_key=signing_key)
+
+
+def tick_execution_id(minute: datetime) -> str:
+    """The execution ID of the tick of `minute`."""
+    return execution_id(TICK_SCHEDULE_ID, minute)
+
+
+def is_tick_schedule(schedule_id: str) -> bool:
+    """Whether a fire's schedule ID is the tick's or one of its shards'."""
+    return schedule_id == TICK_SCHEDULE_ID or schedule_id.startswith(
+        TICK_SCHEDULE_ID + _SHARD_INFIX)
+
+
+def due_before(minute: datetime) -> datetime:
+    """The due query's bound for the tick of `minute`: documents whose `next_fire_time` is
+    earlier than this may have a slot to publish."""
+    return minute + LOOKAHEAD
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A page of due documents that the tick of `minute` hands to any replica."""
+
+    minute: datetime
+    documents: tuple[str, ...]
+
+    @property
+    def schedule_id(self) -> str:
+        """The shard's reserved schedule ID: the same pages make the same shard."""
+        return f"{TICK_SCHEDULE_ID}{_SHARD_INFIX}{self.documents[0]}"
+
+    @property
+    def execution_id(self) -> str:
+        """The shard's execution ID (its fire time is the tick's minute)."""
+        return execution_id(self.schedule_id, self.minute)
+
+    def message(self, signing_key: str | None = None) -> Message:
+        """The shard's fire: the tick schedule under the shard's ID, with the documents as the
+        action's parameters and the tick's minute as its exact fire time."""
+        schedule = replace(TICK_SCHEDULE, id=self.schedule_id, action=Action(
+            TICK_ACTION_TYPE, {_DOCUMENTS_PARAM: list(self.documents)}))
+        return build_message(schedule, signing_key=signing_key, fire_time=self.minute)
+
+
+def shard_documents(schedule_id: str, params: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The documents of a shard fire (None for the tick itself); ValueError when the fire is
+    neither the tick nor a well-formed shard."""
+    if schedule_id == TICK_SCHEDULE_ID and not params:
+        return None
+    documents = params.get(_DOCUMENTS_PARAM)
+    if (not is_tick_schedule(schedule_id) or set(params) != {_DOCUMENTS_PARAM}
+            or not isinstance(documents, list) or not documents
+            or not all(isinstance(d, str) and d for d in documents)
+            or schedule_id != f"{TICK_SCHEDULE_ID}{_SHARD_INFIX}{documents[0]}"):
+        raise ValueError(f"schedule {schedule_id!r}: not the tick or one of its shards")
+    return tuple(documents)
+
+
+@dataclass(frozen=True)
+class DuePlan:
+    """What the tick of a minute does with one due document."""
+
+    slots: tuple[datetime, ...]
+    # The document's new `next_fire_time` (None: no slot is left).
+    next_fire_time: datetime | None
+    # Whether older slots were left out: beyond the catch-up window at any time after the
+    # minute (the pipeline could only record them missed), or past MAX_SLOTS_PER_DOCUMENT.
+    skipped: bool = False
+
+
+def plan_document(owed: Owed, next_fire_time: datetime, minute: datetime) -> DuePlan | None:
+    """Which slots of a document the tick of `minute` publishes and where the document advances
+    to, given its stored `next_fire_time`; None when it has nothing to publish yet (or is
+    paused: the control module clears a paused document's next fire time, and a tick never
+    races it to a value)."""
+    schedule = owed.schedule
+    if schedule.paused:
+        return None
+    if schedule.at is not None:
+        if one_shot_slot(schedule.at) > minute:
+            return None
+        owes = owed.owes(schedule.at) and next_fire_time <= schedule.at
+        return DuePlan((schedule.at,) if owes else (), None)
+    if next_fire_time > minute:
+        return None
+    # A slot older than this is beyond the catch-up window at any time after `minute`: the
+    # pipeline could only record it missed.
+    oldest = minute - schedule.catchup_window - NONE_CATCHUP_GRACE
+    start = max(next_fire_time, oldest) - timedelta(microseconds=1)
+    slots = [s for s in slots_in(schedule, start, minute) if owed.owes(s)]
+    following = next_fires(schedule, minute, 1)
+    return DuePlan(tuple(slots[-MAX_SLOTS_PER_DOCUMENT:]), following[0] if following else None,
+                   next_fire_time < oldest or len(slots) > MAX_SLOTS_PER_DOCUMENT)
+
+
+def fire_messages(schedule: Schedule, slots: Sequence[datetime],
+                  signing_key: str | None = None) -> list[Message]:
+    """The contract fire of each slot: the job's message, with the slot's exact fire time."""
+    return [build_message(schedule, signing_key=signing_key, fire_time=slot) for slot in slots]

@@ -1,0 +1,144 @@
+"""scheduler.ticks: the reserved tick schedule, its shards, and what a minute's tick publishes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from scheduler.contract import decode_message, execution_id
+from scheduler.due import Owed
+from scheduler.model import ValidationError, one_shot_slot
+from scheduler.ticks import (
+    MAX_SLOTS_PER_DOCUMENT,
+    TICK_ACTION_TYPE,
+    TICK_SCHEDULE_ID,
+    Shard,
+    due_before,
+    fire_messages,
+    is_tick_schedule,
+    plan_document,
+    shard_documents,
+    tick_execution_id,
+    tick_job_id,
+    tick_message,
+)
+from scheduler.validation import parse_schedule
+
+M = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+KEY = "k"
+
+
+def cron(expr: str = "*/5 * * * *", **extra: Any) -> Any:
+    return parse_schedule({"id": "report", "cron": expr,
+                           "action": {"type": "http", "url": "https://hub.example.com/f"},
+                           **extra})
+
+
+def one_shot(at: datetime) -> Any:
+    return parse_schedule({"id": "ping", "at": at.isoformat(),
+                           "action": {"type": "http", "url": "https://hub.example.com/f"}})
+
+
+def test_tick_message_decodes_to_the_minute_of_its_publish() -> None:
+    message = tick_message(KEY)
+    fire = decode_message(message.data, message.attributes, signing_key=KEY)
+    assert (fire.schedule_id, fire.action.type) == (TICK_SCHEDULE_ID, TICK_ACTION_TYPE)
+    minute = fire.derive_fire_time(M + timedelta(seconds=3))
+    assert minute == M
+    assert execution_id(fire.schedule_id, minute) == tick_execution_id(M)
+    assert tick_job_id("scion-") == "scion-tick"
+
+
+def test_user_schedules_can_never_be_the_tick() -> None:
+    with pytest.raises(ValidationError, match="printable"):
+        parse_schedule({"id": TICK_SCHEDULE_ID, "cron": "* * * * *",
+                        "action": {"type": "http", "url": "https://hub.example.com/f"}})
+    with pytest.raises(ValidationError, match="tick"):
+        parse_schedule({"id": "sneaky", "cron": "* * * * *", "action": {"type": "tick"}})
+    assert not is_tick_schedule("sneaky")
+    with pytest.raises(ValueError, match="not the tick"):
+        shard_documents("sneaky", {})
+    with pytest.raises(ValueError, match="not the tick"):
+        shard_documents("sneaky", {"documents": ["a"]})
+
+
+def test_shard_round_trip_and_stable_id() -> None:
+    shard = Shard(M, ("a" * 64, "b" * 64))
+    message = shard.message(KEY)
+    fire = decode_message(message.data, message.attributes, signing_key=KEY)
+    assert fire.schedule_id == shard.schedule_id and is_tick_schedule(fire.schedule_id)
+    assert fire.derive_fire_time(M + timedelta(minutes=3)) == M
+    assert execution_id(fire.schedule_id, M) == shard.execution_id
+    assert shard_documents(fire.schedule_id, fire.action.params) == shard.documents
+    assert shard_documents(TICK_SCHEDULE_ID, {}) is None
+    assert Shard(M, ("c",)).execution_id != shard.execution_id
+    with pytest.raises(ValueError):
+        shard_documents(shard.schedule_id, {"documents": ["c" * 64]})
+
+
+def test_fire_messages_carry_the_slot_and_the_jobs_execution_id() -> None:
+    schedule = cron()
+    slot = M + timedelta(minutes=5)
+    [message] = fire_messages(schedule, [slot], KEY)
+    fire = decode_message(message.data, message.attributes, signing_key=KEY)
+    assert fire.trigger == "scheduled"
+    derived = fire.derive_fire_time(M + timedelta(minutes=9))
+    assert derived == slot
+    assert execution_id(fire.schedule_id, derived, fire.trigger) == execution_id("report", slot)
+
+
+def test_cron_document_publishes_every_slot_since_and_advances() -> None:
+    owed = Owed(cron(), M - timedelta(hours=1))
+    assert plan_document(owed, M + timedelta(minutes=5), M) is None
+    plan = plan_document(owed, M, M)
+    assert plan is not None and plan.slots == (M,)
+    assert plan.next_fire_time == M + timedelta(minutes=5) and not plan.skipped
+    # A missed tick: the next one publishes every slot since.
+    plan = plan_document(owed, M - timedelta(minutes=10), M)
+    assert plan is not None
+    assert plan.slots == tuple(M - timedelta(minutes=m) for m in (10, 5, 0))
+
+
+def test_catch_up_is_bounded_by_the_window() -> None:
+    owed = Owed(cron("* * * * *", catchup_window="10m"), M - timedelta(days=30))
+    plan = plan_document(owed, M - timedelta(days=2), M)
+    assert plan is not None and plan.skipped
+    assert plan.slots[0] == M - timedelta(minutes=11) and plan.slots[-1] == M
+    owed = Owed(cron("* * * * *", catchup_window="30d"), M - timedelta(days=30))
+    plan = plan_document(owed, M - timedelta(days=2), M)
+    assert plan is not None and plan.skipped and len(plan.slots) == MAX_SLOTS_PER_DOCUMENT
+
+
+def test_slots_not_owed_are_not_published() -> None:
+    schedule = cron()
+    paused = replace(schedule, paused=True)
+    assert plan_document(Owed(paused, M - timedelta(hours=1), M), M, M) is None
+    held = Owed(schedule, M - timedelta(hours=1), M - timedelta(minutes=7))
+    plan = plan_document(held, M - timedelta(minutes=10), M)
+    assert plan is not None and plan.slots == (M - timedelta(minutes=10),)
+    late_definition = Owed(schedule, M - timedelta(minutes=3))
+    plan = plan_document(late_definition, M - timedelta(minutes=10), M)
+    assert plan is not None and plan.slots == (M,)
+
+
+@pytest.mark.parametrize("seconds", [31, 60, 89])
+def test_one_shot_is_published_by_the_tick_of_its_jobs_minute(seconds: int) -> None:
+    at = M + timedelta(seconds=seconds)
+    assert one_shot_slot(at) == M
+    owed = Owed(one_shot(at), M - timedelta(hours=1))
+    assert at < due_before(M)
+    assert plan_document(owed, at, M - timedelta(minutes=1)) is None
+    plan = plan_document(owed, at, M)
+    assert plan is not None and plan.slots == (at,) and plan.next_fire_time is None
+    # Late: a later tick still publishes it; the pipeline judges it.
+    plan = plan_document(owed, at, M + timedelta(minutes=3))
+    assert plan is not None and plan.slots == (at,)
+
+
+def test_one_shot_not_owed_is_dropped() -> None:
+    at = M + timedelta(seconds=40)
+    plan = plan_document(Owed(one_shot(at), at + timedelta(seconds=1)), at, M)
+    assert plan is not None and plan.slots == () and plan.next_fire_time is None
