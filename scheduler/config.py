@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
 from scheduler.egress import EgressPolicy
@@ -35,11 +36,19 @@ from scheduler.setting import (
     whole,
 )
 
-__all__ = ["SETTINGS", "SETTINGS_BY_ATTR", "ConfigError", "Setting", "Settings"]
+__all__ = ["SETTINGS", "SETTINGS_BY_ATTR", "ConfigError", "Mode", "Setting", "Settings"]
 
 
 class ConfigError(SchedulerError, ValueError):
     """A setting is missing or malformed; the message names the setting."""
+
+
+class Mode(StrEnum):
+    """Where the clock lives (`SCION_SCHEDULER_MODE`, issue 17): one Cloud Scheduler job per
+    schedule, or the schedules in Firestore and one tick job per deployment."""
+
+    JOBS = "jobs"
+    TICKS = "ticks"
 
 
 @dataclass(frozen=True)
@@ -191,6 +200,11 @@ class Settings:
         "How old a slot must be before the audit counts it unaccounted for: longer than a fire "
         "takes to be published, delivered and claimed (the takeover budget).",
         default="20s")
+    mode: Mode = setting(
+        "SCION_SCHEDULER_MODE", "--mode", one_of(Mode),
+        "Where the clock lives: `jobs` (one Cloud Scheduler job per schedule) or `ticks` (the "
+        "schedules in Firestore, one tick job per deployment; README, Choosing a mode).",
+        default="jobs")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None,

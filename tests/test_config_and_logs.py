@@ -154,6 +154,11 @@ def test_bad_formats_of_other_settings_are_rejected() -> None:
         Settings.from_env({"SCION_SCHEDULER_COLLECTION_PREFIX": "scion_\n"})
     with pytest.raises(ConfigError, match="LOG_FORMAT"):
         Settings.from_env({"SCION_SCHEDULER_LOG_FORMAT": "xml"})
+    with pytest.raises(ConfigError,
+                       match=r"SCION_SCHEDULER_MODE: must be jobs or ticks \(got 'tick'\)"):
+        Settings.from_env({"SCION_SCHEDULER_MODE": "tick"})
+    assert Settings.from_env({}).mode == "jobs"
+    assert Settings.from_env({}, mode="ticks").mode == "ticks"
 
 
 @pytest.mark.parametrize(
