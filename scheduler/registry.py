@@ -149,7 +149,7 @@ class ScheduleRegistry:
 
     def __init__(self, client: Any, collection_prefix: str = "scion_",
                  egress: EgressPolicy = PUBLIC_ONLY, owner: str | None = None) -> None:
-        self._client = client
+        self.client = client
         self._egress = egress
         # None: every document (the worker's audit); else only this deployment's.
         self.owner = owner
@@ -224,7 +224,7 @@ class ScheduleRegistry:
         """Forget these schedules (before their jobs are deleted)."""
         ids = list(schedule_ids)
         for start in range(0, len(ids), _BATCH):
-            batch = self._client.batch()
+            batch = self.client.batch()
             for schedule_id in ids[start:start + _BATCH]:
                 batch.delete(self.collection.document(document_id(schedule_id)))
             batch.commit()
@@ -232,7 +232,7 @@ class ScheduleRegistry:
     def _write(self, writes: Iterable[tuple[str, dict[str, Any]]]) -> None:
         pending = list(writes)
         for start in range(0, len(pending), _BATCH):
-            batch = self._client.batch()
+            batch = self.client.batch()
             for doc_id, fields in pending[start:start + _BATCH]:
                 batch.set(self.collection.document(doc_id), fields)
             batch.commit()

@@ -250,17 +250,17 @@ def _single(args: argparse.Namespace, settings: Settings,
 
 def pause(args: argparse.Namespace, settings: Settings) -> int:
     """Pause a schedule's job."""
-    return _single(args, settings, SchedulerControl.pause)
+    return _single(args, settings, lambda control, sid: control.pause(sid))
 
 
 def resume(args: argparse.Namespace, settings: Settings) -> int:
     """Resume a schedule's job."""
-    return _single(args, settings, SchedulerControl.resume)
+    return _single(args, settings, lambda control, sid: control.resume(sid))
 
 
 def delete(args: argparse.Namespace, settings: Settings) -> int:
     """Delete a schedule's job."""
-    return _single(args, settings, SchedulerControl.remove)
+    return _single(args, settings, lambda control, sid: control.remove(sid))
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
