@@ -69,13 +69,14 @@ class TickControl(SchedulerControl):
 
     def pause(self, schedule_id: str) -> ApplyResult:
         """Owe nothing from now on (the next sync follows the schedule's own `paused`)."""
-        state = self.ticks.state(schedule_id)
-        if state is None:
+        entry = self._registry().get(schedule_id)
+        if entry is None:
             return self._missing("pause", schedule_id)
-        if state.paused_since is not None:
+        if entry.owed.paused_since is not None:
             return self._noted("pause", schedule_id, "paused on request", "already paused")
-        return self.apply(Plan((self._step("pause", schedule_id, "paused on request"),),
-                               prune=False))
+        step = replace(self._step("pause", schedule_id, "paused on request"),
+                       schedule=entry.owed.schedule)
+        return self.apply(Plan((step,), prune=False))
 
     def resume(self, schedule_id: str) -> ApplyResult:
         """Owe the schedule's slots again from now on."""

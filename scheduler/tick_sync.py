@@ -21,7 +21,6 @@ the job: written or changed now, it has not published its slot.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +35,13 @@ from scheduler.logs import get_logger
 from scheduler.model import FieldError, Schedule, ValidationError, format_instant
 from scheduler.naming import is_owned, job_id_of, job_name
 from scheduler.one_shots import is_done_with, sync_fire
-from scheduler.registry import ScheduleRegistry, document_id, document_of
+from scheduler.registry import (
+    ScheduleRegistry,
+    definition_of,
+    document_id,
+    document_of,
+    sync_digest,
+)
 from scheduler.sync import ApplyResult, StepOutcome, Syncer
 from scheduler.sync_plan import Plan, Step
 from scheduler.ticks import TICK_SCHEDULE, tick_job_id
@@ -45,15 +50,12 @@ log = get_logger(__name__)
 
 # Firestore's limit of writes per commit.
 BATCH = 500
-# The fields a plan reads of each document.
+# What a plan reads of every document of the deployment: one short field.
+DIGEST_FIELDS = ("sync_digest",)
+# What it then reads of each document whose digest is not the one its schedule wants.
 PLAN_FIELDS = ("schedule_id", "definition", "fingerprint", "paused_since", "owner")
 
 Write = Literal["set", "update", "delete"]
-
-
-def definition_of(schedule: Schedule) -> str:
-    """A document's `definition`: the schedule file form, as `scheduler.registry` stores it."""
-    return json.dumps(schedule.to_dict(), sort_keys=True, ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,8 @@ class DocState:
 class DocumentStep(Step):
     """One write to one schedule's registry document. `job_id` is the job the schedule would
     have in jobs mode, so that a plan names each schedule the same way in both modes.
-    `schedule` is what to write (None for a pause on request, which keeps the definition);
-    `paused_since` the document's as read; `new_definition` whether what is owed restarts."""
+    `schedule` is what to write (None only to delete); `paused_since` the document's as read;
+    `new_definition` whether what is owed restarts."""
 
     schedule: Schedule | None = field(default=None, compare=False, repr=False)
     paused_since: datetime | None = None
@@ -93,16 +95,18 @@ class DocumentStep(Step):
         schedule = self.schedule
         if self.kind == "delete":
             return "delete", {}
-        if self.kind == "pause":
-            fields: dict[str, Any] = {"paused_since": self.paused_since or now,
-                                      "next_fire_time": None, "updated_at": now}
-            if schedule is not None:
-                fields["definition"] = definition_of(schedule)
-            return "update", fields
         assert schedule is not None
+        definition = definition_of(schedule)
+        if self.kind == "pause":
+            return "update", {"definition": definition,
+                              "sync_digest": sync_digest(definition, True),
+                              "paused_since": self.paused_since or now, "next_fire_time": None,
+                              "updated_at": now}
         if self.kind == "update" and not self.new_definition:
             # Only what a fire does not depend on changed: what is owed, and when, stays.
-            return "update", {"definition": definition_of(schedule), "updated_at": now}
+            held = self.paused_since is not None
+            return "update", {"definition": definition, "updated_at": now,
+                              "sync_digest": sync_digest(definition, held)}
         paused_since = (self.paused_since or now) if schedule.paused else None
         return "set", document_of(schedule, now, paused_since, now, owner)
 
@@ -186,10 +190,11 @@ def _wanted(schedules: Sequence[Schedule]) -> dict[str, Schedule]:
 def compute_tick_plan(states: dict[str, DocState], jobs: Iterable[scheduler_v1.Job],
                       schedules: Sequence[Schedule], spec: JobSpec, *, now: datetime,
                       grace: timedelta, prune: bool = True, keep: Collection[str] = (),
-                      list_retries: Sequence[str] = ()) -> Plan:
-    """Compare this deployment's documents (`states`, by document ID) and jobs with the
-    schedules; no API calls. Documents and per-schedule jobs without a schedule are deleted
-    only with `prune`, and never those of a schedule ID in `keep` (a refused hub item's)."""
+                      list_retries: Sequence[str] = (), in_sync: Collection[str] = ()) -> Plan:
+    """Compare this deployment's documents (`states`, by document ID; those in `in_sync` were
+    found in line by their digest) and jobs with the schedules; no API calls. Documents and
+    per-schedule jobs without a schedule are deleted only with `prune`, and never those of a
+    schedule ID in `keep` (a refused hub item's)."""
     by_doc = _wanted(schedules)
     steps: list[Step] = []
     kept: set[str] = set()
@@ -197,6 +202,9 @@ def compute_tick_plan(states: dict[str, DocState], jobs: Iterable[scheduler_v1.J
     expired: list[str] = []
     unchanged = 0
     for doc_id, schedule in by_doc.items():
+        if doc_id in in_sync:
+            unchanged += 1
+            continue
         state = states.get(doc_id)
         job_id = spec.job_id(schedule.id)
         found = schedule_steps(schedule, state, job_id, now=now, grace=grace,
@@ -269,11 +277,24 @@ class TickSyncer:
         """The deployment's `JobSpec`."""
         return self.jobs.spec
 
-    def states(self) -> dict[str, DocState]:
-        """This deployment's documents as a plan reads them, by document ID (one query)."""
+    def digests(self) -> dict[str, str]:
+        """Every document of this deployment's `sync_digest`, by document ID (one query of one
+        field: what a no-op sync of many schedules reads)."""
         query = self.registry.collection.where(
-            filter=firestore.FieldFilter("owner", "==", self.owner)).select(PLAN_FIELDS)
-        return {snapshot.id: _state(snapshot.to_dict() or {}) for snapshot in query.stream()}
+            filter=firestore.FieldFilter("owner", "==", self.owner)).select(DIGEST_FIELDS)
+        return {snapshot.id: str((snapshot.to_dict() or {}).get("sync_digest", ""))
+                for snapshot in query.stream()}
+
+    def states(self, doc_ids: Iterable[str]) -> dict[str, DocState]:
+        """The documents a plan must look at closer, by document ID (batched reads)."""
+        refs = [self.registry.collection.document(doc_id) for doc_id in doc_ids]
+        states = {}
+        for start in range(0, len(refs), BATCH):
+            for snapshot in self.registry.client.get_all(refs[start:start + BATCH],
+                                                          field_paths=PLAN_FIELDS):
+                if snapshot.exists:
+                    states[snapshot.id] = _state(snapshot.to_dict() or {})
+        return states
 
     def state(self, schedule_id: str) -> DocState | None:
         """One schedule's document as a plan reads it; None when absent or not this
@@ -288,11 +309,16 @@ class TickSyncer:
     def plan(self, schedules: Sequence[Schedule], *, prune: bool = True,
              keep: Collection[str] = ()) -> Plan:
         """Read the documents and list the jobs once, then compare (`compute_tick_plan`)."""
-        states = self.states()
+        digests = self.digests()
+        now = self.jobs.clock()
+        in_sync = {doc_id for doc_id, schedule in ((document_id(s.id), s) for s in schedules)
+                   if digests.get(doc_id) == sync_digest(definition_of(schedule), schedule.paused)
+                   and not is_done_with(schedule, now, self.jobs.grace)}
+        states = self.states(doc_id for doc_id in digests if doc_id not in in_sync)
         jobs = list(self.jobs.iter_jobs())
         return replace(compute_tick_plan(states, jobs, schedules, self.spec,
-                                         now=self.jobs.clock(), grace=self.jobs.grace,
-                                         prune=prune, keep=keep),
+                                         now=now, grace=self.jobs.grace,
+                                         prune=prune, keep=keep, in_sync=in_sync),
                        schedules=tuple(schedules))
 
     def plan_one(self, schedule: Schedule) -> Plan:

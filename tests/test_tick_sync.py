@@ -1,0 +1,157 @@
+"""Tick mode's sync (`scheduler.tick_sync`) on the Firestore, Pub/Sub and Cloud Scheduler
+emulators: the documents are the desired state, one change is one write, a no-op sync writes
+nothing, the tick job is kept in line and per-schedule jobs are deleted only after their
+documents are written."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from emulated_control import emulated_settings
+
+from scheduler.control import SchedulerControl, with_registry
+from scheduler.gcp import publisher_client
+from scheduler.registry import document_id
+from scheduler.tick_control import TickControl
+from scheduler.ticks import tick_job_id
+from scheduler.validation import parse_schedule
+
+pytestmark = pytest.mark.emulator
+
+T0 = datetime(2030, 1, 1, 12, 0, 30, tzinfo=UTC)
+ACTION = {"type": "http", "url": "https://hub.example/run"}
+
+
+def _schedule(sid: str, **fields: Any) -> Any:
+    return parse_schedule({"id": sid, "cron": "0 3 * * *", "action": ACTION, **fields})
+
+
+def _control(emulator: Any, pubsub: str, firestore: str, project: str,
+             mode: str) -> SchedulerControl:
+    settings = emulated_settings(emulator, pubsub, project, firestore_emulator_host=firestore,
+                                 mode=mode)
+    control = with_registry(settings)
+    control.clock = lambda: T0
+    control.syncer.clock = control.clock
+    return control
+
+
+@pytest.fixture
+def ticks(cloud_scheduler_emulator: Any, pubsub_emulator: str, firestore_emulator: str,
+          project_id: str) -> Iterator[TickControl]:
+    control = _control(cloud_scheduler_emulator, pubsub_emulator, firestore_emulator, project_id,
+                       "ticks")
+    assert isinstance(control, TickControl)
+    with control:
+        yield control
+
+
+class _CountingBatch:
+    def __init__(self, batch: Any, counter: list[int]) -> None:
+        self._batch, self._counter = batch, counter
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._batch, name)
+        if name in ("set", "update", "delete"):
+            def counted(*args: Any, **kwargs: Any) -> Any:
+                self._counter[0] += 1
+                return method(*args, **kwargs)
+            return counted
+        return method
+
+
+class _CountingClient:
+    def __init__(self, client: Any, counter: list[int]) -> None:
+        self._client, self._counter = client, counter
+
+    def batch(self) -> _CountingBatch:
+        return _CountingBatch(self._client.batch(), self._counter)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def _count_writes(control: TickControl) -> list[int]:
+    """A counter of the document writes the control module makes from now on."""
+    counter = [0]
+    control.ticks.registry.client = _CountingClient(control.ticks.registry.client, counter)
+    return counter
+
+
+def test_one_change_is_one_write_and_a_noop_sync_writes_nothing(
+        ticks: TickControl, cloud_scheduler_emulator: Any) -> None:
+    writes = _count_writes(ticks)
+    schedules = [_schedule(f"s{i}") for i in range(20)] + [_schedule("p", paused=True)]
+    first = ticks.reconcile(schedules)
+    assert first.ok, first.describe()
+    assert writes[0] == 21  # one write per document, a paused one included
+    jobs = [j.name.rsplit("/", 1)[-1] for j in ticks.syncer.owned_jobs()]
+    assert jobs == [tick_job_id("scion-")]  # only the tick: no per-schedule job
+    writes[0] = 0
+    cloud_scheduler_emulator.call_counts.clear()
+    assert ticks.reconcile(schedules).plan.is_noop
+    assert writes[0] == 0 and cloud_scheduler_emulator.call_counts["CreateJob"] == 0
+    edited = [*schedules[:-2], _schedule("s19", cron="0 4 * * *"), schedules[-1]]
+    result = ticks.reconcile(edited)
+    assert result.ok and [o.step.kind for o in result.outcomes] == ["update"]
+    assert writes[0] == 1
+    entry = ticks.ticks.registry.get("s19")
+    assert entry is not None and entry.next_fire_time == datetime(2030, 1, 2, 4, tzinfo=UTC)
+
+
+def test_a_description_change_keeps_what_is_owed_and_next_fire_time(ticks: TickControl) -> None:
+    assert ticks.reconcile([_schedule("a")]).ok
+    ref = ticks.ticks.registry.collection.document(document_id("a"))
+    later = datetime(2030, 1, 2, 3, tzinfo=UTC)
+    ref.update({"next_fire_time": later})  # as the tick advances it
+    assert ticks.reconcile([_schedule("a", description="now described")]).ok
+    entry = ticks.ticks.registry.get("a")
+    assert entry is not None and entry.next_fire_time == later
+    assert entry.owed.schedule.description == "now described"
+    assert entry.owed.owed_since == T0
+
+
+def test_per_schedule_jobs_go_after_documents_and_tick_job_are_in_place(
+        cloud_scheduler_emulator: Any, pubsub_emulator: str, firestore_emulator: str,
+        project_id: str) -> None:
+    jobs = _control(cloud_scheduler_emulator, pubsub_emulator, firestore_emulator, project_id,
+                    "jobs")
+    schedules = [_schedule("a"), _schedule("b", paused=True)]
+    with jobs:
+        assert jobs.reconcile(schedules).ok
+    ticks = _control(cloud_scheduler_emulator, pubsub_emulator, firestore_emulator, project_id,
+                     "ticks")
+    with ticks:
+        cloud_scheduler_emulator.set_faults(1.0, ("UNAVAILABLE",), methods=["CreateJob"])
+        try:
+            failed = ticks.reconcile(schedules)
+        finally:
+            cloud_scheduler_emulator.clear_faults()
+        assert not failed.ok
+        skipped = {o.step.job_id for o in failed.outcomes if o.status == "skipped"}
+        assert skipped == {"scion-a", "scion-b"}  # no tick job yet: the jobs keep publishing
+        assert len(ticks.syncer.owned_jobs()) == 2
+        result = ticks.reconcile(schedules)
+        assert result.ok, result.describe()
+        names = [j.name.rsplit("/", 1)[-1] for j in ticks.syncer.owned_jobs()]
+        assert names == [tick_job_id("scion-")]
+        listed = {i.schedule_id: i.state for i in ticks.list_jobs()}
+        assert listed == {"a": "ENABLED", "b": "PAUSED"}
+
+
+def test_a_past_due_one_shot_is_fired_once_as_expired_and_its_document_owes_nothing(
+        ticks: TickControl) -> None:
+    publisher = publisher_client(ticks.settings)
+    publisher.create_topic(name=ticks.settings.topic_path)
+    past = _schedule("once", cron=None, at=(T0 - timedelta(minutes=2)).isoformat())
+    result = ticks.reconcile([past])
+    assert result.ok
+    fires = [o for o in result.outcomes if o.step.kind == "fire"]
+    assert len(fires) == 1 and "expired" in fires[0].step.reason
+    entry = ticks.ticks.registry.get("once")
+    assert entry is not None and entry.next_fire_time is None
+    again = ticks.reconcile([past])
+    assert again.plan.is_noop  # the document stands for the fire: never fired twice
