@@ -9,9 +9,10 @@ In tick mode (`SCION_SCHEDULER_MODE=ticks`) a sync plans and applies the same wa
   which a needless rewrite would rewind);
 * one Cloud Scheduler job, the tick (`scheduler.ticks.tick_job_id`), created or repaired like
   any job;
-* no per-schedule job: those of the schedules synced are deleted, after their documents are
-  written and the tick job is in place, so that every slot keeps a publisher (a slot published
-  by both has one execution ID, and the worker's claim keeps one fire: the cut-over rule).
+* no per-schedule job: those of the schedules synced are deleted once the tick job has fired
+  (a sync before that keeps them, listed as kept), and then only after their documents are
+  written, so that every slot keeps a publisher on time (a slot published by both has one
+  execution ID, and the worker's claim keeps one fire: the cut-over rule).
 
 A plan reads only what it compares (`schedule_id`, `definition`, `fingerprint`, `paused_since`)
 of this deployment's documents, and lists the location's jobs once. Past-due one-shots are
@@ -158,6 +159,16 @@ def tick_job(spec: JobSpec) -> scheduler_v1.Job:
     return job
 
 
+def tick_has_fired(job: scheduler_v1.Job | None) -> bool:
+    """Whether the tick job has fired since it was last created or changed: from then on every
+    slot is published by a tick on time, and a per-schedule job may go (the cut-over rule)."""
+    if job is None or is_paused(job):
+        return False
+    pb = scheduler_v1.Job.pb(job)
+    attempted, changed = pb.last_attempt_time, pb.user_update_time
+    return (attempted.seconds, attempted.nanos) > (changed.seconds, changed.nanos) > (0, 0)
+
+
 def tick_job_steps(job: scheduler_v1.Job | None, spec: JobSpec) -> list[Step]:
     """The steps that bring the tick job in line (created, repaired, enabled)."""
     desired = tick_job(spec)
@@ -259,6 +270,12 @@ def _job_plan(jobs: Iterable[scheduler_v1.Job], by_doc: dict[str, Schedule], spe
                                 else "under the prefix but names no schedule"))
         else:
             kept.add(job_id)
+    if not tick_has_fired(tick):
+        # Until a tick has fired, a slot before the first one would be left to a late tick.
+        waiting = {s.job_id for s in deletes
+                   if s.schedule_id is not None and document_id(s.schedule_id) in by_doc}
+        kept |= waiting
+        deletes = [s for s in deletes if s.job_id not in waiting]
     deletes.sort(key=lambda s: s.job_id)
     return tick_job_steps(tick, spec) + deletes, foreign
 
@@ -343,8 +360,8 @@ class TickSyncer:
         tick = [s for s in others if s.job_id == tick_id]
         jobs = [s for s in others if s.job_id != tick_id]
         done = self.write_documents(documents)
-        done += self.jobs.apply(Plan(tuple(fires), prune=False)).outcomes
-        ticked = self.jobs.apply(Plan(tuple(tick), prune=False)).outcomes
+        done += self._jobs(fires)
+        ticked = self._jobs(tick)
         done += ticked
         failed = {o.step.schedule_id for o in done if not o.ok}
         if not all(o.ok for o in ticked):
@@ -354,7 +371,7 @@ class TickSyncer:
             deletes = [s for s in jobs if s.schedule_id is None or s.schedule_id not in failed]
             done += tuple(StepOutcome(s, "skipped", "not attempted: its document was not written")
                           for s in jobs if s.schedule_id is not None and s.schedule_id in failed)
-            done += self.jobs.apply(Plan(tuple(deletes), prune=False)).outcomes
+            done += self._jobs(deletes)
         order = {id(s): i for i, s in enumerate(plan.steps)}
         outcomes = tuple(sorted(done, key=lambda o: order.get(id(o.step), len(order))))
         result = ApplyResult(plan, outcomes, time.monotonic() - started)
@@ -362,24 +379,32 @@ class TickSyncer:
                  documents=len(documents), seconds=round(result.seconds, 3))
         return result
 
+    def _jobs(self, steps: Sequence[Step]) -> tuple[StepOutcome, ...]:
+        """Job steps and fires through the jobs-mode `Syncer` (rate limit, retries)."""
+        return self.jobs.apply(Plan(tuple(steps), prune=False)).outcomes if steps else ()
+
     def write_documents(self, steps: Sequence[DocumentStep]) -> tuple[StepOutcome, ...]:
-        """Commit the steps' writes, `BATCH` to a commit, the commits in parallel (at most the
-        sync's concurrency); a failed commit fails its steps only."""
-        if not steps:
-            return ()
-        batches = [steps[i:i + BATCH] for i in range(0, len(steps), BATCH)]
+        """Commit the steps' writes (`commit`)."""
         now = self.jobs.clock()
+        return self.commit([(step, *step.write(now, self.owner)) for step in steps])
+
+    def commit(self, writes: Sequence[tuple[Step, Write, dict[str, Any]]]
+               ) -> tuple[StepOutcome, ...]:
+        """Commit each step's document write, `BATCH` to a commit, the commits in parallel (at
+        most the sync's concurrency); a failed commit fails its own steps only."""
+        if not writes:
+            return ()
+        batches = [writes[i:i + BATCH] for i in range(0, len(writes), BATCH)]
         workers = min(self.jobs.concurrency, len(batches))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scion-docs") as pool:
-            results = list(pool.map(lambda batch: self._commit(batch, now), batches))
+            results = list(pool.map(self._commit, batches))
         return tuple(outcome for outcomes in results for outcome in outcomes)
 
-    def _commit(self, steps: Sequence[DocumentStep], now: datetime) -> list[StepOutcome]:
+    def _commit(self, writes: Sequence[tuple[Step, Write, dict[str, Any]]]) -> list[StepOutcome]:
         batch = self.registry.client.batch()
         collection = self.registry.collection
-        for step in steps:
+        for step, kind, fields in writes:
             assert step.schedule_id is not None
-            kind, fields = step.write(now, self.owner)
             ref = collection.document(document_id(step.schedule_id))
             if kind == "delete":
                 batch.delete(ref)
@@ -390,9 +415,10 @@ class TickSyncer:
         try:
             batch.commit()
         except Exception as exc:  # a failed commit fails its own steps, never the sync
-            log.warning("registry documents not written", documents=len(steps), error=str(exc))
-            return [StepOutcome(step, "failed", str(exc) or type(exc).__name__) for step in steps]
-        return [StepOutcome(step, "ok") for step in steps]
+            log.warning("registry documents not written", documents=len(writes), error=str(exc))
+            error = str(exc) or type(exc).__name__
+            return [StepOutcome(step, "failed", error) for step, _, _ in writes]
+        return [StepOutcome(step, "ok") for step, _, _ in writes]
 
 
 def _state(data: dict[str, Any]) -> DocState:

@@ -5,6 +5,7 @@ documents are written."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from scheduler.control import SchedulerControl, with_registry
 from scheduler.gcp import publisher_client
 from scheduler.registry import document_id
 from scheduler.tick_control import TickControl
+from scheduler.tick_sync import tick_has_fired
 from scheduler.ticks import tick_job_id
 from scheduler.validation import parse_schedule
 
@@ -130,12 +132,22 @@ def test_per_schedule_jobs_go_after_documents_and_tick_job_are_in_place(
             failed = ticks.reconcile(schedules)
         finally:
             cloud_scheduler_emulator.clear_faults()
-        assert not failed.ok
-        skipped = {o.step.job_id for o in failed.outcomes if o.status == "skipped"}
-        assert skipped == {"scion-a", "scion-b"}  # no tick job yet: the jobs keep publishing
+        assert not failed.ok  # no tick job: the per-schedule jobs keep publishing
         assert len(ticks.syncer.owned_jobs()) == 2
+        created = ticks.reconcile(schedules)
+        assert created.ok, created.describe()
+        # The tick job exists but has not fired yet: the jobs stay until it has.
+        assert created.plan.kept == ("scion-a", "scion-b")
+        assert len(ticks.syncer.owned_jobs()) == 3
+        tick_name = f"{ticks.settings.location_path}/jobs/{tick_job_id('scion-')}"
+        ticks.syncer.client.run_job(name=tick_name)  # as its next minute would
+        deadline = time.monotonic() + 30
+        while not tick_has_fired(ticks.syncer.get_job(tick_job_id("scion-"))):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
         result = ticks.reconcile(schedules)
         assert result.ok, result.describe()
+        assert [o.step.kind for o in result.outcomes] == ["delete", "delete"]
         names = [j.name.rsplit("/", 1)[-1] for j in ticks.syncer.owned_jobs()]
         assert names == [tick_job_id("scion-")]
         listed = {i.schedule_id: i.state for i in ticks.list_jobs()}
