@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from emulated_control import emulated_settings
+from emulated_control import count_document_writes, emulated_settings
 
 from scheduler.control import SchedulerControl, with_registry
 from scheduler.gcp import publisher_client
@@ -51,41 +51,9 @@ def ticks(cloud_scheduler_emulator: Any, pubsub_emulator: str, firestore_emulato
         yield control
 
 
-class _CountingBatch:
-    def __init__(self, batch: Any, counter: list[int]) -> None:
-        self._batch, self._counter = batch, counter
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._batch, name)
-        if name in ("set", "update", "delete"):
-            def counted(*args: Any, **kwargs: Any) -> Any:
-                self._counter[0] += 1
-                return method(*args, **kwargs)
-            return counted
-        return method
-
-
-class _CountingClient:
-    def __init__(self, client: Any, counter: list[int]) -> None:
-        self._client, self._counter = client, counter
-
-    def batch(self) -> _CountingBatch:
-        return _CountingBatch(self._client.batch(), self._counter)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
-
-
-def _count_writes(control: TickControl) -> list[int]:
-    """A counter of the document writes the control module makes from now on."""
-    counter = [0]
-    control.ticks.registry.client = _CountingClient(control.ticks.registry.client, counter)
-    return counter
-
-
 def test_one_change_is_one_write_and_a_noop_sync_writes_nothing(
         ticks: TickControl, cloud_scheduler_emulator: Any) -> None:
-    writes = _count_writes(ticks)
+    writes = count_document_writes(ticks.ticks.registry)
     schedules = [_schedule(f"s{i}") for i in range(20)] + [_schedule("p", paused=True)]
     first = ticks.reconcile(schedules)
     assert first.ok, first.describe()
