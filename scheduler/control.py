@@ -21,7 +21,7 @@ from typing import Any
 from google.cloud import scheduler_v1
 from google.protobuf import field_mask_pb2
 
-from scheduler import gcp
+from scheduler import gcp, groves
 from scheduler.config import Settings
 from scheduler.contract import (
     ATTR_FIRE_TIME,
@@ -312,6 +312,11 @@ class SchedulerControl:
         now = self.clock()
         return sorted((job_info(job, self.spec, now, 1) for job in self.schedule_jobs()),
                       key=lambda info: info.job_id)
+
+    def plan_grove(self, listing: groves.GroveListing, grove: str) -> groves.GrovePlan:
+        """A grove's plan (`scheduler.groves.plan_grove`): its jobs in line with its listing."""
+        return groves.plan_grove(self.syncer.iter_jobs(), listing, grove, self.spec,
+                                 now=self.syncer.clock(), grace=self.syncer.grace)
 
     def schedule_jobs(self) -> list[Any]:
         """The jobs under the prefix, as `list_jobs` and the HTTP API read them."""

@@ -18,13 +18,14 @@ from typing import Any
 
 from google.cloud import scheduler_v1
 
+from scheduler import groves
 from scheduler.config import ConfigError, Settings
 from scheduler.control import SchedulerControl
 from scheduler.model import Schedule
-from scheduler.registry import Entry, ScheduleRegistry
+from scheduler.registry import Entry, ScheduleRegistry, document_id
 from scheduler.sync import ApplyResult, StepOutcome
-from scheduler.sync_plan import Plan, StepKind
-from scheduler.tick_sync import DocumentStep, TickSyncer
+from scheduler.sync_plan import Plan, Step, StepKind
+from scheduler.tick_sync import DocumentStep, TickSyncer, schedule_steps
 
 _PAUSED, _ENABLED = scheduler_v1.Job.State.PAUSED, scheduler_v1.Job.State.ENABLED
 
@@ -54,6 +55,26 @@ class TickControl(SchedulerControl):
     def apply(self, plan: Plan) -> ApplyResult:
         """Run a plan's steps (`scheduler.tick_sync.TickSyncer.apply`)."""
         return self.ticks.apply(plan)
+
+    def plan_grove(self, listing: groves.GroveListing, grove: str) -> groves.GrovePlan:
+        """A grove's plan in tick mode: which items are the grove's, refused or gone is decided
+        as in jobs mode (`scheduler.groves.plan_grove`, over the jobs the documents stand for);
+        each schedule it would change gets its document's write instead."""
+        decided = groves.plan_grove(self.schedule_jobs(), listing, grove, self.spec,
+                                    now=self.clock(), grace=self.syncer.grace)
+        by_id = {s.id: s for s in listing.schedules}
+        ids = {s.schedule_id for s in decided.plan.steps if s.schedule_id is not None}
+        states = self.ticks.states(document_id(i) for i in ids)
+        steps: list[Step] = []
+        for sid in sorted(ids):
+            state, job_id = states.get(document_id(sid)), self.spec.job_id(sid)
+            if sid in by_id:
+                steps += schedule_steps(by_id[sid], state, job_id, now=self.clock(),
+                                        grace=self.syncer.grace,
+                                        signing_key=self.spec.signing_key)
+            elif state is not None:
+                steps.append(DocumentStep("delete", job_id, sid, "no schedule"))
+        return replace(decided, plan=replace(decided.plan, steps=tuple(steps)))
 
     def upsert(self, schedule: Schedule) -> ApplyResult:
         """Bring one schedule's document in line: one read, at most one write (and a past-due
