@@ -44,8 +44,8 @@ class ConfigError(SchedulerError, ValueError):
 
 
 class Mode(StrEnum):
-    """Where the clock lives (issue 17): a Cloud Scheduler job per schedule, or the schedules
-    in Firestore and one tick job per deployment (`scheduler.ticks`)."""
+    """Where the clock lives (`SCION_SCHEDULER_MODE`, issue 17): one Cloud Scheduler job per
+    schedule, or the schedules in Firestore and one tick job per deployment."""
 
     JOBS = "jobs"
     TICKS = "ticks"
@@ -203,7 +203,7 @@ class Settings:
     mode: Mode = setting(
         "SCION_SCHEDULER_MODE", "--mode", one_of(Mode),
         "Where the clock lives: `jobs` (one Cloud Scheduler job per schedule) or `ticks` (the "
-        "schedules in Firestore, one tick job per deployment).",
+        "schedules in Firestore, one tick job per deployment; README, Choosing a mode).",
         default="jobs")
 
     @classmethod

@@ -21,7 +21,7 @@ from typing import Any
 from google.cloud import scheduler_v1
 from google.protobuf import field_mask_pb2
 
-from scheduler import gcp
+from scheduler import gcp, groves
 from scheduler.config import Settings
 from scheduler.contract import (
     ATTR_FIRE_TIME,
@@ -310,8 +310,21 @@ class SchedulerControl:
     def list_jobs(self) -> list[JobInfo]:
         """Every job under the prefix (one paged listing), by job ID, each with its next fire."""
         now = self.clock()
-        return sorted((job_info(job, self.spec, now, 1) for job in self.syncer.owned_jobs()),
+        return sorted((job_info(job, self.spec, now, 1) for job in self.schedule_jobs()),
                       key=lambda info: info.job_id)
+
+    def plan_grove(self, listing: groves.GroveListing, grove: str) -> groves.GrovePlan:
+        """A grove's plan (`scheduler.groves.plan_grove`): its jobs in line with its listing."""
+        return groves.plan_grove(self.syncer.iter_jobs(), listing, grove, self.spec,
+                                 now=self.syncer.clock(), grace=self.syncer.grace)
+
+    def schedule_jobs(self) -> list[Any]:
+        """The jobs under the prefix, as `list_jobs` and the HTTP API read them."""
+        return self.syncer.owned_jobs()
+
+    def job_of(self, schedule_id: str) -> Any:
+        """A schedule's job (one GetJob), None when it has none."""
+        return self.syncer.get_job(self.spec.job_id(schedule_id))
 
     def describe(self, schedule_id: str, *, fires: int = 5) -> JobInfo:
         """A schedule's job: its state, and its next `fires` fire times (none when paused)."""
@@ -373,7 +386,7 @@ class SchedulerControl:
         return Message(data, attributes)
 
     def _get(self, schedule_id: str) -> Any:
-        job = self.syncer.get_job(self.spec.job_id(schedule_id))
+        job = self.job_of(schedule_id)
         if job is None:
             raise JobNotFound(f"no job for schedule {schedule_id!r} "
                               f"(looked for {self.spec.job_id(schedule_id)})")
@@ -413,4 +426,8 @@ def with_registry(settings: Settings, **clients: Any) -> SchedulerControl:
         registry = ScheduleRegistry(gcp.firestore_client(settings),
                                     settings.collection_prefix or "scion_",
                                     settings.allowed_targets, owner=settings.job_prefix)
+    if settings.mode == "ticks":  # the schedules live in the registry (`scheduler.tick_control`)
+        from scheduler.tick_control import TickControl
+
+        return TickControl(settings, registry=registry, **clients)
     return SchedulerControl(settings, registry=registry, **clients)

@@ -15,6 +15,7 @@ document ID is not); fields:
 * `next_fire_time`: the earliest slot of the current definition that no tick has published
   yet (`first_slot`): set when a definition takes effect, null while paused or held and when no
   slot is left; only tick mode's claimer advances it (issue 17, /work/wt/TICKS.md);
+* `sync_digest`: a digest of `definition` and whether `paused_since` is set (`sync_digest`);
 * `owner`: the deployment's job prefix. A registry built with an `owner` reads and writes only
   its own documents (and those written before the field existed, which its next write adopts).
 
@@ -30,6 +31,7 @@ write leaves the document held until the next sync settles it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -37,7 +39,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from scheduler.cron import next_fires
+from scheduler.cron import CronDialect, next_fires
 from scheduler.due import Owed
 from scheduler.egress import EgressPolicy
 from scheduler.logs import get_logger
@@ -105,16 +107,48 @@ def first_slot(schedule: Schedule, owed_since: datetime,
         return None
     if schedule.at is not None:
         return schedule.at if schedule.at >= owed_since else None
-    fires = next_fires(schedule, owed_since - timedelta(microseconds=1), 1)
+    return _first_fire(schedule.effective_cron, schedule.effective_timezone,
+                       schedule.cron_dialect, owed_since)
+
+
+@functools.lru_cache(maxsize=4096)
+def _first_fire(cron: str, timezone: str, dialect: CronDialect,
+                since: datetime) -> datetime | None:
+    # A sync sets every document it writes from one `now`, and many schedules share a cron:
+    # the walk is the costly part of a first sync of many schedules.
+    spec = _Cron(cron, timezone, dialect)
+    fires = next_fires(spec, since - timedelta(microseconds=1), 1)
     return fires[0] if fires else None
+
+
+@dataclass(frozen=True)
+class _Cron:
+    effective_cron: str
+    effective_timezone: str
+    cron_dialect: CronDialect
+
+
+def definition_of(schedule: Schedule) -> str:
+    """A document's `definition`: the schedule file form, as JSON."""
+    return json.dumps(schedule.to_dict(), sort_keys=True, ensure_ascii=False)
+
+
+def sync_digest(definition: str, held: bool) -> str:
+    """A document's `sync_digest`: its definition and whether it owes nothing from some moment
+    on (paused, or paused on request), which is all a sync compares, so that a sync of many
+    schedules reads this one short field of each (`scheduler.tick_sync`)."""
+    marked = f"{'held' if held else 'active'}:{definition}"
+    return hashlib.sha256(marked.encode("utf-8")).hexdigest()[:32]
 
 
 def document_of(schedule: Schedule, owed_since: datetime, paused_since: datetime | None,
                 now: datetime, owner: str | None = None) -> dict[str, Any]:
     """The fields of a schedule's registry document (`owner`: the deployment's job prefix)."""
+    definition = definition_of(schedule)
     return {
         "schedule_id": schedule.id,
-        "definition": json.dumps(schedule.to_dict(), sort_keys=True, ensure_ascii=False),
+        "definition": definition,
+        "sync_digest": sync_digest(definition, paused_since is not None),
         "fingerprint": schedule.fingerprint(),
         "owed_since": owed_since,
         "paused_since": paused_since,
@@ -149,7 +183,7 @@ class ScheduleRegistry:
 
     def __init__(self, client: Any, collection_prefix: str = "scion_",
                  egress: EgressPolicy = PUBLIC_ONLY, owner: str | None = None) -> None:
-        self._client = client
+        self.client = client
         self._egress = egress
         # None: every document (the worker's audit); else only this deployment's.
         self.owner = owner
@@ -224,7 +258,7 @@ class ScheduleRegistry:
         """Forget these schedules (before their jobs are deleted)."""
         ids = list(schedule_ids)
         for start in range(0, len(ids), _BATCH):
-            batch = self._client.batch()
+            batch = self.client.batch()
             for schedule_id in ids[start:start + _BATCH]:
                 batch.delete(self.collection.document(document_id(schedule_id)))
             batch.commit()
@@ -232,7 +266,7 @@ class ScheduleRegistry:
     def _write(self, writes: Iterable[tuple[str, dict[str, Any]]]) -> None:
         pending = list(writes)
         for start in range(0, len(pending), _BATCH):
-            batch = self._client.batch()
+            batch = self.client.batch()
             for doc_id, fields in pending[start:start + _BATCH]:
                 batch.set(self.collection.document(doc_id), fields)
             batch.commit()

@@ -27,6 +27,7 @@ from scion_scheduler.commands import (
     history,
     hub,
     local,
+    migrate,
     reference_hub,
     schedules,
     serve,
@@ -35,7 +36,7 @@ from scion_scheduler.commands import (
 from scion_scheduler.errors import ScionSchedulerError
 
 COMMAND_MODULES: tuple[ModuleType, ...] = (
-    schedules, emulator, control, serve, reference_hub, history, local, up, hub,
+    schedules, emulator, control, serve, reference_hub, history, local, up, hub, migrate,
 )
 
 DESCRIPTION = """\

@@ -76,6 +76,33 @@ resource "google_firestore_index" "executions_lapsed" {
   depends_on = [google_project_service.this]
 }
 
+# Ticks mode: the tick's due query on the schedule registry, `where owner == P
+# and next_fire_time < T order by next_fire_time` (scheduler/ticks.py), filters
+# on one field and ranges and orders on another: a composite index. The tick
+# job publishes as the Cloud Scheduler service agent, like any job
+# (scheduler_agent_publisher in pubsub.tf), and the worker that claims a tick
+# publishes its fires with the publisher role it holds for the audit.
+resource "google_firestore_index" "schedules_due" {
+  count = var.mode == "ticks" ? 1 : 0
+
+  project     = var.project_id
+  database    = local.database
+  collection  = local.schedules_collection
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "owner"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "next_fire_time"
+    order      = "ASCENDING"
+  }
+
+  depends_on = [google_project_service.this]
+}
+
 # The audit's query, `where fire_time > a and fire_time <= b`, is one range on
 # one field: Firestore's automatic single-field index on fire_time serves it,
 # so it needs no composite index (README, The audit).

@@ -53,9 +53,48 @@ resource "google_project_iam_custom_role" "job_manager" {
   depends_on = [google_project_service.this]
 }
 
+# Jobs mode only: in ticks mode the hub has no per-schedule job to manage.
 resource "google_project_iam_member" "hub_job_manager" {
+  count = var.mode == "jobs" ? 1 : 0
+
   project = var.project_id
   role    = google_project_iam_custom_role.job_manager.name
+  member  = local.hub_member
+}
+
+moved {
+  from = google_project_iam_member.hub_job_manager
+  to   = google_project_iam_member.hub_job_manager[0]
+}
+
+# Ticks mode: the hub keeps one job, the tick ({job_prefix}tick), created and
+# repaired by every sync, and deletes the per-schedule jobs a migration leaves
+# (scion-scheduler migrate --to ticks). No pause and no forced run: least
+# privilege. Migrating back to jobs needs mode = "jobs" applied first.
+resource "google_project_iam_custom_role" "tick_job_manager" {
+  count = var.mode == "ticks" ? 1 : 0
+
+  project     = var.project_id
+  role_id     = "${replace(var.name_prefix, "-", "_")}_scheduler_tick_manager"
+  title       = "Scion scheduler tick job manager"
+  description = "Create, read, update, resume and delete the Scion control module's tick job (ticks mode)."
+  permissions = [
+    "cloudscheduler.jobs.create",
+    "cloudscheduler.jobs.delete",
+    "cloudscheduler.jobs.enable", # a paused tick job is resumed by the next sync
+    "cloudscheduler.jobs.get",
+    "cloudscheduler.jobs.list",
+    "cloudscheduler.jobs.update",
+  ]
+
+  depends_on = [google_project_service.this]
+}
+
+resource "google_project_iam_member" "hub_tick_job_manager" {
+  count = var.mode == "ticks" ? 1 : 0
+
+  project = var.project_id
+  role    = google_project_iam_custom_role.tick_job_manager[0].name
   member  = local.hub_member
 }
 

@@ -5,6 +5,9 @@ locals {
   # The collection the workers write one document per execution to; the TTL
   # policy and the history index both live on it.
   executions_collection = "${local.collection_prefix}executions"
+  # The schedule registry (scheduler/registry.py): the audit reads it in both
+  # modes, and in ticks mode it is the store of schedules the tick queries.
+  schedules_collection = "${local.collection_prefix}schedules"
 
   database = var.create_database ? google_firestore_database.this[0].name : var.database_id
 
@@ -42,6 +45,7 @@ locals {
     SCION_SCHEDULER_COLLECTION_PREFIX = local.collection_prefix
     SCION_SCHEDULER_LOG_FORMAT        = var.log_format
     SCION_SCHEDULER_ALLOWED_TARGETS   = local.allowed_targets
+    SCION_SCHEDULER_MODE              = var.mode
   }
 
   # Environment of the hub's control module: where to put jobs and what they
@@ -55,6 +59,7 @@ locals {
     SCION_SCHEDULER_COLLECTION_PREFIX = local.collection_prefix
     SCION_SCHEDULER_LOG_FORMAT        = var.log_format
     SCION_SCHEDULER_ALLOWED_TARGETS   = local.allowed_targets
+    SCION_SCHEDULER_MODE              = var.mode
   }
   # ...and, when the hub replicas also run the worker loop, its subscription.
   hub_env_worker_loop = {

@@ -336,3 +336,14 @@ variable "worker_deletion_protection" {
   type        = bool
   default     = false
 }
+
+variable "mode" {
+  description = "Where the clock lives (SCION_SCHEDULER_MODE, set on the hub and the workers): jobs (one Cloud Scheduler job per schedule; the hub gets the job-manager role) or ticks (the schedules in Firestore, one tick job per deployment; the due query's composite index, and the hub may only manage the tick job). To move between modes see the README, Choosing a mode (scion-scheduler migrate)."
+  type        = string
+  default     = "jobs"
+
+  validation {
+    condition     = contains(["jobs", "ticks"], var.mode)
+    error_message = "mode must be jobs or ticks."
+  }
+}

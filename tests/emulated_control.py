@@ -45,3 +45,35 @@ def operator_cli_env(monkeypatch: pytest.MonkeyPatch, project: str,
         "SCION_SCHEDULER_PROJECT": project, "SCION_SCHEDULER_LOCATION": "europe-west1",
         "SCION_SCHEDULER_TOPIC": "fires", "SCION_SCHEDULER_LOG_FORMAT": "json", **values,
     })
+
+
+class _CountingBatch:
+    def __init__(self, batch: Any, counter: list[int]) -> None:
+        self._batch, self._counter = batch, counter
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._batch, name)
+        if name in ("set", "update", "delete"):
+            def counted(*args: Any, **kwargs: Any) -> Any:
+                self._counter[0] += 1
+                return method(*args, **kwargs)
+            return counted
+        return method
+
+
+class _CountingClient:
+    def __init__(self, client: Any, counter: list[int]) -> None:
+        self._client, self._counter = client, counter
+
+    def batch(self) -> _CountingBatch:
+        return _CountingBatch(self._client.batch(), self._counter)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def count_document_writes(registry: Any) -> list[int]:
+    """A counter of the document writes `registry` (a `ScheduleRegistry`) makes from now on."""
+    counter = [0]
+    registry.client = _CountingClient(registry.client, counter)
+    return counter

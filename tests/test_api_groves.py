@@ -27,13 +27,13 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from emulated_control import emulated_settings
+from emulated_control import count_document_writes, emulated_settings
 from fastapi.testclient import TestClient
 from scion_hub_data import envelope, event, new_id, schedule
 from test_api import HeldUpdateClient
 from worker_harness import wait_for
 
-from scheduler.control import SchedulerControl
+from scheduler.control import SchedulerControl, with_registry
 from scheduler.gcp import cloud_scheduler_client
 from scheduler.jobs import is_paused
 from scheduler.jobs_decode import schedule_from_job
@@ -56,22 +56,33 @@ class Api:
     def __init__(self, client: TestClient, anon: TestClient, control: SchedulerControl,
                  emulator: Any) -> None:
         self.client, self.anon, self.control, self.emulator = client, anon, control, emulator
+        registry = control.registry
+        self.document_writes = count_document_writes(registry) if registry else None
 
     def writes(self) -> int:
-        return sum(self.emulator.call_counts[m] for m in WRITE_METHODS)
+        """Cloud Scheduler writes, plus registry document writes in ticks mode."""
+        documents = self.document_writes[0] if self.document_writes else 0
+        return sum(self.emulator.call_counts[m] for m in WRITE_METHODS) + documents
 
     def job(self, item_id: str) -> Any:
-        return self.control.syncer.get_job(self.control.spec.job_id(item_id))
+        """The item's job (in ticks mode: the job its document stands for)."""
+        return self.control.job_of(item_id)
 
     def job_ids(self) -> set[str]:
-        return {j.name.rsplit("/", 1)[1] for j in self.control.syncer.owned_jobs()}
+        return {j.name.rsplit("/", 1)[1] for j in self.control.schedule_jobs()}
 
 
-@pytest.fixture
-def api(cloud_scheduler_emulator: Any, pubsub_emulator: str, project_id: str) -> Iterator[Api]:
+@pytest.fixture(params=["jobs", "ticks"])
+def api(request: pytest.FixtureRequest, cloud_scheduler_emulator: Any, pubsub_emulator: str,
+        project_id: str) -> Iterator[Api]:
+    """The API on the hub's grove routes, in both modes (issue 17)."""
     settings = emulated_settings(cloud_scheduler_emulator, pubsub_emulator, project_id,
                                  api_retry_timeout="2s", api_token=TOKEN)
-    with SchedulerControl(settings) as control:
+    if request.param == "ticks":
+        settings = settings.with_overrides(
+            mode="ticks", firestore_emulator_host=request.getfixturevalue("firestore_emulator"))
+    with with_registry(settings) if request.param == "ticks" else SchedulerControl(settings) \
+            as control:
         app = create_app(ApiContext(control, None, Authenticator.from_settings(settings)),
                          max_body_bytes=BODY_LIMIT)
         with TestClient(app, headers=AUTH) as client, TestClient(app) as anon:

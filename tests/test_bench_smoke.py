@@ -15,6 +15,26 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.emulator
 @pytest.mark.timeout(300)
+def test_bench_sync_in_tick_mode_writes_each_schedule_once_and_nothing_when_in_line(
+        pubsub_emulator: str, firestore_emulator: str) -> None:
+    env = {**os.environ, "PUBSUB_EMULATOR_HOST": pubsub_emulator,
+           "FIRESTORE_EMULATOR_HOST": firestore_emulator}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_sync.py"), "--mode", "ticks",
+         "--schedules", "20"],
+        capture_output=True, text=True, timeout=240, env=env, cwd=ROOT, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    title, _header, *rows = result.stdout.splitlines()
+    assert title.startswith("tick-mode sync of 20 schedules")
+    steps = {line[:36].strip(): int(line.split()[-2] if line.endswith("x") else line.split()[-1])
+             for line in rows}
+    # The first sync: 20 documents and the tick job; then nothing; then the one change.
+    assert (steps["first"], steps["no-op"], steps["one change"]) == (21, 0, 1)
+
+
+@pytest.mark.emulator
+@pytest.mark.timeout(300)
 def test_bench_sync_runs_and_prints_its_table(pubsub_emulator: str) -> None:
     env = {**os.environ, "PUBSUB_EMULATOR_HOST": pubsub_emulator}
     result = subprocess.run(

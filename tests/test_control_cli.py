@@ -25,14 +25,21 @@ KEY = "cli-signing-key"
 ACTION = {"type": "http", "url": "https://hub.example/run"}
 
 
+@pytest.fixture(params=["jobs", "ticks"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """Every control command behaves the same in both modes (issue 17)."""
+    return str(request.param)
+
+
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, cloud_scheduler_emulator: Any, pubsub_emulator: str,
-        project_id: str) -> Iterator[Any]:
+        firestore_emulator: str, project_id: str, mode: str) -> Iterator[Any]:
     """Configuration through the environment only, as an operator would run the tool."""
     operator_cli_env(monkeypatch, project_id, {
         "SCION_SCHEDULER_SUBSCRIPTION": "workers", "SCION_SCHEDULER_SIGNING_KEY": KEY,
         "SCION_SCHEDULER_WRITE_RATE": "1000", "SCION_SCHEDULER_API_RETRY_INITIAL": "0.01s",
         "SCION_SCHEDULER_API_RETRY_MAXIMUM": "0.05s", "SCION_SCHEDULER_API_RETRY_TIMEOUT": "20s",
+        "SCION_SCHEDULER_MODE": mode, "FIRESTORE_EMULATOR_HOST": firestore_emulator,
     })
     yield cloud_scheduler_emulator
     # `main` pointed structlog at pytest's captured stderr, which is closed by now.
@@ -64,15 +71,18 @@ SCHEDULES = [
 ]
 
 
-def test_sync_plan_dry_run_prune_list_and_describe(env: Any, tmp_path: Path,
+def test_sync_plan_dry_run_prune_list_and_describe(env: Any, tmp_path: Path, mode: str,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     emu = env
     file = write(tmp_path / "s.yaml", SCHEDULES)
 
     code, out = run_json(capsys, "sync", "--file", file)
     assert code == 0 and out["ok"] and not out["dry_run"]
-    assert out["plan"]["counts"] == {"delete": 0, "create": 3, "update": 0, "pause": 1, "resume": 0,
-                                     "fire": 0}
+    # Jobs: a paused schedule's job is created, then paused; ticks: one write per document, and
+    # the tick job.
+    created, paused = (3, 1) if mode == "jobs" else (4, 0)
+    assert out["plan"]["counts"] == {"delete": 0, "create": created, "update": 0, "pause": paused,
+                                     "resume": 0, "fire": 0}
     assert {o["status"] for o in out["result"]["outcomes"]} == {"ok"}
     assert len(out["result"]["outcomes"]) == 4
 
@@ -83,8 +93,9 @@ def test_sync_plan_dry_run_prune_list_and_describe(env: Any, tmp_path: Path,
     file2 = write(tmp_path / "s2.yaml", edited)
     code, out = run_json(capsys, "sync", "--file", file2, "--dry-run", "--prune")
     assert code == 0 and out["dry_run"] and out["result"] is None
+    mask = ["schedule", "pubsub_target.attributes"] if mode == "jobs" else []
     assert [(s["kind"], s["schedule_id"], s.get("update_mask")) for s in out["plan"]["steps"]] == [
-        ("update", "nightly", ["schedule", "pubsub_target.attributes"]),
+        ("update", "nightly", mask),
         ("delete", "resting", None),
     ]
     assert emu.call_counts["UpdateJob"] == 0 and emu.call_counts["DeleteJob"] == 0
@@ -241,17 +252,35 @@ def test_missing_settings_are_named_and_exit_2(env: Any, monkeypatch: pytest.Mon
 
 
 def test_a_failed_step_exits_1_with_its_error_and_retries(
-    env: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    env: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    mode: str
 ) -> None:
     monkeypatch.setenv("SCION_SCHEDULER_API_RETRY_TIMEOUT", "0.3s")
     env.set_faults(1.0, codes=("RESOURCE_EXHAUSTED",), methods=["CreateJob"])
     file = write(tmp_path / "s.yaml", SCHEDULES[:2])
     code, out = run_json(capsys, "sync", "--file", file)
     assert code == 1 and out["ok"] is False
-    assert out["result"]["failed"] == 2
-    for outcome in out["result"]["outcomes"]:
+    # Jobs: both schedules' jobs fail; ticks: the documents are written, the tick job fails.
+    failing = 2 if mode == "jobs" else 1
+    assert out["result"]["failed"] == failing
+    failed = [o for o in out["result"]["outcomes"] if o["status"] != "ok"]
+    assert len(failed) == failing
+    for outcome in failed:
         assert outcome["status"] == "failed" and outcome["error"]
         assert outcome["retries"] and set(outcome["retries"]) == {"RESOURCE_EXHAUSTED"}
     env.clear_faults()
     code, out = run_json(capsys, "sync", "--file", file)
-    assert code == 0 and out["result"]["applied"] == 2
+    assert code == 0 and out["result"]["applied"] == failing
+
+
+def test_migrate_moves_an_empty_deployment_there_and_back(
+        env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = run_json(capsys, "migrate", "--to", "ticks")
+    assert code == 0 and out["ok"] and out["to"] == "ticks"
+    assert [(o["kind"], o["job_id"]) for o in out["outcomes"]] == [("create", "scion-tick")]
+    code, out = run_json(capsys, "migrate", "--to", "jobs")
+    assert code == 0 and out["ok"]
+    assert [(o["kind"], o["job_id"]) for o in out["outcomes"]] == [("delete", "scion-tick")]
+    with pytest.raises(SystemExit) as refused:
+        main(["migrate", "--to", "tick"])
+    assert refused.value.code == 2

@@ -419,3 +419,34 @@ def test_terraform_fmt() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------- modes (issue 17)
+
+
+def test_mode_is_validated_and_reaches_the_hub_and_the_workers() -> None:
+    mode = named(MODULE_DIR, "variable")["mode"]
+    assert mode["default"] == "jobs"
+    condition = mode["validation"][0]["condition"]
+    assert "jobs" in condition and "ticks" in condition
+    for env in ("worker_env", "hub_env_control"):
+        assert locals_of(MODULE_DIR)[env]["SCION_SCHEDULER_MODE"] == "${var.mode}"
+
+
+def test_ticks_mode_has_the_due_index_and_only_the_tick_jobs_role() -> None:
+    index = resource(MODULE_DIR, "google_firestore_index", "schedules_due")
+    assert index["count"] == '${var.mode == "ticks" ? 1 : 0}'
+    assert index["collection"] == "${local.schedules_collection}"
+    assert locals_of(MODULE_DIR)["schedules_collection"] == "${local.collection_prefix}schedules"
+    fields = [(f["field_path"], f["order"]) for f in index["fields"]]
+    assert fields == [("owner", "ASCENDING"), ("next_fire_time", "ASCENDING")]
+    # Per-schedule jobs need the job manager only in jobs mode; the tick job's role is
+    # narrower: no pause, no forced run.
+    jobs = resource(MODULE_DIR, "google_project_iam_member", "hub_job_manager")
+    assert jobs["count"] == '${var.mode == "jobs" ? 1 : 0}'
+    tick = resource(MODULE_DIR, "google_project_iam_member", "hub_tick_job_manager")
+    assert tick["count"] == '${var.mode == "ticks" ? 1 : 0}'
+    role = resource(MODULE_DIR, "google_project_iam_custom_role", "tick_job_manager")
+    assert set(role["permissions"]) == {
+        f"cloudscheduler.jobs.{verb}" for verb in ("create", "delete", "enable", "get", "list",
+                                                    "update")}

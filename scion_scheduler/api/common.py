@@ -198,8 +198,7 @@ def check_if_match(schedule_id: str, if_match: str | None, job: Any) -> None:
 
 def get_job(context: ApiContext, schedule_id: str) -> Any:
     """The schedule's job, or None (one GetJob)."""
-    control = context.control
-    return control.syncer.get_job(control.spec.job_id(schedule_id))
+    return context.control.job_of(schedule_id)
 
 
 def view(context: ApiContext, job: Any, schedule_id: str) -> ScheduleOut:

@@ -201,11 +201,9 @@ async def sync_grove(
 def _sync(context: ApiContext, grove: str, listing: groves.GroveListing, dry_run: bool,
           strict: bool, who: str) -> GroveSyncOut:
     control = context.control
-    syncer = control.syncer
     # Two syncs of one grove would each prune what the other is creating: one at a time.
     with context.locks.hold(f"grove sync {grove}"):
-        decided = groves.plan_grove(syncer.iter_jobs(), listing, grove, control.spec,
-                                    now=syncer.clock(), grace=syncer.grace)
+        decided = control.plan_grove(listing, grove)
         if strict and decided.refused:
             raise invalid(decided.refused)
         refused = errors_out(decided.refused)

@@ -74,7 +74,7 @@ def list_schedules(
     """Every schedule (one Cloud Scheduler listing), by ID, with job state and next fires."""
     now = context.clock()
     spec = context.control.spec
-    views = [v for v in (schedule_out(j, spec, now) for j in context.control.syncer.owned_jobs())
+    views = [v for v in (schedule_out(j, spec, now) for j in context.control.schedule_jobs())
              if v is not None]
     views.sort(key=lambda v: v.id)
     if page_token is not None:

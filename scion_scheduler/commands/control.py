@@ -87,7 +87,7 @@ def _control(settings: Settings) -> SchedulerControl:
     return with_registry(settings)
 
 
-def _guarded(args: argparse.Namespace, action: Callable[[], int]) -> int:
+def guarded(args: argparse.Namespace, action: Callable[[], int]) -> int:
     """Turn a failed lookup or API call into exit 1 with the reason (JSON too with
     --output json)."""
     try:
@@ -150,7 +150,7 @@ def _planned(args: argparse.Namespace, settings: Settings, loaded: ScheduleSet,
         with _control(settings) as control:
             return report(control, _plan_for(control, loaded, args.prune), refused, refused_text)
 
-    return _guarded(args, act)
+    return guarded(args, act)
 
 
 def _loaded(args: argparse.Namespace, settings: Settings) -> ScheduleSet:
@@ -215,7 +215,7 @@ def list_jobs(args: argparse.Namespace, settings: Settings) -> int:
              "\n".join([_info_line(j) for j in jobs] + [f"{len(jobs)} job(s)"]))
         return EXIT_OK
 
-    return _guarded(args, act)
+    return guarded(args, act)
 
 
 def describe(args: argparse.Namespace, settings: Settings) -> int:
@@ -232,7 +232,7 @@ def describe(args: argparse.Namespace, settings: Settings) -> int:
         emit(data, args.output, text)
         return EXIT_OK
 
-    return _guarded(args, act)
+    return guarded(args, act)
 
 
 def _single(args: argparse.Namespace, settings: Settings,
@@ -245,22 +245,22 @@ def _single(args: argparse.Namespace, settings: Settings,
         emit(result.to_dict(), args.output, result.describe())
         return EXIT_OK if result.ok else EXIT_FAILED
 
-    return _guarded(args, act)
+    return guarded(args, act)
 
 
 def pause(args: argparse.Namespace, settings: Settings) -> int:
     """Pause a schedule's job."""
-    return _single(args, settings, SchedulerControl.pause)
+    return _single(args, settings, lambda control, sid: control.pause(sid))
 
 
 def resume(args: argparse.Namespace, settings: Settings) -> int:
     """Resume a schedule's job."""
-    return _single(args, settings, SchedulerControl.resume)
+    return _single(args, settings, lambda control, sid: control.resume(sid))
 
 
 def delete(args: argparse.Namespace, settings: Settings) -> int:
     """Delete a schedule's job."""
-    return _single(args, settings, SchedulerControl.remove)
+    return _single(args, settings, lambda control, sid: control.remove(sid))
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -275,4 +275,4 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
              f"(execution {result.execution_id}, message {result.message_id})")
         return EXIT_OK
 
-    return _guarded(args, act)
+    return guarded(args, act)

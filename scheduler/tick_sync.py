@@ -1,0 +1,429 @@
+"""Sync in tick mode (issue 17): the registry documents are the schedules, one job is the clock.
+
+In tick mode (`SCION_SCHEDULER_MODE=ticks`) a sync plans and applies the same way as in jobs mode
+(`scheduler.sync`), against another desired state:
+
+* one registry document per schedule (`scheduler.registry`), owned by this deployment
+  (`owner` = its job prefix); a change is one write, batched 500 to a commit and committed in
+  parallel, and a document in line is not written at all (the tick advances `next_fire_time`,
+  which a needless rewrite would rewind);
+* one Cloud Scheduler job, the tick (`scheduler.ticks.tick_job_id`), created or repaired like
+  any job;
+* no per-schedule job: those of the schedules synced are deleted once the tick job has fired
+  (a sync before that keeps them, listed as kept), and then only after their documents are
+  written, so that every slot keeps a publisher on time (a slot published by both has one
+  execution ID, and the worker's claim keeps one fire: the cut-over rule).
+
+A plan reads only what it compares (`schedule_id`, `definition`, `fingerprint`, `paused_since`)
+of this deployment's documents, and lists the location's jobs once. Past-due one-shots are
+fired by the sync as in jobs mode (`scheduler.one_shots.sync_fire`), the document standing for
+the job: written or changed now, it has not published its slot.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from google.cloud import firestore, scheduler_v1
+
+from scheduler.jobs import ALL_FIELDS, JobSpec, JobState, diff_mask, is_paused
+from scheduler.logs import get_logger
+from scheduler.model import FieldError, Schedule, ValidationError, format_instant
+from scheduler.naming import is_owned, job_id_of, job_name
+from scheduler.one_shots import is_done_with, sync_fire
+from scheduler.registry import (
+    ScheduleRegistry,
+    definition_of,
+    document_id,
+    document_of,
+    sync_digest,
+)
+from scheduler.sync import ApplyResult, StepOutcome, Syncer
+from scheduler.sync_plan import Plan, Step
+from scheduler.ticks import TICK_SCHEDULE, tick_job_id
+
+log = get_logger(__name__)
+
+# Firestore's limit of writes per commit.
+BATCH = 500
+# What a plan reads of every document of the deployment: one short field.
+DIGEST_FIELDS = ("sync_digest",)
+# What it then reads of each document whose digest is not the one its schedule wants.
+PLAN_FIELDS = ("schedule_id", "definition", "fingerprint", "paused_since", "owner")
+
+Write = Literal["set", "update", "delete"]
+
+
+@dataclass(frozen=True)
+class DocState:
+    """What a plan reads of one registry document."""
+
+    schedule_id: str
+    definition: str
+    fingerprint: str
+    # Held or paused from then on (owes nothing); None while active.
+    paused_since: datetime | None
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class DocumentStep(Step):
+    """One write to one schedule's registry document. `job_id` is the job the schedule would
+    have in jobs mode, so that a plan names each schedule the same way in both modes.
+    `schedule` is what to write (None only to delete); `paused_since` the document's as read;
+    `new_definition` whether what is owed restarts."""
+
+    schedule: Schedule | None = field(default=None, compare=False, repr=False)
+    paused_since: datetime | None = None
+    new_definition: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The step as JSON-compatible data, marked as a document's."""
+        return {**super().to_dict(), "target": "document"}
+
+    def describe(self) -> str:
+        """One human-readable line."""
+        return f"{self.kind:<7} document of {self.job_id} (schedule {self.schedule_id!r}): " \
+               f"{self.reason}"
+
+    def write(self, now: datetime, owner: str) -> tuple[Write, dict[str, Any]]:
+        """The Firestore write of this step at `now`."""
+        schedule = self.schedule
+        if self.kind == "delete":
+            return "delete", {}
+        assert schedule is not None
+        definition = definition_of(schedule)
+        if self.kind == "pause":
+            return "update", {"definition": definition,
+                              "sync_digest": sync_digest(definition, True),
+                              "paused_since": self.paused_since or now, "next_fire_time": None,
+                              "updated_at": now}
+        if self.kind == "update" and not self.new_definition:
+            # Only what a fire does not depend on changed: what is owed, and when, stays.
+            held = self.paused_since is not None
+            return "update", {"definition": definition, "updated_at": now,
+                              "sync_digest": sync_digest(definition, held)}
+        paused_since = (self.paused_since or now) if schedule.paused else None
+        return "set", document_of(schedule, now, paused_since, now, owner)
+
+
+def document_steps(schedule: Schedule, state: DocState | None, job_id: str) -> list[DocumentStep]:
+    """The write (at most one) that brings a schedule's document in line with it."""
+    def step(kind: Any, reason: str, new: bool = False) -> DocumentStep:
+        return DocumentStep(kind, job_id, schedule.id, reason, paused=schedule.paused,
+                            schedule=schedule, new_definition=new,
+                            paused_since=state.paused_since if state is not None else None)
+
+    if state is None:
+        return [step("create", "no document", True)]
+    if state.fingerprint != schedule.fingerprint():
+        return [step("update", "document differs from its schedule", True)]
+    held = state.paused_since is not None
+    if schedule.paused and not held:
+        return [step("pause", "schedule is paused")]
+    if not schedule.paused and held:
+        return [step("resume", "schedule is not paused")]
+    if state.definition != definition_of(schedule) or state.owner is None:
+        return [step("update", "document differs from its schedule")]
+    return []
+
+
+def schedule_steps(schedule: Schedule, state: DocState | None, job_id: str, *, now: datetime,
+                   grace: timedelta, signing_key: str | None) -> list[Step]:
+    """A schedule's document write and, for a one-shot past its job's slot whose document did
+    not stand for it yet, the sync's own fire (as `scheduler.sync.steps_for` in jobs mode)."""
+    if is_done_with(schedule, now, grace):
+        if state is None:
+            return []
+        assert schedule.at is not None
+        return [DocumentStep("delete", job_id, schedule.id,
+                             f"one-shot fired at {format_instant(schedule.at)}; grace has passed")]
+    steps: list[Step] = list(document_steps(schedule, state, job_id))
+    written = any(s.kind in ("create", "resume") or getattr(s, "new_definition", False)
+                  for s in steps)
+    fire = sync_fire(schedule, None, now=now, signing_key=signing_key) if written else None
+    if fire is not None:
+        steps.append(Step("fire", job_id, schedule.id, fire.reason, message=fire.message))
+    return steps
+
+
+def tick_job(spec: JobSpec) -> scheduler_v1.Job:
+    """The deployment's tick job: every minute, the reserved tick schedule's message."""
+    job = spec.desired_job(TICK_SCHEDULE)
+    job.name = job_name(spec.location_path, tick_job_id(spec.prefix))
+    return job
+
+
+def tick_has_fired(job: scheduler_v1.Job | None) -> bool:
+    """Whether the tick job has fired since it was last created or changed: from then on every
+    slot is published by a tick on time, and a per-schedule job may go (the cut-over rule)."""
+    if job is None or is_paused(job):
+        return False
+    pb = scheduler_v1.Job.pb(job)
+    attempted, changed = pb.last_attempt_time, pb.user_update_time
+    return (attempted.seconds, attempted.nanos) > (changed.seconds, changed.nanos) > (0, 0)
+
+
+def tick_job_steps(job: scheduler_v1.Job | None, spec: JobSpec) -> list[Step]:
+    """The steps that bring the tick job in line (created, repaired, enabled)."""
+    desired = tick_job(spec)
+    job_id = tick_job_id(spec.prefix)
+    if job is None:
+        return [Step("create", job_id, None, "no tick job (tick mode)", job=desired)]
+    steps = []
+    mask = ALL_FIELDS if job.state == JobState.UPDATE_FAILED else diff_mask(job, desired)
+    if mask:
+        steps.append(Step("update", job_id, None, "tick job differs", update_mask=mask,
+                          job=desired))
+    if is_paused(job):
+        steps.append(Step("resume", job_id, None, "the tick job must run (tick mode)"))
+    return steps
+
+
+def _wanted(schedules: Sequence[Schedule]) -> dict[str, Schedule]:
+    by_doc: dict[str, Schedule] = {}
+    duplicates = []
+    for schedule in schedules:
+        doc_id = document_id(schedule.id)
+        if doc_id in by_doc:
+            duplicates.append(FieldError(schedule.id, "id", "duplicate schedule ID in this set"))
+        by_doc[doc_id] = schedule
+    if duplicates:
+        raise ValidationError(duplicates)
+    return by_doc
+
+
+def compute_tick_plan(states: dict[str, DocState], jobs: Iterable[scheduler_v1.Job],
+                      schedules: Sequence[Schedule], spec: JobSpec, *, now: datetime,
+                      grace: timedelta, prune: bool = True, keep: Collection[str] = (),
+                      list_retries: Sequence[str] = (), in_sync: Collection[str] = ()) -> Plan:
+    """Compare this deployment's documents (`states`, by document ID; those in `in_sync` were
+    found in line by their digest) and jobs with the schedules; no API calls. Documents and
+    per-schedule jobs without a schedule are deleted only with `prune`, and never those of a
+    schedule ID in `keep` (a refused hub item's)."""
+    by_doc = _wanted(schedules)
+    steps: list[Step] = []
+    kept: set[str] = set()
+    held: set[str] = set()
+    expired: list[str] = []
+    unchanged = 0
+    for doc_id, schedule in by_doc.items():
+        if doc_id in in_sync:
+            unchanged += 1
+            continue
+        state = states.get(doc_id)
+        job_id = spec.job_id(schedule.id)
+        found = schedule_steps(schedule, state, job_id, now=now, grace=grace,
+                               signing_key=spec.signing_key)
+        if state is None and is_done_with(schedule, now, grace):
+            expired.append(schedule.id)
+        elif not found and state is not None:
+            unchanged += 1
+        steps.extend(found)
+    for doc_id, state in states.items():
+        if doc_id in by_doc:
+            continue
+        job_id = spec.job_id(state.schedule_id)
+        if state.schedule_id in keep:
+            held.add(job_id)
+        elif prune:
+            steps.append(DocumentStep("delete", job_id, state.schedule_id, "no schedule"))
+        else:
+            kept.add(job_id)
+    job_steps, foreign = _job_plan(jobs, by_doc, spec, prune=prune, keep=keep, kept=kept,
+                                   held=held)
+    steps.sort(key=lambda s: s.job_id)
+    return Plan(tuple(steps + job_steps), unchanged, tuple(sorted(kept)), foreign,
+                tuple(sorted(expired)), tuple(list_retries), prune, tuple(sorted(held)))
+
+
+def _job_plan(jobs: Iterable[scheduler_v1.Job], by_doc: dict[str, Schedule], spec: JobSpec, *,
+              prune: bool, keep: Collection[str], kept: set[str],
+              held: set[str]) -> tuple[list[Step], int]:
+    """The tick job's steps, then the deletes of per-schedule jobs (a schedule synced here no
+    longer needs its job; one without a schedule goes only with `prune`)."""
+    tick_id = tick_job_id(spec.prefix)
+    tick: scheduler_v1.Job | None = None
+    deletes: list[Step] = []
+    foreign = 0
+    for job in jobs:
+        job_id = job_id_of(job.name)
+        if not is_owned(job_id, spec.prefix):
+            foreign += 1
+            continue
+        if job_id == tick_id:
+            tick = job
+            continue
+        owner = spec.owner_schedule_id(job)
+        if owner is not None and owner in keep:
+            held.add(job_id)
+        elif owner is not None and document_id(owner) in by_doc:
+            deletes.append(Step("delete", job_id, owner,
+                                "tick mode: the tick publishes its schedule's fires"))
+        elif prune:
+            deletes.append(Step("delete", job_id, owner, "no schedule" if owner is not None
+                                else "under the prefix but names no schedule"))
+        else:
+            kept.add(job_id)
+    if not tick_has_fired(tick):
+        # Until a tick has fired, a slot before the first one would be left to a late tick.
+        waiting = {s.job_id for s in deletes
+                   if s.schedule_id is not None and document_id(s.schedule_id) in by_doc}
+        kept |= waiting
+        deletes = [s for s in deletes if s.job_id not in waiting]
+    deletes.sort(key=lambda s: s.job_id)
+    return tick_job_steps(tick, spec) + deletes, foreign
+
+
+class TickSyncer:
+    """Plans and applies tick mode's syncs: documents through `registry`, the jobs (the tick,
+    and deletes of per-schedule ones) through `jobs`, the jobs-mode `Syncer`."""
+
+    def __init__(self, registry: ScheduleRegistry, jobs: Syncer, owner: str) -> None:
+        self.registry = registry
+        self.jobs = jobs
+        self.owner = owner
+
+    @property
+    def spec(self) -> JobSpec:
+        """The deployment's `JobSpec`."""
+        return self.jobs.spec
+
+    def digests(self) -> dict[str, str]:
+        """Every document of this deployment's `sync_digest`, by document ID (one query of one
+        field: what a no-op sync of many schedules reads)."""
+        query = self.registry.collection.where(
+            filter=firestore.FieldFilter("owner", "==", self.owner)).select(DIGEST_FIELDS)
+        return {snapshot.id: str((snapshot.to_dict() or {}).get("sync_digest", ""))
+                for snapshot in query.stream()}
+
+    def states(self, doc_ids: Iterable[str]) -> dict[str, DocState]:
+        """The documents a plan must look at closer, by document ID (batched reads)."""
+        refs = [self.registry.collection.document(doc_id) for doc_id in doc_ids]
+        states = {}
+        for start in range(0, len(refs), BATCH):
+            for snapshot in self.registry.client.get_all(refs[start:start + BATCH],
+                                                          field_paths=PLAN_FIELDS):
+                if snapshot.exists:
+                    states[snapshot.id] = _state(snapshot.to_dict() or {})
+        return states
+
+    def state(self, schedule_id: str) -> DocState | None:
+        """One schedule's document as a plan reads it; None when absent or not this
+        deployment's."""
+        snapshot = self.registry.collection.document(document_id(schedule_id)).get(
+            field_paths=PLAN_FIELDS)
+        if not snapshot.exists:
+            return None
+        state = _state(snapshot.to_dict() or {})
+        return state if state.owner in (None, self.owner) else None
+
+    def plan(self, schedules: Sequence[Schedule], *, prune: bool = True,
+             keep: Collection[str] = ()) -> Plan:
+        """Read the documents and list the jobs once, then compare (`compute_tick_plan`)."""
+        digests = self.digests()
+        now = self.jobs.clock()
+        in_sync = {doc_id for doc_id, schedule in ((document_id(s.id), s) for s in schedules)
+                   if digests.get(doc_id) == sync_digest(definition_of(schedule), schedule.paused)
+                   and not is_done_with(schedule, now, self.jobs.grace)}
+        states = self.states(doc_id for doc_id in digests if doc_id not in in_sync)
+        jobs = list(self.jobs.iter_jobs())
+        return replace(compute_tick_plan(states, jobs, schedules, self.spec,
+                                         now=now, grace=self.jobs.grace,
+                                         prune=prune, keep=keep, in_sync=in_sync),
+                       schedules=tuple(schedules))
+
+    def plan_one(self, schedule: Schedule) -> Plan:
+        """The steps of one schedule after reading its document alone (no listing)."""
+        now = self.jobs.clock()
+        state = self.state(schedule.id)
+        steps = schedule_steps(schedule, state, self.spec.job_id(schedule.id), now=now,
+                               grace=self.jobs.grace, signing_key=self.spec.signing_key)
+        expired = (schedule.id,) if state is None and is_done_with(
+            schedule, now, self.jobs.grace) else ()
+        return Plan(tuple(steps), unchanged=int(state is not None and not steps),
+                    expired=expired, prune=False)
+
+    def apply(self, plan: Plan) -> ApplyResult:
+        """Write the documents, publish the sync's fires, bring the tick job in line, and only
+        then delete per-schedule jobs (each only when its schedule's document was written)."""
+        started = time.monotonic()
+        tick_id = tick_job_id(self.spec.prefix)
+        documents = [s for s in plan.steps if isinstance(s, DocumentStep)]
+        fires = [s for s in plan.steps if s.kind == "fire"]
+        others = [s for s in plan.steps if not isinstance(s, DocumentStep) and s.kind != "fire"]
+        tick = [s for s in others if s.job_id == tick_id]
+        jobs = [s for s in others if s.job_id != tick_id]
+        done = self.write_documents(documents)
+        done += self._jobs(fires)
+        ticked = self._jobs(tick)
+        done += ticked
+        failed = {o.step.schedule_id for o in done if not o.ok}
+        if not all(o.ok for o in ticked):
+            why = "not attempted: the tick job is not in place"
+            done += tuple(StepOutcome(s, "skipped", why) for s in jobs)
+        else:
+            deletes = [s for s in jobs if s.schedule_id is None or s.schedule_id not in failed]
+            done += tuple(StepOutcome(s, "skipped", "not attempted: its document was not written")
+                          for s in jobs if s.schedule_id is not None and s.schedule_id in failed)
+            done += self._jobs(deletes)
+        order = {id(s): i for i, s in enumerate(plan.steps)}
+        outcomes = tuple(sorted(done, key=lambda o: order.get(id(o.step), len(order))))
+        result = ApplyResult(plan, outcomes, time.monotonic() - started)
+        log.info("tick mode sync applied", steps=len(outcomes), failed=len(result.failed),
+                 documents=len(documents), seconds=round(result.seconds, 3))
+        return result
+
+    def _jobs(self, steps: Sequence[Step]) -> tuple[StepOutcome, ...]:
+        """Job steps and fires through the jobs-mode `Syncer` (rate limit, retries)."""
+        return self.jobs.apply(Plan(tuple(steps), prune=False)).outcomes if steps else ()
+
+    def write_documents(self, steps: Sequence[DocumentStep]) -> tuple[StepOutcome, ...]:
+        """Commit the steps' writes (`commit`)."""
+        now = self.jobs.clock()
+        return self.commit([(step, *step.write(now, self.owner)) for step in steps])
+
+    def commit(self, writes: Sequence[tuple[Step, Write, dict[str, Any]]]
+               ) -> tuple[StepOutcome, ...]:
+        """Commit each step's document write, `BATCH` to a commit, the commits in parallel (at
+        most the sync's concurrency); a failed commit fails its own steps only."""
+        if not writes:
+            return ()
+        batches = [writes[i:i + BATCH] for i in range(0, len(writes), BATCH)]
+        workers = min(self.jobs.concurrency, len(batches))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scion-docs") as pool:
+            results = list(pool.map(self._commit, batches))
+        return tuple(outcome for outcomes in results for outcome in outcomes)
+
+    def _commit(self, writes: Sequence[tuple[Step, Write, dict[str, Any]]]) -> list[StepOutcome]:
+        batch = self.registry.client.batch()
+        collection = self.registry.collection
+        for step, kind, fields in writes:
+            assert step.schedule_id is not None
+            ref = collection.document(document_id(step.schedule_id))
+            if kind == "delete":
+                batch.delete(ref)
+            elif kind == "update":
+                batch.update(ref, fields)
+            else:
+                batch.set(ref, fields)
+        try:
+            batch.commit()
+        except Exception as exc:  # a failed commit fails its own steps, never the sync
+            log.warning("registry documents not written", documents=len(writes), error=str(exc))
+            error = str(exc) or type(exc).__name__
+            return [StepOutcome(step, "failed", error) for step, _, _ in writes]
+        return [StepOutcome(step, "ok") for step, _, _ in writes]
+
+
+def _state(data: dict[str, Any]) -> DocState:
+    paused_since = data.get("paused_since")
+    owner = data.get("owner")
+    return DocState(str(data.get("schedule_id", "")), str(data.get("definition", "")),
+                    str(data.get("fingerprint", "")), paused_since,
+                    None if owner is None else str(owner))
