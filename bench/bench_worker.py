@@ -24,193 +24,22 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import statistics
 import sys
 import threading
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from scheduler.contract import Message, build_message, decode_message, execution_id
-from scheduler.egress import EgressPolicy
+from worker_bed import NOOP, OVERLAP, SIGNING_KEY, Bed, fire_messages, paced_publisher
+from worker_meter import CPU_METER, Counter, CpuMeter, Result, median, percentile
+
+from scheduler.contract import Message, decode_message, execution_id
 from scheduler.logs import configure
-from scheduler.model import Schedule
-from scheduler.validation import PUBLIC_ONLY, parse_schedule
 from scion_scheduler.google_emulators import Emulator
 from worker.pubsub_transport import DEFAULT_EXECUTORS
-
-SIGNING_KEY = "bench-key"
-NOOP = "noop"
-DUPLICATE_SHARE = 0.3
-
-
-def group_cpu_seconds(pgid: int) -> float:
-    """CPU seconds (user + system) used so far by the live processes of a process group, from
-    /proc (Linux); 0 where /proc is missing."""
-    total = 0
-    ticks = os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = entry.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # After the command name: state, ppid, pgrp, ..., utime (12th), stime (13th).
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
-
-
-class CpuMeter:
-    """CPU seconds of this process and of each emulator's process group over one phase: on a
-    machine with few cores the emulators compete with the worker for the same CPUs."""
-
-    def __init__(self, emulators: dict[str, int]) -> None:
-        self.emulators = emulators
-
-    def sample(self) -> dict[str, float]:
-        times = os.times()
-        sample = {"python": times.user + times.system}
-        sample.update({name: group_cpu_seconds(pgid) for name, pgid in self.emulators.items()})
-        return sample
-
-
-CPU_METER: list[CpuMeter] = []
-
-
-@dataclass
-class Result:
-    """One measured phase."""
-
-    name: str
-    messages: int
-    seconds: float
-    fires: int | None = None
-    deferred: int = 0
-    cpu: dict[str, float] | None = None
-
-    @property
-    def cpu_ms_per_message(self) -> str:
-        """CPU milliseconds per message by process, e.g. `python 1.2, firestore 2.0`."""
-        if not self.cpu:
-            return ""
-        return ", ".join(
-            f"{name} {seconds / self.messages * 1000:.2f}" for name, seconds in self.cpu.items()
-        )
-
-    @property
-    def rate(self) -> float:
-        return self.messages / self.seconds
-
-    @property
-    def fire_rate(self) -> float | None:
-        return None if self.fires is None else self.fires / self.seconds
-
-
-class Counter:
-    """Counts settled messages; `wait` blocks until `target` or a timeout."""
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.count = 0
-        self.first: float | None = None
-        self.last = 0.0
-        self.cpu_first: dict[str, float] | None = None
-        self.cpu_used: dict[str, float] | None = None
-        self._lock = threading.Lock()
-        self._done = threading.Event()
-
-    def start(self) -> None:
-        with self._lock:
-            if self.first is None:
-                self.first = time.perf_counter()
-                self.cpu_first = CPU_METER[0].sample() if CPU_METER else None
-
-    def add(self) -> None:
-        with self._lock:
-            self.count += 1
-            self.last = time.perf_counter()
-            if self.count >= self.target:
-                if CPU_METER and self.cpu_first is not None:
-                    now = CPU_METER[0].sample()
-                    self.cpu_used = {name: now[name] - self.cpu_first[name] for name in now}
-                self._done.set()
-
-    def wait(self, timeout: float) -> float:
-        if not self._done.wait(timeout):
-            raise SystemExit(f"timed out: {self.count} of {self.target} messages settled")
-        assert self.first is not None
-        return self.last - self.first
-
-
-OVERLAP = ["skip"]
-
-
-def schedules(
-    count: int, action: dict[str, Any] | None = None, egress: EgressPolicy = PUBLIC_ONLY
-) -> list[Schedule]:
-    """Distinct schedules (one fire each in flight: the common case of many schedules), each
-    with `action` (default: the no-op), whose targets `egress` allows."""
-    action = action or {"type": NOOP}
-    return [
-        parse_schedule(
-            {"id": f"bench-{i:05d}", "cron": "* * * * *", "overlap": OVERLAP[0], "action": action},
-            known_action_types=frozenset({NOOP, "http"}),
-            egress=egress,
-        )
-        for i in range(count)
-    ]
-
-
-def fire_messages(
-    fires: int,
-    seed: int = 7,
-    action: dict[str, Any] | None = None,
-    egress: EgressPolicy = PUBLIC_ONLY,
-) -> tuple[list[Message], int]:
-    """`fires` distinct manual fires plus DUPLICATE_SHARE duplicates, shuffled."""
-    base = datetime.now(UTC)
-    plan = schedules(fires, action, egress)
-    messages = [
-        build_message(
-            s, signing_key=SIGNING_KEY, trigger="manual", fire_time=base + timedelta(microseconds=i)
-        )
-        for i, s in enumerate(plan)
-    ]
-    rng = random.Random(seed)
-    messages += [messages[i] for i in rng.sample(range(fires), int(fires * DUPLICATE_SHARE))]
-    rng.shuffle(messages)
-    return messages, fires
-
-
-class Bed:
-    """A fresh project: topic and subscription (what Terraform creates), and clients."""
-
-    def __init__(self) -> None:
-        from google.cloud import firestore, pubsub_v1
-
-        self.project = f"bench-{uuid.uuid4().hex[:10]}"
-        self.publisher = pubsub_v1.PublisherClient()
-        self.subscriber = pubsub_v1.SubscriberClient()
-        self.topic = self.publisher.topic_path(self.project, "fires")
-        self.subscription = self.subscriber.subscription_path(self.project, "workers")
-        self.publisher.create_topic(name=self.topic)
-        self.subscriber.create_subscription(
-            request={"name": self.subscription, "topic": self.topic, "ack_deadline_seconds": 60}
-        )
-        self.firestore = firestore.Client(project=self.project)
-
-    def publish(self, messages: list[Message]) -> None:
-        futures = [self.publisher.publish(self.topic, m.data, **m.attributes) for m in messages]
-        for future in futures:
-            future.result(timeout=120)
-
-    def close(self) -> None:
-        self.subscriber.close()
 
 
 def drain(bed: Bed, callback: Callable[[Any], None], counter: Counter, timeout: float) -> float:
@@ -367,38 +196,6 @@ def run_worker(
     result.deferred = outcomes.get(Outcome.BUSY, 0)
     return result, lags
 
-
-def paced_publisher(count: int, rate: float) -> Callable[[Bed], None]:
-    """Publish `count` distinct fires at `rate` per second, each with its publish moment as
-    its fire time (what a Cloud Scheduler fire looks like to the worker)."""
-    plan = schedules(count)
-
-    def publish(bed: Bed) -> None:
-        start = time.perf_counter()
-        futures = []
-        for i, schedule in enumerate(plan):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            message = build_message(
-                schedule, signing_key=SIGNING_KEY, trigger="manual", fire_time=datetime.now(UTC)
-            )
-            futures.append(bed.publisher.publish(bed.topic, message.data, **message.attributes))
-        for future in futures:
-            future.result(timeout=60)
-
-    return publish
-
-
-def median(results: list[Result]) -> Result:
-    """The round with the median rate (the upper one of an even count): a whole round, so that
-    its rate and CPU figures belong together."""
-    return sorted(results, key=lambda result: result.rate)[len(results) // 2]
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 def main(argv: list[str] | None = None) -> int:
