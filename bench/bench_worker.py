@@ -40,6 +40,7 @@ from scheduler.contract import Message, decode_message, execution_id
 from scheduler.logs import configure
 from scion_scheduler.google_emulators import Emulator
 from worker.pubsub_transport import DEFAULT_EXECUTORS
+from worker.transport import Outcome
 
 
 def drain(bed: Bed, callback: Callable[[Any], None], counter: Counter, timeout: float) -> float:
@@ -112,6 +113,47 @@ class WorkerConfig:
     max_messages: int
 
 
+def bench_ledger(bed: Bed, in_memory: bool) -> Any:
+    """The ledger of phase (c) (Firestore), or with `in_memory` the tests' in-memory one."""
+    if in_memory:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        from memory_ledger import MemoryLedger
+
+        return MemoryLedger()
+    from worker.firestore_ledger import FirestoreLedger
+
+    return FirestoreLedger(bed.firestore)
+
+
+class Tally:
+    """The handler the transport calls: the pipeline's, counting its outcomes, and each message
+    as settled at its first sight."""
+
+    def __init__(self, pipeline: Any, counter: Counter, fires: int) -> None:
+        self.pipeline = pipeline
+        self.counter = counter
+        self.fires = fires
+        self.outcomes: dict[Outcome, int] = {}
+        self.seen: set[str] = set()
+        self.all_recorded = threading.Event()
+        self.lock = threading.Lock()
+
+    def __call__(self, delivery: Any) -> Any:
+        self.counter.start()
+        disposition = self.pipeline.handle(delivery)
+        with self.lock:
+            self.outcomes[disposition.outcome] = self.outcomes.get(disposition.outcome, 0) + 1
+            first_sight = delivery.message_id not in self.seen
+            self.seen.add(delivery.message_id)
+            if self.outcomes.get(Outcome.SUCCEEDED, 0) >= self.fires:
+                self.all_recorded.set()
+        # A duplicate whose original is still running is deferred (nacked with a delay) and
+        # acked as a duplicate when it comes back; it counts as handled at its first sight.
+        if first_sight:
+            self.counter.add()
+        return disposition
+
+
 def run_worker(
     messages: list[Message] | None,
     fires: int,
@@ -124,10 +166,8 @@ def run_worker(
     `in_memory`, the ledger is the tests' in-memory one: what the transport and the pipeline
     cost without Firestore."""
     from worker.action import ActionContext, ActionRegistry
-    from worker.firestore_ledger import FirestoreLedger
     from worker.pipeline import Pipeline
     from worker.pubsub_transport import PubSubTransport
-    from worker.transport import Delivery, Disposition, Outcome
 
     bed = Bed()
     if messages is not None:
@@ -142,16 +182,11 @@ def run_worker(
         with lock:
             lags.append(lag.total_seconds())
 
-    ledger: Any
-    if in_memory:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-        from memory_ledger import MemoryLedger
-
-        ledger = MemoryLedger()
-    else:
-        ledger = FirestoreLedger(bed.firestore)
     pipeline = Pipeline(
-        ledger, ActionRegistry({NOOP: noop}), worker_id="bench-worker", signing_key=SIGNING_KEY
+        bench_ledger(bed, in_memory),
+        ActionRegistry({NOOP: noop}),
+        worker_id="bench-worker",
+        signing_key=SIGNING_KEY,
     )
     transport = PubSubTransport(
         bed.subscriber,
@@ -159,46 +194,28 @@ def run_worker(
         executors=config.executors,
         max_messages=config.max_messages,
     )
-    outcomes: dict[Outcome, int] = {}
-    seen: set[str] = set()
-    all_recorded = threading.Event()
-
-    def handle(delivery: Delivery) -> Disposition:
-        counter.start()
-        disposition = pipeline.handle(delivery)
-        with lock:
-            outcomes[disposition.outcome] = outcomes.get(disposition.outcome, 0) + 1
-            first_sight = delivery.message_id not in seen
-            seen.add(delivery.message_id)
-            if outcomes.get(Outcome.SUCCEEDED, 0) >= fires:
-                all_recorded.set()
-        # A duplicate whose original is still running is deferred (nacked with a delay) and
-        # acked as a duplicate when it comes back; it counts as handled at its first sight.
-        if first_sight:
-            counter.add()
-        return disposition
-
+    tally = Tally(pipeline, counter, fires)
     stop = threading.Event()
-    runner = threading.Thread(target=transport.run, args=(handle, stop), daemon=True)
+    runner = threading.Thread(target=transport.run, args=(tally, stop), daemon=True)
     runner.start()
     if paced is not None:
         paced(bed)
     seconds = counter.wait(timeout)
-    if not all_recorded.wait(timeout):
-        raise SystemExit(f"timed out: not every fire was recorded: {outcomes}")
+    if not tally.all_recorded.wait(timeout):
+        raise SystemExit(f"timed out: not every fire was recorded: {tally.outcomes}")
     stop.set()
     runner.join(60)
     bed.close()
-    succeeded = outcomes.get(Outcome.SUCCEEDED, 0)
-    assert succeeded == fires, f"worker recorded {succeeded} of {fires} fires: {outcomes}"
+    succeeded = tally.outcomes.get(Outcome.SUCCEEDED, 0)
+    assert succeeded == fires, f"worker recorded {succeeded} of {fires} fires: {tally.outcomes}"
     name = "c0. transport + pipeline, no Firestore" if in_memory else "c. this worker"
     result = Result(name, total, seconds, succeeded, cpu=counter.cpu_used)
-    result.deferred = outcomes.get(Outcome.BUSY, 0)
+    result.deferred = tally.outcomes.get(Outcome.BUSY, 0)
     return result, lags
 
 
-
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command's flags."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--fires",
@@ -251,57 +268,51 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds: must be at least 1")
-    configure("console", "WARNING")
-    OVERLAP[0] = args.overlap
+    return args
 
-    emulators = [Emulator("pubsub"), Emulator("firestore")]
-    try:
-        for emulator in emulators:
-            emulator.start()
-            os.environ[emulator.env_var] = emulator.host
-        CPU_METER.append(
-            CpuMeter({e.kind: e.process.pid for e in emulators if e.process is not None})
-        )
-        messages, fires = fire_messages(args.fires)
-        config = WorkerConfig(args.executors, args.max_messages)
-        if args.warmup > 0:
-            # The emulators are Java: cold, their first thousands of calls of each kind run
-            # interpreted or half-compiled and cost several times more CPU (measured: the
-            # Firestore emulator's CPU per fire fell 2.1 -> 0.9 ms over its first 9,000 fires).
-            # Whichever phase ran first would pay for that.
-            warm, warm_fires = fire_messages(args.warmup, seed=11)
-            if not args.only_worker:
-                run_raw(warm, args.timeout)
-                run_naive(warm, warm_fires, args.timeout)
-            run_worker(warm, warm_fires, args.timeout, config)
-        if args.only_worker:
-            ours, _ = run_worker(messages, fires, args.timeout, config)
-            print(f"this worker: {ours.rate:.0f} msgs/s, {ours.fire_rate:.0f} fires/s")
-            return 0
-        rounds: dict[str, list[Result]] = {"raw": [], "naive": [], "worker": [], "ceiling": []}
-        for _ in range(args.rounds):
-            # Interleaved, so that each phase meets the machine's load and the emulators' JIT
-            # state of the same moment as the others.
-            rounds["raw"].append(run_raw(messages, args.timeout))
-            rounds["naive"].append(run_naive(messages, fires, args.timeout))
-            rounds["worker"].append(run_worker(messages, fires, args.timeout, config)[0])
-            rounds["ceiling"].append(
-                run_worker(messages, fires, args.timeout, config, in_memory=True)[0]
-            )
-        _, lags = run_worker(
-            None,
-            args.latency_fires,
-            args.timeout,
-            config,
-            paced=paced_publisher(args.latency_fires, args.latency_rate),
-        )
-    finally:
-        for emulator in reversed(emulators):
-            emulator.stop()
 
-    raw, naive, ours, ceiling = (
-        median(rounds[phase]) for phase in ("raw", "naive", "worker", "ceiling")
-    )
+PHASES = ("raw", "naive", "worker", "ceiling")
+
+
+def warm_up(args: argparse.Namespace, config: WorkerConfig) -> None:
+    """An unmeasured round of every phase that will run."""
+    # The emulators are Java: cold, their first thousands of calls of each kind run
+    # interpreted or half-compiled and cost several times more CPU (measured: the
+    # Firestore emulator's CPU per fire fell 2.1 -> 0.9 ms over its first 9,000 fires).
+    # Whichever phase ran first would pay for that.
+    warm, warm_fires = fire_messages(args.warmup, seed=11)
+    if not args.only_worker:
+        run_raw(warm, args.timeout)
+        run_naive(warm, warm_fires, args.timeout)
+    run_worker(warm, warm_fires, args.timeout, config)
+
+
+def measure_rounds(
+    args: argparse.Namespace, messages: list[Message], fires: int, config: WorkerConfig
+) -> dict[str, list[Result]]:
+    """Every phase's result, by phase, of each of `--rounds` interleaved rounds."""
+    rounds: dict[str, list[Result]] = {phase: [] for phase in PHASES}
+    for _ in range(args.rounds):
+        # Interleaved, so that each phase meets the machine's load and the emulators' JIT
+        # state of the same moment as the others.
+        rounds["raw"].append(run_raw(messages, args.timeout))
+        rounds["naive"].append(run_naive(messages, fires, args.timeout))
+        rounds["worker"].append(run_worker(messages, fires, args.timeout, config)[0])
+        rounds["ceiling"].append(
+            run_worker(messages, fires, args.timeout, config, in_memory=True)[0]
+        )
+    return rounds
+
+
+def report(
+    args: argparse.Namespace,
+    messages: list[Message],
+    fires: int,
+    rounds: dict[str, list[Result]],
+    lags: list[float],
+) -> None:
+    """Print the table of the median rounds, the CPU per message, the latency and the goals."""
+    raw, naive, ours, ceiling = (median(rounds[phase]) for phase in PHASES)
     print(
         f"worker benchmark: {fires} fires + {len(messages) - fires} duplicates = {len(messages)} "
         f"messages per phase; overlap {args.overlap}; executors {args.executors}, "
@@ -311,9 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"median of {args.rounds} interleaved rounds (msgs/s of every round in brackets):")
     print(f"{'phase':<36} {'msgs/s':>8} {'fires/s':>8} {'seconds':>8}  rounds")
     print(f"{'-' * 36} {'-' * 8} {'-' * 8} {'-' * 8}  {'-' * 20}")
-    for result, phase in zip(
-        (raw, naive, ours, ceiling), ("raw", "naive", "worker", "ceiling"), strict=True
-    ):
+    for result, phase in zip((raw, naive, ours, ceiling), PHASES, strict=True):
         fire_rate = "" if result.fire_rate is None else f"{result.fire_rate:8.0f}"
         every = " ".join(f"{r.rate:.0f}" for r in rounds[phase])
         print(
@@ -337,6 +346,42 @@ def main(argv: list[str] | None = None) -> int:
         f"goal: worker >= 3x naive: {vs_naive:.2f}x {'met' if vs_naive >= 3 else 'MISSED'}; "
         f"worker >= 0.5x raw: {vs_raw:.2f}x {'met' if vs_raw >= 0.5 else 'MISSED'}"
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; returns the process exit code."""
+    args = parse_args(argv)
+    configure("console", "WARNING")
+    OVERLAP[0] = args.overlap
+
+    emulators = [Emulator("pubsub"), Emulator("firestore")]
+    try:
+        for emulator in emulators:
+            emulator.start()
+            os.environ[emulator.env_var] = emulator.host
+        CPU_METER.append(
+            CpuMeter({e.kind: e.process.pid for e in emulators if e.process is not None})
+        )
+        messages, fires = fire_messages(args.fires)
+        config = WorkerConfig(args.executors, args.max_messages)
+        if args.warmup > 0:
+            warm_up(args, config)
+        if args.only_worker:
+            ours, _ = run_worker(messages, fires, args.timeout, config)
+            print(f"this worker: {ours.rate:.0f} msgs/s, {ours.fire_rate:.0f} fires/s")
+            return 0
+        rounds = measure_rounds(args, messages, fires, config)
+        _, lags = run_worker(
+            None,
+            args.latency_fires,
+            args.timeout,
+            config,
+            paced=paced_publisher(args.latency_fires, args.latency_rate),
+        )
+    finally:
+        for emulator in reversed(emulators):
+            emulator.stop()
+    report(args, messages, fires, rounds, lags)
     return 0
 
 
