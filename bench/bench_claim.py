@@ -99,12 +99,11 @@ def claimer(ledger: Ledger, expected: ClaimResult) -> Callable[[ClaimRequest], o
     return claim
 
 
-def firestore_round(client: Any, tag: str, ops: int, threads: int) -> list[tuple[str, str, float]]:
-    """One round of every Firestore measurement: (name, RPCs, operations per second)."""
+def baseline_rows(client: Any, tag: str, ops: int, threads: int) -> list[tuple[str, str, float]]:
+    """The floor and the naive ceiling: (name, RPCs, operations per second)."""
     from google.cloud import firestore
 
     from worker.firestore_documents import execution_document, running_document
-    from worker.firestore_ledger import FirestoreLedger
 
     docs, states = client.collection("plain"), client.collection("state")
     # The baselines write the very documents a claim writes, so only the method differs.
@@ -132,7 +131,7 @@ def firestore_round(client: Any, tag: str, ops: int, threads: int) -> list[tuple
         transaction.create(ref, data)
         transaction.set(state_ref, state)
 
-    rows = [
+    return [
         (
             "plain create() of the execution",
             "Commit",
@@ -155,6 +154,14 @@ def firestore_round(client: Any, tag: str, ops: int, threads: int) -> list[tuple
             ),
         ),
     ]
+
+
+def ledger_rows(client: Any, tag: str, ops: int, threads: int) -> list[tuple[str, str, float]]:
+    """`FirestoreLedger.claim` of fresh fires and of duplicates: (name, RPCs, operations per
+    second)."""
+    from worker.firestore_ledger import FirestoreLedger
+
+    rows = []
     ledger, replica = FirestoreLedger(client), FirestoreLedger(client)
     for overlap in ("allow", "skip"):
         fresh = requests(ops, overlap, "w1", f"{overlap}{tag}")
@@ -176,6 +183,11 @@ def firestore_round(client: Any, tag: str, ops: int, threads: int) -> list[tuple
             )
         )
     return rows
+
+
+def firestore_round(client: Any, tag: str, ops: int, threads: int) -> list[tuple[str, str, float]]:
+    """One round of every Firestore measurement: (name, RPCs, operations per second)."""
+    return baseline_rows(client, tag, ops, threads) + ledger_rows(client, tag, ops, threads)
 
 
 def firestore_rows(ops: int, threads: int, rounds: int) -> list[Row]:
