@@ -74,7 +74,47 @@ class Subscriber:
         self.client.close()
 
 
-def main(argv: list[str] | None = None) -> int:
+class Topic:
+    """A fresh project's topic and its subscription with a 10 s ack deadline, on the emulator
+    that `PUBSUB_EMULATOR_HOST` names."""
+
+    def __init__(self) -> None:
+        from google.cloud import pubsub_v1
+
+        self.publisher = pubsub_v1.PublisherClient()
+        self.admin = pubsub_v1.SubscriberClient()
+        project = f"probe-{uuid.uuid4().hex[:8]}"
+        self.topic = self.publisher.topic_path(project, "fires")
+        self.path = self.admin.subscription_path(project, "workers")
+        self.publisher.create_topic(name=self.topic)
+        self.admin.create_subscription(request={"name": self.path, "topic": self.topic,
+                                                "ack_deadline_seconds": 10})
+
+    def publish(self, phase: str, count: int) -> None:
+        """`count` messages marked with their `phase`."""
+        for future in [self.publisher.publish(self.topic, b"x", phase=phase)
+                       for _ in range(count)]:
+            future.result(timeout=30)
+
+    def unary_pull(self, seconds: float) -> Counter[str]:
+        """What unary Pulls get (and ack) in `seconds`, by phase."""
+        got: Counter[str] = Counter()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                response = self.admin.pull(subscription=self.path, max_messages=100, timeout=5)
+            except exceptions.DeadlineExceeded:
+                continue
+            for received in response.received_messages:
+                got[received.message.attributes["phase"]] += 1
+            if response.received_messages:
+                self.admin.acknowledge(subscription=self.path, ack_ids=[
+                    m.ack_id for m in response.received_messages])
+        return got
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command's flags."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hold", type=int, default=20)
     parser.add_argument("--wait", type=float, default=40.0)
@@ -83,65 +123,48 @@ def main(argv: list[str] | None = None) -> int:
                              "on them for 30 s and resume (freeze: a partition, no close)")
     parser.add_argument("--fresh", action="store_true",
                         help="after the reset, replace A by a fresh subscriber (new client ID)")
-    args = parser.parse_args(argv)
-    from google.cloud import pubsub_v1
+    return parser.parse_args(argv)
 
+
+def probe(args: argparse.Namespace, emulator: Emulator, proxy: FaultProxy) -> None:
+    """Steps 1-3 of the module's description, printing what each subscriber got."""
+    os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
+    topic = Topic()
+    a = Subscriber(proxy.address, topic.path, args.hold, "A")
+    topic.publish("old", 2 * args.hold)
+    time.sleep(5)
+    print(f"A before the reset: {dict(a.got)} (holding {len(a.held)})")
+    if args.fault == "freeze":
+        proxy.freeze()
+        time.sleep(30)
+        proxy.thaw()
+    else:
+        proxy.cut(reset=args.fault == "rst")
+    a.ack_all()
+    if args.fresh:
+        a.stop()
+        a = Subscriber(proxy.address, topic.path, args.hold, "A2")
+        a.ack_all()
+    topic.publish("new", 2 * args.hold)
+    time.sleep(args.wait)
+    print(f"A after the reset and {args.wait:.0f} s: {dict(a.got)}")
+    a.stop()
+    b = Subscriber(emulator.host, topic.path, 1000, "B")
+    b.ack_all()
+    time.sleep(args.wait)
+    print(f"B (fresh client) in {args.wait:.0f} s: {dict(b.got)}")
+    b.stop()
+    print(f"unary Pull in {args.wait:.0f} s: {dict(topic.unary_pull(args.wait))}")
+    topic.admin.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the probe; returns the process exit code."""
+    args = parse_args(argv)
     with Emulator("pubsub") as emulator:
         proxy = FaultProxy("127.0.0.1", emulator.port).start()
         try:
-            os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
-            publisher = pubsub_v1.PublisherClient()
-            admin = pubsub_v1.SubscriberClient()
-            project = f"probe-{uuid.uuid4().hex[:8]}"
-            topic = publisher.topic_path(project, "fires")
-            path = admin.subscription_path(project, "workers")
-            publisher.create_topic(name=topic)
-            admin.create_subscription(request={"name": path, "topic": topic,
-                                               "ack_deadline_seconds": 10})
-
-            def publish(phase: str, count: int) -> None:
-                for future in [publisher.publish(topic, b"x", phase=phase)
-                               for _ in range(count)]:
-                    future.result(timeout=30)
-
-            a = Subscriber(proxy.address, path, args.hold, "A")
-            publish("old", 2 * args.hold)
-            time.sleep(5)
-            print(f"A before the reset: {dict(a.got)} (holding {len(a.held)})")
-            if args.fault == "freeze":
-                proxy.freeze()
-                time.sleep(30)
-                proxy.thaw()
-            else:
-                proxy.cut(reset=args.fault == "rst")
-            a.ack_all()
-            if args.fresh:
-                a.stop()
-                a = Subscriber(proxy.address, path, args.hold, "A2")
-                a.ack_all()
-            publish("new", 2 * args.hold)
-            time.sleep(args.wait)
-            print(f"A after the reset and {args.wait:.0f} s: {dict(a.got)}")
-            a.stop()
-            b = Subscriber(emulator.host, path, 1000, "B")
-            b.ack_all()
-            time.sleep(args.wait)
-            print(f"B (fresh client) in {args.wait:.0f} s: {dict(b.got)}")
-            b.stop()
-            got: Counter[str] = Counter()
-            deadline = time.monotonic() + args.wait
-            while time.monotonic() < deadline:
-                try:
-                    response = admin.pull(subscription=path, max_messages=100, timeout=5)
-                except exceptions.DeadlineExceeded:
-                    continue
-                for received in response.received_messages:
-                    got[received.message.attributes["phase"]] += 1
-                if response.received_messages:
-                    admin.acknowledge(subscription=path, ack_ids=[
-                        m.ack_id for m in response.received_messages])
-            print(f"unary Pull in {args.wait:.0f} s: {dict(got)}")
-            admin.close()
+            probe(args, emulator, proxy)
         finally:
             proxy.stop()
     return 0
