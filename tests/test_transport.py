@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, timedelta
 from typing import Any
@@ -80,6 +81,17 @@ class Running:
         assert not self.thread.is_alive(), "run() did not return after stop"
 
 
+@contextmanager
+def serving(transport: Any, handler: Callable[[Delivery], Disposition]) -> Iterator[None]:
+    """`transport` running `handler` on a thread, ready for deliveries; stopped at the end."""
+    running = Running(transport, handler)
+    try:
+        wait_for(lambda: transport.ready, what="the transport to be ready")
+        yield
+    finally:
+        running.shutdown()
+
+
 def delivery(message_id: str = "m1") -> Delivery:
     from datetime import datetime
 
@@ -95,17 +107,13 @@ def test_queue_transport_acks_and_redelivers_after_the_nack_delay() -> None:
     recorder = Recorder(lambda _d, n: ACK if n > 1 else Disposition(
         ack=False, outcome=Outcome.BUSY, delay=timedelta(seconds=0.2)))
     transport = QueueTransport(executors=2)
-    running = Running(transport, recorder)
-    try:
-        wait_for(lambda: transport.ready, what="ready")
+    with serving(transport, recorder):
         transport.put(delivery("a"))
         transport.put(delivery("b"))
         assert transport.wait_idle(WAIT_S)
         assert len(recorder.times("a")) == 2 and len(recorder.times("b")) == 2
         first, second = recorder.times("a")
         assert second - first >= 0.15
-    finally:
-        running.shutdown()
     assert not transport.ready and transport.abandoned == 0
 
 
@@ -115,16 +123,13 @@ def test_queue_transport_backs_off_exponentially_without_a_delay() -> None:
     transport = QueueTransport(
         min_backoff=timedelta(seconds=0.1), max_backoff=timedelta(seconds=0.2)
     )
-    running = Running(transport, recorder)
-    try:
+    with serving(transport, recorder):
         transport.put(delivery("a"))
         assert transport.wait_idle(WAIT_S)
         times = recorder.times("a")
         assert len(times) == 4
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert gaps[0] >= 0.08 and gaps[1] >= 0.15 and gaps[2] >= 0.15  # 0.1, 0.2, capped 0.2
-    finally:
-        running.shutdown()
 
 
 def test_queue_transport_survives_a_raising_handler() -> None:
@@ -134,12 +139,9 @@ def test_queue_transport_survives_a_raising_handler() -> None:
         return ACK
 
     transport = QueueTransport(min_backoff=timedelta(seconds=0.05))
-    running = Running(transport, Recorder(respond))
-    try:
+    with serving(transport, Recorder(respond)):
         transport.put(delivery("a"))
         assert transport.wait_idle(WAIT_S)
-    finally:
-        running.shutdown()
 
 
 def test_queue_transport_stop_waits_for_running_work_then_abandons_after_grace() -> None:
@@ -257,9 +259,7 @@ def subscription(pubsub_emulator: str, project_id: str) -> Iterator[Subscription
 def test_pubsub_transport_hands_over_deliveries_and_acks(subscription: Subscription) -> None:
     recorder = Recorder()
     transport = subscription.transport()
-    running = Running(transport, recorder)
-    try:
-        wait_for(lambda: transport.ready, what="the stream to be ready")
+    with serving(transport, recorder):
         ids = {subscription.publish(b'{"n": %d}' % i, kind="test", n=str(i)) for i in range(20)}
         wait_for(lambda: recorder.ids() >= ids, what="every message")
         with recorder.lock:
@@ -267,8 +267,6 @@ def test_pubsub_transport_hands_over_deliveries_and_acks(subscription: Subscript
         assert one.attributes["kind"] == "test" and one.data.startswith(b'{"n": ')
         assert one.published_at.tzinfo is not None and one.published_at.utcoffset() == timedelta(0)
         assert one.delivery_attempt == 1  # the dead-letter policy makes Pub/Sub count attempts
-    finally:
-        running.shutdown()
     assert subscription.pending() == 0
     assert len(recorder.deliveries) == 20
 
@@ -280,16 +278,12 @@ def test_pubsub_transport_nack_with_delay_redelivers_after_the_delay(
     recorder = Recorder(lambda _d, n: ACK if n > 1 else Disposition(
         ack=False, outcome=Outcome.BUSY, delay=timedelta(seconds=3)))
     transport = subscription.transport()
-    running = Running(transport, recorder)
-    try:
-        wait_for(lambda: transport.ready, what="ready")
+    with serving(transport, recorder):
         message_id = subscription.publish()
         wait_for(lambda: len(recorder.times(message_id)) == 2, what="the redelivery")
         first, second = recorder.times(message_id)
         # The client keeps no lease on it, and Pub/Sub holds it for the requested deadline.
         assert second - first >= 2.0
-    finally:
-        running.shutdown()
 
 
 @pytest.mark.emulator
@@ -305,9 +299,7 @@ def test_pubsub_transport_nack_and_raising_handler_redeliver_at_once(
 
     recorder = Recorder(respond)
     transport = subscription.transport()
-    running = Running(transport, recorder)
-    try:
-        wait_for(lambda: transport.ready, what="ready")
+    with serving(transport, recorder):
         nacked = subscription.publish(kind="nack")
         raised = subscription.publish(kind="raise")
         wait_for(lambda: len(recorder.times(nacked)) == 2 and len(recorder.times(raised)) == 2,
@@ -317,17 +309,13 @@ def test_pubsub_transport_nack_and_raising_handler_redeliver_at_once(
                 d.delivery_attempt for _, d in recorder.deliveries if d.message_id == nacked
             ]
         assert attempts == [1, 2]
-    finally:
-        running.shutdown()
 
 
 @pytest.mark.emulator
 def test_pubsub_transport_resubscribes_when_the_stream_ends(subscription: Subscription) -> None:
     recorder = Recorder()
     transport = subscription.transport()
-    running = Running(transport, recorder)
-    try:
-        wait_for(lambda: transport.ready, what="ready")
+    with serving(transport, recorder):
         thread_count = threading.active_count()
         # What an emulator restart looks like to the client: the subscription is gone.
         subscription.subscriber.delete_subscription(subscription=subscription.path)
@@ -337,8 +325,6 @@ def test_pubsub_transport_resubscribes_when_the_stream_ends(subscription: Subscr
         message_id = subscription.publish()
         wait_for(lambda: message_id in recorder.ids(), what="a message after the new subscription")
         assert threading.active_count() < thread_count + 20  # no pile-up of streams
-    finally:
-        running.shutdown()
 
 
 @pytest.mark.emulator
