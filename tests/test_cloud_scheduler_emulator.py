@@ -9,7 +9,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -475,11 +476,22 @@ class ScriptedPublisher:
         pass
 
 
-def _scripted(failures: int, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, ScriptedPublisher]:
+@contextmanager
+def scripted_run(
+    failures: int, monkeypatch: pytest.MonkeyPatch, parent: str, job: Any
+) -> Iterator[tuple[Any, Any, ScriptedPublisher]]:
+    """`job` created and run now on an emulator whose first `failures` publishes fail: the
+    client, the created job and the publisher; the emulator is stopped at the end."""
     publisher = ScriptedPublisher(failures)
     emulator = CloudSchedulerEmulator(publisher=publisher).start()
-    monkeypatch.setenv("CLOUD_SCHEDULER_EMULATOR_HOST", emulator.host)
-    return emulator, publisher
+    try:
+        monkeypatch.setenv("CLOUD_SCHEDULER_EMULATOR_HOST", emulator.host)
+        client = cloud_scheduler_client(Settings.from_env())
+        created = client.create_job(parent=parent, job=job)
+        client.run_job(name=created.name)
+        yield client, created, publisher
+    finally:
+        emulator.stop()
 
 
 FAST_RETRY = {"min_backoff_duration": timedelta(milliseconds=100),
@@ -488,13 +500,8 @@ FAST_RETRY = {"min_backoff_duration": timedelta(milliseconds=100),
 
 def test_failed_publish_is_retried_until_it_succeeds(monkeypatch: pytest.MonkeyPatch, parent: str,
                                                      make_job: JobFactory) -> None:
-    emulator, publisher = _scripted(2, monkeypatch)
-    try:
-        client = cloud_scheduler_client(Settings.from_env())
-        created = client.create_job(
-            parent=parent, job=make_job(retry_config={"retry_count": 3, **FAST_RETRY})
-        )
-        client.run_job(name=created.name)
+    retrying = make_job(retry_config={"retry_count": 3, **FAST_RETRY})
+    with scripted_run(2, monkeypatch, parent, retrying) as (client, created, publisher):
         assert eventually(lambda: len(publisher.attempts) == 3)
         job = eventually(lambda: (j := client.get_job(name=created.name)).schedule_time
                          == created.schedule_time
@@ -504,42 +511,27 @@ def test_failed_publish_is_retried_until_it_succeeds(monkeypatch: pytest.MonkeyP
         assert all(gap >= timedelta(milliseconds=90) for gap in gaps)
         time.sleep(0.5)
         assert len(publisher.attempts) == 3
-    finally:
-        emulator.stop()
 
 
 def test_retries_stop_at_retry_count(
     monkeypatch: pytest.MonkeyPatch, parent: str, make_job: JobFactory
 ) -> None:
-    emulator, publisher = _scripted(100, monkeypatch)
-    try:
-        client = cloud_scheduler_client(Settings.from_env())
-        created = client.create_job(
-            parent=parent, job=make_job(retry_config={"retry_count": 2, **FAST_RETRY})
-        )
-        client.run_job(name=created.name)
+    retrying = make_job(retry_config={"retry_count": 2, **FAST_RETRY})
+    with scripted_run(100, monkeypatch, parent, retrying) as (client, created, publisher):
         assert eventually(lambda: len(publisher.attempts) >= 3)
         time.sleep(1.0)
         assert len(publisher.attempts) == 3  # the attempt and retry_count retries
         job = client.get_job(name=created.name)
         assert job.status.code == grpc.StatusCode.UNAVAILABLE.value[0]
         assert job.schedule_time == created.schedule_time
-    finally:
-        emulator.stop()
 
 
 def test_no_retry_when_retry_count_is_zero(monkeypatch: pytest.MonkeyPatch, parent: str,
                                            make_job: JobFactory) -> None:
-    emulator, publisher = _scripted(100, monkeypatch)
-    try:
-        client = cloud_scheduler_client(Settings.from_env())
-        created = client.create_job(parent=parent, job=make_job())
-        client.run_job(name=created.name)
+    with scripted_run(100, monkeypatch, parent, make_job()) as (client, created, publisher):
         assert eventually(lambda: client.get_job(name=created.name).status.code != 0)
         time.sleep(0.5)
         assert len(publisher.attempts) == 1
-    finally:
-        emulator.stop()
 
 
 def test_backoff_follows_the_documented_example() -> None:
