@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
@@ -32,17 +32,26 @@ class Gate:
         return [ValueError(f"odd {item}") if item % 2 else item * 10 for item in items]
 
 
+def queue_behind_the_first(
+    pool: ThreadPoolExecutor, batcher: Coalescer[int, int], gate: Gate, items: list[int]
+) -> tuple[Future[int], list[Future[int]]]:
+    """Call with 0, and while its batch is held at `gate`, with each of `items`; release the
+    gate once they all wait. The first call's future and the others'."""
+    first = pool.submit(batcher.call, 0)
+    assert gate.entered.wait(5)
+    rest = [pool.submit(batcher.call, item) for item in items]
+    deadline = time.monotonic() + 5
+    while batcher.waiting < len(items) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    gate.release.set()
+    return first, rest
+
+
 def test_calls_made_while_a_batch_is_out_leave_together_with_their_own_results() -> None:
     gate = Gate()
     batcher: Coalescer[int, int] = Coalescer("test", gate, max_batch=50, senders=1)
     with ThreadPoolExecutor(12) as pool:
-        first = pool.submit(batcher.call, 0)
-        assert gate.entered.wait(5)
-        rest = [pool.submit(batcher.call, item) for item in range(1, 11)]
-        deadline = time.monotonic() + 5
-        while batcher.waiting < 10 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        gate.release.set()
+        first, rest = queue_behind_the_first(pool, batcher, gate, list(range(1, 11)))
         assert first.result() == 0
         for item, future in zip(range(1, 11), rest, strict=True):
             if item % 2:
@@ -58,12 +67,8 @@ def test_batches_are_capped_at_max_batch() -> None:
     gate = Gate()
     batcher: Coalescer[int, int] = Coalescer("test", gate, max_batch=3, senders=1)
     with ThreadPoolExecutor(10) as pool:
-        first = pool.submit(batcher.call, 0)
-        assert gate.entered.wait(5)
-        rest = [pool.submit(batcher.call, item * 2) for item in range(1, 8)]
-        while batcher.waiting < 7:
-            time.sleep(0.01)
-        gate.release.set()
+        doubled = [item * 2 for item in range(1, 8)]
+        first, rest = queue_behind_the_first(pool, batcher, gate, doubled)
         assert [f.result() for f in rest] == [item * 20 for item in range(1, 8)]
         first.result()
     assert [len(batch) for batch in gate.batches[1:]] == [3, 3, 1]
