@@ -351,6 +351,18 @@ def test_firestore_claim_that_loses_a_race_after_its_read_re_decides(
         assert claim.execution.worker_id == "rival"
 
 
+def assert_finished(ledger: Ledger, request: ClaimRequest) -> None:
+    """The fire is stored as succeeded and its schedule runs nothing any more."""
+    stored = ledger.get(request.execution_id)
+    assert stored is not None and stored.state is State.SUCCEEDED
+    state = ledger.schedule_state(request.schedule_id)
+    assert (
+        state is not None
+        and state.running_execution_id is None
+        and state.last_state is State.SUCCEEDED
+    )
+
+
 @pytest.mark.emulator
 def test_firestore_finish_retries_after_a_concurrent_renew(
     firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,
@@ -371,12 +383,7 @@ def test_firestore_finish_retries_after_a_concurrent_renew(
     monkeypatch.setattr(ledger.batches, "commit", renew_first)
     assert ledger.finish(request.execution_id, "w1", State.SUCCEEDED, now=T0 + timedelta(seconds=5))
     assert commits == [True, False, True]
-    state = ledger.schedule_state("s")
-    assert (
-        state is not None
-        and state.running_execution_id is None
-        and state.last_state is State.SUCCEEDED
-    )
+    assert_finished(ledger, request)
 
 
 @pytest.mark.emulator
@@ -428,14 +435,7 @@ def test_firestore_renew_and_finish_of_a_held_execution_read_nothing(
     assert ledger.renew(request.execution_id, "w1", T0 + 2 * LEASE)
     assert ledger.finish(request.execution_id, "w1", State.SUCCEEDED, now=T0 + timedelta(seconds=5))
     assert reads == []
-    stored = ledger.get(request.execution_id)
-    assert stored is not None and stored.state is State.SUCCEEDED
-    state = ledger.schedule_state("s")
-    assert (
-        state is not None
-        and state.running_execution_id is None
-        and state.last_state is State.SUCCEEDED
-    )
+    assert_finished(ledger, request)
 
 
 @pytest.mark.emulator
