@@ -217,16 +217,23 @@ def _capturing() -> tuple[httpx.Client, list[httpx.Request]]:
     return httpx.Client(transport=httpx.MockTransport(answer)), seen
 
 
-def test_without_a_token_a_google_id_token_for_the_hub_url_is_sent() -> None:
+def _recording_id_tokens(token: str) -> tuple[IdTokenCache, list[str]]:
+    """An ID-token cache whose fetches give `token` (valid for an hour), and the audiences it
+    fetched for."""
     audiences: list[str] = []
 
     def fetch(audience: str) -> tuple[str, datetime]:
         audiences.append(audience)
-        return "id-token-1", datetime.now(UTC) + timedelta(hours=1)
+        return token, datetime.now(UTC) + timedelta(hours=1)
 
+    return IdTokenCache(fetch), audiences
+
+
+def test_without_a_token_a_google_id_token_for_the_hub_url_is_sent() -> None:
+    id_tokens, audiences = _recording_id_tokens("id-token-1")
     client, seen = _capturing()
     action = ScionAction(client, settings=Settings.from_env({}, hub_url="https://hub.example.com/"),
-                         id_tokens=IdTokenCache(fetch))
+                         id_tokens=id_tokens)
     action(context_for(hub_schedule()))
     action(context_for(hub_schedule(), fire_time=FIRE_TIME + timedelta(days=1)))
     assert [r.headers["authorization"] for r in seen] == ["Bearer id-token-1"] * 2
@@ -234,16 +241,11 @@ def test_without_a_token_a_google_id_token_for_the_hub_url_is_sent() -> None:
 
 
 def test_the_audience_can_be_set_apart_from_the_url() -> None:
-    audiences: list[str] = []
-
-    def fetch(audience: str) -> tuple[str, datetime]:
-        audiences.append(audience)
-        return "t", datetime.now(UTC) + timedelta(hours=1)
-
+    id_tokens, audiences = _recording_id_tokens("t")
     client, _ = _capturing()
     action = ScionAction(client, settings=Settings.from_env({}, hub_url="https://hub.internal",
                                                                 hub_audience="https://hub.example.com"),
-                         id_tokens=IdTokenCache(fetch))
+                         id_tokens=id_tokens)
     action(context_for(hub_schedule()))
     assert audiences == ["https://hub.example.com"]
 
