@@ -267,6 +267,26 @@ def commit_batch(
                                         for index, group in enumerate(groups)])
 
 
+def groups_with_one_lost_race(ledger: Any, count: int, lost: int, prefix: str) -> list[list[Any]]:
+    """`count` groups of one write each, creating `{prefix}{index}`; the group at `lost` creates
+    an execution that exists already, so its precondition fails."""
+    from worker.firestore_wire import Write
+
+    ledger.executions.document("taken").create({"n": 0})
+    groups = [[Write(ledger.execution_name(f"{prefix}{i}"), {"n": i})] for i in range(count)]
+    groups[lost] = [Write(ledger.execution_name("taken"), {"n": lost})]
+    return groups
+
+
+def commit_sizes(monkeypatch: pytest.MonkeyPatch, ledger: Any) -> list[int]:
+    """The number of writes of each Commit `ledger` sends from now on."""
+    commits: list[int] = []
+    commit_now = ledger.batches.commit_now
+    monkeypatch.setattr(ledger.batches, "commit_now",
+                        lambda writes: commits.append(len(writes)) or commit_now(writes))
+    return commits
+
+
 def _race_after_read(
     monkeypatch: pytest.MonkeyPatch, ledger: Any, rival_move: Callable[[], object]
 ) -> list[object]:
@@ -497,16 +517,9 @@ def test_firestore_one_lost_race_splits_a_combined_commit_in_halves(
 ) -> None:
     """One losing group among 32 costs the halves that contain it (1 + 2 x 5 Commits), not a
     Commit for every group of the batch."""
-    from worker.firestore_wire import Write
-
     ledger, _ = firestore_pair
-    ledger.executions.document("taken").create({"n": 0})
-    groups = [[Write(ledger.execution_name(f"g{i}"), {"n": i})] for i in range(32)]
-    groups[21] = [Write(ledger.execution_name("taken"), {"n": 21})]
-    commits: list[int] = []
-    commit_now = ledger.batches.commit_now
-    monkeypatch.setattr(ledger.batches, "commit_now",
-                        lambda writes: commits.append(len(writes)) or commit_now(writes))
+    groups = groups_with_one_lost_race(ledger, 32, 21, "g")
+    commits = commit_sizes(monkeypatch, ledger)
     results = commit_batch(ledger, groups)
     assert [index for index, result in enumerate(results) if result is None] == [21]
     assert len(commits) == 11 and commits[0] == 32
@@ -642,13 +655,8 @@ def test_firestore_a_failed_combined_commit_tells_fast_claims_at_once(
     from worker.firestore_wire import Write
 
     ledger, _ = firestore_pair
-    ledger.executions.document("taken").create({"n": 0})
-    groups = [[Write(ledger.execution_name(f"f{i}"), {"n": i})] for i in range(4)]
-    groups[1] = [Write(ledger.execution_name("taken"), {"n": 1})]
-    commits: list[int] = []
-    commit_now = ledger.batches.commit_now
-    monkeypatch.setattr(ledger.batches, "commit_now",
-                        lambda writes: commits.append(len(writes)) or commit_now(writes))
+    groups = groups_with_one_lost_race(ledger, 4, 1, "f")
+    commits = commit_sizes(monkeypatch, ledger)
     results = commit_batch(ledger, groups, tentative=frozenset({0, 1}))
     assert results[0] is None and results[1] is None
     assert results[2] is not None and results[3] is not None
