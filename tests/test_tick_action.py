@@ -16,7 +16,7 @@ from tick_documents import next_fire_time_of, put_documents, tick_document
 from scheduler.contract import Message, decode_message, execution_id
 from scheduler.model import Schedule
 from scheduler.registry import document_id
-from scheduler.ticks import TICK_SCHEDULE_ID, is_tick_schedule, shard_documents
+from scheduler.ticks import TICK_ACTION_TYPE, TICK_SCHEDULE_ID, is_tick_schedule, shard_documents
 from scheduler.validation import parse_schedule
 from worker.action import ActionContext, ActionError
 from worker.actions.tick import Tick, TickAction
@@ -193,3 +193,12 @@ def test_the_tick_action_refuses_anything_but_the_tick(client: Any) -> None:
     with pytest.raises(ActionError):
         action(replace(context, schedule_id=TICK_SCHEDULE_ID, params={"documents": ["x"]}))
     assert document_id("x") != "x"
+
+
+def test_the_tick_action_is_registered_in_tick_mode_only() -> None:
+    from scheduler.config import Settings
+    from worker.actions import builtin_handlers
+
+    assert TICK_ACTION_TYPE not in builtin_handlers(Settings.from_env({}))
+    handlers = builtin_handlers(Settings.from_env({"SCION_SCHEDULER_MODE": "ticks"}))
+    assert isinstance(handlers[TICK_ACTION_TYPE], TickAction)
