@@ -137,3 +137,18 @@ def test_bench_audit_runs_and_finds_what_the_per_schedule_baseline_finds(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "audit of 20 every-minute schedules" in result.stdout
     assert "1 slots unrecorded" in result.stdout
+
+
+@pytest.mark.emulator
+@pytest.mark.timeout(300)
+def test_bench_ticks_sync_and_memory_phases_run(pubsub_emulator: str,
+                                               firestore_emulator: str) -> None:
+    env = {**os.environ, "PUBSUB_EMULATOR_HOST": pubsub_emulator,
+           "FIRESTORE_EMULATOR_HOST": firestore_emulator}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_ticks.py"), "--schedules", "30",
+         "--only", "sync", "--only", "memory"],
+        capture_output=True, text=True, timeout=240, env=env, cwd=ROOT, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "no-op sync" in result.stdout and "tick: 30 fires" in result.stdout
