@@ -18,9 +18,11 @@ install: $(BIN)/.installed
 
 test: install
 	@# pytest exits 5 when it collected no tests: that must fail, not pass quietly. Three xdist
-	@# workers, one test file each at a time: most end-to-end tests wait on the wall clock (cron
-	@# slots, leases), so they overlap well even on two cores; module fixtures stay per file.
-	$(BIN)/pytest -n 3 --dist loadfile; status=$$?; if [ $$status -eq 5 ]; then echo 'pytest collected no tests'; exit 1; fi; exit $$status
+	@# workers, handed one test at a time in file order (a test file marked `xdist_group` goes
+	@# whole to one worker, for its module fixture): the end-to-end tests wait on the wall clock
+	@# (cron slots, leases), so they overlap the CPU-bound ones on two cores. `--dist loadfile`
+	@# ran the files with fewest tests, the longest waits, last and one after another.
+	$(BIN)/pytest -n 3 --dist loadgroup; status=$$?; if [ $$status -eq 5 ]; then echo 'pytest collected no tests'; exit 1; fi; exit $$status
 
 lint: install
 	$(BIN)/ruff check .

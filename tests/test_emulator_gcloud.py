@@ -31,8 +31,10 @@ from google.oauth2 import id_token
 from scheduler.emulator import CloudSchedulerEmulator
 from scheduler.emulator.oidc import PEM_CERTS_PATH
 
+# One worker runs the module, so its module-scoped emulator and project are made once.
 pytestmark = [
     pytest.mark.slow, pytest.mark.emulator, pytest.mark.timeout(300),
+    pytest.mark.xdist_group("test_emulator_gcloud"),
     pytest.mark.skipif(shutil.which("gcloud") is None, reason="gcloud is not installed"),
 ]
 
