@@ -18,10 +18,10 @@ install: $(BIN)/.installed
 
 test: install
 	@# pytest exits 5 when it collected no tests: that must fail, not pass quietly. Three xdist
-	@# workers, handed one test at a time in file order (a test file marked `xdist_group` goes
-	@# whole to one worker, for its module fixture): the end-to-end tests wait on the wall clock
-	@# (cron slots, leases), so they overlap the CPU-bound ones on two cores. `--dist loadfile`
-	@# ran the files with fewest tests, the longest waits, last and one after another.
+	@# workers, handed one test at a time in file order (a module fixture is set up once per
+	@# worker that runs the module): the end-to-end tests wait on the wall clock (cron slots,
+	@# leases), so they overlap the CPU-bound ones on two cores. `--dist loadfile` ran the files
+	@# with fewest tests, the longest waits, last and one after another on one worker.
 	$(BIN)/pytest -n 3 --dist loadgroup; status=$$?; if [ $$status -eq 5 ]; then echo 'pytest collected no tests'; exit 1; fi; exit $$status
 
 lint: install

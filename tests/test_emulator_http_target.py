@@ -31,9 +31,7 @@ from scheduler.emulator.http_target import HttpAttempt, HttpDeliverer, code_for_
 from scheduler.emulator.oidc import ISSUER, PEM_CERTS_PATH, TokenIssuer
 from scheduler.emulator.store import Execution
 
-# One worker runs the module, so its module-scoped emulator starts once (`make test`).
-pytestmark = [pytest.mark.emulator, pytest.mark.timeout(120),
-              pytest.mark.xdist_group("test_emulator_http_target")]
+pytestmark = [pytest.mark.emulator, pytest.mark.timeout(120)]
 
 SERVICE_ACCOUNT = "invoker@demo.iam.gserviceaccount.com"
 

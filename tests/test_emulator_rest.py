@@ -28,9 +28,7 @@ from google.protobuf import field_mask_pb2
 from scheduler.emulator import CloudSchedulerEmulator
 from scheduler.emulator.rest import SYSTEM_PARAMETERS
 
-# One worker runs the module, so its module-scoped emulator starts once (`make test`).
-pytestmark = [pytest.mark.emulator, pytest.mark.timeout(120),
-              pytest.mark.xdist_group("test_emulator_rest")]
+pytestmark = [pytest.mark.emulator, pytest.mark.timeout(120)]
 
 LOCATION = "us-central1"
 
