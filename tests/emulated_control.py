@@ -77,3 +77,27 @@ def count_document_writes(registry: Any) -> list[int]:
     counter = [0]
     registry.client = _CountingClient(registry.client, counter)
     return counter
+
+
+class _FailingBatch:
+    def __init__(self, batch: Any) -> None:
+        self._batch = batch
+
+    def commit(self) -> Any:
+        raise RuntimeError("503 Firestore unavailable (injected)")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._batch, name)
+
+
+class FailingClient:
+    """A Firestore client whose batches' commits fail (an unavailable Firestore)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def batch(self) -> _FailingBatch:
+        return _FailingBatch(self._client.batch())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
