@@ -14,8 +14,11 @@ In tick mode (`SCION_SCHEDULER_MODE=ticks`) a sync plans and applies the same wa
   written, so that every slot keeps a publisher on time (a slot published by both has one
   execution ID, and the worker's claim keeps one fire: the cut-over rule).
 
-A plan reads only what it compares (`schedule_id`, `definition`, `fingerprint`, `paused_since`)
-of this deployment's documents, and lists the location's jobs once. Past-due one-shots are
+A plan reads the sync manifest (`scheduler.tick_manifest`: each document's `sync_digest` as
+last written, kept in the same commits as the documents), the real digests of the manifest's
+buckets that disagree with the schedules (or of every document with `verify`), then only what
+it compares (`schedule_id`, `definition`, `fingerprint`, `paused_since`) of the documents whose
+digest differs, and lists the location's jobs once. Past-due one-shots are
 fired by the sync as in jobs mode (`scheduler.one_shots.sync_fire`), the document standing for
 the job: written or changed now, it has not published its slot.
 """
