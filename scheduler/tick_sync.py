@@ -321,12 +321,13 @@ class TickSyncer:
         """Read the digests (`digests`), the documents that differ, and list the jobs once,
         then compare (`compute_tick_plan`)."""
         now = self.jobs.clock()
-        desired = {document_id(s.id): sync_digest(definition_of(s), s.paused) for s in schedules}
-        ignored = {document_id(i) for i in keep} if prune else None
+        done = {document_id(s.id) for s in schedules if is_done_with(s, now, self.jobs.grace)}
+        desired = {document_id(s.id): sync_digest(definition_of(s), s.paused) for s in schedules
+                   if document_id(s.id) not in done}
+        # A fired one-shot's document is deleted if it is there; none is wanted.
+        ignored = {document_id(i) for i in keep} | done if prune else None
         digests = self.manifest.digests(desired, verify=verify, ignored=ignored)
-        by_doc = {document_id(s.id): s for s in schedules}
-        in_sync = {doc_id for doc_id, digest in desired.items() if digests.get(doc_id) == digest
-                   and not is_done_with(by_doc[doc_id], now, self.jobs.grace)}
+        in_sync = {doc_id for doc_id, digest in desired.items() if digests.get(doc_id) == digest}
         states = self.states(doc_id for doc_id in digests if doc_id not in in_sync)
         jobs = list(self.jobs.iter_jobs())
         return replace(compute_tick_plan(states, jobs, schedules, self.spec,
