@@ -318,8 +318,8 @@ class TickSyncer:
 
     def plan(self, schedules: Sequence[Schedule], *, prune: bool = True,
              keep: Collection[str] = (), verify: bool = False) -> Plan:
-        """Read the digests (`digests`), the documents that differ, and list the jobs once,
-        then compare (`compute_tick_plan`)."""
+        """Read the digests (`SyncManifest.digests`), the documents that differ, and list the jobs
+        once, then compare (`compute_tick_plan`)."""
         now = self.jobs.clock()
         done = {document_id(s.id) for s in schedules if is_done_with(s, now, self.jobs.grace)}
         desired = {document_id(s.id): sync_digest(definition_of(s), s.paused) for s in schedules
