@@ -172,3 +172,14 @@ def test_a_failed_commit_leaves_documents_and_manifest_consistent(ticks: TickCon
     assert _real(ticks) == before and _manifest(ticks) == before
     retried = ticks.reconcile([_schedule("s0", cron="0 4 * * *"), *schedules[2:]])
     assert retried.ok and _manifest(ticks) == _real(ticks) and len(_real(ticks)) == 9
+
+
+def test_a_repair_that_lost_a_race_with_a_commit_writes_nothing(ticks: TickControl) -> None:
+    assert ticks.reconcile([_schedule("s0")]).ok
+    manifest = ticks.ticks.manifest
+    read = manifest.read()
+    bucket = bucket_of(document_id("s0"))
+    assert ticks.upsert(_schedule("s0", cron="0 4 * * *")).ok  # commits to the bucket meanwhile
+    # Documents read before that commit (here: none) must not overwrite the entry it wrote.
+    assert manifest.repair(read, {}, [bucket]) == 0
+    assert _manifest(ticks) == _real(ticks) and len(_real(ticks)) == 1
