@@ -36,7 +36,8 @@ from scheduler.gcp import publisher_client
 from scheduler.model import Schedule
 from scheduler.sync import WRITE_METHODS, ApplyResult
 from scheduler.tick_control import TickControl
-from scheduler.tick_sync import BATCH, PLAN_FIELDS
+from scheduler.tick_manifest import BATCH
+from scheduler.tick_sync import PLAN_FIELDS
 from scheduler.validation import parse_schedule, validate_schedules
 from scion_scheduler.google_emulators import Emulator
 
@@ -148,9 +149,10 @@ class TickRow:
     steps: int
 
 
-def _timed_sync(name: str, control: SchedulerControl, schedules: list[Schedule]) -> TickRow:
+def _timed_sync(name: str, control: SchedulerControl, schedules: list[Schedule],
+                verify: bool = False) -> TickRow:
     started = time.perf_counter()
-    plan = control.plan(schedules, prune=True)
+    plan = control.plan(schedules, prune=True, verify=verify)
     planned = time.perf_counter()
     result = control.apply(plan)
     finished = time.perf_counter()
@@ -190,8 +192,9 @@ def _baseline(client: Any, count: int, concurrency: int) -> list[TickRow]:
 
 
 def measure_tick_syncs(settings: Settings, schedules: list[Schedule]) -> list[TickRow]:
-    """A first, a no-op and a one-change sync of `schedules` in tick mode (`settings` on the
-    emulators, a fresh project), after the baseline of bare Firestore work of the same size."""
+    """A first, a no-op, a one-change and a verifying no-op sync of `schedules` in tick mode
+    (`settings` on the emulators, a fresh project), after the baseline of bare Firestore work
+    of the same size."""
     control = with_registry(settings.with_overrides(mode="ticks"))
     assert isinstance(control, TickControl)
     with control:
@@ -203,6 +206,8 @@ def measure_tick_syncs(settings: Settings, schedules: list[Schedule]) -> list[Ti
         changed[len(changed) // 2] = parse_schedule(
             {**changed[len(changed) // 2].to_dict(), "cron": "59 23 * * *"})
         rows.append(_timed_sync("one change", control, changed))
+        # What `sync --verify` costs: every document read, as before the manifest.
+        rows.append(_timed_sync("no-op --verify", control, changed, verify=True))
         # The emulator slows as it fills: the same bare stream again, at the end.
         rows.append(_stream(control.ticks.registry.client, len(schedules),
                             "baseline: bare select stream, again"))

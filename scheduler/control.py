@@ -120,9 +120,10 @@ class SchedulerControl:
     # -- sync --------------------------------------------------------------------------------
 
     def plan(self, schedules: Sequence[Schedule], *, prune: bool = True,
-             keep: Collection[str] = ()) -> Plan:
+             keep: Collection[str] = (), verify: bool = False) -> Plan:
         """What `reconcile` would change (one paged listing, no writes); the jobs of the
-        schedule IDs in `keep` are left as they are, even with `prune`."""
+        schedule IDs in `keep` are left as they are, even with `prune`. `verify` (read every
+        job) is what this mode always does; tick mode reads less without it."""
         return replace(self.syncer.plan(schedules, prune=prune, keep=keep),
                        schedules=tuple(schedules))
 
@@ -144,10 +145,11 @@ class SchedulerControl:
                              previous, self.clock())
         return result
 
-    def reconcile(self, schedules: Sequence[Schedule], *, prune: bool = True) -> ApplyResult:
+    def reconcile(self, schedules: Sequence[Schedule], *, prune: bool = True,
+                  verify: bool = False) -> ApplyResult:
         """Plan and apply: jobs edited by hand are put back, missing ones created, and with
         `prune` jobs whose schedule is gone are deleted. `result.plan` holds the plan."""
-        return self.apply(self.plan(schedules, prune=prune))
+        return self.apply(self.plan(schedules, prune=prune, verify=verify))
 
     def upsert(self, schedule: Schedule) -> ApplyResult:
         """Bring one schedule's job in line: one GetJob, then at most one create or update, plus

@@ -50,6 +50,8 @@ def migrate(control: TickControl, to: Target,
     """Move the deployment `control` manages (a tick-mode control: it can write both) to
     mode `to`; the outcomes of every step, in the order they ran."""
     started = time.monotonic()
+    # The documents are written outside a sync's commits: the next sync reads them all.
+    control.ticks.manifest.drop()
     entries = control.ticks.registry.load()
     steps, outcomes = (_to_ticks if to == "ticks" else _to_jobs)(control, entries, sleep)
     return ApplyResult(Plan(tuple(steps), prune=False), tuple(outcomes),

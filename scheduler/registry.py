@@ -187,6 +187,7 @@ class ScheduleRegistry:
         self._egress = egress
         # None: every document (the worker's audit); else only this deployment's.
         self.owner = owner
+        self.collection_prefix = collection_prefix
         self.collection = client.collection(f"{collection_prefix}schedules")
 
     def _owns(self, owner: Any) -> bool:

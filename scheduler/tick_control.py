@@ -47,10 +47,11 @@ class TickControl(SchedulerControl):
     # -- sync --------------------------------------------------------------------------------
 
     def plan(self, schedules: Sequence[Schedule], *, prune: bool = True,
-             keep: Collection[str] = ()) -> Plan:
+             keep: Collection[str] = (), verify: bool = False) -> Plan:
         """What `reconcile` would change: document writes, the tick job, per-schedule job
-        deletes (see `scheduler.tick_sync`)."""
-        return self.ticks.plan(schedules, prune=prune, keep=keep)
+        deletes (see `scheduler.tick_sync`); `verify`: read every document, not trusting the
+        sync manifest (`scheduler.tick_manifest`)."""
+        return self.ticks.plan(schedules, prune=prune, keep=keep, verify=verify)
 
     def apply(self, plan: Plan) -> ApplyResult:
         """Run a plan's steps (`scheduler.tick_sync.TickSyncer.apply`)."""

@@ -14,8 +14,11 @@ In tick mode (`SCION_SCHEDULER_MODE=ticks`) a sync plans and applies the same wa
   written, so that every slot keeps a publisher on time (a slot published by both has one
   execution ID, and the worker's claim keeps one fire: the cut-over rule).
 
-A plan reads only what it compares (`schedule_id`, `definition`, `fingerprint`, `paused_since`)
-of this deployment's documents, and lists the location's jobs once. Past-due one-shots are
+A plan reads the sync manifest (`scheduler.tick_manifest`: each document's `sync_digest` as
+last written, kept in the same commits as the documents), the real digests of the manifest's
+buckets that disagree with the schedules (or of every document with `verify`), then only what
+it compares (`schedule_id`, `definition`, `fingerprint`, `paused_since`) of the documents whose
+digest differs, and lists the location's jobs once. Past-due one-shots are
 fired by the sync as in jobs mode (`scheduler.one_shots.sync_fire`), the document standing for
 the job: written or changed now, it has not published its slot.
 """
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from google.cloud import firestore, scheduler_v1
+from google.cloud import scheduler_v1
 
 from scheduler.jobs import ALL_FIELDS, JobSpec, JobState, diff_mask, is_paused
 from scheduler.logs import get_logger
@@ -45,14 +48,11 @@ from scheduler.registry import (
 )
 from scheduler.sync import ApplyResult, StepOutcome, Syncer
 from scheduler.sync_plan import Plan, Step
+from scheduler.tick_manifest import BATCH, SyncManifest, chunks
 from scheduler.ticks import TICK_SCHEDULE, tick_job_id
 
 log = get_logger(__name__)
 
-# Firestore's limit of writes per commit.
-BATCH = 500
-# What a plan reads of every document of the deployment: one short field.
-DIGEST_FIELDS = ("sync_digest",)
 # What it then reads of each document whose digest is not the one its schedule wants.
 PLAN_FIELDS = ("schedule_id", "definition", "fingerprint", "paused_since", "owner")
 
@@ -288,19 +288,12 @@ class TickSyncer:
         self.registry = registry
         self.jobs = jobs
         self.owner = owner
+        self.manifest = SyncManifest(registry, owner)
 
     @property
     def spec(self) -> JobSpec:
         """The deployment's `JobSpec`."""
         return self.jobs.spec
-
-    def digests(self) -> dict[str, str]:
-        """Every document of this deployment's `sync_digest`, by document ID (one query of one
-        field: what a no-op sync of many schedules reads)."""
-        query = self.registry.collection.where(
-            filter=firestore.FieldFilter("owner", "==", self.owner)).select(DIGEST_FIELDS)
-        return {snapshot.id: str((snapshot.to_dict() or {}).get("sync_digest", ""))
-                for snapshot in query.stream()}
 
     def states(self, doc_ids: Iterable[str]) -> dict[str, DocState]:
         """The documents a plan must look at closer, by document ID (batched reads)."""
@@ -324,13 +317,17 @@ class TickSyncer:
         return state if state.owner in (None, self.owner) else None
 
     def plan(self, schedules: Sequence[Schedule], *, prune: bool = True,
-             keep: Collection[str] = ()) -> Plan:
-        """Read the documents and list the jobs once, then compare (`compute_tick_plan`)."""
-        digests = self.digests()
+             keep: Collection[str] = (), verify: bool = False) -> Plan:
+        """Read the digests (`SyncManifest.digests`), the documents that differ, and list the jobs
+        once, then compare (`compute_tick_plan`)."""
         now = self.jobs.clock()
-        in_sync = {doc_id for doc_id, schedule in ((document_id(s.id), s) for s in schedules)
-                   if digests.get(doc_id) == sync_digest(definition_of(schedule), schedule.paused)
-                   and not is_done_with(schedule, now, self.jobs.grace)}
+        done = {document_id(s.id) for s in schedules if is_done_with(s, now, self.jobs.grace)}
+        desired = {document_id(s.id): sync_digest(definition_of(s), s.paused) for s in schedules
+                   if document_id(s.id) not in done}
+        # A fired one-shot's document is deleted if it is there; none is wanted.
+        ignored = {document_id(i) for i in keep} | done if prune else None
+        digests = self.manifest.digests(desired, verify=verify, ignored=ignored)
+        in_sync = {doc_id for doc_id, digest in desired.items() if digests.get(doc_id) == digest}
         states = self.states(doc_id for doc_id in digests if doc_id not in in_sync)
         jobs = list(self.jobs.iter_jobs())
         return replace(compute_tick_plan(states, jobs, schedules, self.spec,
@@ -390,28 +387,37 @@ class TickSyncer:
 
     def commit(self, writes: Sequence[tuple[Step, Write, dict[str, Any]]]
                ) -> tuple[StepOutcome, ...]:
-        """Commit each step's document write, `BATCH` to a commit, the commits in parallel (at
-        most the sync's concurrency); a failed commit fails its own steps only."""
+        """Commit each step's document write with its manifest entry in the same commit
+        (`scheduler.tick_manifest.chunks`: grouped by bucket, within `BATCH` writes), the
+        commits in parallel (at most the sync's concurrency); a failed commit fails its own
+        steps only, and leaves their documents and manifest entries as they were."""
         if not writes:
             return ()
-        batches = [writes[i:i + BATCH] for i in range(0, len(writes), BATCH)]
+        doc_ids = [document_id(_schedule_id(step)) for step, _, _ in writes]
+        batches = [[writes[i] for i in group] for group in chunks(doc_ids)]
         workers = min(self.jobs.concurrency, len(batches))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scion-docs") as pool:
             results = list(pool.map(self._commit, batches))
-        return tuple(outcome for outcomes in results for outcome in outcomes)
+        done = {id(outcome.step): outcome for outcomes in results for outcome in outcomes}
+        return tuple(done[id(step)] for step, _, _ in writes)
 
     def _commit(self, writes: Sequence[tuple[Step, Write, dict[str, Any]]]) -> list[StepOutcome]:
         batch = self.registry.client.batch()
         collection = self.registry.collection
+        entries: list[tuple[str, str | None]] = []
         for step, kind, fields in writes:
-            assert step.schedule_id is not None
-            ref = collection.document(document_id(step.schedule_id))
+            doc_id = document_id(_schedule_id(step))
+            ref = collection.document(doc_id)
             if kind == "delete":
                 batch.delete(ref)
-            elif kind == "update":
+                entries.append((doc_id, None))
+                continue
+            if kind == "update":
                 batch.update(ref, fields)
             else:
                 batch.set(ref, fields)
+            entries.append((doc_id, str(fields["sync_digest"])))
+        self.manifest.add(batch, entries)
         try:
             batch.commit()
         except Exception as exc:  # a failed commit fails its own steps, never the sync
@@ -419,6 +425,11 @@ class TickSyncer:
             error = str(exc) or type(exc).__name__
             return [StepOutcome(step, "failed", error) for step, _, _ in writes]
         return [StepOutcome(step, "ok") for step, _, _ in writes]
+
+
+def _schedule_id(step: Step) -> str:
+    assert step.schedule_id is not None
+    return step.schedule_id
 
 
 def _state(data: dict[str, Any]) -> DocState:

@@ -48,25 +48,26 @@ def operator_cli_env(monkeypatch: pytest.MonkeyPatch, project: str,
 
 
 class _CountingBatch:
-    def __init__(self, batch: Any, counter: list[int]) -> None:
-        self._batch, self._counter = batch, counter
+    def __init__(self, batch: Any, counter: list[int], collection: str) -> None:
+        self._batch, self._counter, self._collection = batch, counter, collection
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._batch, name)
         if name in ("set", "update", "delete"):
-            def counted(*args: Any, **kwargs: Any) -> Any:
-                self._counter[0] += 1
-                return method(*args, **kwargs)
+            def counted(ref: Any, *args: Any, **kwargs: Any) -> Any:
+                # Schedule documents only, not the sync manifest's entries in the same commit.
+                self._counter[0] += ref.parent.id == self._collection
+                return method(ref, *args, **kwargs)
             return counted
         return method
 
 
 class _CountingClient:
-    def __init__(self, client: Any, counter: list[int]) -> None:
-        self._client, self._counter = client, counter
+    def __init__(self, client: Any, counter: list[int], collection: str) -> None:
+        self._client, self._counter, self._collection = client, counter, collection
 
     def batch(self) -> _CountingBatch:
-        return _CountingBatch(self._client.batch(), self._counter)
+        return _CountingBatch(self._client.batch(), self._counter, self._collection)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -75,5 +76,29 @@ class _CountingClient:
 def count_document_writes(registry: Any) -> list[int]:
     """A counter of the document writes `registry` (a `ScheduleRegistry`) makes from now on."""
     counter = [0]
-    registry.client = _CountingClient(registry.client, counter)
+    registry.client = _CountingClient(registry.client, counter, registry.collection.id)
     return counter
+
+
+class _FailingBatch:
+    def __init__(self, batch: Any) -> None:
+        self._batch = batch
+
+    def commit(self) -> Any:
+        raise RuntimeError("503 Firestore unavailable (injected)")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._batch, name)
+
+
+class FailingClient:
+    """A Firestore client whose batches' commits fail (an unavailable Firestore)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def batch(self) -> _FailingBatch:
+        return _FailingBatch(self._client.batch())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)

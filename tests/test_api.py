@@ -27,6 +27,7 @@ from scheduler.gcp import cloud_scheduler_client, publisher_client, subscriber_c
 from scheduler.jobs import is_paused
 from scheduler.jobs_decode import schedule_from_job
 from scheduler.model import format_instant
+from scheduler.registry import document_id
 from scheduler.sync import WRITE_METHODS
 from scheduler.validation import parse_schedule
 from scion_scheduler.api import ApiContext, Authenticator, create_app
@@ -673,6 +674,24 @@ def test_sync_validates_the_whole_set_then_plans_or_applies(api: Api) -> None:
     assert again["plan"]["steps"] == [] and again["plan"]["unchanged"] == 2
     kept = api.client.post("/v1/schedules:sync", json={"schedules": []}).json()
     assert kept["plan"]["steps"] == [] and len(kept["plan"]["kept_without_schedule"]) == 2
+
+
+@pytest.mark.parametrize("mode", ["ticks"])
+def test_sync_with_verify_repairs_a_document_deleted_by_hand(api: Api) -> None:
+    desired = {"schedules": [{"id": "a", **doc()}, {"id": "b", **doc()}], "prune": True}
+    assert api.client.post("/v1/schedules:sync", json=desired).json()["ok"] is True
+    registry = api.control.registry
+    assert registry is not None
+    registry.collection.document(document_id("a")).delete()  # behind the API's back
+    # A plain sync trusts the sync manifest; `verify` reads every document.
+    plain = api.client.post("/v1/schedules:sync", json=desired).json()
+    assert plain["plan"]["steps"] == []
+    verified = api.client.post("/v1/schedules:sync", json={**desired, "verify": True}).json()
+    assert verified["ok"] is True
+    assert [(s["kind"], s["schedule_id"]) for s in verified["plan"]["steps"]] == [("create", "a")]
+    assert api.client.get(path("a")).status_code == 200
+    bad = api.client.post("/v1/schedules:sync", json={**desired, "verify": "yes"})
+    assert bad.status_code == 422 and ("(request)", "verify") in errors_of(bad)
 
 
 def _execution(schedule_id: str, fire_time: datetime, state: State = State.SUCCEEDED) -> Execution:

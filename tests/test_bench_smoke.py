@@ -29,8 +29,10 @@ def test_bench_sync_in_tick_mode_writes_each_schedule_once_and_nothing_when_in_l
     assert title.startswith("tick-mode sync of 20 schedules")
     steps = {line[:36].strip(): int(line.split()[-2] if line.endswith("x") else line.split()[-1])
              for line in rows}
-    # The first sync: 20 documents and the tick job; then nothing; then the one change.
-    assert (steps["first"], steps["no-op"], steps["one change"]) == (21, 0, 1)
+    # The first sync: 20 documents and the tick job; then nothing; then the one change; then
+    # nothing again when every document is read (`--verify`).
+    assert (steps["first"], steps["no-op"], steps["one change"], steps["no-op --verify"]) == (
+        21, 0, 1, 0)
 
 
 @pytest.mark.emulator

@@ -284,3 +284,24 @@ def test_migrate_moves_an_empty_deployment_there_and_back(
     with pytest.raises(SystemExit) as refused:
         main(["migrate", "--to", "tick"])
     assert refused.value.code == 2
+
+
+@pytest.mark.parametrize("mode", ["ticks"])
+def test_sync_verify_repairs_a_document_deleted_by_hand(
+        env: Any, tmp_path: Path, project_id: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from google.cloud import firestore
+
+    from scheduler.registry import document_id
+
+    file = write(tmp_path / "s.yaml", SCHEDULES)
+    assert main(["sync", "--file", file]) == 0
+    client = firestore.Client(project=project_id)
+    client.collection("scion_schedules").document(document_id("hourly")).delete()
+    # A plain sync trusts the sync manifest, which the hand's delete did not touch.
+    code, out = run_json(capsys, "sync", "--file", file)
+    assert code == 0 and out["plan"]["steps"] == []
+    code, out = run_json(capsys, "sync", "--file", file, "--verify")
+    assert code == 0 and [(s["schedule_id"], s["kind"]) for s in out["plan"]["steps"]] == [
+        ("hourly", "create")]
+    code, out = run_json(capsys, "describe", "hourly")
+    assert code == 0 and out["schedule_id"] == "hourly"

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from emulated_control import count_document_writes, emulated_settings
+from emulated_control import FailingClient, count_document_writes, emulated_settings
 
 from scheduler.control import SchedulerControl, with_registry
 from scheduler.gcp import publisher_client
@@ -137,35 +137,13 @@ def test_a_past_due_one_shot_is_fired_once_as_expired_and_its_document_owes_noth
     assert again.plan.is_noop  # the document stands for the fire: never fired twice
 
 
-class _FailingBatch:
-    def __init__(self, batch: Any) -> None:
-        self._batch = batch
-
-    def commit(self) -> Any:
-        raise RuntimeError("503 Firestore unavailable (injected)")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._batch, name)
-
-
-class _FailingClient:
-    def __init__(self, client: Any) -> None:
-        self._client = client
-
-    def batch(self) -> _FailingBatch:
-        return _FailingBatch(self._client.batch())
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
-
-
 def test_a_failed_document_write_leaves_the_document_as_it_was(ticks: TickControl) -> None:
     # Tick mode's upsert is one write, so there is no second write to undo (jobs mode's
     # tests/test_control_upsert.py): a failed commit changes nothing and is reported.
     assert ticks.upsert(_schedule("a")).ok
     registry = ticks.ticks.registry
     working = registry.client
-    registry.client = _FailingClient(working)
+    registry.client = FailingClient(working)
     try:
         result = ticks.upsert(_schedule("a", cron="0 4 * * *", paused=True))
     finally:

@@ -58,7 +58,7 @@ router = APIRouter(tags=["schedules"])
 # The executions of a schedule: included after `router`.
 history = APIRouter(tags=["history"])
 
-_SYNC_FIELDS = frozenset({"schedules", "prune", "dry_run"})
+_SYNC_FIELDS = frozenset({"schedules", "prune", "dry_run", "verify"})
 RawId = Annotated[str, Path(description="The schedule ID, percent-encoded as one segment.",
                             examples=["daily-report"])]
 
@@ -188,15 +188,17 @@ def run_schedule(schedule_id: RawId, context: Context, who: Caller) -> RunOut:
              responses=responses(400, 413, 422), openapi_extra=body_ref("SyncRequest"))
 async def sync_schedules(context: Context, who: Caller, body: JsonBody) -> SyncOut:
     """Make Cloud Scheduler match a full desired set: the plan (create, update, pause,
-    resume, and with `prune` delete) and, unless `dry_run`, each step's outcome. The whole
+    resume, and with `prune` delete) and, unless `dry_run`, each step's outcome; `verify`: tick
+    mode reads every document, not its sync manifest. The whole
     set is validated first; one invalid schedule means nothing is applied."""
-    schedules, prune, dry_run = _sync_request(body, context.egress)
-    return await run_in_threadpool(_sync, context, schedules, prune, dry_run)
+    schedules, prune, dry_run, verify = _sync_request(body, context.egress)
+    return await run_in_threadpool(_sync, context, schedules, prune, dry_run, verify)
 
 
-def _sync(context: ApiContext, schedules: list[Schedule], prune: bool, dry_run: bool) -> SyncOut:
+def _sync(context: ApiContext, schedules: list[Schedule], prune: bool, dry_run: bool,
+          verify: bool) -> SyncOut:
     try:
-        plan = context.control.plan(schedules, prune=prune)
+        plan = context.control.plan(schedules, prune=prune, verify=verify)
     except ValidationError as exc:  # two IDs that map to one job
         raise invalid(exc.errors) from exc
     if dry_run:
@@ -247,13 +249,14 @@ def _schedule_for_put(schedule_id: str, body: Any, egress: EgressPolicy) -> Sche
         raise invalid(exc.errors) from exc
 
 
-def _sync_request(body: Any, egress: EgressPolicy) -> tuple[list[Schedule], bool, bool]:
+def _sync_request(body: Any, egress: EgressPolicy
+                  ) -> tuple[list[Schedule], bool, bool, bool]:
     if not isinstance(body, Mapping):
         raise invalid([FieldError(REQUEST, "(body)", "must be a JSON object with `schedules`")])
     errors = [FieldError(REQUEST, str(k), "unknown field")
               for k in sorted(set(body) - _SYNC_FIELDS)]
     flags = {}
-    for name in ("prune", "dry_run"):
+    for name in ("prune", "dry_run", "verify"):
         value = body.get(name, False)
         if not isinstance(value, bool):
             errors.append(FieldError(REQUEST, name, "must be true or false"))
@@ -269,4 +272,4 @@ def _sync_request(body: Any, egress: EgressPolicy) -> tuple[list[Schedule], bool
             errors.extend(exc.errors)
     if errors:
         raise invalid(errors)
-    return schedules, flags["prune"], flags["dry_run"]
+    return schedules, flags["prune"], flags["dry_run"], flags["verify"]

@@ -91,6 +91,8 @@ class SyncRequest(BaseModel):
     prune: bool = Field(default=False, description="Delete owned jobs whose schedule is not in "
                                                    "the set.")
     dry_run: bool = Field(default=False, description="Only plan; change nothing.")
+    verify: bool = Field(default=False, description="Tick mode: read every schedule document "
+                                                    "instead of trusting the sync manifest.")
 
 
 class JobOut(BaseModel):

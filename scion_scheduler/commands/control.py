@@ -50,6 +50,9 @@ def register(sub: Any) -> None:
         p = sub.add_parser(name, help=text)
         p.add_argument("--file", required=True, help="YAML or JSON schedule file")
         p.add_argument("--prune", action="store_true", help=prune_help)
+        p.add_argument("--verify", action="store_true",
+                       help="tick mode: read every schedule document instead of trusting the "
+                            "sync manifest (repairs documents edited or deleted by hand)")
         if handler is sync:
             p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
         add_format_flag(p)
@@ -132,8 +135,10 @@ def _refusals(loaded: ScheduleSet) -> tuple[list[dict[str, str]], str]:
             for e in loaded.refused], "\n".join(lines)
 
 
-def _plan_for(control: SchedulerControl, loaded: ScheduleSet, prune: bool) -> Plan:
-    return _delete_absent(control.plan(loaded.schedules, prune=prune, keep=loaded.keep),
+def _plan_for(control: SchedulerControl, loaded: ScheduleSet, prune: bool,
+              verify: bool = False) -> Plan:
+    return _delete_absent(control.plan(loaded.schedules, prune=prune, keep=loaded.keep,
+                                       verify=verify),
                           loaded.absent, control.spec)
 
 
@@ -148,7 +153,10 @@ def _planned(args: argparse.Namespace, settings: Settings, loaded: ScheduleSet,
 
     def act() -> int:
         with _control(settings) as control:
-            return report(control, _plan_for(control, loaded, args.prune), refused, refused_text)
+            # `hub pull --sync` has no --verify flag.
+            verify = bool(getattr(args, "verify", False))
+            return report(control, _plan_for(control, loaded, args.prune, verify), refused,
+                          refused_text)
 
     return guarded(args, act)
 
