@@ -16,6 +16,9 @@ import pytest
 from scheduler.logs import configure
 from scion_scheduler.google_emulators import Emulator
 
+# Fixtures shared by split test modules, available to every test module.
+pytest_plugins = ["pipeline_harness"]
+
 
 @pytest.fixture(autouse=True)
 def _logs_on_stderr() -> Iterator[None]:

@@ -3,7 +3,7 @@ scion pkg/hub/scheduler.go:263-271), not at a minute.
 
 The job fires at the minute at least `ONE_SHOT_LEAD` before `at`; the worker claims the fire,
 holds it until `at` (its lease renewed meanwhile) and then runs it. These tests drive the
-pipeline with the fake clock of `test_pipeline`, through the pipeline's `wait` seam, on the
+pipeline with the fake clock of `pipeline_harness`, through the pipeline's `wait` seam, on the
 in-memory ledger (and, where the ledger decides, on SQLite and the Firestore emulator too);
 `test_one_shot_e2e.py` shows the same through Cloud Scheduler, Pub/Sub, Firestore and two
 worker processes.
@@ -16,12 +16,10 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pipeline_harness
 import pytest
-import test_pipeline
 from google.cloud import scheduler_v1
-from scion_hub_data import event as hub_event
-from scion_hub_data import schedule as hub_schedule
-from test_pipeline import (
+from pipeline_harness import (
     KEY,
     LEDGERS,
     SLOT,
@@ -32,6 +30,8 @@ from test_pipeline import (
     schedule,
     wait_for,
 )
+from scion_hub_data import event as hub_event
+from scion_hub_data import schedule as hub_schedule
 
 from scheduler.contract import ATTR_TRIGGER, build_message, execution_id
 from scheduler.jobs import JobRetry, JobSpec
@@ -44,8 +44,8 @@ from worker.ledger import ClaimResult, State
 from worker.pipeline import Pipeline
 from worker.transport import Delivery, Disposition, Outcome
 
-# `test_pipeline`'s harness fixture, here on each ledger: memory, SQLite and Firestore (emulator).
-any_ledger = test_pipeline.h
+# The `pipeline_harness` fixture `h`, here on each ledger: memory, SQLite and Firestore (emulator).
+any_ledger = pipeline_harness.h
 on_every_ledger = pytest.mark.parametrize("any_ledger", LEDGERS, indirect=True)
 
 AT = datetime(2026, 3, 2, 10, 0, 42, 250000, tzinfo=UTC)
