@@ -27,10 +27,10 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from api_harness import HeldUpdateClient
 from emulated_control import count_document_writes, emulated_settings
 from fastapi.testclient import TestClient
 from scion_hub_data import envelope, event, new_id, schedule
-from test_api import HeldUpdateClient
 from worker_harness import wait_for
 
 from scheduler.control import SchedulerControl, with_registry
