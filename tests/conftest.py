@@ -17,7 +17,11 @@ from scheduler.logs import configure
 from scion_scheduler.google_emulators import Emulator
 
 # Fixtures shared by split test modules, available to every test module.
-pytest_plugins = ["api_harness", "pipeline_harness"]
+pytest_plugins = [
+    "api_harness",
+    "cloud_scheduler_harness",
+    "pipeline_harness",
+]
 
 
 @pytest.fixture(autouse=True)
