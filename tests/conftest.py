@@ -20,6 +20,7 @@ from scion_scheduler.google_emulators import Emulator
 pytest_plugins = [
     "api_harness",
     "cloud_scheduler_harness",
+    "ledger_race_harness",
     "pipeline_harness",
 ]
 
