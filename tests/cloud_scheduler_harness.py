@@ -54,8 +54,6 @@ def when(timestamp: Any) -> datetime:
     return datetime.fromtimestamp(timestamp.timestamp(), UTC)
 
 
-
-
 @pytest.fixture
 def pubsub(pubsub_emulator: str, project_id: str) -> Any:
     """Make topics with a subscription each, and pull from them."""
@@ -78,9 +76,6 @@ def pubsub(pubsub_emulator: str, project_id: str) -> Any:
     yield PubSub()
     publisher.stop()
     subscriber.close()
-
-
-# -- retries (a scripted publisher, so failures are exact) ---------------------------------------
 
 
 class ScriptedPublisher:

@@ -24,7 +24,6 @@ from scion_scheduler.google_emulators import free_port
 pytestmark = [pytest.mark.emulator, pytest.mark.timeout(120)]
 
 
-
 # -- the command --------------------------------------------------------------------------------
 
 

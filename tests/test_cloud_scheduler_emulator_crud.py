@@ -25,7 +25,6 @@ from scheduler.emulator.store import ApiError
 pytestmark = [pytest.mark.emulator, pytest.mark.timeout(120)]
 
 
-
 # -- CRUD ---------------------------------------------------------------------------------------
 
 

@@ -21,7 +21,6 @@ from scheduler.emulator import CloudSchedulerEmulator
 pytestmark = [pytest.mark.emulator, pytest.mark.timeout(120)]
 
 
-
 def test_run_job_delivers_one_message_at_once(client: Any, parent: str, make_job: JobFactory,
                                               pubsub: Any) -> None:
     topic, sub = pubsub.topic("run-now")

@@ -24,7 +24,6 @@ from scheduler.gcp import cloud_scheduler_client
 pytestmark = [pytest.mark.emulator, pytest.mark.timeout(120)]
 
 
-
 @contextmanager
 def scripted_run(
     failures: int, monkeypatch: pytest.MonkeyPatch, parent: str, job: Any

@@ -18,7 +18,6 @@ from scheduler.gcp import cloud_scheduler_client
 pytestmark = [pytest.mark.emulator, pytest.mark.timeout(120)]
 
 
-
 # -- state file ---------------------------------------------------------------------------------
 
 

@@ -14,7 +14,6 @@ from google.protobuf import field_mask_pb2
 pytestmark = [pytest.mark.emulator, pytest.mark.timeout(120)]
 
 
-
 # -- validation ---------------------------------------------------------------------------------
 
 

@@ -16,7 +16,6 @@ from ledger_race_harness import (
 pytestmark = pytest.mark.timeout(120)
 
 
-
 @pytest.mark.emulator
 def test_firestore_combined_commit_tells_only_the_group_that_lost(
     firestore_pair: tuple[Any, Any],

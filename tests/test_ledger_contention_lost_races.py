@@ -16,7 +16,6 @@ from worker.ledger import ClaimResult, State
 pytestmark = pytest.mark.timeout(120)
 
 
-
 def _race_after_read(
     monkeypatch: pytest.MonkeyPatch, ledger: Any, rival_move: Callable[[], object]
 ) -> list[object]:

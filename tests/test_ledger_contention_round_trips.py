@@ -17,7 +17,6 @@ from worker.ledger import ClaimResult, State
 pytestmark = pytest.mark.timeout(120)
 
 
-
 @pytest.mark.emulator
 def test_firestore_renew_and_finish_of_a_held_execution_read_nothing(
     firestore_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch,

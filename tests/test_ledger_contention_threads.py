@@ -27,7 +27,6 @@ from worker.ledger import ClaimRequest, ClaimResult, Ledger, State
 pytestmark = pytest.mark.timeout(120)
 
 
-
 @pytest.fixture(params=["sqlite", pytest.param("firestore", marks=pytest.mark.emulator)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
     """(kind, where) of a fresh, empty ledger store."""
