@@ -84,12 +84,10 @@ def _until(check: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def test_the_hub_creates_updates_pauses_runs_reads_history_and_deletes(
-    cloud_scheduler_emulator: Any, pubsub_emulator: str, firestore_emulator: str, project_id: str,
-    target: tuple[str, list[dict[str, str]]], tmp_path: Path,
-) -> None:
-    url, calls = target
-    env = {
+def _replica_env(cloud_scheduler_emulator: Any, pubsub_emulator: str, firestore_emulator: str,
+                 project_id: str) -> dict[str, str]:
+    """A replica's environment: every setting, and the emulators, from variables only."""
+    return {
         **os.environ,
         "SCION_SCHEDULER_PROJECT": project_id, "SCION_SCHEDULER_TOPIC": "fires",
         "SCION_SCHEDULER_SUBSCRIPTION": "workers", "SCION_SCHEDULER_SIGNING_KEY": KEY,
@@ -98,6 +96,90 @@ def test_the_hub_creates_updates_pauses_runs_reads_history_and_deletes(
         "PUBSUB_EMULATOR_HOST": pubsub_emulator, "FIRESTORE_EMULATOR_HOST": firestore_emulator,
         "CLOUD_SCHEDULER_EMULATOR_HOST": cloud_scheduler_emulator.host,
     }
+
+
+def _wait_until_healthy(api: subprocess.Popen[bytes], base: str, log: Path) -> None:
+    def healthy() -> bool:
+        assert api.poll() is None, log.read_text()
+        try:
+            return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    _until(healthy, 60, "the API to answer")
+    assert httpx.get(f"{base}/v1/schedules").status_code == 401
+
+
+def _create_update_and_refuse_a_stale_etag(hub: httpx.Client, schedule_url: str,
+                                           url: str) -> None:
+    document = {"cron": "0 2 * * *", "timezone": "Europe/Berlin",
+                "action": {"type": "http", "url": url}, "description": "nightly"}
+    created = hub.put(schedule_url, json=document)
+    assert created.status_code == 201, created.text
+    etag = created.headers["ETag"]
+
+    updated = hub.put(schedule_url, json={**document, "cron": "30 2 * * *"},
+                      headers={"If-Match": etag})
+    assert updated.status_code == 200, updated.text
+    assert [o["kind"] for o in updated.json()["outcomes"]] == ["update"]
+    assert (
+        hub.put(schedule_url, json=document, headers={"If-Match": etag}).status_code == 409
+    )
+
+
+def _pause_and_read(hub: httpx.Client, base: str, schedule_url: str) -> None:
+    paused = hub.post(f"{schedule_url}:pause")
+    assert paused.json()["schedule"]["job"]["state"] == "PAUSED"
+    shown = hub.get(schedule_url).json()
+    assert shown["schedule"]["cron"] == "30 2 * * *" and shown["next_fires"] == []
+    listed = hub.get(f"{base}/v1/schedules").json()["schedules"]
+    assert [s["id"] for s in listed] == [SCHEDULE_ID]
+
+
+def _run_and_see_the_worker_finish(hub: httpx.Client, schedule_url: str,
+                                   worker: subprocess.Popen[bytes], log: Path,
+                                   calls: list[dict[str, str]]) -> str:
+    """Run the schedule now; the execution ID of the fire the worker ran."""
+    run = hub.post(f"{schedule_url}:run")
+    assert run.status_code == 200, run.text
+    execution_id: str = run.json()["execution_id"]
+
+    def finished() -> list[dict[str, Any]]:
+        assert worker.poll() is None, log.read_text()
+        page = hub.get(f"{schedule_url}/executions", params={"limit": 10})
+        assert page.status_code == 200, page.text
+        return [e for e in page.json()["executions"] if e["state"] == "succeeded"]
+
+    [execution] = _until(finished, 60, "the worker to run the manual fire")
+    assert execution["execution_id"] == execution_id
+    assert (
+        execution["trigger"] == "manual"
+        and execution["fire_time"] == run.json()["fire_time"]
+    )
+    assert [c["idempotency-key"] for c in calls] == [execution_id]
+    return execution_id
+
+
+def _resume_delete_and_keep_the_history(hub: httpx.Client, base: str, schedule_url: str,
+                                        execution_id: str) -> None:
+    resumed = hub.post(f"{schedule_url}:resume")
+    assert resumed.json()["schedule"]["job"]["state"] == "ENABLED"
+    assert len(resumed.json()["schedule"]["next_fires"]) == 5
+
+    assert hub.delete(schedule_url).status_code == 200
+    assert hub.get(schedule_url).status_code == 404
+    kept = hub.get(f"{schedule_url}/executions").json()["executions"]
+    assert [e["execution_id"] for e in kept] == [execution_id]
+    metrics = hub.get(f"{base}/metrics").text
+    assert 'route="/v1/schedules/{schedule_id}:run",status="200"' in metrics
+
+
+def test_the_hub_creates_updates_pauses_runs_reads_history_and_deletes(
+    cloud_scheduler_emulator: Any, pubsub_emulator: str, firestore_emulator: str, project_id: str,
+    target: tuple[str, list[dict[str, str]]], tmp_path: Path,
+) -> None:
+    url, calls = target
+    env = _replica_env(cloud_scheduler_emulator, pubsub_emulator, firestore_emulator, project_id)
     settings = Settings.from_env(env)
     publisher, subscriber = publisher_client(settings), subscriber_client(settings)
     publisher.create_topic(name=settings.topic_path)
@@ -108,66 +190,13 @@ def test_the_hub_creates_updates_pauses_runs_reads_history_and_deletes(
     base = f"http://127.0.0.1:{port}"
     schedule_url = f"{base}/v1/schedules/{quote(SCHEDULE_ID, safe='')}"
     try:
-        def healthy() -> bool:
-            assert api.poll() is None, (tmp_path / "api.log").read_text()
-            try:
-                return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        _until(healthy, 60, "the API to answer")
-        assert httpx.get(f"{base}/v1/schedules").status_code == 401
-
+        _wait_until_healthy(api, base, tmp_path / "api.log")
         with httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as hub:
-            document = {"cron": "0 2 * * *", "timezone": "Europe/Berlin",
-                        "action": {"type": "http", "url": url}, "description": "nightly"}
-            created = hub.put(schedule_url, json=document)
-            assert created.status_code == 201, created.text
-            etag = created.headers["ETag"]
-
-            updated = hub.put(schedule_url, json={**document, "cron": "30 2 * * *"},
-                              headers={"If-Match": etag})
-            assert updated.status_code == 200, updated.text
-            assert [o["kind"] for o in updated.json()["outcomes"]] == ["update"]
-            assert (
-                hub.put(schedule_url, json=document, headers={"If-Match": etag}).status_code == 409
-            )
-
-            paused = hub.post(f"{schedule_url}:pause")
-            assert paused.json()["schedule"]["job"]["state"] == "PAUSED"
-            shown = hub.get(schedule_url).json()
-            assert shown["schedule"]["cron"] == "30 2 * * *" and shown["next_fires"] == []
-            listed = hub.get(f"{base}/v1/schedules").json()["schedules"]
-            assert [s["id"] for s in listed] == [SCHEDULE_ID]
-
-            run = hub.post(f"{schedule_url}:run")
-            assert run.status_code == 200, run.text
-            execution_id = run.json()["execution_id"]
-
-            def finished() -> list[dict[str, Any]]:
-                assert worker.poll() is None, (tmp_path / "worker.log").read_text()
-                page = hub.get(f"{schedule_url}/executions", params={"limit": 10})
-                assert page.status_code == 200, page.text
-                return [e for e in page.json()["executions"] if e["state"] == "succeeded"]
-
-            [execution] = _until(finished, 60, "the worker to run the manual fire")
-            assert execution["execution_id"] == execution_id
-            assert (
-                execution["trigger"] == "manual"
-                and execution["fire_time"] == run.json()["fire_time"]
-            )
-            assert [c["idempotency-key"] for c in calls] == [execution_id]
-
-            resumed = hub.post(f"{schedule_url}:resume")
-            assert resumed.json()["schedule"]["job"]["state"] == "ENABLED"
-            assert len(resumed.json()["schedule"]["next_fires"]) == 5
-
-            assert hub.delete(schedule_url).status_code == 200
-            assert hub.get(schedule_url).status_code == 404
-            kept = hub.get(f"{schedule_url}/executions").json()["executions"]
-            assert [e["execution_id"] for e in kept] == [execution_id]
-            metrics = hub.get(f"{base}/metrics").text
-            assert 'route="/v1/schedules/{schedule_id}:run",status="200"' in metrics
+            _create_update_and_refuse_a_stale_etag(hub, schedule_url, url)
+            _pause_and_read(hub, base, schedule_url)
+            execution_id = _run_and_see_the_worker_finish(
+                hub, schedule_url, worker, tmp_path / "worker.log", calls)
+            _resume_delete_and_keep_the_history(hub, base, schedule_url, execution_id)
     finally:
         _stop(api)
         _stop(worker)
