@@ -228,15 +228,24 @@ def test_the_hubs_json_becomes_jobs_and_what_the_hub_marks_gone_is_removed(stack
 # --------------------------------------------------------------------------- the round trip
 
 
-@pytest.mark.slow
-def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorded(
-    stack: Stack,
-) -> None:
-    """One minute, every case: a plain fire (of a schedule in a grove of its own), 409, 410
-    from a schedule deleted at the hub, a 500 that is retried,
-    a pending one-shot whose worker is killed while the hub holds its request, a one-shot
-    cancelled at the hub after the sync, and one cancelled before it. The hub's JSON comes as
-    its paged envelopes."""
+@dataclass
+class _RoundTrip:
+    """The hub items of the round trip, one per case, all due at `slot`."""
+
+    slot: datetime
+    grove: str
+    ok: dict[str, Any]
+    dup: dict[str, Any]
+    gone: dict[str, Any]
+    flagged: dict[str, Any]
+    flaky: dict[str, Any]
+    one_shot: dict[str, Any]
+    late_cancel: dict[str, Any]
+    cancelled: dict[str, Any]
+
+
+def _sync_every_case(stack: Stack) -> _RoundTrip:
+    """Sync one item per case, due at the next slot, and set the hub's answer to each."""
     hub = stack.hub
     slot = _next_slot()
     # Daily at the slot's minute: every schedule fires at the slot and at no other time of the
@@ -258,17 +267,26 @@ def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorde
         hub.mark_gone(item["id"])
     hub.set_behaviour(500, item_id=flaky["id"], times=1)
     hub.hold(one_shot["id"])
+    return _RoundTrip(slot, grove, ok, dup, gone, flagged, flaky, one_shot, late_cancel,
+                      cancelled)
+
+
+def _done(ledger: FirestoreLedger, item: dict[str, Any], slot: datetime) -> bool:
+    record = record_of(ledger, item["id"], slot)
+    return record is not None and record.state in FINAL_STATES
+
+
+def _fire_then_take_the_one_shot_over(stack: Stack, ledger: FirestoreLedger,
+                                      case: _RoundTrip) -> None:
+    """Run the fires on one worker, kill it while the hub holds the one-shot's request, and
+    see another worker take the one-shot over."""
+    hub, slot, one_shot = stack.hub, case.slot, case.one_shot
     first = stack.start_worker("worker-a")
-    ledger = stack.ledger()
-
-    def done(item: dict[str, Any]) -> bool:
-        record = record_of(ledger, item["id"], slot)
-        return record is not None and record.state in FINAL_STATES
-
     # The one-shot's request is in the hub, which holds it unanswered; the other fires finish.
     hub.wait_for_arrival(one_shot["id"], timeout=(slot - datetime.now(UTC)).total_seconds() + 45)
+    others = (case.ok, case.dup, case.gone, case.flagged, case.flaky, case.late_cancel)
     wait_until(
-        lambda: all(map(done, (ok, dup, gone, flagged, flaky, late_cancel))), 60, "the other fires"
+        lambda: all(_done(ledger, item, slot) for item in others), 60, "the other fires"
     )
     # The worker that sent the one-shot's request dies before hearing the answer; then the hub
     # acts on the request (it cannot tell that the caller has gone).
@@ -283,57 +301,65 @@ def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorde
     # test publishes that message again, every few seconds until a live worker has taken the
     # fire over; copies that arrive after that are duplicates the ledger suppresses.
     deadline = time.monotonic() + 90
-    while not done(one_shot):
+    while not _done(ledger, one_shot, slot):
         assert time.monotonic() < deadline, "the one-shot was not taken over"
         stack.redeliver(one_shot["id"])
         with contextlib.suppress(AssertionError):
-            wait_until(lambda: done(one_shot), 5, "the one-shot to be taken over")
+            wait_until(lambda: _done(ledger, one_shot, slot), 5, "the one-shot to be taken over")
 
-    calls = hub.calls
+
+def _assert_the_hub_got_each_fire_once(calls: list[FireCall], case: _RoundTrip) -> None:
+    slot, ok, one_shot = case.slot, case.ok, case.one_shot
     (call,) = calls_for(calls, ok["id"], slot)
     assert call.status == 200 and call.idempotency_key == execution_id(ok["id"], slot)
-    assert call.grove_id == grove  # the fire URL's grove is the item's groveId
+    assert call.grove_id == case.grove  # the fire URL's grove is the item's groveId
     assert call.body == {
-        "scheduleId": ok["id"], "kind": "schedule", "groveId": grove, "name": "ok",
+        "scheduleId": ok["id"], "kind": "schedule", "groveId": case.grove, "name": "ok",
         "eventType": "message", "payload": json.loads(ok["payload"]),
         "fireTime": format_instant(slot), "executionId": execution_id(ok["id"], slot),
         "trigger": "scheduled", "attempt": 1,
     }
-    assert [c.status for c in calls_for(calls, dup["id"], slot)] == [409]
-    for item in (gone, flagged, late_cancel):
+    assert [c.status for c in calls_for(calls, case.dup["id"], slot)] == [409]
+    for item in (case.gone, case.flagged, case.late_cancel):
         assert [c.status for c in calls_for(calls, item["id"], slot)] == [410]
-    assert [c.status for c in calls_for(calls, flaky["id"], slot)] == [500, 200]
+    assert [c.status for c in calls_for(calls, case.flaky["id"], slot)] == [500, 200]
     # The killed worker's request fired the one-shot; the takeover's got 409: it fired once.
     one_shot_calls = calls_for(calls, one_shot["id"], slot)
     assert [(c.status, c.body["attempt"]) for c in one_shot_calls] == [(200, 1), (409, 2)]
     assert {c.idempotency_key for c in one_shot_calls} == {execution_id(one_shot["id"], slot)}
     assert all(datetime.fromisoformat(c.received_at) >= slot for c in one_shot_calls)
-    assert not [c for c in calls if c.item_id == cancelled["id"]]
+    assert not [c for c in calls if c.item_id == case.cancelled["id"]]
 
+
+def _assert_each_answer_is_recorded(ledger: FirestoreLedger, case: _RoundTrip) -> None:
     def outcome(item: dict[str, Any]) -> tuple[State, str | None, int]:
-        record = record_of(ledger, item["id"], slot)
+        record = record_of(ledger, item["id"], case.slot)
         assert record is not None
         return record.state, record.detail, record.attempt
 
-    assert outcome(ok) == (State.SUCCEEDED, "HTTP 200", 1)
-    assert outcome(dup) == (State.SUCCEEDED, "duplicate", 1)
-    for item in (gone, flagged, late_cancel):
-        what = "Schedule" if item is not late_cancel else "Scheduled event"
+    assert outcome(case.ok) == (State.SUCCEEDED, "HTTP 200", 1)
+    assert outcome(case.dup) == (State.SUCCEEDED, "duplicate", 1)
+    for item in (case.gone, case.flagged, case.late_cancel):
+        what = "Schedule" if item is not case.late_cancel else "Scheduled event"
         detail = f"gone at the hub: {what} {item['id']} is gone"
         assert outcome(item)[:2] == (State.CANCELLED, detail)
-    assert outcome(flaky) == (State.SUCCEEDED, "HTTP 200", 2)
+    assert outcome(case.flaky) == (State.SUCCEEDED, "HTTP 200", 2)
     # Completed once, by the other worker's attempt 2, which found it done at the hub.
-    assert outcome(one_shot) == (State.SUCCEEDED, "duplicate", 2)
+    assert outcome(case.one_shot) == (State.SUCCEEDED, "duplicate", 2)
 
+
+def _reconcile_the_hubs_next_listing(stack: Stack, case: _RoundTrip) -> None:
     # At the next reconcile the hub's listing no longer has the deleted schedule (ListSchedules
     # leaves deleted ones out and DeleteSchedule is a hard delete); a listing filtered by status
     # can still show one as `deleted`; the events are `fired` and `cancelled` now.
+    ok, dup, gone, flagged, flaky = case.ok, case.dup, case.gone, case.flagged, case.flaky
+    one_shot, late_cancel = case.one_shot, case.late_cancel
     listing = {
         "schedules": [ok, dup, dict(flagged, status="deleted"), flaky],
         "events": [
             dict(one_shot, status="fired"),
             dict(late_cancel, status="cancelled"),
-            cancelled,
+            case.cancelled,
         ],
     }
     out = stack.sync(listing)
@@ -344,6 +370,23 @@ def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorde
     out = stack.sync(listing, "--prune")
     assert [(s["kind"], s["schedule_id"]) for s in out["plan"]["steps"]] == [("delete", gone["id"])]
     assert set(stack.jobs()) == {f"scion-{i['id']}" for i in (ok, dup, flaky)}
+
+
+@pytest.mark.slow
+def test_fires_reach_the_hub_once_through_the_workers_and_each_answer_is_recorded(
+    stack: Stack,
+) -> None:
+    """One minute, every case: a plain fire (of a schedule in a grove of its own), 409, 410
+    from a schedule deleted at the hub, a 500 that is retried,
+    a pending one-shot whose worker is killed while the hub holds its request, a one-shot
+    cancelled at the hub after the sync, and one cancelled before it. The hub's JSON comes as
+    its paged envelopes."""
+    case = _sync_every_case(stack)
+    ledger = stack.ledger()
+    _fire_then_take_the_one_shot_over(stack, ledger, case)
+    _assert_the_hub_got_each_fire_once(stack.hub.calls, case)
+    _assert_each_answer_is_recorded(ledger, case)
+    _reconcile_the_hubs_next_listing(stack, case)
 
 
 # --------------------------------------------------------------------------- a hub without the endp
