@@ -1,10 +1,10 @@
 """The single-instance fallback: a schedule file run in process into SQLite, no cloud.
 
-The restart tests stop and start `run_local` for real around real slots, on a store and
-checkpoint that persist between the runs. Each run gets a clock shifted to just before (or
-after) a chosen slot, which then runs at real speed, so that a slot comes due within seconds
-instead of at the next wall-clock minute. The target is a small local HTTP server that records
-every request and answers what the test tells it.
+The restart tests stop and start `run_local` for real around real slots, on a store and checkpoint
+that persist between the runs. Each run gets a clock shifted to just before (or after) a chosen
+slot, which then runs at real speed, so that a slot comes due within seconds instead of at the next
+wall-clock minute. The target is a small local HTTP server that records every request and answers
+what the test tells it. Helpers: `local_mode_slots`.
 """
 
 from __future__ import annotations
@@ -24,78 +24,15 @@ from pathlib import Path
 
 import pytest
 import structlog
+from local_mode_slots import S1, S2, S3, TIMEOUT, local_settings
 
 from scheduler.clock import Checkpoint, LocalClock
-from scheduler.config import Settings
 from scheduler.contract import execution_id
-from scheduler.egress import EgressPolicy
 from scheduler.model import Schedule, format_instant
-from scheduler.validation import load_schedules, parse_schedule
 from scion_scheduler import local
 from scion_scheduler.local import run_local
 from worker.ledger import FINAL_STATES, Execution, State
 from worker.sqlite_ledger import SqliteLedger
-
-ROOT = Path(__file__).resolve().parent.parent
-# Slots of `* * * * *` in the future, so that the ledger's purge (expiry after 30 days of the
-# fire time) never meets them.
-S1 = datetime(2031, 1, 6, 10, 0, tzinfo=UTC)
-S2, S3 = S1 + timedelta(minutes=1), S1 + timedelta(minutes=2)
-TIMEOUT = 60.0  # generous: only an upper bound for a slow, loaded machine
-# The targets here listen on loopback, which the egress policy refuses unless named.
-LOOPBACK = EgressPolicy.parse("127.0.0.1")
-
-
-def local_settings() -> Settings:
-    """The environment's settings, with the loopback targets named."""
-    return Settings.from_env(allowed_targets="127.0.0.1")
-
-
-def test_example_file_is_valid() -> None:
-    # As `make local` loads it: its loopback target named.
-    assert len(load_schedules(ROOT / "examples" / "schedules.yaml",
-                              egress=EgressPolicy.parse("*,http://127.0.0.1:8087/"))) == 3
-
-
-def _clock_after_two_slots(checkpoint: Checkpoint, now: datetime) -> LocalClock:
-    """A clock resumed from S1 - 30 s at `now` (past S2) that emitted S1 and S2 and stopped."""
-    checkpoint.save(S1 - timedelta(seconds=30))
-    stop = threading.Event()
-    tick = parse_schedule({"id": "tick", "cron": "* * * * *",
-                           "action": {"type": "http", "url": "http://127.0.0.1:9/"}},
-                          egress=LOOPBACK)
-    clock = LocalClock([tick], lambda _m, _t: stop.set(), checkpoint=checkpoint, clock=lambda: now)
-    clock.run(stop)
-    return clock
-
-
-def test_the_checkpoint_waits_for_the_earliest_unsettled_slot(tmp_path: Path) -> None:
-    checkpoint = Checkpoint(tmp_path / "clock.json")
-    now = S2 + timedelta(seconds=10)
-    clock = _clock_after_two_slots(checkpoint, now)
-    before = timedelta(microseconds=1)
-    assert checkpoint.load() == S1 - before
-    clock.settled("tick", S2)
-    assert checkpoint.load() == S1 - before  # S1 still holds it back
-    clock.settled("tick", S1)
-    assert checkpoint.load() == now
-    clock.settled("tick", S1)  # a second settle of the same slot changes nothing
-    assert checkpoint.load() == now
-
-
-def test_a_closed_clock_leaves_the_checkpoint_to_the_next_one(tmp_path: Path) -> None:
-    checkpoint = Checkpoint(tmp_path / "clock.json")
-    clock = _clock_after_two_slots(checkpoint, S2 + timedelta(seconds=10))
-    clock.close()
-    clock.settled("tick", S1)  # an abandoned action ending after the stop
-    clock.settled("tick", S2)
-    assert checkpoint.load() == S1 - timedelta(microseconds=1)
-
-
-def test_a_checkpoint_of_the_first_version_is_read(tmp_path: Path) -> None:
-    path = tmp_path / "clock.json"
-    path.write_text(json.dumps({"emitted_until": "2031-01-06T10:00:00Z"}))
-    assert Checkpoint(path).load() == S1
 
 
 class Target:
