@@ -1,7 +1,7 @@
 """One-shots fire like the hub's, end to end: the hub's JSON synced into the Cloud Scheduler
 emulator, fires through the Pub/Sub emulator, claimed in the Firestore emulator by two
 `scion-worker run` processes and fired back into the reference hub (the stack of
-`test_scion_e2e`). The ones handed over late are in `test_one_shot_handover_e2e`.
+`hub_stack`). The ones handed over late are in `test_one_shot_handover_e2e`.
 
 * A pending event fires at its exact `fireAt` second, as the hub's `time.AfterFunc` does (scion
   pkg/hub/scheduler.go:263-271): its job publishes at the minute before and a worker holds the
@@ -12,18 +12,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import hub_stack
 import pytest
-import test_scion_e2e
+from hub_stack import Stack, calls_for, record_of, wait_until
 from scion_hub_data import envelope, event
-from test_scion_e2e import Stack, calls_for, record_of, wait_until
 
 from scheduler.contract import execution_id
 from scheduler.model import one_shot_slot
 from worker.ledger import State
 
 pytestmark = pytest.mark.emulator
-# `test_scion_e2e`'s stack fixture, registered here under this name.
-scion_stack = test_scion_e2e.stack
+# `hub_stack`'s stack fixture, registered here under this name.
+scion_stack = hub_stack.stack
 
 
 def _fire_at_a_second_ahead() -> datetime:

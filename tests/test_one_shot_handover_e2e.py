@@ -1,4 +1,4 @@
-"""One-shots handed over to a worker, end to end (the stack of `test_scion_e2e`, as in
+"""One-shots handed over to a worker, end to end (the stack of `hub_stack`, as in
 `test_one_shot_e2e`).
 
 * A pending event handed over after its job's slot is fired by the sync and held until its
@@ -14,18 +14,18 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
+import hub_stack
 import pytest
-import test_scion_e2e
+from hub_stack import Stack, calls_for, record_of, wait_until
 from scion_hub_data import envelope, event
-from test_scion_e2e import Stack, calls_for, record_of, wait_until
 
 from scheduler.contract import execution_id
 from scheduler.model import one_shot_slot
 from worker.ledger import State
 
 pytestmark = pytest.mark.emulator
-# `test_scion_e2e`'s stack fixture, registered here under this name.
-scion_stack = test_scion_e2e.stack
+# `hub_stack`'s stack fixture, registered here under this name.
+scion_stack = hub_stack.stack
 
 
 @pytest.mark.slow
