@@ -1,8 +1,9 @@
-"""The egress policy: each refused kind at validation and at send time, against real local servers.
+"""The egress policy at send time, against real local servers, and what is kept of a refusal.
 
-Names are resolved through an injected hosts-style resolver (`hosts`), so "a name that resolves
-to the metadata server" needs no DNS; everything else is real: the worker's egress client, its
-connections, a server that answers 302 to 169.254.169.254, the pipeline and its ledger.
+Names are resolved through an injected hosts-style resolver (`hosts`), so "a name that resolves to
+the metadata server" needs no DNS; everything else is real: the worker's egress client, its
+connections, a server that answers 302 to 169.254.169.254, the pipeline and its ledger (helpers:
+`egress_cases`).
 """
 
 from __future__ import annotations
@@ -10,23 +11,22 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import scion_hub_data
+from egress_cases import FIRE_TIME, METADATA_TOKEN_URL, PUBLIC_ONLY, REFUSED_BY_DEFAULT, SECRET
 from memory_ledger import MemoryLedger
 
-from scheduler.config import ConfigError, Settings
+from scheduler.config import Settings
 from scheduler.contract import build_message, execution_id
-from scheduler.egress import AddressKind, EgressPolicy, classify, header_problem
-from scheduler.model import Action, Schedule, ValidationError
+from scheduler.egress import EgressPolicy
+from scheduler.model import Action, Schedule
 from scheduler.redaction import EXCERPT_CHARS, excerpt, redact, redact_log_fields
-from scheduler.validation import load_schedules, parse_schedule, schedules_from_data
-from scion_scheduler import stack
+from scheduler.validation import schedules_from_data
 from worker.action import ActionContext, ActionError, ActionRegistry
 from worker.actions import builtin_handlers
 from worker.actions.http import HttpAction, IdTokenCache
@@ -36,14 +36,6 @@ from worker.ledger import State
 from worker.ledger_rules import truncate_error
 from worker.pipeline import Pipeline
 from worker.transport import Delivery, Outcome
-
-ROOT = Path(__file__).resolve().parent.parent
-FIRE_TIME = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
-PUBLIC_ONLY = EgressPolicy()
-METADATA_TOKEN_URL = (
-    "http://169.254.169.254/computeMetadata/v1/instance/service-accounts/default/token")
-SECRET = "ya29.a0AfH6SMBsecretsecretsecret"
-
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -123,140 +115,6 @@ def http_action(policy: EgressPolicy, resolve: Callable[[str, int], list[str]]) 
     """The http action as a worker builds it, resolving names through `resolve`."""
     tokens = IdTokenCache(lambda audience: ("id-token", FIRE_TIME + timedelta(hours=1)))
     return HttpAction(egress_client(policy, resolve=resolve), egress=policy, id_tokens=tokens)
-
-
-def url_errors(url: str, policy: EgressPolicy = PUBLIC_ONLY,
-               **action: Any) -> list[tuple[str, str]]:
-    raw = {"id": "ssrf", "cron": "* * * * *", "action": {"type": "http", "url": url, **action}}
-    try:
-        parse_schedule(raw, egress=policy)
-    except ValidationError as exc:
-        return [(e.field, e.reason) for e in exc.errors]
-    return []
-
-
-# --------------------------------------------------------------------------- the decisions
-
-REFUSED_BY_DEFAULT = [
-    (METADATA_TOKEN_URL, "link-local or metadata"),                       # metadata by IP
-    ("http://metadata.google.internal/computeMetadata/v1/", "metadata server"),  # by name
-    ("http://metadata/computeMetadata/v1/", "metadata server"),
-    ("http://METADATA.google.internal./x", "metadata server"),
-    ("http://[fd00:ec2::254]/latest/meta-data/", "link-local or metadata"),
-    ("http://169.254.10.1/", "link-local or metadata"),                  # link-local
-    ("http://[fe80::1]/", "link-local or metadata"),
-    ("http://[::ffff:169.254.169.254]/", "link-local or metadata"),      # IPv4-mapped
-    ("http://10.0.0.5/", "private or loopback"),                         # private
-    ("http://172.16.3.4:8080/", "private or loopback"),
-    ("http://192.168.1.1/", "private or loopback"),
-    ("http://100.64.0.1/", "private or loopback"),                       # CGNAT
-    ("http://[fc00::1]/", "private or loopback"),
-    ("http://[::ffff:10.0.0.1]/", "private or loopback"),
-    ("http://127.0.0.1:8087/", "private or loopback"),                   # loopback
-    ("http://127.1.2.3/", "private or loopback"),
-    ("http://[::1]/", "private or loopback"),
-    ("http://0.0.0.0/", "private or loopback"),
-    ("http://localhost:8080/", "loopback"),
-    ("http://2130706433/", "private or loopback"),                      # legacy IPv4 forms
-    ("http://0xa9fea9fe/", "link-local or metadata"),
-    ("http://127.1/", "private or loopback"),
-]
-
-
-@pytest.mark.parametrize(("url", "reason"), REFUSED_BY_DEFAULT)
-def test_validation_refuses_each_kind_by_default_naming_the_field(url: str, reason: str) -> None:
-    [(field_name, message)] = url_errors(url)
-    assert field_name == "action.url" and reason in message and "ALLOWED_TARGETS" in message
-
-
-@pytest.mark.parametrize(("url", "_reason"), REFUSED_BY_DEFAULT)
-def test_a_wildcard_never_names_a_refused_address(url: str, _reason: str) -> None:
-    assert url_errors(url, EgressPolicy.parse("*"))
-
-
-def test_public_targets_pass_and_a_list_limits_them() -> None:
-    assert url_errors("https://hub.example.com/hooks") == []
-    policy = EgressPolicy.parse("https://hub.example.com/api/, *.run.app")
-    assert url_errors("https://hub.example.com/api/v1/fire", policy) == []
-    assert url_errors("https://svc-abc.a.run.app/", policy) == []
-    for url in ("https://hub.example.com/admin", "https://hub.example.com/apix",
-                "http://hub.example.com/api/x", "https://hub.example.com:8443/api/x",
-                "https://run.app/", "https://evil.example.com/"):
-        [(field_name, message)] = url_errors(url, policy)
-        assert field_name == "action.url" and "is not in" in message, url
-    # A dot segment could step out of an allowed prefix once the server normalizes it.
-    assert url_errors("https://hub.example.com/api/%2e%2e/admin", policy)
-
-
-def test_named_targets_are_allowed_and_metadata_only_exactly() -> None:
-    named = EgressPolicy.parse("127.0.0.1,localhost,10.8.0.0/16,hub.internal")
-    assert url_errors("http://127.0.0.1:9/x", named) == []
-    assert url_errors("http://localhost:8087/", named) == []
-    assert url_errors("http://10.8.1.2/", named) == []
-    assert url_errors("http://10.9.1.2/", named)  # not in the network
-    # A network never names a metadata address; only the address itself does.
-    assert url_errors(METADATA_TOKEN_URL, EgressPolicy.parse("169.254.0.0/16"))
-    assert url_errors(METADATA_TOKEN_URL, EgressPolicy.parse("169.254.169.254")) == []
-    assert url_errors("http://metadata.google.internal/",
-                      EgressPolicy.parse("metadata.google.internal")) == []
-    # At send time: a host named exactly is trusted with what it resolves to, a pattern is not.
-    assert named.check_address("hub.internal", "10.1.2.3") is None
-    assert named.check_address("hub.internal", "169.254.169.254") is not None
-    assert EgressPolicy.parse("*.internal").check_address("hub.internal", "10.1.2.3") is not None
-
-
-def test_address_kinds() -> None:
-    import ipaddress
-
-    kinds = {a: classify(ipaddress.ip_address(a)) for a in (
-        "8.8.8.8", "2001:4860:4860::8888", "169.254.169.254", "fd00:ec2::254", "fe80::1",
-        "127.0.0.1", "::1", "0.0.0.0", "10.1.1.1", "100.64.0.1", "224.0.0.1",
-        "::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe", "64:ff9b::808:808")}
-    assert kinds == {
-        "8.8.8.8": AddressKind.PUBLIC, "2001:4860:4860::8888": AddressKind.PUBLIC,
-        "169.254.169.254": AddressKind.METADATA, "fd00:ec2::254": AddressKind.METADATA,
-        "fe80::1": AddressKind.METADATA, "127.0.0.1": AddressKind.PRIVATE,
-        "::1": AddressKind.PRIVATE, "0.0.0.0": AddressKind.PRIVATE,
-        "10.1.1.1": AddressKind.PRIVATE, "100.64.0.1": AddressKind.PRIVATE,
-        "224.0.0.1": AddressKind.PRIVATE, "::ffff:169.254.169.254": AddressKind.METADATA,
-        "64:ff9b::a9fe:a9fe": AddressKind.METADATA, "64:ff9b::808:808": AddressKind.PUBLIC,
-    }
-
-
-@pytest.mark.parametrize("text", ["ftp://hub.example.com/", "https://hub.example.com/?a=1",
-                                  "https://user@hub.example.com/", "not a host!", "10.0.0.0/99"])
-def test_a_malformed_list_is_a_configuration_error_naming_the_variable(text: str) -> None:
-    with pytest.raises(ConfigError, match="SCION_SCHEDULER_ALLOWED_TARGETS"):
-        Settings.from_env({"SCION_SCHEDULER_ALLOWED_TARGETS": text})
-
-
-@pytest.mark.parametrize(("headers", "oidc", "refused"), [
-    ({"Host": "metadata.google.internal"}, False, "Host"),
-    ({"Metadata-Flavor": "Google"}, False, "Metadata-Flavor"),
-    ({"X-Google-Metadata-Request": "True"}, False, "X-Google-Metadata-Request"),
-    ({"connection": "close"}, False, "connection"),
-    ({"Transfer-Encoding": "chunked"}, False, "Transfer-Encoding"),
-    ({"Upgrade": "h2c"}, False, "Upgrade"),
-    ({"Proxy-Authorization": "Basic eA=="}, False, "Proxy-Authorization"),
-    ({"Authorization": "Bearer mine"}, True, "Authorization"),
-])
-def test_validation_refuses_headers_a_schedule_may_not_set(
-        headers: dict[str, str], oidc: bool, refused: str) -> None:
-    extra: dict[str, Any] = {"headers": {"X-Team": "ops", **headers}}
-    if oidc:
-        extra["oidc_audience"] = "https://hub.example.com"
-    [(field_name, message)] = url_errors("https://hub.example.com/", **extra)
-    assert field_name == f"action.headers.{refused}" and "may not be set" in message
-
-
-def test_authorization_is_a_schedules_own_without_an_oidc_audience() -> None:
-    assert url_errors("https://hub.example.com/", headers={"Authorization": "Bearer x"}) == []
-    assert header_problem("authorization", oidc=False) is None
-
-
-def test_the_issues_attack_is_refused_with_both_reasons() -> None:
-    errors = url_errors(METADATA_TOKEN_URL, headers={"Metadata-Flavor": "Google"})
-    assert [f for f, _ in errors] == ["action.url", "action.headers.Metadata-Flavor"]
 
 
 # --------------------------------------------------------------------------- at send time
@@ -422,35 +280,3 @@ def test_plain_errors_are_kept_as_they_are() -> None:
     assert redact(url_error) == url_error
     assert excerpt("a  b\n" * 100).startswith("a b a b") and excerpt("x" * 500).endswith("...")
     assert len(excerpt("x" * 500)) == EXCERPT_CHARS + 3
-
-
-# --------------------------------------------------------------------------- the local stack
-
-
-def test_the_examples_call_loopback_which_the_local_commands_name() -> None:
-    examples = ROOT / "examples" / "schedules.yaml"
-    with pytest.raises(ValidationError, match=r"action\.url"):
-        load_schedules(examples)
-    assert len(load_schedules(examples, egress=EgressPolicy.parse(stack.FILE_TARGETS))) == 3
-    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
-    assert "--allowed-targets '*,http://127.0.0.1:8087/' local" in makefile
-    # The workers `up` starts name the target where it actually listens, and nothing else local.
-    policy = EgressPolicy.parse(stack.allowed_targets("http://127.0.0.1:41234"))
-    assert policy.check_url("http://127.0.0.1:41234/ping") is None
-    assert policy.check_url("https://hooks.example.com/") is None
-    assert policy.check_url("http://127.0.0.1:41235/ping") is not None
-    assert policy.check_url(METADATA_TOKEN_URL) is not None
-
-
-def test_validate_refuses_at_the_command_line_unless_the_flag_names_the_target(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    from scion_scheduler.cli import main
-
-    monkeypatch.delenv("SCION_SCHEDULER_ALLOWED_TARGETS", raising=False)
-    schedule_file = tmp_path / "s.yaml"
-    schedule_file.write_text("- id: lo\n  cron: '* * * * *'\n"
-                             "  action: {type: http, url: 'http://10.1.2.3:8080/x'}\n")
-    assert main(["validate", "--file", str(schedule_file)]) == 2
-    assert "action.url: calls a private or loopback address (10.1.2.3)" in capsys.readouterr().err
-    assert main(["--allowed-targets", "10.1.2.3", "validate", "--file", str(schedule_file)]) == 0
