@@ -22,8 +22,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from test_terraform import MODULE_DIR as TERRAFORM_ROOT
-from test_terraform import named
+from terraform_hcl import MODULE_DIR as TERRAFORM_ROOT
+from terraform_hcl import named
 from worker_lines import one_fire
 
 from scheduler.egress import EgressPolicy
