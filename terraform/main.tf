@@ -34,8 +34,8 @@ locals {
   allowed_targets = join(",", var.allowed_targets)
 
   # Environment of the workers. Every key is the `env` of an entry of SETTINGS
-  # in scheduler/config.py (tests/test_terraform.py checks it). The signing key
-  # is not here: it is a secret, read from Secret Manager (see worker.tf).
+  # in scheduler/config.py (tests/test_terraform_env.py checks it). The signing
+  # key is not here: it is a secret, read from Secret Manager (see worker.tf).
   # Emulator hosts are local-only and never set by Terraform.
   worker_env = {
     SCION_SCHEDULER_PROJECT           = var.project_id
