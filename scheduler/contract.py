@@ -38,7 +38,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -240,6 +240,24 @@ def build_message(
     if signing_key:
         attributes[ATTR_SIGNATURE] = sign(data, attributes, signing_key)
     return Message(data, attributes)
+
+
+def slot_messages(schedule: Schedule, fire_times: Sequence[datetime], *,
+                  signing_key: str | None = None) -> list[Message]:
+    """`build_message(schedule, signing_key=..., fire_time=t)` for each of `fire_times`: a tick's
+    scheduled fires (`scheduler.ticks`). The data and the other attributes are built once, and
+    only the fire time and the signature are made per slot."""
+    if not fire_times:
+        return []
+    template = build_message(schedule)
+    messages = []
+    for fire_time in fire_times:
+        attributes = dict(template.attributes)
+        attributes[ATTR_FIRE_TIME] = format_instant(fire_time)
+        if signing_key:
+            attributes[ATTR_SIGNATURE] = sign(template.data, attributes, signing_key)
+        messages.append(Message(template.data, attributes))
+    return messages
 
 
 def message_size(schedule: Schedule) -> int:

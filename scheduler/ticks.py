@@ -32,7 +32,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from scheduler.contract import Message, build_message, execution_id
+from scheduler.contract import Message, build_message, execution_id, slot_messages
+from scheduler.cron import CronDialect
 from scheduler.due import NONE_CATCHUP_GRACE, Owed, slots_and_next
 from scheduler.model import ONE_SHOT_LEAD, Action, Schedule, one_shot_slot
 
@@ -147,11 +148,18 @@ class DuePlan:
     skipped: bool = False
 
 
-def plan_document(owed: Owed, next_fire_time: datetime, minute: datetime) -> DuePlan | None:
+# One tick's cron walks by (cron, time zone, dialect, start, minute): `plan_document`'s memo.
+Walks = dict[tuple[str, str, CronDialect, datetime, datetime],
+             tuple[list[datetime], datetime | None]]
+
+
+def plan_document(owed: Owed, next_fire_time: datetime, minute: datetime,
+                  walks: Walks | None = None) -> DuePlan | None:
     """Which slots of a document the tick of `minute` publishes and where the document advances
     to, given its stored `next_fire_time`; None when it has nothing to publish yet (or is
     paused: the control module clears a paused document's next fire time, and a tick never
-    races it to a value)."""
+    races it to a value). `walks`: the walks of the documents planned before it in the same
+    tick, reused and added to (many schedules share a cron and are due at the same slot)."""
     schedule = owed.schedule
     if schedule.paused:
         return None
@@ -166,7 +174,14 @@ def plan_document(owed: Owed, next_fire_time: datetime, minute: datetime) -> Due
     # pipeline could only record it missed.
     oldest = minute - schedule.catchup_window - NONE_CATCHUP_GRACE
     start = max(next_fire_time, oldest) - timedelta(microseconds=1)
-    walked, following = slots_and_next(schedule, start, minute)
+    key = (schedule.effective_cron, schedule.effective_timezone, schedule.cron_dialect, start,
+           minute)
+    walk = None if walks is None else walks.get(key)
+    if walk is None:
+        walk = slots_and_next(schedule, start, minute)
+        if walks is not None:
+            walks[key] = walk
+    walked, following = walk
     slots = [s for s in walked if owed.owes(s)]
     return DuePlan(tuple(slots[-MAX_SLOTS_PER_DOCUMENT:]), following,
                    next_fire_time < oldest or len(slots) > MAX_SLOTS_PER_DOCUMENT)
@@ -175,4 +190,4 @@ def plan_document(owed: Owed, next_fire_time: datetime, minute: datetime) -> Due
 def fire_messages(schedule: Schedule, slots: Sequence[datetime],
                   signing_key: str | None = None) -> list[Message]:
     """The contract fire of each slot: the job's message, with the slot's exact fire time."""
-    return [build_message(schedule, signing_key=signing_key, fire_time=slot) for slot in slots]
+    return slot_messages(schedule, slots, signing_key=signing_key)

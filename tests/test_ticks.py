@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from scheduler.contract import decode_message, execution_id
+from scheduler.contract import build_message, decode_message, execution_id
 from scheduler.due import Owed
 from scheduler.model import ValidationError, one_shot_slot
 from scheduler.ticks import (
@@ -16,6 +16,7 @@ from scheduler.ticks import (
     TICK_ACTION_TYPE,
     TICK_SCHEDULE_ID,
     Shard,
+    Walks,
     due_before,
     fire_messages,
     is_tick_schedule,
@@ -90,6 +91,16 @@ def test_fire_messages_carry_the_slot_and_the_jobs_execution_id() -> None:
     assert execution_id(fire.schedule_id, derived, fire.trigger) == execution_id("report", slot)
 
 
+@pytest.mark.parametrize("key", [KEY, None])
+def test_fire_messages_are_the_messages_build_message_makes(key: str | None) -> None:
+    # Built from one template per schedule: byte for byte each slot's own `build_message`.
+    schedule = cron()
+    slots = [M + timedelta(minutes=n) for n in range(3)]
+    assert fire_messages(schedule, slots, key) == [
+        build_message(schedule, signing_key=key, fire_time=slot) for slot in slots]
+    assert fire_messages(schedule, [], key) == []
+
+
 def test_cron_document_publishes_every_slot_since_and_advances() -> None:
     owed = Owed(cron(), M - timedelta(hours=1))
     assert plan_document(owed, M + timedelta(minutes=5), M) is None
@@ -122,6 +133,24 @@ def test_slots_not_owed_are_not_published() -> None:
     late_definition = Owed(schedule, M - timedelta(minutes=3))
     plan = plan_document(late_definition, M - timedelta(minutes=10), M)
     assert plan is not None and plan.slots == (M,)
+
+
+def test_a_shared_walk_plans_each_document_as_its_own_walk_would() -> None:
+    # One tick's memo of cron walks: documents of one cron share a walk, but each keeps its
+    # own owed span, and other crons, time zones and starts walk on their own.
+    walks: Walks = {}
+    documents = [
+        (Owed(cron(), M - timedelta(hours=1)), M - timedelta(minutes=10)),
+        (Owed(cron(), M - timedelta(minutes=3)), M - timedelta(minutes=10)),
+        (Owed(cron(), M - timedelta(hours=1), M - timedelta(minutes=7)), M - timedelta(minutes=10)),
+        (Owed(cron("*/3 * * * *"), M - timedelta(hours=1)), M - timedelta(minutes=10)),
+        (Owed(cron(timezone="Asia/Kolkata"), M - timedelta(hours=1)), M - timedelta(minutes=10)),
+        (Owed(cron(), M - timedelta(hours=1)), M - timedelta(minutes=5)),
+    ]
+    for owed, next_fire_time in documents:
+        assert plan_document(owed, next_fire_time, M, walks) == plan_document(
+            owed, next_fire_time, M)
+    assert len(walks) == 4
 
 
 @pytest.mark.parametrize("seconds", [31, 60, 89])

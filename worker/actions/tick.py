@@ -27,7 +27,14 @@ from scheduler.contract import Message
 from scheduler.due import Owed
 from scheduler.logs import get_logger
 from scheduler.model import format_instant
-from scheduler.ticks import Shard, due_before, fire_messages, plan_document, shard_documents
+from scheduler.ticks import (
+    Shard,
+    Walks,
+    due_before,
+    fire_messages,
+    plan_document,
+    shard_documents,
+)
 from worker.action import ActionContext, ActionError, ActionResult
 from worker.tick_store import Advance, DueDocument, Page
 
@@ -129,9 +136,11 @@ class Tick:
                  report: TickReport) -> None:
         fires: list[Message] = []
         advances: list[Advance] = []
+        walks: Walks = {}
         for document in documents:
             owed = self._store.owed(document) if document.may_be_due(minute) else None
-            plan = None if owed is None else plan_document(owed, document.next_fire_time, minute)
+            plan = None if owed is None else plan_document(owed, document.next_fire_time, minute,
+                                                           walks)
             if owed is None or plan is None:
                 continue
             report.documents += 1
