@@ -48,20 +48,13 @@ from scheduler.logs import configure
 from scheduler.model import Action, Schedule, one_shot_slot
 from scheduler.registry import ScheduleRegistry, document_id, document_of
 from scheduler.ticks import TICK_SCHEDULE
-from scion_scheduler.google_emulators import Emulator
+from scion_scheduler.google_emulators import reuse_or_start
 from worker.actions.tick import Tick
 from worker.tick_store import FirestoreTickStore
 
 TICK_ENV = {"SCION_SCHEDULER_MODE": "ticks", "SCION_SCHEDULER_TOPIC": "fires"}
 MINUTE = timedelta(minutes=1)
 
-
-def _host(resources: ExitStack, kind: str, variable: str) -> str:
-    if os.environ.get(variable):
-        return os.environ[variable]
-    emulator = resources.enter_context(Emulator(kind))
-    os.environ[variable] = emulator.host
-    return emulator.host
 
 
 def _schedule(i: int, url: str = "https://hub.example.com/fire", **fields: Any) -> Schedule:
@@ -332,8 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tick mode benchmark; Python {sys.version.split()[0]}, {os.cpu_count()} CPUs",
           flush=True)
     with ExitStack() as resources:
-        pubsub = _host(resources, "pubsub", "PUBSUB_EMULATOR_HOST")
-        firestore_host = _host(resources, "firestore", "FIRESTORE_EMULATOR_HOST")
+        pubsub = reuse_or_start(resources, "pubsub")
+        firestore_host = reuse_or_start(resources, "firestore")
         workdir = Path(resources.enter_context(_tempdir()))
         stack = Stack(f"bench-ticks-{uuid.uuid4().hex[:8]}", workdir, pubsub, firestore_host)
         resources.callback(_close_quietly, stack)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import signal
 import sys
 import tempfile
@@ -38,19 +37,12 @@ from scheduler.contract import execution_id
 from scheduler.control import with_registry
 from scheduler.emulator import CloudSchedulerEmulator
 from scheduler.logs import configure
-from scion_scheduler.google_emulators import Emulator
+from scion_scheduler.google_emulators import reuse_or_start
 from worker.ledger import FINAL_STATES, State
 
 # After the last slot: the audit's grace, its next run, the recovered fires' claims.
 SETTLE = timedelta(minutes=3)
 
-
-def _host(stack: ExitStack, kind: str, variable: str) -> str:
-    if os.environ.get(variable):
-        return os.environ[variable]
-    emulator = stack.enter_context(Emulator(kind))
-    os.environ[variable] = emulator.host
-    return emulator.host
 
 
 def _close_quietly(stack: Stack) -> None:
@@ -73,8 +65,8 @@ def _sleep_until(instant: datetime) -> None:
 
 def soak(schedules: int, minutes: int, kill_every: int, workdir: Path) -> int:
     with ExitStack() as resources:
-        pubsub = _host(resources, "pubsub", "PUBSUB_EMULATOR_HOST")
-        firestore = _host(resources, "firestore", "FIRESTORE_EMULATOR_HOST")
+        pubsub = reuse_or_start(resources, "pubsub")
+        firestore = reuse_or_start(resources, "firestore")
         scheduler = CloudSchedulerEmulator(port=0, pubsub_host=pubsub).start()
         resources.callback(scheduler.stop)
         stack = Stack(f"soak-{uuid.uuid4().hex[:8]}", workdir, pubsub, firestore)

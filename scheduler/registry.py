@@ -14,7 +14,7 @@ document ID is not); fields:
 
 * `next_fire_time`: the earliest slot of the current definition that no tick has published
   yet (`first_slot`): set when a definition takes effect, null while paused or held and when no
-  slot is left; only tick mode's claimer advances it (issue 17, /work/wt/TICKS.md);
+  slot is left; only tick mode's claimer advances it (issue 17, docs/architecture.md);
 * `sync_digest`: a digest of `definition` and whether `paused_since` is set (`sync_digest`);
 * `owner`: the deployment's job prefix. A registry built with an `owner` reads and writes only
   its own documents (and those written before the field existed, which its next write adopts).

@@ -129,3 +129,14 @@ class Emulator:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def reuse_or_start(resources: contextlib.ExitStack, kind: str) -> str:
+    """The `host:port` of the `kind` emulator named by its variable (`ENV_VARS`), or of one
+    started now, closed with `resources` and exported for what this process starts."""
+    variable = ENV_VARS[kind]
+    if os.environ.get(variable):
+        return os.environ[variable]
+    emulator = resources.enter_context(Emulator(kind))
+    os.environ[variable] = emulator.host
+    return emulator.host

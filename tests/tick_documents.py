@@ -1,5 +1,5 @@
 """Registry documents as tick mode reads them, written through their documented fields
-(`scheduler.registry`, /work/wt/TICKS.md): what the tick tests and `bench/bench_ticks.py` put in
+(`scheduler.registry`): what the tick tests and `bench/bench_ticks.py` put in
 the emulator."""
 
 from __future__ import annotations
