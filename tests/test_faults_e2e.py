@@ -10,8 +10,6 @@ import contextlib
 import os
 import signal
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,13 +38,7 @@ class FlakyTarget(Target):
 
 
 def readyz(worker: Worker) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/readyz", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except (urllib.error.URLError, OSError):
-        return 0, ""
+    return worker.get("/readyz")
 
 
 def dependency_up(worker: Worker, dependency: str) -> float | None:

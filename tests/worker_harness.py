@@ -156,20 +156,22 @@ class Worker:
     def pid(self) -> int:
         return self.process.pid
 
-    def _get(self, path: str) -> tuple[int, str]:
+    def get(self, path: str) -> tuple[int, str]:
+        """The status and body of the worker's health server at `path` (0 when it does not
+        answer)."""
         try:
             with urllib.request.urlopen(
                 f"http://127.0.0.1:{self.port}{path}", timeout=5
             ) as response:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
-            return exc.code, ""
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return exc.code, exc.read().decode()
+        except (urllib.error.URLError, OSError):
             return 0, ""
 
     def ready(self) -> bool:
         """`/readyz` answers 200."""
-        return self._get("/readyz")[0] == 200
+        return self.get("/readyz")[0] == 200
 
     def wait_ready(self, timeout: float = WAIT_S) -> None:
         wait_for(lambda: self.ready() or self.process.poll() is not None, timeout,
@@ -178,7 +180,7 @@ class Worker:
 
     def metrics(self) -> dict[str, float]:
         """Samples by `name{label=value,...}` (labels sorted), from `/metrics`."""
-        status, body = self._get("/metrics")
+        status, body = self.get("/metrics")
         assert status == 200
         out: dict[str, float] = {}
         for family in text_string_to_metric_families(body):
