@@ -35,6 +35,8 @@ from worker.errors import WorkerError
 Resolver = Callable[[str, int], list[str]]
 """Resolve a host and port to the addresses to connect to (e.g. `system_resolver`)."""
 
+# httpx's own default limits: room for every executor of a worker (64 by default).
+DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 # Headers only a caller of a metadata server sends; no action has a reason to.
 _METADATA_HEADERS = ("metadata-flavor", "x-google-metadata-request")
 
@@ -82,16 +84,47 @@ class _VettingBackend(httpcore.SyncBackend):
         raise failure
 
 
+class _HeldConnectionPool(httpcore.ConnectionPool):
+    """httpcore's pool, except that a connection a request holds is never closed by a pass.
+
+    httpcore 1.0.9 hands an idle connection to a queued request, but the connection stays
+    IDLE until that request's thread starts on it. A pass of another thread (a request starting
+    or ending) in between still takes it for idle and may close it: as surplus keep-alive (it
+    counts *all* connections against `max_keepalive_connections`, so under load every idle one
+    goes), as expired, or to make room. It closes outside the pool's lock, so the close can
+    land after the holder has sent its request: the read then fails with `[Errno 9] Bad file
+    descriptor` (or hangs in poll() until the read timeout), and the fire is retried although
+    the target got it (encode/httpcore#1110; the fix proposed there, #1111, is unreleased).
+
+    Each pass here runs without the held connections, with `max_connections` less by as many
+    (they still count against it), then puts them back; so the keep-alive limit also counts
+    only the connections no request holds.
+    """
+
+    def _assign_requests_to_connections(self) -> list[httpcore.ConnectionInterface]:
+        # Every caller in httpcore holds the pool's lock around this.
+        held = {id(r.connection) for r in self._requests if r.connection is not None}
+        every = self._connections
+        self._connections = [c for c in every if id(c) not in held]
+        limit = self._max_connections
+        self._max_connections = limit - (len(every) - len(self._connections))
+        try:
+            return super()._assign_requests_to_connections()
+        finally:
+            self._max_connections = limit
+            self._connections = [c for c in every if id(c) in held] + self._connections
+
+
 class EgressTransport(httpx.HTTPTransport):
     """An `httpx.HTTPTransport` that enforces `policy` (see the module docstring)."""
 
-    def __init__(self, policy: EgressPolicy, *, resolve: Resolver = system_resolver) -> None:
+    def __init__(self, policy: EgressPolicy, *, resolve: Resolver = system_resolver,
+                 limits: httpx.Limits = DEFAULT_LIMITS) -> None:
         super().__init__()
         self._policy = policy
         # httpx takes no network backend, so its pool is replaced by one that has ours; the
         # tests of a name resolving to a refused address fail if this stops taking effect.
-        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
-        self._pool = httpcore.ConnectionPool(
+        self._pool = _HeldConnectionPool(
             ssl_context=httpx.create_ssl_context(),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
@@ -126,8 +159,9 @@ def request_problem(policy: EgressPolicy, request: httpx.Request) -> str | None:
 
 
 def egress_client(policy: EgressPolicy, *, resolve: Resolver = system_resolver,
-                  **options: typing.Any) -> httpx.Client:
-    """An httpx client whose every request goes through `policy`, following no redirect.
-    `options` are further `httpx.Client` arguments (e.g. a default `timeout`)."""
-    return httpx.Client(transport=EgressTransport(policy, resolve=resolve),
+                  limits: httpx.Limits = DEFAULT_LIMITS, **options: typing.Any) -> httpx.Client:
+    """An httpx client whose every request goes through `policy`, following no redirect, with
+    a pool of `limits`. `options` are further `httpx.Client` arguments (e.g. a default
+    `timeout`)."""
+    return httpx.Client(transport=EgressTransport(policy, resolve=resolve, limits=limits),
                         follow_redirects=False, trust_env=False, **options)
