@@ -45,7 +45,8 @@ class Recorded:
 
 @dataclass
 class Target:
-    """The local server: `/status/N` answers N; `/slow` answers only when the test ends."""
+    """The local server: `/status/N` answers N; `/slow` answers only when the test ends;
+    `/drop` reads the request and closes the connection without an answer."""
 
     base: str
     requests: list[Recorded] = field(default_factory=list)
@@ -65,6 +66,9 @@ def target() -> Iterator[Target]:
             if self.path == "/slow":
                 t.release.wait(10)
                 status = 200
+            elif self.path == "/drop":
+                self.close_connection = True
+                return
             else:
                 status = (
                     int(self.path.rsplit("/", 1)[-1]) if self.path.startswith("/status/") else 200
@@ -182,6 +186,15 @@ def test_connection_refused_is_retryable(action: HttpAction) -> None:
     with pytest.raises(ActionError) as failure:
         action(context({"url": f"http://127.0.0.1:{port}/"}))
     assert failure.value.retryable
+
+
+def test_a_connection_lost_after_the_request_was_sent_is_retryable(
+        target: Target, action: HttpAction) -> None:
+    """The target may have acted; the retry carries the same Idempotency-Key."""
+    with pytest.raises(ActionError, match="without sending a response") as failure:
+        action(context({"url": f"{target.base}/drop"}))
+    assert failure.value.retryable
+    assert [r.path for r in target.requests] == ["/drop"]
 
 
 def test_missing_url_fails_without_retry(action: HttpAction) -> None:

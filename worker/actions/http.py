@@ -7,7 +7,12 @@ are ASCII, so `X-Scion-Schedule-Id` is the schedule ID percent-encoded (RFC 3986
 a printable-ASCII ID without `%`, exactly reversible with `urllib.parse.unquote` for any other.
 
 Classification: 2xx succeeds; 429, 5xx, timeouts and connection errors are retryable; any other
-status (3xx, which is not followed, and the other 4xx) fails without retry.
+status (3xx, which is not followed, and the other 4xx) fails without retry. A connection lost
+after the request was sent (a read error, a server that closed a reused keep-alive connection
+before answering) is a connection error too, though the target may have acted: the retry
+carries the same Idempotency-Key, which is what the key is for (docs/hub-fire-endpoint.md, "The
+idempotency rule"); Go's net/http replays a request on a reused connection for the same reason
+only when it has that header (`Request.isReplayable`, golang/go#19943).
 
 Every request goes through the egress policy (`SCION_SCHEDULER_ALLOWED_TARGETS`, see
 `scheduler.egress` and `worker.egress_transport`): a refused target or a header a schedule may
