@@ -154,3 +154,15 @@ def test_bench_ticks_sync_and_memory_phases_run(pubsub_emulator: str,
     )
     assert result.returncode == 0, result.stderr
     assert "no-op sync" in result.stdout and "tick: 30 fires" in result.stdout
+
+
+def test_stress_egress_pool_runs_both_pools_and_checks_its_goal() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "stress_egress_pool.py"), "--threads", "8",
+         "--seconds", "0.5"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1].startswith("httpx stock pool: ") and lines[2].startswith("egress client: ")
+    assert lines[-1].endswith(": met")
