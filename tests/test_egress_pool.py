@@ -114,41 +114,25 @@ def in_thread(send: Callable[[], httpx.Response], failures: list[BaseException]
     return thread
 
 
-def test_a_handed_connection_is_not_closed_as_surplus_keep_alive(
-        servers: tuple[Server, Server], gate: Gate) -> None:
-    """A connection idle to X is handed to a request; before that request starts on it, a
-    request to Y opens a second connection and ends, and that pass (more connections than the
-    keep-alive limit of 1) closed the handed one in httpcore 1.0.9. The held request must go
-    out on the connection it was handed."""
+@pytest.mark.parametrize("max_connections", [10, 1], ids=["surplus-keep-alive", "make-room"])
+def test_a_connection_handed_to_a_request_is_not_closed_under_it(
+        servers: tuple[Server, Server], gate: Gate, max_connections: int) -> None:
+    """The only connection, idle to X, is handed to a request that has not started on it yet,
+    when a request to Y comes. httpcore 1.0.9 closed the handed connection: with room for a
+    second connection, in the pass that ended Y's request (more connections than the keep-alive
+    limit of 1); without, to make room for Y's. The held request must go out on the connection
+    it was handed (and without room, Y's wait for it)."""
     x, y = servers
     failures: list[BaseException] = []
     with egress_client(LOOPBACK, timeout=WAIT_S, limits=httpx.Limits(
-            max_connections=10, max_keepalive_connections=1)) as client:
-        client.get(x.url("/first")).raise_for_status()
-        held = in_thread(lambda: client.get(x.url("/held")), failures)
-        assert gate.handed.wait(WAIT_S), "the held request was never handed a connection"
-        client.get(y.url("/other")).raise_for_status()
-        gate.go.set()
-        held.join(WAIT_S)
-
-    assert not failures
-    assert x.seen["/held"] == x.seen["/first"], "the handed connection was closed and replaced"
-
-
-def test_a_handed_connection_is_not_closed_to_make_room(
-        servers: tuple[Server, Server], gate: Gate) -> None:
-    """At the pool's limit of one connection, a request to Y while the only connection (idle,
-    to X) is handed to a request that has not started: httpcore 1.0.9 closed it to make room.
-    The request to Y must wait for it instead, and the held request go out on it."""
-    x, y = servers
-    failures: list[BaseException] = []
-    with egress_client(LOOPBACK, timeout=WAIT_S, limits=httpx.Limits(
-            max_connections=1, max_keepalive_connections=1)) as client:
+            max_connections=max_connections, max_keepalive_connections=1)) as client:
         client.get(x.url("/first")).raise_for_status()
         held = in_thread(lambda: client.get(x.url("/held")), failures)
         assert gate.handed.wait(WAIT_S), "the held request was never handed a connection"
         other = in_thread(lambda: client.get(y.url("/other")), failures)
         assert gate.waiting("/other").wait(WAIT_S), "the request to Y never reached the pool"
+        if max_connections > 1:
+            other.join(WAIT_S)
         gate.go.set()
         held.join(WAIT_S)
         other.join(WAIT_S)
