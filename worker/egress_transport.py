@@ -98,7 +98,9 @@ class _HeldConnectionPool(httpcore.ConnectionPool):
 
     Each pass here runs without the held connections, with `max_connections` less by as many
     (they still count against it), then puts them back; so the keep-alive limit also counts
-    only the connections no request holds.
+    only the connections no request holds. This overrides a private method and uses private
+    fields of httpcore 1.0.9's pool; `tests/test_egress_pool.py` shows whether a later httpcore
+    still needs it (it passes with the stock pool once #1110 is fixed).
     """
 
     def _assign_requests_to_connections(self) -> list[httpcore.ConnectionInterface]:
