@@ -33,7 +33,7 @@ from typing import Literal
 from scheduler.naming import job_id_of
 from scheduler.registry import Entry, document_of, first_slot
 from scheduler.sync import ApplyResult, StepOutcome
-from scheduler.sync_plan import Plan, Step, compute_plan
+from scheduler.sync_plan import Plan, Step, compute_plan, is_tick_job
 from scheduler.tick_control import TickControl
 from scheduler.tick_sync import DocumentStep, tick_has_fired, tick_job_steps
 from scheduler.ticks import tick_job_id
@@ -83,7 +83,9 @@ def _to_ticks(control: TickControl, entries: dict[str, Entry],
         job_id, owner = job_id_of(job.name), spec.owner_schedule_id(job)
         if job_id == tick_id:
             continue
-        if owner in entries:
+        if is_tick_job(job, spec.prefix):  # by its message: the tick under its former ID
+            deletes.append(Step("delete", job_id, None, f"the tick job is now {tick_id}"))
+        elif owner in entries:
             deletes.append(Step("delete", job_id, owner,
                                 "tick mode: the tick publishes its schedule's fires"))
         else:
@@ -120,17 +122,19 @@ def _to_jobs(control: TickControl, entries: dict[str, Entry],
     # A document paused on request owes nothing: its job is created paused.
     schedules = [replace(e.owed.schedule, paused=True) if e.owed.paused_since is not None
                  else e.owed.schedule for e in entries.values()]
-    plan = compute_plan(syncer.iter_jobs(), schedules, spec, now=control.clock(),
-                        grace=syncer.grace, prune=False)
+    jobs = list(syncer.iter_jobs())
+    plan = compute_plan(jobs, schedules, spec, now=control.clock(), grace=syncer.grace,
+                        prune=False)
     outcomes = list(syncer.apply(plan).outcomes)
-    tick_id = tick_job_id(spec.prefix)
-    remove = Step("delete", tick_id, None, "jobs mode: every schedule has its job")
-    steps = [*plan.steps, remove]
+    # The tick, and a tick job under the ID earlier versions gave it (`{prefix}tick`), unless a
+    # schedule's own job has just replaced it under that ID (a schedule named `tick`).
+    wanted = {spec.job_id(s.id) for s in schedules}
+    tick_ids = ({tick_job_id(spec.prefix)}
+                | {job_id_of(j.name) for j in jobs if is_tick_job(j, spec.prefix)}) - wanted
+    removes = [Step("delete", job_id, None, "jobs mode: every schedule has its job")
+               for job_id in sorted(tick_ids)]
+    steps = [*plan.steps, *removes]
     if not all(o.ok for o in outcomes):
-        skipped = StepOutcome(remove, "skipped", "not attempted: an earlier step failed; run "
-                              "migrate again")
-        return steps, [*outcomes, skipped]
-    if tick_id in {spec.job_id(s.id) for s in schedules}:
-        # A schedule named like the tick job: its own job replaced the tick job by this ID.
-        return steps[:-1], outcomes
-    return steps, outcomes + list(syncer.apply(Plan((remove,), prune=False)).outcomes)
+        why = "not attempted: an earlier step failed; run migrate again"
+        return steps, [*outcomes, *(StepOutcome(s, "skipped", why) for s in removes)]
+    return steps, outcomes + list(syncer.apply(Plan(tuple(removes), prune=False)).outcomes)

@@ -18,10 +18,11 @@ from typing import Any, Literal
 from google.cloud import scheduler_v1
 
 from scheduler.contract import Message
-from scheduler.jobs import ALL_FIELDS, JobSpec, JobState, diff_mask, is_paused
+from scheduler.jobs import ALL_FIELDS, JobSpec, JobState, attributes_of, diff_mask, is_paused
 from scheduler.model import FieldError, Schedule, ValidationError, format_instant
 from scheduler.naming import is_owned, job_id_of
 from scheduler.one_shots import is_done_with, sync_fire
+from scheduler.ticks import is_tick_message, tick_job_id
 
 StepKind = Literal["create", "update", "pause", "resume", "delete", "fire"]
 _KIND_ORDER: dict[str, int] = {
@@ -160,13 +161,20 @@ def _job_steps(schedule: Schedule, job: scheduler_v1.Job | None, spec: JobSpec,
     return steps
 
 
+def is_tick_job(job: scheduler_v1.Job, prefix: str) -> bool:
+    """Whether a job under `prefix` is tick mode's tick (`scheduler.ticks`): by its ID, which is
+    no schedule's, or by its message, under the ID earlier versions gave it."""
+    return job_id_of(job.name) == tick_job_id(prefix) or is_tick_message(attributes_of(job))
+
+
 def compute_plan(jobs: Iterable[scheduler_v1.Job], schedules: Sequence[Schedule], spec: JobSpec,
                  *, now: datetime, grace: timedelta, prune: bool = True,
                  list_retries: Sequence[str] = (), keep: Collection[str] = ()) -> Plan:
     """Compare existing jobs with the schedules; no API calls. Jobs outside the prefix are
     counted and otherwise ignored; owned jobs without a schedule are deleted only with `prune`,
     and never the job of a schedule ID in `keep` (an item refused from a hub listing, whose job
-    is left exactly as it is)."""
+    is left exactly as it is). Tick mode's tick job is no schedule's and is left alone: `migrate
+    --to jobs` deletes it once every schedule has its job (`scheduler.migrate`)."""
     by_job_id: dict[str, Schedule] = {}
     duplicates = []
     for schedule in schedules:
@@ -187,6 +195,8 @@ def compute_plan(jobs: Iterable[scheduler_v1.Job], schedules: Sequence[Schedule]
             foreign += 1
             continue
         wanted = by_job_id.get(job_id)
+        if wanted is None and is_tick_job(job, spec.prefix):
+            continue
         if wanted is None:
             owner = spec.owner_schedule_id(job)
             if owner is not None and owner in keep:

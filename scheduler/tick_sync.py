@@ -8,7 +8,8 @@ In tick mode (`SCION_SCHEDULER_MODE=ticks`) a sync plans and applies the same wa
   parallel, and a document in line is not written at all (the tick advances `next_fire_time`,
   which a needless rewrite would rewind);
 * one Cloud Scheduler job, the tick (`scheduler.ticks.tick_job_id`), created or repaired like
-  any job;
+  any job (a tick job under the ID earlier versions gave it, `{job_prefix}tick`, is found by its
+  message and deleted like a per-schedule job, once the tick has fired);
 * no per-schedule job: those of the schedules synced are deleted once the tick job has fired
   (a sync before that keeps them, listed as kept), and then only after their documents are
   written, so that every slot keeps a publisher on time (a slot published by both has one
@@ -47,7 +48,7 @@ from scheduler.registry import (
     sync_digest,
 )
 from scheduler.sync import ApplyResult, StepOutcome, Syncer
-from scheduler.sync_plan import Plan, Step
+from scheduler.sync_plan import Plan, Step, is_tick_job
 from scheduler.tick_manifest import BATCH, SyncManifest, chunks
 from scheduler.ticks import TICK_SCHEDULE, tick_job_id
 
@@ -250,6 +251,8 @@ def _job_plan(jobs: Iterable[scheduler_v1.Job], by_doc: dict[str, Schedule], spe
     tick_id = tick_job_id(spec.prefix)
     tick: scheduler_v1.Job | None = None
     deletes: list[Step] = []
+    # Publishers that the tick replaces: deleted only once it has fired.
+    replaced: list[Step] = []
     foreign = 0
     for job in jobs:
         job_id = job_id_of(job.name)
@@ -259,23 +262,25 @@ def _job_plan(jobs: Iterable[scheduler_v1.Job], by_doc: dict[str, Schedule], spe
         if job_id == tick_id:
             tick = job
             continue
+        if is_tick_job(job, spec.prefix):  # by its message: the tick under its former ID
+            replaced.append(Step("delete", job_id, None, f"the tick job is now {tick_id}"))
+            continue
         owner = spec.owner_schedule_id(job)
         if owner is not None and owner in keep:
             held.add(job_id)
         elif owner is not None and document_id(owner) in by_doc:
-            deletes.append(Step("delete", job_id, owner,
-                                "tick mode: the tick publishes its schedule's fires"))
+            replaced.append(Step("delete", job_id, owner,
+                                 "tick mode: the tick publishes its schedule's fires"))
         elif prune:
             deletes.append(Step("delete", job_id, owner, "no schedule" if owner is not None
                                 else "under the prefix but names no schedule"))
         else:
             kept.add(job_id)
-    if not tick_has_fired(tick):
+    if tick_has_fired(tick):
+        deletes += replaced
+    else:
         # Until a tick has fired, a slot before the first one would be left to a late tick.
-        waiting = {s.job_id for s in deletes
-                   if s.schedule_id is not None and document_id(s.schedule_id) in by_doc}
-        kept |= waiting
-        deletes = [s for s in deletes if s.job_id not in waiting]
+        kept |= {s.job_id for s in replaced}
     deletes.sort(key=lambda s: s.job_id)
     return tick_job_steps(tick, spec) + deletes, foreign
 

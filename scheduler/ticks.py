@@ -1,7 +1,7 @@
 """Tick mode (issue 17): the reserved tick schedule, its shards, and what the tick of a minute
 publishes.
 
-In tick mode Cloud Scheduler keeps one job per deployment, `{job_prefix}tick`, which publishes
+In tick mode Cloud Scheduler keeps one job per deployment, `{job_prefix}_tick`, which publishes
 the reserved tick schedule's contract message every minute. A worker claims it like any fire
 (its execution ID comes from the minute) and runs the `tick` action (`worker.actions.tick`):
 it reads the registry documents due by then (`scheduler.registry`: `owner == P and
@@ -32,7 +32,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from scheduler.contract import Message, build_message, execution_id, slot_messages
+from scheduler.contract import (
+    ATTR_SCHEDULE_ID,
+    Message,
+    build_message,
+    execution_id,
+    slot_messages,
+)
 from scheduler.cron import CronDialect
 from scheduler.due import NONE_CATCHUP_GRACE, Owed, slots_and_next
 from scheduler.model import ONE_SHOT_LEAD, Action, Schedule, one_shot_slot
@@ -46,8 +52,13 @@ TICK_ACTION_TYPE = "tick"
 # A shard's schedule ID: the tick's, this, and the first document of the shard.
 _SHARD_INFIX = " shard "
 _DOCUMENTS_PARAM = "documents"
-# The tick job's ID within a deployment's job prefix.
-TICK_JOB_SUFFIX = "tick"
+# The tick job's ID within a deployment's job prefix: `_` then two characters that are not
+# lowercase hex digits, which `scheduler.naming.job_id_for` never writes after the prefix (its
+# `_` always comes before two hex digits, or before a second `_` and a 52-character digest) and
+# `schedule_id_for` reads as no schedule. So no schedule ID, `tick` included, has this job ID.
+# Earlier versions named it `{job_prefix}tick`, which is the job of a schedule `tick`: a tick
+# job of that name is found by its message (`is_tick_message`) and retired by the next sync.
+TICK_JOB_SUFFIX = "_tick"
 
 # The reserved schedule. `catchup: latest`: a tick delivered after the next one was due is
 # recorded missed, since the newer tick publishes everything still due (its query has no lower
@@ -78,6 +89,11 @@ def tick_job_id(job_prefix: str) -> str:
 def tick_message(signing_key: str | None = None) -> Message:
     """The message the tick job publishes every minute (its slot is the minute it fires in)."""
     return build_message(TICK_SCHEDULE, signing_key=signing_key)
+
+
+def is_tick_message(attributes: Mapping[str, str]) -> bool:
+    """Whether a job's message attributes are the tick's (whatever the job is called)."""
+    return attributes.get(ATTR_SCHEDULE_ID) == TICK_SCHEDULE_ID
 
 
 def tick_execution_id(minute: datetime) -> str:

@@ -67,7 +67,7 @@ moved {
   to   = google_project_iam_member.hub_job_manager[0]
 }
 
-# Ticks mode: the hub keeps one job, the tick ({job_prefix}tick), created and
+# Ticks mode: the hub keeps one job, the tick ({job_prefix}_tick), created and
 # repaired by every sync, and deletes the per-schedule jobs a migration leaves
 # (scion-scheduler migrate --to ticks). No pause and no forced run: least
 # privilege. Migrating back to jobs needs mode = "jobs" applied first.

@@ -277,10 +277,10 @@ def test_migrate_moves_an_empty_deployment_there_and_back(
         env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out = run_json(capsys, "migrate", "--to", "ticks")
     assert code == 0 and out["ok"] and out["to"] == "ticks"
-    assert [(o["kind"], o["job_id"]) for o in out["outcomes"]] == [("create", "scion-tick")]
+    assert [(o["kind"], o["job_id"]) for o in out["outcomes"]] == [("create", "scion-_tick")]
     code, out = run_json(capsys, "migrate", "--to", "jobs")
     assert code == 0 and out["ok"]
-    assert [(o["kind"], o["job_id"]) for o in out["outcomes"]] == [("delete", "scion-tick")]
+    assert [(o["kind"], o["job_id"]) for o in out["outcomes"]] == [("delete", "scion-_tick")]
     with pytest.raises(SystemExit) as refused:
         main(["migrate", "--to", "tick"])
     assert refused.value.code == 2

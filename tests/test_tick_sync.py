@@ -13,12 +13,16 @@ from typing import Any
 import pytest
 from emulated_control import FailingClient, count_document_writes, emulated_settings
 
+from scheduler.contract import ATTR_SCHEDULE_ID
 from scheduler.control import SchedulerControl, with_registry
 from scheduler.gcp import publisher_client
+from scheduler.jobs import attributes_of
+from scheduler.migrate import migrate
+from scheduler.naming import job_id_of, job_name
 from scheduler.registry import document_id
 from scheduler.tick_control import TickControl
-from scheduler.tick_sync import tick_has_fired
-from scheduler.ticks import tick_job_id
+from scheduler.tick_sync import tick_has_fired, tick_job
+from scheduler.ticks import TICK_SCHEDULE_ID, tick_job_id
 from scheduler.validation import parse_schedule
 
 pytestmark = pytest.mark.emulator
@@ -107,12 +111,7 @@ def test_per_schedule_jobs_go_after_documents_and_tick_job_are_in_place(
         # The tick job exists but has not fired yet: the jobs stay until it has.
         assert created.plan.kept == ("scion-a", "scion-b")
         assert len(ticks.syncer.owned_jobs()) == 3
-        tick_name = f"{ticks.settings.location_path}/jobs/{tick_job_id('scion-')}"
-        ticks.syncer.client.run_job(name=tick_name)  # as its next minute would
-        deadline = time.monotonic() + 30
-        while not tick_has_fired(ticks.syncer.get_job(tick_job_id("scion-"))):
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        _fire_the_tick(ticks)
         result = ticks.reconcile(schedules)
         assert result.ok, result.describe()
         assert [o.step.kind for o in result.outcomes] == ["delete", "delete"]
@@ -153,3 +152,82 @@ def test_a_failed_document_write_leaves_the_document_as_it_was(ticks: TickContro
     assert entry is not None and entry.owed.schedule.cron == "0 3 * * *"
     assert not entry.owed.schedule.paused and entry.owed.paused_since is None
     assert ticks.upsert(_schedule("a", cron="0 4 * * *", paused=True)).ok  # the next one lands
+
+
+def _fire_the_tick(control: SchedulerControl) -> None:
+    """Run the tick job now, as its next minute would, and wait until it shows as fired."""
+    control.syncer.client.run_job(name=job_name(control.spec.location_path, TICK_ID))
+    deadline = time.monotonic() + 30
+    while not tick_has_fired(control.syncer.get_job(TICK_ID)):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+TICK_ID = tick_job_id("scion-")
+# The tick job's ID in earlier versions, which is also the job ID of a schedule named `tick`.
+FORMER_TICK_ID = "scion-tick"
+
+
+def _jobs_by_schedule(control: SchedulerControl) -> dict[str, str]:
+    """Every owned job's ID, by the schedule ID its message names."""
+    return {job_id_of(j.name): attributes_of(j)[ATTR_SCHEDULE_ID]
+            for j in control.syncer.owned_jobs()}
+
+
+def _former_tick_job(control: SchedulerControl) -> None:
+    """The tick job as an earlier version created it, under `{job_prefix}tick`."""
+    job = tick_job(control.spec)
+    job.name = job_name(control.spec.location_path, FORMER_TICK_ID)
+    control.syncer.client.create_job(parent=control.spec.location_path, job=job)
+
+
+def test_a_schedule_named_tick_stands_beside_the_tick_job_and_retires_the_former_one(
+        ticks: TickControl) -> None:
+    schedules = [_schedule("tick"), _schedule("a")]
+    _former_tick_job(ticks)
+    first = ticks.reconcile(schedules)
+    assert first.ok, first.describe()
+    # The tick has not fired yet: the former tick keeps publishing until it has.
+    assert _jobs_by_schedule(ticks) == {TICK_ID: TICK_SCHEDULE_ID,
+                                        FORMER_TICK_ID: TICK_SCHEDULE_ID}
+    assert first.plan.kept == (FORMER_TICK_ID,)
+    _fire_the_tick(ticks)
+    retired = ticks.reconcile(schedules)
+    assert retired.ok, retired.describe()
+    assert [(o.step.kind, o.step.job_id, o.step.schedule_id) for o in retired.outcomes] == [
+        ("delete", FORMER_TICK_ID, None)]
+    assert _jobs_by_schedule(ticks) == {TICK_ID: TICK_SCHEDULE_ID}
+    assert ticks.reconcile(schedules).plan.is_noop
+    assert {i.schedule_id: i.job_id for i in ticks.list_jobs()} == {
+        "tick": FORMER_TICK_ID, "a": "scion-a"}
+    entry = ticks.ticks.registry.get("tick")
+    assert entry is not None and entry.next_fire_time == datetime(2030, 1, 2, 3, tzinfo=UTC)
+
+
+def test_jobs_mode_leaves_the_tick_job_alone_beside_a_schedule_named_tick(
+        ticks: TickControl, cloud_scheduler_emulator: Any, pubsub_emulator: str,
+        firestore_emulator: str, project_id: str) -> None:
+    assert ticks.reconcile([]).ok  # the tick job alone
+    tick_before = ticks.syncer.get_job(TICK_ID)
+    jobs = _control(cloud_scheduler_emulator, pubsub_emulator, firestore_emulator, project_id,
+                    "jobs")
+    with jobs:
+        plan = jobs.plan([_schedule("tick")], prune=True)
+        assert [(s.kind, s.job_id) for s in plan.steps] == [("create", FORMER_TICK_ID)]
+        assert jobs.apply(plan).ok
+        assert jobs.reconcile([_schedule("tick")], prune=True).plan.is_noop
+        assert jobs.reconcile([], prune=True).ok  # the schedule's job goes, the tick stays
+        assert _jobs_by_schedule(jobs) == {TICK_ID: TICK_SCHEDULE_ID}
+        assert jobs.syncer.get_job(TICK_ID) == tick_before
+
+
+@pytest.mark.parametrize("named_tick", [True, False])
+def test_migrating_to_jobs_deletes_the_tick_under_either_id_but_a_schedules_job(
+        ticks: TickControl, named_tick: bool) -> None:
+    schedules = [_schedule("a")] + ([_schedule("tick")] if named_tick else [])
+    assert ticks.reconcile(schedules).ok
+    _former_tick_job(ticks)
+    result = migrate(ticks, "jobs")
+    assert result.ok, result.describe()
+    wanted = {"scion-a": "a"} | ({FORMER_TICK_ID: "tick"} if named_tick else {})
+    assert _jobs_by_schedule(ticks) == wanted

@@ -7,10 +7,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from schedule_strategies import SCHEDULE_IDS
 
 from scheduler.contract import build_message, decode_message, execution_id
 from scheduler.due import Owed
 from scheduler.model import ValidationError, one_shot_slot
+from scheduler.naming import is_valid_job_id, job_id_for, schedule_id_for
 from scheduler.ticks import (
     MAX_SLOTS_PER_DOCUMENT,
     TICK_ACTION_TYPE,
@@ -19,6 +23,7 @@ from scheduler.ticks import (
     Walks,
     due_before,
     fire_messages,
+    is_tick_message,
     is_tick_schedule,
     plan_document,
     shard_documents,
@@ -50,7 +55,18 @@ def test_tick_message_decodes_to_the_minute_of_its_publish() -> None:
     minute = fire.derive_fire_time(M + timedelta(seconds=3))
     assert minute == M
     assert execution_id(fire.schedule_id, minute) == tick_execution_id(M)
-    assert tick_job_id("scion-") == "scion-tick"
+    assert tick_job_id("scion-") == "scion-_tick"
+    assert is_tick_message(message.attributes)
+    assert not is_tick_message(build_message(cron()).attributes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(SCHEDULE_IDS | st.just("tick") | st.just("_tick"), st.sampled_from(["scion-", "a", "x_"]))
+def test_no_schedule_id_has_the_tick_jobs_id(schedule_id: str, prefix: str) -> None:
+    # A schedule `tick` had it once: `{prefix}tick` was both (issue 17's loose end).
+    assert job_id_for(schedule_id, prefix) != tick_job_id(prefix)
+    assert schedule_id_for(tick_job_id(prefix), prefix) is None
+    assert is_valid_job_id(tick_job_id(prefix))
 
 
 def test_user_schedules_can_never_be_the_tick() -> None:

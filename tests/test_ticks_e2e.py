@@ -1,6 +1,6 @@
 """Tick mode end to end, on the emulators with `scion-worker run` processes in tick mode: the
 registry documents written through their fields (`tick_documents`), a tick driven by publishing
-the tick schedule's message for the current minute (as the `{job_prefix}tick` job would), and
+the tick schedule's message for the current minute (as the `{job_prefix}_tick` job would), and
 every fire run by the workers against a recording target. The tick's takeover after a SIGKILL
 of its claimer, shards taken by replicas other than the claimer, one-shots at their exact
 second, and a missed tick (catch-up) with a paused schedule and overlap, each slot run once."""
