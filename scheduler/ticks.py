@@ -42,15 +42,8 @@ from scheduler.contract import (
 from scheduler.cron import CronDialect
 from scheduler.due import NONE_CATCHUP_GRACE, Owed, slots_and_next
 from scheduler.model import ONE_SHOT_LEAD, Action, Schedule, one_shot_slot
+from scheduler.reserved import SHARD_INFIX, TICK_ACTION_TYPE, TICK_SCHEDULE_ID, is_tick_schedule
 
-# Not printable, so never the ID of a user's or the hub's schedule (`scheduler.validation`
-# refuses those), like the audit's "\tscion-audit".
-TICK_SCHEDULE_ID = "\tscion-tick"
-# The action type of the tick and of its shards; registered only in tick mode, and never a
-# user schedule's (`scheduler.validation` knows only the entry-point action types).
-TICK_ACTION_TYPE = "tick"
-# A shard's schedule ID: the tick's, this, and the first document of the shard.
-_SHARD_INFIX = " shard "
 _DOCUMENTS_PARAM = "documents"
 # The tick job's ID within a deployment's job prefix: `_` then two characters that are not
 # lowercase hex digits, which `scheduler.naming.job_id_for` never writes after the prefix (its
@@ -101,12 +94,6 @@ def tick_execution_id(minute: datetime) -> str:
     return execution_id(TICK_SCHEDULE_ID, minute)
 
 
-def is_tick_schedule(schedule_id: str) -> bool:
-    """Whether a fire's schedule ID is the tick's or one of its shards'."""
-    return schedule_id == TICK_SCHEDULE_ID or schedule_id.startswith(
-        TICK_SCHEDULE_ID + _SHARD_INFIX)
-
-
 def due_before(minute: datetime) -> datetime:
     """The due query's bound for the tick of `minute`: documents whose `next_fire_time` is
     earlier than this may have a slot to publish."""
@@ -123,7 +110,7 @@ class Shard:
     @property
     def schedule_id(self) -> str:
         """The shard's reserved schedule ID: the same pages make the same shard."""
-        return f"{TICK_SCHEDULE_ID}{_SHARD_INFIX}{self.documents[0]}"
+        return f"{TICK_SCHEDULE_ID}{SHARD_INFIX}{self.documents[0]}"
 
     @property
     def execution_id(self) -> str:
@@ -147,7 +134,7 @@ def shard_documents(schedule_id: str, params: Mapping[str, Any]) -> tuple[str, .
     if (not is_tick_schedule(schedule_id) or set(params) != {_DOCUMENTS_PARAM}
             or not isinstance(documents, list) or not documents
             or not all(isinstance(d, str) and d for d in documents)
-            or schedule_id != f"{TICK_SCHEDULE_ID}{_SHARD_INFIX}{documents[0]}"):
+            or schedule_id != f"{TICK_SCHEDULE_ID}{SHARD_INFIX}{documents[0]}"):
         raise ValueError(f"schedule {schedule_id!r}: not the tick or one of its shards")
     return tuple(documents)
 

@@ -24,8 +24,9 @@ from scheduler.gcp import publisher_client, subscriber_client
 from scheduler.migrate import migrate
 from scheduler.naming import job_id_of
 from scheduler.registry import entry_from_document
+from scheduler.reserved import TICK_SCHEDULE_ID
 from scheduler.tick_control import TickControl
-from scheduler.ticks import TICK_SCHEDULE_ID, fire_messages, plan_document, tick_job_id
+from scheduler.ticks import fire_messages, plan_document, tick_job_id
 from scheduler.validation import parse_schedule
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]

@@ -16,7 +16,8 @@ from tick_documents import next_fire_time_of, put_documents, tick_document
 from scheduler.contract import Message, decode_message, execution_id
 from scheduler.model import Schedule
 from scheduler.registry import document_id
-from scheduler.ticks import TICK_ACTION_TYPE, TICK_SCHEDULE_ID, is_tick_schedule, shard_documents
+from scheduler.reserved import TICK_ACTION_TYPE, TICK_SCHEDULE_ID, is_tick_schedule
+from scheduler.ticks import shard_documents
 from scheduler.validation import parse_schedule
 from worker.action import ActionContext, ActionError
 from worker.actions.tick import Tick, TickAction

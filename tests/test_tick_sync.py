@@ -20,9 +20,10 @@ from scheduler.jobs import attributes_of
 from scheduler.migrate import migrate
 from scheduler.naming import job_id_of, job_name
 from scheduler.registry import document_id
+from scheduler.reserved import TICK_SCHEDULE_ID
 from scheduler.tick_control import TickControl
 from scheduler.tick_sync import tick_has_fired, tick_job
-from scheduler.ticks import TICK_SCHEDULE_ID, tick_job_id
+from scheduler.ticks import tick_job_id
 from scheduler.validation import parse_schedule
 
 pytestmark = pytest.mark.emulator

@@ -15,16 +15,14 @@ from scheduler.contract import build_message, decode_message, execution_id
 from scheduler.due import Owed
 from scheduler.model import ValidationError, one_shot_slot
 from scheduler.naming import is_valid_job_id, job_id_for, schedule_id_for
+from scheduler.reserved import TICK_ACTION_TYPE, TICK_SCHEDULE_ID, is_tick_schedule
 from scheduler.ticks import (
     MAX_SLOTS_PER_DOCUMENT,
-    TICK_ACTION_TYPE,
-    TICK_SCHEDULE_ID,
     Shard,
     Walks,
     due_before,
     fire_messages,
     is_tick_message,
-    is_tick_schedule,
     plan_document,
     shard_documents,
     tick_execution_id,

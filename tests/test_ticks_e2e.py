@@ -21,7 +21,8 @@ from worker_harness import stack_fixture as stack_fixture  # the `stack` fixture
 
 from scheduler.contract import build_message, execution_id
 from scheduler.model import Schedule
-from scheduler.ticks import TICK_SCHEDULE, TICK_SCHEDULE_ID, tick_execution_id
+from scheduler.reserved import TICK_SCHEDULE_ID
+from scheduler.ticks import TICK_SCHEDULE, tick_execution_id
 from worker.ledger import Execution, State
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]

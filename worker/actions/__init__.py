@@ -43,7 +43,7 @@ def builtin_handlers(settings: Settings) -> dict[str, ActionHandler]:
     handlers: dict[str, ActionHandler] = {"http": HttpAction(egress=settings.allowed_targets),
                                           "scion": ScionAction(settings=settings)}
     if ticks_mode(settings):
-        from scheduler.ticks import TICK_ACTION_TYPE
+        from scheduler.reserved import TICK_ACTION_TYPE
         from worker.actions.tick import TickAction
 
         handlers[TICK_ACTION_TYPE] = TickAction(settings)
