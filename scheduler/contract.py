@@ -6,7 +6,8 @@ them, so the message carries what the worker needs to derive the fire time witho
 
 Attributes (all strings):
     scion-format   format version, "1"
-    schedule-id    the hub's schedule ID, verbatim
+    schedule-id    the hub's schedule ID, verbatim; tick mode's reserved IDs
+                   (`scheduler.reserved`) go with the `tick` action only, and it with them only
     fingerprint    `Schedule.fingerprint()` of the definition the message was built from
     cron, timezone the effective cron and time zone (a one-shot's are its job's minute, in UTC)
     cron-dialect   "robfig" for a schedule handed over from the Scion hub, whose `cron` is the
@@ -65,6 +66,7 @@ from scheduler.model import (
     one_shot_slot,
     parse_instant,
 )
+from scheduler.reserved import TICK_ACTION_TYPE, is_tick_schedule
 
 FORMAT_VERSION = "1"
 Trigger = Literal["scheduled", "manual", "expired", "audit"]
@@ -391,7 +393,21 @@ def decode_message(
     if trigger == "scheduled" and fire_time is not None and not _is_own_slot(fire, fire_time):
         raise ContractError(f"attribute {ATTR_FIRE_TIME!r}: {format_instant(fire_time)} is not "
                             "a slot of the schedule")
+    _check_reserved(fire.schedule_id, fire.action.type)
     return fire
+
+
+def _check_reserved(schedule_id: str, action_type: str) -> None:
+    """Refuse a fire that pairs the tick's reserved IDs (`scheduler.reserved`) with another
+    action, or the `tick` action with any other schedule: even signed, it is no fire the
+    scheduler publishes, and must neither run an action under the tick's name nor a tick."""
+    if is_tick_schedule(schedule_id) and action_type != TICK_ACTION_TYPE:
+        raise ContractError(f"attribute {ATTR_SCHEDULE_ID!r}: {schedule_id!r} is reserved for "
+                            f"the tick, whose action type is {TICK_ACTION_TYPE!r}, not "
+                            f"{action_type!r}")
+    if action_type == TICK_ACTION_TYPE and not is_tick_schedule(schedule_id):
+        raise ContractError(f"action type {TICK_ACTION_TYPE!r}: reserved for the tick, not for "
+                            f"schedule {schedule_id!r}")
 
 
 def _is_own_slot(fire: Fire, fire_time: datetime) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -33,7 +34,9 @@ from scheduler.contract import (
     message_size,
     sign,
 )
-from scheduler.model import Schedule
+from scheduler.model import Action, Schedule
+from scheduler.reserved import TICK_ACTION_TYPE, TICK_SCHEDULE_ID
+from scheduler.ticks import TICK_SCHEDULE, Shard, tick_message
 from scheduler.validation import parse_schedule
 
 PROPERTY = settings(max_examples=200, deadline=None)
@@ -211,6 +214,37 @@ def test_forged_messages_are_rejected(forgery: str) -> None:
     message = _tampered(FORGERIES[forgery])
     with pytest.raises(ContractError, match=r"signature|unsigned"):
         decode(message, KEY)
+
+
+# Signed with the deployment's key, yet no fire the scheduler publishes: the tick's reserved IDs
+# with another action, or the tick's action under another ID.
+RESERVED_MISUSES: dict[str, tuple[Callable[[], Schedule], str]] = {
+    "tick-id-with-http": (lambda: replace(schedule(), id=TICK_SCHEDULE_ID),
+                          r"attribute 'schedule-id': .*reserved for the tick.* not 'http'"),
+    "shard-id-with-http": (
+        lambda: replace(schedule(), id=Shard(datetime(2026, 1, 1, tzinfo=UTC), ("a",)).schedule_id),
+        r"attribute 'schedule-id': .*shard.* reserved for the tick.* not 'http'"),
+    "tick-action-elsewhere": (lambda: replace(TICK_SCHEDULE, id="daily-report"),
+                              r"action type 'tick': reserved for the tick, not for schedule "
+                              r"'daily-report'"),
+    "shard-action-elsewhere": (
+        lambda: replace(TICK_SCHEDULE, id="daily-report",
+                        action=Action(TICK_ACTION_TYPE, {"documents": ["a"]})),
+        r"action type 'tick'"),
+}
+
+
+@pytest.mark.parametrize("misuse", list(RESERVED_MISUSES), ids=list(RESERVED_MISUSES))
+def test_a_signed_message_misusing_the_ticks_reserved_names_is_refused(misuse: str) -> None:
+    forged, reason = RESERVED_MISUSES[misuse]
+    with pytest.raises(ContractError, match=reason):
+        decode(build_message(forged(), signing_key=KEY), KEY)
+
+
+def test_the_tick_and_its_shards_still_decode() -> None:
+    shard = Shard(datetime(2026, 1, 1, tzinfo=UTC), ("a",))
+    for message in (tick_message(KEY), shard.message(KEY)):
+        assert decode(message, KEY).action.type == TICK_ACTION_TYPE
 
 
 def test_wrong_key_is_rejected() -> None:

@@ -13,6 +13,7 @@ from pipeline_harness import (
     KEY,
     SLOT,
     Harness,
+    Recorder,
     delivery,
     fail_with,
     on_every_ledger,
@@ -23,6 +24,8 @@ from structlog.testing import capture_logs
 
 from scheduler.contract import execution_id, sign
 from scheduler.model import Action
+from scheduler.reserved import TICK_ACTION_TYPE, TICK_SCHEDULE_ID
+from scheduler.ticks import Shard
 from worker.action import (
     ActionError,
     ActionRegistry,
@@ -121,6 +124,24 @@ def test_unknown_action_type_is_rejected_like_a_malformed_message(h: Harness) ->
         ack=False, outcome=Outcome.REJECTED
     )
     assert h.ledger.history(sched.id) == []
+
+
+@on_every_ledger
+@pytest.mark.parametrize("forged", ["tick-id", "shard-id", "tick-action"])
+def test_a_signed_fire_misusing_the_ticks_reserved_names_is_rejected_before_any_claim(
+        h: Harness, forged: str) -> None:
+    # Both handlers registered, as on a tick-mode worker: only the decoder stands in the way.
+    tick = Recorder()
+    pipeline = pipeline_on(h.ledger, ActionRegistry({"custom": h.action,
+                                                      TICK_ACTION_TYPE: tick}), clock=h.clock)
+    shard_id = Shard(SLOT, ("a",)).schedule_id
+    sched = {"tick-id": schedule(id=TICK_SCHEDULE_ID), "shard-id": schedule(id=shard_id),
+             "tick-action": schedule(action=Action(TICK_ACTION_TYPE, {}))}[forged]
+    with capture_logs() as logs:
+        disposition = pipeline.handle(delivery(sched))
+    assert disposition == Disposition(ack=True, outcome=Outcome.REJECTED)
+    assert h.action.calls == [] and tick.calls == [] and h.ledger.history(sched.id) == []
+    assert any("reserved for the tick" in str(line.get("reason", "")) for line in logs), logs
 
 
 def test_an_action_returning_a_non_final_state_fails(h: Harness) -> None:
