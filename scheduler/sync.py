@@ -185,13 +185,14 @@ class _Tracker:
             self._limiter.acquire()
 
 
-def _error_text(exc: Exception) -> str:
+def error_text(exc: Exception) -> str:
+    """A failed step's error, as its outcome reports it."""
     if isinstance(exc, gexc.RetryError) and exc.cause is not None:
         return f"gave up after retrying: {exc.cause}"
     return str(exc) or type(exc).__name__
 
 
-def _failure_of(exc: Exception) -> tuple[Failure, int | None]:
+def failure_of(exc: Exception) -> tuple[Failure, int | None]:
     """How a step's exception failed it, and the HTTP status the service answered, if any."""
     if isinstance(exc, gexc.RetryError) and exc.cause is not None:
         return Failure.GAVE_UP, _http_status(exc.cause)
@@ -361,10 +362,10 @@ class Syncer:
         try:
             note = self._run(step, tracker)
         except Exception as exc:  # every failure becomes this step's outcome, never the sync's
-            error = _error_text(exc)
+            error = error_text(exc)
             log.warning("job step failed", schedule_id=step.schedule_id, job_id=step.job_id,
                         step=step.kind, error=error, retries=tracker.retries)
-            failure, http_status = _failure_of(exc)
+            failure, http_status = failure_of(exc)
             return StepOutcome(step, "failed", error, tuple(tracker.retries), failure=failure,
                                http_status=http_status)
         log.info(

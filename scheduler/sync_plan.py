@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from google.cloud import scheduler_v1
 
@@ -34,6 +34,9 @@ _KIND_ORDER: dict[str, int] = {
 class Step:
     """One change to one job. `job` is the full desired job (create and update); `paused` is the
     schedule's desired state, used when a create or update has to converge an unexpected job."""
+
+    # The service that a step's write goes to, which a failed step's error comes from.
+    service: ClassVar[str] = "Cloud Scheduler"
 
     kind: StepKind
     job_id: str

@@ -31,7 +31,7 @@ from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from google.cloud import scheduler_v1
 
@@ -47,7 +47,7 @@ from scheduler.registry import (
     document_of,
     sync_digest,
 )
-from scheduler.sync import ApplyResult, StepOutcome, Syncer
+from scheduler.sync import ApplyResult, StepOutcome, Syncer, error_text, failure_of
 from scheduler.sync_plan import Plan, Step, is_tick_job
 from scheduler.tick_manifest import BATCH, SyncManifest, chunks
 from scheduler.ticks import TICK_SCHEDULE, tick_job_id
@@ -78,6 +78,8 @@ class DocumentStep(Step):
     have in jobs mode, so that a plan names each schedule the same way in both modes.
     `schedule` is what to write (None only to delete); `paused_since` the document's as read;
     `new_definition` whether what is owed restarts."""
+
+    service: ClassVar[str] = "Firestore"
 
     schedule: Schedule | None = field(default=None, compare=False, repr=False)
     paused_since: datetime | None = None
@@ -426,9 +428,11 @@ class TickSyncer:
         try:
             batch.commit()
         except Exception as exc:  # a failed commit fails its own steps, never the sync
-            log.warning("registry documents not written", documents=len(writes), error=str(exc))
-            error = str(exc) or type(exc).__name__
-            return [StepOutcome(step, "failed", error) for step, _, _ in writes]
+            error = error_text(exc)
+            log.warning("registry documents not written", documents=len(writes), error=error)
+            failure, http_status = failure_of(exc)
+            return [StepOutcome(step, "failed", error, failure=failure, http_status=http_status)
+                    for step, _, _ in writes]
         return [StepOutcome(step, "ok") for step, _, _ in writes]
 
 

@@ -81,24 +81,27 @@ def count_document_writes(registry: Any) -> list[int]:
 
 
 class _FailingBatch:
-    def __init__(self, batch: Any) -> None:
+    def __init__(self, batch: Any, error: Exception) -> None:
         self._batch = batch
+        self._error = error
 
-    def commit(self) -> Any:
-        raise RuntimeError("503 Firestore unavailable (injected)")
+    def commit(self, **_: Any) -> Any:
+        raise self._error
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._batch, name)
 
 
 class FailingClient:
-    """A Firestore client whose batches' commits fail (an unavailable Firestore)."""
+    """A Firestore client whose batches' commits fail with `error` (by default, an unavailable
+    Firestore)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, error: Exception | None = None) -> None:
         self._client = client
+        self._error = error or RuntimeError("503 Firestore unavailable (injected)")
 
     def batch(self) -> _FailingBatch:
-        return _FailingBatch(self._client.batch())
+        return _FailingBatch(self._client.batch(), self._error)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)

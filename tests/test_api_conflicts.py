@@ -18,6 +18,7 @@ from api_harness import (
     open_api,
     path,
 )
+from emulated_control import FailingClient
 from google.api_core import exceptions as gexc
 from worker_harness import wait_for
 
@@ -129,6 +130,38 @@ def test_cloud_scheduler_unavailable_is_a_503(api: Api) -> None:
     api.emulator.set_faults(1.0, codes=("UNAVAILABLE",), methods=("CreateJob",))
     down = api.client.put(path("later"), json=doc())
     assert down.status_code == 503 and down.json()["code"] == "unavailable"
+    assert down.json()["message"].startswith("Cloud Scheduler is unavailable: ")
     api.emulator.set_faults(1.0, codes=("UNAVAILABLE",), methods=("GetJob",))
     assert api.client.get(path("later")).status_code == 503
     api.emulator.clear_faults()
+
+
+@pytest.mark.parametrize(("error", "status", "message"), [
+    (gexc.ServiceUnavailable("no route to Firestore (injected)"), 503,
+     "Firestore is unavailable: 503 no route to Firestore (injected)"),
+    (gexc.RetryError("deadline exceeded", gexc.ServiceUnavailable("down (injected)")), 503,
+     "Firestore is unavailable: gave up after retrying: 503 down (injected)"),
+    (gexc.PermissionDenied("no write access (injected)"), 502,
+     "Firestore refused the change: 403 no write access (injected)"),
+])
+def test_a_failed_document_write_names_firestore_not_cloud_scheduler(
+        api: Api, error: Exception, status: int, message: str) -> None:
+    if api.settings.mode != "ticks":
+        pytest.skip("jobs mode writes no document: test_cloud_scheduler_unavailable_is_a_503")
+    registry = api.control.registry
+    assert registry is not None
+    assert api.client.put(path("kept"), json=doc()).status_code == 201
+    working = registry.client
+    registry.client = FailingClient(working, error)
+    try:
+        down = api.client.put(path("kept"), json=doc(cron="9 9 * * *"))
+        fresh = api.client.put(path("later"), json=doc())
+    finally:
+        registry.client = working
+    for failed in (down, fresh):
+        assert failed.status_code == status, failed.json()
+        body = failed.json()
+        assert body["message"] == message and "Cloud Scheduler" not in body["message"]
+        assert body["code"] == ("unavailable" if status == 503 else "upstream_error")
+    assert api.client.get(path("kept")).json()["schedule"]["cron"] == "0 3 * * *"
+    assert api.client.get(path("later")).status_code == 404

@@ -239,9 +239,10 @@ def written(context: ApiContext, response: Response, schedule_id: str, job: Any,
 
 
 def write_status(result: ApplyResult) -> ApiError:
-    """The error for a write that Cloud Scheduler refused: 409 for a conflicting concurrent
-    change (ABORTED, ALREADY_EXISTS, a job gone meanwhile), 503 when it kept being unavailable,
-    else 502."""
+    """The error for a write that the store of schedules refused (Cloud Scheduler, or Firestore
+    for a document's step in ticks mode, each named as `Step.service`): 409 for a conflicting
+    concurrent change (ABORTED, ALREADY_EXISTS, a job gone meanwhile), 503 when it kept being
+    unavailable, else 502."""
     failed = result.failed[0]
     code = failed.http_status
     if failed.step.kind == "fire":
@@ -253,10 +254,11 @@ def write_status(result: ApplyResult) -> ApiError:
     if code in (404, 409):
         return ApiError(409, "conflict", f"a concurrent change interfered: {failed.error}",
                         result=result)
+    service = failed.step.service
     if code in (429, 503, 504) or failed.failure is Failure.GAVE_UP:
-        return ApiError(503, "unavailable", f"Cloud Scheduler is unavailable: {failed.error}",
+        return ApiError(503, "unavailable", f"{service} is unavailable: {failed.error}",
                         result=result)
-    return ApiError(502, "upstream_error", f"Cloud Scheduler refused the change: {failed.error}",
+    return ApiError(502, "upstream_error", f"{service} refused the change: {failed.error}",
                     result=result)
 
 
@@ -268,7 +270,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (404, "No such schedule."), (409, "A concurrent change conflicts."),
         (413, "The body is too large."), (422, "The document is not valid."),
         (400, "The body is not JSON."),
-        (502, "Cloud Scheduler refused the change."), (503, "Cloud Scheduler is unavailable."),
+        (502, "The store of schedules (Cloud Scheduler; Firestore in ticks mode) refused the "
+              "change."),
+        (503, "The store of schedules (Cloud Scheduler; Firestore in ticks mode) is "
+              "unavailable."),
     )
 }
 

@@ -29,7 +29,8 @@ class ErrorOut(BaseModel):
     message: str
     errors: list[FieldErrorOut] = Field(default_factory=list)
     outcomes: list[StepOutcomeOut] | None = Field(
-        default=None, description="For a failed write: how each Cloud Scheduler step went.")
+        default=None, description="For a failed write: how each step went (Cloud Scheduler "
+        "jobs; Firestore documents in ticks mode).")
 
 
 class ActionDocument(BaseModel):
