@@ -35,7 +35,8 @@ from scheduler.registry import Entry, document_of, first_slot
 from scheduler.sync import ApplyResult, StepOutcome
 from scheduler.sync_plan import Plan, Step, compute_plan, is_tick_job
 from scheduler.tick_control import TickControl
-from scheduler.tick_sync import DocumentStep, tick_has_fired, tick_job_steps
+from scheduler.tick_steps import DocumentStep
+from scheduler.tick_sync import tick_has_fired, tick_job_steps
 from scheduler.ticks import tick_job_id
 
 Target = Literal["ticks", "jobs"]

@@ -25,7 +25,8 @@ from scheduler.model import Schedule
 from scheduler.registry import Entry, ScheduleRegistry, document_id
 from scheduler.sync import ApplyResult, StepOutcome
 from scheduler.sync_plan import Plan, Step, StepKind
-from scheduler.tick_sync import DocumentStep, TickSyncer, schedule_steps
+from scheduler.tick_steps import DocumentStep, schedule_steps
+from scheduler.tick_sync import TickSyncer
 
 _PAUSED, _ENABLED = scheduler_v1.Job.State.PAUSED, scheduler_v1.Job.State.ENABLED
 
