@@ -58,6 +58,7 @@ class Failure(StrEnum):
     REFUSED = "refused"  # the service answered with an error (`StepOutcome.http_status`)
     GAVE_UP = "gave_up"  # retryable errors until the retry deadline; the last one's status
     ERROR = "error"  # no answer from the service: a local failure, a timeout
+    OWNED = "owned"  # the item belongs to another deployment sharing the store: left alone
 
 
 @dataclass(frozen=True)

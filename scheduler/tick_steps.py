@@ -13,7 +13,7 @@ from scheduler.one_shots import is_done_with, sync_fire
 from scheduler.registry import definition_of, document_of, sync_digest
 from scheduler.sync_plan import Step
 
-Write = Literal["set", "update", "delete"]
+Write = Literal["create", "set", "update", "delete"]
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,9 @@ class DocumentStep(Step):
             return "update", {"definition": definition, "updated_at": now,
                               "sync_digest": sync_digest(definition, held)}
         paused_since = (self.paused_since or now) if schedule.paused else None
-        return "set", document_of(schedule, now, paused_since, now, owner)
+        # A create must not overwrite a document there already (another deployment's).
+        return ("create" if self.kind == "create" else "set"), document_of(
+            schedule, now, paused_since, now, owner)
 
 
 def document_steps(schedule: Schedule, state: DocState | None, job_id: str) -> list[DocumentStep]:

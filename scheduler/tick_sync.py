@@ -33,6 +33,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from google.api_core import exceptions as gexc
 from google.cloud import scheduler_v1
 
 from scheduler.jobs import ALL_FIELDS, JobSpec, JobState, diff_mask, is_paused
@@ -46,7 +47,7 @@ from scheduler.registry import (
     document_id,
     sync_digest,
 )
-from scheduler.sync import ApplyResult, StepOutcome, Syncer, error_text, failure_of
+from scheduler.sync import ApplyResult, Failure, StepOutcome, Syncer, error_text, failure_of
 from scheduler.sync_plan import Plan, Step, is_tick_job
 from scheduler.tick_manifest import BATCH, SyncManifest, chunks
 from scheduler.tick_steps import DocState, DocumentStep, Write, schedule_steps
@@ -311,6 +312,48 @@ class TickSyncer:
         return tuple(done[id(step)] for step, _, _ in writes)
 
     def _commit(self, writes: Sequence[tuple[Step, Write, dict[str, Any]]]) -> list[StepOutcome]:
+        """One commit; when a create met a document that exists (`gexc.Conflict`), the writes
+        again without those of another deployment's documents, which fail (`_foreign`)."""
+        error = self._try_commit(writes)
+        refused: list[StepOutcome] = []
+        if isinstance(error, gexc.Conflict) and any(kind == "create" for _, kind, _ in writes):
+            writes, refused = self._foreign(writes)
+            error = self._try_commit(writes) if writes else None
+        if error is not None:  # a failed commit fails its own steps, never the sync
+            text = error_text(error)
+            log.warning("registry documents not written", documents=len(writes), error=text)
+            failure, http_status = failure_of(error)
+            return refused + [StepOutcome(step, "failed", text, failure=failure,
+                                          http_status=http_status) for step, _, _ in writes]
+        return refused + [StepOutcome(step, "ok") for step, _, _ in writes]
+
+    def _foreign(self, writes: Sequence[tuple[Step, Write, dict[str, Any]]]
+                 ) -> tuple[list[tuple[Step, Write, dict[str, Any]]], list[StepOutcome]]:
+        """The writes without the creates of documents that another deployment owns (two
+        deployments sharing a collection prefix, each with this schedule ID: one document ID),
+        each of those a failed outcome, so that no sync overwrites another's schedule; a
+        create of a document there already with no owner (written before the field) or with
+        this one becomes a set."""
+        creates = [document_id(_schedule_id(s)) for s, kind, _ in writes if kind == "create"]
+        refs = [self.registry.collection.document(doc_id) for doc_id in creates]
+        owners = {s.id: (s.to_dict() or {}).get("owner") for s in
+                  self.registry.client.get_all(refs, field_paths=["owner"]) if s.exists}
+        kept: list[tuple[Step, Write, dict[str, Any]]] = []
+        refused: list[StepOutcome] = []
+        for step, kind, fields in writes:
+            doc_id = document_id(_schedule_id(step))
+            owner = owners.get(doc_id) if kind == "create" else None
+            if owner is not None and owner != self.owner:
+                refused.append(StepOutcome(step, "failed", foreign_owner(step, owner, self.owner),
+                                           failure=Failure.OWNED))
+            else:
+                kept.append((step, "set" if kind == "create" and doc_id in owners else kind,
+                             fields))
+        return kept, refused
+
+    def _try_commit(self, writes: Sequence[tuple[Step, Write, dict[str, Any]]]
+                    ) -> Exception | None:
+        """Commit the writes and their manifest entries in one batch; the error, if any."""
         batch = self.registry.client.batch()
         collection = self.registry.collection
         entries: list[tuple[str, str | None]] = []
@@ -323,19 +366,26 @@ class TickSyncer:
                 continue
             if kind == "update":
                 batch.update(ref, fields)
+            elif kind == "create":  # fails when the document exists: see `_foreign`
+                batch.create(ref, fields)
             else:
                 batch.set(ref, fields)
             entries.append((doc_id, str(fields["sync_digest"])))
         self.manifest.add(batch, entries)
         try:
             batch.commit()
-        except Exception as exc:  # a failed commit fails its own steps, never the sync
-            error = error_text(exc)
-            log.warning("registry documents not written", documents=len(writes), error=error)
-            failure, http_status = failure_of(exc)
-            return [StepOutcome(step, "failed", error, failure=failure, http_status=http_status)
-                    for step, _, _ in writes]
-        return [StepOutcome(step, "ok") for step, _, _ in writes]
+        except Exception as exc:  # returned: a failed commit fails its own steps only
+            return exc
+        return None
+
+
+def foreign_owner(step: Step, owner: Any, own: str) -> str:
+    """The error of a write refused because another deployment owns the document."""
+    return (f"schedule {step.schedule_id!r}: field 'owner': its registry document belongs to "
+            f"the deployment with job prefix {owner!r}, not this one ({own!r}): both keep "
+            "their schedules in one collection (SCION_SCHEDULER_COLLECTION_PREFIX), where "
+            "one schedule ID is one document; it is left as it is (give each deployment its "
+            "own collection prefix, or its own schedule IDs)")
 
 
 def _schedule_id(step: Step) -> str:

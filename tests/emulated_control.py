@@ -53,7 +53,7 @@ class _CountingBatch:
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._batch, name)
-        if name in ("set", "update", "delete"):
+        if name in ("create", "set", "update", "delete"):
             def counted(ref: Any, *args: Any, **kwargs: Any) -> Any:
                 # Schedule documents only, not the sync manifest's entries in the same commit.
                 self._counter[0] += ref.parent.id == self._collection

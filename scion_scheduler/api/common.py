@@ -251,6 +251,8 @@ def write_status(result: ApplyResult) -> ApiError:
         status, kind = (503, "unavailable") if code in (429, 503, 504) else (502, "upstream_error")
         return ApiError(status, kind, f"Pub/Sub refused the one-shot's late fire: {failed.error}",
                         result=result)
+    if failed.failure is Failure.OWNED:
+        return ApiError(409, "conflict", failed.error, result=result)
     if code in (404, 409):
         return ApiError(409, "conflict", f"a concurrent change interfered: {failed.error}",
                         result=result)
