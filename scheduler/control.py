@@ -40,8 +40,9 @@ from scheduler.jobs import JobSpec, attributes_of, diff_mask, is_paused
 from scheduler.logs import get_logger
 from scheduler.model import Schedule, format_instant
 from scheduler.naming import job_id_of
+from scheduler.ownership import with_refused, without_foreign
 from scheduler.registry import ScheduleRegistry
-from scheduler.sync import ApplyResult, StepOutcome, Syncer
+from scheduler.sync import ApplyResult, Failure, StepOutcome, Syncer
 from scheduler.sync_plan import Plan, Step, StepKind
 
 log = get_logger(__name__)
@@ -134,16 +135,19 @@ class SchedulerControl:
         if self.registry is None or plan.schedules is None:
             return self.syncer.apply(plan)
         previous = self.registry.load()
-        deleted = {s.schedule_id for s in plan.steps if s.kind == "delete" and s.schedule_id}
-        touched = {s.schedule_id for s in plan.steps if s.schedule_id} - deleted
+        # Another deployment's documents are left alone, and their schedules fail.
+        foreign = self.registry.foreign_owners(s.id for s in plan.schedules if s.id not in previous)
+        doing, refused = without_foreign(plan, foreign, self.spec.prefix)
+        deleted = {s.schedule_id for s in doing.steps if s.kind == "delete" and s.schedule_id}
+        touched = {s.schedule_id for s in doing.steps if s.schedule_id} - deleted
         self.registry.delete(deleted & previous.keys())
         previous.update(self.registry.hold(
             [previous[i] for i in touched if i in previous], self.clock()))
-        result = self.syncer.apply(plan)
-        failed = {o.step.schedule_id for o in result.outcomes if not o.ok}
+        result = self.syncer.apply(doing)
+        failed = {o.step.schedule_id for o in result.outcomes if not o.ok} | foreign.keys()
         self.registry.settle([s for s in plan.schedules if s.id not in failed | deleted],
                              previous, self.clock())
-        return result
+        return with_refused(result, plan, refused)
 
     def reconcile(self, schedules: Sequence[Schedule], *, prune: bool = True,
                   verify: bool = False) -> ApplyResult:
@@ -168,7 +172,7 @@ class SchedulerControl:
         job_plan = replace(plan, steps=plan.steps[:-len(fires)]) if fires else plan
         job = self._registered(schedule, job_plan,
                                lambda: self._upsert_job(job_plan, previous, schedule))
-        if not fires:
+        if not fires or any(o.failure is Failure.OWNED for o in job.outcomes):
             return job
         fired = self.apply(Plan(fires, prune=False))
         return ApplyResult(plan, job.outcomes + fired.outcomes, job.seconds + fired.seconds)
@@ -181,6 +185,10 @@ class SchedulerControl:
         if registry is None:
             return write()
         entry = registry.get(schedule.id)
+        owner = registry.foreign_owners([schedule.id]).get(schedule.id) if entry is None else None
+        if owner is not None:  # another deployment's document: neither it nor the job is written
+            return ApplyResult(plan, without_foreign(plan, {schedule.id: owner},
+                                                     self.spec.prefix)[1])
         known = {schedule.id: entry} if entry is not None else {}
         if plan.steps and entry is not None:
             known.update(registry.hold([entry], self.clock()))

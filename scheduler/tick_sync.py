@@ -36,6 +36,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import scheduler_v1
 
+from scheduler import ownership
 from scheduler.jobs import ALL_FIELDS, JobSpec, JobState, diff_mask, is_paused
 from scheduler.logs import get_logger
 from scheduler.model import FieldError, Schedule, ValidationError
@@ -47,7 +48,7 @@ from scheduler.registry import (
     document_id,
     sync_digest,
 )
-from scheduler.sync import ApplyResult, Failure, StepOutcome, Syncer, error_text, failure_of
+from scheduler.sync import ApplyResult, StepOutcome, Syncer, error_text, failure_of
 from scheduler.sync_plan import Plan, Step, is_tick_job
 from scheduler.tick_manifest import BATCH, SyncManifest, chunks
 from scheduler.tick_steps import DocState, DocumentStep, Write, schedule_steps
@@ -344,8 +345,7 @@ class TickSyncer:
             doc_id = document_id(_schedule_id(step))
             owner = owners.get(doc_id) if kind == "create" else None
             if owner is not None and owner != self.owner:
-                refused.append(StepOutcome(step, "failed", foreign_owner(step, owner, self.owner),
-                                           failure=Failure.OWNED))
+                refused.append(ownership.refused(step, owner, self.owner))
             else:
                 kept.append((step, "set" if kind == "create" and doc_id in owners else kind,
                              fields))
@@ -378,14 +378,6 @@ class TickSyncer:
             return exc
         return None
 
-
-def foreign_owner(step: Step, owner: Any, own: str) -> str:
-    """The error of a write refused because another deployment owns the document."""
-    return (f"schedule {step.schedule_id!r}: field 'owner': its registry document belongs to "
-            f"the deployment with job prefix {owner!r}, not this one ({own!r}): both keep "
-            "their schedules in one collection (SCION_SCHEDULER_COLLECTION_PREFIX), where "
-            "one schedule ID is one document; it is left as it is (give each deployment its "
-            "own collection prefix, or its own schedule IDs)")
 
 
 def _schedule_id(step: Step) -> str:

@@ -1,8 +1,8 @@
 """Two deployments (two job prefixes) sharing one collection prefix, on the Firestore, Pub/Sub and
-Cloud Scheduler emulators: a schedule ID both of them have is one registry document
-(`scheduler.registry.document_id`), owned by whichever wrote it first; the other's sync, upsert,
-pause, resume, delete and prune never overwrite or delete it, and fail that item alone, naming
-the schedule, the field `owner` and why."""
+Cloud Scheduler emulators, in either mode each: a schedule ID both of them have is one registry
+document (`scheduler.registry.document_id`), owned by whichever wrote it first; the other's
+sync, upsert, pause, resume, delete and prune never overwrite or delete it, and fail that item
+alone, naming the schedule, the field `owner` and why (`scheduler.ownership`)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_harness import TOKEN, doc, open_api, path
+from api_harness import AUTH, TOKEN, doc, path
 from emulated_control import emulated_settings
+from fastapi.testclient import TestClient
 
-from scheduler.control import with_registry
+from scheduler.control import SchedulerControl, with_registry
 from scheduler.registry import document_id
 from scheduler.sync import Failure
-from scheduler.tick_control import TickControl
 from scheduler.validation import parse_schedule
+from scion_scheduler.api import ApiContext, Authenticator, create_app
 from worker.sqlite_ledger import SqliteLedger
 
 pytestmark = pytest.mark.emulator
@@ -33,29 +34,34 @@ def _schedule(sid: str, cron: str = "0 3 * * *") -> Any:
 
 
 def _deployment(emulator: Any, pubsub: str, firestore: str, project: str,
-                prefix: str) -> TickControl:
+                prefix: str, mode: str) -> SchedulerControl:
     settings = emulated_settings(emulator, pubsub, project, firestore_emulator_host=firestore,
-                                 mode="ticks", job_prefix=prefix, collection_prefix="shared_")
+                                 mode=mode, job_prefix=prefix, collection_prefix="shared_",
+                                 api_token=TOKEN)
     control = with_registry(settings)
-    assert isinstance(control, TickControl)
+    assert control.registry is not None
     control.clock = lambda: T0
     control.syncer.clock = control.clock
     return control
 
 
-@pytest.fixture
-def two(cloud_scheduler_emulator: Any, pubsub_emulator: str, firestore_emulator: str,
-        project_id: str) -> Iterator[tuple[TickControl, TickControl]]:
+@pytest.fixture(params=[("ticks", "ticks"), ("jobs", "jobs"), ("ticks", "jobs"),
+                        ("jobs", "ticks")], ids=lambda modes: "-then-".join(modes))
+def two(request: pytest.FixtureRequest, cloud_scheduler_emulator: Any, pubsub_emulator: str,
+        firestore_emulator: str, project_id: str
+        ) -> Iterator[tuple[SchedulerControl, SchedulerControl]]:
+    first_mode, second_mode = request.param
     first = _deployment(cloud_scheduler_emulator, pubsub_emulator, firestore_emulator,
-                        project_id, "first-")
+                        project_id, "first-", first_mode)
     second = _deployment(cloud_scheduler_emulator, pubsub_emulator, firestore_emulator,
-                         project_id, "second-")
+                         project_id, "second-", second_mode)
     with first, second:
         yield first, second
 
 
-def _document(control: TickControl, sid: str) -> dict[str, Any]:
-    snapshot = control.ticks.registry.collection.document(document_id(sid)).get()
+def _document(control: SchedulerControl, sid: str) -> dict[str, Any]:
+    assert control.registry is not None
+    snapshot = control.registry.collection.document(document_id(sid)).get()
     assert snapshot.exists
     return snapshot.to_dict() or {}
 
@@ -68,7 +74,7 @@ def _refused(result: Any, sid: str) -> None:
 
 
 def test_a_shared_schedule_id_stays_the_first_deployments_and_fails_alone_in_the_other(
-        two: tuple[TickControl, TickControl]) -> None:
+        two: tuple[SchedulerControl, SchedulerControl]) -> None:
     first, second = two
     assert first.reconcile([_schedule("shared"), _schedule("only-first")]).ok
     before = _document(first, "shared")
@@ -79,7 +85,7 @@ def test_a_shared_schedule_id_stays_the_first_deployments_and_fails_alone_in_the
     synced = second.reconcile([_schedule("shared", cron="0 4 * * *"), *others], prune=True)
     _refused(synced, "shared")
     created = {o.step.schedule_id for o in synced.outcomes if o.ok and o.step.kind == "create"}
-    assert created == {s.id for s in others} | {None}  # and the second's tick job
+    assert created - {None} == {s.id for s in others}  # (None: the tick job, in ticks mode)
     assert _document(first, "shared") == before
     assert _document(first, "only-first")["owner"] == "first-"  # never pruned by the second
     assert all(_document(second, s.id)["owner"] == "second-" for s in others)
@@ -92,21 +98,21 @@ def test_a_shared_schedule_id_stays_the_first_deployments_and_fails_alone_in_the
 
     # The first deployment's own view is untouched: its next sync has nothing to do.
     assert first.reconcile([_schedule("shared"), _schedule("only-first")]).plan.is_noop
-    assert first.list_jobs()[0].schedule_id == "only-first"
+    assert {i.schedule_id for i in first.list_jobs()} == {"shared", "only-first"}
     # The second one keeps refusing it, never half-applied.
     _refused(second.reconcile([_schedule("shared", cron="0 4 * * *"), *others]), "shared")
     assert _document(first, "shared") == before
 
 
 def test_the_api_answers_409_naming_the_schedule_and_its_owner(
-        two: tuple[TickControl, TickControl], cloud_scheduler_emulator: Any,
-        tmp_path: Path) -> None:
+        two: tuple[SchedulerControl, SchedulerControl], tmp_path: Path) -> None:
     first, second = two
     assert first.reconcile([_schedule("shared")]).ok
-    settings = second.settings.with_overrides(api_token=TOKEN)
-    with open_api(settings, cloud_scheduler_emulator, SqliteLedger(tmp_path / "l.db")) as api:
-        answer = api.client.put(path("shared"), json=doc())
+    context = ApiContext(second, SqliteLedger(tmp_path / "l.db"),
+                         Authenticator.from_settings(second.settings))
+    with TestClient(create_app(context), headers=AUTH) as api:
+        answer = api.put(path("shared"), json=doc())
         assert answer.status_code == 409 and answer.json()["code"] == "conflict"
         assert answer.json()["message"].startswith("schedule 'shared': field 'owner': ")
-        assert api.client.get(path("shared")).status_code == 404
+        assert api.get(path("shared")).status_code == 404
     assert _document(first, "shared")["owner"] == "first-"
