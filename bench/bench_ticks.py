@@ -46,7 +46,7 @@ from worker_harness import SIGNING_KEY, Stack, Worker
 from scheduler.contract import Message, build_message, execution_id
 from scheduler.logs import configure
 from scheduler.model import Action, Schedule, one_shot_slot
-from scheduler.registry import ScheduleRegistry, document_id, document_of
+from scheduler.registry import ScheduleRegistry, document_id, document_of, first_slot
 from scheduler.ticks import TICK_SCHEDULE
 from scion_scheduler.google_emulators import reuse_or_start
 from worker.actions.tick import Tick
@@ -244,7 +244,8 @@ def bench_one_shots(stack: Stack, count: int, minutes: int) -> list[str]:
     shots = [_schedule(i, url, id=f"shot/{i:06d}", cron=None,
                        at=start + timedelta(seconds=i * spacing + (i % 7) * 0.013))
              for i in range(count)]
-    put_documents(_client(stack), [(s, tick_document(s, start - 2 * MINUTE, s.at))
+    since = start - 2 * MINUTE
+    put_documents(_client(stack), [(s, tick_document(s, since, first_slot(s, since, None)))
                                    for s in shots])
     ticks = sorted({one_shot_slot(s.at) for s in shots if s.at is not None})
     for tick in ticks:

@@ -12,9 +12,11 @@ document ID is not); fields:
 * `paused_since`: from when no slot is owed (paused, or a job write in flight); absent: none;
 * `updated_at`.
 
-* `next_fire_time`: the earliest slot of the current definition that no tick has published
-  yet (`first_slot`): set when a definition takes effect, null while paused or held and when no
-  slot is left; only tick mode's claimer advances it (issue 17, docs/architecture.md);
+* `next_fire_time`: when the earliest slot of the current definition that no tick has published
+  yet is due to be published (`first_slot`): a cron slot itself, a one-shot's job's minute
+  (`scheduler.model.one_shot_slot`, 30 to 90 s before its `at`; versions before wrote the `at`
+  itself); set when a definition takes effect, null while paused or held and when no slot is
+  left; only tick mode's claimer advances it (issue 17, docs/architecture.md);
 * `sync_digest`: a digest of `definition` and whether `paused_since` is set (`sync_digest`);
 * `owner`: the deployment's job prefix. A registry built with an `owner` reads and writes only
   its own documents (and those written before the field existed, which its next write adopts).
@@ -43,7 +45,7 @@ from scheduler.cron import CronDialect, next_fires
 from scheduler.due import Owed
 from scheduler.egress import EgressPolicy
 from scheduler.logs import get_logger
-from scheduler.model import Schedule
+from scheduler.model import Schedule, one_shot_slot
 from scheduler.validation import PUBLIC_ONLY, parse_schedule, registered_action_types
 
 log = get_logger(__name__)
@@ -101,12 +103,14 @@ def entry_from_document(data: dict[str, Any], action_types: frozenset[str] | Non
 def first_slot(schedule: Schedule, owed_since: datetime,
                paused_since: datetime | None) -> datetime | None:
     """A document's `next_fire_time` when its definition takes effect at `owed_since`: the first
-    slot at or after it (a one-shot: its `at`, unless that is earlier), None while the schedule
-    is paused or held (`paused_since`: nothing owed from then on) or when no slot is left."""
+    slot at or after it (a one-shot: the minute its job would fire in, `one_shot_slot`, unless
+    its `at` is earlier), None while the schedule is paused or held (`paused_since`: nothing
+    owed from then on) or when no slot is left. So every document's next fire time is the
+    minute whose tick publishes it, and the tick's due query reads no document early."""
     if schedule.paused or paused_since is not None:
         return None
     if schedule.at is not None:
-        return schedule.at if schedule.at >= owed_since else None
+        return one_shot_slot(schedule.at) if schedule.at >= owed_since else None
     return _first_fire(schedule.effective_cron, schedule.effective_timezone,
                        schedule.cron_dialect, owed_since)
 

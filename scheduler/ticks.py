@@ -41,7 +41,7 @@ from scheduler.contract import (
 )
 from scheduler.cron import CronDialect
 from scheduler.due import NONE_CATCHUP_GRACE, Owed, slots_and_next
-from scheduler.model import ONE_SHOT_LEAD, Action, Schedule, one_shot_slot
+from scheduler.model import Action, Schedule, one_shot_slot
 from scheduler.reserved import SHARD_INFIX, TICK_ACTION_TYPE, TICK_SCHEDULE_ID, is_tick_schedule
 
 _DOCUMENTS_PARAM = "documents"
@@ -67,8 +67,10 @@ TICK_SCHEDULE = Schedule(
     description="tick mode: publishes the due fires of every schedule (issue 17)",
 )
 
-# How far past its minute a tick looks: the one-shots its minute's job would have fired.
-LOOKAHEAD = timedelta(minutes=1) + ONE_SHOT_LEAD
+# How far past its minute a tick looks. A document's `next_fire_time` is the minute whose tick
+# publishes it (`scheduler.registry.first_slot`); a one-shot's written by earlier versions is its
+# `at`: those in this minute's first half go out in the tick before, 0 to 30 s ahead.
+LOOKAHEAD = timedelta(minutes=1)
 # Most slots a tick publishes for one document: the newest ones. Older ones could only be
 # recorded missed; the audit records those of them within its horizon, as in jobs mode.
 MAX_SLOTS_PER_DOCUMENT = 1_000
@@ -96,7 +98,8 @@ def tick_execution_id(minute: datetime) -> str:
 
 def due_before(minute: datetime) -> datetime:
     """The due query's bound for the tick of `minute`: documents whose `next_fire_time` is
-    earlier than this may have a slot to publish."""
+    earlier than this may have a slot to publish (a cron slot of a whole minute: only those up
+    to `minute` itself, none of the next minute read a minute early)."""
     return minute + LOOKAHEAD
 
 

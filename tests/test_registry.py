@@ -12,6 +12,7 @@ import pytest
 
 from scheduler.config import Settings
 from scheduler.control import SchedulerControl, with_registry
+from scheduler.model import one_shot_slot
 from scheduler.registry import ScheduleRegistry
 from scheduler.validation import parse_schedule
 
@@ -104,7 +105,7 @@ def test_next_fire_time_is_the_first_owed_slot_and_null_while_paused(control: An
     entries = _registry(control).load()
     assert entries["a"].next_fire_time == T0  # the slot at the moment it took effect
     assert entries["b"].next_fire_time is None
-    assert entries["soon"].next_fire_time == soon
+    assert entries["soon"].next_fire_time == one_shot_slot(soon)  # the tick that publishes it
     assert entries["past"].next_fire_time is None  # its slot was never owed (sync fired it)
     assert {e.owner for e in entries.values()} == {"scion-"}
     control.advance(5)

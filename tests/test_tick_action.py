@@ -15,7 +15,7 @@ from tick_documents import next_fire_time_of, put_documents, tick_document
 
 from scheduler.contract import Message, decode_message, execution_id
 from scheduler.model import Schedule
-from scheduler.registry import document_id
+from scheduler.registry import document_id, first_slot
 from scheduler.reserved import TICK_ACTION_TYPE, TICK_SCHEDULE_ID, is_tick_schedule
 from scheduler.ticks import shard_documents
 from scheduler.validation import parse_schedule
@@ -137,13 +137,28 @@ def test_one_shots_are_published_in_their_jobs_minute(client: Any) -> None:
     since = M - timedelta(hours=1)
     soon = schedule("soon", None, at=(M + timedelta(seconds=75)).isoformat())
     later = schedule("later", None, at=(M + timedelta(seconds=95)).isoformat())
-    put_documents(client, [(soon, tick_document(soon, since, soon.at)),
-                           (later, tick_document(later, since, later.at))])
+    # As the control module writes them: due at their job's minute (`registry.first_slot`).
+    put_documents(client, [(s, tick_document(s, since, first_slot(s, since, None)))
+                           for s in (soon, later)])
     published = Published()
     make_tick(client, published).run(M)
     assert published.slots() == [("soon", soon.at)]
     assert next_fire_time_of(client, "soon") is None
-    assert next_fire_time_of(client, "later") == later.at
+    assert next_fire_time_of(client, "later") == M + timedelta(minutes=1)
+
+
+def test_one_shots_written_with_their_at_as_next_fire_time_still_go_out_ahead(
+        client: Any) -> None:
+    # Documents of versions before: `next_fire_time` is the `at` itself.
+    since = M - timedelta(hours=1)
+    early = schedule("early", None, at=(M + timedelta(seconds=45)).isoformat())
+    late = schedule("late", None, at=(M + timedelta(seconds=75)).isoformat())
+    put_documents(client, [(s, tick_document(s, since, s.at)) for s in (early, late)])
+    published = Published()
+    make_tick(client, published).run(M)
+    assert published.slots() == [("early", early.at)]  # 45 s ahead, as before
+    make_tick(client, published).run(M + timedelta(minutes=1))
+    assert published.slots() == [("early", early.at), ("late", late.at)]  # 15 s ahead
 
 
 def test_a_big_tick_is_split_into_shards_that_publish_each_slot_once(client: Any) -> None:

@@ -15,6 +15,7 @@ from scheduler.contract import build_message, decode_message, execution_id
 from scheduler.due import Owed
 from scheduler.model import ValidationError, one_shot_slot
 from scheduler.naming import is_valid_job_id, job_id_for, schedule_id_for
+from scheduler.registry import first_slot
 from scheduler.reserved import TICK_ACTION_TYPE, TICK_SCHEDULE_ID, is_tick_schedule
 from scheduler.ticks import (
     MAX_SLOTS_PER_DOCUMENT,
@@ -172,12 +173,16 @@ def test_one_shot_is_published_by_the_tick_of_its_jobs_minute(seconds: int) -> N
     at = M + timedelta(seconds=seconds)
     assert one_shot_slot(at) == M
     owed = Owed(one_shot(at), M - timedelta(hours=1))
-    assert at < due_before(M)
-    assert plan_document(owed, at, M - timedelta(minutes=1)) is None
-    plan = plan_document(owed, at, M)
+    stored = first_slot(owed.schedule, owed.owed_since, None)
+    assert stored == M < due_before(M)  # read by the tick of M, and by none before
+    assert not stored < due_before(M - timedelta(minutes=1))
+    assert plan_document(owed, stored, M - timedelta(minutes=1)) is None
+    # As written by earlier versions (`at`): published by the same tick.
+    assert plan_document(owed, at, M) == plan_document(owed, stored, M)
+    plan = plan_document(owed, stored, M)
     assert plan is not None and plan.slots == (at,) and plan.next_fire_time is None
     # Late: a later tick still publishes it; the pipeline judges it.
-    plan = plan_document(owed, at, M + timedelta(minutes=3))
+    plan = plan_document(owed, stored, M + timedelta(minutes=3))
     assert plan is not None and plan.slots == (at,)
 
 

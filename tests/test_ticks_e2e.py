@@ -21,6 +21,7 @@ from worker_harness import stack_fixture as stack_fixture  # the `stack` fixture
 
 from scheduler.contract import build_message, execution_id
 from scheduler.model import Schedule
+from scheduler.registry import first_slot
 from scheduler.reserved import TICK_SCHEDULE_ID
 from scheduler.ticks import TICK_SCHEDULE, tick_execution_id
 from worker.ledger import Execution, State
@@ -166,7 +167,8 @@ def test_one_shots_fire_at_their_exact_second(stack: Stack) -> None:
     ats = [at for at in ats if at < minute + timedelta(seconds=90)]
     shots = [stack.schedule(f"shot-{i}", "/ok", cron=None, at=at.isoformat())
              for i, at in enumerate(ats)]
-    put_documents(firestore(stack), [(s, tick_document(s, base, s.at)) for s in shots])
+    put_documents(firestore(stack), [(s, tick_document(s, base, first_slot(s, base, None)))
+                                     for s in shots])
     workers(stack, 1)
     start_tick(stack, minute)
     keys = {execution_id(s.id, s.at): s.at for s in shots if s.at is not None}
