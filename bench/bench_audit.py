@@ -37,7 +37,7 @@ from scheduler.contract import Message, execution_id
 from scheduler.due import slots_in
 from scheduler.logs import configure
 from scheduler.model import Action, Schedule
-from scheduler.registry import ScheduleRegistry
+from scheduler.registry import Entry, ScheduleRegistry
 from scion_scheduler.google_emulators import Emulator
 from worker.audit import Audit
 from worker.firestore_documents import execution_document
@@ -107,10 +107,12 @@ def run_audit(client: Any) -> tuple[float, int, int]:
             return found
 
     class CountedRegistry:
-        def load(self) -> Any:
-            entries = registry.load()
-            reads[0] += max(1, len(entries))
-            return entries
+        def iter_entries(self) -> Iterator[Entry]:
+            read = 0
+            for entry in registry.iter_entries():
+                read += 1
+                yield entry
+            reads[0] += max(1, read)
 
     def publish(messages: Sequence[Message]) -> list[str]:
         published.extend(messages)

@@ -36,7 +36,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -199,7 +199,11 @@ class ScheduleRegistry:
 
     def load(self) -> dict[str, Entry]:
         """Every entry by schedule ID: one query (a read per document)."""
-        entries = {}
+        return {entry.schedule_id: entry for entry in self.iter_entries()}
+
+    def iter_entries(self) -> Iterator[Entry]:
+        """Every entry, one at a time as the query streams them: the worker's audit holds none
+        of them after it has walked its slots (tick mode's 100,000 schedules, issue 17)."""
         # Read once: looking the entry points up costs more than parsing a schedule.
         action_types = registered_action_types()
         for snapshot in self.collection.stream():
@@ -210,8 +214,7 @@ class ScheduleRegistry:
                           document=snapshot.id, error=str(exc))
                 continue
             if self._owns(entry.owner):
-                entries[entry.schedule_id] = entry
-        return entries
+                yield entry
 
     def get(self, schedule_id: str) -> Entry | None:
         """One schedule's entry, or None."""

@@ -5,7 +5,7 @@ paths on the emulators: `tests/test_audit_e2e.py`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,8 +32,8 @@ class Registry:
     def __init__(self, *schedules: Schedule, since: datetime = MINUTE - timedelta(hours=1)) -> None:
         self.entries = {s.id: Entry(Owed(s, since), s.fingerprint()) for s in schedules}
 
-    def load(self) -> Mapping[str, Entry]:
-        return self.entries
+    def iter_entries(self) -> Iterator[Entry]:
+        return iter(self.entries.values())
 
 
 def _schedule(sid: str = "s", **fields: Any) -> Schedule:

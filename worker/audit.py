@@ -18,7 +18,7 @@ whose recovery was lost too is found again the next minute, until the horizon.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -62,8 +62,8 @@ class SlotRecords(Protocol):
 class Registry(Protocol):
     """What the audit reads from the schedule registry (`scheduler.registry`)."""
 
-    def load(self) -> Mapping[str, Entry]:
-        """Every owned schedule's entry, by schedule ID."""
+    def iter_entries(self) -> Iterable[Entry]:
+        """Every owned schedule's entry, one at a time."""
         ...
 
 
@@ -149,7 +149,9 @@ class Audit:
     def audit(self, now: datetime) -> AuditReport:
         """Fire again, or record missed, every owed slot in the window that has no record."""
         start, end = now - self._horizon, now - self._grace
-        owed = [entry.owed for entry in self._registry.load().values()]
+        # One entry at a time: with tick mode's 100,000 schedules, a list of them all would be
+        # the largest thing a worker holds (issue 17).
+        owed = (entry.owed for entry in self._registry.iter_entries())
         audited, missing = unaccounted(owed, self._records.recorded(start, end), start, end)
         again: list[tuple[Slot, Message]] = []
         missed = 0
