@@ -18,9 +18,8 @@ measures in one run, each against a baseline measured in the same run:
   (default 3) minutes, the ticks published at each minute's first second: each must start once
   within 2 s of its `at` (issue 17 asks 10,000 over an hour, 2.8 a second; the default is a
   faster rate over a shorter time);
-* **memory**: a tick of all N schedules run in this process (`worker.actions.tick.Tick`, every
-  page handled here, no shards: the most one process holds), its peak RSS above this process's
-  before it, against reading all N documents at once (`ScheduleRegistry.load`).
+* **memory**: what a tick of N due documents holds, in one process and in a worker replica,
+  against reading all N at once (`ScheduleRegistry.load`): `bench/ticks_memory.py`.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ import argparse
 import io
 import os
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -41,6 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from tick_documents import put_documents, tick_document
+from ticks_memory import bench_memory, status_kib
 from worker_harness import SIGNING_KEY, Stack, Worker
 
 from scheduler.contract import Message, build_message, execution_id
@@ -49,8 +48,6 @@ from scheduler.model import Action, Schedule, one_shot_slot
 from scheduler.registry import ScheduleRegistry, document_id, document_of, first_slot
 from scheduler.ticks import TICK_SCHEDULE
 from scion_scheduler.google_emulators import reuse_or_start
-from worker.actions.tick import Tick
-from worker.tick_store import FirestoreTickStore
 
 TICK_ENV = {"SCION_SCHEDULER_MODE": "ticks", "SCION_SCHEDULER_TOPIC": "fires"}
 MINUTE = timedelta(minutes=1)
@@ -73,32 +70,6 @@ def _timed(action: Callable[[], Any]) -> tuple[float, Any]:
 def _percentile(values: Sequence[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-
-
-def _rss_kib(pid: int | str = "self", field: str = "VmRSS") -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-@contextmanager
-def _peak_rss() -> Iterator[list[int]]:
-    """Samples this process's RSS every 20 ms; yields [peak KiB] (filled in on exit)."""
-    peak, stop = [0], threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], _rss_kib())
-            stop.wait(0.02)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        yield peak
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _sleep_until(instant: datetime) -> None:
@@ -207,7 +178,7 @@ def bench_minute(stack: Stack, worker: Worker, due: int) -> list[str]:
     schedules = [_schedule(i, url, id=f"minute/{i:06d}") for i in range(due)]
     put_documents(_client(stack), [(s, tick_document(s, minute, minute))
                                    for s in schedules])
-    baseline_kib = _rss_kib(worker.pid, "VmRSS")
+    baseline_kib = status_kib(worker.pid, "VmRSS")
     _publish_tick(stack, minute)
     expected = {execution_id(s.id, minute): minute for s in schedules}
     late = _starts(stack, expected, timeout=300)
@@ -218,7 +189,7 @@ def bench_minute(stack: Stack, worker: Worker, due: int) -> list[str]:
     once = sum(1 for key in expected if counts.get(key) == 1)
     values = list(late.values()) or [float("nan")]
     last = max(values)
-    peak_kib = _rss_kib(worker.pid, "VmHWM")
+    peak_kib = status_kib(worker.pid, "VmHWM")
     rate = published / fan_out_s
     return [
         f"a minute with {due} due slots, one worker replica at its defaults "
@@ -266,44 +237,6 @@ def bench_one_shots(stack: Stack, count: int, minutes: int) -> list[str]:
     ]
 
 
-def bench_memory(client: Any, project: str, count: int) -> list[str]:
-    """Peak RSS of a tick of `count` due schedules in this process, against loading them all."""
-    from google.cloud import pubsub_v1
-
-    minute = datetime.now(UTC).replace(second=0, microsecond=0)
-    put_documents(client, [(s, tick_document(s, minute, minute))
-                           for s in (_schedule(i) for i in range(count))], prefix="mem_")
-    publisher = pubsub_v1.PublisherClient(batch_settings=pubsub_v1.types.BatchSettings(
-        max_messages=1_000, max_bytes=9_000_000, max_latency=0.02))
-    topic = publisher.topic_path(project, "memory-sink")
-    publisher.create_topic(name=topic)
-
-    def publish(messages: Sequence[Message]) -> None:
-        futures = [publisher.publish(topic, m.data, **dict(m.attributes)) for m in messages]
-        for future in futures:
-            future.result(timeout=120)
-
-    tick = Tick(FirestoreTickStore(client, "mem_", "scion-"), publish, signing_key=SIGNING_KEY,
-                local_documents=10**9)
-    before = _rss_kib()
-    with _peak_rss() as peak:
-        tick_s, report = _timed(lambda: tick.run(minute))
-    tick_peak = peak[0] - before
-    before = _rss_kib()
-    with _peak_rss() as peak:
-        load_s, entries = _timed(ScheduleRegistry(client, "mem_").load)
-    load_peak = peak[0] - before
-    del entries
-    return [
-        f"memory of a tick of {count} due schedules in one process (every page here, no "
-        "shards)",
-        f"  tick: {report.published} fires in {tick_s:.1f} s, peak RSS +{tick_peak / 1024:.0f} "
-        f"MiB over the {before / 1024:.0f} MiB before it",
-        f"  baseline, all {count} documents read at once (ScheduleRegistry.load, {load_s:.1f} s):"
-        f" peak RSS +{load_peak / 1024:.0f} MiB",
-    ]
-
-
 def _client(stack: Stack) -> Any:
     from google.cloud import firestore
 
@@ -343,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             if "one-shots" in phases:
                 _report(bench_one_shots(stack, args.one_shots, args.one_shot_minutes))
         if "memory" in phases:
-            _report(bench_memory(client, stack.project, args.schedules))
+            _report(bench_memory(stack, client, args.schedules, TICK_ENV))
     return 0
 
 
