@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from schedule_strategies import SCHEDULE_IDS
 
 from scheduler.contract import build_message, decode_message, execution_id
-from scheduler.due import Owed
+from scheduler.due import Owed, missed_reason
 from scheduler.model import ValidationError, one_shot_slot
 from scheduler.naming import is_valid_job_id, job_id_for, schedule_id_for
 from scheduler.registry import first_slot
@@ -93,6 +93,19 @@ def test_shard_round_trip_and_stable_id() -> None:
     assert Shard(M, ("c",)).execution_id != shard.execution_id
     with pytest.raises(ValueError):
         shard_documents(shard.schedule_id, {"documents": ["c" * 64]})
+
+
+def test_a_shard_delivered_after_the_next_minute_still_runs() -> None:
+    # The tick of M is superseded by the tick of M+1; its shards, the rest of a claimed tick,
+    # are not (within the catch-up window).
+    later = M + timedelta(minutes=3)
+    tick = decode_message(tick_message(KEY).data, tick_message(KEY).attributes, signing_key=KEY)
+    assert missed_reason(tick, tick.catchup, tick.catchup_window, M, later) is not None
+    message = Shard(M, ("a" * 64,)).message(KEY)
+    shard = decode_message(message.data, message.attributes, signing_key=KEY)
+    assert missed_reason(shard, shard.catchup, shard.catchup_window, M, later) is None
+    assert missed_reason(shard, shard.catchup, shard.catchup_window, M,
+                         M + shard.catchup_window + timedelta(seconds=1)) is not None
 
 
 def test_fire_messages_carry_the_slot_and_the_jobs_execution_id() -> None:
