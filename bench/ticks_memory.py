@@ -14,11 +14,10 @@ minute of the tick), each against reading all N at once (`ScheduleRegistry.load`
 * **in-process, traced**: the same two in fresh processes under `tracemalloc` (Python's own peak
   allocation during the call; a separate pass, since tracing slows the tick);
 * **a worker**: one `scion-worker run` replica in tick mode at its defaults, handed the tick
-  (published at the minute's first second, and then every minute, as the tick job would, until
-  no document is due) and every shard, none of the fires: the worker publishes to a topic this
-  process reads, forwarding the shards to the worker's own topic and dropping the fires (the
-  Pub/Sub emulator ignores subscription filters). Its VmHWM (reset when it is ready) and VmRSS
-  before the tick, after it, and the shards it ran or recorded missed.
+  (published at the minute's first second) and every shard, none of the fires: the worker
+  publishes to a topic this process reads, forwarding the shards to the worker's own topic and
+  dropping the fires (the Pub/Sub emulator ignores subscription filters). Its VmHWM (reset just
+  before the tick) and VmRSS before the tick and once it and every shard are done.
 """
 
 from __future__ import annotations
@@ -57,8 +56,6 @@ SINK = "memory-sink"
 WORKER_IN, WORKER_OUT = "memory-in", "memory-out"
 URL = "https://hub.example.com/fire"
 MINUTE = timedelta(minutes=1)
-# Ticks published to the worker before the bench gives up on a document still due.
-MAX_TICKS = 15
 
 
 def status_kib(pid: int | str, field: str) -> int:
@@ -104,7 +101,7 @@ def bench_memory(stack: Stack, client: Any, count: int, worker_env: Mapping[str,
     # A tick of any minute up to the catch-up window after the slot publishes the slot once.
     first = max(slot, (datetime.now(UTC) + timedelta(seconds=70)).replace(second=0,
                                                                          microsecond=0))
-    lines += _worker_lines(stack, first, slot, count, worker_env)
+    lines += _worker_lines(stack, first, count, worker_env)
     runs = {(side, trace): _child(stack, side, slot + timedelta(days=1 + trace), trace)
             for trace in (False, True) for side in ("tick", "load")}
     lines += _in_process_lines(runs, count)
@@ -152,15 +149,14 @@ def _in_process_lines(runs: dict[tuple[str, bool], dict[str, Any]], count: int) 
     ]
 
 
-def _worker_lines(stack: Stack, first: datetime, slot: datetime, count: int,
-                  env: Mapping[str, str]) -> list[str]:
-    """A tick-mode worker handed the tick of `first` (and of each minute after, until nothing
-    is due at `slot`) and every shard, none of the fires."""
+def _worker_lines(stack: Stack, minute: datetime, count: int, env: Mapping[str, str]
+                  ) -> list[str]:
+    """A tick-mode worker handed the tick of `minute` and every shard, none of the fires."""
     subscriber = stack.subscriber
-    for topic, name in ((WORKER_IN, WORKER_IN), (WORKER_OUT, WORKER_OUT)):
+    for name in (WORKER_IN, WORKER_OUT):
         subscriber.create_subscription(request={
             "name": subscriber.subscription_path(stack.project, name),
-            "topic": stack.publisher.topic_path(stack.project, topic), "ack_deadline_seconds": 60})
+            "topic": stack.publisher.topic_path(stack.project, name), "ack_deadline_seconds": 60})
     worker = stack.start_worker(**{
         **env, "SCION_SCHEDULER_TOPIC": WORKER_OUT, "SCION_SCHEDULER_SUBSCRIPTION": WORKER_IN,
         "SCION_SCHEDULER_COLLECTION_PREFIX": PREFIX, "SCION_SCHEDULER_ALLOWED_TARGETS": URL,
@@ -168,34 +164,68 @@ def _worker_lines(stack: Stack, first: datetime, slot: datetime, count: int,
         # fires nobody runs here would otherwise all be published again by it.
         "SCION_SCHEDULER_AUDIT_HORIZON": "21s", "SCION_SCHEDULER_AUDIT_GRACE": "20s"})
     worker.wait_ready()
-    store = FirestoreTickStore(_firestore(stack), PREFIX, OWNER)
     with _relay(stack) as relayed:
-        _sleep_until(first - timedelta(seconds=5))
+        _sleep_until(minute - timedelta(seconds=5))
         reset_peak(worker.pid)
         before = status_kib(worker.pid, "VmRSS")
-        minute, ticks, started = first, 0, time.monotonic()
-        while ticks < MAX_TICKS:
-            _sleep_until(minute)
-            _publish(stack, WORKER_IN, build_message(TICK_SCHEDULE, signing_key=SIGNING_KEY,
-                                                     fire_time=minute))
-            ticks += 1
-            _sleep_until(minute + MINUTE - timedelta(seconds=2))
-            if not store.due_page(slot + timedelta(seconds=1), 1, ids_only=True).documents:
-                break
-            minute += MINUTE
+        _sleep_until(minute)
+        started = time.monotonic()
+        _publish(stack, WORKER_IN, build_message(TICK_SCHEDULE, signing_key=SIGNING_KEY,
+                                                 fire_time=minute))
+        shards = _wait(lambda: _tick_shards(worker.log_lines()))
+        claimer_s = time.monotonic() - started
+        _wait(lambda: sum(_outcomes(worker.metrics()).values()) > shards or None)
         seconds = time.monotonic() - started
         _wait_quiet(relayed)
     peak, after = status_kib(worker.pid, "VmHWM"), status_kib(worker.pid, "VmRSS")
-    outcomes = _outcomes(worker.metrics())
     return [
-        f"  one scion-worker replica in tick mode at its defaults, handed the tick and every "
-        f"shard, none of the fires: {ticks} tick(s) (one a minute) until no document was due "
-        f"({seconds:.0f} s)",
-        f"    fires published {relayed['fires']} (of {count} slots), shards "
-        f"{relayed['shards']}; its executions by outcome: {outcomes}",
+        f"  one scion-worker replica in tick mode at its defaults (64 executors), handed the "
+        f"tick of {minute:%H:%M} and every shard, none of the fires",
+        f"    the tick read the due IDs and published {shards} shards and its own fires in "
+        f"{claimer_s:.0f} s; it and its shards done in {seconds:.0f} s; at most "
+        f"{_most_at_once(worker.log_lines())} shards ran at once",
+        f"    fires published {relayed['fires']} (of {count} slots), shards forwarded "
+        f"{relayed['shards']}; executions by outcome: {_outcomes(worker.metrics())}",
         f"    worker RSS {before / 1024:.0f} MiB before the tick, peak {peak / 1024:.0f} MiB "
         f"(+{(peak - before) / 1024:.0f} MiB), {after / 1024:.0f} MiB after",
     ]
+
+
+def _wait(found: Callable[[], int | None], timeout_s: float = 3600) -> int:
+    deadline = time.monotonic() + timeout_s
+    while (value := found()) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the worker's tick did not finish")
+        time.sleep(1)
+    return value
+
+
+def _entries(lines: Sequence[str], prefix: str) -> Iterator[dict[str, Any]]:
+    """The worker's JSON log entries about the tick or its shards (schedule IDs from
+    `prefix`)."""
+    for line in lines:
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if str(entry.get("schedule_id", "")).startswith(prefix):
+                yield entry
+
+
+def _tick_shards(lines: Sequence[str]) -> int | None:
+    """How many shards the tick made, once it is done."""
+    for entry in _entries(lines, TICK_SCHEDULE.id):
+        if entry["schedule_id"] == TICK_SCHEDULE.id and entry["message"] == "tick done":
+            return int(entry["shards"])
+    return None
+
+
+def _most_at_once(lines: Sequence[str]) -> int:
+    """The most shards the worker's log shows running at the same time."""
+    running = most = 0
+    for entry in _entries(lines, TICK_SCHEDULE.id + " "):
+        if entry.get("event_kind") in ("action_starting", "action_finished"):
+            running += 1 if entry["event_kind"] == "action_starting" else -1
+            most = max(most, running)
+    return most
 
 
 def _outcomes(metrics: dict[str, float]) -> dict[str, int]:
@@ -251,12 +281,6 @@ def _wait_quiet(counts: dict[str, int], quiet_s: int = 20, timeout_s: float = 60
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and time.monotonic() - counts["last"] < quiet_s:
         time.sleep(1)
-
-
-def _firestore(stack: Stack) -> Any:
-    from google.cloud import firestore
-
-    return firestore.Client(project=stack.project)
 
 
 def _tick_call(client: Any, project: str, minute: datetime) -> Callable[[], dict[str, Any]]:
