@@ -5,10 +5,13 @@ through real workers)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from tick_documents import next_fire_time_of, put_documents, tick_document
@@ -17,10 +20,10 @@ from scheduler.contract import Message, decode_message, execution_id
 from scheduler.model import Schedule
 from scheduler.registry import document_id, first_slot
 from scheduler.reserved import TICK_ACTION_TYPE, TICK_SCHEDULE_ID, is_tick_schedule
-from scheduler.ticks import shard_documents
+from scheduler.ticks import Shard, shard_documents
 from scheduler.validation import parse_schedule
 from worker.action import ActionContext, ActionError
-from worker.actions.tick import Tick, TickAction
+from worker.actions.tick import SHARDS_AT_ONCE, Tick, TickAction, TickReport
 from worker.tick_store import Advance, FirestoreTickStore
 
 pytestmark = pytest.mark.emulator
@@ -209,6 +212,30 @@ def test_the_tick_action_refuses_anything_but_the_tick(client: Any) -> None:
     with pytest.raises(ActionError):
         action(replace(context, schedule_id=TICK_SCHEDULE_ID, params={"documents": ["x"]}))
     assert document_id("x") != "x"
+
+
+def test_a_process_runs_at_most_SHARDS_AT_ONCE_shards_at_once() -> None:
+    from scheduler.config import Settings
+
+    running, most, lock = [0], [0], threading.Lock()
+
+    class SlowTick(Tick):
+        def run_shard(self, minute: datetime, document_ids: Sequence[str]) -> TickReport:
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(0.05)
+            with lock:
+                running[0] -= 1
+            return TickReport()
+
+    action = TickAction(Settings.from_env({}), SlowTick(cast(Any, None), lambda _m: None))
+    contexts = [ActionContext(schedule_id=Shard(M, (f"{i:064}",)).schedule_id, fire_time=M,
+                              execution_id=str(i), trigger="scheduled", attempt=1,
+                              params={"documents": [f"{i:064}"]}) for i in range(12)]
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        list(pool.map(action, contexts))
+    assert most[0] == SHARDS_AT_ONCE
 
 
 def test_the_tick_action_is_registered_in_tick_mode_only() -> None:

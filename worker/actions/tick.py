@@ -51,6 +51,11 @@ LOCAL_DOCUMENTS = 1_000
 # Shards' worth of document IDs per read of the due query beyond the claimer's own share.
 SHARDS_PER_READ = 10
 PUBLISH_TIMEOUT_S = 60.0
+# Shards one process runs at once; the others wait for them. Each holds its page of documents
+# and their fires (about 2 MB for 500): a worker's 64 executors ran 64 shards of a 100,000-document
+# tick at once and held 130 MB, more than all the documents read at once; on its few cores more
+# shards at once publish no faster (bench_ticks.py --only memory, bench/README.md).
+SHARDS_AT_ONCE = 4
 
 
 class TickStore(Protocol):
@@ -172,10 +177,12 @@ class Tick:
 class TickAction:
     """The `tick` action handler: registered only in tick mode (`worker.actions`)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, tick: Tick | None = None) -> None:
         self._settings = settings
-        self._tick: Tick | None = None
+        # Built on first use (`build_tick`) unless given.
+        self._tick = tick
         self._lock = threading.Lock()
+        self._shards = threading.BoundedSemaphore(SHARDS_AT_ONCE)
 
     def __call__(self, context: ActionContext) -> ActionResult:
         try:
@@ -186,7 +193,8 @@ class TickAction:
         if documents is None:
             report = tick.run(context.fire_time)
         else:
-            report = tick.run_shard(context.fire_time, documents)
+            with self._shards:
+                report = tick.run_shard(context.fire_time, documents)
         log.info("tick done", documents=report.documents, published=report.published,
                  shards=report.shards, conflicts=report.conflicts)
         return ActionResult(detail=str(report))
