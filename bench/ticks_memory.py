@@ -92,15 +92,15 @@ def bench_memory(stack: Stack, client: Any, count: int, worker_env: Mapping[str,
     for topic in (SINK, WORKER_IN, WORKER_OUT):
         publisher.create_topic(name=publisher.topic_path(stack.project, topic))
     started = datetime.now(UTC)
-    slot = (started + timedelta(seconds=60 + count * 0.002)).replace(second=0, microsecond=0)
+    slot = started.replace(second=0, microsecond=0)
     put_documents(client, [(s, tick_document(s, slot, slot))
                            for s in (_schedule(i, slot) for i in range(count))], prefix=PREFIX)
     written_s = (datetime.now(UTC) - started).total_seconds()
     lines = [f"memory: {count} registry documents written in {written_s:.0f} s, each one due "
              f"once, at {slot:%H:%M} UTC (load average {_load()})"]
-    # A tick of any minute up to the catch-up window after the slot publishes the slot once.
-    first = max(slot, (datetime.now(UTC) + timedelta(seconds=70)).replace(second=0,
-                                                                         microsecond=0))
+    # A tick of any minute up to the catch-up window after the slot publishes the slot once;
+    # the worker's is the first minute that leaves it time to start.
+    first = (datetime.now(UTC) + timedelta(seconds=75)).replace(second=0, microsecond=0)
     lines += _worker_lines(stack, first, count, worker_env)
     runs = {(side, trace): _child(stack, side, slot + timedelta(days=1 + trace), trace)
             for trace in (False, True) for side in ("tick", "load")}
@@ -279,7 +279,7 @@ def _relay(stack: Stack) -> Iterator[dict[str, int]]:
         thread.join()
 
 
-def _wait_quiet(counts: dict[str, int], quiet_s: int = 20, timeout_s: float = 600) -> None:
+def _wait_quiet(counts: dict[str, int], quiet_s: int = 10, timeout_s: float = 600) -> None:
     """Until the worker has published nothing for `quiet_s`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and time.monotonic() - counts["last"] < quiet_s:
