@@ -186,7 +186,7 @@ def _worker_lines(stack: Stack, minute: datetime, count: int, env: Mapping[str, 
         f"tick of {minute:%H:%M} and every shard, none of the fires",
         f"    the tick read the due IDs and published {shards} shards and its own fires in "
         f"{claimer_s:.0f} s; it and its shards done in {seconds:.0f} s; at most {most} shards "
-        "ran at once",
+        "claimed at once",
         f"    fires published {relayed['fires']} (of {count} slots), shards forwarded "
         f"{relayed['shards']}; executions by outcome: {outcomes}",
         f"    worker RSS {before / 1024:.0f} MiB before the tick, peak {peak / 1024:.0f} MiB "
@@ -222,7 +222,8 @@ def _tick_shards(lines: Sequence[str]) -> int | None:
 
 
 def _most_at_once(lines: Sequence[str]) -> int:
-    """The most shards the worker's log shows running at the same time."""
+    """The most shards the worker's log shows claimed and not finished at the same time (the
+    action started: `SHARDS_AT_ONCE` of them run, the others wait)."""
     running = most = 0
     for entry in _entries(lines, TICK_SCHEDULE.id + " "):
         if entry.get("event_kind") in ("action_starting", "action_finished"):
