@@ -46,7 +46,8 @@ from scheduler.contract import ATTR_SCHEDULE_ID, Message, build_message, decode_
 from scheduler.logs import configure
 from scheduler.model import Action, Schedule
 from scheduler.registry import ScheduleRegistry
-from scheduler.ticks import TICK_SCHEDULE, is_tick_schedule, shard_documents
+from scheduler.reserved import is_tick_schedule
+from scheduler.ticks import TICK_SCHEDULE, shard_documents
 from worker.actions.tick import Tick
 from worker.tick_store import FirestoreTickStore
 
