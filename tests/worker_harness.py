@@ -225,6 +225,9 @@ class Stack:
     def __post_init__(self) -> None:
         from google.cloud import firestore, pubsub_v1
 
+        # The clients read the variable when they are made; `close` puts it back, or a later
+        # test on this process would reach a private emulator this test stopped.
+        self._saved_pubsub_host = os.environ.get("PUBSUB_EMULATOR_HOST")
         os.environ["PUBSUB_EMULATOR_HOST"] = self.pubsub_host
         self.publisher = pubsub_v1.PublisherClient()
         self.subscriber = pubsub_v1.SubscriberClient()
@@ -316,6 +319,10 @@ class Stack:
         self.target.close()
         with contextlib.suppress(Exception):
             self.subscriber.close()
+        if self._saved_pubsub_host is None:
+            os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+        else:
+            os.environ["PUBSUB_EMULATOR_HOST"] = self._saved_pubsub_host
 
 
 @pytest.fixture(name="stack")
