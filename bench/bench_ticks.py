@@ -40,6 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from fire_source import TICK_ENV
 from tick_documents import put_documents, tick_document
 from worker_harness import SIGNING_KEY, Stack, Worker
 
@@ -52,7 +53,6 @@ from scion_scheduler.google_emulators import reuse_or_start
 from worker.actions.tick import Tick
 from worker.tick_store import FirestoreTickStore
 
-TICK_ENV = {"SCION_SCHEDULER_MODE": "ticks", "SCION_SCHEDULER_TOPIC": "fires"}
 MINUTE = timedelta(minutes=1)
 
 
