@@ -37,7 +37,7 @@ TICK_ENV = {"SCION_SCHEDULER_MODE": "ticks", "SCION_SCHEDULER_TOPIC": "fires"}
 # What `fire` leaves of the minute at least: a job's publish must land in its slot's minute
 # (within `scheduler.cron.DEFAULT_SKEW` of its end it counts for the next slot), and a tick or
 # shard claimed after its minute is recorded missed (the tick schedule's `catchup: latest`).
-MARGIN_S = 10.0
+MARGIN_S = 8.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,10 @@ class FireSource:
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
+
+    def open(self, topic: str) -> None:
+        """Get ready to deliver to `topic` too, without waiting (a tick source starts its claimer
+        for it, which boots while the test starts its workers)."""
 
     def minute(self, topic: str | None = None) -> datetime:
         """The minute in which a `fire` to `topic` right after this delivers (with a few more
@@ -161,6 +165,9 @@ class TickSource(FireSource):
                                                  "SCION_SCHEDULER_TOPIC": topic.rsplit("/")[-1]})
             self._claimers[topic] = _Claimer(worker, tick_topic)
         return self._claimers[topic]
+
+    def open(self, topic: str) -> None:
+        self._claimer(topic)
 
     def _prepare(self, topic: str) -> None:
         self._claimer(topic).worker.wait_ready()

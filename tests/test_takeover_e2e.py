@@ -27,15 +27,16 @@ TAKEOVER_BUDGET_S = 20.0
 
 
 
-def _private_subscription(stack: Stack, name: str) -> str:
+def _private_subscription(stack: Stack, source: FireSource, name: str) -> str:
     """A topic and subscription of their own, so that only the worker pulling it ever sees the
-    fires published there: once it is dead and the subscription deleted, Pub/Sub never
+    fires `source` delivers there: once it is dead and the subscription deleted, Pub/Sub never
     redelivers them, and only the ledger knows them."""
     topic = stack.publisher.topic_path(stack.project, f"{name}-fires")
     stack.publisher.create_topic(name=topic)
     stack.subscriber.create_subscription(request={
         "name": stack.subscriber.subscription_path(stack.project, name), "topic": topic,
         "ack_deadline_seconds": 10})
+    source.open(topic)
     return topic
 
 
@@ -67,7 +68,7 @@ def _holder_pid(stack: Stack, eid: str) -> int:
 def test_a_killed_workers_fires_are_taken_over_within_20s(stack: Stack, source: FireSource,
                                                           redelivery: str) -> None:
     never = redelivery == "pubsub_never_redelivers"
-    topic = _private_subscription(stack, "victim") if never else stack.topic
+    topic = _private_subscription(stack, source, "victim") if never else stack.topic
     workers = [stack.start_worker() for _ in range(2)]
     own = {"SCION_SCHEDULER_SUBSCRIPTION": "victim"} if never else {}
     workers.append(stack.start_worker(**own))
@@ -101,7 +102,7 @@ def test_a_takeover_across_a_slot_of_an_overlap_skip_schedule_is_not_skipped(
     once its lease lapsed a newer fire is claimed (here by the test, holding it as a live
     replica would); a survivor started then takes the older fire over from the ledger (Pub/Sub
     never redelivers it) and runs it."""
-    topic = _private_subscription(stack, "victim")
+    topic = _private_subscription(stack, source, "victim")
     victim = stack.start_worker("--lease", "3", SCION_SCHEDULER_SUBSCRIPTION="victim")
     victim.wait_ready()
     slot = source.minute(topic) - timedelta(minutes=1)
