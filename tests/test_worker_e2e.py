@@ -2,6 +2,8 @@
 actions landing on a real local HTTP server that counts them by Idempotency-Key.
 
 Every test gets its own project (topic, subscription, dead-letter topic, Firestore documents).
+A test that takes the `source` fixture runs in both modes (`fire_source`): its scheduled fires
+reach the workers from their jobs, or fanned out by a tick.
 """
 
 from __future__ import annotations
