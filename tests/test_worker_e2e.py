@@ -210,7 +210,17 @@ def test_overlap_skip_and_allow(stack: Stack, source: FireSource) -> None:
     assert skipped is not None and "overlap" in (skipped.error or skipped.detail or "")
 
 
-def test_catchup_window_max_attempts_and_runs_command(stack: Stack, source: FireSource) -> None:
+def _runs(stack: Stack, schedule_id: str) -> list[dict[str, Any]]:
+    """`scion-scheduler runs <schedule_id>`: the schedule's executions, newest first."""
+    result = subprocess.run(
+        [str(VENV_BIN / "scion-scheduler"), "runs", schedule_id, "--output", "json"],
+        env=stack.env(), capture_output=True, text=True, timeout=WAIT_S, check=False)
+    assert result.returncode == 0, result.stderr
+    runs: list[dict[str, Any]] = json.loads(result.stdout)["executions"]
+    return runs
+
+
+def test_catchup_window_and_runs_command(stack: Stack, source: FireSource) -> None:
     worker = stack.start_worker()
     worker.wait_ready()
     # A slot delivered beyond its schedule's catch-up window (6 minutes late against 5m30s): in
@@ -221,8 +231,7 @@ def test_catchup_window_max_attempts_and_runs_command(stack: Stack, source: Fire
     late = stack.schedule("late", "/ok", cron=f"{late_slot.minute} {late_slot.hour} * * *",
                           catchup_window="5m30s")
     minutely = stack.schedule("minutely", "/ok", cron="* * * * *")
-    failing = stack.schedule("failing", "/fail", max_attempts=3)
-    fired = {f.schedule.id: f for f in source.fire([late, minutely, failing])}
+    fired = {f.schedule.id: f for f in source.fire([late, minutely])}
     assert fired["late"].slot == late_slot
 
     wait_for(
@@ -234,28 +243,35 @@ def test_catchup_window_max_attempts_and_runs_command(stack: Stack, source: Fire
     assert missed.state is State.MISSED and "catch-up window" in (missed.error or "")
     assert missed.fire_time == late_slot
     assert [h for h in stack.target.hits if h.schedule_id == "late"] == []
+    runs = _runs(stack, "late")
+    assert [(r["state"], r["execution_id"]) for r in runs] == [
+        ("missed", fired["late"].execution_id)]
+    assert "catch-up window" in runs[0]["error"]
 
-    failing_eid = fired["failing"].execution_id
+
+# Jobs mode only: the attempts after a failure are the pipeline's (in process, then the
+# reaper's) once the fire is claimed, whichever mode delivered it.
+def test_max_attempts_then_acked_and_runs_command(stack: Stack) -> None:
+    worker = stack.start_worker()
+    worker.wait_ready()
+    failing_fire = stack.manual(stack.schedule("failing", "/fail", max_attempts=3), _now())
+    stack.publish(failing_fire)
     wait_for(
-        lambda: (e := stack.ledger.get(failing_eid)) is not None and e.state is State.FAILED,
+        lambda: (e := stack.ledger.get(_eid(failing_fire))) is not None and e.state is State.FAILED,
         what="the failing fire to exhaust its attempts",
     )
-    failed = stack.ledger.get(failing_eid)
+    failed = stack.ledger.get(_eid(failing_fire))
     assert failed is not None and failed.attempt == 3 and "500" in (failed.error or "")
-    assert [h.attempt for h in stack.target.for_key(failing_eid)] == [1, 2, 3]
+    assert [h.attempt for h in stack.target.for_key(_eid(failing_fire))] == [1, 2, 3]
     # Acked after the last attempt: nothing is redelivered, nothing dead-lettered.
     time.sleep(1)
-    assert len(stack.target.for_key(failing_eid)) == 3
+    assert len(stack.target.for_key(_eid(failing_fire))) == 3
     assert stack.dead_letters() == []
 
-    result = subprocess.run(
-        [str(VENV_BIN / "scion-scheduler"), "runs", "failing", "--output", "json"],
-        env=stack.env(), capture_output=True, text=True, timeout=WAIT_S, check=False)
-    assert result.returncode == 0, result.stderr
-    runs = json.loads(result.stdout)["executions"]
+    runs = _runs(stack, "failing")
     assert len(runs) == 1
     assert runs[0]["state"] == "failed" and runs[0]["attempt"] == 3 and "500" in runs[0]["error"]
-    assert runs[0]["execution_id"] == failing_eid and runs[0]["finished_at"]
+    assert runs[0]["execution_id"] == _eid(failing_fire) and runs[0]["finished_at"]
 
 
 # Jobs mode only: forged and malformed messages are the transport's input, whichever mode
