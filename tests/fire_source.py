@@ -68,8 +68,6 @@ def current_minute(margin_s: float = MARGIN_S) -> datetime:
 class FireSource:
     """Delivers scheduled fires to the workers as one mode does."""
 
-    mode = ""
-
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
 
@@ -111,8 +109,6 @@ class FireSource:
 class JobSource(FireSource):
     """Each schedule's job publishes its message to the topic."""
 
-    mode = "jobs"
-
     def _message(self, schedule: Schedule, slot: datetime) -> Message:
         return build_message(schedule, signing_key=SIGNING_KEY)
 
@@ -140,8 +136,6 @@ class TickSource(FireSource):
     slots, which no tick does (in jobs mode there is no document at all); an audit in the few
     seconds it exists may publish its slot again, with the fire's own execution ID, which the
     claim drops as a duplicate."""
-
-    mode = "ticks"
 
     def __init__(self, stack: Stack) -> None:
         super().__init__(stack)
