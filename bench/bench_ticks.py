@@ -38,6 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from fire_source import TICK_ENV
 from tick_documents import put_documents, tick_document
 from ticks_memory import bench_memory, status_kib
 from worker_harness import SIGNING_KEY, Stack, Worker
@@ -49,7 +50,6 @@ from scheduler.registry import ScheduleRegistry, document_id, document_of, first
 from scheduler.ticks import TICK_SCHEDULE
 from scion_scheduler.google_emulators import reuse_or_start
 
-TICK_ENV = {"SCION_SCHEDULER_MODE": "ticks", "SCION_SCHEDULER_TOPIC": "fires"}
 MINUTE = timedelta(minutes=1)
 
 

@@ -11,11 +11,12 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from worker_harness import WAIT_S, Stack, Worker, wait_for
+from fire_source import FireSource
+from fire_source import source_fixture as source_fixture  # the `source` fixture
+from worker_harness import Stack, Worker, wait_for
 from worker_harness import stack_fixture as stack_fixture  # the `stack` fixture
 
-from scheduler.contract import Message, execution_id
-from scheduler.model import parse_instant
+from scheduler.contract import execution_id
 from worker.ledger import ClaimRequest, State
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
@@ -26,31 +27,17 @@ TAKEOVER_BUDGET_S = 20.0
 
 
 
-def _eid(message: Message) -> str:
-    attrs = message.attributes
-    return execution_id(attrs["schedule-id"], parse_instant(attrs["fire-time"]), attrs["trigger"])
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
-
-def _private_subscription(stack: Stack, name: str) -> str:
+def _private_subscription(stack: Stack, source: FireSource, name: str) -> str:
     """A topic and subscription of their own, so that only the worker pulling it ever sees the
-    fires published there: once it is dead and the subscription deleted, Pub/Sub never
+    fires `source` delivers there: once it is dead and the subscription deleted, Pub/Sub never
     redelivers them, and only the ledger knows them."""
     topic = stack.publisher.topic_path(stack.project, f"{name}-fires")
     stack.publisher.create_topic(name=topic)
     stack.subscriber.create_subscription(request={
         "name": stack.subscriber.subscription_path(stack.project, name), "topic": topic,
         "ack_deadline_seconds": 10})
+    source.open(topic)
     return topic
-
-
-def _publish_to(stack: Stack, topic: str, messages: list[Message]) -> None:
-    futures = [stack.publisher.publish(topic, m.data, **m.attributes) for m in messages]
-    for future in futures:
-        future.result(timeout=WAIT_S)
 
 
 def _kill(worker: Worker) -> float:
@@ -78,18 +65,18 @@ def _holder_pid(stack: Stack, eid: str) -> int:
 
 
 @pytest.mark.parametrize("redelivery", ["pubsub_redelivers", "pubsub_never_redelivers"])
-def test_a_killed_workers_fires_are_taken_over_within_20s(stack: Stack, redelivery: str) -> None:
+def test_a_killed_workers_fires_are_taken_over_within_20s(stack: Stack, source: FireSource,
+                                                          redelivery: str) -> None:
     never = redelivery == "pubsub_never_redelivers"
-    topic = _private_subscription(stack, "victim") if never else stack.topic
+    topic = _private_subscription(stack, source, "victim") if never else stack.topic
     workers = [stack.start_worker() for _ in range(2)]
     own = {"SCION_SCHEDULER_SUBSCRIPTION": "victim"} if never else {}
     workers.append(stack.start_worker(**own))
     for worker in workers:
         worker.wait_ready()
-    sched = stack.schedule("long", "/block/long")
-    fires = [stack.manual(sched, _now() - timedelta(seconds=i)) for i in range(6)]
-    _publish_to(stack, topic, fires)
-    eids = [_eid(m) for m in fires]
+    fired = source.fire([stack.schedule(f"long-{i}", "/block/long") for i in range(6)],
+                        topic=topic)
+    eids = [f.execution_id for f in fired]
     wait_for(lambda: all(stack.target.for_key(eid) for eid in eids), what="every fire to start")
     # The worker that holds the most fires dies (with its own subscription: the last one).
     holders = [_holder_pid(stack, eid) for eid in eids]
@@ -109,37 +96,41 @@ def test_a_killed_workers_fires_are_taken_over_within_20s(stack: Stack, redelive
     assert all(len(stack.target.for_key(eid)) == (2 if eid in held else 1) for eid in eids)
 
 
-def test_a_takeover_across_a_slot_of_an_overlap_skip_schedule_is_not_skipped(stack: Stack) -> None:
-    """The victim holds the older fire and dies; once its lease lapsed the next slot's fire is
-    claimed (here by the test, holding it as a live replica would); a survivor started then
-    takes the older fire over from the ledger (Pub/Sub never redelivers it) and runs it."""
-    topic = _private_subscription(stack, "victim")
+def test_a_takeover_across_a_slot_of_an_overlap_skip_schedule_is_not_skipped(
+        stack: Stack, source: FireSource) -> None:
+    """The victim holds the older fire (last minute's slot, delivered a minute late) and dies;
+    once its lease lapsed a newer fire is claimed (here by the test, holding it as a live
+    replica would); a survivor started then takes the older fire over from the ledger (Pub/Sub
+    never redelivers it) and runs it."""
+    topic = _private_subscription(stack, source, "victim")
     victim = stack.start_worker("--lease", "3", SCION_SCHEDULER_SUBSCRIPTION="victim")
     victim.wait_ready()
-    sched = stack.schedule("skip", "/block/older", overlap="skip")
-    slot = _now().replace(second=0) - timedelta(minutes=1)
-    older = stack.manual(sched, slot)
-    _publish_to(stack, topic, [older])
-    wait_for(lambda: bool(stack.target.for_key(_eid(older))), what="the older fire to start")
+    slot = source.minute(topic) - timedelta(minutes=1)
+    sched = stack.schedule("skip", "/block/older", overlap="skip", cron=f"{slot.minute} * * * *")
+    older = source.fire([sched], topic=topic)[0]
+    assert older.slot == slot
+    wait_for(lambda: bool(stack.target.for_key(older.execution_id)),
+             what="the older fire to start")
     _kill(victim)
     stack.subscriber.delete_subscription(
         subscription=stack.subscriber.subscription_path(stack.project, "victim"))
-    wait_for(lambda: (e := stack.ledger.get(_eid(older))) is not None and e.lease_until is not None
-             and e.lease_until < datetime.now(UTC), what="the older fire's lease to lapse")
+    wait_for(lambda: (e := stack.ledger.get(older.execution_id)) is not None
+             and e.lease_until is not None and e.lease_until < datetime.now(UTC),
+             what="the older fire's lease to lapse")
     newer_time = slot + timedelta(minutes=1)
     newer = execution_id(sched.id, newer_time, "manual")
     claim = stack.ledger.claim(ClaimRequest(newer, sched.id, newer_time, "manual", "test-replica",
                                             timedelta(minutes=5), "skip", datetime.now(UTC)))
     assert claim.result.run
     stack.start_worker().wait_ready()
-    wait_for(lambda: len(stack.target.for_key(_eid(older))) == 2,
+    wait_for(lambda: len(stack.target.for_key(older.execution_id)) == 2,
              what="the older fire to be taken over")
-    taken = stack.ledger.get(_eid(older))
+    taken = stack.ledger.get(older.execution_id)
     assert taken is not None and (taken.state, taken.attempt) == (State.RUNNING, 2)
     state = stack.ledger.schedule_state(sched.id)
     assert state is not None and state.running_execution_id == newer
     stack.target.release("older")
-    wait_for(lambda: (e := stack.ledger.get(_eid(older))) is not None
+    wait_for(lambda: (e := stack.ledger.get(older.execution_id)) is not None
              and e.state is State.SUCCEEDED, what="the older fire to finish")
     assert stack.ledger.finish(newer, "test-replica", State.SUCCEEDED, now=datetime.now(UTC))
     assert [e.state for e in stack.ledger.history(sched.id)] == [State.SUCCEEDED] * 2

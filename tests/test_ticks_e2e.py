@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from fire_source import TICK_ENV
 from tick_documents import put_documents, tick_document
 from worker_harness import SIGNING_KEY, Stack, Worker, wait_for
 from worker_harness import stack_fixture as stack_fixture  # the `stack` fixture
@@ -27,9 +28,6 @@ from scheduler.ticks import TICK_SCHEDULE, tick_execution_id
 from worker.ledger import Execution, State
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
-
-TICK_ENV = {"SCION_SCHEDULER_MODE": "ticks", "SCION_SCHEDULER_TOPIC": "fires"}
-
 
 def this_minute() -> datetime:
     """The current minute, with at least 20 s of it left (a tick's `catchup: latest` records it

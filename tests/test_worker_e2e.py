@@ -2,6 +2,8 @@
 actions landing on a real local HTTP server that counts them by Idempotency-Key.
 
 Every test gets its own project (topic, subscription, dead-letter topic, Firestore documents).
+A test that takes the `source` fixture runs in both modes (`fire_source`): its scheduled fires
+reach the workers from their jobs, or fanned out by a tick.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from worker_harness import SIGNING_KEY, VENV_BIN, WAIT_S, Stack, wait_for
+from fire_source import Fired, FireSource
+from fire_source import source_fixture as source_fixture  # the `source` fixture
+from worker_harness import VENV_BIN, WAIT_S, Stack, wait_for
 from worker_harness import stack_fixture as stack_fixture  # the `stack` fixture
 
 from scheduler.contract import Message, build_message, execution_id
+from scheduler.model import Schedule
 from scion_scheduler.google_emulators import Emulator, free_port
 from worker.ledger import State
 
@@ -49,28 +54,29 @@ def _log_events(lines: list[str]) -> list[dict[str, object]]:
     return events
 
 
-def test_three_workers_run_every_fire_exactly_once(stack: Stack) -> None:
-    """1,000 fires; 300 of them published twice (new message IDs); about 10% of the messages
-    redelivered by Pub/Sub (nacked by a rogue consumer, or left to their ack deadline)."""
-    schedules = [stack.schedule(f"e2e-{i:03d}", "/ok") for i in range(200)]
-    base = _now() - timedelta(seconds=30)
-    fires = [
-        stack.manual(schedules[i % 200], base + timedelta(milliseconds=i)) for i in range(1000)
-    ]
+def test_three_workers_run_every_fire_exactly_once(stack: Stack, source: FireSource) -> None:
+    """1,000 fires (one slot of each of 1,000 schedules); 300 of them delivered twice (their
+    message published again, new message IDs: a job's retried publish, a tick taken over); about
+    10% of the messages redelivered by Pub/Sub (nacked by a rogue consumer, or left to their ack
+    deadline)."""
+    schedules = [stack.schedule(f"e2e-{i:04d}", "/ok") for i in range(1000)]
     rng = random.Random(4)
-    duplicates = [stack.manual(schedules[i % 200], base + timedelta(milliseconds=i))
-                  for i in rng.sample(range(1000), 300)]
-    messages = fires + duplicates
-    rng.shuffle(messages)
 
-    # Pub/Sub redeliveries: a rogue consumer takes 10% of the messages before the workers run;
-    # it nacks half (redelivered at once) and leaves half to their 10 s ack deadline.
-    rogue, rest = messages[:130], messages[130:]
-    stack.publish_many(rogue)
+    def deliver(batch: list[Schedule], copies: int) -> list[Fired]:
+        # Room in the minute for the copies: a job's copy published in the next minute would
+        # be a fire of the next slot.
+        fired = source.fire(batch, margin_s=15)
+        stack.publish_many([f.message for f in rng.sample(fired, copies)])
+        return fired
+
+    # Pub/Sub redeliveries: a rogue consumer takes the first 130 messages (100 fires and 30
+    # copies) before the workers run; it nacks half (redelivered at once) and leaves half to
+    # their 10 s ack deadline.
+    fired = deliver(schedules[:100], 30)
     ack_ids: list[str] = []
-    while len(ack_ids) < len(rogue):
+    while len(ack_ids) < 130:
         received = stack.subscriber.pull(subscription=stack.subscription,
-                                         max_messages=len(rogue) - len(ack_ids), timeout=30)
+                                         max_messages=130 - len(ack_ids), timeout=30)
         ack_ids += [m.ack_id for m in received.received_messages]
     stack.subscriber.modify_ack_deadline(subscription=stack.subscription, ack_ids=ack_ids[::2],
                                          ack_deadline_seconds=0)
@@ -79,8 +85,8 @@ def test_three_workers_run_every_fire_exactly_once(stack: Stack) -> None:
                for _ in range(3)]
     for worker in workers:
         worker.wait_ready()
-    stack.publish_many(rest)
-    expected = {_eid(m) for m in fires}
+    fired += deliver(schedules[100:], 270)
+    expected = {f.execution_id for f in fired}
     assert len(expected) == 1000
     wait_for(lambda: set(stack.target.counts()) >= expected, what="every fire's action")
     # Every message ends acked as run or as a suppressed duplicate (busy ones come back first).
@@ -95,9 +101,7 @@ def test_three_workers_run_every_fire_exactly_once(stack: Stack) -> None:
     assert sum(w.metrics()["scion_worker_duplicates_suppressed_total"] for w in workers) >= 300
     for schedule in schedules[:5]:
         history = stack.ledger.history(schedule.id, limit=10)
-        assert len(history) == 5 and all(
-            e.state is State.SUCCEEDED and e.attempt == 1 for e in history
-        )
+        assert [(e.state, e.attempt) for e in history] == [(State.SUCCEEDED, 1)]
 
     # Every log line about a fire names it and the worker.
     starts = [
@@ -108,21 +112,19 @@ def test_three_workers_run_every_fire_exactly_once(stack: Stack) -> None:
         assert {"schedule_id", "fire_time", "execution_id", "attempt", "worker_id"} <= set(event)
 
 
-def test_sigkill_mid_action_is_taken_over_after_the_lease(stack: Stack) -> None:
+def test_sigkill_mid_action_is_taken_over_after_the_lease(stack: Stack,
+                                                          source: FireSource) -> None:
     # Two survivors: the emulator keeps routing some messages to a killed subscriber's stream
     # (redelivering them only after a while); more live streams make that rarer.
     workers = [stack.start_worker("--lease", "3") for _ in range(3)]
     for worker in workers:
         worker.wait_ready()
-    fast = stack.schedule("fast", "/ok")
-    before = [stack.manual(fast, _now() - timedelta(seconds=1, milliseconds=i)) for i in range(10)]
-    stack.publish_many(before)
-    wait_for(lambda: all((e := stack.ledger.get(_eid(m))) is not None and e.state is State.SUCCEEDED
-                         for m in before), what="the first fires to be recorded")
+    before = source.fire([stack.schedule(f"fast-{i}", "/ok") for i in range(10)])
+    wait_for(lambda: all((e := stack.ledger.get(f.execution_id)) is not None
+                         and e.state is State.SUCCEEDED for f in before),
+             what="the first fires to be recorded")
 
-    slow = stack.manual(stack.schedule("slow", "/slow/3"), _now())
-    eid = _eid(slow)
-    stack.publish(slow)
+    eid = source.fire([stack.schedule("slow", "/slow/3")])[0].execution_id
     wait_for(lambda: len(stack.target.for_key(eid)) == 1, what="the slow action to start")
     holder = stack.ledger.get(eid)
     assert holder is not None and holder.state is State.RUNNING and holder.worker_id
@@ -131,8 +133,7 @@ def test_sigkill_mid_action_is_taken_over_after_the_lease(stack: Stack) -> None:
     victim.process.send_signal(signal.SIGKILL)
     victim.wait()
 
-    after = [stack.manual(fast, _now() + timedelta(milliseconds=i)) for i in range(10)]
-    stack.publish_many(after)
+    after = source.fire([stack.schedule(f"after-{i}", "/ok") for i in range(10)])
     wait_for(lambda: (e := stack.ledger.get(eid)) is not None and e.state is State.SUCCEEDED,
              what="the slow fire to be taken over and finish")
     done = stack.ledger.get(eid)
@@ -140,11 +141,12 @@ def test_sigkill_mid_action_is_taken_over_after_the_lease(stack: Stack) -> None:
     assert done.worker_id is not None and int(done.worker_id.rsplit("-", 2)[1]) != victim.pid
     assert [h.attempt for h in stack.target.for_key(eid)] == [1, 2], \
         "the killed attempt, then exactly one takeover"
-    wait_for(lambda: all(len(stack.target.for_key(_eid(m))) == 1 for m in after),
+    wait_for(lambda: all(len(stack.target.for_key(f.execution_id)) == 1 for f in after),
              what="the fires published after the kill")
-    assert all(len(stack.target.for_key(_eid(m))) == 1 for m in before + after)
+    assert all(len(stack.target.for_key(f.execution_id)) == 1 for f in before + after)
 
 
+# Jobs mode only: the Pub/Sub transport outliving its broker's restart, whatever publishes.
 def test_workers_reconnect_after_the_pubsub_emulator_restarts(
     firestore_emulator: str, project_id: str, tmp_path: Path,
 ) -> None:
@@ -178,65 +180,82 @@ def test_workers_reconnect_after_the_pubsub_emulator_restarts(
         emulator.stop()
 
 
-def test_overlap_skip_and_allow(stack: Stack) -> None:
+def test_overlap_skip_and_allow(stack: Stack, source: FireSource) -> None:
     worker = stack.start_worker("--executors", "4")
     worker.wait_ready()
     skip = stack.schedule("skipper", "/block/skip", overlap="skip")
     allow = stack.schedule("allower", "/block/allow", overlap="allow")
-    t0 = _now()
-    skip_first, skip_second = stack.manual(skip, t0), stack.manual(skip, t0 + timedelta(seconds=1))
-    allow_first, allow_second = (
-        stack.manual(allow, t0),
-        stack.manual(allow, t0 + timedelta(seconds=1)),
-    )
-
-    stack.publish(skip_first)
-    stack.publish(allow_first)
+    # A run-now of each (published straight to the topic in both modes) is still running when
+    # the schedule's slot is delivered.
+    skip_first, allow_first = stack.manual(skip, _now()), stack.manual(allow, _now())
+    stack.publish_many([skip_first, allow_first])
     wait_for(
         lambda: stack.target.for_key(_eid(skip_first)) and stack.target.for_key(_eid(allow_first)),
         what="the first fires to be running",
     )
-    stack.publish(skip_second)
-    stack.publish(allow_second)
+    skip_second, allow_second = (f.execution_id for f in source.fire([skip, allow]))
     wait_for(
-        lambda: (e := stack.ledger.get(_eid(skip_second))) is not None and e.state is State.SKIPPED,
+        lambda: (e := stack.ledger.get(skip_second)) is not None and e.state is State.SKIPPED,
         what="the overlapping skip fire to be recorded skipped",
     )
-    wait_for(lambda: bool(stack.target.for_key(_eid(allow_second))),
+    wait_for(lambda: bool(stack.target.for_key(allow_second)),
              what="the overlapping allow fire to start while the first still runs")
     stack.target.release("skip")
     stack.target.release("allow")
-    running = [_eid(m) for m in (skip_first, allow_first, allow_second)]
+    running = [_eid(skip_first), _eid(allow_first), allow_second]
     wait_for(lambda: all((e := stack.ledger.get(eid)) is not None and e.state is State.SUCCEEDED
                          for eid in running), what="the running fires to succeed")
-    assert stack.target.for_key(_eid(skip_second)) == []
-    skipped = stack.ledger.get(_eid(skip_second))
+    assert stack.target.for_key(skip_second) == []
+    skipped = stack.ledger.get(skip_second)
     assert skipped is not None and "overlap" in (skipped.error or skipped.detail or "")
 
 
-def test_catchup_window_max_attempts_and_runs_command(stack: Stack) -> None:
+def _runs(stack: Stack, schedule_id: str) -> list[dict[str, Any]]:
+    """`scion-scheduler runs <schedule_id>`: the schedule's executions, newest first."""
+    result = subprocess.run(
+        [str(VENV_BIN / "scion-scheduler"), "runs", schedule_id, "--output", "json"],
+        env=stack.env(), capture_output=True, text=True, timeout=WAIT_S, check=False)
+    assert result.returncode == 0, result.stderr
+    runs: list[dict[str, Any]] = json.loads(result.stdout)["executions"]
+    return runs
+
+
+def test_catchup_window_and_runs_command(stack: Stack, source: FireSource) -> None:
     worker = stack.start_worker()
     worker.wait_ready()
-    # Scheduled fires: the fire time is the slot their publish time belongs to. A yearly
-    # schedule's latest slot is months old, far beyond its 15-minute catch-up window.
-    yearly = stack.schedule("yearly", "/ok", cron="0 0 1 1 *")
+    # A slot delivered beyond its schedule's catch-up window (6 minutes late against 5m30s): in
+    # jobs mode its job's publish came late, in ticks mode its document was left due by a
+    # missed tick. A tick publishes a slot up to a minute beyond the window (and leaves older
+    # ones to the audit: `scheduler.ticks.plan_document`).
+    late_slot = source.minute() - timedelta(minutes=6)
+    late = stack.schedule("late", "/ok", cron=f"{late_slot.minute} {late_slot.hour} * * *",
+                          catchup_window="5m30s")
     minutely = stack.schedule("minutely", "/ok", cron="* * * * *")
-    failing = stack.schedule("failing", "/fail", max_attempts=3)
-    stack.publish(build_message(yearly, signing_key=SIGNING_KEY))
-    stack.publish(build_message(minutely, signing_key=SIGNING_KEY))
-    failing_fire = stack.manual(failing, _now())
-    stack.publish(failing_fire)
+    fired = {f.schedule.id: f for f in source.fire([late, minutely])}
+    assert fired["late"].slot == late_slot
 
     wait_for(
-        lambda: bool(stack.ledger.history("yearly")) and bool(stack.ledger.history("minutely")),
+        lambda: bool(stack.ledger.history("late")) and bool(stack.ledger.history("minutely")),
         what="the scheduled fires to be recorded",
     )
     wait_for(lambda: stack.ledger.history("minutely")[0].state is State.SUCCEEDED, what="minutely")
-    missed = stack.ledger.history("yearly")[0]
+    missed = stack.ledger.history("late")[0]
     assert missed.state is State.MISSED and "catch-up window" in (missed.error or "")
-    assert missed.fire_time == datetime(datetime.now(UTC).year, 1, 1, tzinfo=UTC)
-    assert [h for h in stack.target.hits if h.schedule_id == "yearly"] == []
+    assert missed.fire_time == late_slot
+    assert [h for h in stack.target.hits if h.schedule_id == "late"] == []
+    runs = _runs(stack, "late")
+    assert [(r["state"], r["execution_id"]) for r in runs] == [
+        ("missed", fired["late"].execution_id)]
+    assert "catch-up window" in runs[0]["error"]
 
+
+# Jobs mode only: the attempts after a failure are the pipeline's (in process, then the
+# reaper's) once the fire is claimed, whichever mode delivered it.
+def test_max_attempts_then_acked_and_runs_command(stack: Stack) -> None:
+    worker = stack.start_worker()
+    worker.wait_ready()
+    failing_fire = stack.manual(stack.schedule("failing", "/fail", max_attempts=3), _now())
+    stack.publish(failing_fire)
     wait_for(
         lambda: (e := stack.ledger.get(_eid(failing_fire))) is not None and e.state is State.FAILED,
         what="the failing fire to exhaust its attempts",
@@ -249,16 +268,14 @@ def test_catchup_window_max_attempts_and_runs_command(stack: Stack) -> None:
     assert len(stack.target.for_key(_eid(failing_fire))) == 3
     assert stack.dead_letters() == []
 
-    result = subprocess.run(
-        [str(VENV_BIN / "scion-scheduler"), "runs", "failing", "--output", "json"],
-        env=stack.env(), capture_output=True, text=True, timeout=WAIT_S, check=False)
-    assert result.returncode == 0, result.stderr
-    runs = json.loads(result.stdout)["executions"]
+    runs = _runs(stack, "failing")
     assert len(runs) == 1
     assert runs[0]["state"] == "failed" and runs[0]["attempt"] == 3 and "500" in runs[0]["error"]
     assert runs[0]["execution_id"] == _eid(failing_fire) and runs[0]["finished_at"]
 
 
+# Jobs mode only: forged and malformed messages are the transport's input, whichever mode
+# published the genuine ones.
 def test_poison_message_is_dead_lettered_and_forged_message_rejected(stack: Stack) -> None:
     worker = stack.start_worker()
     worker.wait_ready()
@@ -289,6 +306,8 @@ def test_poison_message_is_dead_lettered_and_forged_message_rejected(stack: Stac
     assert worker.process.poll() is None, "a poison message never crashes the pool"
 
 
+# Jobs mode only: the stop hands queued deliveries back to the transport, whatever published
+# them.
 def test_sigterm_finishes_the_running_action_and_exits_0(stack: Stack) -> None:
     worker = stack.start_worker("--executors", "1", "--max-messages", "5", "--grace-period", "20")
     worker.wait_ready()

@@ -29,9 +29,24 @@ def put_documents(client: Any, entries: Iterable[tuple[Schedule, dict[str, Any]]
                   prefix: str = PREFIX) -> int:
     """Write documents in batches of 500; returns how many."""
     collection = client.collection(f"{prefix}schedules")
+    return _write(client, ((collection.document(document_id(schedule.id)), fields)
+                           for schedule, fields in entries))
+
+
+def delete_documents(client: Any, schedules: Iterable[Schedule], prefix: str = PREFIX) -> int:
+    """Delete the schedules' documents in batches of 500; returns how many."""
+    collection = client.collection(f"{prefix}schedules")
+    return _write(client, ((collection.document(document_id(s.id)), None) for s in schedules))
+
+
+def _write(client: Any, writes: Iterable[tuple[Any, dict[str, Any] | None]]) -> int:
+    """Set each document to its fields (None: delete it), in batches of 500."""
     batch, pending, count = client.batch(), 0, 0
-    for schedule, fields in entries:
-        batch.set(collection.document(document_id(schedule.id)), fields)
+    for reference, fields in writes:
+        if fields is None:
+            batch.delete(reference)
+        else:
+            batch.set(reference, fields)
         pending += 1
         count += 1
         if pending == 500:

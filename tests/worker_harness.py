@@ -12,7 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -221,10 +221,15 @@ class Stack:
     firestore_host: str
     target: Target = field(default_factory=Target)
     workers: list[Worker] = field(default_factory=list)
+    # Settings every process of the stack gets: the mode's (`fire_source`).
+    mode_env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from google.cloud import firestore, pubsub_v1
 
+        # The clients read the variable when they are made; `close` puts it back, or a later
+        # test on this process would reach a private emulator this test stopped.
+        self._saved_pubsub_host = os.environ.get("PUBSUB_EMULATOR_HOST")
         os.environ["PUBSUB_EMULATOR_HOST"] = self.pubsub_host
         self.publisher = pubsub_v1.PublisherClient()
         self.subscriber = pubsub_v1.SubscriberClient()
@@ -260,8 +265,10 @@ class Stack:
         future = self.publisher.publish(self.topic, message.data, **message.attributes)
         return str(future.result(timeout=WAIT_S))
 
-    def publish_many(self, messages: list[Message]) -> list[str]:
-        futures = [self.publisher.publish(self.topic, m.data, **m.attributes) for m in messages]
+    def publish_many(self, messages: Sequence[Message], topic: str | None = None) -> list[str]:
+        """Publish to `topic` (the stack's by default); the message IDs."""
+        futures = [self.publisher.publish(topic or self.topic, m.data, **m.attributes)
+                   for m in messages]
         return [str(f.result(timeout=WAIT_S)) for f in futures]
 
     def manual(self, schedule: Schedule, fire_time: datetime) -> Message:
@@ -283,11 +290,17 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
         })
         env.pop("PORT", None)
+        env.update(self.mode_env)
         env.update(extra)
         return env
 
     def start_worker(self, *args: str, **env: str) -> Worker:
-        name = f"w{len(self.workers) + 1}"
+        """A worker named `w<n>`, the n-th of them."""
+        count = sum(w.name.startswith("w") for w in self.workers)
+        return self.add_worker(f"w{count + 1}", args, env)
+
+    def add_worker(self, name: str, args: Sequence[str], env: Mapping[str, str]) -> Worker:
+        """A worker with its own `name`, closed with the stack."""
         worker = Worker(name, list(args), self.env(**env), self.tmp / f"{name}.log")
         self.workers.append(worker)
         return worker
@@ -316,6 +329,10 @@ class Stack:
         self.target.close()
         with contextlib.suppress(Exception):
             self.subscriber.close()
+        if self._saved_pubsub_host is None:
+            os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+        else:
+            os.environ["PUBSUB_EMULATOR_HOST"] = self._saved_pubsub_host
 
 
 @pytest.fixture(name="stack")
