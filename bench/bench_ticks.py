@@ -13,7 +13,10 @@ measures in one run, each against a baseline measured in the same run:
   last within 45 s of the slot; the fan-out rate (slots published per second, from the tick's
   start to its last shard's end, in the worker's log) against the raw Pub/Sub publish rate of
   the same messages from this process; fire-to-start p50/p99 (the target's arrival time minus
-  the slot); the worker's peak RSS;
+  the slot); the worker's peak RSS; the CPU seconds and ms per fire of the worker, of each
+  emulator the bench started (a shared one is not counted) and of the bench itself, from the
+  tick's publish to the last start, and the floor they put under the minute on this machine
+  (`proc_cpu.CpuAccount`);
 * **one-shots**: `--one-shots` (default 1,000) one-shots spread evenly over `--one-shot-minutes`
   (default 3) minutes, the ticks published at each minute's first second: each must start once
   within 2 s of its `at` (issue 17 asks 10,000 over an hour, 2.8 a second; the default is a
@@ -33,12 +36,14 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, redirect_stdout
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from fire_source import TICK_ENV
+from proc_cpu import CpuAccount, group_cpu_seconds, process_cpu_seconds
 from tick_documents import put_documents, tick_document
 from ticks_memory import bench_memory, status_kib
 from worker_harness import SIGNING_KEY, Stack, Worker
@@ -48,7 +53,7 @@ from scheduler.logs import configure
 from scheduler.model import Action, Schedule, one_shot_slot
 from scheduler.registry import ScheduleRegistry, document_id, document_of, first_slot
 from scheduler.ticks import TICK_SCHEDULE
-from scion_scheduler.google_emulators import reuse_or_start
+from scion_scheduler.google_emulators import Emulator, reuse_or_start_emulator
 
 MINUTE = timedelta(minutes=1)
 
@@ -168,7 +173,21 @@ def _starts(stack: Stack, expected: dict[str, datetime], timeout: float) -> dict
     return late
 
 
-def bench_minute(stack: Stack, worker: Worker, due: int) -> list[str]:
+def _cpu_account(worker: Worker, emulators: dict[str, Emulator | None]) -> CpuAccount:
+    """The worker's, each emulator's (its whole process group: gcloud and its Java child; not
+    a shared one) and this process's CPU (the HTTP target, the tick's publisher, polling)."""
+    readers: dict[str, Callable[[], float] | None] = {
+        "worker": partial(process_cpu_seconds, worker.pid)}
+    for kind, emulator in emulators.items():
+        process = None if emulator is None else emulator.process
+        readers[f"{kind} emulator"] = (None if process is None
+                                       else partial(group_cpu_seconds, process.pid))
+    readers["bench (target)"] = process_cpu_seconds
+    return CpuAccount(readers)
+
+
+def bench_minute(stack: Stack, worker: Worker, due: int,
+                 emulators: dict[str, Emulator | None]) -> list[str]:
     """A minute with `due` slots through one replica."""
     url = stack.target.url("/ok")
     now = datetime.now(UTC)
@@ -179,9 +198,13 @@ def bench_minute(stack: Stack, worker: Worker, due: int) -> list[str]:
     put_documents(_client(stack), [(s, tick_document(s, minute, minute))
                                    for s in schedules])
     baseline_kib = status_kib(worker.pid, "VmRSS")
+    account = _cpu_account(worker, emulators)
+    _sleep_until(minute)
+    account.start()
     _publish_tick(stack, minute)
     expected = {execution_id(s.id, minute): minute for s in schedules}
     late = _starts(stack, expected, timeout=300)
+    account.stop()
     fan_out_s, published = _fan_out_seconds(worker)
     raw_rate = _raw_publish_rate(stack, [build_message(s, signing_key=SIGNING_KEY,
                                                        fire_time=minute) for s in schedules])
@@ -203,6 +226,7 @@ def bench_minute(stack: Stack, worker: Worker, due: int) -> list[str]:
         f"raw Pub/Sub publish of the same messages: {raw_rate:.0f}/s (fan-out / raw "
         f"{rate / raw_rate:.2f})",
         f"  worker RSS: {baseline_kib / 1024:.0f} MiB before, peak {peak_kib / 1024:.0f} MiB",
+        *account.lines(due, "the minute (the tick's publish to the last start)"),
     ]
 
 
@@ -259,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tick mode benchmark; Python {sys.version.split()[0]}, {os.cpu_count()} CPUs",
           flush=True)
     with ExitStack() as resources:
-        pubsub = reuse_or_start(resources, "pubsub")
-        firestore_host = reuse_or_start(resources, "firestore")
+        pubsub, pubsub_emulator = reuse_or_start_emulator(resources, "pubsub")
+        firestore_host, firestore_emulator = reuse_or_start_emulator(resources, "firestore")
         workdir = Path(resources.enter_context(_tempdir()))
         stack = Stack(f"bench-ticks-{uuid.uuid4().hex[:8]}", workdir, pubsub, firestore_host)
         resources.callback(_close_quietly, stack)
@@ -272,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
             worker = stack.start_worker(*options, **TICK_ENV)
             worker.wait_ready()
             if "minute" in phases:
-                _report(bench_minute(stack, worker, args.due))
+                _report(bench_minute(stack, worker, args.due,
+                                     {"pubsub": pubsub_emulator, "firestore": firestore_emulator}))
             if "one-shots" in phases:
                 _report(bench_one_shots(stack, args.one_shots, args.one_shot_minutes))
         if "memory" in phases:

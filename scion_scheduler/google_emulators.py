@@ -134,9 +134,16 @@ class Emulator:
 def reuse_or_start(resources: contextlib.ExitStack, kind: str) -> str:
     """The `host:port` of the `kind` emulator named by its variable (`ENV_VARS`), or of one
     started now, closed with `resources` and exported for what this process starts."""
+    return reuse_or_start_emulator(resources, kind)[0]
+
+
+def reuse_or_start_emulator(resources: contextlib.ExitStack,
+                            kind: str) -> tuple[str, Emulator | None]:
+    """`reuse_or_start`, and the emulator when it was started now (None: a shared one), for a
+    benchmark that counts the CPU of its own emulators."""
     variable = ENV_VARS[kind]
     if os.environ.get(variable):
-        return os.environ[variable]
+        return os.environ[variable], None
     emulator = resources.enter_context(Emulator(kind))
     os.environ[variable] = emulator.host
-    return emulator.host
+    return emulator.host, emulator
