@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -274,6 +274,20 @@ def fire_time_for(
     return latest_fire_at_or_before(spec, published_at + tolerance)
 
 
+class _Spec(NamedTuple):
+    effective_cron: str
+    effective_timezone: str
+    cron_dialect: CronDialect
+
+
 def is_slot(spec: CronSpec, instant: datetime) -> bool:
     """Whether `instant` is exactly one of the schedule's fire instants."""
-    return latest_fire_at_or_before(spec, instant) == instant.astimezone(UTC)
+    return _is_slot(_Spec(spec.effective_cron, spec.effective_timezone, spec.cron_dialect),
+                    instant.astimezone(UTC))
+
+
+@lru_cache(maxsize=4096)
+def _is_slot(spec: _Spec, instant: datetime) -> bool:
+    # Cached: the worker checks the slot of every fire a tick publishes (`scheduler.contract`),
+    # and a tick's fires share a few crons and one slot; the walk's set-up is most of a decode.
+    return latest_fire_at_or_before(spec, instant) == instant
