@@ -33,6 +33,7 @@ import re
 import socket
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 from urllib.parse import unquote, urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -188,6 +189,9 @@ class EgressPolicy:
 
     def check_url(self, url: str) -> str | None:
         """Why `url` may not be called, or None when it may (as far as its text tells)."""
+        return _checked_url(self, url)
+
+    def _url_problem(self, url: str) -> str | None:
         try:
             parts = urlsplit(url)
             port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 0)
@@ -240,6 +244,14 @@ class EgressPolicy:
         if any(t.network is not None and address in t.network for t in candidates):
             return None
         return f"calls a {kind} address ({host}), which {SETTING} does not name"
+
+
+@lru_cache(maxsize=4096)
+def _checked_url(policy: EgressPolicy, url: str) -> str | None:
+    # A pure function of the policy and the text, cached: a tick checks the URL of every
+    # document it reads, and the worker every request's twice (the http action, then the
+    # egress transport), mostly the same few URLs; a check costs eight times a look-up.
+    return policy._url_problem(url)
 
 
 def header_problem(name: str, *, oidc: bool) -> str | None:
