@@ -59,16 +59,16 @@ def move_trace(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMappi
     return event
 
 
-def _current_stderr(*_: Any) -> structlog.PrintLogger:
+def _current_stderr(*_: Any) -> structlog.WriteLogger:
     """A logger on `sys.stderr` as it is when the line is written, not when logging was
     configured: a replaced and since closed stream (a test's captured stderr) is never kept."""
-    return structlog.PrintLogger(sys.stderr)
+    return structlog.WriteLogger(sys.stderr)
 
 
 def configure(fmt: str | None = "auto", level: str = "INFO", stream: Any = None) -> None:
     """Configure structlog once for the process: `json`, `console`, or `auto` (json unless the
     stream is a terminal). Without a `stream`, lines go to the current `sys.stderr`."""
-    factory: Any = structlog.PrintLoggerFactory(stream) if stream is not None else _current_stderr
+    factory: Any = structlog.WriteLoggerFactory(stream) if stream is not None else _current_stderr
     stream = stream or sys.stderr
     use_json = fmt == "json" or (fmt in (None, "auto") and not stream.isatty())
     shared: list[Any] = [
