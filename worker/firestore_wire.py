@@ -12,7 +12,8 @@ Documents are written whole and without their empty fields: a field that is None
 rather than stored as a null, and reads back as None. The Firestore emulator spends several
 times more CPU on a document with null fields than on the same document without them, and a
 whole-document write (no field mask) guarded by `update_time` is the exact "replace what I
-read" that an optimistic commit needs.
+read" that an optimistic commit needs. The tick's advance of a registry document's next fire
+time (`worker.tick_store`) is the one masked write: that field only, a None stored as a null.
 
 Only the value types the ledger stores are supported: str, bool, int, float and aware
 datetimes (plus nulls, read back as None, in documents written by older versions).
@@ -138,12 +139,15 @@ class StoredDocument:
 class Write:
     """One whole-document write, or a delete when `data` is None. `update_time` None: the
     document must not exist yet; otherwise it must still be at that version. `blind`: no
-    precondition at all (the last writer wins), for records that no decision reads."""
+    precondition at all (the last writer wins), for records that no decision reads. `masked`:
+    only the fields of `data` are written, the others kept, and a None is stored as a null
+    (what the client library's `update` does)."""
 
     name: str
     data: Mapping[str, Any] | None
     update_time: Any = None
     blind: bool = False
+    masked: bool = False
 
     def __post_init__(self) -> None:
         if self.data is None and self.update_time is None and not self.blind:
@@ -211,6 +215,14 @@ class FirestoreWire:
             pb = request.writes.add()
             if write.data is None:
                 pb.delete = write.name
+            elif write.masked:
+                pb.update.name = write.name
+                for name, value in write.data.items():
+                    if value is None:
+                        pb.update.fields[name].null_value = 0
+                    else:
+                        _encode_value(value, pb.update.fields[name], name)
+                pb.update_mask.field_paths.extend(write.data)
             else:
                 pb.update.name = write.name
                 encode_fields(write.data, pb.update.fields)

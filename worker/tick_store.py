@@ -22,6 +22,7 @@ from scheduler.egress import EgressPolicy
 from scheduler.logs import get_logger
 from scheduler.registry import entry_from_document
 from scheduler.validation import PUBLIC_ONLY, registered_action_types
+from worker.firestore_wire import FirestoreWire, Write
 
 log = get_logger(__name__)
 
@@ -82,6 +83,9 @@ class FirestoreTickStore:
                  egress: EgressPolicy = PUBLIC_ONLY) -> None:
         self._client = client
         self._collection = client.collection(f"{collection_prefix}schedules")
+        # The advance's commits as plain protobuf: through the client's batch, building each
+        # document's update cost ten times the update itself.
+        self._wire = FirestoreWire(client)
         self._owner = owner
         self._egress = egress
         self._action_types = registered_action_types()
@@ -121,31 +125,27 @@ class FirestoreTickStore:
         conflicts = 0
         for start in range(0, len(advances), _BATCH):
             chunk = advances[start:start + _BATCH]
-            batch = self._client.batch()
-            for item in chunk:
-                self._update(batch, item)
             try:
-                batch.commit()
+                self._wire.commit([self._write(item) for item in chunk])
             except (gexc.FailedPrecondition, gexc.NotFound, gexc.Aborted):
                 # One changed document fails the whole commit: the rest one by one.
                 conflicts += sum(not self._advance_one(item) for item in chunk)
         return conflicts
 
     def _advance_one(self, item: Advance) -> bool:
-        batch = self._client.batch()
-        self._update(batch, item)
         try:
-            batch.commit()
+            self._wire.commit([self._write(item)])
         except (gexc.FailedPrecondition, gexc.NotFound):
             log.info("registry document changed during the tick; the change wins",
                      document=item.document.document_id)
             return False
         return True
 
-    def _update(self, batch: Any, item: Advance) -> None:
-        batch.update(self._collection.document(item.document.document_id),
+    def _write(self, item: Advance) -> Write:
+        # The read's update time to the nanosecond (the client's DatetimeWithNanoseconds).
+        return Write(self._wire.name(self._collection.id, item.document.document_id),
                      {NEXT_FIRE_TIME: item.next_fire_time},
-                     option=self._client.write_option(last_update_time=item.document.update_time))
+                     item.document.update_time.timestamp_pb(), masked=True)
 
     def _document(self, snapshot: Any, *, parse: bool) -> DueDocument | None:
         next_fire_time = snapshot.get(NEXT_FIRE_TIME)
