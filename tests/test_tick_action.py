@@ -245,3 +245,21 @@ def test_the_tick_action_is_registered_in_tick_mode_only() -> None:
     assert TICK_ACTION_TYPE not in builtin_handlers(Settings.from_env({}))
     handlers = builtin_handlers(Settings.from_env({"SCION_SCHEDULER_MODE": "ticks"}))
     assert isinstance(handlers[TICK_ACTION_TYPE], TickAction)
+
+
+def test_a_shards_document_of_an_unexpected_field_type_is_left_out_and_the_rest_published(
+        client: Any) -> None:
+    # Only a corrupt document has one (a map where the definition's text belongs); the plain
+    # reader does not decode it, and the client's reader hands it to `owed`, which logs it.
+    good, corrupt = schedule("good"), schedule("corrupt")
+    fields = tick_document(corrupt, M - timedelta(hours=1), M)
+    fields["definition"] = {"not": "text"}
+    put_documents(client, [(good, tick_document(good, M - timedelta(hours=1), M)),
+                           (corrupt, fields)])
+    published = Published()
+    report = make_tick(client, published).run_shard(
+        M, [document_id("corrupt"), document_id("good")])
+    assert report.documents == 1
+    assert published.slots() == [("good", M)]
+    assert next_fire_time_of(client, "good") == M + timedelta(minutes=1)
+    assert next_fire_time_of(client, "corrupt") == M

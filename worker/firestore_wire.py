@@ -183,11 +183,13 @@ class FirestoreWire:
         """The full resource name of a document."""
         return f"{self._documents}/{collection}/{document_id}"
 
-    def get_all(self, names: Sequence[str], *,
-                quick: bool = False) -> dict[str, StoredDocument | None]:
+    def get_all(self, names: Sequence[str], *, quick: bool = False,
+                field_paths: Sequence[str] | None = None) -> dict[str, StoredDocument | None]:
         """The documents by name (None where absent), read in one BatchGetDocuments. `quick`:
-        one try with a short deadline, no retries."""
+        one try with a short deadline, no retries. `field_paths`: only these fields are read."""
         request = _BatchGetRequest(database=self.database, documents=list(dict.fromkeys(names)))
+        if field_paths is not None:
+            request.mask.field_paths.extend(field_paths)
         found: dict[str, StoredDocument | None] = {}
         options: dict[str, Any] = {"retry": None, "timeout": _CLOCK_READ_TIMEOUT_S} if quick else {}
         sent = self._sent()
