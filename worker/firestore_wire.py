@@ -1,4 +1,4 @@
-"""The two Firestore calls on the ledger's hot path, as plain protobuf messages.
+"""The Firestore calls on the hot paths of the ledger and of the tick, as plain protobuf messages.
 
 The ledger reads documents (BatchGetDocuments) and commits guarded writes (Commit) a few times
 per fire. Through google-cloud-firestore's document layer (proto-plus wrappers, snapshots, field
@@ -6,7 +6,9 @@ paths) each of those cost more CPU in this process than the Firestore work itsel
 of the worker's ~1.5 ms of CPU per message (bench/README.md). Here the same RPCs go over the
 client's own gRPC channel, with its metadata, retry and error mapping
 (`google.api_core.gapic_v1.method.wrap_method`), but the messages are built and read as the
-generated protobuf classes directly.
+generated protobuf classes directly. The tick (`worker.tick_store`) reads and advances the
+registry's documents the same way, a RunQuery for its due query: through the snapshots, a
+document read cost it about three times as much.
 
 Documents are written whole and without their empty fields: a field that is None is left out
 rather than stored as a null, and reads back as None. The Firestore emulator spends several
@@ -32,6 +34,7 @@ from google.api_core import retry as retries
 from google.cloud import firestore
 from google.cloud.firestore_v1.types import document as document_types
 from google.cloud.firestore_v1.types import firestore as firestore_types
+from google.cloud.firestore_v1.types import query as query_types
 
 from worker.server_clock import ServerClock
 
@@ -40,6 +43,10 @@ _CommitRequest = firestore_types.CommitRequest.pb()
 _CommitResponse = firestore_types.CommitResponse.pb()
 _BatchGetRequest = firestore_types.BatchGetDocumentsRequest.pb()
 _BatchGetResponse = firestore_types.BatchGetDocumentsResponse.pb()
+_RunQueryRequest = firestore_types.RunQueryRequest.pb()
+_RunQueryResponse = firestore_types.RunQueryResponse.pb()
+# For a caller that builds the query `FirestoreWire.run_query` runs.
+StructuredQuery = query_types.StructuredQuery.pb()
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A read made only to learn the server's time fails fast rather than retrying for minutes.
@@ -118,6 +125,19 @@ def _decode_value(value: Any) -> Any:
     raise ValueError(f"unexpected Firestore value type {kind} in a ledger document")
 
 
+def _decode_leniently(value: Any) -> Any:
+    try:
+        return _decode_value(value)
+    except ValueError:
+        return value  # the protobuf Value itself: its reader reports the document unreadable
+
+
+def _stored(document: Any, lenient: bool) -> StoredDocument:
+    decode = _decode_leniently if lenient else _decode_value
+    fields = {key: decode(value) for key, value in document.fields.items()}
+    return StoredDocument(document.name.rsplit("/", 1)[1], fields, document.update_time)
+
+
 def encode_fields(data: Mapping[str, Any], target: Any) -> None:
     """Write `data` into a Document's fields, leaving out the fields that are None."""
     for name, value in data.items():
@@ -173,6 +193,13 @@ class FirestoreWire:
                                  request_serializer=_BatchGetRequest.SerializeToString,
                                  response_deserializer=_BatchGetResponse.FromString),
             default_retry=_READ_RETRY, default_timeout=300.0)
+        self._run_query = gapic_v1.method.wrap_method(
+            channel.unary_stream("/google.firestore.v1.Firestore/RunQuery",
+                                 request_serializer=_RunQueryRequest.SerializeToString,
+                                 response_deserializer=_RunQueryResponse.FromString),
+            default_retry=_READ_RETRY, default_timeout=300.0)
+        self._query_metadata = (*client._rpc_metadata, gapic_v1.routing_header.to_grpc_metadata(
+            (("parent", self._documents),)))
         self._commit = gapic_v1.method.wrap_method(
             channel.unary_unary("/google.firestore.v1.Firestore/Commit",
                                 request_serializer=_CommitRequest.SerializeToString,
@@ -184,9 +211,12 @@ class FirestoreWire:
         return f"{self._documents}/{collection}/{document_id}"
 
     def get_all(self, names: Sequence[str], *, quick: bool = False,
-                field_paths: Sequence[str] | None = None) -> dict[str, StoredDocument | None]:
+                field_paths: Sequence[str] | None = None,
+                lenient: bool = False) -> dict[str, StoredDocument | None]:
         """The documents by name (None where absent), read in one BatchGetDocuments. `quick`:
-        one try with a short deadline, no retries. `field_paths`: only these fields are read."""
+        one try with a short deadline, no retries. `field_paths`: only these fields are read.
+        `lenient`: a value of a type not listed above is kept as its protobuf `Value` instead
+        of failing the read (for a reader that reports such a document itself)."""
         request = _BatchGetRequest(database=self.database, documents=list(dict.fromkeys(names)))
         if field_paths is not None:
             request.mask.field_paths.extend(field_paths)
@@ -199,14 +229,19 @@ class FirestoreWire:
                 sent = None
             kind = response.WhichOneof("result")
             if kind == "found":
-                doc = response.found
-                fields = {key: _decode_value(value) for key, value in doc.fields.items()}
-                found[doc.name] = StoredDocument(
-                    doc.name.rsplit("/", 1)[1], fields, doc.update_time
-                )
+                found[response.found.name] = _stored(response.found, lenient)
             elif kind == "missing":
                 found[response.missing] = None
         return found
+
+    def run_query(self, query: Any, *, lenient: bool = False) -> list[StoredDocument]:
+        """The documents a `StructuredQuery` of this database's documents finds, in its order
+        (`lenient` as in `get_all`)."""
+        request = _RunQueryRequest(parent=self._documents)
+        request.structured_query.CopyFrom(query)
+        return [_stored(response.document, lenient)
+                for response in self._run_query(request, metadata=self._query_metadata)
+                if response.HasField("document")]
 
     def commit(self, writes: Sequence[Write]) -> list[Any]:
         """Apply the writes atomically; the new `update_time` of each, in order (empty for a

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -22,7 +22,13 @@ from scheduler.egress import EgressPolicy
 from scheduler.logs import get_logger
 from scheduler.registry import entry_from_document
 from scheduler.validation import PUBLIC_ONLY, registered_action_types
-from worker.firestore_wire import FirestoreWire, Write
+from worker.firestore_wire import (
+    FirestoreWire,
+    StoredDocument,
+    StructuredQuery,
+    Write,
+    encode_timestamp,
+)
 
 log = get_logger(__name__)
 
@@ -70,13 +76,6 @@ class Advance:
     next_fire_time: datetime | None
 
 
-def _utc(value: datetime) -> datetime:
-    # A plain datetime: Firestore's DatetimeWithNanoseconds must not leak into the plans.
-    moment = value.astimezone(UTC)
-    return datetime(moment.year, moment.month, moment.day, moment.hour, moment.minute,
-                    moment.second, moment.microsecond, tzinfo=UTC)
-
-
 class FirestoreTickStore:
     """The registry collection as the tick reads and advances it."""
 
@@ -95,48 +94,55 @@ class FirestoreTickStore:
                  ids_only: bool = False) -> Page:
         """The next page of documents whose `next_fire_time` is earlier than `before`, after
         `cursor` (a page's own cursor); `ids_only` reads only their IDs and next fire times."""
-        query = (self._collection
-                 .where(filter=firestore.FieldFilter(OWNER, "==", self._owner))
-                 .where(filter=firestore.FieldFilter(NEXT_FIRE_TIME, "<", before))
-                 .order_by(NEXT_FIRE_TIME))
         # Only the fields the tick reads: a document's others (the sync's digests, its history)
         # would be decoded for nothing.
-        query = query.select([NEXT_FIRE_TIME] if ids_only else [NEXT_FIRE_TIME, *_READ])
-        if cursor is not None:
-            query = query.start_after(cursor)
-        snapshots = list(query.limit(size).stream())
-        documents = [self._document(s, parse=not ids_only) for s in snapshots]
+        fields = [NEXT_FIRE_TIME] if ids_only else [NEXT_FIRE_TIME, *_READ]
+        stored = self._wire.run_query(self._due_query(before, size, fields, cursor),
+                                      lenient=True)
+        documents = [self._due(d, parse=not ids_only) for d in stored]
         return Page([d for d in documents if d is not None],
-                    snapshots[-1] if len(snapshots) == size else None)
+                    stored[-1] if len(stored) == size else None)
+
+    def _due_query(self, before: datetime, size: int, fields: Sequence[str],
+                   cursor: StoredDocument | None) -> Any:
+        """`owner == P and next_fire_time < before`, ordered by next fire time and name (the
+        order a cursor needs), `size` documents after `cursor`."""
+        query = StructuredQuery()
+        query.from_.add().collection_id = self._collection.id
+        where = query.where.composite_filter
+        where.op = StructuredQuery.CompositeFilter.Operator.AND
+        operator = StructuredQuery.FieldFilter.Operator
+        owner, due = where.filters.add().field_filter, where.filters.add().field_filter
+        owner.field.field_path, owner.op = OWNER, operator.EQUAL
+        owner.value.string_value = self._owner
+        due.field.field_path, due.op = NEXT_FIRE_TIME, operator.LESS_THAN
+        due.value.timestamp_value.CopyFrom(encode_timestamp(before))
+        for path in (NEXT_FIRE_TIME, "__name__"):
+            order = query.order_by.add()
+            order.field.field_path, order.direction = path, StructuredQuery.Direction.ASCENDING
+        for path in fields:
+            query.select.fields.add().field_path = path
+        query.limit.value = size
+        if cursor is not None:
+            after = query.start_at
+            after.values.add().timestamp_value.CopyFrom(
+                encode_timestamp(cursor.fields[NEXT_FIRE_TIME]))
+            after.values.add().reference_value = self._wire.name(self._collection.id, cursor.id)
+            after.before = False
+        return query
 
     def get(self, document_ids: Sequence[str]) -> list[DueDocument]:
         """These documents as they are now, those of this owner that have a next fire time."""
         names = [self._wire.name(self._collection.id, d) for d in document_ids]
-        try:
-            stored = self._wire.get_all(names, field_paths=[OWNER, NEXT_FIRE_TIME, *_READ])
-        except ValueError:
-            # A field of a type the plain reader does not decode (only a corrupt document has
-            # one): the client's reader, and the document is logged unreadable in `owed`.
-            return self._get_through_client(document_ids)
+        stored = self._wire.get_all(names, field_paths=[OWNER, NEXT_FIRE_TIME, *_READ],
+                                    lenient=True)
         found = []
         for name in names:
             document = stored.get(name)
-            if document is None or document.fields.get(OWNER) != self._owner:
-                continue
-            next_fire_time = document.fields.get(NEXT_FIRE_TIME)
-            if isinstance(next_fire_time, datetime):
-                found.append(DueDocument(document.id, next_fire_time, document.update_time,
-                                         {name: document.fields.get(name) for name in _READ}))
-        return found
-
-    def _get_through_client(self, document_ids: Sequence[str]) -> list[DueDocument]:
-        refs = [self._collection.document(d) for d in document_ids]
-        found = []
-        for snapshot in self._client.get_all(refs, field_paths=[OWNER, NEXT_FIRE_TIME, *_READ]):
-            if snapshot.exists and snapshot.get(OWNER) == self._owner:
-                document = self._document(snapshot, parse=True)
-                if document is not None:
-                    found.append(document)
+            if document is not None and document.fields.get(OWNER) == self._owner:
+                due = self._due(document, parse=True)
+                if due is not None:
+                    found.append(due)
         return found
 
     def advance(self, advances: Sequence[Advance]) -> int:
@@ -166,15 +172,12 @@ class FirestoreTickStore:
                      {NEXT_FIRE_TIME: item.next_fire_time}, item.document.update_time,
                      masked=True)
 
-    def _document(self, snapshot: Any, *, parse: bool) -> DueDocument | None:
-        next_fire_time = snapshot.get(NEXT_FIRE_TIME)
-        if next_fire_time is None:
+    def _due(self, document: StoredDocument, *, parse: bool) -> DueDocument | None:
+        next_fire_time = document.fields.get(NEXT_FIRE_TIME)
+        if not isinstance(next_fire_time, datetime):
             return None
-        # Field by field: `to_dict` deep-copies the whole document, a third of a tick's time.
-        fields = {name: snapshot.get(name) for name in _READ} if parse else None
-        # As FirestoreWire reads it: a protobuf Timestamp, to the nanosecond.
-        return DueDocument(snapshot.id, _utc(next_fire_time), snapshot.update_time.timestamp_pb(),
-                           fields)
+        fields = {name: document.fields.get(name) for name in _READ} if parse else None
+        return DueDocument(document.id, next_fire_time, document.update_time, fields)
 
     def owed(self, document: DueDocument) -> Owed | None:
         """What a document's schedule owes; None (logged) when it cannot be read."""
