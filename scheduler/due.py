@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from scheduler.contract import execution_id
-from scheduler.cron import CronSpec, iter_fires, next_fires
+from scheduler.cron import CronDialect, CronSpec, iter_fires, next_fires
 from scheduler.model import Catchup, Schedule, format_instant
 
 # `catchup: none` still tolerates ordinary delivery delay; beyond this a fire counts as missed.
@@ -84,8 +84,16 @@ def unaccounted(owed: Iterable[Owed], recorded: Collection[str], start: datetime
     is not in `recorded`, oldest first."""
     count = 0
     missing: list[Slot] = []
+    # Schedules with the same cron share its walk (most do: a tick-mode deployment audits
+    # thousands of them every minute), as a tick's do (`scheduler.ticks.plan_document`).
+    walks: dict[tuple[datetime | None, str, str, CronDialect], list[datetime]] = {}
     for entry in owed:
-        for slot in slots_in(entry.schedule, start, end):
+        schedule = entry.schedule
+        key = (schedule.at, schedule.effective_cron, schedule.effective_timezone,
+               schedule.cron_dialect)
+        if key not in walks:
+            walks[key] = slots_in(schedule, start, end)
+        for slot in walks[key]:
             if not entry.owes(slot):
                 continue
             count += 1
