@@ -157,6 +157,16 @@ def _fan_out_seconds(worker: Worker) -> tuple[float, int]:
     return (end - start).total_seconds(), published
 
 
+def _deliveries(worker: Worker) -> str:
+    """What the worker's log says of the deliveries beyond one per slot: each costs a decode,
+    a claim and an ack."""
+    lines = worker.log_lines()
+    duplicates = sum('"event_kind": "duplicate"' in line for line in lines)
+    again = sum("fired again by the audit" in line for line in lines)
+    return (f"  deliveries beyond one per slot: {duplicates} duplicates (redelivered, or the "
+            f"audit's copy), {again} slots published again by the audit")
+
+
 def _starts(stack: Stack, expected: dict[str, datetime], timeout: float) -> dict[str, float]:
     """Seconds from each key's instant to its first start at the target; waits for all."""
     offset = time.time() - time.monotonic()
@@ -227,6 +237,7 @@ def bench_minute(stack: Stack, worker: Worker, due: int,
         f"{rate / raw_rate:.2f})",
         f"  worker RSS: {baseline_kib / 1024:.0f} MiB before, peak {peak_kib / 1024:.0f} MiB",
         *account.lines(due, "the minute (the tick's publish to the last start)"),
+        _deliveries(worker),
     ]
 
 
