@@ -166,3 +166,23 @@ def test_stress_egress_pool_runs_both_pools_and_checks_its_goal() -> None:
     lines = result.stdout.splitlines()
     assert lines[1].startswith("httpx stock pool: ") and lines[2].startswith("egress client: ")
     assert lines[-1].endswith(": met")
+
+
+def test_proc_cpu_accounts_each_process_and_the_floor() -> None:
+    code = (
+        "from proc_cpu import CpuAccount, process_cpu_seconds\n"
+        "account = CpuAccount({'bench': process_cpu_seconds, 'emulator': None})\n"
+        "account.start()\n"
+        "sum(i * i for i in range(3_000_000))\n"
+        "account.stop()\n"
+        "print('\\n'.join(account.lines(1000, 'a test')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, cwd=ROOT / "bench", check=False)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("  CPU over a test, ")
+    bench = lines[1].split()
+    assert bench[0] == "bench" and float(bench[1]) > 0 and bench[4] == "ms/fire"
+    assert lines[2].split()[1:] == ["shared,", "not", "counted"]
+    assert lines[-1].startswith("  floor on this machine: ")
