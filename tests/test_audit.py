@@ -21,6 +21,7 @@ from worker.audit import Audit
 from worker.ledger import State
 from worker.metrics import WorkerMetrics
 from worker.pipeline import Pipeline
+from worker.start_lag import StartLag
 from worker.transport import Delivery, Outcome
 
 KEY = "audit-key"
@@ -43,13 +44,14 @@ def _schedule(sid: str = "s", **fields: Any) -> Schedule:
 
 
 class Replica:
-    def __init__(self, ledger: MemoryLedger, registry: Registry, name: str = "w1") -> None:
+    def __init__(self, ledger: MemoryLedger, registry: Registry, name: str = "w1",
+                 start_lag: StartLag | None = None) -> None:
         self.published: list[Message] = []
         self.metrics = WorkerMetrics()
         self.audit = Audit(ledger, ledger, registry, self._publish, worker_id=name,
                            clock=lambda: NOW, horizon=timedelta(minutes=5),
                            grace=timedelta(seconds=20), audit_slots=self.metrics.audit_slots,
-                           signing_key=KEY)
+                           signing_key=KEY, start_lag=start_lag)
 
     def _publish(self, messages: Sequence[Message]) -> list[str]:
         self.published.extend(messages)
@@ -133,3 +135,22 @@ def test_a_paused_schedule_or_one_created_after_the_window_owes_nothing() -> Non
     report = replica.audit.audit(NOW)
     assert (report.audited, report.recovered, report.missed) == (0, 0, 0)
     assert replica.published == []
+
+
+def test_a_backlog_widens_the_grace_so_queued_slots_are_not_fired_again() -> None:
+    # Fires start 50 s late here (a backlog): the slots of the last 75 s may still be queued,
+    # so the audit fires again only the older ones that have no record.
+    ledger, schedule = MemoryLedger(), _schedule()
+    lag = StartLag()
+    lag.observe(timedelta(seconds=50), NOW - timedelta(seconds=5))
+    replica = Replica(ledger, Registry(schedule), start_lag=lag)
+    report = replica.audit.audit(NOW)
+    fired = [decode_message(m.data, m.attributes, signing_key=KEY).fire_time
+             for m in replica.published]
+    assert fired == [MINUTE - timedelta(minutes=m) for m in (4, 3, 2, 1)]
+    assert (report.audited, report.recovered) == (4, 4)
+    # Once the backlog has drained (nothing late seen for two minutes), the grace is back.
+    later = StartLag()
+    later.observe(timedelta(seconds=50), NOW - timedelta(minutes=3))
+    assert Replica(MemoryLedger(), Registry(schedule), start_lag=later).audit.audit(
+        NOW).recovered == 5

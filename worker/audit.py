@@ -36,6 +36,7 @@ from worker.firestore_ledger import FirestoreLedger
 from worker.firestore_slots import FirestoreSlotRecords
 from worker.ledger import DEFAULT_RETENTION, ClaimRequest, Ledger, State, missed_execution
 from worker.metrics import WorkerMetrics
+from worker.start_lag import StartLag, audit_grace
 
 log = get_logger(__name__)
 
@@ -86,7 +87,8 @@ class Audit:
                  publish: Callable[[Sequence[Message]], list[str]], *, worker_id: str,
                  clock: Callable[[], datetime], horizon: timedelta, grace: timedelta,
                  audit_slots: Counter, signing_key: str | None = None,
-                 retention: timedelta = DEFAULT_RETENTION) -> None:
+                 retention: timedelta = DEFAULT_RETENTION,
+                 start_lag: StartLag | None = None) -> None:
         if not timedelta(0) <= grace < horizon:
             raise ValueError(f"the audit grace must be from 0 up to its horizon "
                              f"(got {grace} and {horizon})")
@@ -101,6 +103,7 @@ class Audit:
         self._counter = audit_slots
         self._signing_key = signing_key
         self._retention = retention
+        self._start_lag = start_lag if start_lag is not None else StartLag()
 
     def start(self, stop: threading.Event) -> threading.Thread:
         """Run on a daemon thread until `stop` is set."""
@@ -148,7 +151,10 @@ class Audit:
 
     def audit(self, now: datetime) -> AuditReport:
         """Fire again, or record missed, every owed slot in the window that has no record."""
-        start, end = now - self._horizon, now - self._grace
+        # A backlog's queued slots have no record yet either: the grace widens to how late
+        # fires start here, so the audit does not publish them again (`worker.start_lag`).
+        grace = audit_grace(self._grace, self._start_lag.recent(now), self._horizon)
+        start, end = now - self._horizon, now - grace
         # One entry at a time: with tick mode's 100,000 schedules, a list of them all would be
         # the largest thing a worker holds (issue 17).
         owed = (entry.owed for entry in self._registry.iter_entries())
@@ -199,8 +205,10 @@ def _fields(slot: Slot) -> dict[str, str]:
 
 
 def start_audit(settings: Settings, client: Any, ledger: FirestoreLedger,
-                metrics: WorkerMetrics, worker_id: str, stop: threading.Event) -> Audit:
-    """Start a worker's audit loop on the deployment's Firestore and fires topic."""
+                metrics: WorkerMetrics, worker_id: str, stop: threading.Event,
+                start_lag: StartLag | None = None) -> Audit:
+    """Start a worker's audit loop on the deployment's Firestore and fires topic; `start_lag`:
+    the pipeline's, so a backlog widens the audit's grace."""
     publisher = gcp.publisher_client(settings)
     topic = settings.topic_path
 
@@ -214,6 +222,6 @@ def start_audit(settings: Settings, client: Any, ledger: FirestoreLedger,
                   worker_id=worker_id, clock=ledger.clock.now,
                   horizon=settings.audit_horizon,
                   grace=settings.audit_grace, audit_slots=metrics.audit_slots,
-                  signing_key=settings.signing_key)
+                  signing_key=settings.signing_key, start_lag=start_lag)
     audit.start(stop)
     return audit

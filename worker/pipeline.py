@@ -50,6 +50,7 @@ from worker.ledger import (
     State,
 )
 from worker.metrics import WorkerMetrics
+from worker.start_lag import StartLag
 from worker.transport import Delivery, Disposition, Outcome
 
 log = get_logger(__name__)
@@ -126,6 +127,8 @@ class Pipeline:
         self.retry_budget = retry_budget
         self.leases = LeaseKeeper(ledger, worker_id=worker_id, lease=lease, clock=clock)
         self.finisher = Finisher(ledger, worker_id=worker_id, clock=clock)
+        # How late fires start here: the audit's sign of a backlog (`worker.start_lag`).
+        self.start_lag = StartLag()
         # Executions a delivery of this process is claiming or running: a second delivery of
         # one waits, since the ledger cannot tell this worker's two claims apart.
         self._handling: set[str] = set()
@@ -273,9 +276,10 @@ class Pipeline:
     def _run(self, attempt: Attempt, claim: Claim) -> Disposition:
         number = claim.execution.attempt
         if claim.result is ClaimResult.CLAIMED:
-            self.metrics.fire_to_start_lag.observe(
-                max(0.0, (self.clock() - attempt.fire_time).total_seconds())
-            )
+            now = self.clock()
+            lag = max(now - attempt.fire_time, timedelta(0))
+            self.metrics.fire_to_start_lag.observe(lag.total_seconds())
+            self.start_lag.observe(lag, now)
         context = attempt.action_context(number)
         report(ActionStarting(action_type=attempt.fire.action.type,
                               taken_over=claim.result is ClaimResult.TAKEN_OVER))

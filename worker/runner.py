@@ -101,7 +101,7 @@ def run_worker(settings: Settings, options: RunOptions) -> int:
             worker_id=worker_id,
         )
         reaper.start(stop)
-        start_audit(settings, client, store, metrics, worker_id, stop)
+        start_audit(settings, client, store, metrics, worker_id, stop, pipeline.start_lag)
         EventLog(log)(WorkerStarting(
             worker_id=worker_id, subscription=settings.subscription_path,
             health_port=health.port, executors=options.executors,
