@@ -83,7 +83,8 @@ def main() -> None:
                 if fire.at is not None:
                     leads.append((fire.at - minute).total_seconds())
 
-        tick = Tick(store, publish, local_documents=10 ** 9)
+        # Every document is due at its own slot: nothing is left out to be recorded missed.
+        tick = Tick(store, publish, len, local_documents=10 ** 9)
         handled = 0
         for m in range(args.minutes):
             minute = start + timedelta(minutes=m)

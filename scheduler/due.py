@@ -78,6 +78,25 @@ def slots_and_next(schedule: Schedule, start: datetime,
     return slots, None
 
 
+def latest_slots(schedule: Schedule, start: datetime, end: datetime, limit: int) -> list[datetime]:
+    """The newest `limit` slots of the schedule in `[start, end)`, oldest first. It walks back
+    from `end` and stops after `limit` slots, so it costs `limit` steps of the cron however long
+    `[start, end)` is (an outage of a year of a minutely cron is still `limit` steps)."""
+    if schedule.at is not None:
+        return [schedule.at] if start <= schedule.at < end and limit > 0 else []
+    slots: list[datetime] = []
+    if limit <= 0:
+        return slots
+    for slot in iter_fires(schedule, end, reverse=True):
+        if slot < start:
+            break
+        slots.append(slot)
+        if len(slots) == limit:
+            break
+    slots.reverse()
+    return slots
+
+
 def unaccounted(owed: Iterable[Owed], recorded: Collection[str], start: datetime,
                 end: datetime) -> tuple[int, list[Slot]]:
     """How many slots in `(start, end]` the schedules owed, and those of them whose execution ID

@@ -28,7 +28,7 @@ and a job's, or of two ticks' (a takeover, an overlap).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,7 +40,7 @@ from scheduler.contract import (
     slot_messages,
 )
 from scheduler.cron import CronDialect
-from scheduler.due import NONE_CATCHUP_GRACE, Owed, slots_and_next
+from scheduler.due import NONE_CATCHUP_GRACE, Owed, latest_slots, slots_and_next
 from scheduler.model import Action, Schedule, one_shot_slot
 from scheduler.reserved import SHARD_INFIX, TICK_ACTION_TYPE, TICK_SCHEDULE_ID, is_tick_schedule
 
@@ -71,8 +71,13 @@ TICK_SCHEDULE = Schedule(
 # publishes it (`scheduler.registry.first_slot`); a one-shot's written by earlier versions is its
 # `at`: those in this minute's first half go out in the tick before, 0 to 30 s ahead.
 LOOKAHEAD = timedelta(minutes=1)
-# Most slots a tick publishes for one document: the newest ones. Older ones could only be
-# recorded missed; the audit records those of them within its horizon, as in jobs mode.
+# Most slots a tick publishes for one document: the newest ones. It also bounds the slots it
+# records missed for one document (`DuePlan.missed`: those beyond the catch-up window, and those
+# past this bound), the newest ones too: after an outage longer than that many slots, the older
+# ones get no record (in jobs mode, no more than Pub/Sub's retention of their messages). Each
+# one is a ledger write (up to 500 in one commit) and a step of the cron walked back from the
+# window's edge (about 20-35 us on croniter): 1,000 cost about 30 ms per document, and one tick's
+# documents of the same cron and next fire time share the walk.
 MAX_SLOTS_PER_DOCUMENT = 1_000
 
 
@@ -156,11 +161,22 @@ class DuePlan:
     # Whether older slots were left out: beyond the catch-up window at any time after the
     # minute (the pipeline could only record them missed), or past MAX_SLOTS_PER_DOCUMENT.
     skipped: bool = False
+    # The owed slots left out, oldest first (the newest MAX_SLOTS_PER_DOCUMENT of them): not
+    # published, but recorded missed by the tick, as the pipeline records a late fire.
+    missed: tuple[datetime, ...] = ()
 
 
-# One tick's cron walks by (cron, time zone, dialect, start, minute): `plan_document`'s memo.
-Walks = dict[tuple[str, str, CronDialect, datetime, datetime],
-             tuple[list[datetime], datetime | None]]
+_WalkKey = tuple[str, str, CronDialect, datetime, datetime]
+
+
+@dataclass
+class Walks:
+    """One tick's cron walks, `plan_document`'s memo: by (cron, time zone, dialect, start,
+    end), the slots published and the next one (`forward`), and the left-out slots walked back
+    from the window's edge (`back`)."""
+
+    forward: dict[_WalkKey, tuple[list[datetime], datetime | None]] = field(default_factory=dict)
+    back: dict[_WalkKey, list[datetime]] = field(default_factory=dict)
 
 
 def plan_document(owed: Owed, next_fire_time: datetime, minute: datetime,
@@ -184,17 +200,36 @@ def plan_document(owed: Owed, next_fire_time: datetime, minute: datetime,
     # pipeline could only record it missed.
     oldest = minute - schedule.catchup_window - NONE_CATCHUP_GRACE
     start = max(next_fire_time, oldest) - timedelta(microseconds=1)
-    key = (schedule.effective_cron, schedule.effective_timezone, schedule.cron_dialect, start,
-           minute)
-    walk = None if walks is None else walks.get(key)
-    if walk is None:
-        walk = slots_and_next(schedule, start, minute)
-        if walks is not None:
-            walks[key] = walk
-    walked, following = walk
+    walks = Walks() if walks is None else walks
+    key = _walk_key(schedule, start, minute)
+    if key not in walks.forward:
+        walks.forward[key] = slots_and_next(schedule, start, minute)
+    walked, following = walks.forward[key]
     slots = [s for s in walked if owed.owes(s)]
+    over = slots[:-MAX_SLOTS_PER_DOCUMENT][-MAX_SLOTS_PER_DOCUMENT:]
+    older = _older_slots(owed, next_fire_time, oldest, walks)
+    missed = (older + over)[-MAX_SLOTS_PER_DOCUMENT:]
     return DuePlan(tuple(slots[-MAX_SLOTS_PER_DOCUMENT:]), following,
-                   next_fire_time < oldest or len(slots) > MAX_SLOTS_PER_DOCUMENT)
+                   next_fire_time < oldest or len(slots) > MAX_SLOTS_PER_DOCUMENT, tuple(missed))
+
+
+def _walk_key(schedule: Schedule, start: datetime, end: datetime) -> _WalkKey:
+    return (schedule.effective_cron, schedule.effective_timezone, schedule.cron_dialect, start,
+            end)
+
+
+def _older_slots(owed: Owed, next_fire_time: datetime, oldest: datetime,
+                 walks: Walks) -> list[datetime]:
+    """The newest MAX_SLOTS_PER_DOCUMENT owed slots from `next_fire_time` to before `oldest`,
+    oldest first: walked back from the newest one owed, never over the whole outage."""
+    start = max(next_fire_time, owed.owed_since)
+    end = oldest if owed.paused_since is None else min(oldest, owed.paused_since)
+    if start >= end:
+        return []
+    key = _walk_key(owed.schedule, start, end)
+    if key not in walks.back:
+        walks.back[key] = latest_slots(owed.schedule, start, end, MAX_SLOTS_PER_DOCUMENT)
+    return walks.back[key]
 
 
 def fire_messages(schedule: Schedule, slots: Sequence[datetime],

@@ -17,13 +17,16 @@ import pytest
 from tick_documents import next_fire_time_of, put_documents, tick_document
 
 from scheduler.contract import Message, decode_message, execution_id
+from scheduler.due import Slot
 from scheduler.model import Schedule
 from scheduler.registry import document_id, first_slot
 from scheduler.reserved import TICK_ACTION_TYPE, TICK_SCHEDULE_ID, is_tick_schedule
-from scheduler.ticks import Shard, shard_documents
+from scheduler.ticks import MAX_SLOTS_PER_DOCUMENT, Shard, fire_messages, shard_documents
 from scheduler.validation import parse_schedule
 from worker.action import ActionContext, ActionError
-from worker.actions.tick import SHARDS_AT_ONCE, Tick, TickAction, TickReport
+from worker.actions.tick import SHARDS_AT_ONCE, Tick, TickAction, TickReport, missed_records
+from worker.attempt import Attempt
+from worker.ledger import DEFAULT_RETENTION, State
 from worker.tick_store import Advance, FirestoreTickStore
 
 pytestmark = pytest.mark.emulator
@@ -75,9 +78,28 @@ def client(firestore_emulator: str, project_id: str) -> Any:
     return firestore.Client(project=project_id)
 
 
-def make_tick(client: Any, published: Published, **options: Any) -> Tick:
-    return Tick(FirestoreTickStore(client, "scion_", "scion-"), published, signing_key=KEY,
-                **options)
+class Recorded:
+    """A fake of the ledger's missed records: like `Ledger.record`, one record per slot, the
+    first written kept."""
+
+    def __init__(self) -> None:
+        self.slots: dict[str, Slot] = {}
+        self.calls = 0
+
+    def __call__(self, slots: Sequence[Slot]) -> int:
+        self.calls += 1
+        new = {s.execution_id: s for s in slots if s.execution_id not in self.slots}
+        self.slots.update(new)
+        return len(new)
+
+    def fire_times(self, schedule_id: str) -> list[datetime]:
+        return sorted(s.fire_time for s in self.slots.values() if s.schedule.id == schedule_id)
+
+
+def make_tick(client: Any, published: Published, missed: Recorded | None = None,
+              **options: Any) -> Tick:
+    return Tick(FirestoreTickStore(client, "scion_", "scion-"), published, missed or Recorded(),
+                signing_key=KEY, **options)
 
 
 def test_due_query_publishes_each_due_slot_and_advances(client: Any) -> None:
@@ -118,7 +140,8 @@ def test_a_claimer_that_died_before_advancing_is_redone_with_the_same_fires(clie
         def advance(self, advances: Sequence[Advance]) -> int:
             raise RuntimeError("claimer killed")
 
-    dying = Tick(DiesBeforeAdvancing(client, "scion_", "scion-"), first, signing_key=KEY)
+    dying = Tick(DiesBeforeAdvancing(client, "scion_", "scion-"), first, Recorded(),
+                 signing_key=KEY)
     with pytest.raises(RuntimeError):
         dying.run(M)
     second = Published()
@@ -134,6 +157,100 @@ def test_missed_ticks_publish_every_slot_since(client: Any) -> None:
     make_tick(client, published).run(M)
     assert published.slots() == [("catching-up", M - timedelta(minutes=m)) for m in (3, 2, 1, 0)]
     assert next_fire_time_of(client, "catching-up") == M + timedelta(minutes=1)
+
+
+def test_slots_beyond_the_window_are_recorded_missed_before_the_document_advances(
+        client: Any) -> None:
+    since = M - timedelta(days=1)
+    late = schedule("late", "*/5 * * * *", catchup_window="10m")
+    on_time = schedule("on-time", "*/5 * * * *", catchup_window="10m")
+    put_documents(client, [(late, tick_document(late, since, M - timedelta(minutes=30))),
+                           (on_time, tick_document(on_time, since, M))])
+    published, missed = Published(), Recorded()
+
+    class DiesBeforeAdvancing(FirestoreTickStore):
+        def advance(self, advances: Sequence[Advance]) -> int:
+            raise RuntimeError("claimer killed")
+
+    # Recorded before the documents advance: a claimer that dies leaves them due, and its
+    # takeover writes the same records again, which the ledger keeps once.
+    dying = Tick(DiesBeforeAdvancing(client, "scion_", "scion-"), Published(), missed,
+                 signing_key=KEY)
+    with pytest.raises(RuntimeError):
+        dying.run(M)
+    assert missed.fire_times("late") == [M - timedelta(minutes=m) for m in (30, 25, 20, 15)]
+    assert next_fire_time_of(client, "late") == M - timedelta(minutes=30)
+    report = make_tick(client, published, missed).run(M)
+    assert report.missed == 0 and report.skipped == 1 and missed.calls == 2
+    assert missed.fire_times("late") == [M - timedelta(minutes=m) for m in (30, 25, 20, 15)]
+    assert missed.fire_times("on-time") == []
+    assert all(s.execution_id == execution_id("late", s.fire_time)
+               for s in missed.slots.values())
+    assert published.slots() == sorted(
+        [("late", M - timedelta(minutes=m)) for m in (10, 5, 0)] + [("on-time", M)])
+    assert next_fire_time_of(client, "late") == M + timedelta(minutes=5)
+
+
+def test_a_long_outage_records_the_newest_slots_a_write_at_a_time(client: Any) -> None:
+    # Two documents a year late: each records the newest MAX_SLOTS_PER_DOCUMENT, and the tick
+    # writes them MISSED_PER_WRITE or so at once, not all of a page's at the end.
+    since = M - timedelta(days=400)
+    schedules = [schedule(f"year-{i}", catchup_window="10m") for i in range(2)]
+    put_documents(client, [(s, tick_document(s, since, M - timedelta(days=365)))
+                           for s in schedules])
+    batches: list[int] = []
+    missed = Recorded()
+
+    def record(slots: Sequence[Slot]) -> int:
+        batches.append(len(slots))
+        return missed(slots)
+
+    tick = Tick(FirestoreTickStore(client, "scion_", "scion-"), Published(), record,
+                signing_key=KEY)
+    report = tick.run(M)
+    assert report.missed == 2 * MAX_SLOTS_PER_DOCUMENT and batches == [1_000, 1_000]
+    assert missed.fire_times("year-0")[-1] == M - timedelta(minutes=12)
+
+
+def test_missed_records_are_the_pipelines_for_the_same_late_fire() -> None:
+    late = schedule("late", "0 9 1 2 *", catchup_window="10m")
+    slot = datetime(2026, 2, 1, 9, tzinfo=UTC)
+    now = M + timedelta(seconds=7)
+    [record] = missed_records([Slot(late, slot, execution_id("late", slot))],
+                              worker_id="w", now=now)
+    fire = decode_message(*_fields(fire_messages(late, [slot], KEY)[0]), signing_key=KEY)
+    attempt = Attempt.of(fire, slot, cast(Any, None), cast(Any, None))
+    reason = attempt.missed_reason(now)
+    assert reason is not None
+    assert record == attempt.missed_record(worker_id="w", now=now, retention=DEFAULT_RETENTION,
+                                           reason=reason)
+    # Left out by the bound, though the policy would still run it: said so.
+    [bound] = missed_records([Slot(late, M, execution_id("late", M))], worker_id="w", now=now)
+    assert "MAX_SLOTS_PER_DOCUMENT" in (bound.error or "")
+
+
+def _fields(message: Message) -> tuple[bytes, Any]:
+    return message.data, message.attributes
+
+
+def test_the_ledger_records_a_ticks_missed_slots_once(client: Any) -> None:
+    from worker.firestore_ledger import FirestoreLedger
+
+    ledger = FirestoreLedger(client)
+    late = schedule("late", catchup_window="10m")
+    slots = [M - timedelta(minutes=m) for m in range(20, 11, -1)]
+    records = missed_records([Slot(late, s, execution_id("late", s)) for s in slots],
+                             worker_id="w", now=M)
+    ran = replace(records[3], state=State.SUCCEEDED, error=None, detail="ran")
+    assert ledger.record(ran)
+    assert ledger.record_all(records[:5]) == 4
+    assert ledger.record_all(records) == 4
+    assert ledger.record_all(records) == 0
+    history = ledger.history("late", limit=50)
+    assert sorted(e.fire_time for e in history) == slots
+    assert [e.state for e in history if e.fire_time == slots[3]] == [State.SUCCEEDED]
+    assert all(e.state is State.MISSED and "catch-up window" in (e.error or "")
+               for e in history if e.fire_time != slots[3])
 
 
 def test_one_shots_are_published_in_their_jobs_minute(client: Any) -> None:
@@ -193,7 +310,7 @@ def test_a_concurrent_edit_wins_over_the_ticks_advance(client: Any) -> None:
             return super().advance(advances)
 
     published = Published()
-    report = Tick(EditDuringTick(client, "scion_", "scion-"), published,
+    report = Tick(EditDuringTick(client, "scion_", "scion-"), published, Recorded(),
                   signing_key=KEY).run(M)
     assert report.conflicts == 1
     assert next_fire_time_of(client, "edited") == M + timedelta(minutes=5)
@@ -229,7 +346,8 @@ def test_a_process_runs_at_most_SHARDS_AT_ONCE_shards_at_once() -> None:
                 running[0] -= 1
             return TickReport()
 
-    action = TickAction(Settings.from_env({}), SlowTick(cast(Any, None), lambda _m: None))
+    action = TickAction(Settings.from_env({}), SlowTick(cast(Any, None), lambda _m: None,
+                                                                Recorded()))
     contexts = [ActionContext(schedule_id=Shard(M, (f"{i:064}",)).schedule_id, fire_time=M,
                               execution_id=str(i), trigger="scheduled", attempt=1,
                               params={"documents": [f"{i:064}"]}) for i in range(12)]

@@ -151,6 +151,55 @@ def test_catch_up_is_bounded_by_the_window() -> None:
     assert plan is not None and plan.skipped and len(plan.slots) == MAX_SLOTS_PER_DOCUMENT
 
 
+def test_slots_left_out_are_returned_to_be_recorded_missed() -> None:
+    # Beyond the window: every owed slot from the next fire time to the window's edge (less the
+    # minute's grace), none published, each one the pipeline would have recorded missed.
+    owed = Owed(cron("*/5 * * * *", catchup_window="10m"), M - timedelta(days=30))
+    plan = plan_document(owed, M - timedelta(minutes=30), M)
+    assert plan is not None and plan.skipped
+    assert plan.missed == tuple(M - timedelta(minutes=m) for m in (30, 25, 20, 15))
+    assert plan.slots == (M - timedelta(minutes=10), M - timedelta(minutes=5), M)
+    late = M + timedelta(seconds=5)
+    assert all(missed_reason(owed.schedule, "all", timedelta(minutes=10), slot, late)
+               for slot in plan.missed)
+    # Nothing left out: nothing missed.
+    plan = plan_document(owed, M - timedelta(minutes=10), M)
+    assert plan is not None and plan.missed == () and not plan.skipped
+
+
+def test_slots_left_out_are_only_those_owed() -> None:
+    schedule = cron("*/5 * * * *", catchup_window="10m")
+    since_edit = Owed(schedule, M - timedelta(minutes=22))
+    plan = plan_document(since_edit, M - timedelta(hours=1), M)
+    assert plan is not None
+    assert plan.missed == (M - timedelta(minutes=20), M - timedelta(minutes=15))
+    held = Owed(schedule, M - timedelta(hours=1), M - timedelta(minutes=48))
+    plan = plan_document(held, M - timedelta(hours=1), M)
+    assert plan is not None and plan.slots == ()
+    assert plan.missed == tuple(M - timedelta(minutes=m) for m in (60, 55, 50))
+
+
+def test_slots_left_out_are_the_newest_within_the_bound() -> None:
+    # A year of a minutely cron: only the newest MAX_SLOTS_PER_DOCUMENT, walked back from the
+    # window's edge, never the whole year.
+    owed = Owed(cron("* * * * *", catchup_window="10m"), M - timedelta(days=400))
+    plan = plan_document(owed, M - timedelta(days=365), M)
+    assert plan is not None and len(plan.missed) == MAX_SLOTS_PER_DOCUMENT
+    assert plan.missed[-1] == M - timedelta(minutes=12)
+    assert plan.missed[0] == M - timedelta(minutes=11 + MAX_SLOTS_PER_DOCUMENT)
+    # Within the window but past the bound: the older ones are left out too.
+    owed = Owed(cron("* * * * *", catchup_window="30d"), M - timedelta(days=30))
+    plan = plan_document(owed, M - timedelta(minutes=1_500), M)
+    assert plan is not None and len(plan.slots) == MAX_SLOTS_PER_DOCUMENT
+    assert plan.missed == tuple(M - timedelta(minutes=m) for m in range(1_500, 999, -1))
+    # A yearly slot months late (the jobs-mode fire the pipeline records missed).
+    yearly = Owed(cron("0 9 1 2 *"), M - timedelta(days=400))
+    plan = plan_document(yearly, datetime(2026, 2, 1, 9, tzinfo=UTC), M)
+    assert plan is not None and plan.slots == ()
+    assert plan.missed == (datetime(2026, 2, 1, 9, tzinfo=UTC),)
+    assert plan.next_fire_time == datetime(2027, 2, 1, 9, tzinfo=UTC)
+
+
 def test_slots_not_owed_are_not_published() -> None:
     schedule = cron()
     paused = replace(schedule, paused=True)
@@ -166,7 +215,7 @@ def test_slots_not_owed_are_not_published() -> None:
 def test_a_shared_walk_plans_each_document_as_its_own_walk_would() -> None:
     # One tick's memo of cron walks: documents of one cron share a walk, but each keeps its
     # own owed span, and other crons, time zones and starts walk on their own.
-    walks: Walks = {}
+    walks = Walks()
     documents = [
         (Owed(cron(), M - timedelta(hours=1)), M - timedelta(minutes=10)),
         (Owed(cron(), M - timedelta(minutes=3)), M - timedelta(minutes=10)),
@@ -178,7 +227,7 @@ def test_a_shared_walk_plans_each_document_as_its_own_walk_would() -> None:
     for owed, next_fire_time in documents:
         assert plan_document(owed, next_fire_time, M, walks) == plan_document(
             owed, next_fire_time, M)
-    assert len(walks) == 4
+    assert len(walks.forward) == 4
 
 
 @pytest.mark.parametrize("seconds", [31, 60, 89])

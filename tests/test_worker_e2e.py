@@ -225,28 +225,34 @@ def test_catchup_window_and_runs_command(stack: Stack, source: FireSource) -> No
     worker.wait_ready()
     # A slot delivered beyond its schedule's catch-up window (6 minutes late against 5m30s): in
     # jobs mode its job's publish came late, in ticks mode its document was left due by a
-    # missed tick. A tick publishes a slot up to a minute beyond the window (and leaves older
-    # ones to the audit: `scheduler.ticks.plan_document`).
+    # missed tick. A tick publishes a slot up to a minute beyond the window, and the pipeline
+    # records it missed; an older one it records missed itself, unpublished
+    # (`scheduler.ticks.plan_document`): a yearly slot months late, whose job's publish (Pub/Sub
+    # kept it through an outage) the pipeline records missed in jobs mode.
     late_slot = source.minute() - timedelta(minutes=6)
     late = stack.schedule("late", "/ok", cron=f"{late_slot.minute} {late_slot.hour} * * *",
                           catchup_window="5m30s")
+    yearly_slot = late_slot - timedelta(days=90)
+    yearly = stack.schedule("yearly", "/ok", cron=f"{yearly_slot.minute} {yearly_slot.hour} "
+                            f"{yearly_slot.day} {yearly_slot.month} *")
     minutely = stack.schedule("minutely", "/ok", cron="* * * * *")
-    fired = {f.schedule.id: f for f in source.fire([late, minutely])}
-    assert fired["late"].slot == late_slot
+    fired = {f.schedule.id: f for f in source.fire([late, yearly, minutely])}
+    assert fired["late"].slot == late_slot and fired["yearly"].slot == yearly_slot
 
     wait_for(
-        lambda: bool(stack.ledger.history("late")) and bool(stack.ledger.history("minutely")),
+        lambda: all(stack.ledger.history(s) for s in ("late", "yearly", "minutely")),
         what="the scheduled fires to be recorded",
     )
     wait_for(lambda: stack.ledger.history("minutely")[0].state is State.SUCCEEDED, what="minutely")
-    missed = stack.ledger.history("late")[0]
-    assert missed.state is State.MISSED and "catch-up window" in (missed.error or "")
-    assert missed.fire_time == late_slot
-    assert [h for h in stack.target.hits if h.schedule_id == "late"] == []
-    runs = _runs(stack, "late")
-    assert [(r["state"], r["execution_id"]) for r in runs] == [
-        ("missed", fired["late"].execution_id)]
-    assert "catch-up window" in runs[0]["error"]
+    for schedule_id, slot in (("late", late_slot), ("yearly", yearly_slot)):
+        missed = stack.ledger.history(schedule_id)[0]
+        assert missed.state is State.MISSED and "catch-up window" in (missed.error or "")
+        assert missed.fire_time == slot and missed.attempt == 0
+        assert [h for h in stack.target.hits if h.schedule_id == schedule_id] == []
+        runs = _runs(stack, schedule_id)
+        assert [(r["state"], r["execution_id"], r["trigger"], r["attempt"]) for r in runs] == [
+            ("missed", fired[schedule_id].execution_id, "scheduled", 0)]
+        assert "beyond the catch-up window" in runs[0]["error"]
 
 
 # Jobs mode only: the attempts after a failure are the pipeline's (in process, then the

@@ -4,15 +4,19 @@ The tick reaches the worker as an ordinary fire of the reserved tick schedule
 (`scheduler.ticks`), so the pipeline claims, leases, renews, takes over and records it like any
 fire; this handler is its work. For the tick of minute M it reads the due registry documents a
 page at a time (`worker.tick_store`), asks `scheduler.ticks.plan_document` what each one
-publishes, publishes those contract fires (batched, and waited for), and only then advances the
-documents' `next_fire_time` (with a precondition: a control edit in between wins). The first
-`local_documents` it handles itself, after every later page has become a shard fire, which any
-replica claims and runs through the same steps after reading its documents again.
+publishes, publishes those contract fires (batched, and waited for), records the owed slots
+it left out (beyond the catch-up window, or past the bound of slots per document) `missed` in
+the ledger as the pipeline records a fire that came too late (`record_missed`), and only then
+advances the documents' `next_fire_time` (with a precondition: a control edit in between
+wins). The first `local_documents` it handles itself, after every later page has become a shard
+fire, which any replica claims and runs through the same steps after reading its documents
+again.
 
 Idempotent by construction: a fire has its slot's execution ID, so one published twice (a
 takeover after the claimer died between publishing and advancing, an overlapping tick, a
-shard of a page the claimer also read) is dropped by the per-fire claim; a document is advanced
-only after its fires were published, so none is skipped.
+shard of a page the claimer also read) is dropped by the per-fire claim, and a missed record is
+written only where the slot has none (one that ran keeps its own); a document is advanced only
+after its fires were published and its left-out slots recorded, so none is skipped.
 """
 
 from __future__ import annotations
@@ -20,14 +24,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from scheduler.contract import Message
-from scheduler.due import Owed
+from scheduler.contract import Message, execution_id
+from scheduler.due import Owed, Slot, missed_reason
 from scheduler.logs import get_logger
 from scheduler.model import format_instant
 from scheduler.ticks import (
+    MAX_SLOTS_PER_DOCUMENT,
     Shard,
     Walks,
     due_before,
@@ -36,6 +41,7 @@ from scheduler.ticks import (
     shard_documents,
 )
 from worker.action import ActionContext, ActionError, ActionResult
+from worker.ledger import DEFAULT_RETENTION, Execution, missed_execution
 from worker.tick_store import Advance, DueDocument, Page
 
 if TYPE_CHECKING:
@@ -88,22 +94,37 @@ class TickReport:
     shards: int = 0
     conflicts: int = 0
     skipped: int = 0
+    missed: int = 0
 
     def __str__(self) -> str:
         return (f"documents {self.documents}, fires {self.published}, shards {self.shards}, "
-                f"changed meanwhile {self.conflicts}, old slots left out {self.skipped}")
+                f"changed meanwhile {self.conflicts}, old slots left out {self.skipped}, "
+                f"recorded missed {self.missed}")
+
+
+# Records each slot `missed` unless it has a record (as the pipeline records a fire too late to
+# start, `worker.attempt.Attempt.missed_record`); returns how many it wrote
+# (`record_missed_slots` on the worker's ledger).
+RecordMissed = Callable[[Sequence[Slot]], int]
+# Missed records gathered before they are written (Firestore's limit of writes per commit): a
+# page of documents that each left out a long outage holds no more than this and one document's
+# (MAX_SLOTS_PER_DOCUMENT) at once.
+MISSED_PER_WRITE = 500
+_PAST_THE_BOUND = (f"left out: more than {MAX_SLOTS_PER_DOCUMENT} slots owed at once "
+                   "(scheduler.ticks.MAX_SLOTS_PER_DOCUMENT), only the newest fired")
 
 
 class Tick:
     """The fan-out of one minute's tick and of its shards."""
 
-    def __init__(self, store: TickStore, publish: Callable[[Sequence[Message]], None], *,
-                 signing_key: str | None = None, page_size: int = PAGE_SIZE,
-                 local_documents: int = LOCAL_DOCUMENTS) -> None:
+    def __init__(self, store: TickStore, publish: Callable[[Sequence[Message]], None],
+                 record_missed: RecordMissed, *, signing_key: str | None = None,
+                 page_size: int = PAGE_SIZE, local_documents: int = LOCAL_DOCUMENTS) -> None:
         if not 0 < page_size <= PAGE_SIZE:
             raise ValueError(f"page_size must be from 1 to {PAGE_SIZE} (got {page_size})")
         self._store = store
         self._publish = publish
+        self._record_missed = record_missed
         self._signing_key = signing_key
         self._page_size = page_size
         self._local = local_documents
@@ -152,7 +173,8 @@ class Tick:
                  report: TickReport) -> None:
         fires: list[Message] = []
         advances: list[Advance] = []
-        walks: Walks = {}
+        missed: list[Slot] = []
+        walks = Walks()
         for document in documents:
             owed = self._store.owed(document) if document.may_be_due(minute) else None
             plan = None if owed is None else plan_document(owed, document.next_fire_time, minute,
@@ -162,13 +184,22 @@ class Tick:
             report.documents += 1
             if plan.skipped:
                 report.skipped += 1
-                log.warning("slots beyond the catch-up window left out",
+                log.warning("slots beyond the catch-up window left out, recorded missed",
                             schedule_id=owed.schedule.id,
-                            next_fire_time=format_instant(document.next_fire_time))
+                            next_fire_time=format_instant(document.next_fire_time),
+                            missed=len(plan.missed))
+            missed.extend(Slot(owed.schedule, slot, execution_id(owed.schedule.id, slot))
+                          for slot in plan.missed)
+            if len(missed) >= MISSED_PER_WRITE:
+                report.missed += self._record_missed(missed)
+                missed = []
             fires.extend(fire_messages(owed.schedule, plan.slots, self._signing_key))
             advances.append(Advance(document, plan.next_fire_time))
-        # Published before the documents advance: a claimer that dies in between leaves them
-        # due, and the takeover's copies of these fires are dropped by their claims.
+        # Recorded and published before the documents advance: a claimer that dies in between
+        # leaves them due, and the takeover's copies of these fires are dropped by their claims,
+        # its missed records by the ledger (a slot keeps the record it has).
+        if missed:
+            report.missed += self._record_missed(missed)
         self._publish(fires)
         report.published += len(fires)
         report.conflicts += self._store.advance(advances)
@@ -196,7 +227,7 @@ class TickAction:
             with self._shards:
                 report = tick.run_shard(context.fire_time, documents)
         log.info("tick done", documents=report.documents, published=report.published,
-                 shards=report.shards, conflicts=report.conflicts)
+                 shards=report.shards, conflicts=report.conflicts, missed=report.missed)
         return ActionResult(detail=str(report))
 
     def _build(self) -> Tick:
@@ -211,6 +242,8 @@ def build_tick(settings: Settings) -> Tick:
     from google.cloud.pubsub_v1.types import BatchSettings
 
     from scheduler import gcp
+    from worker.firestore_ledger import FirestoreLedger
+    from worker.pipeline import make_worker_id
     from worker.tick_store import FirestoreTickStore
 
     # Bigger batches than the client's default of 100: a tick publishes thousands at once.
@@ -223,7 +256,32 @@ def build_tick(settings: Settings) -> Tick:
         for future in futures:
             future.result(timeout=PUBLISH_TIMEOUT_S)
 
-    store = FirestoreTickStore(gcp.firestore_client(settings),
-                               settings.collection_prefix,
+    client = gcp.firestore_client(settings)
+    store = FirestoreTickStore(client, settings.collection_prefix,
                                settings.job_prefix, settings.allowed_targets)
-    return Tick(store, publish, signing_key=settings.signing_key or None)
+    # The deployment's ledger, as the worker's pipeline writes it (`worker.runner`), its time
+    # Firestore's; the records name this tick's writer, as a pipeline's name its worker.
+    ledger = FirestoreLedger.from_settings(settings, client)
+    worker_id = make_worker_id()
+
+    def record_missed(slots: Sequence[Slot]) -> int:
+        return ledger.record_all(missed_records(slots, worker_id=worker_id,
+                                                now=ledger.clock.now()))
+
+    return Tick(store, publish, record_missed, signing_key=settings.signing_key or None)
+
+
+def missed_records(slots: Sequence[Slot], *, worker_id: str, now: datetime,
+                   retention: timedelta = DEFAULT_RETENTION) -> list[Execution]:
+    """The records of left-out slots: each the one the pipeline writes for its fire delivered
+    at `now` (`worker.attempt.Attempt.missed_record`), with the catch-up policy's reason; a slot
+    the policy would still let start was left out by the bound of slots per document."""
+    records = []
+    for slot in slots:
+        schedule = slot.schedule
+        reason = missed_reason(schedule, schedule.catchup, schedule.catchup_window,
+                               slot.fire_time, now) or _PAST_THE_BOUND
+        records.append(missed_execution(slot.execution_id, schedule.id, slot.fire_time,
+                                        "scheduled", worker_id=worker_id, now=now,
+                                        retention=retention, error=reason))
+    return records
