@@ -14,7 +14,9 @@ job's would:
 
 * a cron schedule: every owed slot from its `next_fire_time` up to M itself (a minute with no
   tick leaves the slots due, and the next tick publishes them all, each judged by the catch-up
-  rule in the worker's pipeline); the document then advances to the first slot after M;
+  rule in the worker's pipeline), except those older than the catch-up window plus a minute,
+  which the pipeline could only record missed: the tick records them missed itself, unpublished
+  (`DuePlan.missed`); the document then advances to the first slot after M;
 * a one-shot: its `at`, in the tick of the minute its job would fire in
   (`scheduler.model.one_shot_slot`, 30 to 90 seconds ahead); the worker holds the fire until
   `at`, as it holds a job's early one-shot fire. Its document then has no next fire time.
