@@ -186,3 +186,17 @@ def test_proc_cpu_accounts_each_process_and_the_floor() -> None:
     assert bench[0] == "bench" and float(bench[1]) > 0 and bench[4] == "ms/fire"
     assert lines[2].split()[1:] == ["shared,", "not", "counted"]
     assert lines[-1].startswith("  floor on this machine: ")
+
+
+@pytest.mark.emulator
+@pytest.mark.timeout(300)
+def test_bench_tick_missed_writes_a_documents_records_once(firestore_emulator: str) -> None:
+    env = {**os.environ, "FIRESTORE_EMULATOR_HOST": firestore_emulator}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_tick_missed.py"), "--documents", "2"],
+        capture_output=True, text=True, timeout=240, env=env, cwd=ROOT, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "(1000 missed)" in out and "record_all of 1000 records" in out
+    assert "all exist (0)" in out and "record one by one (1000)" in out
