@@ -4,9 +4,9 @@ The tick reaches the worker as an ordinary fire of the reserved tick schedule
 (`scheduler.ticks`), so the pipeline claims, leases, renews, takes over and records it like any
 fire; this handler is its work. For the tick of minute M it reads the due registry documents a
 page at a time (`worker.tick_store`), asks `scheduler.ticks.plan_document` what each one
-publishes, publishes those contract fires (batched, and waited for), records the owed slots
-it left out (beyond the catch-up window, or past the bound of slots per document) `missed` in
-the ledger as the pipeline records a fire that came too late (`record_missed`), and only then
+publishes, records the owed slots it left out (beyond the catch-up window, or past the bound
+of slots per document) `missed` in the ledger as the pipeline records a fire that came too late
+(`record_missed`), publishes those contract fires (batched, and waited for), and only then
 advances the documents' `next_fire_time` (with a precondition: a control edit in between
 wins). The first `local_documents` it handles itself, after every later page has become a shard
 fire, which any replica claims and runs through the same steps after reading its documents
@@ -103,8 +103,8 @@ class TickReport:
 
 
 # Records each slot `missed` unless it has a record (as the pipeline records a fire too late to
-# start, `worker.attempt.Attempt.missed_record`); returns how many it wrote
-# (`record_missed_slots` on the worker's ledger).
+# start, `worker.attempt.Attempt.missed_record`); returns how many it wrote (`build_tick`'s, on
+# `FirestoreLedger.record_all`).
 RecordMissed = Callable[[Sequence[Slot]], int]
 # Missed records gathered before they are written (Firestore's limit of writes per commit): a
 # page of documents that each left out a long outage holds no more than this and one document's
