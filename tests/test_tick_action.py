@@ -267,6 +267,21 @@ def test_one_shots_are_published_in_their_jobs_minute(client: Any) -> None:
     assert next_fire_time_of(client, "later") == M + timedelta(minutes=1)
 
 
+def test_a_minutes_one_shots_are_published_in_the_order_of_their_at(client: Any) -> None:
+    # They share a next fire time (their job's minute), so the due query returns them in
+    # document order; the worker holds each until its `at` in an executor, first come first.
+    since = M - timedelta(hours=1)
+    shots = [schedule(f"shot-{i:02d}", None, at=(M + timedelta(seconds=89 - i)).isoformat())
+             for i in range(40)]
+    put_documents(client, [(s, tick_document(s, since, first_slot(s, since, None)))
+                           for s in shots])
+    published = Published()
+    make_tick(client, published).run(M)
+    times = [decode_message(m.data, m.attributes, signing_key=KEY).fire_time
+             for m in published.messages]
+    assert len(times) == 40 and times == sorted(times)
+
+
 def test_one_shots_written_with_their_at_as_next_fire_time_still_go_out_ahead(
         client: Any) -> None:
     # Documents of versions before: `next_fire_time` is the `at` itself.

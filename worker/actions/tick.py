@@ -171,7 +171,7 @@ class Tick:
 
     def _process(self, minute: datetime, documents: Sequence[DueDocument],
                  report: TickReport) -> None:
-        fires: list[Message] = []
+        fires: list[tuple[datetime, Message]] = []
         advances: list[Advance] = []
         missed: list[Slot] = []
         walks = Walks()
@@ -193,14 +193,20 @@ class Tick:
             if len(missed) >= MISSED_PER_WRITE:
                 report.missed += self._record_missed(missed)
                 missed = []
-            fires.extend(fire_messages(owed.schedule, plan.slots, self._signing_key))
+            fires.extend(zip(plan.slots, fire_messages(owed.schedule, plan.slots,
+                                                       self._signing_key), strict=True))
             advances.append(Advance(document, plan.next_fire_time))
         # Recorded and published before the documents advance: a claimer that dies in between
         # leaves them due, and the takeover's copies of these fires are dropped by their claims,
         # its missed records by the ledger (a slot keeps the record it has).
         if missed:
             report.missed += self._record_missed(missed)
-        self._publish(fires)
+        # In fire-time order, not the documents': a worker holds an early one-shot until its
+        # `at` in one of its executors, so one queued behind later ones starts late (measured:
+        # a minute's one-shots all share a `next_fire_time`, and published in document order,
+        # 248 of 600 started up to 45 s after `at`).
+        fires.sort(key=lambda fire: fire[0])
+        self._publish([message for _, message in fires])
         report.published += len(fires)
         report.conflicts += self._store.advance(advances)
 
