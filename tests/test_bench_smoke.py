@@ -13,17 +13,21 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _bench(script: str, *args: str, timeout: float,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`bench/<script> args` run from the project root as the README runs it; not checked."""
+    return subprocess.run([sys.executable, str(ROOT / "bench" / script), *args],
+                          capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT,
+                          check=False)
+
+
 @pytest.mark.emulator
 @pytest.mark.timeout(300)
 def test_bench_sync_in_tick_mode_writes_each_schedule_once_and_nothing_when_in_line(
         pubsub_emulator: str, firestore_emulator: str) -> None:
     env = {**os.environ, "PUBSUB_EMULATOR_HOST": pubsub_emulator,
            "FIRESTORE_EMULATOR_HOST": firestore_emulator}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_sync.py"), "--mode", "ticks",
-         "--schedules", "20"],
-        capture_output=True, text=True, timeout=240, env=env, cwd=ROOT, check=False,
-    )
+    result = _bench("bench_sync.py", "--mode", "ticks", "--schedules", "20", timeout=240, env=env)
     assert result.returncode == 0, result.stderr
     title, _header, *rows = result.stdout.splitlines()
     assert title.startswith("tick-mode sync of 20 schedules")
@@ -39,10 +43,7 @@ def test_bench_sync_in_tick_mode_writes_each_schedule_once_and_nothing_when_in_l
 @pytest.mark.timeout(300)
 def test_bench_sync_runs_and_prints_its_table(pubsub_emulator: str) -> None:
     env = {**os.environ, "PUBSUB_EMULATOR_HOST": pubsub_emulator}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_sync.py"), "--schedules", "20"],
-        capture_output=True, text=True, timeout=240, env=env, cwd=ROOT, check=False,
-    )
+    result = _bench("bench_sync.py", "--schedules", "20", timeout=240, env=env)
     assert result.returncode == 0, result.stderr
     title, header, rule, *rows = result.stdout.splitlines()
     assert title.startswith("sync of 20 schedules")
@@ -65,11 +66,8 @@ def test_bench_worker_runs_every_phase_and_checks_its_goals() -> None:
     # It starts its own emulators, like the command in bench/README.md.
     env = {key: value for key, value in os.environ.items()
            if key not in ("PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST")}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_worker.py"), "--fires", "60", "--warmup", "0",
-         "--rounds", "1", "--latency-fires", "20", "--latency-rate", "50"],
-        capture_output=True, text=True, timeout=280, env=env, cwd=ROOT, check=False,
-    )
+    result = _bench("bench_worker.py", "--fires", "60", "--warmup", "0", "--rounds", "1",
+                    "--latency-fires", "20", "--latency-rate", "50", timeout=280, env=env)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     for phase in ("a. raw pull and ack", "b. naive", "c. this worker", "c0. transport + pipeline"):
@@ -83,10 +81,7 @@ def test_bench_worker_runs_every_phase_and_checks_its_goals() -> None:
 @pytest.mark.timeout(300)
 def test_bench_claim_runs_and_prints_its_table() -> None:
     env = {key: value for key, value in os.environ.items() if key != "FIRESTORE_EMULATOR_HOST"}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_claim.py"), "--ops", "20", "--rounds", "1"],
-        capture_output=True, text=True, timeout=280, env=env, cwd=ROOT, check=False,
-    )
+    result = _bench("bench_claim.py", "--ops", "20", "--rounds", "1", timeout=280, env=env)
     assert result.returncode == 0, result.stderr
     for row in ("plain create() of the execution", "FirestoreLedger.claim, new fire, overlap skip",
                 "FirestoreLedger.claim, duplicate at another replica (BUSY), overlap skip",
@@ -102,11 +97,8 @@ def test_bench_chaos_runs_and_prints_its_figures() -> None:
     tenth of its length): it prints its figures, and the hub never runs a fire twice nor hears
     two calls for one fire at once. Whether every fire ran is the benchmark's own verdict (a
     fire the emulator lost waits for the next audit, which this short run may not wait for)."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_chaos.py"), "--fires", "100",
-         "--minutes", "1", "--publish-seconds", "2", "--scale", "0.1", "--timeout", "40"],
-        capture_output=True, text=True, timeout=380, cwd=ROOT, check=False,
-    )
+    result = _bench("bench_chaos.py", "--fires", "100", "--minutes", "1", "--publish-seconds",
+                    "2", "--scale", "0.1", "--timeout", "40", timeout=380)
     figures = dict(line.split(None, 1) for line in result.stdout.splitlines() if line.strip())
     assert result.returncode in (0, 1), result.stderr[-3000:]
     assert figures["fires"] == "100" and figures["deliveries"] == "130", result.stdout
@@ -118,10 +110,7 @@ def test_bench_chaos_runs_and_prints_its_figures() -> None:
 
 
 def test_bench_cron_runs_and_prints_its_table() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_cron.py"), "--fires", "3"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
-    )
+    result = _bench("bench_cron.py", "--fires", "3", timeout=120)
     assert result.returncode == 0, result.stderr
     assert "robfig/unix" in result.stdout and "Australia/Lord_Howe" in result.stdout
 
@@ -131,10 +120,7 @@ def test_bench_cron_runs_and_prints_its_table() -> None:
 def test_bench_audit_runs_and_finds_what_the_per_schedule_baseline_finds(
         firestore_emulator: str) -> None:
     env = {**os.environ, "FIRESTORE_EMULATOR_HOST": firestore_emulator}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_audit.py"), "--schedules", "20"],
-        capture_output=True, text=True, timeout=240, env=env, cwd=ROOT, check=False,
-    )
+    result = _bench("bench_audit.py", "--schedules", "20", timeout=240, env=env)
     # Exit 0: the audit and the baseline found exactly the slots left unrecorded.
     assert result.returncode == 0, result.stdout + result.stderr
     assert "audit of 20 every-minute schedules" in result.stdout
@@ -147,21 +133,14 @@ def test_bench_ticks_sync_and_memory_phases_run(pubsub_emulator: str,
                                                firestore_emulator: str) -> None:
     env = {**os.environ, "PUBSUB_EMULATOR_HOST": pubsub_emulator,
            "FIRESTORE_EMULATOR_HOST": firestore_emulator}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_ticks.py"), "--schedules", "30",
-         "--only", "sync", "--only", "memory"],
-        capture_output=True, text=True, timeout=240, env=env, cwd=ROOT, check=False,
-    )
+    result = _bench("bench_ticks.py", "--schedules", "30", "--only", "sync", "--only", "memory",
+                    timeout=240, env=env)
     assert result.returncode == 0, result.stderr
     assert "no-op sync" in result.stdout and "tick: 30 fires" in result.stdout
 
 
 def test_stress_egress_pool_runs_both_pools_and_checks_its_goal() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "stress_egress_pool.py"), "--threads", "8",
-         "--seconds", "0.5"],
-        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
-    )
+    result = _bench("stress_egress_pool.py", "--threads", "8", "--seconds", "0.5", timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[1].startswith("httpx stock pool: ") and lines[2].startswith("egress client: ")
@@ -192,10 +171,7 @@ def test_proc_cpu_accounts_each_process_and_the_floor() -> None:
 @pytest.mark.timeout(300)
 def test_bench_tick_missed_writes_a_documents_records_once(firestore_emulator: str) -> None:
     env = {**os.environ, "FIRESTORE_EMULATOR_HOST": firestore_emulator}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_tick_missed.py"), "--documents", "2"],
-        capture_output=True, text=True, timeout=240, env=env, cwd=ROOT, check=False,
-    )
+    result = _bench("bench_tick_missed.py", "--documents", "2", timeout=240, env=env)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "(1000 missed)" in out and "record_all of 1000 records" in out
