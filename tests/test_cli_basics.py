@@ -166,7 +166,7 @@ def test_the_lease_and_the_lease_extension_have_one_default_each() -> None:
 
     options = run_options(build_parser().parse_args(["run", "--health-port", "0"]))
     assert options.lease == RunOptions().lease == DEFAULT_LEASE == timedelta(seconds=12)
-    assert options.max_lease_extension == DEFAULT_MAX_LEASE_EXTENSION == timedelta(seconds=10)
+    assert options.max_lease_extension == DEFAULT_MAX_LEASE_EXTENSION == timedelta(seconds=60)
     assert options == RunOptions(health_port=0)
 
 

@@ -74,8 +74,9 @@ _RUN_FLAGS: tuple[tuple[str, Callable[[str], object], str, str], ...] = (
     ("--max-lease-duration", _seconds("--max-lease-duration", 10),
      _SECONDS, "longest the client extends a message's ack deadline while its action runs"),
     ("--max-lease-extension", _seconds("--max-lease-extension", 10, 600), _SECONDS,
-     "longest single ack-deadline extension: the messages of a worker that died return to "
-     "other replicas within it (10..600)"),
+     "longest single ack-deadline extension, and the stream's ack deadline for fires sent "
+     "but not yet read (10..600; each extension is the client's p99 time to ack, at least "
+     "10 s)"),
 )
 
 
