@@ -176,3 +176,17 @@ def test_bench_tick_missed_writes_a_documents_records_once(firestore_emulator: s
     out = result.stdout
     assert "(1000 missed)" in out and "record_all of 1000 records" in out
     assert "all exist (0)" in out and "record one by one (1000)" in out
+
+
+@pytest.mark.emulator
+@pytest.mark.timeout(300)
+def test_bench_registry_scan_reads_every_document_with_both_readers(
+        firestore_emulator: str) -> None:
+    env = {**os.environ, "FIRESTORE_EMULATOR_HOST": firestore_emulator}
+    result = _bench("bench_registry_scan.py", "--schedules", "30", "--rounds", "1", timeout=240,
+                    env=env)
+    assert result.returncode == 0, result.stderr
+    title, _header, scan, baseline, ratio = result.stdout.splitlines()
+    assert title.startswith("a read of all 30 registry documents")
+    assert scan.startswith("registry scan") and baseline.startswith("client snapshots")
+    assert ratio.startswith("CPU per document, scan / baseline: ")

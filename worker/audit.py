@@ -7,12 +7,13 @@ the audit of minute M is claimed in the ledger like a fire (`AUDIT_SCHEDULE_ID`,
 at second `AUDIT_SECOND` of it, so the ledger's claim is the guarantee that it runs once.
 
 The audit reads the schedule registry (`scheduler.registry`, written by the control module: no
-Cloud Scheduler read) and the execution IDs recorded with a fire time in the window
-`(now - horizon, now - grace]` (one range query, `SlotRecords`), and finds the owed slots with no
-record (`scheduler.due.unaccounted`). Each one is published again with trigger `audit`, its exact
-fire time and the slot's own execution ID, so its claim dedupes it against a late original; or,
-when the schedule's catch-up policy says it is too late to start, recorded `missed`. A slot
-whose recovery was lost too is found again the next minute, until the horizon.
+Cloud Scheduler read; its own deployment's documents, a page at a time: `worker.registry_scan`)
+and the execution IDs recorded with a fire time in the window `(now - horizon, now - grace]`
+(one range query, `SlotRecords`), and finds the owed slots with no record
+(`scheduler.due.unaccounted`). Each one is published again with trigger `audit`, its exact fire
+time and the slot's own execution ID, so its claim dedupes it against a late original; or, when
+the schedule's catch-up policy says it is too late to start, recorded `missed`. A slot whose
+recovery was lost too is found again the next minute, until the horizon.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ from scheduler.contract import Message, build_message, execution_id
 from scheduler.due import Slot, missed_reason, unaccounted
 from scheduler.logs import get_logger
 from scheduler.model import format_instant
-from scheduler.registry import Entry, ScheduleRegistry
+from scheduler.registry import Entry
 from worker.firestore_ledger import FirestoreLedger
 from worker.firestore_slots import FirestoreSlotRecords
 from worker.ledger import DEFAULT_RETENTION, ClaimRequest, Ledger, State, missed_execution
 from worker.metrics import WorkerMetrics
+from worker.registry_scan import RegistryScan
 from worker.start_lag import StartLag, audit_grace
 
 log = get_logger(__name__)
@@ -217,7 +219,7 @@ def start_audit(settings: Settings, client: Any, ledger: FirestoreLedger,
         return [str(future.result(timeout=PUBLISH_TIMEOUT_S)) for future in futures]
 
     prefix = settings.collection_prefix or "scion_"
-    registry = ScheduleRegistry(client, prefix, settings.allowed_targets)
+    registry = RegistryScan(client, prefix, settings.job_prefix, settings.allowed_targets)
     audit = Audit(ledger, FirestoreSlotRecords(client, prefix), registry, publish,
                   worker_id=worker_id, clock=ledger.clock.now,
                   horizon=settings.audit_horizon,
