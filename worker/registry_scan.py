@@ -25,13 +25,11 @@ from scheduler.logs import get_logger
 from scheduler.registry import Entry, entry_from_document
 from scheduler.validation import PUBLIC_ONLY, registered_action_types
 from worker.firestore_wire import FirestoreWire, StoredDocument, StructuredQuery
+from worker.tick_store import ENTRY_FIELDS, NEXT_FIRE_TIME, OWNER
 
 log = get_logger(__name__)
 
-OWNER = "owner"
-# The fields `scheduler.registry.entry_from_document` reads.
-_READ = ("schedule_id", "definition", "fingerprint", "owed_since", "paused_since",
-         "next_fire_time", OWNER)
+_READ = (*ENTRY_FIELDS, NEXT_FIRE_TIME, OWNER)
 # Documents per query: enough that the round trips cost little, few enough to hold at once.
 PAGE = 1_000
 

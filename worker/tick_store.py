@@ -36,7 +36,7 @@ NEXT_FIRE_TIME = "next_fire_time"
 OWNER = "owner"
 DEFINITION = "definition"
 # The fields `scheduler.registry.entry_from_document` reads.
-_READ = ("schedule_id", DEFINITION, "fingerprint", "owed_since", "paused_since")
+ENTRY_FIELDS = ("schedule_id", DEFINITION, "fingerprint", "owed_since", "paused_since")
 # Firestore's limit of writes per commit.
 _BATCH = 500
 
@@ -95,7 +95,7 @@ class FirestoreTickStore:
         `cursor` (a page's own cursor); `ids_only` reads only their IDs and next fire times."""
         # Only the fields the tick reads: a document's others (the sync's digests, its history)
         # would be decoded for nothing.
-        fields = [NEXT_FIRE_TIME] if ids_only else [NEXT_FIRE_TIME, *_READ]
+        fields = [NEXT_FIRE_TIME] if ids_only else [NEXT_FIRE_TIME, *ENTRY_FIELDS]
         stored = self._wire.run_query(self._due_query(before, size, fields, cursor),
                                       lenient=True)
         documents = [self._due(d, parse=not ids_only) for d in stored]
@@ -133,7 +133,7 @@ class FirestoreTickStore:
     def get(self, document_ids: Sequence[str]) -> list[DueDocument]:
         """These documents as they are now, those of this owner that have a next fire time."""
         names = [self._wire.name(self._collection.id, d) for d in document_ids]
-        stored = self._wire.get_all(names, field_paths=[OWNER, NEXT_FIRE_TIME, *_READ],
+        stored = self._wire.get_all(names, field_paths=[OWNER, NEXT_FIRE_TIME, *ENTRY_FIELDS],
                                     lenient=True)
         found = []
         for name in names:
@@ -175,7 +175,7 @@ class FirestoreTickStore:
         next_fire_time = document.fields.get(NEXT_FIRE_TIME)
         if not isinstance(next_fire_time, datetime):
             return None
-        fields = {name: document.fields.get(name) for name in _READ} if parse else None
+        fields = {name: document.fields.get(name) for name in ENTRY_FIELDS} if parse else None
         return DueDocument(document.id, next_fire_time, document.update_time, fields)
 
     def owed(self, document: DueDocument) -> Owed | None:
