@@ -396,3 +396,21 @@ def test_a_shards_document_of_an_unexpected_field_type_is_left_out_and_the_rest_
     assert published.slots() == [("good", M)]
     assert next_fire_time_of(client, "good") == M + timedelta(minutes=1)
     assert next_fire_time_of(client, "corrupt") == M
+
+
+def test_the_slots_a_tick_records_missed_are_counted_as_missed_executions(client: Any) -> None:
+    from scheduler.config import Settings
+    from worker.metrics import WorkerMetrics
+
+    # A year behind: the tick records the newest MAX_SLOTS_PER_DOCUMENT missed itself, where
+    # jobs mode would deliver their late fires and count each as a missed execution.
+    since = M - timedelta(days=400)
+    late = schedule("late", catchup_window="10m")
+    put_documents(client, [(late, tick_document(late, since, M - timedelta(days=365)))])
+    metrics = WorkerMetrics()
+    action = TickAction(Settings.from_env({}), make_tick(client, Published()), metrics=metrics)
+    action(ActionContext(schedule_id=TICK_SCHEDULE_ID, fire_time=M, execution_id="t",
+                         trigger="scheduled", attempt=1, params={}))
+    counted = metrics.registry.get_sample_value("scion_worker_executions_total",
+                                                {"outcome": "missed"})
+    assert counted == MAX_SLOTS_PER_DOCUMENT

@@ -23,7 +23,9 @@ class WorkerMetrics:
       counts every delivery handed to the pipeline;
     * `duplicates_suppressed` counts deliveries of fires that had already finished;
     * `executions` (label `outcome`) counts every delivery by the pipeline's outcome
-      (`Disposition.outcome`: succeeded, failed, duplicate, busy, skipped, missed, ...);
+      (`Disposition.outcome`: succeeded, failed, duplicate, busy, skipped, missed, ...), and as
+      `missed` the slots tick mode's tick records missed without a delivery (where jobs mode
+      delivers their late fires);
     * `claim_latency`, `action_duration` and `fire_to_start_lag` are in seconds; the lag runs
       from the fire time to the first start of its action;
     * `audit_slots` (label `result`: audited, recovered, missed) counts the slots the audit
@@ -42,7 +44,8 @@ class WorkerMetrics:
             registry=self.registry,
         )
         self.executions = Counter(
-            "scion_worker_executions", "Deliveries handled, by outcome.",
+            "scion_worker_executions",
+            "Deliveries handled, by outcome (and slots the tick recorded missed).",
             ["outcome"], registry=self.registry,
         )
         self.claim_latency = Histogram(

@@ -84,7 +84,7 @@ def run_worker(settings: Settings, options: RunOptions) -> int:
     clock()  # measures the offset to the server's time now, before the first claim needs it
     health_of = DependencyHealth(metrics)
     ledger = cast(Ledger, MonitoredLedger(store, health_of))
-    actions = MonitoredActions(ActionRegistry(builtin_handlers(settings)), health_of)
+    actions = MonitoredActions(ActionRegistry(builtin_handlers(settings, metrics)), health_of)
     pipeline = Pipeline(ledger, actions, worker_id=worker_id, signing_key=settings.signing_key,
                         lease=options.lease, metrics=metrics, clock=clock,
                         trace_project=settings.project, retry_budget=IN_PROCESS_RETRY_BUDGET)

@@ -31,12 +31,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from scheduler.config import Settings
     from worker.action import ActionHandler
+    from worker.metrics import WorkerMetrics
 
 
-def builtin_handlers(settings: Settings) -> dict[str, ActionHandler]:
+def builtin_handlers(settings: Settings,
+                     metrics: WorkerMetrics | None = None) -> dict[str, ActionHandler]:
     """The built-in action types, configured from a process's resolved settings (flags
     included, not only the environment the entry points would read): the egress policy and
-    the hub settings. Other types still load from their entry points."""
+    the hub settings. Other types still load from their entry points. `metrics`: the worker's,
+    where the tick counts the slots it records missed."""
     from worker.actions.http import HttpAction
     from worker.actions.scion import ScionAction
 
@@ -46,7 +49,7 @@ def builtin_handlers(settings: Settings) -> dict[str, ActionHandler]:
         from scheduler.reserved import TICK_ACTION_TYPE
         from worker.actions.tick import TickAction
 
-        handlers[TICK_ACTION_TYPE] = TickAction(settings)
+        handlers[TICK_ACTION_TYPE] = TickAction(settings, metrics=metrics)
     return handlers
 
 
