@@ -15,16 +15,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from google.cloud import firestore
 
+# The registry documents' writer that the tick tests and `bench_ticks.py` share.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from tick_documents import put_documents
+
 from scheduler.model import Action, Schedule
-from scheduler.registry import Entry, ScheduleRegistry, document_id, document_of
+from scheduler.registry import Entry, ScheduleRegistry, document_of
 from scion_scheduler.google_emulators import reuse_or_start
 from worker.registry_scan import RegistryScan
 
@@ -34,14 +40,10 @@ ACTION = Action("http", {"url": "https://hub.example.com/fire"})
 
 
 def _write(client: Any, count: int, now: datetime) -> None:
-    collection = client.collection(f"{PREFIX}schedules")
-    for start in range(0, count, 500):
-        batch = client.batch()
-        for i in range(start, min(count, start + 500)):
-            schedule = Schedule(id=f"cron/{i:06d}", action=ACTION, cron=f"{i % 60} * * * *")
-            batch.set(collection.document(document_id(schedule.id)),
-                      document_of(schedule, now, None, now, OWNER))
-        batch.commit()
+    schedules = (Schedule(id=f"cron/{i:06d}", action=ACTION, cron=f"{i % 60} * * * *")
+                 for i in range(count))
+    put_documents(client, ((s, document_of(s, now, None, now, OWNER)) for s in schedules),
+                  PREFIX)
 
 
 def _measure(read: Callable[[], Iterable[Entry]]) -> tuple[float, float, int]:

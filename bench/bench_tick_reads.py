@@ -15,16 +15,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from google.cloud import firestore
 
+# The registry documents' writer that the tick tests and `bench_ticks.py` share.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from tick_documents import put_documents
+
 from scheduler.contract import Message, decode_message
 from scheduler.model import Action, Schedule
-from scheduler.registry import document_id, document_of
+from scheduler.registry import document_of
 from scion_scheduler.google_emulators import reuse_or_start
 from worker.actions.tick import Tick
 from worker.tick_store import FirestoreTickStore
@@ -46,13 +52,8 @@ class CountingStore(FirestoreTickStore):
 
 
 def _write(client: Any, schedules: Sequence[Schedule], now: datetime) -> None:
-    collection = client.collection("bench_schedules")
-    for start in range(0, len(schedules), 500):
-        batch = client.batch()
-        for schedule in schedules[start:start + 500]:
-            batch.set(collection.document(document_id(schedule.id)),
-                      document_of(schedule, now, None, now, OWNER))
-        batch.commit()
+    put_documents(client, ((s, document_of(s, now, None, now, OWNER)) for s in schedules),
+                  "bench_")
 
 
 def main() -> None:
