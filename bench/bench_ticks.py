@@ -286,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--one-shot-minutes", type=int, default=3)
     parser.add_argument("--executors", type=int, default=None,
                         help="the worker's --executors (default: its own default)")
+    parser.add_argument("--max-lease-extension", type=int, default=None,
+                        help="the worker's --max-lease-extension in seconds (default: its own)")
     parser.add_argument("--only", choices=("sync", "minute", "one-shots", "memory"),
                         action="append", help="run only these phases (repeatable)")
     args = parser.parse_args(argv)
@@ -304,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             _report(bench_sync(client, args.schedules))
         if phases & {"minute", "one-shots"}:
             options = [] if args.executors is None else ["--executors", str(args.executors)]
+            if args.max_lease_extension is not None:
+                options += ["--max-lease-extension", str(args.max_lease_extension)]
             worker = stack.start_worker(*options, **TICK_ENV)
             worker.wait_ready()
             if "minute" in phases:

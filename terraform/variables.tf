@@ -75,7 +75,7 @@ variable "enable_apis" {
 # ---------------------------------------------------------------------------
 
 variable "ack_deadline_seconds" {
-  description = "Initial ack deadline of the workers' subscription, in seconds. The client library extends it while a fire runs (by scion-worker's --max-lease-extension, 10 s; in ticks mode by its p99 time to ack, at least 10 s and at most 60 s); this bounds how long a crashed worker holds fires it had not yet claimed before another replica gets them. Claimed fires are taken over from the ledger by the reaper whatever this is (README, Failure model)."
+  description = "Initial ack deadline of the workers' subscription, in seconds. The client library extends it (by at most scion-worker's --max-lease-extension, 10 s) while a fire runs; this bounds how long a crashed worker holds fires it had not yet claimed before another replica gets them. Claimed fires are taken over from the ledger by the reaper whatever this is (README, Failure model)."
   type        = number
   default     = 10
 

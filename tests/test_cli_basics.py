@@ -159,19 +159,14 @@ def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_the_lease_and_the_lease_extension_have_one_default_each() -> None:
     """`scion-worker run`, RunOptions and the pipeline share the takeover budget's values."""
-    from scheduler.config import Mode
     from worker.cli import build_parser, run_options
     from worker.pipeline import DEFAULT_LEASE
-    from worker.runner import RunOptions, max_lease_extension_for
+    from worker.pubsub_transport import DEFAULT_MAX_LEASE_EXTENSION
+    from worker.runner import RunOptions
 
     options = run_options(build_parser().parse_args(["run", "--health-port", "0"]))
     assert options.lease == RunOptions().lease == DEFAULT_LEASE == timedelta(seconds=12)
-    # Unset, it is the mode's: tick mode's minutes arrive as one burst.
-    assert options.max_lease_extension is None
-    assert max_lease_extension_for(Mode.JOBS) == timedelta(seconds=10)
-    assert max_lease_extension_for(Mode.TICKS) == timedelta(seconds=60)
-    given = run_options(build_parser().parse_args(["run", "--max-lease-extension", "30"]))
-    assert given.max_lease_extension == timedelta(seconds=30)
+    assert options.max_lease_extension == DEFAULT_MAX_LEASE_EXTENSION == timedelta(seconds=10)
     assert options == RunOptions(health_port=0)
 
 

@@ -74,9 +74,8 @@ _RUN_FLAGS: tuple[tuple[str, Callable[[str], object], str, str], ...] = (
     ("--max-lease-duration", _seconds("--max-lease-duration", 10),
      _SECONDS, "longest the client extends a message's ack deadline while its action runs"),
     ("--max-lease-extension", _seconds("--max-lease-extension", 10, 600), _SECONDS,
-     "longest single ack-deadline extension, and the stream's ack deadline for fires sent "
-     "but not yet read (10..600; default 10 in jobs mode, 60 in ticks mode; each extension "
-     "is the client's p99 time to ack, at least 10 s)"),
+     "longest single ack-deadline extension: the messages of a worker that died return to "
+     "other replicas within it (10..600)"),
 )
 
 
@@ -103,8 +102,7 @@ def _register_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     for flag, parse, metavar, text in _RUN_FLAGS:
         default = getattr(defaults, _attr(flag))
         shown = f"{default.total_seconds():g}" if isinstance(default, timedelta) else default
-        suffix = "" if default is None else f" (default {shown})"  # None: its text says
-        group.add_argument(flag, type=parse, metavar=metavar, help=f"{text}{suffix}")
+        group.add_argument(flag, type=parse, metavar=metavar, help=f"{text} (default {shown})")
     p.set_defaults(handler=_run)
 
 

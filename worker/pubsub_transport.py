@@ -67,19 +67,10 @@ DEFAULT_EXECUTORS = 64
 # The http action allows timeouts up to 30 minutes; leave room for the claim and the record.
 DEFAULT_MAX_LEASE_DURATION = timedelta(hours=1)
 DEFAULT_GRACE_PERIOD = timedelta(seconds=30)
-# The longest ack-deadline extension, and the stream's ack deadline for messages sent to this
-# replica but not yet read: a message held by a worker that died returns to another replica
-# within it. 10 s, Pub/Sub's minimum, as the subscription's ack deadline: part of the takeover
-# budget (README).
+# Each ack-deadline extension (and the stream's deadline for messages not yet leased) is at most
+# this long: a message held by a worker that died returns to another replica within it. 10 s,
+# Pub/Sub's minimum, as the subscription's ack deadline: part of the takeover budget (README).
 DEFAULT_MAX_LEASE_EXTENSION = timedelta(seconds=10)
-# Tick mode's: its tick publishes a minute's slots at once, and flow control stops the client
-# reading, not the emulator sending, so a burst waits in the stream (googleapis/python-pubsub#30;
-# on Pub/Sub itself in the network buffers, google-cloud-go#778). At 10 s a 20,000-slot minute's
-# fires ran out there and came back, again and again (bench/README.md). The client still extends
-# each message it holds by its p99 time to ack, at least 10 s. Not jobs mode's too: after a
-# broken stream the fires it had not read come back after this long (README, The takeover
-# budget), and Cloud Scheduler's quota keeps its bursts small.
-TICKS_MAX_LEASE_EXTENSION = timedelta(seconds=60)
 # Pub/Sub accepts ack deadlines of 0..600 s.
 MAX_ACK_DEADLINE_S = 600
 _POLL_S = 0.2

@@ -11,7 +11,7 @@ from typing import cast
 
 from scheduler import gcp
 from scheduler.cli_base import stop_on_signals
-from scheduler.config import Mode, Settings
+from scheduler.config import Settings
 from scheduler.logs import get_logger
 from worker.action import ActionRegistry
 from worker.actions import builtin_handlers
@@ -31,7 +31,6 @@ from worker.pubsub_transport import (
     DEFAULT_MAX_LEASE_DURATION,
     DEFAULT_MAX_LEASE_EXTENSION,
     DEFAULT_MAX_MESSAGES,
-    TICKS_MAX_LEASE_EXTENSION,
     PubSubTransport,
 )
 from worker.reaper import Reaper
@@ -57,14 +56,7 @@ class RunOptions:
     grace_period: timedelta = DEFAULT_GRACE_PERIOD
     lease: timedelta = DEFAULT_LEASE
     max_lease_duration: timedelta = DEFAULT_MAX_LEASE_DURATION
-    # None: the mode's (`max_lease_extension_for`).
-    max_lease_extension: timedelta | None = None
-
-
-def max_lease_extension_for(mode: Mode) -> timedelta:
-    """The default cap on an ack-deadline extension: longer in tick mode, whose minutes arrive
-    as one burst (`worker.pubsub_transport`)."""
-    return TICKS_MAX_LEASE_EXTENSION if mode is Mode.TICKS else DEFAULT_MAX_LEASE_EXTENSION
+    max_lease_extension: timedelta = DEFAULT_MAX_LEASE_EXTENSION
 
 
 def default_health_port(environ: dict[str, str] | None = None) -> int:
@@ -127,9 +119,7 @@ def _transport(settings: Settings, options: RunOptions, pipeline: Pipeline) -> P
         gcp.subscriber_client(settings), settings.subscription_path,
         max_messages=options.max_messages, max_bytes=options.max_bytes,
         executors=options.executors, max_lease_duration=options.max_lease_duration,
-        max_lease_extension=options.max_lease_extension
-        or max_lease_extension_for(settings.mode),
-        grace_period=options.grace_period,
+        max_lease_extension=options.max_lease_extension, grace_period=options.grace_period,
         before_abandon=lambda: pipeline.release_running(ABANDONED),
     )
 
