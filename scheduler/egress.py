@@ -20,7 +20,7 @@ Empty means any *public* host. Whatever the list says, addresses are refused by 
 IPv4-mapped and NAT64 IPv6 addresses count as the IPv4 address inside. The same rules are
 applied twice: `check_url` on a URL's text (validation, and the worker before it sends), and
 `check_address` on every address its host resolves to when the worker connects (see
-`worker.egress_transport`), so a name that resolves (or is rebound) to a refused address is
+`worker.egress_sender`), so a name that resolves (or is rebound) to a refused address is
 refused too. `header_problem` lists the request headers a schedule may not set.
 
 This module only decides; it never resolves names or opens connections.

@@ -139,11 +139,11 @@ def test_bench_ticks_sync_and_memory_phases_run(pubsub_emulator: str,
     assert "no-op sync" in result.stdout and "tick: 30 fires" in result.stdout
 
 
-def test_stress_egress_pool_runs_both_pools_and_checks_its_goal() -> None:
-    result = _bench("stress_egress_pool.py", "--threads", "8", "--seconds", "0.5", timeout=60)
+def test_bench_egress_runs_both_clients_and_checks_its_goal() -> None:
+    result = _bench("bench_egress.py", "--threads", "8", "--seconds", "0.5", timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    assert lines[1].startswith("httpx stock pool: ") and lines[2].startswith("egress client: ")
+    assert lines[1].startswith("httpx (baseline): ") and lines[2].startswith("egress sender: ")
     assert lines[-1].endswith(": met")
 
 

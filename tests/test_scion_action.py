@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,6 +24,7 @@ from scion_scheduler.reference_hub import ReferenceHub
 from worker.action import ActionContext, ActionError, ActionRegistry
 from worker.actions.http import IdTokenCache
 from worker.actions.scion import ScionAction, fire_body, fire_url
+from worker.egress_sender import Reply
 from worker.ledger import State
 from worker.pipeline import Pipeline
 from worker.transport import Delivery, Outcome
@@ -133,10 +135,8 @@ def test_a_gone_schedule_is_cancelled(hub: ReferenceHub) -> None:
 
 
 def test_a_hub_that_skips_the_fire_records_it_skipped() -> None:
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={"status": "skipped", "reason": "schedule is paused"})
-
-    action = ScionAction(httpx.Client(transport=httpx.MockTransport(answer)),
+    answer = Reply(200, b'{"status": "skipped", "reason": "schedule is paused"}')
+    action = ScionAction(FakeSender(answer),
                          settings=Settings.from_env({}, hub_url="http://127.0.0.1:9", hub_token="t",
                                                         allowed_targets="127.0.0.1"))
     result = action(context_for(hub_schedule()))
@@ -207,14 +207,37 @@ def test_a_worker_without_hub_configuration_leaves_the_fire_to_a_retry(
 # --------------------------------------------------------------------------- authentication
 
 
-def _capturing() -> tuple[httpx.Client, list[httpx.Request]]:
-    seen: list[httpx.Request] = []
+@dataclass(frozen=True)
+class Sent:
+    """A request a `FakeSender` was given; header names lowercased."""
 
-    def answer(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, json={"status": "fired"})
+    method: str
+    url: str
+    headers: dict[str, str]
 
-    return httpx.Client(transport=httpx.MockTransport(answer)), seen
+
+FIRED = Reply(200, b'{"status": "fired"}')
+
+
+class FakeSender:
+    """Answers every request with `reply`, recording what it was given."""
+
+    def __init__(self, reply: Reply = FIRED) -> None:
+        self.reply = reply
+        self.sent: list[Sent] = []
+
+    def send(self, method: str, url: str, *, headers: Mapping[str, str], body: bytes | None,
+             timeout: float) -> Reply:
+        self.sent.append(Sent(method, url, {k.lower(): v for k, v in headers.items()}))
+        return self.reply
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def _capturing() -> tuple[FakeSender, list[Sent]]:
+    sender = FakeSender()
+    return sender, sender.sent
 
 
 def _recording_id_tokens(token: str) -> tuple[IdTokenCache, list[str]]:

@@ -8,14 +8,15 @@ a printable-ASCII ID without `%`, exactly reversible with `urllib.parse.unquote`
 
 Classification: 2xx succeeds; 429, 5xx, timeouts and connection errors are retryable; any other
 status (3xx, which is not followed, and the other 4xx) fails without retry. A connection lost
-after the request was sent (a read error, a server that closed a reused keep-alive connection
-before answering) is a connection error too, though the target may have acted: the retry
-carries the same Idempotency-Key, which is what the key is for (docs/hub-fire-endpoint.md, "The
-idempotency rule"); Go's net/http replays a request on a reused connection for the same reason
-only when it has that header (`Request.isReplayable`, golang/go#19943).
+after the request was sent (a read error, a server that closed the connection before
+answering) is a connection error too, though the target may have acted: the retry carries the
+same Idempotency-Key, which is what the key is for (docs/hub-fire-endpoint.md, "The
+idempotency rule"). On a reused keep-alive connection the sender first sends it once more on a
+new one (`worker.egress_sender`); Go's net/http replays a request on a reused connection for
+the same reason only when it has that header (`Request.isReplayable`, golang/go#19943).
 
 Every request goes through the egress policy (`SCION_SCHEDULER_ALLOWED_TARGETS`, see
-`scheduler.egress` and `worker.egress_transport`): a refused target or a header a schedule may
+`scheduler.egress` and `worker.egress_sender`): a refused target or a header a schedule may
 not set fails the fire without retry, and nothing is sent. What history and logs keep of a
 response is a short, redacted excerpt (`scheduler.redaction`).
 
@@ -32,14 +33,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from scheduler.config import Settings
 from scheduler.egress import EgressPolicy, header_problem
 from scheduler.model import format_instant
 from scheduler.redaction import excerpt
 from worker.action import ActionContext, ActionError, ActionResult
-from worker.egress_transport import EgressRefused, egress_client
+from worker.egress_sender import EgressSender, Reply, Sender, SendError, json_body
 
 DEFAULT_TIMEOUT_S = 30.0
 # Google ID tokens live an hour; one this close to expiry could lapse in flight.
@@ -96,40 +95,35 @@ def _id_token_error(exc: Exception) -> ActionError:
     )
 
 
-def send(client: httpx.Client, method: str, url: str, *, egress: EgressPolicy,
-         **request: Any) -> httpx.Response:
-    """Send one request (shared with the `scion` action) if `egress` allows its URL (the
-    client, from `egress_client`, checks the addresses it connects to). A response of any
-    status is returned; a failure to get one raises `ActionError`: retryable for timeouts and
-    connection errors, not for a request that cannot or may not be sent at all (bad URL or
-    header, refused by the egress policy)."""
-    problem = egress.check_url(url)
-    if problem:
-        raise ActionError(f"{method} {url}: refused by the egress policy: the URL {problem}",
-                          retryable=False)
+def send(sender: Sender, method: str, url: str, *, headers: Mapping[str, str], timeout: float,
+         json: Any = None) -> Reply:
+    """Send one request (shared with the `scion` action) with `json`, unless None, as its
+    body, through `sender` (an `EgressSender` checks the URL and the addresses it connects to).
+    A response of any status is returned; a failure to get one raises `ActionError`: retryable
+    for timeouts and connection errors, not for a request that cannot or may not be sent at all
+    (bad URL, header or body, refused by the egress policy)."""
+    body = None
+    if json is not None:
+        try:
+            body = json_body(json)
+        except ValueError as exc:
+            raise ActionError(f"{method} {url}: cannot send: {exc}", retryable=False) from exc
+        headers = {**headers, "Content-Type": "application/json"}
     try:
-        return client.request(method, url, **request)
-    except EgressRefused as exc:
-        raise ActionError(f"{method} {url}: {exc}", retryable=False) from exc
-    except httpx.TimeoutException as exc:
-        raise ActionError(
-            f"{method} {url}: timed out ({type(exc).__name__})", retryable=True
-        ) from exc
-    except (httpx.UnsupportedProtocol, httpx.InvalidURL, UnicodeEncodeError) as exc:
-        raise ActionError(f"{method} {url}: cannot send: {exc}", retryable=False) from exc
-    except httpx.TransportError as exc:
-        raise ActionError(f"{method} {url}: {type(exc).__name__}: {exc}", retryable=True) from exc
+        return sender.send(method, url, headers=headers, body=body, timeout=timeout)
+    except SendError as exc:
+        raise ActionError(f"{method} {url}: {exc}", retryable=exc.retryable) from exc
 
 
 class HttpAction:
-    """The `http` action handler; one instance per worker, sharing one connection pool."""
+    """The `http` action handler; one instance per worker, sharing its idle connections."""
 
-    def __init__(self, client: httpx.Client | None = None, *, id_tokens: IdTokenCache | None = None,
+    def __init__(self, sender: Sender | None = None, *, id_tokens: IdTokenCache | None = None,
                  egress: EgressPolicy | None = None) -> None:
         """`egress`: where requests may go (default: `SCION_SCHEDULER_ALLOWED_TARGETS` from the
-        environment); `client` (default: one enforcing `egress`) is for tests."""
-        self._egress = egress if egress is not None else Settings.from_env().allowed_targets
-        self._client = client if client is not None else egress_client(self._egress)
+        environment); `sender` (default: one enforcing `egress`) is for tests."""
+        egress = egress if egress is not None else Settings.from_env().allowed_targets
+        self._sender = sender if sender is not None else EgressSender(egress)
         self._id_tokens = id_tokens if id_tokens is not None else IdTokenCache()
 
     def __call__(self, context: ActionContext) -> ActionResult | None:
@@ -140,11 +134,8 @@ class HttpAction:
             raise ActionError("http action: params.url is required", retryable=False)
         method = str(params.get("method", "POST")).upper()
         headers = self._headers(context)
-        request: dict[str, Any] = {"headers": headers,
-                                   "timeout": float(params.get("timeout", DEFAULT_TIMEOUT_S))}
-        if "body" in params:
-            request["json"] = params["body"]
-        response = send(self._client, method, url, egress=self._egress, **request)
+        response = send(self._sender, method, url, headers=headers, json=params.get("body"),
+                        timeout=float(params.get("timeout", DEFAULT_TIMEOUT_S)))
         status = response.status_code
         if 200 <= status < 300:
             return ActionResult(detail=f"HTTP {status}")
@@ -175,5 +166,5 @@ class HttpAction:
         return headers
 
     def close(self) -> None:
-        """Close the connection pool."""
-        self._client.close()
+        """Close the idle connections."""
+        self._sender.close()

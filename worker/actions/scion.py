@@ -36,8 +36,6 @@ import threading
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import httpx
-
 from scheduler.config import ConfigError, Settings
 from scheduler.logs import get_logger
 from scheduler.model import format_instant
@@ -45,7 +43,7 @@ from scheduler.redaction import excerpt
 from scheduler.scion_action import DEFAULT_TIMEOUT_S, KIND_EVENT, KIND_SCHEDULE
 from worker.action import ActionContext, ActionError, ActionResult
 from worker.actions.http import IdTokenCache, send
-from worker.egress_transport import egress_client
+from worker.egress_sender import EgressSender, Reply, Sender
 from worker.ledger import State
 
 log = get_logger(__name__)
@@ -122,7 +120,7 @@ def is_route_not_found(kind: str, status: int, body: bytes) -> bool:
     return expected is not None and (status, *_hub_error(body)) == expected
 
 
-def _hub_status(response: httpx.Response) -> tuple[str | None, str | None]:
+def _hub_status(response: Reply) -> tuple[str | None, str | None]:
     """`status` and `reason` from a JSON answer, when there is one."""
     try:
         answer = response.json()
@@ -150,15 +148,15 @@ def _first_time(base_url: str) -> bool:
     return first
 
 
-def _gone_reason(response: httpx.Response) -> str:
+def _gone_reason(response: Reply) -> str:
     _, message = _hub_error(response.content)
     return message or "no reason given"
 
 
 class ScionAction:
-    """The `scion` action handler; one instance per worker, sharing one connection pool."""
+    """The `scion` action handler; one instance per worker, sharing its idle connections."""
 
-    def __init__(self, client: httpx.Client | None = None, *, settings: Settings | None = None,
+    def __init__(self, sender: Sender | None = None, *, settings: Settings | None = None,
                  id_tokens: IdTokenCache | None = None) -> None:
         self._config_error: str | None = None
         if settings is None:
@@ -171,8 +169,7 @@ class ScionAction:
         self._token = settings.hub_token
         self._audience = settings.hub_audience or (settings.hub_url or "").rstrip("/")
         # The hub's URL goes through the egress policy like any target.
-        self._egress = settings.allowed_targets
-        self._client = client if client is not None else egress_client(self._egress)
+        self._sender = sender if sender is not None else EgressSender(settings.allowed_targets)
         self._id_tokens = id_tokens if id_tokens is not None else IdTokenCache()
 
     def __call__(self, context: ActionContext) -> ActionResult | None:
@@ -191,8 +188,8 @@ class ScionAction:
         url = fire_url(self._base_url, kind, grove_id, context.schedule_id)
         fire = {"schedule_id": context.schedule_id, "fire_time": format_instant(context.fire_time),
                 "execution_id": context.execution_id, "attempt": context.attempt}
-        response = send(self._client, "POST", url, egress=self._egress,
-                        headers=self._headers(context), json=fire_body(context),
+        response = send(self._sender, "POST", url, headers=self._headers(context),
+                        json=fire_body(context),
                         timeout=float(params.get("timeout", DEFAULT_TIMEOUT_S)))
         status = response.status_code
         log.info("scion action: hub answered", url=url, status=status, **fire)
@@ -247,5 +244,5 @@ class ScionAction:
                               retryable=True) from exc
 
     def close(self) -> None:
-        """Close the connection pool."""
-        self._client.close()
+        """Close the idle connections."""
+        self._sender.close()
