@@ -14,14 +14,13 @@
 * connects directly: proxy environment variables are ignored, as a proxy would resolve names
   where they cannot be checked.
 
-Why not httpx, which this was before: a fire's request through httpx cost about 0.8-0.9 ms of
-CPU on this project's machines against 0.2-0.3 ms through `http.client` (the standard
-library's HTTP/1.1, which urllib3 builds on too; urllib3 0.5 ms), measured with
-`bench/stress_egress_pool.py`, and a worker's CPU per fire decides how many fires one replica
-starts in a minute. A connection is used by one request at a time: taken from the idle ones of
-its origin (or opened), and put back when its answer was read whole and the server keeps it
-open, so no request can lose its connection to another thread's housekeeping (httpcore 1.0.9
-could: encode/httpcore#1110).
+Why not httpx, which this was before: a fire's request through httpx cost about 1.2 ms of CPU
+on this project's machines against 0.37 ms through `http.client` (the standard library's
+HTTP/1.1, which urllib3 builds on too), measured with `bench/bench_egress.py`, and a worker's
+CPU per fire decides how many fires one replica starts in a minute. A connection is used by one
+request at a time: taken from the idle ones of its origin (or opened), and put back when its
+answer was read whole and the server keeps it open, so no request can lose its connection to
+another thread's housekeeping (httpcore 1.0.9 could: encode/httpcore#1110).
 
 A request that fails on a reused idle connection before any answer (the server closed it
 while idle: reset, broken pipe, or closed with no status line) is sent once more on a new
