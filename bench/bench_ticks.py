@@ -197,8 +197,8 @@ def _cpu_account(worker: Worker, emulators: dict[str, Emulator | None]) -> CpuAc
 
 
 def bench_minute(stack: Stack, worker: Worker, due: int,
-                 emulators: dict[str, Emulator | None]) -> list[str]:
-    """A minute with `due` slots through one replica."""
+                 emulators: dict[str, Emulator | None], options: Sequence[str] = ()) -> list[str]:
+    """A minute with `due` slots through one replica (started with `options`)."""
     url = stack.target.url("/ok")
     now = datetime.now(UTC)
     minute = now.replace(second=0, microsecond=0) + MINUTE
@@ -225,7 +225,8 @@ def bench_minute(stack: Stack, worker: Worker, due: int,
     peak_kib = status_kib(worker.pid, "VmHWM")
     rate = published / fan_out_s
     return [
-        f"a minute with {due} due slots, one worker replica at its defaults "
+        f"a minute with {due} due slots, one worker replica "
+        f"{'with ' + ' '.join(options) if options else 'at its defaults'} "
         "(tick published at the slot's first second)",
         f"  slots started: {len(late)} of {due}, exactly once: {once}",
         f"  last start {last:.1f} s after the slot (goal < 45 s: "
@@ -312,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
             worker.wait_ready()
             if "minute" in phases:
                 _report(bench_minute(stack, worker, args.due,
-                                     {"pubsub": pubsub_emulator, "firestore": firestore_emulator}))
+                                     {"pubsub": pubsub_emulator, "firestore": firestore_emulator},
+                                     options))
             if "one-shots" in phases:
                 _report(bench_one_shots(stack, args.one_shots, args.one_shot_minutes))
         if "memory" in phases:

@@ -6,7 +6,9 @@ import io
 import json
 import logging
 import re
+import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -174,6 +176,7 @@ def test_bad_hub_url_is_a_config_error(url: str) -> None:
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
     yield
+    logs.flush()
     structlog.contextvars.clear_contextvars()
     structlog.reset_defaults()
 
@@ -317,3 +320,68 @@ def test_severity_names_cover_every_level() -> None:
                           ("error", "ERROR"), ("critical", "CRITICAL"), ("exception", "ERROR")]:
         assert logs.add_severity(None, method, {})["severity"] == level
         assert logging.getLevelName(level) != f"Level {level}"
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_background_lines_from_many_threads_are_whole_in_order_and_flushed() -> None:
+    """A worker's lines, written by one thread: each thread's lines whole and in its order,
+    and all of them out once `flush` returns."""
+    buf = io.StringIO()
+    logs.configure("json", stream=buf, background=True)
+    log = logs.get_logger("worker.test")
+
+    def fire(thread: int) -> None:
+        for n in range(200):
+            with logs.bound(execution_id=f"{thread}-{n}"):
+                log.info("action starting", n=n, thread=thread)
+
+    threads = [threading.Thread(target=fire, args=(t,)) for t in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    logs.flush()
+    written = lines(buf)
+    assert len(written) == 16 * 200
+    for thread in range(16):
+        mine = [line["n"] for line in written if line["thread"] == thread]
+        assert mine == list(range(200))
+    assert all(line["execution_id"] == f"{line['thread']}-{line['n']}" for line in written)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_configuring_again_writes_what_the_background_writer_still_held() -> None:
+    first, second = io.StringIO(), io.StringIO()
+    logs.configure("json", stream=first, background=True)
+    for n in range(100):
+        logs.get_logger("t").info("queued", n=n)
+    logs.configure("json", stream=second)
+    logs.get_logger("t").info("after")
+    assert [line["n"] for line in lines(first)] == list(range(100))
+    assert [line["message"] for line in lines(second)] == ["after"]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_closed_stream_does_not_stop_the_background_writer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    logs.configure("json", background=True)
+    first.close()
+    logs.get_logger("t").info("lost")
+    logs.flush()
+    monkeypatch.setattr(sys, "stderr", second)
+    logs.get_logger("t").info("kept")
+    logs.flush()
+    assert [line["message"] for line in lines(second)] == ["kept"]
+
+
+def test_a_process_logging_in_the_background_writes_every_line_before_it_leaves() -> None:
+    """`scion-worker run` writes its lines from one thread; even the last ones are out when
+    the process exits (here: a process that logs 500 lines and ends at once)."""
+    result = subprocess.run([sys.executable, "-c", (
+        "import sys; from scheduler import logs\n"
+        "logs.configure('json', background=True)\n"
+        "[logs.get_logger('t').info('line', n=n) for n in range(500)]\n")],
+        capture_output=True, text=True, timeout=60, check=True)
+    assert [json.loads(line)["n"] for line in result.stderr.splitlines()] == list(range(500))

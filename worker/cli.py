@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from scheduler import logs
 from scheduler.cli_base import (
     add_settings_flags,
     new_parser,
@@ -123,6 +124,8 @@ def run_options(args: argparse.Namespace) -> RunOptions:
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from worker.runner import run_worker
 
+    # Every executor logs each fire it runs: one writer thread writes their lines.
+    logs.configure(settings.log_format, background=True)
     return run_worker(settings, run_options(args))
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import cast
 
-from scheduler import gcp
+from scheduler import gcp, logs
 from scheduler.cli_base import stop_on_signals
 from scheduler.config import Settings
 from scheduler.logs import get_logger
@@ -136,6 +136,7 @@ def _wind_down(worker_id: str, options: RunOptions, pipeline: Pipeline,
     if transport.abandoned or not reaped:
         # The abandoned actions' threads would hold the interpreter open until they end; their
         # claims are released and their messages handed back, so nothing is lost by leaving now.
+        logs.flush()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
