@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +27,7 @@ from scheduler.model import Action, Schedule, ValidationError
 from scheduler.validation import parse_schedule, registered_action_types
 from worker.action import ActionContext, ActionError, ActionRegistry, ActionResult
 from worker.actions.http import HttpAction, IdTokenCache
+from worker.egress_sender import Reply
 from worker.ledger import State
 from worker.pipeline import Pipeline
 from worker.transport import Delivery, Outcome
@@ -134,6 +135,26 @@ def test_request_carries_the_body_and_the_fire_headers(target: Target, action: H
     assert request.headers["X-Team"] == "ops"
     assert request.headers["Content-Type"] == "application/json"
     assert "Authorization" not in request.headers
+
+
+def test_a_schedules_own_content_type_is_sent_once_as_it_is() -> None:
+    sent: list[Mapping[str, str]] = []
+
+    class Capturing:
+        def send(self, method: str, url: str, *, headers: Mapping[str, str],
+                 body: bytes | None, timeout: float) -> Reply:
+            sent.append(headers)
+            return Reply(200, b"")
+
+        def close(self) -> None:
+            """Nothing to close."""
+
+    action = HttpAction(Capturing(), egress=LOOPBACK)
+    action(context({"url": "http://127.0.0.1:9/", "body": {"a": 1},
+                    "headers": {"content-type": "application/vnd.report+json"}}))
+    [headers] = sent
+    assert [v for k, v in headers.items() if k.lower() == "content-type"] == [
+        "application/vnd.report+json"]
 
 
 def test_get_without_body_sends_none(target: Target, action: HttpAction) -> None:

@@ -108,7 +108,8 @@ def send(sender: Sender, method: str, url: str, *, headers: Mapping[str, str], t
             body = json_body(json)
         except ValueError as exc:
             raise ActionError(f"{method} {url}: cannot send: {exc}", retryable=False) from exc
-        headers = {**headers, "Content-Type": "application/json"}
+        if not any(name.lower() == "content-type" for name in headers):
+            headers = {**headers, "Content-Type": "application/json"}
     try:
         return sender.send(method, url, headers=headers, body=body, timeout=timeout)
     except SendError as exc:
