@@ -197,6 +197,14 @@ def test_a_request_that_cannot_be_written_fails_without_retry(
     assert not failure.value.retryable and server.seen == []
 
 
+def test_a_url_beyond_ascii_is_sent_percent_encoded(serve: Callable[..., Server]) -> None:
+    server = serve()
+    sender = EgressSender(LOOPBACK)
+    post(sender, server.url("/caf\u00e9 x/a%2Fb?q=\u00fc&r=1"))
+    sender.close()
+    assert [path for path, _, _ in server.seen] == ["/caf%C3%A9%20x/a%2Fb?q=%C3%BC&r=1"]
+
+
 def test_the_answer_text_follows_its_charset() -> None:
     assert Reply(200, "é".encode("latin-1"), "text/plain; charset=ISO-8859-1").text == "é"
     assert Reply(200, "é".encode(), "text/plain").text == "é"

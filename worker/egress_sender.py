@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import certifi
 
@@ -66,6 +66,8 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _STALE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError,
           http.client.RemoteDisconnected)
 USER_AGENT = "scion-scheduler"
+# What a URL's path and query keep as they are: RFC 3986's reserved characters and `%`.
+_URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
 
 
 class SendError(WorkerError):
@@ -220,9 +222,12 @@ class EgressSender:
         sent = dict(headers)
         if "user-agent" not in lowered:
             sent["User-Agent"] = USER_AGENT
-        path = parts.path or "/"
-        return _Target(_Origin(parts.scheme, host, port),
-                       f"{path}?{parts.query}" if parts.query else path, sent)
+        # A request line is ASCII: other characters are percent-encoded as UTF-8 (what httpx and
+        # browsers do), and escapes already there are kept.
+        path = quote(parts.path or "/", safe=_URL_SAFE)
+        query = quote(parts.query, safe=_URL_SAFE)
+        return _Target(_Origin(parts.scheme, host, port), f"{path}?{query}" if query else path,
+                       sent)
 
     @staticmethod
     def _exchange(connection: http.client.HTTPConnection, method: str, target: _Target,
