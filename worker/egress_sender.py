@@ -34,6 +34,7 @@ whether a retry could help.
 
 from __future__ import annotations
 
+import email.message
 import http.client
 import json
 import select
@@ -96,11 +97,9 @@ class Reply:
     @property
     def text(self) -> str:
         """The body decoded with the charset the answer names (UTF-8 if none), leniently."""
-        charset = "utf-8"
-        for part in self.content_type.split(";")[1:]:
-            name, _, value = part.partition("=")
-            if name.strip().lower() == "charset" and value.strip():
-                charset = value.strip().strip('"')
+        header = email.message.Message()
+        header["Content-Type"] = self.content_type
+        charset = header.get_content_charset("utf-8")
         try:
             return self.content.decode(charset, errors="replace")
         except LookupError:
