@@ -314,6 +314,17 @@ variable "worker_cpu" {
   default     = "1"
 }
 
+variable "worker_processes" {
+  description = "Worker processes per instance (scion-worker run --processes): one per whole CPU of worker_cpu, since a Python process runs its Python on one core at a time. Each holds about 130 MiB at a busy minute; raise worker_memory with it."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.worker_processes >= 1 && var.worker_processes <= 64 && floor(var.worker_processes) == var.worker_processes
+    error_message = "worker_processes must be a whole number from 1 to 64."
+  }
+}
+
 variable "worker_memory" {
   description = "Memory limit of a worker instance (Cloud Run quantity, e.g. \"512Mi\")."
   type        = string

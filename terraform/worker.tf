@@ -28,7 +28,8 @@ resource "google_cloud_run_v2_service" "worker" {
     containers {
       image   = var.worker_image
       command = ["scion-worker"]
-      args    = ["run"]
+      # One worker process per whole CPU (README, Workers: Processes).
+      args = ["run", "--processes", tostring(var.worker_processes)]
 
       # Cloud Run passes this to the container as PORT (the health server's
       # port); PORT is reserved and is not set below.

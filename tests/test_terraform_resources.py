@@ -148,13 +148,15 @@ def test_cloud_run_worker_is_always_on_and_probed() -> None:
     template = block(service, "template")
     assert block(template, "scaling")["min_instance_count"] == "${var.worker_min_instances}"
     container = template["containers"][0]
-    assert [container["command"], container["args"]] == [["scion-worker"], ["run"]]
+    assert [container["command"], container["args"]] == [
+        ["scion-worker"], ["run", "--processes", "${tostring(var.worker_processes)}"]]
     assert block(container, "resources")["cpu_idle"] is False
     assert block(block(container, "startup_probe"), "http_get")["path"] == "/readyz"
     assert block(block(container, "liveness_probe"), "http_get")["path"] == "/livez"
     variables = named(MODULE_DIR, "variable")
     assert variables["deploy_worker"]["default"] is False
     assert variables["worker_min_instances"]["default"] >= 2
+    assert variables["worker_processes"]["default"] == 1
 
 
 # --------------------------------------------------------------------------- example root

@@ -66,7 +66,10 @@ _RUN_FLAGS: tuple[tuple[str, Callable[[str], object], str, str], ...] = (
      "flow control: most messages held at once"),
     ("--max-bytes", _bounded("--max-bytes", int, 1), "N",
      "flow control: most message bytes held at once"),
-    ("--executors", _bounded("--executors", int, 1), "N", "threads running actions"),
+    ("--processes", _bounded("--processes", int, 1, 64), "N",
+     "worker processes in this replica, each with its own executors: one per core the "
+     "replica has (a process runs its Python on one core at a time)"),
+    ("--executors", _bounded("--executors", int, 1), "N", "threads running actions (per process)"),
     ("--grace-period", _seconds("--grace-period", 0), _SECONDS,
      "on SIGTERM, how long running actions may finish"),
     ("--lease", _seconds("--lease", 1), _SECONDS,
@@ -122,11 +125,17 @@ def run_options(args: argparse.Namespace) -> RunOptions:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.replica import Replica
     from worker.runner import run_worker
 
     # Every executor logs each fire it runs: one writer thread writes their lines.
     logs.configure(settings.log_format, background=True)
-    return run_worker(settings, run_options(args))
+    options = run_options(args)
+    if options.processes == 1:
+        return run_worker(settings, options)
+    # A missing setting is one line from the parent, not one from each process.
+    settings.require("project", "subscription")
+    return Replica(settings, options).run()
 
 
 def build_parser() -> argparse.ArgumentParser:

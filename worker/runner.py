@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import cast
@@ -50,6 +51,9 @@ class RunOptions:
     """The `scion-worker run` knobs that are not deployment settings."""
 
     health_port: int = DEFAULT_HEALTH_PORT
+    # Probes come from outside the container; a replica's processes serve theirs on loopback.
+    health_host: str = "0.0.0.0"
+    processes: int = 1
     max_messages: int = DEFAULT_MAX_MESSAGES
     max_bytes: int = DEFAULT_MAX_BYTES
     executors: int = DEFAULT_EXECUTORS
@@ -69,8 +73,10 @@ def default_health_port(environ: dict[str, str] | None = None) -> int:
     return int(raw)
 
 
-def run_worker(settings: Settings, options: RunOptions) -> int:
+def run_worker(settings: Settings, options: RunOptions,
+               listening: Callable[[int], None] | None = None) -> int:
     """Run the pool until SIGTERM/SIGINT; returns the exit code (0 after a graceful stop).
+    `listening` is told the health server's port once it serves.
 
     If actions are still running when the grace period ends, their claims are released and
     their messages nacked, and the process exits at once rather than waiting for them."""
@@ -92,8 +98,11 @@ def run_worker(settings: Settings, options: RunOptions) -> int:
     health_of.pubsub_ready = lambda: transport.ready
     with stop_on_signals(log) as stop:
         health = HealthServer(
-            options.health_port, ready=health_of.readiness, registry=metrics.registry
+            options.health_port, ready=health_of.readiness, registry=metrics.registry,
+            host=options.health_host,
         ).start()
+        if listening is not None:
+            listening(health.port)
         reaper = Reaper(
             FirestoreLapsedClaims(client, settings.collection_prefix or "scion_"),
             lambda delivery: pipeline.handle(delivery, stop), clock=clock,
