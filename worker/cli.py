@@ -125,8 +125,8 @@ def run_options(args: argparse.Namespace) -> RunOptions:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.replica import Replica
     from worker.runner import run_worker
+    from worker.supervisor import Supervisor
 
     # Every executor logs each fire it runs: one writer thread writes their lines.
     logs.configure(settings.log_format, background=True)
@@ -135,7 +135,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return run_worker(settings, options)
     # A missing setting is one line from the parent, not one from each process.
     settings.require("project", "subscription")
-    return Replica(settings, options).run()
+    return Supervisor(settings, options).run()
 
 
 def build_parser() -> argparse.ArgumentParser:

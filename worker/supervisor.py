@@ -126,8 +126,8 @@ class _ChildMetrics(Collector):
                              if status == 200)
 
 
-class Replica:
-    """The parent of `processes` worker processes."""
+class Supervisor:
+    """The parent of a replica's `processes` worker processes."""
 
     def __init__(self, settings: Settings, options: RunOptions) -> None:
         self._settings = settings

@@ -1,4 +1,4 @@
-"""A replica of several worker processes (`scion-worker run --processes N`, `worker.replica`):
+"""A replica of several worker processes (`scion-worker run --processes N`, `worker.supervisor`):
 its health port speaks for all of them, it runs every fire once, a stop reaches every process,
 and a process that dies, or a parent that dies, stops the replica."""
 
@@ -19,7 +19,7 @@ from worker_harness import Stack, Worker, wait_for
 from worker_harness import stack_fixture as stack_fixture  # the `stack` fixture
 
 from scheduler.contract import execution_id
-from worker.replica import combined_readiness, merge_metrics
+from worker.supervisor import combined_readiness, merge_metrics
 
 
 def _exposition(runs: float, backlog: float, seconds: list[float]) -> str:
