@@ -57,11 +57,11 @@ _HOST_PATTERN = re.compile(rf"\*|(\*\.)?{_LABEL}(\.{_LABEL})*")
 # one the policy checked, the metadata headers are what metadata servers require of a caller
 # (the hub's own metadata sidecar too: pkg/sciontool/metadata/server.go:258 of the Scion repo),
 # and hop-by-hop headers belong to the connection, not to the request (RFC 9110 7.6.1).
-FORBIDDEN_HEADERS = frozenset({
-    "host", "metadata-flavor", "x-google-metadata-request", "metadata", "connection", "keep-alive",
-    "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer",
-    "trailers", "transfer-encoding", "upgrade",
-})
+METADATA_HEADERS = frozenset({"metadata-flavor", "x-google-metadata-request", "metadata"})
+FORBIDDEN_HEADERS = METADATA_HEADERS | {
+    "host", "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+    "proxy-connection", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+}
 # ...and, when the action sends an OIDC ID token, the header that carries it.
 OIDC_HEADERS = frozenset({"authorization"})
 

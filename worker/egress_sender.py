@@ -49,7 +49,7 @@ from urllib.parse import quote, urlsplit
 
 import certifi
 
-from scheduler.egress import EgressPolicy, normalize_host
+from scheduler.egress import METADATA_HEADERS, EgressPolicy, normalize_host
 from worker.errors import WorkerError
 
 Resolver = Callable[[str, int], list[str]]
@@ -60,8 +60,6 @@ DEFAULT_MAX_IDLE = 64
 # An idle connection older than this is closed rather than reused: servers close idle
 # connections on their own timers, and one closing as the request goes out costs a resend.
 IDLE_EXPIRY_S = 5.0
-# Headers only a caller of a metadata server sends; no action has a reason to.
-_METADATA_HEADERS = ("metadata-flavor", "x-google-metadata-request")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # What a server closing a reused idle connection looks like before any answer arrives.
 _STALE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError,
@@ -215,7 +213,8 @@ class EgressSender:
             if normalize_host(header_host) != normalize_host(host):
                 raise EgressRefused(f"{url}: its Host header ({host_header!r}) names another "
                                     "host than its URL")
-        for name in _METADATA_HEADERS:
+        # Headers only a caller of a metadata server sends; no action has a reason to.
+        for name in sorted(METADATA_HEADERS):
             if name in lowered:
                 raise EgressRefused(f"{url}: it carries the metadata-server header {name}")
         sent = dict(headers)
