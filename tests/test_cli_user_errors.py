@@ -73,3 +73,9 @@ def test_the_worker_names_the_project_then_the_credentials(tmp_path: Path) -> No
     assert_one_line(run_clean(tmp_path, ["run"], tool="scion-worker"), "SCION_SCHEDULER_PROJECT")
     result = run_clean(tmp_path, ["run"], tool="scion-worker", SCION_SCHEDULER_PROJECT="p")
     assert_one_line(result, "GOOGLE_APPLICATION_CREDENTIALS", "PUBSUB_EMULATOR_HOST")
+    # A replica of several processes says it once, not once per process.
+    assert_one_line(run_clean(tmp_path, ["run", "--processes", "3"], tool="scion-worker"),
+                    "SCION_SCHEDULER_PROJECT")
+    result = run_clean(tmp_path, ["run", "--processes", "3"], tool="scion-worker",
+                       SCION_SCHEDULER_PROJECT="p")
+    assert_one_line(result, "GOOGLE_APPLICATION_CREDENTIALS", "PUBSUB_EMULATOR_HOST")

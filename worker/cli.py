@@ -133,8 +133,6 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     options = run_options(args)
     if options.processes == 1:
         return run_worker(settings, options)
-    # A missing setting is one line from the parent, not one from each process.
-    settings.require("project", "subscription")
     return Supervisor(settings, options).run()
 
 

@@ -40,7 +40,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from scheduler import logs
+from scheduler import gcp, logs
 from scheduler.cli_base import stop_on_signals, user_error
 from scheduler.config import Settings
 from scheduler.logs import get_logger
@@ -136,7 +136,12 @@ class Supervisor:
         self._children: list[_Child] = []
 
     def run(self) -> int:
-        """Start the processes and supervise them until they exit; the replica's exit code."""
+        """Start the processes and supervise them until they exit; the replica's exit code.
+        What every process would fail on at its start (a missing setting, no Google
+        credentials) fails here first, once."""
+        self._settings.require("project", "subscription")
+        gcp.firestore_client(self._settings).close()
+        gcp.subscriber_client(self._settings).close()
         child_options = replace(self._options, processes=1, health_port=0,
                                 health_host="127.0.0.1")
         with stop_on_signals(log) as stop:
