@@ -13,7 +13,8 @@ measures in one run, each against a baseline measured in the same run:
   last within 45 s of the slot; the fan-out rate (slots published per second, from the tick's
   start to its last shard's end, in the worker's log) against the raw Pub/Sub publish rate of
   the same messages from this process; fire-to-start p50/p99 (the target's arrival time minus
-  the slot); the worker's peak RSS; the CPU seconds and ms per fire of the worker, of each
+  the slot); the worker's peak RSS; the CPU seconds and ms per fire of the worker (all its
+  processes, with `--processes`), of each
   emulator the bench started (a shared one is not counted) and of the bench itself, from the
   tick's publish to the last start, and the floor they put under the minute on this machine
   (`proc_cpu.CpuAccount`). A minute of `--warm-up` slots (default 5,000) runs first, unmeasured:
@@ -45,9 +46,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from fire_source import TICK_ENV
-from proc_cpu import CpuAccount, group_cpu_seconds, process_cpu_seconds
+from proc_cpu import CpuAccount, group_cpu_seconds, process_cpu_seconds, tree_cpu_seconds
 from tick_documents import delete_documents, put_documents, tick_document
-from ticks_memory import bench_memory, status_kib
+from ticks_memory import bench_memory, tree_kib
 from worker_harness import SIGNING_KEY, Stack, Worker
 
 from scheduler.contract import Message, build_message, execution_id
@@ -189,7 +190,7 @@ def _cpu_account(worker: Worker, emulators: dict[str, Emulator | None]) -> CpuAc
     """The worker's, each emulator's (its whole process group: gcloud and its Java child; not
     a shared one) and this process's CPU (the HTTP target, the tick's publisher, polling)."""
     readers: dict[str, Callable[[], float] | None] = {
-        "worker": partial(process_cpu_seconds, worker.pid)}
+        "worker": partial(tree_cpu_seconds, worker.pid)}
     for kind, emulator in emulators.items():
         process = None if emulator is None else emulator.process
         readers[f"{kind} emulator"] = (None if process is None
@@ -228,7 +229,7 @@ def bench_minute(stack: Stack, worker: Worker, due: int,
     schedules = [_schedule(i, url, id=f"minute/{i:06d}") for i in range(due)]
     put_documents(_client(stack), [(s, tick_document(s, minute, minute))
                                    for s in schedules])
-    baseline_kib = status_kib(worker.pid, "VmRSS")
+    baseline_kib = tree_kib(worker.pid, "VmRSS")
     account = _cpu_account(worker, emulators)
     skip = len(worker.log_lines())
     _sleep_until(minute)
@@ -244,7 +245,7 @@ def bench_minute(stack: Stack, worker: Worker, due: int,
     once = sum(1 for key in expected if counts.get(key) == 1)
     values = list(late.values()) or [float("nan")]
     last = max(values)
-    peak_kib = status_kib(worker.pid, "VmHWM")
+    peak_kib = tree_kib(worker.pid, "VmHWM")
     rate = published / fan_out_s
     return [
         f"a minute with {due} due slots, one worker replica "
@@ -309,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--one-shot-minutes", type=int, default=3)
     parser.add_argument("--executors", type=int, default=None,
                         help="the worker's --executors (default: its own default)")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="the worker replica's --processes (default: its own, 1)")
     parser.add_argument("--max-lease-extension", type=int, default=None,
                         help="the worker's --max-lease-extension in seconds (default: its own)")
     parser.add_argument("--warm-up", type=int, default=5_000, metavar="SLOTS",
@@ -332,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
             _report(bench_sync(client, args.schedules))
         if phases & {"minute", "one-shots"}:
             options = [] if args.executors is None else ["--executors", str(args.executors)]
+            if args.processes is not None:
+                options += ["--processes", str(args.processes)]
             if args.max_lease_extension is not None:
                 options += ["--max-lease-extension", str(args.max_lease_extension)]
             worker = stack.start_worker(*options, **TICK_ENV)

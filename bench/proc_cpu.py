@@ -31,6 +31,35 @@ def process_cpu_seconds(pid: int | str = "self") -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every live process descended from it (a worker replica's processes), from
+    /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo += children.get(current, [])
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by `pid` and its live descendants (`process_tree`)."""
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            total += process_cpu_seconds(member)
+        except OSError:
+            continue
+    return total
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds every process on the machine has used since boot (all CPUs: the non-idle
     columns of /proc/stat's `cpu` line)."""
@@ -98,6 +127,6 @@ class CpuAccount:
             f"    {'every other process':<22} {others:7.1f} s  (the machine: "
             f"{self._used['machine']:.1f} of {self._wall * cpus:.1f} CPU-s)",
             f"  floor on this machine: {total / cpus:.1f} s (counted CPU / {cpus} CPUs); "
-            f"the worker's own CPU, one process: {counted.get('worker', 0.0):.1f} s",
+            f"the worker's own CPU: {counted.get('worker', 0.0):.1f} s",
         ]
         return lines

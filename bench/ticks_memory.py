@@ -67,6 +67,20 @@ def status_kib(pid: int | str, field: str) -> int:
     raise ValueError(f"no {field} in /proc/{pid}/status")
 
 
+def tree_kib(pid: int, field: str) -> int:
+    """The sum of a /proc status field over `pid` and its descendants (a replica's processes;
+    of VmHWM, an upper bound of their peak together)."""
+    from proc_cpu import process_tree
+
+    total = 0
+    for member in process_tree(pid):
+        try:
+            total += status_kib(member, field)
+        except (OSError, ValueError):
+            continue
+    return total
+
+
 def reset_peak(pid: int | str) -> None:
     """Reset a process's VmHWM to its current RSS (proc(5), clear_refs)."""
     Path(f"/proc/{pid}/clear_refs").write_text("5")
