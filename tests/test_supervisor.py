@@ -124,6 +124,26 @@ def test_a_replica_of_two_processes_runs_every_fire_once_and_stops_on_sigterm(
 
 @pytest.mark.emulator
 @pytest.mark.slow
+def test_a_frozen_process_makes_the_replica_not_live_nor_ready_until_it_thaws(
+        stack: Stack) -> None:
+    worker = stack.start_worker("--processes", "2")
+    worker.wait_ready()
+    assert worker.get("/livez") == (200, "ok\n")
+    first, _ = _pids(worker)
+    os.kill(first, signal.SIGSTOP)
+    try:
+        status, body = worker.get("/livez")
+        assert (status, body) == (503, "process 1: not answering\n")
+        status, body = worker.get("/readyz")
+        assert status == 503 and body.startswith("not ready\nprocess 1: not answering")
+    finally:
+        os.kill(first, signal.SIGCONT)
+    wait_for(worker.ready, timeout=30, what="the thawed process to answer")
+    assert worker.get("/livez") == (200, "ok\n")
+
+
+@pytest.mark.emulator
+@pytest.mark.slow
 def test_a_process_that_dies_stops_the_replica_with_its_code(stack: Stack) -> None:
     worker = stack.start_worker("--processes", "2", "--grace-period", "2")
     worker.wait_ready()

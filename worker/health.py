@@ -1,6 +1,7 @@
 """Health and metrics over HTTP, for Cloud Run and GKE probes and Prometheus scrapes.
 
-* `GET /livez`   200 while the process serves requests (liveness: restart only a wedged process).
+* `GET /livez`   200 while the process serves requests (liveness: restart only a wedged process;
+  a replica of several processes answers for each of them, `worker.supervisor`).
 * `GET /readyz`  200 while the worker can do its work, else 503 (readiness: a replica whose
   stream is down or reconnecting, or whose store fails or hangs, is taken out of rotation, not
   restarted). The body names each failing dependency and why (`worker.dependencies`).
@@ -31,9 +32,12 @@ class HealthServer:
         self, port: int, *, ready: Callable[[], bool | tuple[bool, str]],
         registry: CollectorRegistry,
         host: str = "0.0.0.0",  # probes come from outside the container
+        live: Callable[[], tuple[bool, str]] | None = None,
     ) -> None:
-        """`ready` says whether the worker is ready, or that and a body naming what is wrong."""
+        """`ready` says whether the worker is ready, or that and a body naming what is wrong;
+        `live`, whether it is alive and why not (by default: it is, since it answers)."""
         self._ready = ready
+        self._live = live
         self._registry = registry
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
@@ -63,7 +67,8 @@ class HealthServer:
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/livez":
-                    self._send(200, b"ok\n")
+                    live, body = server._live() if server._live else (True, "ok\n")
+                    self._send(200 if live else 503, body.encode())
                 elif path == "/readyz":
                     answer = server._ready()
                     ready, body = answer if isinstance(answer, tuple) else (

@@ -7,7 +7,8 @@ and the ledger, exactly as between replicas, so a fire still runs once (its clai
 only supervises, as Dramatiq's main process does (`dramatiq/cli.py` `main`, lines 667-688 at
 848b35f):
 
-* it serves the replica's health port: `/livez` while it runs; `/readyz` ready while every
+* it serves the replica's health port: `/livez` alive while every process's health server
+  answers (one frozen or wedged gets the replica restarted); `/readyz` ready while every
   process is ready, naming each one's problems; `/metrics` every process's samples, each with a
   `process` label (`merge_metrics`). The children serve theirs on loopback ports of their own;
 * SIGTERM or SIGINT is passed to every process, and each drains within the grace period;
@@ -30,7 +31,8 @@ import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING
@@ -54,8 +56,9 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-# How long the parent waits for one child's /readyz or /metrics.
-ASK_TIMEOUT_S = 2.0
+# How long the parent waits for its processes' /livez, /readyz or /metrics (asked at once):
+# within the probes' own timeouts (Terraform: 2 s for the startup probe, 3 s for liveness).
+ASK_TIMEOUT_S = 1.5
 # The label that tells the processes' samples apart in the replica's /metrics.
 PROCESS_LABEL = "process"
 
@@ -117,13 +120,12 @@ class _Child:
 class _ChildMetrics(Collector):
     """A collector of every child's /metrics, merged (`merge_metrics`)."""
 
-    def __init__(self, children: Sequence[_Child]) -> None:
-        self._children = children
+    def __init__(self, ask: Callable[[str], list[tuple[_Child, tuple[int, str]]]]) -> None:
+        self._ask = ask
 
     def collect(self) -> Iterable[Metric]:
-        answers = [(child.number, child.ask("/metrics")) for child in self._children]
-        return merge_metrics((number, body) for number, (status, body) in answers
-                             if status == 200)
+        return merge_metrics((child.number, body) for child, (status, body)
+                             in self._ask("/metrics") if status == 200)
 
 
 class Supervisor:
@@ -134,6 +136,8 @@ class Supervisor:
         self._options = options
         self._context = multiprocessing.get_context("spawn")
         self._children: list[_Child] = []
+        self._askers = ThreadPoolExecutor(max_workers=options.processes,
+                                          thread_name_prefix="health-ask")
 
     def run(self) -> int:
         """Start the processes and supervise them until they exit; the replica's exit code.
@@ -154,9 +158,10 @@ class Supervisor:
                 theirs.close()
                 self._children.append(_Child(number, process, ours))
             registry = CollectorRegistry()
-            registry.register(_ChildMetrics(self._children))
+            registry.register(_ChildMetrics(self._ask))
             health = HealthServer(self._options.health_port, ready=self._readiness,
-                                  registry=registry, host=self._options.health_host).start()
+                                  live=self._liveness, registry=registry,
+                                  host=self._options.health_host).start()
             log.info("replica started", processes=len(self._children),
                      pids=[child.process.pid for child in self._children],
                      health_port=health.port)
@@ -164,15 +169,28 @@ class Supervisor:
                 code = self._supervise(stop)
             finally:
                 health.stop()
+                self._askers.shutdown()
         log.info("replica stopped", exit_code=code)
         return code
 
+    def _ask(self, path: str) -> list[tuple[_Child, tuple[int, str]]]:
+        """Every process's answer to GET `path`, asked at once."""
+        return list(zip(self._children, self._askers.map(lambda child: child.ask(path),
+                                                         self._children), strict=True))
+
     def _readiness(self) -> tuple[bool, str]:
-        answers = []
-        for child in self._children:
-            status, body = child.ask("/readyz")
-            answers.append((child.number, status == 200, body))
-        return combined_readiness(answers)
+        return combined_readiness([(child.number, status == 200, body)
+                                   for child, (status, body) in self._ask("/readyz")])
+
+    def _liveness(self) -> tuple[bool, str]:
+        """Alive while every process's health server answers: one frozen or wedged stops
+        answering, as a one-process replica would, so the platform restarts the replica."""
+        # One still starting (no port yet) is not wedged.
+        silent = [child.number for child, (status, _) in self._ask("/livez")
+                  if status != 200 and child.port is not None]
+        if not silent:
+            return True, "ok\n"
+        return False, "".join(f"process {number}: not answering\n" for number in silent)
 
     def _supervise(self, stop: threading.Event) -> int:
         """Until every process exited: note their ports, pass a stop on, and stop them all
