@@ -76,11 +76,13 @@ def test_a_one_shot_event_fires_within_two_seconds_of_its_fire_at_through_two_wo
     assert record is not None and (record.state, record.attempt) == (State.SUCCEEDED, 1)
     # The copy was busy while the fire was held, and is acked as a duplicate once it ran: the
     # hub never gets a second call.
-    wait_until(lambda: stack.logged(BUSY, execution_id=eid)
+    wait_until(lambda: any(stack.logged(busy, execution_id=eid) for busy in BUSY)
                and stack.logged(DUPLICATE, execution_id=eid), 60,
                "the copy to be found busy, then a duplicate")
     assert len(calls_for(hub.calls, item["id"], fire_at)) == 1
 
 
-BUSY = "fire is running on another worker; redelivery later"
+# Pub/Sub chooses the stream the copy goes to: the other worker's, or the holder's own.
+BUSY = ("fire is running on another worker; redelivery later",
+        "fire is being handled by this worker already; redelivery later")
 DUPLICATE = "duplicate delivery of a finished fire"
