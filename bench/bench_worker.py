@@ -39,7 +39,7 @@ from worker_meter import CPU_METER, Counter, CpuMeter, Result, median, percentil
 from scheduler.contract import Message, decode_message, execution_id
 from scheduler.logs import configure
 from scion_scheduler.google_emulators import Emulator
-from worker.pubsub_transport import DEFAULT_EXECUTORS
+from worker.run_options import DEFAULT_EXECUTORS
 from worker.transport import Outcome
 
 

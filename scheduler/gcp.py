@@ -22,6 +22,18 @@ def _apply_emulator_env(settings: Settings) -> None:
             os.environ[env] = value
 
 
+def require_credentials(settings: Settings) -> None:
+    """Fail as the Pub/Sub or Firestore client would at its start without Google credentials
+    (`DefaultCredentialsError`), without loading either library: both ask for the application
+    default credentials unless their emulator is set."""
+    _apply_emulator_env(settings)
+    if os.environ.get("PUBSUB_EMULATOR_HOST") and os.environ.get("FIRESTORE_EMULATOR_HOST"):
+        return
+    import google.auth
+
+    google.auth.default()
+
+
 def cloud_scheduler_client(settings: Settings) -> Any:
     """A `CloudSchedulerClient`, talking to the emulator when one is configured."""
     from google.api_core.client_options import ClientOptions

@@ -161,8 +161,7 @@ def test_the_lease_and_the_lease_extension_have_one_default_each() -> None:
     """`scion-worker run`, RunOptions and the pipeline share the takeover budget's values."""
     from worker.cli import build_parser, run_options
     from worker.pipeline import DEFAULT_LEASE
-    from worker.pubsub_transport import DEFAULT_MAX_LEASE_EXTENSION
-    from worker.runner import RunOptions
+    from worker.run_options import DEFAULT_MAX_LEASE_EXTENSION, RunOptions
 
     options = run_options(build_parser().parse_args(["run", "--health-port", "0"]))
     assert options.lease == RunOptions().lease == DEFAULT_LEASE == timedelta(seconds=12)

@@ -133,7 +133,7 @@ def test_firestore_serves_the_reapers_query_and_leaves_the_message_unindexed() -
 
 def test_the_subscriptions_ack_deadline_is_the_workers_lease_extension() -> None:
     """Both are part of the takeover budget (README, Failure model): 10 s, Pub/Sub's minimum."""
-    from worker.pubsub_transport import DEFAULT_MAX_LEASE_EXTENSION
+    from worker.run_options import DEFAULT_MAX_LEASE_EXTENSION
 
     default = named(MODULE_DIR, "variable")["ack_deadline_seconds"]["default"]
     assert default == DEFAULT_MAX_LEASE_EXTENSION.total_seconds() == 10

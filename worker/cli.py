@@ -20,7 +20,7 @@ from scheduler.config import ConfigError, Settings
 from worker.errors import WorkerError
 
 if TYPE_CHECKING:
-    from worker.runner import RunOptions
+    from worker.run_options import RunOptions
 
 DESCRIPTION = """\
 Worker pool of scion-scheduler: pulls fires from the Pub/Sub subscription, claims each fire in
@@ -88,7 +88,7 @@ def _attr(flag: str) -> str:
 
 
 def _register_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from worker.runner import RunOptions
+    from worker.run_options import RunOptions
 
     # Settings flags are accepted after `run` too; SUPPRESS keeps an absent one from hiding a
     # value given before `run`, and an absent worker flag from hiding RunOptions' default.
@@ -113,7 +113,7 @@ def _register_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def run_options(args: argparse.Namespace) -> RunOptions:
     """The `RunOptions` of parsed `run` flags: each flag given, else its default (the health
     port's from `PORT`)."""
-    from worker.runner import RunOptions, default_health_port
+    from worker.run_options import RunOptions, default_health_port
 
     given = {_attr(flag): getattr(args, _attr(flag)) for flag, *_ in _RUN_FLAGS
              if hasattr(args, _attr(flag))}
@@ -125,14 +125,16 @@ def run_options(args: argparse.Namespace) -> RunOptions:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.runner import run_worker
-    from worker.supervisor import Supervisor
-
     # Every executor logs each fire it runs: one writer thread writes their lines.
     logs.configure(settings.log_format, background=True)
     options = run_options(args)
     if options.processes == 1:
+        from worker.runner import run_worker
+
         return run_worker(settings, options)
+    # The parent of several processes only supervises: it never loads their clients.
+    from worker.supervisor import Supervisor
+
     return Supervisor(settings, options).run()
 
 

@@ -54,23 +54,18 @@ from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
 from google.cloud.pubsub_v1.types import FlowControl
 
 from scheduler.logs import get_logger
+from worker.run_options import (
+    DEFAULT_EXECUTORS,
+    DEFAULT_GRACE_PERIOD,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_LEASE_DURATION,
+    DEFAULT_MAX_LEASE_EXTENSION,
+    DEFAULT_MAX_MESSAGES,
+)
 from worker.transport import Delivery, Disposition, Handler, Outcome
 
 log = get_logger(__name__)
 
-DEFAULT_MAX_MESSAGES = 200
-DEFAULT_MAX_BYTES = 50 * 1024 * 1024
-# Actions are mostly waits on the hub, and fires handled at the same moment share their store
-# round trips (`worker.coalescer`), so more fires in flight cost little: 64 measured about
-# twice the throughput of 16 in `bench/bench_worker.py`.
-DEFAULT_EXECUTORS = 64
-# The http action allows timeouts up to 30 minutes; leave room for the claim and the record.
-DEFAULT_MAX_LEASE_DURATION = timedelta(hours=1)
-DEFAULT_GRACE_PERIOD = timedelta(seconds=30)
-# Each ack-deadline extension (and the stream's deadline for messages not yet leased) is at most
-# this long: a message held by a worker that died returns to another replica within it. 10 s,
-# Pub/Sub's minimum, as the subscription's ack deadline: part of the takeover budget (README).
-DEFAULT_MAX_LEASE_EXTENSION = timedelta(seconds=10)
 # Pub/Sub accepts ack deadlines of 0..600 s.
 MAX_ACK_DEADLINE_S = 600
 _POLL_S = 0.2

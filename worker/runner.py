@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import timedelta
 from typing import cast
 
 from scheduler import gcp, logs
@@ -24,53 +22,18 @@ from worker.firestore_ledger import FirestoreLedger
 from worker.health import HealthServer
 from worker.ledger import Ledger
 from worker.metrics import WorkerMetrics
-from worker.pipeline import DEFAULT_LEASE, IN_PROCESS_RETRY_BUDGET, Pipeline, make_worker_id
-from worker.pubsub_transport import (
-    DEFAULT_EXECUTORS,
-    DEFAULT_GRACE_PERIOD,
-    DEFAULT_MAX_BYTES,
-    DEFAULT_MAX_LEASE_DURATION,
-    DEFAULT_MAX_LEASE_EXTENSION,
-    DEFAULT_MAX_MESSAGES,
-    PubSubTransport,
-)
+from worker.pipeline import IN_PROCESS_RETRY_BUDGET, Pipeline, make_worker_id
+from worker.pubsub_transport import PubSubTransport
 from worker.reaper import Reaper
+from worker.run_options import RunOptions
 
 log = get_logger(__name__)
 
-DEFAULT_HEALTH_PORT = 8080
 # The reaper sweeps this many times per lease: a dead worker's claim is taken over at most a
 # lease plus a quarter of it after its last renewal (the README's failure model).
 REAP_SWEEPS_PER_LEASE = 4
 # Why the claims still held when the worker leaves are released.
 ABANDONED = "worker stopped before the action finished"
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """The `scion-worker run` knobs that are not deployment settings."""
-
-    health_port: int = DEFAULT_HEALTH_PORT
-    # Probes come from outside the container; a replica's processes serve theirs on loopback.
-    health_host: str = "0.0.0.0"
-    processes: int = 1
-    max_messages: int = DEFAULT_MAX_MESSAGES
-    max_bytes: int = DEFAULT_MAX_BYTES
-    executors: int = DEFAULT_EXECUTORS
-    grace_period: timedelta = DEFAULT_GRACE_PERIOD
-    lease: timedelta = DEFAULT_LEASE
-    max_lease_duration: timedelta = DEFAULT_MAX_LEASE_DURATION
-    max_lease_extension: timedelta = DEFAULT_MAX_LEASE_EXTENSION
-
-
-def default_health_port(environ: dict[str, str] | None = None) -> int:
-    """`PORT` (the Cloud Run convention) when set, else 8080."""
-    raw = (os.environ if environ is None else environ).get("PORT", "")
-    if not raw:
-        return DEFAULT_HEALTH_PORT
-    if not raw.isdigit() or not 0 <= int(raw) <= 65535:
-        raise ValueError(f"PORT must be a TCP port number (got {raw!r})")
-    return int(raw)
 
 
 def run_worker(settings: Settings, options: RunOptions,

@@ -52,7 +52,7 @@ from worker.health import HealthServer
 if TYPE_CHECKING:
     from multiprocessing.context import SpawnProcess
 
-    from worker.runner import RunOptions
+    from worker.run_options import RunOptions
 
 log = get_logger(__name__)
 
@@ -144,8 +144,7 @@ class Supervisor:
         What every process would fail on at its start (a missing setting, no Google
         credentials) fails here first, once."""
         self._settings.require("project", "subscription")
-        gcp.firestore_client(self._settings).close()
-        gcp.subscriber_client(self._settings).close()
+        gcp.require_credentials(self._settings)
         child_options = replace(self._options, processes=1, health_port=0,
                                 health_host="127.0.0.1")
         with stop_on_signals(log) as stop:
