@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -176,3 +178,24 @@ def test_processes_must_be_a_positive_count() -> None:
         build_parser().parse_args(["run", "--processes", "0"])
     args = build_parser().parse_args(["run", "--processes", "3"])
     assert args.processes == 3
+
+
+def test_the_parent_loads_no_client_library() -> None:
+    """What a replica's parent imports to parse its options and supervise (`worker/cli.py`
+    `_run`) leaves gRPC and the Google clients to its processes: it stays small."""
+    code = (
+        "import sys\n"
+        "from worker import cli, supervisor\n"
+        "from worker.run_options import RunOptions\n"
+        "from scheduler import gcp\n"
+        "from scheduler.config import Settings\n"
+        "gcp.require_credentials(Settings.from_env({'SCION_SCHEDULER_PROJECT': 'p',\n"
+        "    'PUBSUB_EMULATOR_HOST': 'localhost:1',\n"
+        "    'FIRESTORE_EMULATOR_HOST': 'localhost:2'}))\n"
+        "cli.build_parser().parse_args(['run', '--processes', '2'])\n"
+        "print(sorted(m for m in ('grpc', 'google.cloud.pubsub_v1', 'google.cloud.firestore',\n"
+        "                         'worker.runner') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert result.stdout.strip() == "[]", result.stderr
