@@ -214,9 +214,9 @@ class EgressSender:
                 raise EgressRefused(f"{url}: its Host header ({host_header!r}) names another "
                                     "host than its URL")
         # Headers only a caller of a metadata server sends; no action has a reason to.
-        for name in sorted(METADATA_HEADERS):
-            if name in lowered:
-                raise EgressRefused(f"{url}: it carries the metadata-server header {name}")
+        carried = METADATA_HEADERS & lowered.keys()
+        if carried:
+            raise EgressRefused(f"{url}: it carries the metadata-server header {min(carried)}")
         sent = dict(headers)
         if "user-agent" not in lowered:
             sent["User-Agent"] = USER_AGENT
