@@ -43,10 +43,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from scheduler import gcp, logs
-from scheduler.cli_base import stop_on_signals, user_error
+from scheduler.cli_base import stop_on_signals
 from scheduler.config import Settings
 from scheduler.logs import get_logger
-from worker.errors import WorkerError
 from worker.health import HealthServer
 
 if TYPE_CHECKING:
@@ -244,6 +243,7 @@ def _exit_code(exitcode: int) -> int:
 def _child_main(settings: Settings, options: RunOptions, parent: Connection) -> None:
     """A child's body: a whole worker, its health port told to the parent; it stops as on
     SIGTERM when the parent's end of the pipe closes (the parent died)."""
+    from worker.cli import worker_error
     from worker.runner import run_worker
 
     logs.configure(settings.log_format, background=True)
@@ -256,7 +256,7 @@ def _child_main(settings: Settings, options: RunOptions, parent: Connection) -> 
     try:
         code = run_worker(settings, options, listening=listening)
     except Exception as exc:
-        explained = user_error(argparse.Namespace(), exc, (WorkerError,))
+        explained = worker_error(argparse.Namespace(), exc)
         if explained is None:
             raise
         code = explained
