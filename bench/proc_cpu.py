@@ -5,42 +5,47 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+
+
+def _stat(path: Path) -> list[str]:
+    """The fields of a /proc/PID/stat after the command name: state, ppid, pgrp, ...,
+    utime (12th), stime (13th)."""
+    return path.read_text().rsplit(")", 1)[1].split()
+
+
+def _every_stat() -> Iterator[tuple[int, list[str]]]:
+    """Each live process's ID and `_stat` fields (those that exit meanwhile are left out)."""
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            yield int(entry.parent.name), _stat(entry)
+        except OSError:
+            continue
+
+
+def _cpu_ticks(fields: list[str]) -> int:
+    return int(fields[11]) + int(fields[12])
 
 
 def group_cpu_seconds(pgid: int) -> float:
     """CPU seconds (user + system) used so far by the live processes of a process group, from
     /proc (Linux); 0 where /proc is missing."""
-    total = 0
-    ticks = os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = entry.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # After the command name: state, ppid, pgrp, ..., utime (12th), stime (13th).
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
+    total = sum(_cpu_ticks(fields) for _, fields in _every_stat() if int(fields[2]) == pgid)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def process_cpu_seconds(pid: int | str = "self") -> float:
     """CPU seconds (user + system, every thread) used so far by one process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _cpu_ticks(_stat(Path(f"/proc/{pid}/stat"))) / os.sysconf("SC_CLK_TCK")
 
 
 def process_tree(pid: int) -> list[int]:
     """`pid` and every live process descended from it (a worker replica's processes), from
     /proc (Linux)."""
     children: dict[int, list[int]] = {}
-    for entry in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = entry.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry.parent.name))
+    for child, fields in _every_stat():
+        children.setdefault(int(fields[1]), []).append(child)
     tree, todo = [], [pid]
     while todo:
         current = todo.pop()
