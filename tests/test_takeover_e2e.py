@@ -114,13 +114,24 @@ def test_a_takeover_across_a_slot_of_an_overlap_skip_schedule_is_not_skipped(
     _kill(victim)
     stack.subscriber.delete_subscription(
         subscription=stack.subscriber.subscription_path(stack.project, "victim"))
-    wait_for(lambda: (e := stack.ledger.get(older.execution_id)) is not None
-             and e.lease_until is not None and e.lease_until < datetime.now(UTC),
-             what="the older fire's lease to lapse")
-    newer_time = slot + timedelta(minutes=1)
-    newer = execution_id(sched.id, newer_time, "manual")
-    claim = stack.ledger.claim(ClaimRequest(newer, sched.id, newer_time, "manual", "test-replica",
-                                            timedelta(minutes=5), "skip", datetime.now(UTC)))
+    # In tick mode the source's tick workers are survivors already, and one's reaper took the
+    # older fire over in the moment between its lease lapsing and the newer claim (seen in a
+    # CI run): they are frozen until the newer fire is claimed, as no survivor may run before.
+    survivors = [w for w in stack.workers if w is not victim and w.process.poll() is None]
+    for survivor in survivors:
+        survivor.process.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: (e := stack.ledger.get(older.execution_id)) is not None
+                 and e.lease_until is not None and e.lease_until < datetime.now(UTC),
+                 what="the older fire's lease to lapse")
+        newer_time = slot + timedelta(minutes=1)
+        newer = execution_id(sched.id, newer_time, "manual")
+        claim = stack.ledger.claim(ClaimRequest(newer, sched.id, newer_time, "manual",
+                                                "test-replica", timedelta(minutes=5), "skip",
+                                                datetime.now(UTC)))
+    finally:
+        for survivor in survivors:
+            survivor.process.send_signal(signal.SIGCONT)
     assert claim.result.run
     stack.start_worker().wait_ready()
     wait_for(lambda: len(stack.target.for_key(older.execution_id)) == 2,
