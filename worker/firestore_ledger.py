@@ -18,42 +18,11 @@ Both per-schedule documents have the sha256 hex of the schedule ID as their ID (
 may hold characters a document ID may not), with the raw ID in `schedule_id`;
 `schedule_state()` merges them into one `ScheduleState`.
 
-How a change is made atomic: optimistic commits, not Firestore transactions. Every write goes
-into one batch whose preconditions pin what the decision was based on: a document read as
-absent is written with `create` (it must still not exist), a document read as present is
-written with `update` guarded by its `update_time` as read. A batch commit applies all of its
-writes or none and fails as a whole when a precondition does not hold, so a commit that
-succeeds is exactly the read-decide-write step run alone; one that fails lost a race and the
-step is re-read and decided again. Why not transactions: a read-write transaction costs a
-BeginTransaction, its reads and a Commit, measured at about a third of a plain create on the
-emulator (see `bench/bench_claim.py`), and under contention the emulator's locking transactions
-deadlock until a lock timeout (firebase-tools#6758, #8105), whereas a failed precondition
-answers at once.
-
-The claim, fast path: a fire nobody has claimed has no execution document and (overlap `skip`)
-no running document, so its claim is decided without a read, as if both had been read as
-absent, and committed as two creates: the preconditions are exactly that reading. When either
-document exists the commit fails, and the claim reads both in one BatchGetDocuments, decides
-(`worker.ledger_rules.plan_claim`) and commits under preconditions. DONE and BUSY are answered
-from the read alone, or, for executions this process finished or holds, from what it wrote: a
-finished record never changes, and a record held with a live lease changes only through its
-holder. The execution document a claim writes carries a `claim_id` unique to that claim call:
-when the client retried a Commit whose reply was lost, the retry fails the precondition its own
-landed write changed, and the re-read recognises the write by that ID (and by nothing that
-another delivery to the same worker could share, such as the worker ID and the clock reading).
-
-Finish, renew and release need no read in the common case: the ledger remembers the records it
-wrote for the executions this process holds, with the `update_time` each commit returned, and
-commits the change guarded by those versions. If another writer moved a document since (a
-takeover, another fire of the schedule), the guard fails and the change is re-read and decided
-again from the stored records. Every decision is made by `worker.ledger_rules`, which the SQLite
-ledger shares.
-
-Batching: reads and commits go through `worker.firestore_batch`, so that the reads of fires
-handled at the same moment leave as one BatchGetDocuments and their commits as one Commit (a
-failed combined Commit is split to find the group that lost). Deliveries of one fire in one
-process claim one after the other, so that they never make each other's batches fail. What this
-process wrote is remembered by `worker.held_fires`.
+How a change is made atomic (optimistic commits under preconditions, not transactions), the
+claim's read-free fast path, and how finishes, renewals and releases go without a read:
+docs/architecture.md, "The Firestore ledger's commits". Every decision is made by
+`worker.ledger_rules`, which the SQLite ledger shares; reads and commits are batched by
+`worker.firestore_batch`, and what this process wrote is remembered by `worker.held_fires`.
 """
 
 from __future__ import annotations
