@@ -66,9 +66,9 @@ def new_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(settings: Settings, level: str = "INFO") -> None:
-    """Configure logs from the resolved settings."""
-    logs.configure(settings.log_format, level)
+def setup_logging(settings: Settings, level: str = "INFO", *, background: bool = False) -> None:
+    """Configure logs from the resolved settings (`background`: see `logs.configure`)."""
+    logs.configure(settings.log_format, level, background=background)
 
 
 def emit(payload: Any, output: str, text: str) -> None:
@@ -106,11 +106,12 @@ def user_error(_: argparse.Namespace, exc: Exception,
 def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
                 explain: Explain = user_error) -> int:
     """A console script's body: parse `argv`, resolve the settings, set up logging and run the
-    chosen command's handler; an exception `explain` recognises becomes its exit code."""
+    chosen command's handler; an exception `explain` recognises becomes its exit code. A command
+    whose parser sets the default `background_logs=True` has its lines written by one thread."""
     args = parser.parse_args(argv)
     try:
         settings = settings_from_args(args)
-        setup_logging(settings)
+        setup_logging(settings, background=getattr(args, "background_logs", False))
         return int(args.handler(args, settings))
     except Exception as exc:
         code = explain(args, exc)

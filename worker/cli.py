@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from scheduler import logs
 from scheduler.cli_base import (
     add_settings_flags,
     new_parser,
@@ -107,7 +106,8 @@ def _register_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default = getattr(defaults, _attr(flag))
         shown = f"{default.total_seconds():g}" if isinstance(default, timedelta) else default
         group.add_argument(flag, type=parse, metavar=metavar, help=f"{text} (default {shown})")
-    p.set_defaults(handler=_run)
+    # Every executor logs each fire it runs: one writer thread writes their lines.
+    p.set_defaults(handler=_run, background_logs=True)
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
@@ -125,8 +125,6 @@ def run_options(args: argparse.Namespace) -> RunOptions:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    # Every executor logs each fire it runs: one writer thread writes their lines.
-    logs.configure(settings.log_format, background=True)
     options = run_options(args)
     if options.processes == 1:
         from worker.runner import run_worker
