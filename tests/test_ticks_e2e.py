@@ -114,10 +114,16 @@ def test_a_tick_whose_claimer_is_killed_is_taken_over_and_fires_each_slot_once(
     schedules = every_minute(stack, 3000, since)
     survivor = workers(stack, 1)[0]
     claimer, publish_tick = tick_only_claimer(stack)
+    spy = stack.subscriber.subscription_path(stack.project, "spy")
+    stack.subscriber.create_subscription(request={"name": spy, "topic": stack.topic})
     minute = this_minute()
     publish_tick(minute)
-    # Killed mid-fan-out: as soon as the first of its fires has run.
-    wait_for(lambda: bool(stack.target.counts()), what="the first fire", interval=0.01)
+    # Killed mid-fan-out: as soon as its first message (a shard: they go before its own fires)
+    # reaches the shared topic. Waiting for the survivor to run a fire left the claimer time to
+    # finish the tick first on a loaded machine.
+    wait_for(lambda: bool(stack.subscriber.pull(subscription=spy, max_messages=1,
+                                                timeout=30).received_messages),
+             what="the claimer's first message", interval=0)
     claimer.process.send_signal(signal.SIGKILL)
     claimer.wait()
     tick = tick_execution_id(minute)
