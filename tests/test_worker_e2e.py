@@ -317,7 +317,7 @@ def test_poison_message_is_dead_lettered_and_forged_message_rejected(stack: Stac
 def test_sigterm_finishes_the_running_action_and_exits_0(stack: Stack) -> None:
     worker = stack.start_worker("--executors", "1", "--max-messages", "5", "--grace-period", "20")
     worker.wait_ready()
-    slow = stack.manual(stack.schedule("long", "/slow/2"), _now())
+    slow = stack.manual(stack.schedule("long", "/block/long"), _now())
     stack.publish(slow)
     wait_for(lambda: bool(stack.target.for_key(_eid(slow))), what="the action to start")
     # Queued behind the running action: handed back at the stop, not lost.
@@ -325,7 +325,14 @@ def test_sigterm_finishes_the_running_action_and_exits_0(stack: Stack) -> None:
               for i in range(3)]
     stack.publish_many(queued)
     time.sleep(0.5)
+    # Another replica is up when this one stops, as in a deployment, so Pub/Sub has an open
+    # stream to hand the queued deliveries to.
+    successor = stack.start_worker()
+    successor.wait_ready()
     worker.process.send_signal(signal.SIGTERM)
+    wait_for(lambda: any("queued deliveries handed back" in line for line in worker.log_lines()),
+             what="the stop to hand the queue back")
+    stack.target.release("long")
     assert worker.wait() == 0
     hits = stack.target.for_key(_eid(slow))
     assert len(hits) == 1 and hits[0].finished is not None
@@ -335,7 +342,6 @@ def test_sigterm_finishes_the_running_action_and_exits_0(stack: Stack) -> None:
     handed_back = sum(json.loads(line)["count"] for line in worker.log_lines()
                       if "queued deliveries handed back" in line)
 
-    successor = stack.start_worker()
     # Once the worker has nacked them all (its log says so), the rest is
     # the emulator's part, and it sometimes keeps nacked messages on the stopped worker's dead
     # stream for good (seen twice in CI, each time after a NoSuchMethodError in its gRPC as the
