@@ -54,15 +54,21 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds used so far by `pid` and its live descendants (`process_tree`)."""
+def tree_sum(pid: int, read: Callable[[int], float]) -> float:
+    """`read` of `pid` and of each of its live descendants (`process_tree`), summed; one that
+    exits or turns zombie meanwhile (its file gone, or without the field) is left out."""
     total = 0.0
     for member in process_tree(pid):
         try:
-            total += process_cpu_seconds(member)
-        except OSError:
+            total += read(member)
+        except (OSError, ValueError):
             continue
     return total
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by `pid` and its live descendants."""
+    return tree_sum(pid, process_cpu_seconds)
 
 
 def machine_busy_seconds() -> float:

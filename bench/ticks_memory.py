@@ -70,15 +70,9 @@ def status_kib(pid: int | str, field: str) -> int:
 def tree_kib(pid: int, field: str) -> int:
     """The sum of a /proc status field over `pid` and its descendants (a replica's processes;
     of VmHWM, an upper bound of their peak together)."""
-    from proc_cpu import process_tree
+    from proc_cpu import tree_sum
 
-    total = 0
-    for member in process_tree(pid):
-        try:
-            total += status_kib(member, field)
-        except (OSError, ValueError):
-            continue
-    return total
+    return int(tree_sum(pid, lambda member: status_kib(member, field)))
 
 
 def reset_peak(pid: int | str) -> None:
